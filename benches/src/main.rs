@@ -1,0 +1,2 @@
+//! `ringtun-load`: load generator and benchmarks.
+fn main() {}

@@ -1,0 +1,9 @@
+//! ringtun-core: the pieces every ringtun binary stands on.
+//!
+//! # Layout
+//! - [`rt`]: the thread-per-core runtime (workers pinned to cores, one io_uring each, driver
+//!   detection with the epoll fallback, per-worker `SO_REUSEPORT` listeners, mailboxes).
+//! - [`mux`]: the link protocol, sans-IO. No sockets and no clock: bytes and time go in, frames
+//!   and timers come out. Specified in `docs/protocol.md`.
+//! - [`link`]: drives a [`mux`] session over a real socket on a worker and gives the rest of
+//!   the code an async stream API.
