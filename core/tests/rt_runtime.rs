@@ -1,7 +1,7 @@
 //! The runtime under both drivers: start, pinning, driver, mailboxes, shutdown, panics.
 
-#[path = "rt_common.rs"]
-mod common;
+mod rt_common;
+use rt_common as common;
 
 use ringtun_core::rt::{DriverChoice, DriverKind, RtError, Runtime, RuntimeConfig, detect_driver};
 

@@ -1,4 +1,4 @@
-//! Helpers shared by the `rt_*` integration tests (included with `#[path]`, not a test itself).
+//! Helpers shared by the `rt_*` integration tests (a directory module, so cargo does not build it as a test of its own).
 
 #![allow(dead_code)]
 
