@@ -38,6 +38,15 @@ fn kind_of(rt: &CompioRuntime) -> DriverKind {
 
 /// Builds a compio runtime for the calling thread according to `choice`.
 pub(crate) fn build_runtime(choice: DriverChoice) -> Result<BuiltRuntime, RtError> {
+    build_runtime_using(choice, build_with)
+}
+
+/// [`build_runtime`] with the runtime constructor injected, so the fallback logic can be tested
+/// on a host where io_uring works.
+fn build_runtime_using(
+    choice: DriverChoice,
+    build_with: impl Fn(DriverType) -> io::Result<CompioRuntime>,
+) -> Result<BuiltRuntime, RtError> {
     let epoll = || build_with(DriverType::Poll).map_err(|source| RtError::Driver { source });
     match choice {
         DriverChoice::Epoll => Ok(BuiltRuntime {
@@ -112,6 +121,37 @@ mod tests {
     #[test]
     fn auto_never_fails() {
         assert!(detect_driver(DriverChoice::Auto).is_ok());
+    }
+
+    fn blocked_uring(ty: DriverType) -> io::Result<CompioRuntime> {
+        if ty == DriverType::IoUring {
+            Err(io::Error::from_raw_os_error(libc::EPERM))
+        } else {
+            build_with(ty)
+        }
+    }
+
+    #[test]
+    fn auto_falls_back_to_epoll_when_io_uring_is_blocked() {
+        let built = build_runtime_using(DriverChoice::Auto, blocked_uring);
+        let Ok(built) = built else {
+            panic!("auto must not fail when only io_uring is blocked");
+        };
+        assert_eq!(built.kind, DriverKind::Epoll);
+        assert_eq!(
+            built.fallback.and_then(|e| e.raw_os_error()),
+            Some(libc::EPERM)
+        );
+    }
+
+    #[test]
+    fn forced_io_uring_fails_clearly_when_blocked() {
+        let built = build_runtime_using(DriverChoice::IoUring, blocked_uring);
+        let Err(e) = built else {
+            panic!("forced io_uring must fail when it is blocked");
+        };
+        assert!(matches!(e, RtError::IoUringUnavailable { .. }));
+        assert!(e.to_string().contains("RINGTUN_DRIVER"));
     }
 
     #[test]

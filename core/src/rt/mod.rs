@@ -29,6 +29,15 @@
 //!   socket to end them. [`Shutdown::wait`] and [`Mailbox::recv`] are channel waits, not IO, so
 //!   they are safe to race; an accept or read is not.
 //!
+//! # compio quirks worth knowing
+//! - Dropping a `compio::runtime::JoinHandle` *cancels* the task (unlike tokio); call
+//!   `.detach()` to let it run in the background.
+//! - A panic in a spawned (detached) task is caught by compio and only visible through its
+//!   `JoinHandle`; it does not reach [`Runtime::join`]. Only a panic of the worker's own future
+//!   (the one given to [`Runtime::start`]) is reported there.
+//! - `compio::net::*::from_std` must run on the thread of the runtime that will drive the
+//!   socket (it panics outside a runtime); hence [`net::ListenerSet::take`] on the worker.
+//!
 //! # Locks
 //! No `Mutex` or `RwLock` sits on a per-request path. Mailboxes and the shutdown signal are
 //! `async-channel`s (fine for control messages). [`net::ListenerSet`] uses a `Mutex` only for the
