@@ -7,3 +7,4 @@
 //!   and timers come out. Specified in `docs/protocol.md`.
 //! - [`link`]: drives a [`mux`] session over a real socket on a worker and gives the rest of
 //!   the code an async stream API.
+pub mod mux;
