@@ -33,3 +33,6 @@ pub use stream::StreamState;
 /// A stream ID: 64 bits, never reused, odd when opened by the client, even by the server,
 /// 0 for the link itself (protocol.md §2).
 pub type StreamId = u64;
+
+#[cfg(test)]
+mod tests;

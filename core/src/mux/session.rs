@@ -856,7 +856,7 @@ impl Session {
                 }));
             }
         }
-        self.peer_ctrl = 0;
+        self.peer_ctrl = self.ctrl.iter().filter(|e| e.peer_induced).count();
         self.streams.clear();
         self.sendable.clear();
         self.local_open = 0;
@@ -1299,6 +1299,12 @@ impl Session {
     /// Credit we have to send on the link.
     pub fn link_send_credit(&self) -> u64 {
         self.link_send_credit
+    }
+
+    /// Link credit consumed locally but not yet returned to the peer.
+    #[cfg(test)]
+    pub(crate) fn link_pending_credit(&self) -> u64 {
+        self.link_pending_credit
     }
 
     /// Payload bytes held in stream buffers (received unread, and written unsent).

@@ -347,4 +347,4 @@ impl Encoder {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
