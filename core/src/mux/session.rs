@@ -820,7 +820,9 @@ impl Session {
         }
     }
 
-    /// Closes the link now with GOAWAY(`code`); every stream is dropped.
+    /// Closes the link now with GOAWAY(`code`); every stream is dropped. Use a code other than
+    /// `NO_ERROR` (normally `CANCEL`) while streams are open: the peer reads a `NO_ERROR`
+    /// GOAWAY as a graceful final GOAWAY (protocol.md §9).
     pub fn close(&mut self, code: ErrorCode) {
         self.close_with(Error::LocallyClosed { code });
     }
