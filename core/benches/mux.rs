@@ -87,7 +87,10 @@ fn session_pair(n: usize) -> (Session, Session, Vec<u64>, Instant) {
     (c, s, ids, now)
 }
 
+/// Moves bytes like a socket driver would: the receiver reads into its buffer in chunks of at
+/// most 64 KiB (allocations stay below malloc's mmap threshold) and decodes after each read.
 fn shuttle(from: &mut Session, to: &mut Session, now: Instant) -> usize {
+    const READ: usize = 64 * 1024;
     let mut out = Vec::new();
     let mut buf = BytesMut::new();
     let mut total = 0;
@@ -98,7 +101,15 @@ fn shuttle(from: &mut Session, to: &mut Session, now: Instant) -> usize {
         }
         total += n;
         for b in out.drain(..) {
-            buf.extend_from_slice(&b);
+            for piece in b.chunks(READ) {
+                if buf.capacity() - buf.len() < piece.len() {
+                    buf.reserve(READ);
+                }
+                buf.extend_from_slice(piece);
+                if buf.len() >= READ / 2 {
+                    to.handle_input(&mut buf, now);
+                }
+            }
         }
         to.handle_input(&mut buf, now);
     }
