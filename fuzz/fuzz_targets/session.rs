@@ -103,11 +103,13 @@ fuzz_target!(|data: &[u8]| {
                 ids.push(id);
             }
         }
+        // Peer-opened streams are bounded by our limit (8); local ones by the peer's, which is
+        // the default 1024 until its SETTINGS arrive, each with a 4 KiB send buffer.
+        assert!(s.stream_count() <= 8 + 1024);
         assert!(
-            s.memory_estimate() < 4 * 1024 * 1024,
+            s.memory_estimate() < 8 * 1024 * 1024,
             "memory {}",
             s.memory_estimate()
         );
-        assert!(s.stream_count() <= 16);
     }
 });

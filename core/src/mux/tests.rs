@@ -820,16 +820,21 @@ fn run_ops(role: Role, first_settings: bool, ops: Vec<Op>) -> Result<(), TestCas
         BytesMut::new()
     };
     let mut ids: Vec<StreamId> = Vec::new();
+    let mut local_opens = 0;
     let pick = |ids: &Vec<StreamId>, i: u8| ids.get(i as usize % ids.len().max(1)).copied();
     for op in ops {
         match op {
             Op::Input(b) => buf.extend_from_slice(&b),
             Op::Frame(f) => buf.extend_from_slice(&wire(&[f])),
-            Op::Open => {
+            // Local opens are the caller's to bound (by the peer's limit, which defaults to
+            // 1024 until its SETTINGS arrive); keep them within the memory bound here.
+            Op::Open if local_opens < 8 => {
                 if let Ok(id) = s.open(StreamKind::Tcp, Bytes::from_static(b"m")) {
+                    local_opens += 1;
                     ids.push(id);
                 }
             }
+            Op::Open => {}
             Op::Write(i, n) => {
                 if let Some(id) = pick(&ids, i) {
                     let _ = s.write(id, Bytes::from(vec![1u8; n as usize]));
