@@ -899,7 +899,20 @@ impl Session {
                 Ctrl::Ping(p) => Frame::Ping(*p),
                 Ctrl::Reset(r) => Frame::Reset(*r),
                 Ctrl::GoAway(g) => Frame::GoAway(g.clone()),
-                Ctrl::Open(o) => Frame::Open(o.clone()),
+                Ctrl::Open(o) => {
+                    // A stream finished before its OPEN left carries FIN on the OPEN
+                    // (protocol.md §3.2): a request without a body costs one frame.
+                    let mut o = o.clone();
+                    if let Some(s) = self.streams.get_mut(&o.stream_id)
+                        && s.fin_queued
+                        && s.send.is_empty()
+                        && !s.fin_sent
+                    {
+                        s.fin_sent = true;
+                        o.fin = true;
+                    }
+                    Frame::Open(o)
+                }
                 Ctrl::Reply(r) => Frame::Reply(r.clone()),
             };
             let len = frame.encoded_len();
@@ -916,6 +929,11 @@ impl Session {
             self.enc.encode(&frame, out);
             total += len;
             self.stats.frames_sent += 1;
+            if let Frame::Open(o) = &frame
+                && o.fin
+            {
+                self.maybe_remove(o.stream_id);
+            }
             if let Some(e) = self.ctrl.pop_front()
                 && e.peer_induced
             {

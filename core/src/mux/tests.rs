@@ -337,6 +337,30 @@ fn data_in_flight_after_reset_is_counted_and_refunded() {
 }
 
 #[test]
+fn a_stream_finished_before_its_open_left_sends_fin_on_open() {
+    let mut p = Pair::default();
+    let id =
+        p.c.open(StreamKind::Http, Bytes::from_static(b"GET /"))
+            .unwrap();
+    p.c.finish(id).unwrap();
+    let frames_before = p.c.stats().frames_sent;
+    p.pump();
+    assert_eq!(
+        p.c.stats().frames_sent,
+        frames_before + 1,
+        "one OPEN with FIN"
+    );
+    assert!(p.s_events.contains(&Event::StreamFinished(id)));
+    assert_eq!(p.c.stream_state(id), StreamState::HalfClosedLocal);
+    assert!(read_all(&mut p.s, id, &mut Vec::new()));
+    p.s.reply(id, Bytes::from_static(b"204")).unwrap();
+    p.s.finish(id).unwrap();
+    p.pump();
+    assert!(read_all(&mut p.c, id, &mut Vec::new()));
+    assert_eq!(p.c.stream_count() + p.s.stream_count(), 0);
+}
+
+#[test]
 fn max_concurrent_streams_refuses_then_limits_locally() {
     let sc = Config {
         max_concurrent_streams: 2,
