@@ -47,6 +47,12 @@ pub struct LinkArgs {
     /// Idle streams opened for the state-cost measurement.
     #[arg(long, default_value_t = 10_000)]
     pub idle_streams: usize,
+    /// Per-stream receive window to advertise (bytes); the protocol default when absent.
+    #[arg(long)]
+    pub stream_window: Option<u32>,
+    /// Per-link receive window to advertise (bytes); the protocol default when absent.
+    #[arg(long)]
+    pub link_window: Option<u32>,
     /// Also write the report (markdown) to this file.
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
@@ -88,7 +94,7 @@ pub fn run(args: LinkArgs) -> Result<()> {
         async move {
             if ctx.index() == 0 {
                 let (l1, l2) = taken.ok_or_else(|| anyhow!("listeners already taken"))?;
-                server(l1, l2).await?;
+                server(l1, l2, bench_config(&args)).await?;
                 ctx.shutdown().wait().await;
                 Ok(String::new())
             } else {
@@ -116,13 +122,17 @@ pub fn run(args: LinkArgs) -> Result<()> {
 
 // ------------------------------------------------------------------------------- server
 
-async fn server(link_l: std::net::TcpListener, tcp_l: std::net::TcpListener) -> Result<()> {
+async fn server(
+    link_l: std::net::TcpListener,
+    tcp_l: std::net::TcpListener,
+    config: Config,
+) -> Result<()> {
     let link_l = TcpListener::from_std(link_l)?;
     let tcp_l = TcpListener::from_std(tcp_l)?;
     compio::runtime::spawn(async move {
         while let Ok((s, _)) = link_l.accept().await {
             let _ = s.set_nodelay(true);
-            let link = Link::spawn(s, Role::Server, bench_config());
+            let link = Link::spawn(s, Role::Server, config.clone());
             compio::runtime::spawn(serve_link(link)).detach();
         }
     })
@@ -137,10 +147,16 @@ async fn server(link_l: std::net::TcpListener, tcp_l: std::net::TcpListener) -> 
     Ok(())
 }
 
-fn bench_config() -> Config {
+fn bench_config(args: &LinkArgs) -> Config {
+    let d = Config::default();
+    let stream_window = args.stream_window.unwrap_or(d.stream_window);
     Config {
         max_concurrent_streams: 100_000,
-        ..Config::default()
+        stream_window,
+        // Let one stream keep a whole window in flight.
+        stream_send_buffer: d.stream_send_buffer.max(stream_window as usize),
+        link_window: args.link_window.unwrap_or(d.link_window),
+        ..d
     }
 }
 
@@ -238,7 +254,7 @@ async fn client(args: &LinkArgs, link_addr: SocketAddr, tcp_addr: SocketAddr) ->
     );
     out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
     for &n in &args.streams {
-        let l = link_bulk(link_addr, n, dur).await?;
+        let l = link_bulk(args, link_addr, n, dur).await?;
         let t = tcp_bulk(tcp_addr, n, dur).await?;
         out.push_str(&format!(
             "| bulk (MB/s) | {n} | {:.0} | {:.0} | {:.2} | | |\n",
@@ -253,7 +269,7 @@ async fn client(args: &LinkArgs, link_addr: SocketAddr, tcp_addr: SocketAddr) ->
         );
     }
     for &n in &args.streams {
-        let l = link_rr(link_addr, n, dur, args.rr_size).await?;
+        let l = link_rr(args, link_addr, n, dur).await?;
         let t = tcp_rr(tcp_addr, n, dur, args.rr_size).await?;
         out.push_str(&format!(
             "| rr (exchanges/s) | {n} | {:.0} | {:.0} | {:.2} | {:.0} / {:.0} µs | {:.0} / {:.0} µs |\n",
@@ -271,7 +287,7 @@ async fn client(args: &LinkArgs, link_addr: SocketAddr, tcp_addr: SocketAddr) ->
         );
     }
     out.push('\n');
-    out.push_str(&idle_cost(link_addr, args.idle_streams).await?);
+    out.push_str(&idle_cost(args, link_addr).await?);
     Ok(out)
 }
 
@@ -281,8 +297,13 @@ async fn dial(addr: SocketAddr) -> Result<TcpStream> {
     Ok(s)
 }
 
-async fn link_bulk(addr: SocketAddr, n: usize, dur: Duration) -> Result<CaseResult> {
-    let link = Link::spawn(dial(addr).await?, Role::Client, bench_config());
+async fn link_bulk(
+    args: &LinkArgs,
+    addr: SocketAddr,
+    n: usize,
+    dur: Duration,
+) -> Result<CaseResult> {
+    let link = Link::spawn(dial(addr).await?, Role::Client, bench_config(args));
     let chunk = Bytes::from(vec![0xa5u8; CHUNK]);
     let start = Instant::now();
     let deadline = start + dur;
@@ -364,8 +385,9 @@ fn rr_result(count: u64, secs: f64, h: &Histogram<u64>) -> CaseResult {
     }
 }
 
-async fn link_rr(addr: SocketAddr, n: usize, dur: Duration, size: usize) -> Result<CaseResult> {
-    let link = Link::spawn(dial(addr).await?, Role::Client, bench_config());
+async fn link_rr(args: &LinkArgs, addr: SocketAddr, n: usize, dur: Duration) -> Result<CaseResult> {
+    let size = args.rr_size;
+    let link = Link::spawn(dial(addr).await?, Role::Client, bench_config(args));
     let req = Bytes::from(vec![b'q'; size]);
     let hist = Rc::new(std::cell::RefCell::new(new_hist()?));
     let count = Rc::new(Cell::new(0u64));
@@ -453,8 +475,9 @@ fn rss_bytes() -> Result<u64> {
 }
 
 /// Opens `n` idle streams (OPEN and REPLY exchanged, no data) and reports what they cost.
-async fn idle_cost(addr: SocketAddr, n: usize) -> Result<String> {
-    let link = Link::spawn(dial(addr).await?, Role::Client, bench_config());
+async fn idle_cost(args: &LinkArgs, addr: SocketAddr) -> Result<String> {
+    let n = args.idle_streams;
+    let link = Link::spawn(dial(addr).await?, Role::Client, bench_config(args));
     // Warm up: one stream round trip so the link's buffers exist before measuring.
     let s = link.open(StreamKind::Tcp, Bytes::from_static(&[TAG_IDLE]))?;
     s.reply_meta().await?;
