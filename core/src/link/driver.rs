@@ -1,0 +1,307 @@
+//! [`Link`]: spawns the reader and writer tasks of one link and hands out streams.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use compio::BufResult;
+use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_util::future::{Either, select};
+
+use super::error::LinkError;
+use super::shared::{Shared, Slot};
+use super::stream::{Incoming, Stream};
+use super::transport::{Shutdown, Transport};
+use crate::mux::{Config, ErrorCode, Fault, Role, Session, StreamKind};
+
+/// How much the reader asks the kernel for per read.
+const READ_CHUNK: usize = 256 * 1024;
+/// Most bytes one vectored write carries.
+const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// Most buffers one vectored write carries; Linux takes at most `IOV_MAX` (1024).
+const MAX_IOVECS: usize = 512;
+
+/// Counters of one link.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkStats {
+    /// Bytes read from the socket.
+    pub bytes_in: u64,
+    /// Bytes written to the socket.
+    pub bytes_out: u64,
+    /// Streams open on the link now.
+    pub open_streams: usize,
+    /// Bytes the session holds in buffers.
+    pub buffered_bytes: usize,
+    /// The last PING round trip.
+    pub rtt: Option<Duration>,
+}
+
+/// One link: a mux session over a socket, driven by a reader and a writer task on the current
+/// worker. Cloning gives another handle to the same link.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub(crate) shared: Rc<RefCell<Shared>>,
+}
+
+impl Link {
+    /// Starts a link over `transport` as `role`, spawning its two tasks on the current compio
+    /// runtime. The link runs until it is closed or drained, or the socket ends, whether or
+    /// not handles remain.
+    pub fn spawn<T: Transport>(transport: T, role: Role, config: Config) -> Link {
+        let session = Session::new(role, config, Instant::now());
+        let shared = Rc::new(RefCell::new(Shared::new(session)));
+        let (reader, writer, shutdown) = transport.split();
+        let shutdown = Rc::new(shutdown);
+        compio::runtime::spawn(reader_task(reader, shared.clone(), shutdown.clone())).detach();
+        compio::runtime::spawn(writer_task(writer, shared.clone(), shutdown)).detach();
+        Link { shared }
+    }
+
+    /// Opens a stream carrying `kind` with OPEN metadata `meta`. Fails at once (without
+    /// waiting) when the link is closed, going away, or at the peer's stream limit; those
+    /// errors say whether another link may take the stream.
+    pub fn open(&self, kind: StreamKind, meta: Bytes) -> Result<Stream, LinkError> {
+        let mut s = self.shared.borrow_mut();
+        if let Some(e) = s.closed_error() {
+            return Err(e);
+        }
+        let id = s.session.open(kind, meta)?;
+        s.slots.insert(id, Slot::default());
+        s.after_op();
+        Ok(Stream::new(id, self.shared.clone()))
+    }
+
+    /// Waits for the next stream the peer opens. `None` once the link is closed or the peer
+    /// will open no more.
+    pub async fn accept(&self) -> Option<Incoming> {
+        poll_fn(|cx| {
+            let mut s = self.shared.borrow_mut();
+            if let Some(p) = s.incoming.pop_front() {
+                return Poll::Ready(Some(Incoming::new(p, self.shared.clone())));
+            }
+            if s.closed.is_some() {
+                return Poll::Ready(None);
+            }
+            s.accept_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Starts the two-phase graceful drain (protocol.md): the peer opens nothing new, streams
+    /// it already opened finish, and the link closes once all are done.
+    pub fn drain(&self) {
+        let mut s = self.shared.borrow_mut();
+        s.session.drain(Instant::now());
+        s.after_op();
+    }
+
+    /// Closes the link at once with `code`: open streams are reset, GOAWAY is sent, and the
+    /// socket is shut down once it is flushed.
+    pub fn close(&self, code: ErrorCode) {
+        let mut s = self.shared.borrow_mut();
+        s.session.close(code);
+        s.after_op();
+    }
+
+    /// Waits until both tasks have ended and the socket is shut down; returns why the link
+    /// closed.
+    pub async fn closed(&self) -> LinkError {
+        poll_fn(|cx| {
+            let mut s = self.shared.borrow_mut();
+            if s.tasks_left == 0 {
+                let err = s.closed.clone().unwrap_or(LinkError::Closed {
+                    fault: Fault::Local,
+                    reason: "link ended".into(),
+                });
+                return Poll::Ready(err);
+            }
+            s.close_wakers.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether the link is closed (or closing).
+    pub fn is_closed(&self) -> bool {
+        self.shared.borrow().closed.is_some()
+    }
+
+    /// Whether new streams may be opened here (not closed, not going away, under the limit).
+    pub fn can_open(&self) -> bool {
+        let s = self.shared.borrow();
+        s.closed.is_none() && s.session.can_open()
+    }
+
+    /// Whether a drain completed: every stream finished after the GOAWAY exchange.
+    pub fn is_drained(&self) -> bool {
+        self.shared.borrow().drained
+    }
+
+    /// Counters of this link.
+    pub fn stats(&self) -> LinkStats {
+        let s = self.shared.borrow();
+        LinkStats {
+            bytes_in: s.bytes_in,
+            bytes_out: s.bytes_out,
+            open_streams: s.session.stream_count(),
+            buffered_bytes: s.session.buffered_bytes(),
+            rtt: s.rtt,
+        }
+    }
+
+    /// Bytes of protocol state the session holds (streams and buffers), for memory accounting.
+    pub fn memory_estimate(&self) -> usize {
+        self.shared.borrow().session.memory_estimate()
+    }
+}
+
+fn task_done(shared: &Rc<RefCell<Shared>>) {
+    let mut s = shared.borrow_mut();
+    s.tasks_left = s.tasks_left.saturating_sub(1);
+    if s.tasks_left == 0 {
+        for w in s.close_wakers.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+/// Reads from the socket into one receive buffer and feeds the session. Payloads leave the
+/// buffer as `Bytes` slices (the session splits them off), so nothing is copied.
+async fn reader_task<R, S>(mut reader: R, shared: Rc<RefCell<Shared>>, shutdown: Rc<S>)
+where
+    R: compio::io::AsyncRead,
+    S: Shutdown,
+{
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let BufResult(res, b) = reader.append(buf).await;
+        buf = b;
+        let mut s = shared.borrow_mut();
+        match res {
+            Ok(0) => {
+                if !s.session.is_closed() {
+                    s.on_transport_end(Fault::Network, "peer closed the connection".into());
+                }
+                break;
+            }
+            Ok(n) => {
+                s.bytes_in += n as u64;
+                s.session.handle_input(&mut buf, Instant::now());
+                s.after_op();
+                if s.session.is_closed() {
+                    // Input after the close is discarded; the writer flushes GOAWAY and shuts
+                    // the socket down.
+                    break;
+                }
+            }
+            Err(e) => {
+                s.on_transport_end(Fault::Network, format!("read failed: {e}"));
+                break;
+            }
+        }
+    }
+    // The writer flushes what is left (a GOAWAY) and shuts the socket down; if it already
+    // has, this is a no-op.
+    shared.borrow_mut().notify_writer();
+    if shared.borrow().tasks_left == 1 {
+        let _ = shutdown.shutdown();
+    }
+    task_done(&shared);
+}
+
+/// Keeps one vectored write in flight; between writes, sleeps until notified or until the
+/// session's next timer.
+async fn writer_task<W, S>(mut writer: W, shared: Rc<RefCell<Shared>>, shutdown: Rc<S>)
+where
+    W: AsyncWrite,
+    S: Shutdown,
+{
+    let mut bufs: Vec<Bytes> = Vec::with_capacity(MAX_IOVECS);
+    loop {
+        let (n, deadline, closed) = {
+            let mut s = shared.borrow_mut();
+            let now = Instant::now();
+            if s.session.poll_timeout().is_some_and(|t| t <= now) {
+                s.session.handle_timeout(now);
+            }
+            s.writer_notified = false;
+            let n = s.session.poll_transmit(now, &mut bufs, MAX_BATCH_BYTES);
+            s.after_op();
+            // `after_op` set the flag for other callers; this pass already took the frames.
+            s.writer_notified = false;
+            (
+                n,
+                s.session.poll_timeout(),
+                s.session.is_closed() || s.closed.is_some(),
+            )
+        };
+        if n > 0 {
+            if let Err(e) = write_batch(&mut writer, &mut bufs).await {
+                let mut s = shared.borrow_mut();
+                s.on_transport_end(Fault::Network, format!("write failed: {e}"));
+                break;
+            }
+            shared.borrow_mut().bytes_out += n as u64;
+            continue;
+        }
+        if closed {
+            break;
+        }
+        wait_for_work(&shared, deadline).await;
+    }
+    let _ = writer.shutdown().await;
+    let _ = shutdown.shutdown();
+    task_done(&shared);
+}
+
+/// Writes `bufs` fully, at most [`MAX_IOVECS`] buffers per system call.
+async fn write_batch<W: AsyncWrite>(writer: &mut W, bufs: &mut Vec<Bytes>) -> std::io::Result<()> {
+    let mut all = std::mem::take(bufs);
+    while !all.is_empty() {
+        let rest = if all.len() > MAX_IOVECS {
+            all.split_off(MAX_IOVECS)
+        } else {
+            Vec::new()
+        };
+        let BufResult(res, mut done) = writer.write_vectored_all(all).await;
+        res?;
+        done.clear();
+        if rest.is_empty() {
+            *bufs = done;
+            return Ok(());
+        }
+        all = rest;
+    }
+    Ok(())
+}
+
+/// Returns when the writer was notified or `deadline` passed.
+async fn wait_for_work(shared: &Rc<RefCell<Shared>>, deadline: Option<Instant>) {
+    let notified = poll_fn(|cx| {
+        let mut s = shared.borrow_mut();
+        if s.writer_notified {
+            s.writer_notified = false;
+            return Poll::Ready(());
+        }
+        s.writer_waker = Some(cx.waker().clone());
+        Poll::Pending
+    });
+    match deadline {
+        None => notified.await,
+        Some(at) => {
+            let sleep = pin!(compio::time::sleep_until(at));
+            let notified = pin!(notified);
+            match select(notified, sleep).await {
+                Either::Left(_) | Either::Right(_) => {}
+            }
+        }
+    }
+}

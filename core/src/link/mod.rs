@@ -1,0 +1,35 @@
+//! Links: a [`mux`](crate::mux) session driven over a real socket on one worker.
+//!
+//! A [`Link`] owns one connected byte stream (TCP now, TLS later through the same
+//! [`Transport`] seam) and the [`Session`](crate::mux::Session) that speaks the link protocol
+//! over it. It gives the rest of the code an async stream API: [`Link::open`],
+//! [`Link::accept`], and on each [`Stream`] `read` (yields [`Bytes`](bytes::Bytes) slices of the
+//! receive buffer), `write` (takes `Bytes`, no copy), `finish` and `reset`; plus link-level
+//! [`Link::drain`] and [`Link::close`].
+//!
+//! # Why two tasks per link
+//!
+//! io_uring owns a read's buffer while the read is in flight, so a read future must never be
+//! dropped half-way (data would be lost). The link therefore runs one long-lived **reader
+//! task**, which only ever reads, feeds the session and wakes whoever waits, and one **writer
+//! task**, which keeps exactly one vectored write in flight and sleeps on a notification or the
+//! session's next timer. Dropping a sleep or a notification is harmless; no IO future is ever
+//! raced in a `select!`. To stop the reader, the socket is shut down, which completes the
+//! pending read with end of file.
+//!
+//! # Threading
+//!
+//! A link lives on the worker that created it; its state sits in an `Rc<RefCell<_>>` shared
+//! by the two tasks and the stream handles. No lock and no atomic is touched per frame. The
+//! borrow is never held across an `.await`.
+
+mod driver;
+mod error;
+mod shared;
+mod stream;
+mod transport;
+
+pub use driver::{Link, LinkStats};
+pub use error::LinkError;
+pub use stream::{Incoming, Stream};
+pub use transport::{Shutdown, Transport};
