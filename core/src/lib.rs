@@ -8,7 +8,6 @@
 //! - [`link`]: drives a [`mux`] session over a real socket on a worker and gives the rest of
 //!   the code an async stream API.
 
-
 pub mod link;
 pub mod mux;
 pub mod rt;
