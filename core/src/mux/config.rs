@@ -32,6 +32,8 @@ impl Role {
 
 /// Protocol default of INITIAL_STREAM_WINDOW: 256 KiB.
 pub const DEFAULT_STREAM_WINDOW: u32 = 256 * 1024;
+/// Default ceiling of a stream's auto-tuned receive window: 4 MiB (protocol.md §5.5).
+pub const DEFAULT_MAX_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 /// Protocol default of LINK_WINDOW: 16 MiB.
 pub const DEFAULT_LINK_WINDOW: u32 = 16 * 1024 * 1024;
 /// Protocol default of MAX_FRAME_SIZE: 64 KiB.
@@ -52,6 +54,9 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
 pub struct Config {
     /// Credit we give every stream the peer sends on (our receive window per stream).
     pub stream_window: u32,
+    /// Largest receive window a stream grows to when its reader keeps up with a sender that
+    /// the window limits (protocol.md §5.5); at most the link window is useful.
+    pub max_stream_window: u32,
     /// Credit we give the whole link (our receive window for all streams together).
     pub link_window: u32,
     /// Largest frame payload we accept; clamped to 16 KiB..=16 MiB.
@@ -79,6 +84,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             stream_window: DEFAULT_STREAM_WINDOW,
+            max_stream_window: DEFAULT_MAX_STREAM_WINDOW,
             link_window: DEFAULT_LINK_WINDOW,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_metadata_size: DEFAULT_MAX_METADATA_SIZE,

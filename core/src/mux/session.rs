@@ -627,6 +627,9 @@ impl Session {
         }
         s.recv_credit -= len;
         s.recv_total += len;
+        if s.recv_credit <= u64::from(s.recv_window / 4) {
+            s.recv_starved = true;
+        }
         if len > 0 {
             s.recv_buffered += d.payload.len();
             s.recv.push_back(d.payload);
@@ -966,6 +969,7 @@ impl Session {
             self.stats.frames_sent += 1;
             total += LEN;
         }
+        let max_window = self.config.max_stream_window;
         while total + LEN <= max {
             let Some(id) = self.window_queue.pop_front() else {
                 break;
@@ -974,6 +978,15 @@ impl Session {
                 continue;
             };
             s.in_window_queue = false;
+            // protocol.md §5.5: the window limited the sender and the reader has caught up by
+            // the time the WINDOW leaves, so a larger window moves more per round trip
+            // without piling data up here.
+            if s.recv_starved && s.recv.is_empty() && !s.fin_recv && s.recv_window < max_window {
+                let grown = s.recv_window.saturating_mul(2).min(max_window);
+                s.recv_pending_credit += u64::from(grown - s.recv_window);
+                s.recv_window = grown;
+            }
+            s.recv_starved = false;
             let inc = s.recv_pending_credit.min(u64::from(u32::MAX));
             if inc == 0 || s.fin_recv {
                 continue;
@@ -1224,7 +1237,6 @@ impl Session {
     /// `Ok(None)` at the end of the stream (after the peer's FIN), or [`Error::Blocked`] when
     /// nothing is buffered yet. Reading is what returns credit to the peer (protocol.md §5.3).
     pub fn read(&mut self, id: StreamId, max: usize) -> Result<Option<Bytes>, Error> {
-        let stream_window = u64::from(self.config.stream_window);
         let s = self.stream_mut(id)?;
         let Some(front) = s.recv.front_mut() else {
             s.readable_armed = true;
@@ -1249,7 +1261,7 @@ impl Session {
         }
         if !s.fin_recv {
             s.recv_pending_credit += n as u64;
-            if s.recv_pending_credit >= (stream_window / 2).max(1) && !s.in_window_queue {
+            if s.recv_pending_credit >= u64::from(s.recv_window / 2).max(1) && !s.in_window_queue {
                 s.in_window_queue = true;
                 self.window_queue.push_back(id);
             }
@@ -1267,6 +1279,12 @@ impl Session {
             None if self.was_opened(id) => StreamState::Closed,
             None => StreamState::Idle,
         }
+    }
+
+    /// The current receive window of stream `id` (it grows for a reader that keeps up,
+    /// protocol.md §5.5), while the stream is open.
+    pub fn stream_recv_window(&self, id: StreamId) -> Option<u32> {
+        self.streams.get(&id).map(|s| s.recv_window)
     }
 
     /// What stream `id` carries, while it is open.

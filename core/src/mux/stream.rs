@@ -65,6 +65,12 @@ pub(crate) struct Stream {
     pub(crate) recv_credit: u64,
     /// Bytes consumed by the application but not yet returned in a WINDOW.
     pub(crate) recv_pending_credit: u64,
+    /// This stream's current receive window; it starts at the configured window and grows
+    /// for a stream whose reader keeps up (protocol.md §5.5).
+    pub(crate) recv_window: u32,
+    /// The peer used at least three quarters of the window since the last WINDOW we sent:
+    /// the window, not the peer, limits this stream.
+    pub(crate) recv_starved: bool,
     pub(crate) fin_recv: bool,
     pub(crate) end_read: bool,
 
@@ -96,6 +102,8 @@ impl Stream {
             recv_total: 0,
             recv_credit: u64::from(recv_window),
             recv_pending_credit: 0,
+            recv_window,
+            recv_starved: false,
             fin_recv: false,
             end_read: false,
             send: VecDeque::new(),

@@ -247,6 +247,56 @@ fn a_reader_that_never_reads_does_not_stall_others() {
     assert_eq!(p.s.buffered_bytes(), 256 * 1024);
 }
 
+#[test]
+fn a_window_limited_stream_with_a_fast_reader_grows_its_window_and_a_stalled_one_does_not() {
+    let mut p = Pair::default();
+    let fast = p.c.open(StreamKind::Tcp, Bytes::new()).unwrap();
+    let stalled = p.c.open(StreamKind::Tcp, Bytes::new()).unwrap();
+    p.pump();
+    p.s.reply(fast, Bytes::new()).unwrap();
+    p.s.reply(stalled, Bytes::new()).unwrap();
+    p.pump();
+    assert_eq!(p.s.stream_recv_window(fast), Some(DEFAULT_STREAM_WINDOW));
+    let total = 48 * 1024 * 1024;
+    let mut rest = pattern(fast, total);
+    let mut stalled_rest = pattern(stalled, 2 * 1024 * 1024);
+    let mut got = Vec::new();
+    let mut rounds = 0;
+    while got.len() < total {
+        rounds += 1;
+        assert!(rounds < 10_000, "transfer did not finish");
+        // The sender writes and sends everything its credit allows before the reader runs,
+        // so the window, not the harness, limits each round.
+        loop {
+            if !rest.is_empty() {
+                let n = p.c.write(fast, rest.clone()).unwrap();
+                let _ = rest.split_to(n);
+            }
+            if !stalled_rest.is_empty() {
+                let n = p.c.write(stalled, stalled_rest.clone()).unwrap();
+                let _ = stalled_rest.split_to(n);
+            }
+            if Pair::transfer(&mut p.c, &mut p.s, &mut p.s_in, p.now) == 0 {
+                break;
+            }
+        }
+        read_all(&mut p.s, fast, &mut got);
+        while Pair::transfer(&mut p.s, &mut p.c, &mut p.c_in, p.now) > 0 {}
+    }
+    assert_eq!(&got[..], &pattern(fast, total)[..]);
+    assert_eq!(
+        p.s.stream_recv_window(fast),
+        Some(DEFAULT_MAX_STREAM_WINDOW),
+        "the fast stream's window grew to the ceiling"
+    );
+    assert_eq!(
+        p.s.stream_recv_window(stalled),
+        Some(DEFAULT_STREAM_WINDOW),
+        "a reader that never reads keeps the initial window"
+    );
+    assert_eq!(p.s.buffered_bytes(), DEFAULT_STREAM_WINDOW as usize);
+}
+
 fn reset_refunds(receiver_resets: bool) {
     let w = 512 * 1024;
     let cfg = Config {
