@@ -349,9 +349,10 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
     );
     let _ = writeln!(
         out,
-        "#[Buckets = {:12}, Distinct       = {:12}]",
+        "#[Buckets = {:12}, SubBuckets     = {:12}]",
         h.buckets(),
-        h.distinct_values()
+        // HdrHistogram's sub-bucket count: the power of two that holds 2·10^digits values.
+        (2 * 10u64.pow(u32::from(h.sigfig()))).next_power_of_two()
     );
     out
 }

@@ -240,3 +240,31 @@ fn cli_writes_json_hgrm_and_svg() {
     assert!(s.starts_with("<?xml") && s.trim_end().ends_with("</svg>"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The same load under the epoll fallback (`RINGTUN_DRIVER=epoll`), closed loop, with a
+/// `Host` override and a POST body echoed by the origin.
+#[test]
+fn epoll_fallback_closed_loop() {
+    let origin = Origin::start();
+    let out = Command::new(BIN)
+        .env("RINGTUN_DRIVER", "epoll")
+        .args([
+            "http",
+            &format!("http://{}/", origin.http),
+            "-R",
+            "0",
+            "-c",
+            "2",
+        ])
+        .args([
+            "-t", "1", "-d", "300ms", "-q", "-X", "POST", "--body", "hello",
+        ])
+        .args(["--host", "example.com"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("epoll driver"), "{stdout}");
+    assert!(stdout.contains("closed loop"), "{stdout}");
+    assert!(!stdout.contains("Errors:"), "{stdout}");
+}
