@@ -359,9 +359,10 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
 
 fn distribution(out: &mut String, title: &str, h: &Histogram<u64>) {
     let _ = writeln!(out, "  {title}");
-    for q in [50.0, 75.0, 90.0, 99.0, 99.9, 99.99, 99.999, 100.0] {
-        let v = h.value_at_quantile(q / 100.0);
-        let _ = writeln!(out, " {q:7.3}%  {:>10}", fmt_us(v as f64));
+    // Quantiles as written (0.999, not 99.9 / 100, which rounds above 0.999).
+    for q in [0.5, 0.75, 0.9, 0.99, 0.999, 0.9999, 0.99999, 1.0] {
+        let v = h.value_at_quantile(q);
+        let _ = writeln!(out, " {:7.3}%  {:>10}", q * 100.0, fmt_us(v as f64));
     }
 }
 
@@ -397,7 +398,11 @@ pub fn text_summary(r: &RunReport) -> Result<String, LoadError> {
         &c,
     );
     distribution(&mut out, "Uncorrected Latency (from actual send time)", &u);
-    distribution(&mut out, "Send lag (generator lateness)", &l);
+    if l.is_empty() {
+        let _ = writeln!(out, "  Send lag: not applicable (closed loop)");
+    } else {
+        distribution(&mut out, "Send lag (generator lateness)", &l);
+    }
     let _ = writeln!(out, "\n  Detailed Percentile spectrum (corrected):");
     out.push_str(&hgrm(&c));
     let _ = writeln!(
