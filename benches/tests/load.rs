@@ -20,25 +20,56 @@ const BIN: &str = env!("CARGO_BIN_EXE_ringtun-load");
 struct Origin {
     child: Child,
     http: SocketAddr,
+    /// `(kind, address)` of every listener, as printed by the origin.
+    all: Vec<(String, SocketAddr)>,
 }
 
 impl Origin {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts `origin --http 127.0.0.1:0 --threads 1` plus `extra` arguments.
+    fn start_with(extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args(["origin", "--http", "127.0.0.1:0", "--threads", "1"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("origin starts");
         let stdout = child.stdout.take().expect("stdout piped");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("reads");
-        let http = line
-            .trim()
-            .strip_prefix("listening http ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected origin output {line:?}"));
-        Self { child, http }
+        let listeners = 1 + extra
+            .iter()
+            .filter(|a| a.starts_with("--tcp") || a.starts_with("--sink"))
+            .count();
+        let mut reader = BufReader::new(stdout);
+        let mut all = Vec::new();
+        for _ in 0..listeners {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("reads");
+            let mut words = line.split_whitespace().skip(1);
+            let kind = words.next().unwrap_or_default().to_owned();
+            let addr = words
+                .next()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected origin output {line:?}"));
+            all.push((kind, addr));
+        }
+        let http = all
+            .iter()
+            .find(|(k, _)| k == "http")
+            .map(|(_, a)| *a)
+            .expect("http listener");
+        Self { child, http, all }
+    }
+
+    fn addr(&self, kind: &str) -> String {
+        self.all
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, a)| a.to_string())
+            .unwrap_or_else(|| panic!("no {kind} listener"))
     }
 
     fn signal(&self, sig: &str) {
@@ -245,7 +276,7 @@ fn cli_writes_json_hgrm_and_svg() {
 /// `Host` override and a POST body echoed by the origin.
 #[test]
 fn epoll_fallback_closed_loop() {
-    let origin = Origin::start();
+    let origin = Origin::start_with(&["--echo"]);
     let out = Command::new(BIN)
         .env("RINGTUN_DRIVER", "epoll")
         .args([
@@ -267,4 +298,31 @@ fn epoll_fallback_closed_loop() {
     assert!(stdout.contains("epoll driver"), "{stdout}");
     assert!(stdout.contains("closed loop"), "{stdout}");
     assert!(!stdout.contains("Errors:"), "{stdout}");
+}
+
+/// `tcp-rr` against the echo and `tcp-stream` against the sink.
+#[test]
+fn tcp_modes() {
+    let origin = Origin::start_with(&["--tcp", "127.0.0.1:0", "--sink", "127.0.0.1:0"]);
+    let out = Command::new(BIN)
+        .args(["tcp-rr", &origin.addr("tcp"), "-R", "500", "--size", "100"])
+        .args(["-c", "2", "-t", "1", "-d", "400ms", "-q"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("Run: VALID") && !stdout.contains("Errors:"),
+        "{stdout}"
+    );
+    let out = Command::new(BIN)
+        .args(["tcp-stream", &origin.addr("sink"), "-c", "1", "-t", "1"])
+        .args(["-d", "300ms", "--warmup", "0s"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("Gbit/s"),
+        "{stdout}"
+    );
 }
