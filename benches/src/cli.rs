@@ -57,6 +57,10 @@ pub struct LoadArgs {
     /// Spin this long before each send deadline instead of trusting the timer.
     #[arg(long, default_value = "50us", value_parser = dur)]
     pub spin: Duration,
+    /// Do not pin worker threads to cores (pinning starts at the first allowed core; use
+    /// `taskset` to choose the cores).
+    #[arg(long)]
+    pub no_pin: bool,
     /// Do not print the per-second progress line.
     #[arg(short, long, visible_alias = "no-progress")]
     pub quiet: bool,
@@ -143,6 +147,9 @@ pub struct TcpStreamArgs {
     /// Bytes per write.
     #[arg(long, default_value_t = 64 * 1024)]
     pub chunk: usize,
+    /// Do not pin worker threads to cores.
+    #[arg(long)]
+    pub no_pin: bool,
 }
 
 /// Protocol of a capacity search.
@@ -209,6 +216,9 @@ pub struct OriginArgs {
     /// Worker threads. Default: one per core.
     #[arg(short, long)]
     pub threads: Option<usize>,
+    /// Do not pin worker threads to cores.
+    #[arg(long)]
+    pub no_pin: bool,
 }
 
 /// Options of `merge`.

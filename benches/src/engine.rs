@@ -88,6 +88,9 @@ pub struct LoadConfig {
     pub spin: Duration,
     /// Print a progress line on stderr every second.
     pub progress: bool,
+    /// Pin worker *i* to the *i*-th allowed core. Turn off (or use `taskset`) when the
+    /// generator shares the machine with a pinned origin.
+    pub pin: bool,
 }
 
 impl LoadConfig {
@@ -179,6 +182,7 @@ pub fn run(cfg: &LoadConfig) -> Result<RunResult, LoadError> {
     });
     let rt_cfg = RuntimeConfig {
         workers: Some(threads),
+        pin: cfg.pin,
         ..RuntimeConfig::from_env()?
     };
     let sh = shared.clone();

@@ -18,6 +18,20 @@
 //! - [`error`]: the error type, [`LoadError`].
 //!
 //! [`run`] dispatches a parsed [`cli::Cli`]; `main.rs` only parses and sets up tracing.
+//!
+//! # Usage
+//! ```text
+//! ringtun-load origin --http 127.0.0.1:8080 --tcp 127.0.0.1:9000 --sink 127.0.0.1:9001
+//! ringtun-load http http://127.0.0.1:8080/ -R 20000 -c 50 -t 2 -d 30s --warmup 5s \
+//!     --json run.json --hgrm run.hgrm --plot run.svg
+//! ringtun-load http http://127.0.0.1:8080/ -R 0 -c 50 -d 10s          # closed loop
+//! ringtun-load tcp-rr 127.0.0.1:9000 -R 10000 --size 64
+//! ringtun-load tcp-stream 127.0.0.1:9001 -c 4
+//! ringtun-load capacity http://127.0.0.1:8080/ --slo-p99 5ms --start-rate 1000
+//! ringtun-load merge a.json b.json --json all.json
+//! ```
+//! Generator and origin pin their workers from the first allowed core; on one machine give
+//! them separate cores with `taskset -c` (or `--no-pin`). An INVALID run exits with status 2.
 
 pub mod capacity;
 pub mod cli;
@@ -97,6 +111,7 @@ fn load_config(
         timeout: a.timeout,
         spin: a.spin,
         progress: !a.quiet,
+        pin: !a.no_pin,
     }
 }
 
@@ -181,6 +196,7 @@ pub fn run(cli: Cli) -> Result<bool, LoadError> {
                 duration: a.duration,
                 warmup: a.warmup,
                 chunk: a.chunk,
+                pin: !a.no_pin,
             };
             let r = stream::run(&cfg)?;
             println!(
@@ -273,6 +289,7 @@ pub fn run(cli: Cli) -> Result<bool, LoadError> {
                 delay: a.delay,
                 echo: a.echo,
                 threads: a.threads,
+                pin: !a.no_pin,
             };
             origin::run(&cfg, |addrs| {
                 let mut out = std::io::stdout().lock();

@@ -41,6 +41,8 @@ pub struct OriginConfig {
     pub echo: bool,
     /// Worker threads.
     pub threads: Option<usize>,
+    /// Pin worker threads to cores.
+    pub pin: bool,
 }
 
 /// What a running origin listens on.
@@ -66,6 +68,7 @@ enum Kind {
 pub fn run(cfg: &OriginConfig, ready: impl FnOnce(OriginAddrs)) -> Result<(), LoadError> {
     let rt_cfg = RuntimeConfig {
         workers: cfg.threads,
+        pin: cfg.pin,
         ..RuntimeConfig::from_env()?
     };
     let n = rt_cfg.resolved_workers()?;

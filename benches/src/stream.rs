@@ -35,6 +35,8 @@ pub struct StreamConfig {
     pub warmup: Duration,
     /// Bytes per write.
     pub chunk: usize,
+    /// Pin worker threads to cores.
+    pub pin: bool,
 }
 
 /// What a bulk run measured.
@@ -77,6 +79,7 @@ pub fn run(cfg: &StreamConfig) -> Result<StreamResult, LoadError> {
     let sh = shared.clone();
     let rt_cfg = RuntimeConfig {
         workers: Some(threads),
+        pin: cfg.pin,
         ..RuntimeConfig::from_env()?
     };
     let runtime = rt::Runtime::start(rt_cfg, move |ctx: WorkerCtx| {

@@ -114,6 +114,7 @@ fn config(addr: SocketAddr, rate: f64, conns: usize, duration: Duration) -> Load
         timeout: Duration::from_secs(5),
         spin: Duration::from_micros(50),
         progress: false,
+        pin: false,
     }
 }
 
