@@ -8,7 +8,11 @@ use crate::schedule::parse_duration;
 
 /// ringtun-load: open-loop load generator and test origin.
 #[derive(Debug, Parser)]
-#[command(name = "ringtun-load", version, about)]
+#[command(
+    name = "ringtun-load",
+    version,
+    about = "Open-loop load generator (wrk2 model, HdrHistogram) and test origin"
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
