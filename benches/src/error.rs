@@ -1,0 +1,71 @@
+//! [`LoadError`]: the one error type of the `ringtun-benches` library.
+//!
+//! Every variant says whose fault it is. Nothing here is retried automatically: a load run that
+//! meets an error either counts it (peer faults during a run) or stops (local faults at setup).
+
+use std::io;
+
+use ringtun_core::rt::RtError;
+
+/// What can go wrong in ringtun-load.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The target is not something ringtun-load can load (user's fault; not retryable).
+    #[error("bad target {target:?}: {reason}")]
+    BadTarget {
+        /// The target as given.
+        target: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A command-line option has a bad value (user's fault; not retryable).
+    #[error("bad option {option}: {reason}")]
+    BadOption {
+        /// The option's name.
+        option: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The peer sent bytes that are not valid HTTP/1.1 (origin's fault; retry on a new
+    /// connection).
+    #[error("malformed http from peer: {reason}")]
+    Http {
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// The thread-per-core runtime failed to start (local fault).
+    #[error("runtime: {0}")]
+    Runtime(#[from] RtError),
+    /// Local IO failed: binding a listener, writing an output file (local fault).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The link benchmark failed (local fault: it runs both ends itself).
+    #[error("link benchmark: {0}")]
+    LinkBench(String),
+    /// A JSON report could not be read or a histogram in it could not be decoded (user's or
+    /// local fault; not retryable).
+    #[error("bad report: {reason}")]
+    BadReport {
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl LoadError {
+    /// Whether the same operation may succeed when retried on a fresh connection.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Http { .. })
+    }
+
+    pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Integration tests of ringtun-load against real sockets on 127.0.0.1: the SIGSTOP stall test
+//! (coordinated-omission correction), garbage and silent origins, and the CLI outputs.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use ringtun_benches::{
+    engine::{self, LoadConfig, Workload},
+    http::RequestSpec,
+    report::RunReport,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringtun-load");
+
+/// The origin as a child process; killed on drop.
+struct Origin {
+    child: Child,
+    http: SocketAddr,
+    /// `(kind, address)` of every listener, as printed by the origin.
+    all: Vec<(String, SocketAddr)>,
+}
+
+impl Origin {
+    fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts `origin --http 127.0.0.1:0 --threads 1` plus `extra` arguments.
+    fn start_with(extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["origin", "--http", "127.0.0.1:0", "--threads", "1"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("origin starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let listeners = 1 + extra
+            .iter()
+            .filter(|a| a.starts_with("--tcp") || a.starts_with("--sink"))
+            .count();
+        let mut reader = BufReader::new(stdout);
+        let mut all = Vec::new();
+        for _ in 0..listeners {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("reads");
+            let mut words = line.split_whitespace().skip(1);
+            let kind = words.next().unwrap_or_default().to_owned();
+            let addr = words
+                .next()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected origin output {line:?}"));
+            all.push((kind, addr));
+        }
+        let http = all
+            .iter()
+            .find(|(k, _)| k == "http")
+            .map(|(_, a)| *a)
+            .expect("http listener");
+        Self { child, http, all }
+    }
+
+    fn addr(&self, kind: &str) -> String {
+        self.all
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, a)| a.to_string())
+            .unwrap_or_else(|| panic!("no {kind} listener"))
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} failed");
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(addr: SocketAddr) -> Workload {
+    let spec = RequestSpec {
+        method: "GET".into(),
+        path: "/".into(),
+        host: addr.to_string(),
+        ..RequestSpec::default()
+    };
+    Workload::Http {
+        request: spec.encode(),
+        head: false,
+    }
+}
+
+fn config(addr: SocketAddr, rate: f64, conns: usize, duration: Duration) -> LoadConfig {
+    LoadConfig {
+        addr,
+        workload: http_get(addr),
+        threads: 2,
+        connections: conns,
+        duration,
+        warmup: Duration::ZERO,
+        rate,
+        timeout: Duration::from_secs(5),
+        spin: Duration::from_micros(50),
+        progress: false,
+        pin: false,
+    }
+}
+
+/// A server that stops for 1 s during a 2,000 req/s run over 10 connections: the corrected
+/// p99 must show the stall, the uncorrected one must not (that is coordinated omission).
+#[test]
+fn stall_is_visible_only_when_corrected() {
+    let origin = Origin::start();
+    let stopper = {
+        let pid = origin.child.id().to_string();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1000));
+            let stop = Command::new("kill").args(["-STOP", &pid]).status();
+            std::thread::sleep(Duration::from_millis(1000));
+            let cont = Command::new("kill").args(["-CONT", &pid]).status();
+            stop.is_ok_and(|s| s.success()) && cont.is_ok_and(|s| s.success())
+        })
+    };
+    let res = engine::run(&config(origin.http, 2000.0, 10, Duration::from_secs(3))).expect("runs");
+    assert!(stopper.join().unwrap_or(false), "SIGSTOP/SIGCONT failed");
+    let s = &res.samples;
+    let corrected = s.corrected.value_at_quantile(0.99);
+    let uncorrected = s.uncorrected.value_at_quantile(0.99);
+    eprintln!(
+        "responses {} corrected p99 {corrected} us, uncorrected p99 {uncorrected} us, max {}",
+        s.counters.responses,
+        s.corrected.max()
+    );
+    assert!(corrected >= 800_000, "corrected p99 {corrected} us");
+    assert!(uncorrected < 500_000, "uncorrected p99 {uncorrected} us");
+    assert_eq!(s.counters.errors(), 0, "{:?}", s.counters);
+}
+
+/// Spawns a one-shot-per-connection server that answers every read with `reply` (or nothing).
+fn fake_server(reply: Option<&'static [u8]>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("binds");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    if let Some(r) = reply
+                        && s.write_all(r).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn garbage_is_counted_not_fatal() {
+    let addr = fake_server(Some(b"SSH-2.0-nope\r\n\r\n\x00\xff"));
+    let mut cfg = config(addr, 0.0, 2, Duration::from_millis(500));
+    cfg.threads = 1;
+    let res = engine::run(&cfg).expect("runs");
+    assert!(
+        res.samples.counters.protocol_errors > 0,
+        "{:?}",
+        res.samples.counters
+    );
+    assert_eq!(res.samples.counters.responses, 0);
+}
+
+#[test]
+fn silence_is_a_timeout_recorded_as_latency() {
+    let addr = fake_server(None);
+    let mut cfg = config(addr, 20.0, 2, Duration::from_millis(800));
+    cfg.threads = 1;
+    cfg.timeout = Duration::from_millis(200);
+    let res = engine::run(&cfg).expect("runs");
+    let c = &res.samples.counters;
+    assert!(c.timeouts > 0, "{c:?}");
+    assert_eq!(c.responses, 0);
+    assert!(res.samples.corrected.min() >= 190_000);
+}
+
+#[test]
+fn refused_connections_make_the_run_invalid() {
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("binds");
+        l.local_addr().expect("addr")
+    };
+    let out = Command::new(BIN)
+        .args([
+            "http",
+            &format!("http://{addr}/"),
+            "-R",
+            "10",
+            "-c",
+            "1",
+            "-t",
+            "1",
+        ])
+        .args(["-d", "300ms", "-q"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("INVALID"));
+}
+
+#[test]
+fn cli_writes_json_hgrm_and_svg() {
+    let origin = Origin::start();
+    let dir = std::env::temp_dir().join(format!("ringtun-load-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let (json, hgrm, svg) = (dir.join("r.json"), dir.join("r.hgrm"), dir.join("r.svg"));
+    let out = Command::new(BIN)
+        .args([
+            "http",
+            &format!("http://{}/x", origin.http),
+            "-R",
+            "200",
+            "-c",
+            "4",
+        ])
+        .args([
+            "-t",
+            "1",
+            "-d",
+            "1s",
+            "--warmup",
+            "200ms",
+            "-q",
+            "-H",
+            "X-Test: 1",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .arg("--hgrm")
+        .arg(&hgrm)
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Requests/sec"), "{stdout}");
+    let report =
+        RunReport::from_json(&std::fs::read_to_string(&json).expect("json")).expect("parses");
+    assert_eq!(report.counters.errors(), 0);
+    assert!(report.corrected.count > 150);
+    let merged = RunReport::merge(&[report.clone(), report.clone()]).expect("merges");
+    assert_eq!(merged.corrected.count, 2 * report.corrected.count);
+    let h = std::fs::read_to_string(&hgrm).expect("hgrm");
+    assert!(h.contains("Percentile") && h.contains("#[Max"));
+    let s = std::fs::read_to_string(&svg).expect("svg");
+    assert!(s.starts_with("<?xml") && s.trim_end().ends_with("</svg>"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same load under the epoll fallback (`RINGTUN_DRIVER=epoll`), closed loop, with a
+/// `Host` override and a POST body echoed by the origin.
+#[test]
+fn epoll_fallback_closed_loop() {
+    let origin = Origin::start_with(&["--echo"]);
+    let out = Command::new(BIN)
+        .env("RINGTUN_DRIVER", "epoll")
+        .args([
+            "http",
+            &format!("http://{}/", origin.http),
+            "-R",
+            "0",
+            "-c",
+            "2",
+        ])
+        .args([
+            "-t", "1", "-d", "300ms", "-q", "-X", "POST", "--body", "hello",
+        ])
+        .args(["--host", "example.com"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("epoll driver"), "{stdout}");
+    assert!(stdout.contains("closed loop"), "{stdout}");
+    assert!(!stdout.contains("Errors:"), "{stdout}");
+}
+
+/// `tcp-rr` against the echo and `tcp-stream` against the sink.
+#[test]
+fn tcp_modes() {
+    let origin = Origin::start_with(&["--tcp", "127.0.0.1:0", "--sink", "127.0.0.1:0"]);
+    let out = Command::new(BIN)
+        .args(["tcp-rr", &origin.addr("tcp"), "-R", "500", "--size", "100"])
+        .args(["-c", "2", "-t", "1", "-d", "400ms", "-q"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("Run: VALID") && !stdout.contains("Errors:"),
+        "{stdout}"
+    );
+    let out = Command::new(BIN)
+        .args(["tcp-stream", &origin.addr("sink"), "-c", "1", "-t", "1"])
+        .args(["-d", "300ms", "--warmup", "0s"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("Gbit/s"),
+        "{stdout}"
+    );
+}
