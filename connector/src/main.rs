@@ -1,5 +1,6 @@
 //! `ringtun`: the connector binary. It parses the command line, sets up tracing and hands over to
 //! [`ringtun_connector::cli::run`]; everything else lives in the library.
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -11,6 +12,7 @@ fn init_tracing() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }

@@ -3,7 +3,7 @@
 //! `main.rs` parses [`Cli`], sets up tracing and calls [`run`]. The commands that need no edge
 //! (`ingress validate`, `ingress rule`) are complete here. The edge-backed `tunnel ...` commands
 //! are declared, with their flags, and their handlers in [`tunnel`] answer
-//! [`Error::NotImplemented`] (exit code 2) until the edge client lands.
+//! [`crate::Error::NotImplemented`] (exit code 2) until the edge client lands.
 //!
 //! Global options (accepted before or after the subcommand):
 //! - `--config FILE` (`$RINGTUN_CONFIG`); without it the file is found as [`crate::config::discover`]
@@ -98,7 +98,7 @@ pub enum TunnelCommand {
 pub struct CreateArgs {
     /// The new tunnel's name.
     pub name: String,
-    /// Where to write the credentials (default: ~/.ringtun/<ID>.json).
+    /// Where to write the credentials (default: ~/.ringtun/TUNNEL-ID.json).
     #[arg(long, value_name = "FILE")]
     pub credentials_file: Option<PathBuf>,
 }
@@ -175,7 +175,7 @@ pub struct RunArgs {
     #[arg(long, env = "RINGTUN_URL", value_name = "URL")]
     pub url: Option<String>,
     /// The credentials file (default: `credentials-file` from the config, else
-    /// ~/.ringtun/<ID>.json).
+    /// ~/.ringtun/TUNNEL-ID.json).
     #[arg(long, value_name = "FILE")]
     pub credentials_file: Option<PathBuf>,
 }
@@ -192,7 +192,7 @@ pub enum IngressCommand {
 /// `ingress rule URL`.
 #[derive(Debug, Args)]
 pub struct RuleArgs {
-    /// The request URL, like https://app.example.com/path.
+    /// The request URL, like `https://app.example.com/path`.
     pub url: String,
 }
 

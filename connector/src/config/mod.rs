@@ -5,7 +5,7 @@
 //! 2. remove the fields ringtun does not know, and warn about each by its path
 //!    ([`ConfigWarning`]);
 //! 3. deserialize the rest into serde structs and convert them once into validated settings:
-//!    [`Config`] with its [`IngressRules`](crate::ingress::IngressRules) (compiled regexes,
+//!    [`Config`] with its [`IngressRules`] (compiled regexes,
 //!    parsed services) and [`OriginRequest`] defaults.
 //!
 //! Where the file is found when `--config` is absent: see [`discover`].
