@@ -94,6 +94,19 @@ impl Config {
         } else {
             Some(IngressRules::from_raw(&raw.ingress, &origin_request)?)
         };
+        let no_verify = std::iter::once(&origin_request)
+            .chain(
+                ingress
+                    .iter()
+                    .flat_map(|r| r.rules().iter().map(|r| &r.origin_request)),
+            )
+            .any(|o| o.danger_no_tls_verify);
+        if no_verify {
+            tracing::warn!(
+                file = %path.display(),
+                "noTLSVerify is set: certificates of https origins are not checked"
+            );
+        }
         Ok(Config {
             source: None,
             tunnel: raw.tunnel,
