@@ -1,0 +1,242 @@
+//! The connector's YAML config, in cloudflared's layout.
+//!
+//! Loading goes in three steps, so a cloudflared `config.yml` loads unchanged:
+//! 1. parse the text into a YAML tree;
+//! 2. remove the fields ringtun does not know, and warn about each by its path
+//!    ([`ConfigWarning`]);
+//! 3. deserialize the rest into serde structs and convert them once into validated settings:
+//!    [`Config`] with its [`IngressRules`] (compiled regexes,
+//!    parsed services) and [`OriginRequest`] defaults.
+//!
+//! Where the file is found when `--config` is absent: see [`discover`].
+
+mod discover;
+mod duration;
+mod origin_request;
+pub(crate) mod raw;
+mod unknown;
+
+use std::path::{Path, PathBuf};
+
+pub use discover::{default_locations, discover};
+pub use duration::{ConfigDuration, parse_duration};
+pub use origin_request::OriginRequest;
+pub use unknown::ConfigWarning;
+
+use crate::error::{Error, Result};
+use crate::ingress::IngressRules;
+use raw::RawConfig;
+
+/// A loaded and validated config file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from; `None` when parsed from a string.
+    pub source: Option<PathBuf>,
+    /// `tunnel`: the tunnel's name or ID.
+    pub tunnel: Option<String>,
+    /// `credentials-file`: where the tunnel's credentials JSON is.
+    pub credentials_file: Option<PathBuf>,
+    /// The global `originRequest` settings, with defaults filled in.
+    pub origin_request: OriginRequest,
+    /// The ingress rules; `None` when the file has none (then `--url` must give the origin).
+    pub ingress: Option<IngressRules>,
+    /// Fields that were ignored, in file order. Each was also logged at warn level.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+impl Config {
+    /// Reads, parses and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, path)?;
+        config.source = Some(path.to_owned());
+        Ok(config)
+    }
+
+    /// Parses and validates config text (as if read from a file named `<string>`).
+    pub fn from_yaml_str(text: &str) -> Result<Config> {
+        Self::parse(text, Path::new("<string>"))
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Config> {
+        let mut doc: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| Error::ConfigYaml {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        match doc {
+            serde_yaml_ng::Value::Null => doc = serde_yaml_ng::Value::Mapping(Default::default()),
+            serde_yaml_ng::Value::Mapping(_) => {}
+            _ => {
+                return Err(Error::ConfigField {
+                    field: "(top level)".into(),
+                    message: "the config file must be a mapping of fields".into(),
+                });
+            }
+        }
+        let warnings = unknown::strip_unknown(&mut doc);
+        for w in &warnings {
+            tracing::warn!(field = %w.field, file = %path.display(), "unsupported config field ignored");
+        }
+        let raw: RawConfig = serde_path_to_error::deserialize(doc).map_err(|e| {
+            let field = e.path().to_string();
+            Error::ConfigField {
+                field,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        let origin_request = OriginRequest::default().overlay(&raw.origin_request);
+        let ingress = if raw.ingress.is_empty() {
+            None
+        } else {
+            Some(IngressRules::from_raw(&raw.ingress, &origin_request)?)
+        };
+        let no_verify = std::iter::once(&origin_request)
+            .chain(
+                ingress
+                    .iter()
+                    .flat_map(|r| r.rules().iter().map(|r| &r.origin_request)),
+            )
+            .any(|o| o.danger_no_tls_verify);
+        if no_verify {
+            tracing::warn!(
+                file = %path.display(),
+                "noTLSVerify is set: certificates of https origins are not checked"
+            );
+        }
+        Ok(Config {
+            source: None,
+            tunnel: raw.tunnel,
+            credentials_file: raw.credentials_file,
+            origin_request,
+            ingress,
+            warnings,
+        })
+    }
+
+    /// The ingress rules to serve, given an optional `--url`.
+    ///
+    /// As in cloudflared: `--url` alone is a single catch-all rule to that URL; `--url` together
+    /// with ingress rules in the file is an error; neither is an error too.
+    pub fn ingress_for(&self, url: Option<&str>) -> Result<IngressRules> {
+        match (url, &self.ingress) {
+            (Some(_), Some(_)) => Err(Error::UrlIncompatibleWithIngress),
+            (Some(url), None) => IngressRules::from_url(url, &self.origin_request),
+            (None, Some(rules)) => Ok(rules.clone()),
+            (None, None) => Err(Error::NoIngressRules),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn load(yaml: &str) -> Config {
+        match Config::from_yaml_str(yaml) {
+            Ok(c) => c,
+            Err(e) => panic!("config should load: {e}"),
+        }
+    }
+
+    fn load_err(yaml: &str) -> Error {
+        match Config::from_yaml_str(yaml) {
+            Ok(_) => panic!("config should be refused"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn globals_and_per_rule_overrides() {
+        let c = load(
+            r#"
+tunnel: 6ff42ae2-765d-4adf-8112-31c55c1551ef
+credentials-file: /root/.cloudflared/6ff42ae2-765d-4adf-8112-31c55c1551ef.json
+originRequest:
+  connectTimeout: 10s
+  keepAliveTimeout: 1m30s
+ingress:
+  - hostname: a.example.com
+    service: https://localhost:8443
+    originRequest:
+      noTLSVerify: true
+      originServerName: internal.example.com
+      connectTimeout: 2s
+  - service: http_status:404
+"#,
+        );
+        assert_eq!(
+            c.tunnel.as_deref(),
+            Some("6ff42ae2-765d-4adf-8112-31c55c1551ef")
+        );
+        assert_eq!(c.origin_request.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.origin_request.keep_alive_timeout, Duration::from_secs(90));
+        let Some(rules) = &c.ingress else {
+            panic!("rules expected")
+        };
+        let r0 = &rules.rules()[0].origin_request;
+        assert_eq!(r0.connect_timeout, Duration::from_secs(2));
+        assert!(r0.danger_no_tls_verify);
+        assert_eq!(r0.keep_alive_timeout, Duration::from_secs(90));
+        assert_eq!(
+            r0.origin_server_name.as_deref(),
+            Some("internal.example.com")
+        );
+        let r1 = &rules.rules()[1].origin_request;
+        assert_eq!(r1.connect_timeout, Duration::from_secs(10));
+        assert!(!r1.danger_no_tls_verify);
+    }
+
+    #[test]
+    fn unknown_fields_are_warned_not_fatal() {
+        let c = load(
+            "loglevel: debug\ningress:\n  - service: http://localhost:1\n    originRequest:\n      proxyType: socks\n",
+        );
+        let fields: Vec<_> = c.warnings.iter().map(|w| w.field.as_str()).collect();
+        assert_eq!(fields, ["loglevel", "ingress[0].originRequest.proxyType"]);
+    }
+
+    #[test]
+    fn bad_field_value_names_its_path() {
+        let e = load_err(
+            "ingress:\n  - service: http://localhost:1\n    originRequest:\n      connectTimeout: 30\n",
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("ingress[0].originRequest.connectTimeout"),
+            "{msg}"
+        );
+        assert!(msg.contains("\"30s\""), "{msg}");
+    }
+
+    #[test]
+    fn yaml_syntax_error() {
+        assert!(matches!(load_err("ingress: [\n"), Error::ConfigYaml { .. }));
+        assert!(matches!(load_err("- a\n- b\n"), Error::ConfigField { .. }));
+    }
+
+    #[test]
+    fn empty_file_and_url() {
+        let c = load("");
+        assert!(c.ingress.is_none());
+        assert!(matches!(c.ingress_for(None), Err(Error::NoIngressRules)));
+        let rules = match c.ingress_for(Some("localhost:8080")) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(rules.rules().len(), 1);
+        assert_eq!(
+            rules.rules()[0].service.to_string(),
+            "http://localhost:8080"
+        );
+        let c = load("ingress:\n  - service: hello_world\n");
+        assert!(matches!(
+            c.ingress_for(Some("http://x")),
+            Err(Error::UrlIncompatibleWithIngress)
+        ));
+    }
+}

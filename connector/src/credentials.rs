@@ -1,0 +1,267 @@
+//! The tunnel credentials file: what `tunnel create` writes and `tunnel run` reads.
+//!
+//! JSON with cloudflared's field names where cloudflared has the field (`AccountTag`,
+//! `TunnelSecret`, `TunnelID`) plus ringtun's own (`TunnelName`, `EdgeCA`):
+//!
+//! ```json
+//! {"AccountTag": "...", "TunnelID": "<uuid>", "TunnelName": "web",
+//!  "TunnelSecret": "<base64>", "EdgeCA": "-----BEGIN CERTIFICATE-----..."}
+//! ```
+//!
+//! The file is created with mode 0600 in the `open` call itself, so it is never readable by
+//! others, not even for an instant; an existing file is never overwritten. Reading a file that
+//! others can read works, with a warning.
+
+use std::fmt;
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+/// A tunnel's secret. Its `Debug` prints `***`; it is serialized as standard base64.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TunnelSecret(Vec<u8>);
+
+impl TunnelSecret {
+    /// Wraps secret bytes.
+    pub fn new(bytes: Vec<u8>) -> TunnelSecret {
+        TunnelSecret(bytes)
+    }
+
+    /// The secret bytes, for computing the registration HMAC.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TunnelSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for TunnelSecret {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for TunnelSecret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = STANDARD.decode(text.trim()).map_err(|e| {
+            serde::de::Error::custom(format!("TunnelSecret is not valid base64: {e}"))
+        })?;
+        if bytes.is_empty() {
+            return Err(serde::de::Error::custom("TunnelSecret is empty"));
+        }
+        Ok(TunnelSecret(bytes))
+    }
+}
+
+/// The contents of a credentials file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// cloudflared's account tag; kept when present, unused by ringtun.
+    #[serde(
+        rename = "AccountTag",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub account_tag: Option<String>,
+    /// The tunnel's ID (a UUID).
+    #[serde(rename = "TunnelID")]
+    pub tunnel_id: String,
+    /// The tunnel's name, as given to `tunnel create`. Absent in cloudflared's files.
+    #[serde(rename = "TunnelName", default)]
+    pub tunnel_name: String,
+    /// The secret proven to the edge at registration.
+    #[serde(rename = "TunnelSecret")]
+    pub tunnel_secret: TunnelSecret,
+    /// The PEM certificate of the edge's CA, to trust for links; absent means the system roots.
+    #[serde(rename = "EdgeCA", default, skip_serializing_if = "Option::is_none")]
+    pub edge_ca: Option<String>,
+}
+
+impl Credentials {
+    /// Reads and parses a credentials file. Logs a warning when group or others may read it.
+    pub fn read(path: &Path) -> Result<Credentials> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                Error::CredentialsMissing {
+                    path: path.to_owned(),
+                }
+            } else {
+                Error::CredentialsIo {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        })?;
+        if let Ok(meta) = std::fs::metadata(path)
+            && is_too_open(meta.mode())
+        {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format_args!("{:o}", meta.mode() & 0o777),
+                "credentials file is readable by others; run chmod 600 on it"
+            );
+        }
+        serde_json::from_str(&text).map_err(|source| Error::CredentialsJson {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Writes a new credentials file with mode 0600, creating its directory (mode 0700) if
+    /// needed. Refuses to overwrite an existing file.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let io_err = |source| Error::CredentialsIo {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err)?;
+        }
+        let mut json =
+            serde_json::to_vec_pretty(self).map_err(|source| Error::CredentialsJson {
+                path: path.to_owned(),
+                source,
+            })?;
+        json.push(b'\n');
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| {
+                if source.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::CredentialsExist {
+                        path: path.to_owned(),
+                    }
+                } else {
+                    io_err(source)
+                }
+            })?;
+        file.write_all(&json).map_err(io_err)?;
+        file.sync_all().map_err(io_err)
+    }
+}
+
+/// Whether a file mode lets group or others read or write.
+pub fn is_too_open(mode: u32) -> bool {
+    mode & 0o077 != 0
+}
+
+/// `~/.ringtun/<tunnel ID>.json`, where `tunnel create` writes by default.
+pub fn default_credentials_path(tunnel_id: &str) -> Result<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or(Error::NoHomeDir)?;
+    Ok(PathBuf::from(home)
+        .join(".ringtun")
+        .join(format!("{tunnel_id}.json")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Credentials {
+        Credentials {
+            account_tag: None,
+            tunnel_id: "6ff42ae2-765d-4adf-8112-31c55c1551ef".into(),
+            tunnel_name: "web".into(),
+            tunnel_secret: TunnelSecret::new(vec![1, 2, 3, 250, 251, 252]),
+            edge_ca: Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into()),
+        }
+    }
+
+    fn tmp() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
+    }
+
+    #[test]
+    fn round_trip_with_mode_0600() {
+        let dir = tmp();
+        let path = dir.path().join("sub").join("creds.json");
+        let c = sample();
+        c.write(&path).unwrap_or_else(|e| panic!("{e}"));
+        let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        let back = Credentials::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, c);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(text.contains("\"TunnelSecret\": \"AQID+vv8\""), "{text}");
+        assert!(text.contains("\"TunnelID\""));
+        assert!(!text.contains("AccountTag"));
+        assert!(matches!(
+            c.write(&path),
+            Err(Error::CredentialsExist { .. })
+        ));
+    }
+
+    #[test]
+    fn secret_debug_is_hidden() {
+        let dbg = format!("{:?}", sample());
+        assert!(dbg.contains("tunnel_secret: ***"), "{dbg}");
+        assert!(!dbg.contains("250"));
+    }
+
+    #[test]
+    fn reads_a_cloudflared_file() {
+        let dir = tmp();
+        let path = dir.path().join("cf.json");
+        std::fs::write(
+            &path,
+            r#"{"AccountTag":"abc","TunnelSecret":"c2VjcmV0","TunnelID":"6ff42ae2-765d-4adf-8112-31c55c1551ef","Endpoint":""}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let c = Credentials::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.account_tag.as_deref(), Some("abc"));
+        assert_eq!(c.tunnel_secret.expose(), b"secret");
+        assert_eq!(c.tunnel_name, "");
+    }
+
+    #[test]
+    fn read_errors_are_clear() {
+        let dir = tmp();
+        let missing = dir.path().join("none.json");
+        assert!(matches!(
+            Credentials::read(&missing),
+            Err(Error::CredentialsMissing { .. })
+        ));
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, "{not json").unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            Credentials::read(&bad),
+            Err(Error::CredentialsJson { .. })
+        ));
+        let b64 = dir.path().join("b64.json");
+        std::fs::write(&b64, r#"{"TunnelID":"x","TunnelSecret":"!!!"}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = Credentials::read(&b64)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("not valid base64"), "{e}");
+    }
+
+    #[test]
+    fn mode_check() {
+        assert!(!is_too_open(0o100600));
+        assert!(!is_too_open(0o400));
+        assert!(is_too_open(0o644));
+        assert!(is_too_open(0o660));
+    }
+}

@@ -1,0 +1,198 @@
+//! The crate's one error type.
+//!
+//! Every variant says whose fault it was ([`Fault`]) and whether trying again can help
+//! ([`Error::is_retryable`]). Validation messages follow cloudflared's wording where cloudflared
+//! has one, lowercased, so that users searching for a cloudflared error find the same rule.
+
+use std::path::PathBuf;
+
+/// Who has to act to fix an [`Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The operator: a config file, a flag, a credentials file or the local machine.
+    Local,
+    /// The edge refused or failed.
+    Edge,
+    /// This connector: a feature that is missing or a bug.
+    Connector,
+}
+
+/// Errors of the connector library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No config file was given and none was found in the default places.
+    #[error(
+        "no config file found (looked in {searched}); pass --config FILE or set RINGTUN_CONFIG"
+    )]
+    ConfigNotFound {
+        /// The places looked at, in order, comma-separated.
+        searched: String,
+    },
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid YAML.
+    #[error("config file {path} is not valid YAML: {message}")]
+    ConfigYaml {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A known field has a value of the wrong type or shape.
+    #[error("config field {field}: {message}")]
+    ConfigField {
+        /// The field's path, like `ingress[1].originRequest.connectTimeout`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The config has no ingress rules and no `--url` was given.
+    #[error("the config file doesn't contain any ingress rules")]
+    NoIngressRules,
+    /// The last rule has a hostname or a path, so some requests would match nothing.
+    #[error(
+        "the last ingress rule must match all URLs (i.e. it should not have a hostname or path filter)"
+    )]
+    LastRuleNotCatchAll,
+    /// A rule before the last matches everything, so the rules after it never run.
+    #[error(
+        "rule #{rule} is matching the hostname '{hostname}', but this will match every hostname, \
+         meaning the rules which follow it will never be triggered"
+    )]
+    RuleShouldNotBeCatchAll {
+        /// The rule's number, counting from 1 as cloudflared does.
+        rule: usize,
+        /// The rule's hostname (empty or `*`).
+        hostname: String,
+    },
+    /// A hostname pattern has a `*` anywhere but as a leading `*.`.
+    #[error(
+        "rule #{rule}: hostname patterns can have at most one wildcard character (\"*\") and it can \
+         only be used for subdomains, e.g. \"*.example.com\""
+    )]
+    BadWildcard {
+        /// The rule's number, from 1.
+        rule: usize,
+    },
+    /// A hostname pattern names a port.
+    #[error("rule #{rule}: hostname cannot contain a port")]
+    HostnameContainsPort {
+        /// The rule's number, from 1.
+        rule: usize,
+    },
+    /// A rule's `path` is not a valid regular expression.
+    #[error("rule #{rule} has an invalid regex: {source}")]
+    InvalidPathRegex {
+        /// The rule's number, from 1.
+        rule: usize,
+        /// The regex compiler's error.
+        source: Box<regex::Error>,
+    },
+    /// A rule's `service` cannot be used.
+    #[error("rule #{rule}: {service} is an invalid address, {reason}")]
+    InvalidService {
+        /// The rule's number, from 1 (0 for `--url`).
+        rule: usize,
+        /// The service as written.
+        service: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// `--url` was given together with a config that has ingress rules.
+    #[error(
+        "you can't set the --url flag (or $RINGTUN_URL) when using multiple-origin ingress rules"
+    )]
+    UrlIncompatibleWithIngress,
+    /// A URL given on the command line cannot be used.
+    #[error("{url} is not a usable URL: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// `$HOME` is not set, so the default locations cannot be found.
+    #[error("cannot find the home directory: $HOME is not set")]
+    NoHomeDir,
+    /// The credentials file does not exist.
+    #[error(
+        "credentials file {path} does not exist; create the tunnel with `ringtun tunnel create` \
+         or point to the file with --credentials-file"
+    )]
+    CredentialsMissing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The credentials file could not be read or written.
+    #[error("cannot access credentials file {path}: {source}")]
+    CredentialsIo {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The credentials file already exists; it is never overwritten.
+    #[error("credentials file {path} already exists; refusing to overwrite it")]
+    CredentialsExist {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The credentials file is not the expected JSON.
+    #[error("credentials file {path} is not valid: {source}")]
+    CredentialsJson {
+        /// The file.
+        path: PathBuf,
+        /// The JSON error, with line and column.
+        source: serde_json::Error,
+    },
+    /// The admin API token is missing.
+    #[error(
+        "no admin API token: pass --api-token, set RINGTUN_API_TOKEN, or run next to the edge's \
+         state directory ({path} could not be read: {source})"
+    )]
+    ApiTokenMissing {
+        /// The token file looked at.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The command is declared but its implementation has not landed yet.
+    #[error("`ringtun {command}` is not implemented yet")]
+    NotImplemented {
+        /// The command, like `tunnel create`.
+        command: &'static str,
+    },
+}
+
+impl Error {
+    /// Whose fault the error is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::NotImplemented { .. } => Fault::Connector,
+            _ => Fault::Local,
+        }
+    }
+
+    /// Whether trying the same thing again, unchanged, may succeed. None of these errors go away
+    /// by themselves: each needs the operator to change a file, a flag or the build.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+
+    /// The process exit code for this error: 2 for a command that does not exist yet, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::NotImplemented { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

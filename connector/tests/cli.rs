@@ -1,0 +1,182 @@
+//! The built `ringtun` binary: `ingress validate`, `ingress rule`, and the declared commands.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// Runs `ringtun` with a clean environment: an empty HOME so no user config is found.
+fn ringtun(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ringtun"))
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .current_dir(home)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ringtun: {e}"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn home() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
+}
+
+#[test]
+fn validate_ok() {
+    let h = home();
+    let cfg = data("cloudflared-config.yml");
+    let out = ringtun(
+        h.path(),
+        &["ingress", "validate", "--config", &cfg.to_string_lossy()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.lines().any(|l| l == "OK"), "{stdout}");
+}
+
+#[test]
+fn validate_warns_about_unsupported_fields() {
+    let h = home();
+    let cfg = data("cloudflared-extras.yml");
+    let out = ringtun(
+        h.path(),
+        &["ingress", "validate", "--config", &cfg.to_string_lossy()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("ingress[2].originRequest.proxyType"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("warp-routing"), "{stderr}");
+}
+
+#[test]
+fn validate_error() {
+    let h = home();
+    let cfg = data("last-rule-not-catch-all.yml");
+    let out = ringtun(
+        h.path(),
+        &["ingress", "validate", "--config", &cfg.to_string_lossy()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("the last ingress rule must match all URLs"),
+        "{stderr}"
+    );
+    assert!(!text(&out.stdout).contains("OK"));
+}
+
+#[test]
+fn validate_finds_config_in_home_and_env() {
+    let h = home();
+    let out = ringtun(h.path(), &["ingress", "validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no config file found"));
+
+    // ~/.cloudflared/config.yml is picked up.
+    let dir = h.path().join(".cloudflared");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(data("cloudflared-config.yml"), dir.join("config.yml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = ringtun(h.path(), &["ingress", "validate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(".cloudflared/config.yml"));
+
+    // RINGTUN_CONFIG wins over the default places.
+    let out = Command::new(env!("CARGO_BIN_EXE_ringtun"))
+        .args(["ingress", "validate"])
+        .env_clear()
+        .env("HOME", h.path())
+        .env("RINGTUN_CONFIG", data("last-rule-not-catch-all.yml"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+}
+
+#[test]
+fn rule_prints_the_match() {
+    let h = home();
+    let cfg = data("cloudflared-config.yml");
+    let cfg = cfg.to_string_lossy();
+    let out = ringtun(
+        h.path(),
+        &[
+            "ingress",
+            "rule",
+            "https://Foo.Apps.Example.com:8443/a?b=c",
+            "--config",
+            &cfg,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Matched rule #3\n"), "{stdout}");
+    assert!(
+        stdout.contains("\thostname: *.apps.example.com\n\tservice: https://127.0.0.1:8443"),
+        "{stdout}"
+    );
+
+    let out = ringtun(
+        h.path(),
+        &[
+            "ingress",
+            "rule",
+            "http://api.example.com/v1/x",
+            "--config",
+            &cfg,
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("Matched rule #1\n\thostname: api.example.com\n\tpath: ^/v1/\n"),
+        "{stdout}"
+    );
+
+    let out = ringtun(
+        h.path(),
+        &["ingress", "rule", "http://nowhere.org/", "--config", &cfg],
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("Matched rule #7\n\tservice: http_status:404"),
+        "{stdout}"
+    );
+
+    let out = ringtun(
+        h.path(),
+        &["ingress", "rule", "nowhere.org", "--config", &cfg],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no scheme"));
+}
+
+#[test]
+fn edge_commands_are_declared_but_not_implemented() {
+    let h = home();
+    for args in [
+        &["tunnel", "create", "web"][..],
+        &["tunnel", "list"],
+        &["tunnel", "info", "web", "-o", "json"],
+        &["tunnel", "route", "dns", "web", "app.example.com"],
+        &["tunnel", "route", "tcp", "web", "2222"],
+        &["tunnel", "delete", "-f", "web"],
+        &["tunnel", "cleanup", "web"],
+        &["tunnel", "run", "web", "--url", "http://localhost:8080"],
+    ] {
+        let out = ringtun(h.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("not implemented yet"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
