@@ -56,6 +56,9 @@ impl Store {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub(crate) fn open(path: &Path) -> Result<Store> {
         let conn = Connection::open(path)?;
+        // The database holds tunnel secrets; SQLite gives its -wal and -shm files the same mode.
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| Error::state("set permissions on", path, e))?;
         Store::init(conn)
     }
 
