@@ -94,22 +94,23 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// `{id, name, created}` plus the connector count and the `2xdfw, 2xmci` summary.
 fn tunnel_summary(registry: &Registry, t: &Tunnel) -> Value {
     let connectors = registry.connectors(t.id);
-    json!({
-        "id": t.id,
-        "name": t.name,
-        "created": rfc3339(t),
-        "connectors": connectors.len(),
-        "connections": edge_summary(connectors.iter().flat_map(|c| c.links.iter())),
-    })
+    let mut v = tunnel_json(t);
+    if let Some(map) = v.as_object_mut() {
+        map.insert("connectors".into(), json!(connectors.len()));
+        map.insert(
+            "connections".into(),
+            json!(edge_summary(connectors.iter().flat_map(|c| c.links.iter()))),
+        );
+    }
+    v
 }
 
-fn rfc3339(t: &Tunnel) -> Value {
-    serde_json::to_value(t)
-        .ok()
-        .and_then(|v| v.get("created").cloned())
-        .unwrap_or(Value::Null)
+/// `{id, name, created}` (created in RFC 3339).
+fn tunnel_json(t: &Tunnel) -> Value {
+    serde_json::to_value(t).unwrap_or(Value::Null)
 }
 
 fn connector_json(c: &Connector) -> Value {
@@ -155,15 +156,11 @@ fn route(
             let req: Create = parse_body(body)?;
             let (t, secret) = registry.create_tunnel(&req.name)?;
             tracing::info!(tunnel = %t.id, name = %t.name, "tunnel created");
-            Ok(Reply::json(
-                201,
-                json!({
-                    "id": t.id,
-                    "name": t.name,
-                    "created": rfc3339(&t),
-                    "secret": secret.to_base64(),
-                }),
-            ))
+            let mut v = tunnel_json(&t);
+            if let Some(map) = v.as_object_mut() {
+                map.insert("secret".into(), json!(secret.to_base64()));
+            }
+            Ok(Reply::json(201, v))
         }
         ("GET", ["tunnels"]) => {
             let list: Vec<Value> = registry

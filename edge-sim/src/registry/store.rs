@@ -59,19 +59,22 @@ impl Store {
         // The database holds tunnel secrets; SQLite gives its -wal and -shm files the same mode.
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .map_err(|e| Error::state("set permissions on", path, e))?;
-        Store::init(conn)
+        Store::init(conn, path)
     }
 
-    fn init(mut conn: Connection) -> Result<Store> {
+    fn init(mut conn: Connection, path: &Path) -> Result<Store> {
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let version = usize::try_from(version).unwrap_or(usize::MAX);
         if version > MIGRATIONS.len() {
-            return Err(Error::Invalid(format!(
-                "registry schema version {version} is newer than this edge ({}); upgrade the edge",
-                MIGRATIONS.len()
-            )));
+            return Err(Error::CorruptState {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "schema version {version} is newer than this edge's ({}); upgrade the edge",
+                    MIGRATIONS.len()
+                ),
+            });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.transaction()?;
