@@ -231,6 +231,15 @@ impl Settings {
 impl FileConfig {
     /// Reads and parses a TOML config file.
     pub fn read(path: &Path) -> Result<FileConfig> {
+        if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yml" | "yaml")
+        ) {
+            return Err(Error::Config(format!(
+                "{}: the edge reads TOML config files; YAML is not supported",
+                path.display()
+            )));
+        }
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
         FileConfig::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
@@ -320,6 +329,28 @@ mod tests {
         )
         .expect("valid settings");
         assert_eq!(s.data_centers[0].servers.len(), 2);
+    }
+
+    #[test]
+    fn reads_a_config_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("edge.toml");
+        std::fs::write(
+            &path,
+            "state-dir = \"/tmp/x\"\npublic-http = \"127.0.0.1:9080\"\n",
+        )
+        .expect("write");
+        let s = Settings::load(Some(&path), Overrides::default()).expect("load");
+        assert_eq!(s.state_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(s.public_http.port(), 9080);
+
+        std::fs::write(&path, "state_dir = \"/tmp/x\"\n").expect("write");
+        let err = Settings::load(Some(&path), Overrides::default()).expect_err("unknown field");
+        assert!(err.to_string().contains("state_dir"), "{err}");
+        let yaml = tmp.path().join("edge.yml");
+        assert!(Settings::load(Some(&yaml), Overrides::default()).is_err());
+        let missing = tmp.path().join("missing.toml");
+        assert!(Settings::load(Some(&missing), Overrides::default()).is_err());
     }
 
     #[test]
