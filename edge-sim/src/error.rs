@@ -103,6 +103,9 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// A registration proof did not match the tunnel's secret (wrong credentials file).
+    #[error("registration refused: the proof does not match tunnel {0}'s secret")]
+    BadProof(String),
     /// A connector re-registered with data that contradicts its first registration.
     #[error("connector {0} is already registered for another tunnel")]
     ConnectorConflict(String),
@@ -112,7 +115,7 @@ impl Error {
     /// Whose fault the error is.
     pub fn fault(&self) -> Fault {
         match self {
-            Error::Config(_) | Error::Invalid(_) => Fault::Client,
+            Error::Config(_) | Error::Invalid(_) | Error::BadProof(_) => Fault::Client,
             Error::TunnelNotFound(_) => Fault::NotFound,
             Error::TunnelExists(_)
             | Error::TunnelHasConnectors { .. }

@@ -191,3 +191,26 @@ fn cleanup_removes_stale_connectors() {
     assert_eq!(r.connector_count(t.id), 0);
     r.delete_tunnel("web", false).expect("now deletable");
 }
+
+#[test]
+fn authenticate_checks_the_proof() {
+    use crate::auth::{new_nonce, registration_proof};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = open(tmp.path(), 100);
+    let (t, secret) = r.create_tunnel("web").expect("create");
+    let connector = Uuid::new_v4();
+    let nonce = new_nonce();
+    let proof = registration_proof(&secret.0, &nonce, t.id.as_bytes(), connector.as_bytes());
+    r.authenticate(t.id, connector, &nonce, &proof)
+        .expect("right secret");
+    let wrong = registration_proof(&[0; 32], &nonce, t.id.as_bytes(), connector.as_bytes());
+    let err = r
+        .authenticate(t.id, connector, &nonce, &wrong)
+        .expect_err("wrong secret");
+    assert!(matches!(err, Error::BadProof(_)));
+    assert!(matches!(
+        r.authenticate(Uuid::new_v4(), connector, &nonce, &proof),
+        Err(Error::TunnelNotFound(_))
+    ));
+    assert_eq!(r.metrics().connectors_rejected.get(), 2);
+}
