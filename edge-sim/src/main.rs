@@ -1,16 +1,88 @@
-//! `ringtun-edge`: the edge simulator. The tunnel commands arrive with the tunnel issue; for now the
-//! binary only reports its version, so the workspace layout is in place.
-use clap::Parser;
+//! `ringtun-edge`: the edge simulator binary. It parses flags, sets up tracing, and calls
+//! [`ringtun_edge_sim::run`] until SIGINT or SIGTERM.
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
-/// ringtun edge simulator.
+use anyhow::Context;
+use clap::Parser;
+use ringtun_edge_sim::settings::Overrides;
+use ringtun_edge_sim::{Settings, Shutdown};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+/// ringtun edge simulator: data centers, registry, admin API, public ingress.
 #[derive(Parser)]
-#[command(
-    version,
-    about = "ringtun edge simulator: data centers, registry, public ingress"
-)]
-struct Cli {}
+#[command(version, about)]
+struct Cli {
+    /// TOML config file; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// State directory (registry, admin token, TLS material) [default: ./ringtun-edge-state].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Admin API address [default: 127.0.0.1:7800]; port 0 picks a free port.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Public HTTP address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    public_http: Option<SocketAddr>,
+    /// Connectors one tunnel may have at once [default: 100].
+    #[arg(long)]
+    connector_limit: Option<usize>,
+    /// A data center as NAME=ADDR[,ADDR...]; repeat for more; replaces the default set.
+    #[arg(long = "data-center", value_name = "NAME=ADDRS")]
+    data_centers: Vec<String>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("no command yet: the edge simulator is not built (see issue 3)")
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+
+    let settings = Settings::load(
+        cli.config.as_deref(),
+        Overrides {
+            state_dir: cli.state_dir,
+            admin: cli.admin,
+            public_http: cli.public_http,
+            connector_limit: cli.connector_limit,
+            data_centers: cli.data_centers,
+        },
+    )?;
+
+    let shutdown = Shutdown::new();
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
+    {
+        let shutdown = shutdown.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut seen = 0;
+                for signal in signals.forever() {
+                    seen += 1;
+                    if seen > 1 {
+                        tracing::warn!(signal, "second signal: exiting at once");
+                        std::process::exit(1);
+                    }
+                    tracing::info!(signal, "signal received, stopping");
+                    shutdown.trigger();
+                }
+            })
+            .context("cannot start the signal thread")?;
+    }
+    ringtun_edge_sim::run(settings, shutdown)?;
+    Ok(())
 }

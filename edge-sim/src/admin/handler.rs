@@ -1,0 +1,276 @@
+//! Admin API routing: one request in, one JSON response out, no IO.
+//!
+//! Keeping this free of the HTTP server makes every route testable as a function, and lets the
+//! server be swapped without touching the routes.
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::error::{Error, Fault};
+use crate::registry::{Connector, Registry, Tunnel, edge_summary};
+use crate::settings::DataCenter;
+use crate::state::AdminToken;
+
+/// What the admin routes need.
+#[derive(Debug, Clone)]
+pub struct AdminContext {
+    /// The registry.
+    pub registry: Arc<Registry>,
+    /// The bearer token every request must carry.
+    pub token: AdminToken,
+    /// Data centers, for `/discovery`.
+    pub data_centers: Vec<DataCenter>,
+    /// The edge CA in PEM, for `/discovery`.
+    pub ca_pem: String,
+}
+
+/// A response: status, content type and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: String,
+}
+
+impl Reply {
+    fn json(status: u16, value: Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: value.to_string(),
+        }
+    }
+
+    fn error(status: u16, message: impl Into<String>) -> Reply {
+        Reply::json(status, json!({ "error": message.into() }))
+    }
+}
+
+impl From<Error> for Reply {
+    fn from(e: Error) -> Reply {
+        let status = match e.fault() {
+            Fault::Client => 400,
+            Fault::NotFound => 404,
+            Fault::Conflict => 409,
+            Fault::Edge => {
+                tracing::error!(error = %e, "admin API: edge failure");
+                500
+            }
+        };
+        Reply::error(status, e.to_string())
+    }
+}
+
+/// Compares in time independent of where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(ctx: &AdminContext, authorization: Option<&str>) -> bool {
+    let Some(value) = authorization else {
+        return false;
+    };
+    let Some((scheme, token)) = value.trim().split_once(' ') else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("bearer")
+        && constant_time_eq(token.trim().as_bytes(), ctx.token.expose().as_bytes())
+}
+
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Reply> {
+    serde_json::from_slice(body).map_err(|e| Reply::error(400, format!("invalid JSON body: {e}")))
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// `{id, name, created}` plus the connector count and the `2xdfw, 2xmci` summary.
+fn tunnel_summary(registry: &Registry, t: &Tunnel) -> Value {
+    let connectors = registry.connectors(t.id);
+    let mut v = tunnel_json(t);
+    if let Some(map) = v.as_object_mut() {
+        map.insert("connectors".into(), json!(connectors.len()));
+        map.insert(
+            "connections".into(),
+            json!(edge_summary(connectors.iter().flat_map(|c| c.links.iter()))),
+        );
+    }
+    v
+}
+
+/// `{id, name, created}` (created in RFC 3339).
+fn tunnel_json(t: &Tunnel) -> Value {
+    serde_json::to_value(t).unwrap_or(Value::Null)
+}
+
+fn connector_json(c: &Connector) -> Value {
+    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+    if let Some(map) = v.as_object_mut() {
+        map.insert("edge".into(), Value::String(c.edge_summary()));
+    }
+    v
+}
+
+/// Serves one admin request. `authorization` is the `Authorization` header, if any.
+pub fn handle(
+    ctx: &AdminContext,
+    method: &str,
+    url: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Reply {
+    if !authorized(ctx, authorization) {
+        return Reply::error(401, "missing or wrong bearer token");
+    }
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match route(ctx, method, &segments, query, body) {
+        Ok(reply) | Err(reply) => reply,
+    }
+}
+
+fn route(
+    ctx: &AdminContext,
+    method: &str,
+    segments: &[&str],
+    query: &str,
+    body: &[u8],
+) -> Result<Reply, Reply> {
+    let registry = &ctx.registry;
+    match (method, segments) {
+        ("POST", ["tunnels"]) => {
+            #[derive(Deserialize)]
+            struct Create {
+                name: String,
+            }
+            let req: Create = parse_body(body)?;
+            let (t, secret) = registry.create_tunnel(&req.name)?;
+            tracing::info!(tunnel = %t.id, name = %t.name, "tunnel created");
+            let mut v = tunnel_json(&t);
+            if let Some(map) = v.as_object_mut() {
+                map.insert("secret".into(), json!(secret.to_base64()));
+            }
+            Ok(Reply::json(201, v))
+        }
+        ("GET", ["tunnels"]) => {
+            let list: Vec<Value> = registry
+                .tunnels()?
+                .iter()
+                .map(|t| tunnel_summary(registry, t))
+                .collect();
+            Ok(Reply::json(200, Value::Array(list)))
+        }
+        ("GET", ["tunnels", key]) => {
+            let t = registry.tunnel(key)?;
+            let mut v = tunnel_summary(registry, &t);
+            let connectors: Vec<Value> = registry
+                .connectors(t.id)
+                .iter()
+                .map(connector_json)
+                .collect();
+            if let Some(map) = v.as_object_mut() {
+                map.insert("connectors".into(), Value::Array(connectors));
+            }
+            Ok(Reply::json(200, v))
+        }
+        ("DELETE", ["tunnels", key]) => {
+            let force = matches!(query_param(query, "force"), Some("true" | "1" | ""));
+            let t = registry.delete_tunnel(key, force)?;
+            tracing::info!(tunnel = %t.id, name = %t.name, force, "tunnel deleted");
+            Ok(Reply::json(
+                200,
+                json!({ "id": t.id, "name": t.name, "deleted": true }),
+            ))
+        }
+        ("POST", ["tunnels", key, "cleanup"]) => {
+            let only = match query_param(query, "connector_id") {
+                Some(id) => Some(Uuid::parse_str(id).map_err(|_| {
+                    Reply::error(400, format!("invalid connector_id {id:?}: not a UUID"))
+                })?),
+                None => None,
+            };
+            let t = registry.tunnel(key)?;
+            let removed = registry.cleanup(&t.id.to_string(), only)?;
+            Ok(Reply::json(
+                200,
+                json!({ "id": t.id, "name": t.name, "removed_connectors": removed }),
+            ))
+        }
+        ("GET", ["tunnels", key, "connectors"]) => {
+            let t = registry.tunnel(key)?;
+            let list: Vec<Value> = registry
+                .connectors(t.id)
+                .iter()
+                .map(connector_json)
+                .collect();
+            Ok(Reply::json(200, Value::Array(list)))
+        }
+        ("POST", ["routes", "dns"]) => {
+            #[derive(Deserialize)]
+            struct Dns {
+                tunnel: String,
+                hostname: String,
+            }
+            let req: Dns = parse_body(body)?;
+            let route = registry.route_dns(&req.tunnel, &req.hostname)?;
+            Ok(Reply::json(201, json!(route)))
+        }
+        ("POST", ["routes", "tcp"]) => {
+            #[derive(Deserialize)]
+            struct Tcp {
+                tunnel: String,
+                port: u16,
+            }
+            let req: Tcp = parse_body(body)?;
+            let route = registry.route_tcp(&req.tunnel, req.port)?;
+            Ok(Reply::json(201, json!(route)))
+        }
+        ("GET", ["routes"]) => Ok(Reply::json(
+            200,
+            json!({ "dns": registry.dns_routes()?, "tcp": registry.tcp_routes()? }),
+        )),
+        ("GET", ["discovery"]) => {
+            let dcs: Vec<Value> = ctx
+                .data_centers
+                .iter()
+                .map(|dc| json!({ "name": dc.name, "servers": dc.servers }))
+                .collect();
+            Ok(Reply::json(
+                200,
+                json!({ "data_centers": dcs, "ca_pem": ctx.ca_pem }),
+            ))
+        }
+        ("GET", ["metrics"]) => Ok(Reply {
+            status: 200,
+            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body: registry.metrics().encode(),
+        }),
+        (
+            _,
+            ["tunnels"]
+            | ["tunnels", _]
+            | ["tunnels", _, "cleanup" | "connectors"]
+            | ["routes"]
+            | ["routes", "dns" | "tcp"]
+            | ["discovery"]
+            | ["metrics"],
+        ) => Err(Reply::error(
+            405,
+            format!("method {method} not allowed on /{}", segments.join("/")),
+        )),
+        _ => Err(Reply::error(
+            404,
+            format!("no such route: {method} /{}", segments.join("/")),
+        )),
+    }
+}

@@ -1,0 +1,153 @@
+//! The crate's one error type.
+//!
+//! Every variant says whose fault it was ([`Fault`]); the admin API maps that to a status code and
+//! the link servers send [`Error::ConnectorLimit`] and friends to the connector verbatim.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Who caused an error, which decides the status code and whether retrying can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The caller (an admin client or a connector) sent something wrong; retrying the same
+    /// request fails the same way.
+    Client,
+    /// The request conflicts with the current state (a name taken, connectors still connected);
+    /// retrying may succeed once the state changes.
+    Conflict,
+    /// The thing asked for does not exist.
+    NotFound,
+    /// The edge itself failed (disk, database, certificates); not the caller's fault.
+    Edge,
+}
+
+/// Errors of the edge simulator library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The operator's configuration (file or flags) is invalid.
+    #[error("invalid edge config: {0}")]
+    Config(String),
+    /// A file or directory of the state directory could not be read or written.
+    #[error("state dir: cannot {action} {path}: {source}")]
+    State {
+        /// What was attempted ("create", "read", "write", "set permissions on").
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file of the state directory exists but its content is unusable.
+    #[error("state dir: {path} is corrupt: {reason}")]
+    CorruptState {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Generating or loading a certificate or key failed.
+    #[error("certificates: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// The registry database failed.
+    #[error("registry database: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// A listener could not be bound.
+    #[error("{what}: cannot bind {addr}: {reason}")]
+    Bind {
+        /// Which listener ("admin API", ...).
+        what: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// A short reason ("address in use", or the OS message).
+        reason: String,
+    },
+    /// A request carried an invalid value (a tunnel name, hostname, port, body).
+    #[error("{0}")]
+    Invalid(String),
+    /// No tunnel has this ID or name.
+    #[error("tunnel {0} not found")]
+    TunnelNotFound(String),
+    /// A tunnel with this name already exists.
+    #[error("tunnel name {0} is already taken")]
+    TunnelExists(String),
+    /// The tunnel cannot be deleted while connectors are connected (unless forced).
+    #[error(
+        "tunnel {name} has {count} connected connector(s); stop them, run cleanup, or delete with force"
+    )]
+    TunnelHasConnectors {
+        /// The tunnel's name.
+        name: String,
+        /// How many connectors are connected.
+        count: usize,
+    },
+    /// The hostname is already routed (to this or another tunnel).
+    #[error("hostname {hostname} is already routed to tunnel {tunnel}")]
+    DnsRouteExists {
+        /// The hostname.
+        hostname: String,
+        /// The tunnel (ID) it is routed to.
+        tunnel: String,
+    },
+    /// The public TCP port is already routed.
+    #[error("tcp port {port} is already routed to tunnel {tunnel}")]
+    TcpRouteExists {
+        /// The port.
+        port: u16,
+        /// The tunnel (ID) it is routed to.
+        tunnel: String,
+    },
+    /// Registering one more connector would exceed the tunnel's connector limit.
+    #[error("tunnel {tunnel} has reached its limit of {limit} connectors")]
+    ConnectorLimit {
+        /// The tunnel's name.
+        tunnel: String,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A registration proof did not match the tunnel's secret (wrong credentials file).
+    #[error("registration refused: the proof does not match tunnel {0}'s secret")]
+    BadProof(String),
+    /// A connector re-registered with data that contradicts its first registration.
+    #[error("connector {0} is already registered for another tunnel")]
+    ConnectorConflict(String),
+}
+
+impl Error {
+    /// Whose fault the error is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::Config(_) | Error::Invalid(_) | Error::BadProof(_) => Fault::Client,
+            Error::TunnelNotFound(_) => Fault::NotFound,
+            Error::TunnelExists(_)
+            | Error::TunnelHasConnectors { .. }
+            | Error::DnsRouteExists { .. }
+            | Error::TcpRouteExists { .. }
+            | Error::ConnectorLimit { .. }
+            | Error::ConnectorConflict(_) => Fault::Conflict,
+            Error::State { .. }
+            | Error::CorruptState { .. }
+            | Error::Certificate(_)
+            | Error::Database(_)
+            | Error::Bind { .. } => Fault::Edge,
+        }
+    }
+
+    /// Whether retrying the same operation later may succeed without the caller changing it.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.fault(), Fault::Conflict | Fault::Edge)
+    }
+
+    pub(crate) fn state(
+        action: &'static str,
+        path: &std::path::Path,
+        source: std::io::Error,
+    ) -> Self {
+        Error::State {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

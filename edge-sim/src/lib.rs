@@ -1,0 +1,32 @@
+//! `ringtun-edge-sim`: the edge simulator, a real edge server in one process.
+//!
+//! It plays Cloudflare's part: data centers with edge servers, the registry of tunnels, routes
+//! and connectors, the admin API, and (added by the link and ingress work) the link servers and
+//! the public HTTP and TCP ingress. [`run`] is what the `ringtun-edge` binary calls.
+//!
+//! # Layout
+//! - [`settings`]: the operator's config file and flags, validated once into [`Settings`].
+//! - [`state`]: the state directory (admin token, CA and server certificate, registry file).
+//! - [`registry`]: tunnels and routes (SQLite) and connectors (memory).
+//! - [`admin`]: the admin API server and its routes.
+//! - [`auth`]: registration proofs (HMAC over a challenge); pure, shared with the connector.
+//! - [`metrics`]: Prometheus counters.
+//! - [`edge`]: starting and stopping the whole edge; [`shutdown`]: the stop signal.
+//! - [`error`]: the crate's one error type.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod auth;
+pub mod edge;
+pub mod error;
+pub mod metrics;
+pub mod registry;
+pub mod settings;
+pub mod shutdown;
+pub mod state;
+
+pub use edge::{Edge, run};
+pub use error::{Error, Fault, Result};
+pub use settings::Settings;
+pub use shutdown::Shutdown;
+pub use state::{AdminToken, StateDir, TlsMaterial};

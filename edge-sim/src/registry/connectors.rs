@@ -1,0 +1,123 @@
+//! The ephemeral half of the registry: connected connectors, in memory.
+use std::collections::HashMap;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::types::{Connector, ConnectorRegistration, LinkInfo};
+
+/// Connectors by ID.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectorTable {
+    by_id: HashMap<Uuid, Connector>,
+}
+
+/// What registering a link did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Registered {
+    /// A new connector (its first link).
+    NewConnector,
+    /// Another link of a known connector.
+    NewLink,
+}
+
+impl ConnectorTable {
+    pub(crate) fn count(&self, tunnel: Uuid) -> usize {
+        self.by_id
+            .values()
+            .filter(|c| c.tunnel_id == tunnel)
+            .count()
+    }
+
+    pub(crate) fn total(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub(crate) fn get(&self, id: Uuid) -> Option<&Connector> {
+        self.by_id.get(&id)
+    }
+
+    pub(crate) fn of_tunnel(&self, tunnel: Uuid) -> Vec<Connector> {
+        let mut list: Vec<_> = self
+            .by_id
+            .values()
+            .filter(|c| c.tunnel_id == tunnel)
+            .cloned()
+            .collect();
+        list.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        list
+    }
+
+    /// Adds a link; the caller has checked the tunnel and, for a new connector, the limit.
+    pub(crate) fn add_link(
+        &mut self,
+        tunnel: Uuid,
+        reg: ConnectorRegistration,
+        link: LinkInfo,
+    ) -> Registered {
+        match self.by_id.get_mut(&reg.connector_id) {
+            Some(c) => {
+                // A link that reconnects under the same index replaces its old record.
+                c.links.retain(|l| l.index != link.index);
+                c.links.push(link);
+                c.links.sort_by_key(|l| l.index);
+                Registered::NewLink
+            }
+            None => {
+                let now = OffsetDateTime::now_utc();
+                self.by_id.insert(
+                    reg.connector_id,
+                    Connector {
+                        id: reg.connector_id,
+                        tunnel_id: tunnel,
+                        created: now.replace_nanosecond(0).unwrap_or(now),
+                        arch: reg.arch,
+                        version: reg.version,
+                        origin_ip: reg.origin_ip,
+                        links: vec![link],
+                        draining: false,
+                    },
+                );
+                Registered::NewConnector
+            }
+        }
+    }
+
+    /// Removes one link; returns whether the connector is gone (it had no other link).
+    pub(crate) fn remove_link(&mut self, connector: Uuid, index: u8) -> bool {
+        let Some(c) = self.by_id.get_mut(&connector) else {
+            return false;
+        };
+        c.links.retain(|l| l.index != index);
+        if c.links.is_empty() {
+            self.by_id.remove(&connector);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(crate) fn set_draining(&mut self, connector: Uuid) -> bool {
+        match self.by_id.get_mut(&connector) {
+            Some(c) => {
+                c.draining = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes the tunnel's connectors (all, or the one given); returns the removed IDs.
+    pub(crate) fn remove_of_tunnel(&mut self, tunnel: Uuid, only: Option<Uuid>) -> Vec<Uuid> {
+        let ids: Vec<Uuid> = self
+            .by_id
+            .values()
+            .filter(|c| c.tunnel_id == tunnel && only.is_none_or(|id| id == c.id))
+            .map(|c| c.id)
+            .collect();
+        for id in &ids {
+            self.by_id.remove(id);
+        }
+        ids
+    }
+}

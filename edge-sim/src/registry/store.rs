@@ -1,0 +1,263 @@
+//! The persistent half of the registry: tunnels and routes in SQLite.
+//!
+//! Migrations are an ordered list of SQL batches; `PRAGMA user_version` records how many ran.
+//! Foreign keys are on, so deleting a tunnel deletes its routes.
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use super::types::{DnsRoute, TcpRoute, Tunnel, TunnelSecret};
+use crate::error::{Error, Result};
+
+/// Schema migrations, applied in order; never edit one that shipped, append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: tunnels and routes.
+    "CREATE TABLE tunnels (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        secret BLOB NOT NULL,
+        created TEXT NOT NULL
+     );
+     CREATE TABLE dns_routes (
+        hostname TEXT PRIMARY KEY,
+        tunnel_id TEXT NOT NULL REFERENCES tunnels(id) ON DELETE CASCADE
+     );
+     CREATE TABLE tcp_routes (
+        port INTEGER PRIMARY KEY,
+        tunnel_id TEXT NOT NULL REFERENCES tunnels(id) ON DELETE CASCADE
+     );",
+];
+
+/// Tunnels and routes in a SQLite database.
+#[derive(Debug)]
+pub(crate) struct Store {
+    conn: Connection,
+}
+
+fn parse_uuid(s: &str) -> rusqlite::Result<Uuid> {
+    Uuid::parse_str(s).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+fn tunnel_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Tunnel> {
+    let id: String = row.get(0)?;
+    let created: String = row.get(2)?;
+    Ok(Tunnel {
+        id: parse_uuid(&id)?,
+        name: row.get(1)?,
+        created: OffsetDateTime::parse(&created, &Rfc3339)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub(crate) fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        // The database holds tunnel secrets; SQLite gives its -wal and -shm files the same mode.
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| Error::state("set permissions on", path, e))?;
+        Store::init(conn, path)
+    }
+
+    fn init(mut conn: Connection, path: &Path) -> Result<Store> {
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        if version > MIGRATIONS.len() {
+            return Err(Error::CorruptState {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "schema version {version} is newer than this edge's ({}); upgrade the edge",
+                    MIGRATIONS.len()
+                ),
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
+        Ok(Store { conn })
+    }
+
+    pub(crate) fn create_tunnel(&self, name: &str) -> Result<(Tunnel, TunnelSecret)> {
+        let now = OffsetDateTime::now_utc();
+        let tunnel = Tunnel {
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+            created: now.replace_nanosecond(0).unwrap_or(now),
+        };
+        let secret = TunnelSecret::generate();
+        let created = tunnel
+            .created
+            .format(&Rfc3339)
+            .map_err(|e| Error::Invalid(format!("cannot format time: {e}")))?;
+        let res = self.conn.execute(
+            "INSERT INTO tunnels (id, name, secret, created) VALUES (?1, ?2, ?3, ?4)",
+            params![tunnel.id.to_string(), tunnel.name, &secret.0[..], created],
+        );
+        match res {
+            Ok(_) => Ok((tunnel, secret)),
+            Err(e) if is_unique_violation(&e) => Err(Error::TunnelExists(name.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(crate) fn tunnels(&self) -> Result<Vec<Tunnel>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, name, created FROM tunnels ORDER BY created, name")?;
+        let rows = stmt.query_map([], tunnel_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Finds a tunnel by ID or, failing that, by name.
+    pub(crate) fn find_tunnel(&self, id_or_name: &str) -> Result<Tunnel> {
+        let by_id = match Uuid::parse_str(id_or_name) {
+            Ok(id) => self
+                .conn
+                .query_row(
+                    "SELECT id, name, created FROM tunnels WHERE id = ?1",
+                    [id.to_string()],
+                    tunnel_from_row,
+                )
+                .optional()?,
+            Err(_) => None,
+        };
+        let found = match by_id {
+            Some(t) => Some(t),
+            None => self
+                .conn
+                .query_row(
+                    "SELECT id, name, created FROM tunnels WHERE name = ?1",
+                    [id_or_name],
+                    tunnel_from_row,
+                )
+                .optional()?,
+        };
+        found.ok_or_else(|| Error::TunnelNotFound(id_or_name.to_owned()))
+    }
+
+    pub(crate) fn tunnel_secret(&self, id: Uuid) -> Result<TunnelSecret> {
+        let secret: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT secret FROM tunnels WHERE id = ?1",
+                [id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let secret = secret.ok_or_else(|| Error::TunnelNotFound(id.to_string()))?;
+        let bytes: [u8; 32] = secret.try_into().map_err(|_| Error::CorruptState {
+            path: "registry.db".into(),
+            reason: format!("tunnel {id} has a secret of the wrong length"),
+        })?;
+        Ok(TunnelSecret(bytes))
+    }
+
+    pub(crate) fn delete_tunnel(&self, id: Uuid) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM tunnels WHERE id = ?1", [id.to_string()])?;
+        Ok(())
+    }
+
+    pub(crate) fn add_dns_route(&self, tunnel: &Tunnel, hostname: &str) -> Result<DnsRoute> {
+        let res = self.conn.execute(
+            "INSERT INTO dns_routes (hostname, tunnel_id) VALUES (?1, ?2)",
+            params![hostname, tunnel.id.to_string()],
+        );
+        match res {
+            Ok(_) => Ok(DnsRoute {
+                hostname: hostname.to_owned(),
+                tunnel_id: tunnel.id,
+                tunnel_name: tunnel.name.clone(),
+            }),
+            Err(e) if is_unique_violation(&e) => {
+                let owner: String = self.conn.query_row(
+                    "SELECT t.name FROM dns_routes r JOIN tunnels t ON t.id = r.tunnel_id
+                     WHERE r.hostname = ?1",
+                    [hostname],
+                    |r| r.get(0),
+                )?;
+                Err(Error::DnsRouteExists {
+                    hostname: hostname.to_owned(),
+                    tunnel: owner,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(crate) fn add_tcp_route(&self, tunnel: &Tunnel, port: u16) -> Result<TcpRoute> {
+        let res = self.conn.execute(
+            "INSERT INTO tcp_routes (port, tunnel_id) VALUES (?1, ?2)",
+            params![port, tunnel.id.to_string()],
+        );
+        match res {
+            Ok(_) => Ok(TcpRoute {
+                port,
+                tunnel_id: tunnel.id,
+                tunnel_name: tunnel.name.clone(),
+            }),
+            Err(e) if is_unique_violation(&e) => {
+                let owner: String = self.conn.query_row(
+                    "SELECT t.name FROM tcp_routes r JOIN tunnels t ON t.id = r.tunnel_id
+                     WHERE r.port = ?1",
+                    [port],
+                    |r| r.get(0),
+                )?;
+                Err(Error::TcpRouteExists {
+                    port,
+                    tunnel: owner,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(crate) fn dns_routes(&self) -> Result<Vec<DnsRoute>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT r.hostname, r.tunnel_id, t.name FROM dns_routes r
+             JOIN tunnels t ON t.id = r.tunnel_id ORDER BY r.hostname",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let id: String = r.get(1)?;
+            Ok(DnsRoute {
+                hostname: r.get(0)?,
+                tunnel_id: parse_uuid(&id)?,
+                tunnel_name: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    pub(crate) fn tcp_routes(&self) -> Result<Vec<TcpRoute>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT r.port, r.tunnel_id, t.name FROM tcp_routes r
+             JOIN tunnels t ON t.id = r.tunnel_id ORDER BY r.port",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let id: String = r.get(1)?;
+            Ok(TcpRoute {
+                port: r.get(0)?,
+                tunnel_id: parse_uuid(&id)?,
+                tunnel_name: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}

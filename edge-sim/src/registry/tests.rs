@@ -1,0 +1,216 @@
+//! Registry tests on real SQLite files in temporary directories.
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::*;
+
+fn open(dir: &Path, limit: usize) -> Registry {
+    Registry::open(
+        &dir.join("registry.db"),
+        limit,
+        Arc::new(Metrics::default()),
+    )
+    .expect("open registry")
+}
+
+fn reg(id: Uuid) -> ConnectorRegistration {
+    ConnectorRegistration {
+        connector_id: id,
+        arch: "linux_amd64".into(),
+        version: "0.1.0".into(),
+        origin_ip: IpAddr::from([127, 0, 0, 1]),
+    }
+}
+
+fn link(index: u8, dc: &str) -> LinkInfo {
+    LinkInfo {
+        index,
+        data_center: dc.into(),
+        server: SocketAddr::from(([127, 0, 1, index + 1], 7844)),
+    }
+}
+
+#[test]
+fn crud_and_persistence_across_reopen() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (tunnel, secret) = {
+        let r = open(tmp.path(), 100);
+        let (t, s) = r.create_tunnel("web").expect("create");
+        assert!(matches!(
+            r.create_tunnel("web"),
+            Err(Error::TunnelExists(_))
+        ));
+        assert!(matches!(
+            r.create_tunnel("bad name"),
+            Err(Error::Invalid(_))
+        ));
+        r.route_dns("web", "App.Example.com").expect("route dns");
+        r.route_dns(&t.id.to_string(), "*.example.com")
+            .expect("route wildcard");
+        r.route_tcp("web", 2222).expect("route tcp");
+        assert_eq!(r.tunnel(&t.id.to_string()).expect("by id"), t);
+        assert_eq!(r.tunnel("web").expect("by name"), t);
+        (t, s)
+    };
+    let r = open(tmp.path(), 100);
+    assert_eq!(r.tunnels().expect("list"), vec![tunnel.clone()]);
+    assert_eq!(r.tunnel_secret(tunnel.id).expect("secret"), secret);
+    let hosts: Vec<_> = r
+        .dns_routes()
+        .expect("dns")
+        .into_iter()
+        .map(|d| d.hostname)
+        .collect();
+    assert_eq!(hosts, ["*.example.com", "app.example.com"]);
+    assert_eq!(r.tcp_routes().expect("tcp")[0].port, 2222);
+    let table = r.route_table().expect("table");
+    assert_eq!(table.tunnel_for_host("x.example.com"), Some(tunnel.id));
+    assert_eq!(table.tunnel_for_port(2222), Some(tunnel.id));
+
+    let v = r.routes_version();
+    r.delete_tunnel("web", false).expect("delete");
+    assert!(r.routes_version() > v);
+    assert!(matches!(r.tunnel("web"), Err(Error::TunnelNotFound(_))));
+    assert!(r.dns_routes().expect("dns").is_empty(), "routes cascade");
+    drop(r);
+    assert!(open(tmp.path(), 100).tunnels().expect("list").is_empty());
+}
+
+#[test]
+fn routes_are_unique() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = open(tmp.path(), 100);
+    r.create_tunnel("a").expect("a");
+    r.create_tunnel("b").expect("b");
+    r.route_dns("a", "x.example.com").expect("first");
+    let err = r.route_dns("b", "X.EXAMPLE.COM").expect_err("taken");
+    assert!(matches!(err, Error::DnsRouteExists { .. }));
+    assert_eq!(
+        err.to_string(),
+        "hostname x.example.com is already routed to tunnel a"
+    );
+    r.route_tcp("a", 9000).expect("first");
+    assert!(matches!(
+        r.route_tcp("b", 9000),
+        Err(Error::TcpRouteExists { port: 9000, .. })
+    ));
+    assert!(matches!(r.route_tcp("b", 0), Err(Error::Invalid(_))));
+    assert!(matches!(
+        r.route_dns("nope", "y.example.com"),
+        Err(Error::TunnelNotFound(_))
+    ));
+}
+
+#[test]
+fn connector_limit() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = open(tmp.path(), 2);
+    let (t, _) = r.create_tunnel("web").expect("create");
+    let (other, _) = r.create_tunnel("other").expect("create");
+    let (c1, c2, c3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    for i in 0..4 {
+        let dc = if i < 2 { "dfw" } else { "mci" };
+        r.register_connector(t.id, reg(c1), link(i, dc))
+            .expect("links of one connector count once");
+    }
+    r.register_connector(t.id, reg(c2), link(0, "dfw"))
+        .expect("second");
+    let err = r
+        .register_connector(t.id, reg(c3), link(0, "dfw"))
+        .expect_err("over the limit");
+    assert_eq!(
+        err.to_string(),
+        "tunnel web has reached its limit of 2 connectors"
+    );
+    // Another tunnel has its own budget; a connector ID cannot switch tunnels.
+    r.register_connector(other.id, reg(c3), link(0, "dfw"))
+        .expect("other tunnel");
+    assert!(matches!(
+        r.register_connector(other.id, reg(c1), link(0, "dfw")),
+        Err(Error::ConnectorConflict(_))
+    ));
+
+    let list = r.connectors(t.id);
+    assert_eq!(list.len(), 2);
+    let first = r.connector(c1).expect("c1");
+    assert_eq!(first.edge_summary(), "2xdfw, 2xmci");
+    assert_eq!(
+        edge_summary(list.iter().flat_map(|c| c.links.iter())),
+        "3xdfw, 2xmci"
+    );
+
+    assert!(r.set_draining(c1));
+    assert!(r.connector(c1).expect("c1").draining);
+    assert!(!r.unregister_link(c2, 1), "unknown index leaves it");
+    assert!(r.unregister_link(c2, 0), "last link removes it");
+    r.register_connector(t.id, reg(c3), link(0, "dfw"))
+        .expect_err("c3 belongs to the other tunnel");
+    r.register_connector(t.id, reg(Uuid::new_v4()), link(0, "dfw"))
+        .expect("room again");
+    assert!(matches!(
+        r.register_connector(Uuid::new_v4(), reg(Uuid::new_v4()), link(0, "dfw")),
+        Err(Error::TunnelNotFound(_))
+    ));
+}
+
+#[test]
+fn delete_refuses_while_connected_unless_forced() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = open(tmp.path(), 100);
+    let (t, _) = r.create_tunnel("web").expect("create");
+    let c = Uuid::new_v4();
+    r.register_connector(t.id, reg(c), link(0, "dfw"))
+        .expect("register");
+    let err = r.delete_tunnel("web", false).expect_err("refused");
+    assert!(matches!(err, Error::TunnelHasConnectors { count: 1, .. }));
+    assert!(
+        err.to_string()
+            .contains("tunnel web has 1 connected connector")
+    );
+    r.delete_tunnel("web", true).expect("forced");
+    assert!(r.connector(c).is_none());
+    assert_eq!(r.metrics().connectors.get(), 0);
+}
+
+#[test]
+fn cleanup_removes_stale_connectors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = open(tmp.path(), 100);
+    let (t, _) = r.create_tunnel("web").expect("create");
+    let (c1, c2) = (Uuid::new_v4(), Uuid::new_v4());
+    r.register_connector(t.id, reg(c1), link(0, "dfw"))
+        .expect("c1");
+    r.register_connector(t.id, reg(c2), link(0, "mci"))
+        .expect("c2");
+    assert_eq!(r.cleanup("web", Some(c1)).expect("one"), vec![c1]);
+    assert_eq!(r.connector_count(t.id), 1);
+    assert_eq!(r.cleanup("web", None).expect("all"), vec![c2]);
+    assert_eq!(r.connector_count(t.id), 0);
+    r.delete_tunnel("web", false).expect("now deletable");
+}
+
+#[test]
+fn authenticate_checks_the_proof() {
+    use crate::auth::{new_nonce, registration_proof};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = open(tmp.path(), 100);
+    let (t, secret) = r.create_tunnel("web").expect("create");
+    let connector = Uuid::new_v4();
+    let nonce = new_nonce();
+    let proof = registration_proof(&secret.0, &nonce, t.id.as_bytes(), connector.as_bytes());
+    r.authenticate(t.id, connector, &nonce, &proof)
+        .expect("right secret");
+    let wrong = registration_proof(&[0; 32], &nonce, t.id.as_bytes(), connector.as_bytes());
+    let err = r
+        .authenticate(t.id, connector, &nonce, &wrong)
+        .expect_err("wrong secret");
+    assert!(matches!(err, Error::BadProof(_)));
+    assert!(matches!(
+        r.authenticate(Uuid::new_v4(), connector, &nonce, &proof),
+        Err(Error::TunnelNotFound(_))
+    ));
+    assert_eq!(r.metrics().connectors_rejected.get(), 2);
+}

@@ -1,0 +1,133 @@
+//! The registry's records.
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A tunnel's secret: 32 random bytes. `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TunnelSecret(pub [u8; 32]);
+
+impl TunnelSecret {
+    /// A fresh random secret.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        TunnelSecret(bytes)
+    }
+
+    /// The secret in standard base64, as in a credentials file.
+    pub fn to_base64(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+}
+
+impl fmt::Debug for TunnelSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TunnelSecret(***)")
+    }
+}
+
+/// A tunnel (its secret is kept apart, see [`super::Registry::tunnel_secret`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tunnel {
+    /// Tunnel ID (UUID v4).
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// Creation time, serialized as RFC 3339.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+}
+
+/// A DNS route: public hostname (or `*.` wildcard) → tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsRoute {
+    /// Lowercase hostname, possibly `*.example.com`.
+    pub hostname: String,
+    /// The tunnel.
+    pub tunnel_id: Uuid,
+    /// The tunnel's name.
+    pub tunnel_name: String,
+}
+
+/// A TCP route: public port → tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TcpRoute {
+    /// Public TCP port on the edge.
+    pub port: u16,
+    /// The tunnel.
+    pub tunnel_id: Uuid,
+    /// The tunnel's name.
+    pub tunnel_name: String,
+}
+
+/// What a connector says about itself when it registers a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorRegistration {
+    /// Connector ID (UUID v4, new on every connector start).
+    pub connector_id: Uuid,
+    /// Architecture, e.g. `linux_amd64`.
+    pub arch: String,
+    /// Connector version.
+    pub version: String,
+    /// The link's source IP as the edge saw it.
+    pub origin_ip: IpAddr,
+}
+
+/// One registered link of a connector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkInfo {
+    /// The connector's link index (0..4 by default).
+    pub index: u8,
+    /// The data center the link landed in.
+    pub data_center: String,
+    /// The edge server address the link is connected to.
+    pub server: SocketAddr,
+}
+
+/// A connected connector (ephemeral: in memory only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Connector {
+    /// Connector ID.
+    pub id: Uuid,
+    /// Its tunnel.
+    pub tunnel_id: Uuid,
+    /// When its first link registered, RFC 3339.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    /// Architecture.
+    pub arch: String,
+    /// Version.
+    pub version: String,
+    /// Source IP of its first link.
+    pub origin_ip: IpAddr,
+    /// Its registered links, by index.
+    pub links: Vec<LinkInfo>,
+    /// Draining: gets no new streams.
+    pub draining: bool,
+}
+
+impl Connector {
+    /// Links per data center, like `2xdfw, 2xmci`.
+    pub fn edge_summary(&self) -> String {
+        edge_summary(self.links.iter())
+    }
+}
+
+/// Counts links per data center, sorted by name: `2xdfw, 2xmci` (empty when there are none).
+pub fn edge_summary<'a>(links: impl Iterator<Item = &'a LinkInfo>) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for link in links {
+        *counts.entry(link.data_center.as_str()).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(dc, n)| format!("{n}x{dc}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

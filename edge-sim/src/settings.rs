@@ -1,0 +1,383 @@
+//! Edge configuration: the operator's file and flags, validated once into [`Settings`].
+//!
+//! The embedded default needs no file: two data centers `dfw` and `mci` with two servers each on
+//! their own loopback addresses, public HTTP on `127.0.0.1:8080`, the admin API on
+//! `127.0.0.1:7800`, state in `./ringtun-edge-state`. A TOML file (`--config`) overrides any of
+//! these, and flags ([`Overrides`]) override the file.
+//!
+//! ```toml
+//! state-dir = "/var/lib/ringtun-edge"
+//! admin = "127.0.0.1:7800"
+//! public-http = "127.0.0.1:8080"
+//! connector-limit = 100
+//!
+//! [[data-centers]]
+//! name = "dfw"
+//! servers = ["127.0.1.1:7844", "127.0.1.2:7844"]
+//! ```
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Default state directory, relative to the working directory.
+pub const DEFAULT_STATE_DIR: &str = "./ringtun-edge-state";
+/// Default admin API address.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:7800";
+/// Default public HTTP address.
+pub const DEFAULT_PUBLIC_HTTP: &str = "127.0.0.1:8080";
+/// Default number of connectors one tunnel may have at once.
+pub const DEFAULT_CONNECTOR_LIMIT: usize = 100;
+
+/// The operator's config file, as written. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// State directory (registry, admin token, TLS material).
+    pub state_dir: Option<PathBuf>,
+    /// Admin API listen address.
+    pub admin: Option<SocketAddr>,
+    /// Public HTTP listen address.
+    pub public_http: Option<SocketAddr>,
+    /// Per-tunnel connector limit.
+    pub connector_limit: Option<usize>,
+    /// Data centers; when present they replace the default set entirely.
+    pub data_centers: Option<Vec<DataCenterConfig>>,
+}
+
+/// One data center in the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataCenterConfig {
+    /// Short name, e.g. `dfw`.
+    pub name: String,
+    /// The edge servers' link listen addresses.
+    pub servers: Vec<SocketAddr>,
+}
+
+/// Command-line overrides; `None` (or empty) keeps the file's or the default value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+    /// `--admin`.
+    pub admin: Option<SocketAddr>,
+    /// `--public-http`.
+    pub public_http: Option<SocketAddr>,
+    /// `--connector-limit`.
+    pub connector_limit: Option<usize>,
+    /// `--data-center NAME=ADDR[,ADDR...]`, repeatable; when non-empty they replace the set.
+    pub data_centers: Vec<String>,
+}
+
+/// A validated data center.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataCenter {
+    /// Short lowercase name, e.g. `dfw`.
+    pub name: String,
+    /// The edge servers' link listen addresses (at least one).
+    pub servers: Vec<SocketAddr>,
+}
+
+/// Validated edge settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Admin API listen address (port 0 picks a free port).
+    pub admin: SocketAddr,
+    /// Public HTTP listen address.
+    pub public_http: SocketAddr,
+    /// Per-tunnel connector limit (at least 1).
+    pub connector_limit: usize,
+    /// Data centers, in configured order; names and server addresses are unique.
+    pub data_centers: Vec<DataCenter>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        // The embedded default is valid by construction; `validate` is the single gate anyway.
+        let file = FileConfig::default();
+        match Settings::from_parts(file, Overrides::default()) {
+            Ok(settings) => settings,
+            Err(e) => unreachable!("embedded default settings are invalid: {e}"),
+        }
+    }
+}
+
+fn default_data_centers() -> Vec<DataCenter> {
+    let dc = |name: &str, a: [u8; 4], b: [u8; 4]| DataCenter {
+        name: name.to_owned(),
+        servers: vec![SocketAddr::from((a, 7844)), SocketAddr::from((b, 7844))],
+    };
+    vec![
+        dc("dfw", [127, 0, 1, 1], [127, 0, 1, 2]),
+        dc("mci", [127, 0, 2, 1], [127, 0, 2, 2]),
+    ]
+}
+
+impl Settings {
+    /// Loads the optional config file, applies the overrides and validates the result.
+    pub fn load(config: Option<&Path>, overrides: Overrides) -> Result<Settings> {
+        let file = match config {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        Settings::from_parts(file, overrides)
+    }
+
+    /// Merges a parsed file with overrides and validates.
+    pub fn from_parts(file: FileConfig, overrides: Overrides) -> Result<Settings> {
+        let data_centers = if !overrides.data_centers.is_empty() {
+            overrides
+                .data_centers
+                .iter()
+                .map(|s| parse_data_center_flag(s))
+                .collect::<Result<Vec<_>>>()?
+        } else if let Some(dcs) = file.data_centers {
+            dcs.into_iter()
+                .map(|dc| DataCenter {
+                    name: dc.name,
+                    servers: dc.servers,
+                })
+                .collect()
+        } else {
+            default_data_centers()
+        };
+        let settings = Settings {
+            state_dir: overrides
+                .state_dir
+                .or(file.state_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            admin: overrides
+                .admin
+                .or(file.admin)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7800))),
+            public_http: overrides
+                .public_http
+                .or(file.public_http)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            connector_limit: overrides
+                .connector_limit
+                .or(file.connector_limit)
+                .unwrap_or(DEFAULT_CONNECTOR_LIMIT),
+            data_centers,
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.connector_limit == 0 {
+            return Err(Error::Config("connector-limit must be at least 1".into()));
+        }
+        if self.data_centers.is_empty() {
+            return Err(Error::Config("at least one data center is needed".into()));
+        }
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        for dc in &self.data_centers {
+            let valid_name = !dc.name.is_empty()
+                && dc
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid_name {
+                return Err(Error::Config(format!(
+                    "data center name {:?} must be lowercase letters, digits and '-'",
+                    dc.name
+                )));
+            }
+            if !names.insert(dc.name.as_str()) {
+                return Err(Error::Config(format!(
+                    "data center {} is listed twice",
+                    dc.name
+                )));
+            }
+            if dc.servers.is_empty() {
+                return Err(Error::Config(format!(
+                    "data center {} has no servers",
+                    dc.name
+                )));
+            }
+            for server in &dc.servers {
+                if !addrs.insert(*server) {
+                    return Err(Error::Config(format!(
+                        "edge server {server} is listed twice"
+                    )));
+                }
+            }
+        }
+        if self.admin == self.public_http && self.admin.port() != 0 {
+            return Err(Error::Config(format!(
+                "admin API and public HTTP both use {}",
+                self.admin
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every edge server address, across data centers, in configured order.
+    pub fn server_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.data_centers
+            .iter()
+            .flat_map(|dc| dc.servers.iter().copied())
+    }
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML config file.
+    pub fn read(path: &Path) -> Result<FileConfig> {
+        if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yml" | "yaml")
+        ) {
+            return Err(Error::Config(format!(
+                "{}: the edge reads TOML config files; YAML is not supported",
+                path.display()
+            )));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        FileConfig::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses TOML config text.
+    pub fn parse(text: &str) -> std::result::Result<FileConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+/// Parses `NAME=ADDR[,ADDR...]`.
+fn parse_data_center_flag(s: &str) -> Result<DataCenter> {
+    let (name, addrs) = s.split_once('=').ok_or_else(|| {
+        Error::Config(format!("--data-center {s:?}: expected NAME=ADDR[,ADDR...]"))
+    })?;
+    let servers = addrs
+        .split(',')
+        .map(|a| {
+            a.trim()
+                .parse::<SocketAddr>()
+                .map_err(|e| Error::Config(format!("--data-center {s:?}: bad address {a:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(DataCenter {
+        name: name.trim().to_owned(),
+        servers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default() {
+        let s = Settings::default();
+        assert_eq!(s.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(s.admin.to_string(), DEFAULT_ADMIN);
+        assert_eq!(s.public_http.to_string(), DEFAULT_PUBLIC_HTTP);
+        assert_eq!(s.connector_limit, 100);
+        let names: Vec<_> = s.data_centers.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["dfw", "mci"]);
+        let addrs: Vec<_> = s.server_addrs().map(|a| a.to_string()).collect();
+        assert_eq!(
+            addrs,
+            [
+                "127.0.1.1:7844",
+                "127.0.1.2:7844",
+                "127.0.2.1:7844",
+                "127.0.2.2:7844"
+            ]
+        );
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let file = FileConfig::parse(
+            r#"
+            connector-limit = 3
+            admin = "127.0.0.1:9000"
+            [[data-centers]]
+            name = "ams"
+            servers = ["127.0.3.1:7844"]
+            "#,
+        )
+        .expect("valid toml");
+        let s = Settings::from_parts(
+            file,
+            Overrides {
+                admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+                ..Overrides::default()
+            },
+        )
+        .expect("valid settings");
+        assert_eq!(s.connector_limit, 3);
+        assert_eq!(s.admin.port(), 0);
+        assert_eq!(s.data_centers.len(), 1);
+        assert_eq!(s.data_centers[0].name, "ams");
+
+        let s = Settings::from_parts(
+            FileConfig::default(),
+            Overrides {
+                data_centers: vec!["x=127.0.9.1:1,127.0.9.2:1".into()],
+                ..Overrides::default()
+            },
+        )
+        .expect("valid settings");
+        assert_eq!(s.data_centers[0].servers.len(), 2);
+    }
+
+    #[test]
+    fn reads_a_config_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("edge.toml");
+        std::fs::write(
+            &path,
+            "state-dir = \"/tmp/x\"\npublic-http = \"127.0.0.1:9080\"\n",
+        )
+        .expect("write");
+        let s = Settings::load(Some(&path), Overrides::default()).expect("load");
+        assert_eq!(s.state_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(s.public_http.port(), 9080);
+
+        std::fs::write(&path, "state_dir = \"/tmp/x\"\n").expect("write");
+        let err = Settings::load(Some(&path), Overrides::default()).expect_err("unknown field");
+        assert!(err.to_string().contains("state_dir"), "{err}");
+        let yaml = tmp.path().join("edge.yml");
+        assert!(Settings::load(Some(&yaml), Overrides::default()).is_err());
+        let missing = tmp.path().join("missing.toml");
+        assert!(Settings::load(Some(&missing), Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn rejects_bad_config() {
+        assert!(FileConfig::parse("nope = 1").is_err());
+        for overrides in [
+            Overrides {
+                connector_limit: Some(0),
+                ..Overrides::default()
+            },
+            Overrides {
+                data_centers: vec!["a=127.0.0.1:1".into(), "b=127.0.0.1:1".into()],
+                ..Overrides::default()
+            },
+            Overrides {
+                data_centers: vec!["A=127.0.0.1:1".into()],
+                ..Overrides::default()
+            },
+            Overrides {
+                data_centers: vec!["a".into()],
+                ..Overrides::default()
+            },
+        ] {
+            assert!(matches!(
+                Settings::from_parts(FileConfig::default(), overrides),
+                Err(Error::Config(_))
+            ));
+        }
+    }
+}
