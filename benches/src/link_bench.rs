@@ -15,7 +15,7 @@
 //! with the state cost of idle open streams: the session's own accounting and the process's
 //! RSS growth, per stream.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Mutex;
@@ -389,7 +389,7 @@ async fn link_rr(args: &LinkArgs, addr: SocketAddr, n: usize, dur: Duration) -> 
     let size = args.rr_size;
     let link = Link::spawn(dial(addr).await?, Role::Client, bench_config(args));
     let req = Bytes::from(vec![b'q'; size]);
-    let hist = Rc::new(std::cell::RefCell::new(new_hist()?));
+    let hist = Rc::new(RefCell::new(new_hist()?));
     let count = Rc::new(Cell::new(0u64));
     let start = Instant::now();
     let deadline = start + dur;
@@ -415,19 +415,14 @@ async fn link_rr(args: &LinkArgs, addr: SocketAddr, n: usize, dur: Duration) -> 
             Ok::<(), anyhow::Error>(())
         }
     });
-    join_all(runs)
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?;
-    let secs = start.elapsed().as_secs_f64();
+    let res = rr_finish(runs, start, &hist, &count).await;
     link.close(ErrorCode::NO_ERROR);
     link.closed().await;
-    let h = hist.borrow();
-    Ok(rr_result(count.get(), secs, &h))
+    res
 }
 
 async fn tcp_rr(addr: SocketAddr, n: usize, dur: Duration, size: usize) -> Result<CaseResult> {
-    let hist = Rc::new(std::cell::RefCell::new(new_hist()?));
+    let hist = Rc::new(RefCell::new(new_hist()?));
     let count = Rc::new(Cell::new(0u64));
     let start = Instant::now();
     let deadline = start + dur;
@@ -454,6 +449,16 @@ async fn tcp_rr(addr: SocketAddr, n: usize, dur: Duration, size: usize) -> Resul
             Ok::<(), anyhow::Error>(())
         }
     });
+    rr_finish(runs, start, &hist, &count).await
+}
+
+/// Waits for every lane of an rr case and turns the counters into a result.
+async fn rr_finish<F: std::future::Future<Output = Result<()>>>(
+    runs: impl Iterator<Item = F>,
+    start: Instant,
+    hist: &RefCell<Histogram<u64>>,
+    count: &Cell<u64>,
+) -> Result<CaseResult> {
     join_all(runs)
         .await
         .into_iter()

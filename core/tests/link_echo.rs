@@ -10,7 +10,7 @@ use bytes::Bytes;
 use compio::net::{TcpListener, TcpStream};
 use futures_util::future::join_all;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use ringtun_core::link::{Link, LinkError, Stream};
+use ringtun_core::link::{Incoming, Link, LinkError, Stream};
 use ringtun_core::mux::{Config, ErrorCode, Role, StreamKind};
 use ringtun_core::rt::{DriverChoice, Runtime, RuntimeConfig, WorkerCtx};
 
@@ -30,17 +30,22 @@ async fn echo(stream: Stream) -> Result<(), LinkError> {
     stream.finish()
 }
 
+/// Replies to a stream the peer opened with its own metadata and echoes it on a task.
+fn spawn_echo(inc: Incoming) {
+    let s = inc.stream;
+    if s.reply(inc.meta).is_err() {
+        return;
+    }
+    compio::runtime::spawn(async move {
+        let _ = echo(s).await;
+    })
+    .detach();
+}
+
 /// Serves one link: echoes every stream the peer opens until the link ends.
 async fn serve(link: Link) {
     while let Some(inc) = link.accept().await {
-        let s = inc.stream;
-        if s.reply(inc.meta).is_err() {
-            continue;
-        }
-        compio::runtime::spawn(async move {
-            let _ = echo(s).await;
-        })
-        .detach();
+        spawn_echo(inc);
     }
 }
 
@@ -207,14 +212,7 @@ fn drain_under_load_loses_nothing_under_both_drivers() {
                             if round == 0 && n == 60 {
                                 link.drain();
                             }
-                            let s = inc.stream;
-                            if s.reply(inc.meta).is_err() {
-                                continue;
-                            }
-                            compio::runtime::spawn(async move {
-                                let _ = echo(s).await;
-                            })
-                            .detach();
+                            spawn_echo(inc);
                         }
                     })
                     .detach();
