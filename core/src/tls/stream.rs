@@ -415,6 +415,9 @@ fn put_at<B: IoBufMut>(buf: &mut B, offset: usize, data: &[u8]) -> io::Result<()
     let init = B::buf_len(buf);
     let over = init.saturating_sub(offset).min(data.len());
     B::as_mut_slice(buf)[offset..offset + over].copy_from_slice(&data[..over]);
+    if over == data.len() {
+        return Ok(());
+    }
     B::extend_from_slice(buf, &data[over..]).map_err(|e| io::Error::other(e.to_string()))
 }
 
