@@ -7,7 +7,12 @@
 //!   and timers come out. Specified in `docs/protocol.md`.
 //! - [`link`]: drives a [`mux`] session over a real socket on a worker and gives the rest of
 //!   the code an async stream API.
+//! - [`handshake`]: registration before a link starts: the connector proves it holds the
+//!   tunnel secret (HMAC over the edge's challenge), the edge accepts or refuses.
+//! - [`tls`]: TLS links with rustls, splittable into a link's reader and writer tasks.
 
+pub mod handshake;
 pub mod link;
 pub mod mux;
 pub mod rt;
+pub mod tls;

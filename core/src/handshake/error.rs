@@ -1,0 +1,68 @@
+//! The registration error type: what failed, whose fault it was, and whether a retry may work.
+
+use std::io;
+
+use super::message::{RejectCode, Rejected};
+use crate::mux::Fault;
+
+/// Why registration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The stream failed.
+    #[error("registration i/o failed: {0}")]
+    Io(#[from] io::Error),
+    /// The peer closed the stream before the handshake finished.
+    #[error("peer closed the connection during registration")]
+    Closed,
+    /// The peer sent bytes that are not a valid message.
+    #[error("malformed registration message from peer: {0}")]
+    Malformed(&'static str),
+    /// The peer announced a message longer than the limit.
+    #[error("registration message of {0} bytes is over the limit")]
+    TooLarge(usize),
+    /// The peer sent a valid message that does not belong at this step.
+    #[error("unexpected registration message from peer: {0}")]
+    Unexpected(&'static str),
+    /// The peer speaks a registration version we do not.
+    #[error("unsupported registration version {0}")]
+    UnsupportedVersion(u8),
+    /// (Connector side) the edge refused the registration; the message is the edge's.
+    #[error("the edge refused the registration ({code:?}): {message}", code = .0.code, message = .0.message)]
+    Rejected(Rejected),
+    /// (Edge side) the connector's proof does not match the tunnel secret.
+    #[error("the connector's proof does not match the tunnel secret")]
+    BadProof,
+    /// (Edge side) the edge's registry refused the connector; this was sent to it.
+    #[error("refused the connector ({code:?}): {message}", code = .0.code, message = .0.message)]
+    Refused(Rejected),
+    /// No randomness for the challenge.
+    #[error("no randomness for the challenge nonce")]
+    Random,
+}
+
+impl HandshakeError {
+    /// Whose fault it was, seen from the side that got the error. A refusal by the edge is the
+    /// connector's own (wrong secret, limit reached), so `Local` there.
+    pub fn fault(&self) -> Fault {
+        match self {
+            HandshakeError::Io(_) | HandshakeError::Closed => Fault::Network,
+            HandshakeError::Malformed(_)
+            | HandshakeError::TooLarge(_)
+            | HandshakeError::Unexpected(_)
+            | HandshakeError::UnsupportedVersion(_)
+            | HandshakeError::BadProof
+            | HandshakeError::Refused(_) => Fault::Peer,
+            HandshakeError::Rejected(_) | HandshakeError::Random => Fault::Local,
+        }
+    }
+
+    /// Whether a new connection (perhaps to another server) may succeed. A wrong secret, an
+    /// unknown tunnel or a full connector limit will not change by retrying at once.
+    pub fn is_retry_safe(&self) -> bool {
+        match self {
+            HandshakeError::Io(_) | HandshakeError::Closed | HandshakeError::Random => true,
+            HandshakeError::Rejected(r) => r.code == RejectCode::Unavailable,
+            _ => false,
+        }
+    }
+}
