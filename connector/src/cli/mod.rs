@@ -13,6 +13,7 @@
 
 pub mod edge;
 pub mod ingress;
+pub mod table;
 pub mod tunnel;
 
 use std::path::PathBuf;
@@ -164,6 +165,9 @@ pub struct CleanupArgs {
     /// The tunnels' names or IDs.
     #[arg(required = true)]
     pub tunnels: Vec<String>,
+    /// Remove only this connector (by its ID) instead of all of the tunnel's connectors.
+    #[arg(long, value_name = "ID")]
+    pub connector_id: Option<String>,
 }
 
 /// `tunnel run [NAME] [--url URL]`.
