@@ -371,3 +371,98 @@ fn edge_down_is_reported_clearly() {
     );
     assert!(err.contains("is ringtun-edge running?"), "{err}");
 }
+
+/// A one-shot stand-in for the edge: answers one request with `status` and `body`, and hands back
+/// the request line it received.
+fn fake_edge(status: &str, body: &str) -> (SocketAddr, std::thread::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let handle = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        stream.write_all(response.as_bytes()).unwrap();
+        String::from_utf8_lossy(&head)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    (addr, handle)
+}
+
+#[test]
+fn delete_refused_while_connected_says_how_to_force() {
+    let (addr, request) = fake_edge(
+        "409 Conflict",
+        r#"{"error":"tunnel web has 2 connected connector(s); stop them, run cleanup, or delete with force"}"#,
+    );
+    let home = tempfile::tempdir().unwrap();
+    let api = addr.to_string();
+    let err = fails(ringtun_env(
+        home.path(),
+        &[("RINGTUN_EDGE_API", &api), ("RINGTUN_API_TOKEN", "t")],
+        &["tunnel", "delete", "web"],
+    ));
+    assert!(err.contains("has 2 connected connector(s)"), "{err}");
+    assert!(err.contains("ringtun tunnel delete -f web"), "{err}");
+    assert_eq!(request.join().unwrap(), "DELETE /tunnels/web HTTP/1.1");
+}
+
+#[test]
+fn delete_force_and_cleanup_connector_reach_the_edge() {
+    let home = tempfile::tempdir().unwrap();
+    let (addr, request) = fake_edge("200 OK", r#"{"id":"x","name":"web","deleted":true}"#);
+    let api = addr.to_string();
+    ok(ringtun_env(
+        home.path(),
+        &[("RINGTUN_EDGE_API", &api), ("RINGTUN_API_TOKEN", "t")],
+        &["tunnel", "delete", "-f", "web"],
+    ));
+    assert_eq!(
+        request.join().unwrap(),
+        "DELETE /tunnels/web?force=true HTTP/1.1"
+    );
+
+    let (addr, request) = fake_edge(
+        "200 OK",
+        r#"{"id":"x","name":"web","removed_connectors":1}"#,
+    );
+    let api = addr.to_string();
+    let out = ok(ringtun_env(
+        home.path(),
+        &[("RINGTUN_EDGE_API", &api), ("RINGTUN_API_TOKEN", "t")],
+        &["tunnel", "cleanup", "web", "--connector-id", "c1"],
+    ));
+    assert!(out.contains("Removed 1"), "{out}");
+    assert_eq!(
+        request.join().unwrap(),
+        "POST /tunnels/web/cleanup?connector_id=c1 HTTP/1.1"
+    );
+}
+
+#[test]
+fn edge_failure_is_reported_as_the_edge_s() {
+    let (addr, request) = fake_edge("500 Internal Server Error", r#"{"error":"disk full"}"#);
+    let home = tempfile::tempdir().unwrap();
+    let api = addr.to_string();
+    let err = fails(ringtun_env(
+        home.path(),
+        &[("RINGTUN_EDGE_API", &api), ("RINGTUN_API_TOKEN", "t")],
+        &["tunnel", "list"],
+    ));
+    assert!(
+        err.contains("the edge failed (HTTP 500): disk full"),
+        "{err}"
+    );
+    assert_eq!(request.join().unwrap(), "GET /tunnels HTTP/1.1");
+}
