@@ -162,6 +162,50 @@ pub enum Error {
         /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The edge's admin API could not be reached (refused, timed out, not HTTP).
+    #[error(
+        "cannot reach the edge admin API at {addr}: {reason} (is ringtun-edge running? set \
+         --edge-api or RINGTUN_EDGE_API)"
+    )]
+    EdgeUnreachable {
+        /// The admin API address tried.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The edge answered 401: the admin API token is wrong.
+    #[error(
+        "the edge refused the API token (from {source_name}); use the token in the edge's \
+         state directory (admin-token)"
+    )]
+    ApiTokenRefused {
+        /// Where the token came from: `--api-token`, `RINGTUN_API_TOKEN` or the token file.
+        source_name: String,
+    },
+    /// The edge refused the request (4xx other than 401); the message is the edge's own.
+    #[error("{message}")]
+    EdgeRejected {
+        /// The HTTP status.
+        status: u16,
+        /// The edge's error text.
+        message: String,
+    },
+    /// The edge failed to serve the request (5xx).
+    #[error("the edge failed (HTTP {status}): {message}")]
+    EdgeFailed {
+        /// The HTTP status.
+        status: u16,
+        /// The edge's error text.
+        message: String,
+    },
+    /// The edge answered with a body this connector does not understand.
+    #[error("unexpected answer from the edge to {request}: {reason}")]
+    EdgeBadResponse {
+        /// The request, like `GET /tunnels`.
+        request: String,
+        /// What did not parse.
+        reason: String,
+    },
     /// The command is declared but its implementation has not landed yet.
     #[error("`ringtun {command}` is not implemented yet")]
     NotImplemented {
@@ -175,14 +219,20 @@ impl Error {
     pub fn fault(&self) -> Fault {
         match self {
             Error::NotImplemented { .. } => Fault::Connector,
+            Error::EdgeUnreachable { .. }
+            | Error::EdgeFailed { .. }
+            | Error::EdgeBadResponse { .. } => Fault::Edge,
             _ => Fault::Local,
         }
     }
 
-    /// Whether trying the same thing again, unchanged, may succeed. None of these errors go away
-    /// by themselves: each needs the operator to change a file, a flag or the build.
+    /// Whether trying the same thing again, unchanged, may succeed: only when the edge was down or
+    /// failed. The rest need the operator to change a file, a flag, the request or the build.
     pub fn is_retryable(&self) -> bool {
-        false
+        matches!(
+            self,
+            Error::EdgeUnreachable { .. } | Error::EdgeFailed { .. }
+        )
     }
 
     /// The process exit code for this error: 2 for a command that does not exist yet, 1 otherwise.

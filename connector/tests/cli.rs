@@ -161,7 +161,7 @@ fn rule_prints_the_match() {
 }
 
 #[test]
-fn edge_commands_are_declared_but_not_implemented() {
+fn edge_commands_without_a_token_say_where_to_get_one() {
     let h = home();
     for args in [
         &["tunnel", "create", "web"][..],
@@ -171,12 +171,23 @@ fn edge_commands_are_declared_but_not_implemented() {
         &["tunnel", "route", "tcp", "web", "2222"],
         &["tunnel", "delete", "-f", "web"],
         &["tunnel", "cleanup", "web"],
-        &["tunnel", "run", "web", "--url", "http://localhost:8080"],
     ] {
         let out = ringtun(h.path(), args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
         let stderr = text(&out.stderr);
-        assert!(stderr.contains("not implemented yet"), "{args:?}: {stderr}");
+        assert!(stderr.contains("no admin API token"), "{args:?}: {stderr}");
+        assert!(stderr.contains("--api-token"), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn tunnel_run_is_declared_but_not_implemented() {
+    let h = home();
+    let args = ["tunnel", "run", "web", "--url", "http://localhost:8080"];
+    let out = ringtun(h.path(), &args);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("not implemented yet"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

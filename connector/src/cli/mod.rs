@@ -1,9 +1,9 @@
 //! The `ringtun` command line, cloudflared style, and one handler function per command.
 //!
 //! `main.rs` parses [`Cli`], sets up tracing and calls [`run`]. The commands that need no edge
-//! (`ingress validate`, `ingress rule`) are complete here. The edge-backed `tunnel ...` commands
-//! are declared, with their flags, and their handlers in [`tunnel`] answer
-//! [`crate::Error::NotImplemented`] (exit code 2) until the edge client lands.
+//! (`ingress validate`, `ingress rule`) are complete here. The edge-backed `tunnel ...` handlers
+//! in [`tunnel`] call the edge's admin API through [`crate::admin_client`]; `tunnel run` answers
+//! [`crate::Error::NotImplemented`] (exit code 2) until it lands.
 //!
 //! Global options (accepted before or after the subcommand):
 //! - `--config FILE` (`$RINGTUN_CONFIG`); without it the file is found as [`crate::config::discover`]
@@ -13,6 +13,7 @@
 
 pub mod edge;
 pub mod ingress;
+pub mod table;
 pub mod tunnel;
 
 use std::path::PathBuf;
@@ -164,6 +165,9 @@ pub struct CleanupArgs {
     /// The tunnels' names or IDs.
     #[arg(required = true)]
     pub tunnels: Vec<String>,
+    /// Remove only this connector (by its ID) instead of all of the tunnel's connectors.
+    #[arg(long, value_name = "ID")]
+    pub connector_id: Option<String>,
 }
 
 /// `tunnel run [NAME] [--url URL]`.

@@ -1,61 +1,228 @@
 //! `ringtun tunnel ...`: the edge-backed commands.
 //!
-//! Each command has its own handler so the edge client can fill them in one by one. Until then
-//! each answers [`Error::NotImplemented`], which `main` turns into exit code 2.
+//! Each management command is one or two calls to the edge's admin API through
+//! [`AdminClient`], then cloudflared-like output on stdout. `tunnel run` is not here yet: it
+//! answers [`Error::NotImplemented`], which `main` turns into exit code 2.
+
+use std::path::PathBuf;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 
 use super::{
-    CleanupArgs, CreateArgs, DeleteArgs, GlobalArgs, InfoArgs, RouteDnsArgs, RouteTcpArgs, RunArgs,
+    CleanupArgs, CreateArgs, DeleteArgs, GlobalArgs, InfoArgs, OutputFormat, RouteDnsArgs,
+    RouteTcpArgs, RunArgs, table,
 };
+use crate::admin_client::{AdminClient, TunnelDetail};
+use crate::credentials::{Credentials, TunnelSecret, default_credentials_path};
 use crate::error::{Error, Result};
 
 /// `tunnel create NAME [--credentials-file FILE]`: create the tunnel at the edge, print its ID and
 /// write its credentials ([`crate::credentials::Credentials::write`]).
-pub fn create(_global: &GlobalArgs, _args: &CreateArgs) -> Result<()> {
-    Err(Error::NotImplemented {
-        command: "tunnel create",
-    })
+///
+/// The edge CA comes from `/discovery` first, and a given `--credentials-file` is checked first,
+/// so that the common failures leave no tunnel behind. If writing the file still fails, the new
+/// tunnel is deleted again: without its secret nobody could run it.
+pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<()> {
+    let client = AdminClient::from_global(global)?;
+    if let Some(path) = &args.credentials_file
+        && path.exists()
+    {
+        return Err(Error::CredentialsExist { path: path.clone() });
+    }
+    let discovery = client.discovery()?;
+    let created = client.create_tunnel(&args.name)?;
+    let secret = STANDARD
+        .decode(created.secret.trim())
+        .map_err(|e| Error::EdgeBadResponse {
+            request: "POST /tunnels".to_owned(),
+            reason: format!("secret is not base64: {e}"),
+        })?;
+    let credentials = Credentials {
+        account_tag: None,
+        tunnel_id: created.id.clone(),
+        tunnel_name: created.name.clone(),
+        tunnel_secret: TunnelSecret::new(secret),
+        edge_ca: Some(discovery.ca_pem),
+    };
+    let written = credentials_path(args, &created.id).and_then(|path| {
+        credentials.write(&path)?;
+        Ok(path)
+    });
+    let path = match written {
+        Ok(path) => path,
+        Err(e) => {
+            // Roll back: a tunnel whose secret was never stored cannot be run.
+            if let Err(undo) = client.delete_tunnel(&created.id, true) {
+                tracing::warn!(tunnel = %created.id, error = %undo, "cannot delete the new tunnel after failing to write its credentials");
+            }
+            return Err(e);
+        }
+    };
+    println!(
+        "Tunnel credentials written to {}. Keep this file secret. To revoke these credentials, \
+         delete the tunnel.",
+        path.display()
+    );
+    println!();
+    println!("Created tunnel {} with id {}", created.name, created.id);
+    Ok(())
 }
 
-/// `tunnel list`.
-pub fn list(_global: &GlobalArgs) -> Result<()> {
-    Err(Error::NotImplemented {
-        command: "tunnel list",
-    })
+fn credentials_path(args: &CreateArgs, tunnel_id: &str) -> Result<PathBuf> {
+    match &args.credentials_file {
+        Some(p) => Ok(p.clone()),
+        None => default_credentials_path(tunnel_id),
+    }
+}
+
+/// `tunnel list`: ID, NAME, CREATED and CONNECTIONS (like `2xdfw, 2xmci`).
+pub fn list(global: &GlobalArgs) -> Result<()> {
+    let client = AdminClient::from_global(global)?;
+    let tunnels = client.list_tunnels()?;
+    if tunnels.is_empty() {
+        println!("No tunnels were found. You can use `ringtun tunnel create NAME` to create one.");
+        return Ok(());
+    }
+    println!(
+        "You can obtain more detailed information for each tunnel with `ringtun tunnel info \
+         NAME|ID`"
+    );
+    let rows: Vec<Vec<String>> = tunnels
+        .into_iter()
+        .map(|t| vec![t.id, t.name, t.created, t.connections])
+        .collect();
+    print!(
+        "{}",
+        table::render(&["ID", "NAME", "CREATED", "CONNECTIONS"], &rows)
+    );
+    Ok(())
 }
 
 /// `tunnel info NAME|ID [-o json]`.
-pub fn info(_global: &GlobalArgs, _args: &InfoArgs) -> Result<()> {
-    Err(Error::NotImplemented {
-        command: "tunnel info",
-    })
+pub fn info(global: &GlobalArgs, args: &InfoArgs) -> Result<()> {
+    let client = AdminClient::from_global(global)?;
+    if args.output == Some(OutputFormat::Json) {
+        let value = client.tunnel_json(&args.tunnel)?;
+        let text = serde_json::to_string_pretty(&value).map_err(|e| Error::EdgeBadResponse {
+            request: format!("GET /tunnels/{}", args.tunnel),
+            reason: e.to_string(),
+        })?;
+        println!("{text}");
+        return Ok(());
+    }
+    print!("{}", render_info(&client.tunnel(&args.tunnel)?));
+    Ok(())
+}
+
+/// The text form of `tunnel info`: the header, then one row per connector.
+fn render_info(t: &TunnelDetail) -> String {
+    let mut out = format!(
+        "NAME:     {}\nID:       {}\nCREATED:  {}\n\n",
+        t.name, t.id, t.created
+    );
+    if t.connectors.is_empty() {
+        out.push_str(&format!(
+            "Your tunnel {} does not have any active connectors.\n",
+            t.name
+        ));
+        return out;
+    }
+    let rows: Vec<Vec<String>> = t
+        .connectors
+        .iter()
+        .map(|c| {
+            let edge = if c.draining {
+                format!("{} (draining)", c.edge)
+            } else {
+                c.edge.clone()
+            };
+            vec![
+                c.id.clone(),
+                c.created.clone(),
+                c.arch.clone(),
+                c.version.clone(),
+                c.origin_ip.clone(),
+                edge,
+            ]
+        })
+        .collect();
+    out.push_str(&table::render(
+        &[
+            "CONNECTOR ID",
+            "CREATED",
+            "ARCHITECTURE",
+            "VERSION",
+            "ORIGIN IP",
+            "EDGE",
+        ],
+        &rows,
+    ));
+    out
 }
 
 /// `tunnel route dns NAME HOSTNAME`.
-pub fn route_dns(_global: &GlobalArgs, _args: &RouteDnsArgs) -> Result<()> {
-    Err(Error::NotImplemented {
-        command: "tunnel route dns",
-    })
+pub fn route_dns(global: &GlobalArgs, args: &RouteDnsArgs) -> Result<()> {
+    let client = AdminClient::from_global(global)?;
+    let route = client.route_dns(&args.tunnel, &args.hostname)?;
+    println!(
+        "Added DNS route: {} routes to tunnel {} ({})",
+        args.hostname,
+        route["tunnel_name"].as_str().unwrap_or(&args.tunnel),
+        route["tunnel_id"].as_str().unwrap_or("?"),
+    );
+    Ok(())
 }
 
 /// `tunnel route tcp NAME PORT`.
-pub fn route_tcp(_global: &GlobalArgs, _args: &RouteTcpArgs) -> Result<()> {
-    Err(Error::NotImplemented {
-        command: "tunnel route tcp",
-    })
+pub fn route_tcp(global: &GlobalArgs, args: &RouteTcpArgs) -> Result<()> {
+    let client = AdminClient::from_global(global)?;
+    let route = client.route_tcp(&args.tunnel, args.port)?;
+    println!(
+        "Added TCP route: edge port {} routes to tunnel {} ({})",
+        args.port,
+        route["tunnel_name"].as_str().unwrap_or(&args.tunnel),
+        route["tunnel_id"].as_str().unwrap_or("?"),
+    );
+    Ok(())
 }
 
-/// `tunnel delete NAME... [-f]`.
-pub fn delete(_global: &GlobalArgs, _args: &DeleteArgs) -> Result<()> {
-    Err(Error::NotImplemented {
-        command: "tunnel delete",
-    })
+/// `tunnel delete NAME... [-f]`. Stops at the first tunnel the edge refuses to delete.
+pub fn delete(global: &GlobalArgs, args: &DeleteArgs) -> Result<()> {
+    let client = AdminClient::from_global(global)?;
+    for tunnel in &args.tunnels {
+        match client.delete_tunnel(tunnel, args.force) {
+            Ok(v) => println!(
+                "Deleted tunnel {} ({})",
+                v["name"].as_str().unwrap_or(tunnel),
+                v["id"].as_str().unwrap_or("?")
+            ),
+            Err(Error::EdgeRejected {
+                status: 409,
+                message,
+            }) => {
+                return Err(Error::EdgeRejected {
+                    status: 409,
+                    message: format!(
+                        "cannot delete tunnel {tunnel}: {message} (`ringtun tunnel delete -f \
+                         {tunnel}` deletes it anyway)"
+                    ),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
-/// `tunnel cleanup NAME...`.
-pub fn cleanup(_global: &GlobalArgs, _args: &CleanupArgs) -> Result<()> {
-    Err(Error::NotImplemented {
-        command: "tunnel cleanup",
-    })
+/// `tunnel cleanup NAME... [--connector-id ID]`.
+pub fn cleanup(global: &GlobalArgs, args: &CleanupArgs) -> Result<()> {
+    let client = AdminClient::from_global(global)?;
+    for tunnel in &args.tunnels {
+        let removed = client.cleanup(tunnel, args.connector_id.as_deref())?;
+        println!("Removed {removed} connector(s) of tunnel {tunnel}");
+    }
+    Ok(())
 }
 
 /// `tunnel run [NAME] [--url URL]`: the ingress rules come from
@@ -64,4 +231,56 @@ pub fn run(_global: &GlobalArgs, _args: &RunArgs) -> Result<()> {
     Err(Error::NotImplemented {
         command: "tunnel run",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin_client::ConnectorInfo;
+
+    fn detail(connectors: Vec<ConnectorInfo>) -> TunnelDetail {
+        TunnelDetail {
+            id: "6ff42ae2-765d-4adf-8112-31c55c1551ef".into(),
+            name: "web".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            connections: String::new(),
+            connectors,
+        }
+    }
+
+    #[test]
+    fn info_without_connectors_says_so() {
+        let text = render_info(&detail(vec![]));
+        assert!(
+            text.starts_with("NAME:     web\nID:       6ff42ae2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("does not have any active connectors"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn info_lists_connectors_with_edge_summary() {
+        let c = ConnectorInfo {
+            id: "c1".into(),
+            created: "2026-01-01T00:00:01Z".into(),
+            arch: "linux_amd64".into(),
+            version: "0.1.0".into(),
+            origin_ip: "127.0.0.1".into(),
+            links: vec![],
+            draining: false,
+            edge: "2xdfw, 2xmci".into(),
+        };
+        let text = render_info(&detail(vec![c]));
+        let mut lines = text.lines().skip(4);
+        let header = lines.next().unwrap_or_default();
+        assert!(
+            header.starts_with("CONNECTOR ID") && header.ends_with("EDGE"),
+            "{header}"
+        );
+        let row = lines.next().unwrap_or_default();
+        assert!(row.ends_with("2xdfw, 2xmci"), "{row}");
+    }
 }
