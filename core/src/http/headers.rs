@@ -183,7 +183,6 @@ pub(crate) fn is_tchar(b: u8) -> bool {
 
 /// Whether `v` is a valid field value: visible ASCII, obs-text, spaces and tabs, no CR, LF or
 /// NUL, and no leading or trailing whitespace.
-#[allow(dead_code)] // used by the metadata decoder
 pub(crate) fn is_field_value(v: &[u8]) -> bool {
     v.iter()
         .all(|&b| b == b'\t' || b == b' ' || b >= 0x21 && b != 0x7f)
