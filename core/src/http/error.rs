@@ -133,6 +133,12 @@ impl HttpError {
         false
     }
 
+    /// The response to send the public client: [`HttpError::status`], the error's message as
+    /// the body, and `Connection: close` (see [`HttpError::closes_connection`]).
+    pub fn to_response(&self) -> (super::ResponseHead, bytes::Bytes) {
+        super::error_response(self.status(), &self.to_string(), true)
+    }
+
     /// Whether the connection the error happened on must be closed (it is out of sync, or gone).
     /// Every error of this module leaves the connection unusable.
     pub fn closes_connection(&self) -> bool {
@@ -164,5 +170,9 @@ mod tests {
         assert_eq!(e.status(), 400);
         assert_eq!(HttpError::InvalidMeta("x").fault(), Fault::Peer);
         assert_eq!(e.to_string(), "invalid message framing: x");
+        let (head, body) = e.to_response();
+        assert_eq!(head.status, 400);
+        assert!(head.headers.has_token("connection", "close"));
+        assert_eq!(&body[..], b"400 Bad Request: invalid message framing: x\n");
     }
 }

@@ -89,16 +89,21 @@ impl Headers {
         });
     }
 
-    /// Sets `name` to `value`: replaces the first field of that name in place and removes the
-    /// others, or appends when there is none.
-    pub fn set(&mut self, name: &'static str, value: impl Into<Bytes>) {
+    /// Sets `name` to `value`: replaces the first field of that name (ASCII case-insensitive)
+    /// in place and removes the others, or appends when there is none. `name` is anything
+    /// byte-like (`&'static str` costs no allocation).
+    pub fn set<N>(&mut self, name: N, value: impl Into<Bytes>)
+    where
+        N: Into<Bytes> + AsRef<[u8]>,
+    {
         let value = value.into();
-        match self.fields.iter().position(|h| h.is(name)) {
+        let matches = |h: &Header| h.name.eq_ignore_ascii_case(name.as_ref());
+        match self.fields.iter().position(matches) {
             Some(i) => {
                 self.fields[i].value = value;
                 let mut n = 0;
                 self.fields.retain(|h| {
-                    if h.is(name) {
+                    if matches(h) {
                         n += 1;
                         n == 1
                     } else {
@@ -106,7 +111,7 @@ impl Headers {
                     }
                 });
             }
-            None => self.append(Bytes::from_static(name.as_bytes()), value),
+            None => self.append(name, value),
         }
     }
 

@@ -102,6 +102,14 @@ pub struct ReplyError {
     pub message: String,
 }
 
+impl ReplyError {
+    /// The response the edge sends for this error: [`ReplyErrorKind::status`] with the message
+    /// as the body (see [`crate::http::error_response`]).
+    pub fn to_response(&self, close: bool) -> (ResponseHead, Bytes) {
+        super::response::error_response(self.kind.status(), &self.message, close)
+    }
+}
+
 /// Decoded REPLY metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResponseMeta {
@@ -426,6 +434,13 @@ mod tests {
         assert_eq!(ReplyErrorKind::OriginTimeout.status(), 504);
         assert_eq!(ReplyErrorKind::OriginRefused.status(), 502);
         assert_eq!(ReplyErrorKind::from_code(200), ReplyErrorKind::Other(200));
+        let e = ReplyError {
+            kind: ReplyErrorKind::OriginTimeout,
+            message: "origin timed out (o:1)".into(),
+        };
+        let (head, body) = e.to_response(false);
+        assert_eq!(head.status, 504);
+        assert_eq!(&body[..], b"504 Gateway Timeout: origin timed out (o:1)\n");
     }
 
     #[test]

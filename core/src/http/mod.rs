@@ -48,7 +48,8 @@ pub use meta::{
 pub use proxy::{
     CONNECTOR_ID_HEADER, HOP_BY_HOP, append_forwarded_for, expects_continue,
     is_switching_protocols, is_upgrade_request, is_websocket_upgrade, keep_alive, override_host,
-    remove_hop_by_hop, request_keep_alive, set_connector_id, set_forwarded_proto,
+    remove_hop_by_hop, request_keep_alive, response_keep_alive, set_connector_id,
+    set_forwarded_proto,
 };
 pub use response::{
     NO_CONNECTOR_DETAIL, error_response, error_response_bytes, no_route_detail,

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 
+use super::framing::BodyFraming;
 use super::head::{RequestHead, ResponseHead, Version};
 use super::headers::{Headers, tokens};
 
@@ -80,10 +81,14 @@ pub fn set_forwarded_proto(headers: &mut Headers, proto: &'static str) {
     headers.set("X-Forwarded-Proto", Bytes::from_static(proto.as_bytes()));
 }
 
-/// Sets [`CONNECTOR_ID_HEADER`] to `id`, replacing what the client sent (a client must not be
-/// able to pose as a connector).
-pub fn set_connector_id(headers: &mut Headers, id: impl Into<Bytes>) {
-    headers.set(CONNECTOR_ID_HEADER, id);
+/// Sets the header `name` (by default [`CONNECTOR_ID_HEADER`]; configurable because some
+/// origins already expect another name) to the connector's ID, replacing what the client sent
+/// (a client must not be able to pose as a connector).
+pub fn set_connector_id<N>(headers: &mut Headers, name: N, id: impl Into<Bytes>)
+where
+    N: Into<Bytes> + AsRef<[u8]>,
+{
+    headers.set(name, id);
 }
 
 /// Replaces `Host` with `host` (cloudflared's `httpHostHeader`).
@@ -136,6 +141,14 @@ pub fn keep_alive(version: Version, headers: &Headers) -> bool {
 /// Whether the client connection may serve another request after this one.
 pub fn request_keep_alive(head: &RequestHead) -> bool {
     keep_alive(head.version, &head.headers)
+}
+
+/// Whether the connection that carried this response may carry another exchange: the
+/// response's own [`keep_alive`] rule, and never after a close-delimited body or a 101.
+pub fn response_keep_alive(head: &ResponseHead, framing: BodyFraming) -> bool {
+    framing != BodyFraming::CloseDelimited
+        && head.status != 101
+        && keep_alive(head.version, &head.headers)
 }
 
 #[cfg(test)]
@@ -196,7 +209,12 @@ mod tests {
             Some(&b"1.1.1.1, 2.2.2.2, 3.3.3.3, ::1"[..])
         );
         set_forwarded_proto(&mut h, "https");
-        set_connector_id(&mut h, "abc");
+        set_connector_id(&mut h, CONNECTOR_ID_HEADER, "abc");
+        set_connector_id(&mut h, String::from("X-Custom-Connector"), "abc");
+        assert_eq!(
+            h.get("x-custom-connector").map(|v| &v[..]),
+            Some(&b"abc"[..])
+        );
         override_host(&mut h, "origin.local");
         assert_eq!(
             h.get("x-forwarded-proto").map(|v| &v[..]),
@@ -239,5 +257,12 @@ mod tests {
         h.append("Connection", "close");
         assert!(!keep_alive(Version::Http11, &h));
         assert!(!keep_alive(Version::Http10, &h));
+        let r = ResponseHead::new(200);
+        assert!(response_keep_alive(&r, BodyFraming::Length(1)));
+        assert!(!response_keep_alive(&r, BodyFraming::CloseDelimited));
+        assert!(!response_keep_alive(
+            &ResponseHead::new(101),
+            BodyFraming::Empty
+        ));
     }
 }
