@@ -5,6 +5,8 @@
 //!   detection with the epoll fallback, per-worker `SO_REUSEPORT` listeners, mailboxes).
 //! - [`mux`]: the link protocol, sans-IO. No sockets and no clock: bytes and time go in, frames
 //!   and timers come out. Specified in `docs/protocol.md`.
+//! - [`http`]: HTTP/1.1 for the request path: heads, body framing and codecs, proxy header
+//!   rules, the compact stream metadata encoding, error responses.
 //! - [`link`]: drives a [`mux`] session over a real socket on a worker and gives the rest of
 //!   the code an async stream API.
 //! - [`handshake`]: registration before a link starts: the connector proves it holds the
@@ -12,6 +14,7 @@
 //! - [`tls`]: TLS links with rustls, splittable into a link's reader and writer tasks.
 
 pub mod handshake;
+pub mod http;
 pub mod link;
 pub mod mux;
 pub mod rt;

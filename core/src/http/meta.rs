@@ -1,0 +1,574 @@
+//! The compact binary encoding of HTTP heads in stream metadata: the request head in OPEN, the
+//! response head or an error in REPLY. Specified in `docs/http-meta.md`.
+//!
+//! Binary rather than HTTP/1.1 text so the connector does not run a second text parser on
+//! what the edge already parsed and checked, and so the edge can add what is not in the head
+//! (client IP, the body framing it decided). Decoding is zero-copy (fields are slices of the
+//! metadata `Bytes`), strict (trailing bytes, unknown flags, bad lengths and invalid field
+//! characters are errors) and never panics. It re-checks what the HTTP parser would have: a
+//! buggy or hostile peer must not get CR/LF into a head the connector writes to an origin.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use bytes::Bytes;
+
+use super::error::HttpError;
+use super::framing::BodyFraming;
+use super::head::{RequestHead, ResponseHead, Version};
+use super::headers::{Header, Headers, is_field_value, is_tchar};
+
+/// The format version, the first byte of every metadata blob.
+pub const META_VERSION: u8 = 1;
+/// The most header fields a metadata blob may carry.
+pub const MAX_META_HEADERS: usize = 512;
+
+const KIND_REQUEST: u8 = 1;
+const KIND_RESPONSE: u8 = 2;
+const KIND_ERROR: u8 = 3;
+const FLAG_HTTP11: u8 = 1;
+
+/// What the edge adds to a request head in OPEN metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestExtra {
+    /// The public client's IP address, when known.
+    pub client_ip: Option<IpAddr>,
+    /// How the request body arrives on the stream: [`BodyFraming::Empty`] (no body; the stream's
+    /// DATA is empty), [`BodyFraming::Length`] (exactly that many bytes) or
+    /// [`BodyFraming::Chunked`] (a body of unknown length). The stream carries the decoded
+    /// payload either way; the connector re-frames it for the origin.
+    pub body: BodyFraming,
+}
+
+/// Why the connector could not produce a response; REPLY metadata carries it instead of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplyErrorKind {
+    /// The origin refused the connection (502).
+    OriginRefused,
+    /// The origin did not connect or answer in time (504).
+    OriginTimeout,
+    /// The origin sent an invalid response or closed early (502).
+    OriginInvalid,
+    /// No ingress rule matches the request (404). Cloudflared's catch-all rule makes this rare.
+    NoIngressRule,
+    /// The connector is draining or overloaded and did not process the request (503).
+    Unavailable,
+    /// A code this version does not know (502).
+    Other(u8),
+}
+
+impl ReplyErrorKind {
+    /// The wire code.
+    pub fn code(self) -> u8 {
+        match self {
+            ReplyErrorKind::OriginRefused => 1,
+            ReplyErrorKind::OriginTimeout => 2,
+            ReplyErrorKind::OriginInvalid => 3,
+            ReplyErrorKind::NoIngressRule => 4,
+            ReplyErrorKind::Unavailable => 5,
+            ReplyErrorKind::Other(c) => c,
+        }
+    }
+
+    /// The kind for a wire code.
+    pub fn from_code(c: u8) -> ReplyErrorKind {
+        match c {
+            1 => ReplyErrorKind::OriginRefused,
+            2 => ReplyErrorKind::OriginTimeout,
+            3 => ReplyErrorKind::OriginInvalid,
+            4 => ReplyErrorKind::NoIngressRule,
+            5 => ReplyErrorKind::Unavailable,
+            c => ReplyErrorKind::Other(c),
+        }
+    }
+
+    /// The status the edge answers the client with.
+    pub fn status(self) -> u16 {
+        match self {
+            ReplyErrorKind::OriginTimeout => 504,
+            ReplyErrorKind::NoIngressRule => 404,
+            ReplyErrorKind::Unavailable => 503,
+            _ => 502,
+        }
+    }
+}
+
+/// An error in REPLY metadata: what failed, said for the client (the edge puts `message` in the
+/// error response body, e.g. `origin refused the connection (127.0.0.1:9)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyError {
+    /// What failed.
+    pub kind: ReplyErrorKind,
+    /// A short human-readable detail.
+    pub message: String,
+}
+
+impl ReplyError {
+    /// The response the edge sends for this error: [`ReplyErrorKind::status`] with the message
+    /// as the body (see [`crate::http::error_response`]).
+    pub fn to_response(&self, close: bool) -> (ResponseHead, Bytes) {
+        super::response::error_response(self.kind.status(), &self.message, close)
+    }
+}
+
+/// Decoded REPLY metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseMeta {
+    /// The origin's response head and how its body arrives on the stream (any
+    /// [`BodyFraming`]; the payload on the stream is decoded, the edge re-frames it).
+    Head {
+        /// The response head.
+        head: ResponseHead,
+        /// The body framing the origin used.
+        body: BodyFraming,
+    },
+    /// No response: the connector failed to get one.
+    Error(ReplyError),
+}
+
+/// Encodes a request head and the edge's extras as OPEN metadata.
+pub fn encode_request_meta(head: &RequestHead, extra: &RequestExtra) -> Bytes {
+    let mut out = Vec::with_capacity(head.encoded_len() + 32);
+    out.extend_from_slice(&[META_VERSION, KIND_REQUEST, flags(head.version)]);
+    put_framing(&mut out, extra.body);
+    match extra.client_ip {
+        None => out.push(0),
+        Some(IpAddr::V4(ip)) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        Some(IpAddr::V6(ip)) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    put_str(&mut out, &head.method);
+    put_str(&mut out, &head.target);
+    put_headers(&mut out, &head.headers);
+    Bytes::from(out)
+}
+
+/// Decodes OPEN metadata written by [`encode_request_meta`]. Errors are
+/// [`HttpError::InvalidMeta`].
+pub fn decode_request_meta(meta: Bytes) -> Result<(RequestHead, RequestExtra), HttpError> {
+    let mut r = Reader { buf: meta, pos: 0 };
+    r.header(KIND_REQUEST)?;
+    let version = r.version()?;
+    let body = r.framing()?;
+    let client_ip = match r.u8()? {
+        0 => None,
+        4 => {
+            let b = r.take(4)?;
+            Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])))
+        }
+        6 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&r.take(16)?);
+            Some(IpAddr::V6(Ipv6Addr::from(o)))
+        }
+        _ => return Err(HttpError::InvalidMeta("unknown address family")),
+    };
+    let method = r.string()?;
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(HttpError::InvalidMeta("invalid method"));
+    }
+    let target = r.string()?;
+    if target.is_empty() || !target.iter().all(|&b| b > 0x20 && b != 0x7f) {
+        return Err(HttpError::InvalidMeta("invalid request target"));
+    }
+    let headers = r.headers()?;
+    r.end()?;
+    let head = RequestHead {
+        method,
+        target,
+        version,
+        headers,
+    };
+    Ok((head, RequestExtra { client_ip, body }))
+}
+
+/// Encodes a response head and its body framing as REPLY metadata.
+pub fn encode_response_meta(head: &ResponseHead, body: BodyFraming) -> Bytes {
+    let mut out = Vec::with_capacity(head.encoded_len() + 16);
+    out.extend_from_slice(&[META_VERSION, KIND_RESPONSE, flags(head.version)]);
+    out.extend_from_slice(&head.status.to_be_bytes());
+    put_framing(&mut out, body);
+    put_str(&mut out, &head.reason);
+    put_headers(&mut out, &head.headers);
+    Bytes::from(out)
+}
+
+/// Encodes an error as REPLY metadata.
+pub fn encode_reply_error(err: &ReplyError) -> Bytes {
+    let mut out = Vec::with_capacity(err.message.len() + 8);
+    out.extend_from_slice(&[META_VERSION, KIND_ERROR, err.kind.code()]);
+    put_str(&mut out, err.message.as_bytes());
+    Bytes::from(out)
+}
+
+/// Decodes REPLY metadata written by [`encode_response_meta`] or [`encode_reply_error`].
+/// Errors are [`HttpError::InvalidMeta`].
+pub fn decode_response_meta(meta: Bytes) -> Result<ResponseMeta, HttpError> {
+    let mut r = Reader { buf: meta, pos: 0 };
+    if r.u8()? != META_VERSION {
+        return Err(HttpError::InvalidMeta("unknown metadata version"));
+    }
+    match r.u8()? {
+        KIND_RESPONSE => {
+            let version = r.version()?;
+            let s = r.take(2)?;
+            let status = u16::from_be_bytes([s[0], s[1]]);
+            if !(100..=999).contains(&status) {
+                return Err(HttpError::InvalidMeta("invalid status"));
+            }
+            let body = r.framing()?;
+            let reason = r.string()?;
+            if !reason.iter().all(|&b| b == b'\t' || b >= 0x20 && b != 0x7f) {
+                return Err(HttpError::InvalidMeta("invalid reason phrase"));
+            }
+            let headers = r.headers()?;
+            r.end()?;
+            let head = ResponseHead {
+                version,
+                status,
+                reason,
+                headers,
+            };
+            Ok(ResponseMeta::Head { head, body })
+        }
+        KIND_ERROR => {
+            let kind = ReplyErrorKind::from_code(r.u8()?);
+            let msg = r.string()?;
+            r.end()?;
+            let message = String::from_utf8(msg.to_vec())
+                .map_err(|_| HttpError::InvalidMeta("error message is not UTF-8"))?;
+            Ok(ResponseMeta::Error(ReplyError { kind, message }))
+        }
+        _ => Err(HttpError::InvalidMeta("unexpected metadata kind")),
+    }
+}
+
+fn flags(v: Version) -> u8 {
+    match v {
+        Version::Http11 => FLAG_HTTP11,
+        Version::Http10 => 0,
+    }
+}
+
+fn put_framing(out: &mut Vec<u8>, f: BodyFraming) {
+    match f {
+        BodyFraming::Empty => out.push(0),
+        BodyFraming::Length(n) => {
+            out.push(1);
+            put_varint(out, n);
+        }
+        BodyFraming::Chunked => out.push(2),
+        BodyFraming::CloseDelimited => out.push(3),
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s);
+}
+
+fn put_headers(out: &mut Vec<u8>, h: &Headers) {
+    put_varint(out, h.len() as u64);
+    for f in h {
+        put_str(out, &f.name);
+        put_str(out, &f.value);
+    }
+}
+
+/// A bounds-checked cursor over metadata.
+struct Reader {
+    buf: Bytes,
+    pos: usize,
+}
+
+impl Reader {
+    fn u8(&mut self) -> Result<u8, HttpError> {
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or(HttpError::InvalidMeta("truncated"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn take(&mut self, n: usize) -> Result<Bytes, HttpError> {
+        if self.buf.len() - self.pos < n {
+            return Err(HttpError::InvalidMeta("truncated"));
+        }
+        let b = self.buf.slice(self.pos..self.pos + n);
+        self.pos += n;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> Result<u64, HttpError> {
+        let mut n = 0u64;
+        for i in 0..10 {
+            let b = self.u8()?;
+            let part = u64::from(b & 0x7f);
+            if i == 9 && b > 1 {
+                return Err(HttpError::InvalidMeta("varint overflows 64 bits"));
+            }
+            n |= part << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err(HttpError::InvalidMeta("varint overflows 64 bits"))
+    }
+
+    fn string(&mut self) -> Result<Bytes, HttpError> {
+        let n = self.varint()?;
+        let n = usize::try_from(n).map_err(|_| HttpError::InvalidMeta("truncated"))?;
+        self.take(n)
+    }
+
+    fn header(&mut self, kind: u8) -> Result<(), HttpError> {
+        if self.u8()? != META_VERSION {
+            return Err(HttpError::InvalidMeta("unknown metadata version"));
+        }
+        if self.u8()? != kind {
+            return Err(HttpError::InvalidMeta("unexpected metadata kind"));
+        }
+        Ok(())
+    }
+
+    fn version(&mut self) -> Result<Version, HttpError> {
+        match self.u8()? {
+            0 => Ok(Version::Http10),
+            FLAG_HTTP11 => Ok(Version::Http11),
+            _ => Err(HttpError::InvalidMeta("unknown flags")),
+        }
+    }
+
+    fn framing(&mut self) -> Result<BodyFraming, HttpError> {
+        match self.u8()? {
+            0 => Ok(BodyFraming::Empty),
+            1 => Ok(BodyFraming::Length(self.varint()?)),
+            2 => Ok(BodyFraming::Chunked),
+            3 => Ok(BodyFraming::CloseDelimited),
+            _ => Err(HttpError::InvalidMeta("unknown body framing")),
+        }
+    }
+
+    fn headers(&mut self) -> Result<Headers, HttpError> {
+        let n = self.varint()?;
+        // Each field takes at least two bytes, so a count larger than what is left is garbage;
+        // checking first keeps the allocation bounded by the input.
+        let left = (self.buf.len() - self.pos) as u64;
+        if n > MAX_META_HEADERS as u64 || n > left / 2 {
+            return Err(HttpError::InvalidMeta("too many header fields"));
+        }
+        let mut h = Headers::with_capacity(n as usize);
+        for _ in 0..n {
+            let name = self.string()?;
+            if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+                return Err(HttpError::InvalidMeta("invalid header name"));
+            }
+            let value = self.string()?;
+            if !is_field_value(&value) {
+                return Err(HttpError::InvalidMeta("invalid header value"));
+            }
+            h.append(name, value);
+        }
+        Ok(h)
+    }
+
+    fn end(&self) -> Result<(), HttpError> {
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(HttpError::InvalidMeta("trailing bytes"))
+        }
+    }
+}
+
+impl FromIterator<(Bytes, Bytes)> for Headers {
+    fn from_iter<T: IntoIterator<Item = (Bytes, Bytes)>>(iter: T) -> Headers {
+        iter.into_iter()
+            .map(|(name, value)| Header { name, value })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn request_meta_round_trip_and_is_compact() {
+        let mut h = RequestHead::new("GET", "/index.html?q=1");
+        h.headers.append("Host", "example.com");
+        h.headers.append("Accept", "*/*");
+        let extra = RequestExtra {
+            client_ip: Some("192.0.2.7".parse().unwrap()),
+            body: BodyFraming::Length(300),
+        };
+        let meta = encode_request_meta(&h, &extra);
+        assert!(meta.len() < h.encoded_len() + 10);
+        assert_eq!(decode_request_meta(meta).unwrap(), (h, extra));
+    }
+
+    #[test]
+    fn reply_errors_round_trip() {
+        let e = ReplyError {
+            kind: ReplyErrorKind::OriginRefused,
+            message: "origin refused the connection (127.0.0.1:9)".into(),
+        };
+        let back = decode_response_meta(encode_reply_error(&e)).unwrap();
+        assert_eq!(back, ResponseMeta::Error(e));
+        assert_eq!(ReplyErrorKind::OriginTimeout.status(), 504);
+        assert_eq!(ReplyErrorKind::OriginRefused.status(), 502);
+        assert_eq!(ReplyErrorKind::from_code(200), ReplyErrorKind::Other(200));
+        let e = ReplyError {
+            kind: ReplyErrorKind::OriginTimeout,
+            message: "origin timed out (o:1)".into(),
+        };
+        let (head, body) = e.to_response(false);
+        assert_eq!(head.status, 504);
+        assert_eq!(&body[..], b"504 Gateway Timeout: origin timed out (o:1)\n");
+    }
+
+    #[test]
+    fn injection_and_trailing_bytes_are_refused() {
+        let mut h = RequestHead::new("GET", "/");
+        h.headers.append("X", "a\r\nEvil: 1");
+        assert!(
+            decode_request_meta(encode_request_meta(
+                &h,
+                &RequestExtra {
+                    client_ip: None,
+                    body: BodyFraming::Empty
+                }
+            ))
+            .is_err()
+        );
+        let mut h = RequestHead::new("GET", "/ HTTP/1.1\r\nX:");
+        h.headers.append("Host", "a");
+        assert!(
+            decode_request_meta(encode_request_meta(
+                &h,
+                &RequestExtra {
+                    client_ip: None,
+                    body: BodyFraming::Empty
+                }
+            ))
+            .is_err()
+        );
+        let ok = RequestHead::new("GET", "/");
+        let mut m = encode_request_meta(
+            &ok,
+            &RequestExtra {
+                client_ip: None,
+                body: BodyFraming::Empty,
+            },
+        )
+        .to_vec();
+        m.push(0);
+        assert!(matches!(
+            decode_request_meta(Bytes::from(m)),
+            Err(HttpError::InvalidMeta("trailing bytes"))
+        ));
+        // A huge header count does not allocate.
+        let mut m = vec![META_VERSION, KIND_REQUEST, 1, 0, 0, 1, b'G', 1, b'/'];
+        m.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(decode_request_meta(Bytes::from(m)).is_err());
+    }
+
+    fn token() -> impl Strategy<Value = Vec<u8>> {
+        "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}".prop_map(String::into_bytes)
+    }
+
+    fn value() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![Just(b' '), Just(b'\t'), 0x21u8..0x7f, 0x80u8..=0xff],
+            0..30,
+        )
+        .prop_filter("no outer whitespace", |v| is_field_value(v))
+    }
+
+    fn headers() -> impl Strategy<Value = Headers> {
+        prop::collection::vec((token(), value()), 0..20).prop_map(|v| {
+            v.into_iter()
+                .map(|(n, v)| (Bytes::from(n), Bytes::from(v)))
+                .collect()
+        })
+    }
+
+    fn framing() -> impl Strategy<Value = BodyFraming> {
+        prop_oneof![
+            Just(BodyFraming::Empty),
+            any::<u64>().prop_map(BodyFraming::Length),
+            Just(BodyFraming::Chunked),
+            Just(BodyFraming::CloseDelimited),
+        ]
+    }
+
+    fn ip() -> impl Strategy<Value = Option<IpAddr>> {
+        prop_oneof![
+            Just(None),
+            any::<[u8; 4]>().prop_map(|o| Some(IpAddr::from(o))),
+            any::<[u8; 16]>().prop_map(|o| Some(IpAddr::from(o))),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn request_round_trip(method in token(), target in "/[!-~]{0,40}", headers in headers(),
+                              v11 in any::<bool>(), client_ip in ip(), body in framing()) {
+            let head = RequestHead {
+                method: Bytes::from(method),
+                target: Bytes::from(target),
+                version: if v11 { Version::Http11 } else { Version::Http10 },
+                headers,
+            };
+            let extra = RequestExtra { client_ip, body };
+            let back = decode_request_meta(encode_request_meta(&head, &extra)).unwrap();
+            prop_assert_eq!(back, (head, extra));
+        }
+
+        #[test]
+        fn response_round_trip(status in 100u16..1000, reason in "[ !-~]{0,20}", headers in headers(), body in framing()) {
+            let head = ResponseHead { version: Version::Http11, status, reason: Bytes::from(reason), headers };
+            let back = decode_response_meta(encode_response_meta(&head, body)).unwrap();
+            prop_assert_eq!(back, ResponseMeta::Head { head, body });
+        }
+
+        #[test]
+        fn error_round_trip(code in 1u8.., message in ".{0,40}") {
+            let e = ReplyError { kind: ReplyErrorKind::from_code(code), message };
+            prop_assert_eq!(decode_response_meta(encode_reply_error(&e)).unwrap(), ResponseMeta::Error(e));
+        }
+
+        #[test]
+        fn garbage_never_panics(data in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_request_meta(Bytes::from(data.clone()));
+            let _ = decode_response_meta(Bytes::from(data));
+        }
+
+        #[test]
+        fn mutated_meta_never_panics(i in any::<prop::sample::Index>(), b in any::<u8>(), cut in any::<prop::sample::Index>()) {
+            let mut h = RequestHead::new("POST", "/a");
+            h.headers.append("Host", "x");
+            let mut m = encode_request_meta(&h, &RequestExtra { client_ip: Some("::1".parse().unwrap()), body: BodyFraming::Length(9) }).to_vec();
+            let at = i.index(m.len());
+            m[at] = b;
+            m.truncate(cut.index(m.len() + 1));
+            let _ = decode_request_meta(Bytes::from(m));
+        }
+    }
+}

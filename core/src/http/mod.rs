@@ -1,0 +1,57 @@
+//! HTTP/1.1 for the request path, shared by the edge and the connector.
+//!
+//! Sans-IO where possible: heads are parsed from and serialized to buffers, bodies go through
+//! state machines ([`BodyDecoder`], [`BodyEncoder`]) that yield and take `Bytes` without copying
+//! payload. Thin async helpers in [`io`] read heads and write vectored batches over compio
+//! sockets. What this module leaves to its callers: routing, timeouts, connection pools and
+//! the loop that moves bodies between a socket and a link stream.
+//!
+//! # Layout
+//! - [`Headers`]: ordered header fields with case-insensitive lookup.
+//! - [`RequestHead`], [`ResponseHead`], [`parse_request`], [`parse_response`]: heads.
+//! - [`BodyFraming`], [`request_framing`], [`response_framing`]: RFC 9112 §6 body length,
+//!   with request smuggling shapes rejected.
+//! - [`BodyDecoder`], [`BodyEncoder`]: streaming body codecs.
+//! - [`remove_hop_by_hop`], [`append_forwarded_for`], [`is_websocket_upgrade`],
+//!   [`expects_continue`], [`keep_alive`] and friends: proxy header rules.
+//! - [`encode_request_meta`], [`decode_request_meta`], [`encode_response_meta`],
+//!   [`encode_reply_error`], [`decode_response_meta`]: heads in stream metadata
+//!   (`docs/http-meta.md`).
+//! - [`error_response`]: short plain-text error responses.
+//! - [`io`]: async helpers over compio sockets.
+//! - [`HttpError`]: the one error type, with [`HttpError::status`] and [`HttpError::fault`].
+
+mod decoder;
+mod encoder;
+mod error;
+mod framing;
+mod head;
+mod headers;
+pub mod io;
+mod meta;
+mod proxy;
+mod response;
+
+pub use decoder::{BodyDecoder, BodyLimits, DecodeStep};
+pub use encoder::BodyEncoder;
+pub use error::{Fault, HttpError};
+pub use framing::{BodyFraming, request_framing, response_framing, set_framing_headers};
+pub use head::{
+    HeadLimits, MAX_HEADERS_CAP, RequestHead, ResponseHead, Version, parse_request, parse_response,
+};
+pub use headers::{Header, Headers, tokens};
+pub use meta::{
+    MAX_META_HEADERS, META_VERSION, ReplyError, ReplyErrorKind, RequestExtra, ResponseMeta,
+    decode_request_meta, decode_response_meta, encode_reply_error, encode_request_meta,
+    encode_response_meta,
+};
+pub use proxy::{
+    CONNECTOR_ID_HEADER, HOP_BY_HOP, append_forwarded_for, expects_continue,
+    is_switching_protocols, is_upgrade_request, is_websocket_upgrade, keep_alive, override_host,
+    remove_hop_by_hop, request_keep_alive, response_keep_alive, set_connector_id,
+    set_forwarded_proto,
+};
+pub use response::{
+    NO_CONNECTOR_DETAIL, error_response, error_response_bytes, no_route_detail,
+    origin_refused_detail, origin_timeout_detail, reason_phrase,
+};
