@@ -11,7 +11,8 @@ use bytes::{Bytes, BytesMut};
 use compio::io::{AsyncWrite, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
 use ringtun_core::http::io::{
-    CONTINUE_RESPONSE, read_body_chunk, read_request_head, read_response_head, write_bufs,
+    CONTINUE_RESPONSE, read_body_chunk, read_more, read_request_head, read_response_head,
+    write_bufs,
 };
 use ringtun_core::http::{
     BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, Fault, HeadLimits, ResponseHead,
@@ -152,6 +153,83 @@ fn request_and_chunked_body_over_loopback_under_both_drivers() {
             let addr = l.local_addr().map_err(|e| e.to_string())?;
             let server = compio::runtime::spawn(serve(l));
             client(addr).await?;
+            server
+                .await
+                .map_err(|_| "server task panicked".to_string())?
+        })
+        .unwrap();
+        for r in rt.join() {
+            r.unwrap().unwrap();
+        }
+    }
+}
+
+/// A head over 64 KiB read from a socket gets 431 with a body that says why, and the server
+/// closes the connection.
+#[test]
+fn oversized_head_gets_431_over_loopback() {
+    for (driver, _) in rt_common::drivers() {
+        let cfg = RuntimeConfig {
+            workers: Some(1),
+            driver,
+            ..RuntimeConfig::default()
+        };
+        let rt = Runtime::start(cfg, |_ctx: WorkerCtx| async {
+            let l = TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| e.to_string())?;
+            let addr = l.local_addr().map_err(|e| e.to_string())?;
+            let server = compio::runtime::spawn(async move {
+                let (mut s, _) = l.accept().await.map_err(|e| e.to_string())?;
+                let mut buf = BytesMut::new();
+                let err = read_request_head(&mut s, &mut buf, &HeadLimits::default())
+                    .await
+                    .err()
+                    .ok_or("an oversized head was accepted")?;
+                assert_eq!(err.status(), 431);
+                let (h, b) = err.to_response();
+                write_bufs(&mut s, vec![h.to_bytes(), b])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                s.shutdown().await.map_err(|e| e.to_string())?;
+                // Drain the rest of the head until the client closes: closing with unread data
+                // would send a RST that can destroy the response in the client's buffer.
+                loop {
+                    buf.clear();
+                    match read_more(&mut s, &mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+                Ok::<(), String>(())
+            });
+            let mut c = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            let mut req = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ".to_vec();
+            req.extend_from_slice(&vec![b'a'; 70 * 1024]);
+            req.extend_from_slice(b"\r\n\r\n");
+            // The server may stop reading and answer before the whole head is sent.
+            let compio::BufResult(_, _) = c.write_all(req).await;
+            let mut buf = BytesMut::new();
+            let res = read_response_head(&mut c, &mut buf, &HeadLimits::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            assert_eq!(res.status, 431);
+            assert!(res.headers.has_token("connection", "close"));
+            let framing = response_framing(&res, b"GET").map_err(|e| e.to_string())?;
+            let mut dec = BodyDecoder::new(framing, BodyLimits::default(), Fault::Origin);
+            let mut body = Vec::new();
+            while let Some(c) = read_body_chunk(&mut c, &mut buf, &mut dec)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                body.extend_from_slice(&c);
+            }
+            assert_eq!(
+                body,
+                b"431 Request Header Fields Too Large: head larger than 65536 bytes\n"
+            );
+            // Close so the server's drain ends.
+            drop(c);
             server
                 .await
                 .map_err(|_| "server task panicked".to_string())?

@@ -10,7 +10,7 @@
 use bytes::Bytes;
 
 use super::error::{Fault, HttpError};
-use super::head::{RequestHead, ResponseHead};
+use super::head::{RequestHead, ResponseHead, Version};
 use super::headers::{Headers, tokens, trim};
 
 /// How a message's body is delimited.
@@ -37,6 +37,13 @@ impl BodyFraming {
 /// The framing of a request's body (RFC 9112 §6.3). Errors are [`HttpError::InvalidFraming`]
 /// from [`Fault::Client`] (400).
 pub fn request_framing(head: &RequestHead) -> Result<BodyFraming, HttpError> {
+    if head.version == Version::Http10 && head.headers.contains("transfer-encoding") {
+        // RFC 9112 §6.1: HTTP/1.0 has no transfer codings; such framing is faulty.
+        return Err(HttpError::InvalidFraming {
+            from: Fault::Client,
+            reason: "Transfer-Encoding in an HTTP/1.0 request",
+        });
+    }
     framing_of(&head.headers, Fault::Client)
         .map(|f| f.unwrap_or(BodyFraming::Empty))
         .map_err(|reason| HttpError::InvalidFraming {
@@ -221,6 +228,9 @@ mod tests {
             &[("Transfer-Encoding", "")],
             &[("Transfer-Encoding", "xchunked")],
         ];
+        let mut old = req(&[("Transfer-Encoding", "chunked")]);
+        old.version = Version::Http10;
+        assert_eq!(request_framing(&old).unwrap_err().status(), 400);
         for shape in shapes {
             let head = req(shape);
             let e = request_framing(&head).unwrap_err();

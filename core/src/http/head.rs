@@ -84,6 +84,18 @@ impl RequestHead {
         self.headers.get("host")
     }
 
+    /// The host name of the `Host` header without its port (`[::1]:80` gives `[::1]`), for
+    /// routing. Compare it ASCII case-insensitively.
+    pub fn host_name(&self) -> Option<&[u8]> {
+        let host = &self.host()?[..];
+        let end = match host.iter().rposition(|&b| b == b':') {
+            // A colon inside brackets belongs to an IPv6 literal, not to a port.
+            Some(i) if !host[i..].contains(&b']') => i,
+            _ => host.len(),
+        };
+        Some(&host[..end])
+    }
+
     /// The number of bytes [`RequestHead::encode`] writes.
     pub fn encoded_len(&self) -> usize {
         self.method.len() + self.target.len() + 12 + self.headers.encoded_len() + 2
@@ -343,6 +355,27 @@ mod tests {
     }
 
     #[test]
+    fn leading_empty_lines_and_host_names() {
+        let mut b = buf(b"\r\nGET / HTTP/1.1\r\nHost: App.Example:8080\r\n\r\n");
+        let h = parse_request(&mut b, &HeadLimits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.host_name(), Some(&b"App.Example"[..]));
+        assert!(b.is_empty());
+        for (host, name) in [
+            ("a", "a"),
+            ("[::1]:80", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("a:", "a"),
+        ] {
+            let mut h = RequestHead::new("GET", "/");
+            h.headers.append("Host", host);
+            assert_eq!(h.host_name(), Some(name.as_bytes()));
+        }
+        assert_eq!(RequestHead::new("GET", "/").host_name(), None);
+    }
+
+    #[test]
     fn partial_heads_need_more() {
         let full = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         for cut in 0..full.len() {
@@ -363,9 +396,6 @@ mod tests {
             max_headers: 100,
         };
         // Incomplete and already over the limit.
-        let mut b = buf(&[b'a'; 10]);
-        b.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nX: ");
-        b.extend_from_slice(&[b'a'; 100]);
         let mut b2 = buf(b"GET / HTTP/1.1\r\nHost: x\r\nX: ");
         b2.extend_from_slice(&[b'a'; 100]);
         let e = parse_request(&mut b2, &limits).unwrap_err();
@@ -383,7 +413,6 @@ mod tests {
                 .status(),
             431
         );
-        let _ = b;
     }
 
     #[test]
