@@ -417,7 +417,8 @@ impl Origin {
         Origin::start_args(dir, &["--tcp", "127.0.0.1:0"])
     }
 
-    fn start_args(dir: &Path, args: &[&str]) -> Origin {
+    /// Starts `ringtun-load origin ARGS...` and waits for the addresses of the listeners it names.
+    pub fn start_args(dir: &Path, args: &[&str]) -> Origin {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let mut cmd = Command::new(binaries().load);
@@ -562,6 +563,78 @@ fn decode_chunked(mut rest: &[u8]) -> Result<Vec<u8>, String> {
         }
         body.extend_from_slice(rest.get(..size).ok_or("short chunk")?);
         rest = rest.get(size + 2..).ok_or("no chunk end")?;
+    }
+}
+
+/// An in-test origin on `127.0.0.1:0` that answers every request with its own head as the body
+/// (so a test sees the headers the connector sent), keeps connections alive, and answers an
+/// `Upgrade: websocket` request with `101` and then echoes raw bytes until the peer closes.
+/// Its threads end when the test process does.
+pub struct HeadEchoOrigin {
+    /// The listening address.
+    pub addr: SocketAddr,
+}
+
+impl HeadEchoOrigin {
+    /// Binds and starts accepting.
+    pub fn start() -> HeadEchoOrigin {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().map_while(Result::ok) {
+                std::thread::spawn(move || serve_head_echo(conn));
+            }
+        });
+        HeadEchoOrigin { addr }
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// One connection of [`HeadEchoOrigin`]: requests without bodies are all it expects.
+fn serve_head_echo(mut conn: TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head: Vec<u8> = buf.drain(..end + 4).collect();
+        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        if text.contains("\r\nupgrade: websocket") {
+            let reply = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+            if conn.write_all(reply).is_err() || conn.write_all(&buf).is_err() {
+                return;
+            }
+            loop {
+                match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if conn.write_all(&chunk[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let mut reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+            head.len()
+        )
+        .into_bytes();
+        reply.extend_from_slice(&head);
+        if conn.write_all(&reply).is_err() {
+            return;
+        }
     }
 }
 
