@@ -413,6 +413,9 @@ impl Demo {
     ) -> Result<T> {
         proc.wait_line(self.timeout, Some(&self.interrupt), pick)
             .map_err(|why| {
+                if self.interrupt.load(Ordering::Relaxed) {
+                    return step_error(step, "interrupted");
+                }
                 step_error(
                     step,
                     format!(
