@@ -597,7 +597,10 @@ fn run_steps(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
 
     // 6. Traffic through the public listener.
     let step = "send traffic through the tunnel";
-    let duration = format!("{}ms", args.duration.as_millis());
+    let duration = match args.duration.as_millis() {
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    };
     let conns = args.connections.to_string();
     let target = format!("http://{public}/");
     println!(
@@ -605,8 +608,11 @@ fn run_steps(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
     );
     let mut cmd = demo.command(&demo.bins.load);
     cmd.args(["http", &target, "--host", HOSTNAME, "-R", "0", "--quiet"])
-        .args(["-c", &conns, "-d", &duration, "--threads", "1"]);
-    let mut load = demo.spawn(step, "load", cmd, true)?;
+        .args(["-c", &conns, "-d", &duration, "--threads", "1"])
+        // Its lifecycle logs would interleave with the summary.
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1");
+    let mut load = demo.spawn(step, "load", cmd, false)?;
     let status = loop {
         if let Some(status) = load.try_wait() {
             break status;
@@ -615,6 +621,9 @@ fn run_steps(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     };
     load.stop(STOP_GRACE);
+    for line in summary(&load.lines()) {
+        println!("    {line}");
+    }
     if !status.success() {
         return Err(step_error(
             step,
@@ -637,6 +646,23 @@ fn run_steps(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
     Ok(())
 }
 
+/// `ringtun-load`'s report without its detailed percentile spectrum (dozens of lines that are
+/// for `--hgrm` files and plots, not for a person reading the demo).
+fn summary(lines: &[String]) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut in_spectrum = false;
+    for line in lines {
+        if line.contains("Detailed Percentile spectrum") {
+            in_spectrum = true;
+        } else if in_spectrum && line.trim_start().starts_with("----") {
+            in_spectrum = false;
+        } else if !in_spectrum {
+            out.push(line.as_str());
+        }
+    }
+    out
+}
+
 fn print_indented(text: &str) {
     for line in text.lines() {
         println!("    {line}");
@@ -655,6 +681,34 @@ mod tests {
         assert_eq!(log_field(line, "token_file"), Some("/tmp/x/admin-token"));
         assert_eq!(log_field(line, "adm"), None);
         assert_eq!(log_field(line, "public_http"), None);
+    }
+
+    #[test]
+    fn the_load_summary_drops_the_percentile_spectrum() {
+        let report: Vec<String> = [
+            "  Latency Distribution",
+            "  99.000%   1.00ms",
+            "",
+            "  Detailed Percentile spectrum (corrected):",
+            "       Value     Percentile TotalCount 1/(1-Percentile)",
+            "       1.662 0.000000000000          1           1.00",
+            "#[Mean    =       12.399, StdDeviation   =       15.594]",
+            "  ----------------------------------------------------------",
+            "  3891 requests in 3.00s, 0.20MB read, 0.17MB written",
+            "  Run: VALID",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            summary(&report),
+            [
+                "  Latency Distribution",
+                "  99.000%   1.00ms",
+                "",
+                "  3891 requests in 3.00s, 0.20MB read, 0.17MB written",
+                "  Run: VALID",
+            ]
+        );
     }
 
     #[test]
