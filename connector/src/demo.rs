@@ -569,6 +569,7 @@ fn run_steps(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
         if count >= 2 {
             break;
         }
+        demo.check_interrupt(step)?;
         for r in replicas.iter_mut() {
             if let Some(status) = r.try_wait() {
                 return Err(step_error(
@@ -614,10 +615,12 @@ fn run_steps(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
         .env("NO_COLOR", "1");
     let mut load = demo.spawn(step, "load", cmd, false)?;
     let status = loop {
+        // Ctrl-C reaches the whole process group: check the flag first so the error says
+        // "interrupted", not that the load generator died.
+        demo.check_interrupt(step)?;
         if let Some(status) = load.try_wait() {
             break status;
         }
-        demo.check_interrupt(step)?;
         std::thread::sleep(Duration::from_millis(50));
     };
     load.stop(STOP_GRACE);
