@@ -206,6 +206,14 @@ pub enum Error {
         /// What did not parse.
         reason: String,
     },
+    /// A step of `ringtun demo` failed.
+    #[error("demo step \"{step}\" failed: {reason}")]
+    Demo {
+        /// The step, like `start ringtun-edge`.
+        step: String,
+        /// What went wrong, with the last lines of the child involved.
+        reason: String,
+    },
     /// The command is declared but its implementation has not landed yet.
     #[error("`ringtun {command}` is not implemented yet")]
     NotImplemented {

@@ -11,6 +11,8 @@
 //! - [`credentials`]: the credentials JSON file and the secret newtype;
 //! - [`admin_client`]: the blocking client for the edge's admin API;
 //! - [`cli`]: the clap command tree and one handler function per command;
+//! - [`demo`]: `ringtun demo`, the whole system as child processes, and the process helpers the
+//!   end-to-end tests share;
 //! - [`error`]: the crate's one error type.
 #![forbid(unsafe_code)]
 
@@ -18,6 +20,7 @@ pub mod admin_client;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod demo;
 pub mod error;
 pub mod ingress;
 

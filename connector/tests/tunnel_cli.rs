@@ -7,53 +7,14 @@
 //! leaves no process behind.
 #![allow(clippy::unwrap_used)]
 
+// The binaries (and their fallback build) come from the shared end-to-end harness.
+mod e2e;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
-
-/// Serializes the fallback `cargo build` of the edge binary between this file's tests.
-static BUILD: Mutex<()> = Mutex::new(());
-
-/// The `ringtun-edge` binary next to `ringtun`. `cargo test --workspace` has built it already;
-/// `cargo test -p ringtun-connector` has not, so then it is built here with the same profile and
-/// target directory.
-fn edge_binary() -> PathBuf {
-    let ringtun = Path::new(env!("CARGO_BIN_EXE_ringtun"));
-    let edge = ringtun.with_file_name(format!("ringtun-edge{}", std::env::consts::EXE_SUFFIX));
-    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
-    if edge.exists() {
-        return edge;
-    }
-    // target/<profile>/ringtun: the profile directory names the profile (`debug` is `dev`).
-    let profile_dir = ringtun.parent().unwrap();
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev".to_owned(),
-        Some(name) => name.to_owned(),
-    };
-    let target_dir = profile_dir.parent().unwrap();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--locked",
-            "-p",
-            "ringtun-edge-sim",
-            "--bin",
-            "ringtun-edge",
-        ])
-        .args(["--profile", &profile])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run cargo to build ringtun-edge: {e}"));
-    assert!(status.success(), "building ringtun-edge failed: {status}");
-    assert!(edge.exists(), "{} missing after the build", edge.display());
-    edge
-}
 
 /// A running `ringtun-edge`; killed on drop.
 struct Edge {
@@ -67,7 +28,7 @@ struct Edge {
 impl Edge {
     fn start() -> Edge {
         let state = tempfile::tempdir().unwrap();
-        let mut child = Command::new(edge_binary())
+        let mut child = Command::new(e2e::binaries().edge)
             .arg("--state-dir")
             .arg(state.path().join("state"))
             .args(["--admin", "127.0.0.1:0", "--public-http", "127.0.0.1:0"])

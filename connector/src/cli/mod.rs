@@ -72,6 +72,22 @@ pub enum Command {
     /// Check the config's ingress rules.
     #[command(subcommand)]
     Ingress(IngressCommand),
+    /// Run the whole system locally: an edge, a tunnel, an origin, two replicas and some load.
+    Demo(DemoArgs),
+}
+
+/// `ringtun demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How long to send traffic through the tunnel.
+    #[arg(long, default_value = "5s", value_parser = crate::config::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Concurrent connections of the load generator (closed loop).
+    #[arg(long, default_value_t = 16)]
+    pub connections: u32,
+    /// The most any one step (a process starting, the replicas registering) may take.
+    #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// `ringtun tunnel ...`.
@@ -206,6 +222,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Ingress(IngressCommand::Validate) => ingress::validate(g),
         Command::Ingress(IngressCommand::Rule(a)) => ingress::rule(g, a),
+        Command::Demo(a) => crate::demo::run(a),
         Command::Tunnel(t) => match t {
             TunnelCommand::Create(a) => tunnel::create(g, a),
             TunnelCommand::List => tunnel::list(g),

@@ -1,0 +1,661 @@
+//! The end-to-end harness: real `ringtun-edge`, `ringtun` and `ringtun-load` processes on
+//! loopback, driven through the flags and log lines of the process contract
+//! (`tunnel-contract.md`, "Processes and flags").
+//!
+//! - [`Edge::start`] runs an edge with every listener on port 0, its link servers on loopback
+//!   addresses of their own per test (`127.1.N.x`, `127.2.N.x`), and reads the bound addresses from
+//!   its log. [`Edge::restart`] starts it again on the same state directory and addresses.
+//! - [`Tunnel::create`] and [`Tunnel::route_dns`]/[`Tunnel::route_tcp`] use the `ringtun` CLI.
+//! - [`Connector::run`] starts `ringtun tunnel run`; [`Edge::wait_connectors`] polls `tunnel info`.
+//! - [`Origin::start`] runs `ringtun-load origin`.
+//! - [`http_get`] and [`send_raw`] are plain `std::net` clients.
+//!
+//! Every process is a [`Proc`], which stops its child (SIGTERM, then SIGKILL) when dropped, so a
+//! failing assertion leaves nothing running. The child's output is in a log file in the test's
+//! temporary directory and quoted by the harness's panics.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use ringtun_connector::demo::{Binaries, Proc, log_field};
+
+/// The most a process may take to start or a condition to become true. Generous: the machine
+/// is shared and debug builds are slow; no test asserts on how long anything took.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serializes the fallback `cargo build` of the sibling binaries between a binary's tests.
+static BUILD: Mutex<()> = Mutex::new(());
+
+/// The built binaries: `ringtun` from cargo, `ringtun-edge` and `ringtun-load` next to it (built
+/// with the same profile and target directory when `cargo test -p ringtun-connector` has not).
+pub fn binaries() -> Binaries {
+    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    Binaries::locate(Path::new(env!("CARGO_BIN_EXE_ringtun")))
+        .unwrap_or_else(|e| panic!("cannot find or build the binaries: {e}"))
+}
+
+/// A third address octet no other edge of this test binary uses (and, mixed with the process ID,
+/// unlikely to be used by another test binary running at the same time).
+fn next_octet() -> u8 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) + std::process::id();
+    (n % 250 + 1) as u8
+}
+
+/// Options of [`Edge::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct EdgeOptions {
+    /// `--danger-plaintext-links` (edge and connectors must agree).
+    pub plaintext: bool,
+    /// `--connector-limit`.
+    pub connector_limit: Option<usize>,
+}
+
+/// The addresses an edge logged.
+#[derive(Debug, Clone)]
+pub struct EdgeAddrs {
+    /// The admin API.
+    pub admin: SocketAddr,
+    /// The link servers as (data center, address), in logging order.
+    pub servers: Vec<(String, SocketAddr)>,
+}
+
+/// A running `ringtun-edge`.
+pub struct Edge {
+    /// The process (stopped on drop).
+    pub proc: Proc,
+    /// The test's directory: `state/` is the edge's, `home/` the connectors' `HOME`.
+    pub dir: PathBuf,
+    /// The admin API address.
+    pub admin: SocketAddr,
+    /// The admin token.
+    pub token: String,
+    /// The options it was started with.
+    pub options: EdgeOptions,
+    /// The data centers' server addresses as given on the command line.
+    dc_args: Vec<String>,
+    public_http_arg: String,
+    restarts: u32,
+    bins: Binaries,
+}
+
+impl Edge {
+    /// Starts an edge in `dir` with TLS links and default limits.
+    pub fn start(dir: &Path) -> Edge {
+        Edge::start_with(dir, EdgeOptions::default())
+    }
+
+    /// Starts an edge in `dir`: admin and public HTTP on `127.0.0.1:0`, data centers `dfw` and
+    /// `mci` with two servers each on this test's own loopback addresses, port 0.
+    pub fn start_with(dir: &Path, options: EdgeOptions) -> Edge {
+        let n = next_octet();
+        let dc_args = vec![
+            format!("dfw=127.1.{n}.1:0,127.1.{n}.2:0"),
+            format!("mci=127.2.{n}.1:0,127.2.{n}.2:0"),
+        ];
+        std::fs::create_dir_all(dir.join("home")).unwrap();
+        Edge::spawn(
+            dir,
+            options,
+            "127.0.0.1:0".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            dc_args,
+            0,
+            binaries(),
+        )
+    }
+
+    fn spawn(
+        dir: &Path,
+        options: EdgeOptions,
+        admin_arg: String,
+        public_http_arg: String,
+        dc_args: Vec<String>,
+        restarts: u32,
+        bins: Binaries,
+    ) -> Edge {
+        let mut cmd = Command::new(&bins.edge);
+        cmd.arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--admin", &admin_arg, "--public-http", &public_http_arg])
+            .env("RUST_LOG", "info")
+            .current_dir(dir);
+        for dc in &dc_args {
+            cmd.args(["--data-center", dc]);
+        }
+        if options.plaintext {
+            cmd.arg("--danger-plaintext-links");
+        }
+        if let Some(limit) = options.connector_limit {
+            cmd.args(["--connector-limit", &limit.to_string()]);
+        }
+        let log = dir.join(format!("edge-{restarts}.log"));
+        let proc = Proc::spawn("ringtun-edge", cmd, &log, false)
+            .unwrap_or_else(|e| panic!("cannot start ringtun-edge: {e}"));
+        let admin: SocketAddr = wait_for(&proc, "the edge's admin address", |l| {
+            if l.contains("admin API listening") {
+                log_field(l, "admin")?.parse().ok()
+            } else {
+                None
+            }
+        });
+        let token = std::fs::read_to_string(dir.join("state").join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Edge {
+            proc,
+            dir: dir.to_owned(),
+            admin,
+            token,
+            options,
+            dc_args,
+            public_http_arg,
+            restarts,
+            bins,
+        }
+    }
+
+    /// The connectors' `HOME` (credentials land in `HOME/.ringtun`).
+    pub fn home(&self) -> PathBuf {
+        self.dir.join("home")
+    }
+
+    /// The public HTTP listener, from the `public_http=` log line.
+    pub fn public_http(&self) -> SocketAddr {
+        wait_for(&self.proc, "the edge's public HTTP address", |l| {
+            log_field(l, "public_http")?.parse().ok()
+        })
+    }
+
+    /// The link servers, from the `edge server listening data_center=.. server=..` lines: waits
+    /// until every configured server has been logged.
+    pub fn servers(&self) -> Vec<(String, SocketAddr)> {
+        let expected: usize = self.dc_args.iter().map(|dc| dc.split(',').count()).sum();
+        let mut found = Vec::new();
+        wait_for(&self.proc, "every edge server address", |l| {
+            if l.contains("edge server listening")
+                && let (Some(dc), Some(addr)) =
+                    (log_field(l, "data_center"), log_field(l, "server"))
+                && let Ok(addr) = addr.parse::<SocketAddr>()
+            {
+                found.push((dc.to_owned(), addr));
+            }
+            (found.len() >= expected).then_some(())
+        });
+        found
+    }
+
+    /// Stops the edge (SIGTERM, then SIGKILL) and starts it again with the same state directory,
+    /// on the addresses the first run bound, so connectors find it where it was.
+    pub fn restart(self) -> Edge {
+        let admin_arg = self.admin.to_string();
+        let public_arg = self.public_http().to_string();
+        let servers = self.servers();
+        let dc_args: Vec<String> = ["dfw", "mci"]
+            .iter()
+            .map(|dc| {
+                let addrs: Vec<String> = servers
+                    .iter()
+                    .filter(|(d, _)| d == dc)
+                    .map(|(_, a)| a.to_string())
+                    .collect();
+                format!("{dc}={}", addrs.join(","))
+            })
+            .collect();
+        let Edge {
+            mut proc,
+            dir,
+            options,
+            restarts,
+            bins,
+            ..
+        } = self;
+        proc.stop(ringtun_connector::demo::STOP_GRACE);
+        drop(proc);
+        Edge::spawn(
+            &dir,
+            options,
+            admin_arg,
+            public_arg,
+            dc_args,
+            restarts + 1,
+            bins,
+        )
+    }
+
+    /// `ringtun --edge-api ADMIN ARGS...` with `HOME` = [`Edge::home`] and the admin token.
+    pub fn ringtun(&self, args: &[&str]) -> Output {
+        self.ringtun_cmd(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run ringtun: {e}"))
+    }
+
+    /// The command [`Edge::ringtun`] runs, for callers that spawn it instead.
+    pub fn ringtun_cmd(&self, args: &[&str]) -> Command {
+        let home = self.home();
+        let mut cmd = Command::new(&self.bins.ringtun);
+        cmd.env_clear()
+            .env("HOME", &home)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env("RINGTUN_API_TOKEN", &self.token)
+            .current_dir(&home)
+            .args(["--edge-api", &self.admin.to_string()])
+            .args(args);
+        cmd
+    }
+
+    /// `tunnel info TUNNEL -o json`.
+    pub fn tunnel_info(&self, tunnel: &str) -> serde_json::Value {
+        let out = ok(self.ringtun(&["tunnel", "info", tunnel, "-o", "json"]));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("tunnel info JSON: {e}\n{out}"))
+    }
+
+    /// Waits until `tunnel info` lists exactly `n` connectors of `tunnel` (each with at least one
+    /// link when `n > 0`); returns the info.
+    pub fn wait_connectors(&self, tunnel: &str, n: usize) -> serde_json::Value {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let info = self.tunnel_info(tunnel);
+            let connectors = info["connectors"].as_array().cloned().unwrap_or_default();
+            let linked = connectors
+                .iter()
+                .filter(|c| c["links"].as_array().is_some_and(|l| !l.is_empty()))
+                .count();
+            if connectors.len() == n && linked == n {
+                return info;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {STEP_TIMEOUT:?} for {n} connectors of {tunnel}; last info: {info:#}\n\
+                 edge log:{}",
+                self.proc.tail(20)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Waits for a line of `proc` that `pick` accepts; panics with the child's last lines otherwise.
+#[track_caller]
+pub fn wait_for<T>(proc: &Proc, what: &str, pick: impl FnMut(&str) -> Option<T>) -> T {
+    proc.wait_line(STEP_TIMEOUT, None, pick)
+        .unwrap_or_else(|why| panic!("waiting for {what}: {why}; last lines:{}", proc.tail(30)))
+}
+
+/// Asserts success and returns stdout.
+#[track_caller]
+pub fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A tunnel created through the CLI.
+#[derive(Debug, Clone)]
+pub struct Tunnel {
+    /// Its name.
+    pub name: String,
+    /// Its ID.
+    pub id: String,
+}
+
+impl Tunnel {
+    /// `ringtun tunnel create NAME`.
+    pub fn create(edge: &Edge, name: &str) -> Tunnel {
+        let out = ok(edge.ringtun(&["tunnel", "create", name]));
+        let id = out
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("Created tunnel {name} with id ")))
+            .unwrap_or_else(|| panic!("no tunnel ID in: {out}"))
+            .trim()
+            .to_owned();
+        Tunnel {
+            name: name.to_owned(),
+            id,
+        }
+    }
+
+    /// `ringtun tunnel route dns NAME HOSTNAME`.
+    pub fn route_dns(&self, edge: &Edge, hostname: &str) {
+        ok(edge.ringtun(&["tunnel", "route", "dns", &self.name, hostname]));
+    }
+
+    /// `ringtun tunnel route tcp NAME PORT`.
+    pub fn route_tcp(&self, edge: &Edge, port: u16) {
+        ok(edge.ringtun(&["tunnel", "route", "tcp", &self.name, &port.to_string()]));
+    }
+}
+
+/// What a connector serves.
+#[derive(Debug, Clone)]
+pub enum Service {
+    /// `--url URL`.
+    Url(String),
+    /// `--config FILE`.
+    Config(PathBuf),
+}
+
+/// A running `ringtun tunnel run`.
+pub struct Connector {
+    /// The process (stopped on drop).
+    pub proc: Proc,
+    /// The connector ID it logged.
+    pub id: String,
+}
+
+impl Connector {
+    /// Starts `ringtun tunnel run TUNNEL --url URL | --config FILE` against `edge` and waits for
+    /// its `Generated Connector ID:` line.
+    pub fn run(edge: &Edge, tunnel: &Tunnel, service: &Service) -> Connector {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let mut cmd = edge.ringtun_cmd(&["tunnel", "run", &tunnel.name]);
+        match service {
+            Service::Url(url) => cmd.args(["--url", url]),
+            Service::Config(file) => cmd.arg("--config").arg(file),
+        };
+        if edge.options.plaintext {
+            cmd.arg("--danger-plaintext-links");
+        }
+        let log = edge.dir.join(format!("connector-{n}.log"));
+        let proc = Proc::spawn(&format!("connector-{n}"), cmd, &log, false)
+            .unwrap_or_else(|e| panic!("cannot start ringtun tunnel run: {e}"));
+        let id = wait_for(&proc, "the connector ID", |l| {
+            l.split_once("Generated Connector ID:")
+                .map(|(_, id)| id.trim().to_owned())
+        });
+        Connector { proc, id }
+    }
+
+    /// Waits until the connector has logged `n` `link registered` lines in total.
+    pub fn wait_links(&self, n: usize) {
+        let mut seen = 0;
+        wait_for(&self.proc, "registered links", |l| {
+            if l.contains("link registered") {
+                seen += 1;
+            }
+            (seen >= n).then_some(())
+        });
+    }
+}
+
+/// A running `ringtun-load origin`.
+pub struct Origin {
+    /// The process (stopped on drop).
+    pub proc: Proc,
+    /// The HTTP address, when started with HTTP.
+    pub http: Option<SocketAddr>,
+    /// The TCP echo address, when started with `--tcp`.
+    pub tcp: Option<SocketAddr>,
+}
+
+impl Origin {
+    /// Starts an HTTP origin (`--echo` answers with the request body) on `127.0.0.1:0`.
+    pub fn start(dir: &Path, echo: bool) -> Origin {
+        let mut args = vec!["--http", "127.0.0.1:0"];
+        if echo {
+            args.push("--echo");
+        }
+        Origin::start_args(dir, &args)
+    }
+
+    /// Starts a TCP echo origin on `127.0.0.1:0`.
+    pub fn start_tcp_echo(dir: &Path) -> Origin {
+        Origin::start_args(dir, &["--tcp", "127.0.0.1:0"])
+    }
+
+    /// Starts `ringtun-load origin ARGS...` and waits for the addresses of the listeners it names.
+    pub fn start_args(dir: &Path, args: &[&str]) -> Origin {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let mut cmd = Command::new(binaries().load);
+        cmd.arg("origin")
+            .args(args)
+            .args(["--threads", "1", "--no-pin"]);
+        let log = dir.join(format!("origin-{n}.log"));
+        let proc = Proc::spawn("ringtun-load origin", cmd, &log, false)
+            .unwrap_or_else(|e| panic!("cannot start ringtun-load origin: {e}"));
+        let want = |kind: &str| args.contains(&format!("--{kind}").as_str());
+        let addr = |kind: &str| {
+            let prefix = format!("listening {kind} ");
+            wait_for(&proc, &format!("the origin's {kind} address"), |l| {
+                l.strip_prefix(&prefix)?.trim().parse::<SocketAddr>().ok()
+            })
+        };
+        let http = want("http").then(|| addr("http"));
+        let tcp = want("tcp").then(|| addr("tcp"));
+        Origin { proc, http, tcp }
+    }
+
+    /// `http://ADDR` of the HTTP listener.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http.expect("started with --http"))
+    }
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The headers, names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (chunked bodies decoded).
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Connects to `addr`, writes `request` as is, half-closes nothing, and reads until the peer
+/// closes (send `Connection: close`) or 30 s of silence.
+pub fn send_raw(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// `GET PATH` with `Host: HOST` and `Connection: close`, parsed.
+pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> Response {
+    http_get_with(addr, host, path, &[])
+}
+
+/// [`http_get`] with extra headers.
+pub fn http_get_with(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Response {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let raw = send_raw(addr, req.as_bytes());
+    parse_response(&raw).unwrap_or_else(|e| {
+        panic!(
+            "bad response from {addr}: {e}\n{}",
+            String::from_utf8_lossy(&raw)
+        )
+    })
+}
+
+/// Parses one complete response (head, then a Content-Length, chunked or until-close body).
+pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of head")?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|e| e.to_string())?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or("empty head")?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let rest = &raw[end + 4..];
+    let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let body = if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        decode_chunked(rest)?
+    } else if let Some(len) = find("content-length") {
+        let len: usize = len.parse().map_err(|_| "bad content-length")?;
+        rest.get(..len)
+            .ok_or("body shorter than content-length")?
+            .to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn decode_chunked(mut rest: &[u8]) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("no chunk size line")?;
+        let size_text = std::str::from_utf8(&rest[..eol]).map_err(|e| e.to_string())?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(rest.get(..size).ok_or("short chunk")?);
+        rest = rest.get(size + 2..).ok_or("no chunk end")?;
+    }
+}
+
+/// An in-test origin on `127.0.0.1:0` that answers every request with its own head as the body
+/// (so a test sees the headers the connector sent), keeps connections alive, and answers an
+/// `Upgrade: websocket` request with `101` and then echoes raw bytes until the peer closes.
+/// Its threads end when the test process does.
+pub struct HeadEchoOrigin {
+    /// The listening address.
+    pub addr: SocketAddr,
+}
+
+impl HeadEchoOrigin {
+    /// Binds and starts accepting.
+    pub fn start() -> HeadEchoOrigin {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().map_while(Result::ok) {
+                std::thread::spawn(move || serve_head_echo(conn));
+            }
+        });
+        HeadEchoOrigin { addr }
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// One connection of [`HeadEchoOrigin`]: requests without bodies are all it expects.
+fn serve_head_echo(mut conn: TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head: Vec<u8> = buf.drain(..end + 4).collect();
+        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        if text.contains("\r\nupgrade: websocket") {
+            let reply = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+            if conn.write_all(reply).is_err() || conn.write_all(&buf).is_err() {
+                return;
+            }
+            loop {
+                match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if conn.write_all(&chunk[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let mut reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+            head.len()
+        )
+        .into_bytes();
+        reply.extend_from_slice(&head);
+        if conn.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_length_chunked_and_close_delimited_responses() {
+        let r =
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nhi").unwrap();
+        assert_eq!(
+            (r.status, r.text().as_str(), r.header("x-a")),
+            (200, "hi", Some("b"))
+        );
+        let r = parse_response(
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!((r.status, r.text().as_str()), (404, "abcd"));
+        let r = parse_response(b"HTTP/1.1 502 Bad Gateway\r\n\r\nbye").unwrap();
+        assert_eq!((r.status, r.text().as_str()), (502, "bye"));
+    }
+}
