@@ -10,6 +10,8 @@
 //! - [`registry`]: tunnels and routes (SQLite) and connectors (memory).
 //! - [`admin`]: the admin API server and its routes.
 //! - [`auth`]: registration proofs (HMAC over a challenge); pure, shared with the connector.
+//! - [`dataplane`]: link servers, public HTTP and TCP, replica load balancing on `core::rt`
+//!   workers.
 //! - [`metrics`]: Prometheus counters.
 //! - [`edge`]: starting and stopping the whole edge; [`shutdown`]: the stop signal.
 //! - [`error`]: the crate's one error type.
@@ -17,6 +19,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod dataplane;
 pub mod edge;
 pub mod error;
 pub mod metrics;

@@ -15,6 +15,13 @@ fn binary_starts_serves_discovery_and_exits_on_sigterm() {
         .arg("--state-dir")
         .arg(&state)
         .args(["--admin", "127.0.0.1:0", "--public-http", "127.0.0.1:0"])
+        .args([
+            "--data-center",
+            "dfw=127.0.1.1:0",
+            "--data-center",
+            "mci=127.0.2.1:0",
+        ])
+        .args(["--workers", "2"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
