@@ -166,6 +166,35 @@ fn http_round_trips(plaintext: bool) {
     big.send(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nX-Big: {filler}\r\n\r\n").as_bytes());
     assert_eq!(big.read("GET").status, 431);
 
+    // Errors the connector reports become 502 / 504 with what failed.
+    let r = c.get(HOST, "/refused");
+    assert_eq!(r.status, 502);
+    assert!(
+        r.text()
+            .contains("origin refused the connection (127.0.0.1:9)"),
+        "{}",
+        r.text()
+    );
+    let r = c.get(HOST, "/timeout");
+    assert_eq!(r.status, 504);
+    assert!(r.text().contains("origin timed out"), "{}", r.text());
+
+    // WebSocket: 101, then raw bytes both ways until the client half-closes.
+    let mut ws = Client::connect(public);
+    ws.send(
+        format!("GET /ws HTTP/1.1\r\nHost: {HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            .as_bytes(),
+    );
+    let r = ws.read("GET");
+    assert_eq!(r.status, 101);
+    assert_eq!(r.header("upgrade"), Some("websocket"));
+    ws.send(b"frame one");
+    assert_eq!(ws.read_exact(9), b"frame one");
+    ws.send(b"frame two");
+    assert_eq!(ws.read_exact(9), b"frame two");
+    ws.half_close();
+    assert!(ws.read_to_end().is_empty());
+
     // The link closes: the connector is unregistered and the tunnel answers 503 again.
     conn.stop();
     wait_until("the connector to be unregistered", || {

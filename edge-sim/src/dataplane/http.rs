@@ -251,7 +251,10 @@ async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead) -> Next {
         if has_body {
             break (s, guard, None);
         }
-        let _ = s.finish();
+        // An upgrade keeps the request direction open: after a 101 it carries raw bytes.
+        if !upgrade {
+            let _ = s.finish();
+        }
         match s.reply_meta().await {
             Ok(m) => break (s, guard, Some(m)),
             Err(e) if e.is_retry_safe() && exclude.len() + 1 < MAX_ATTEMPTS => {
@@ -288,7 +291,7 @@ async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead) -> Next {
         Some(m) => Ok(m),
         None => stream.reply_meta().await,
     };
-    let next = respond(w, c, &head, &stream, guard, meta).await;
+    let next = respond(w, c, &head, &stream, guard, meta, upgrade && !has_body).await;
     if let Some(p) = pump {
         match p.await {
             Ok((buf, ok)) => {
@@ -335,6 +338,7 @@ async fn respond(
     stream: &Rc<Stream>,
     guard: StreamGuard,
     meta: Result<Bytes, ringtun_core::link::LinkError>,
+    request_open: bool,
 ) -> Next {
     let keep_client = request_keep_alive(req);
     let meta = match meta {
@@ -369,6 +373,10 @@ async fn respond(
         pipe(c.stream.clone(), buf, Rc::clone(stream)).await;
         drop(guard);
         return Next::Close;
+    }
+    if request_open {
+        // The upgrade was declined: the request had no body, end its direction.
+        let _ = stream.finish();
     }
     let no_body = req.is_head() || rh.is_informational() || rh.status == 204 || rh.status == 304;
     let out = if no_body {

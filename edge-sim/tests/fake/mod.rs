@@ -12,7 +12,10 @@ use compio::net::TcpStream;
 use ringtun_core::handshake::{
     Accepted, HandshakeError, RegisterFlags, RegisterRequest, TunnelSecret, connector_register,
 };
-use ringtun_core::http::{BodyFraming, ResponseHead, decode_request_meta, encode_response_meta};
+use ringtun_core::http::{
+    BodyFraming, ReplyError, ReplyErrorKind, ResponseHead, decode_request_meta, encode_reply_error,
+    encode_response_meta, origin_refused_detail, origin_timeout_detail,
+};
 use ringtun_core::link::{Incoming, Link};
 use ringtun_core::mux::{Config, ErrorCode, Role, StreamKind};
 use ringtun_core::rt::Shutdown;
@@ -141,6 +144,36 @@ async fn serve(name: &'static str, inc: Incoming) {
         }
         _ => {
             let (head, extra) = decode_request_meta(inc.meta).expect("request meta");
+            if &head.target[..] == b"/ws" {
+                assert_eq!(inc.kind, StreamKind::WebSocket);
+                let mut rh = ResponseHead::new(101);
+                rh.headers.append("Upgrade", "websocket");
+                rh.headers.append("Connection", "Upgrade");
+                s.reply(encode_response_meta(&rh, BodyFraming::Empty))
+                    .expect("reply");
+                while let Ok(Some(c)) = s.read().await {
+                    if s.write(c).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.finish();
+                return;
+            }
+            let fail = match &head.target[..] {
+                b"/refused" => Some(ReplyErrorKind::OriginRefused),
+                b"/timeout" => Some(ReplyErrorKind::OriginTimeout),
+                _ => None,
+            };
+            if let Some(kind) = fail {
+                let message = match kind {
+                    ReplyErrorKind::OriginTimeout => origin_timeout_detail("127.0.0.1:9"),
+                    _ => origin_refused_detail("127.0.0.1:9"),
+                };
+                s.reply(encode_reply_error(&ReplyError { kind, message }))
+                    .expect("reply");
+                let _ = s.finish();
+                return;
+            }
             let mut body = Vec::new();
             while let Ok(Some(c)) = s.read().await {
                 body.extend_from_slice(&c);
@@ -287,6 +320,24 @@ impl Client {
                 .expect("close-delimited body");
         }
         resp
+    }
+
+    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let mut v = vec![0; n];
+        self.r.read_exact(&mut v).expect("read raw bytes");
+        v
+    }
+
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.r.read_to_end(&mut v).expect("read to end");
+        v
+    }
+
+    pub fn half_close(&mut self) {
+        self.w
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
     }
 
     /// Sends a GET for `host` and reads the response.
