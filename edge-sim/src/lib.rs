@@ -9,7 +9,7 @@
 //! - [`state`]: the state directory (admin token, CA and server certificate, registry file).
 //! - [`registry`]: tunnels and routes (SQLite) and connectors (memory).
 //! - [`admin`]: the admin API server and its routes.
-//! - [`auth`]: registration proofs (HMAC over a challenge); pure, shared with the connector.
+//! - [`auth`]: registration proofs (HMAC over a challenge), delegating to `core::handshake`.
 //! - [`dataplane`]: link servers, public HTTP and TCP, replica load balancing on `core::rt`
 //!   workers.
 //! - [`metrics`]: Prometheus counters.
