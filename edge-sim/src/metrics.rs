@@ -55,6 +55,8 @@ pub struct Metrics {
     pub public_requests: Counter,
     /// Public TCP connections received.
     pub public_tcp_connections: Counter,
+    /// Public connections handed to another worker (no link of their tunnel on theirs).
+    pub public_handoffs: Counter,
     /// Public requests that failed, by cause.
     pub public_errors: Family<CauseLabels, Counter>,
 }
@@ -74,6 +76,7 @@ impl Default for Metrics {
             links: Family::default(),
             public_requests: Counter::default(),
             public_tcp_connections: Counter::default(),
+            public_handoffs: Counter::default(),
             public_errors: Family::default(),
         };
         registry.register(
@@ -113,6 +116,11 @@ impl Default for Metrics {
             "public_tcp_connections",
             "Public TCP connections",
             m.public_tcp_connections.clone(),
+        );
+        registry.register(
+            "public_handoffs",
+            "Public connections handed to another worker",
+            m.public_handoffs.clone(),
         );
         registry.register(
             "public_errors",

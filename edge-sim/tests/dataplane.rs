@@ -17,6 +17,10 @@ use uuid::Uuid;
 const HOST: &str = "app.example.com";
 
 fn start(dir: &Path, plaintext: bool, limit: usize) -> Edge {
+    start_with(dir, plaintext, limit, 2)
+}
+
+fn start_with(dir: &Path, plaintext: bool, limit: usize, workers: usize) -> Edge {
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let settings = Settings::load(
         None,
@@ -30,7 +34,7 @@ fn start(dir: &Path, plaintext: bool, limit: usize) -> Edge {
             ],
             connector_limit: Some(limit),
             // Two workers: a link and a public connection often land on different ones.
-            workers: Some(2),
+            workers: Some(workers),
             danger_plaintext_links: plaintext,
             ..Overrides::default()
         },
@@ -55,6 +59,7 @@ fn opts(edge: &Edge, plaintext: bool, name: &'static str, t: Uuid, secret: &[u8]
         secret: secret.to_vec(),
         connector: Uuid::new_v4(),
         link_index: 0,
+        refuse: false,
     }
 }
 
@@ -302,6 +307,55 @@ fn tcp_route_round_trip() {
     let mut back = Vec::new();
     s.read_to_end(&mut back).expect("read");
     assert_eq!(back, b"ping over the tunnel");
+    conn.stop();
+    edge.stop();
+}
+
+#[test]
+fn refused_requests_move_to_another_replica() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // One worker: both links are local, so the retry path is what is measured.
+    let edge = start_with(tmp.path(), true, 100, 1);
+    let (t, secret) = tunnel(&edge);
+    let mut bad = opts(&edge, true, "refuser", t, &secret);
+    bad.refuse = true;
+    let bad = FakeConnector::start(bad);
+    let good = FakeConnector::start(opts(&edge, true, "good", t, &secret));
+    assert!(bad.registered.is_ok() && good.registered.is_ok());
+    let mut c = Client::connect(edge.public_http_addr());
+    for _ in 0..30 {
+        let r = c.get(HOST, "/");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-replica"), Some("good"));
+    }
+    bad.stop();
+    good.stop();
+    edge.stop();
+}
+
+#[test]
+fn connections_without_a_local_link_are_handed_off() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let edge = start_with(tmp.path(), true, 100, 2);
+    let (t, secret) = tunnel(&edge);
+    let conn = FakeConnector::start(opts(&edge, true, "a", t, &secret));
+    assert!(conn.registered.is_ok());
+    // One link on one of two workers; fresh connections spread over both by SO_REUSEPORT.
+    for _ in 0..40 {
+        let mut c = Client::connect(edge.public_http_addr());
+        let r = c.get(HOST, "/");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), "hello from a");
+        // Keep-alive continues on the worker the connection was handed to.
+        assert_eq!(c.get(HOST, "/again").status, 200);
+    }
+    let metrics = edge.registry().metrics().encode();
+    let handoffs: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ringtun_edge_public_handoffs_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the hand-off counter");
+    assert!(handoffs > 0, "{metrics}");
     conn.stop();
     edge.stop();
 }

@@ -206,9 +206,10 @@ async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead) -> Next {
     // refusal before processing can move to another replica.
     let mut exclude = Vec::new();
     let (stream, guard, early_reply) = loop {
-        let (link, load) = match w.pick(tunnel, &exclude) {
+        let (link, load) = match w.pick_or_wait(tunnel, &exclude).await {
             Pick::Local { link, load } => (link, load),
-            Pick::Elsewhere(to) if !c.handed_off && exclude.is_empty() => {
+            // Nothing of the request is consumed yet (a retry only happens without a body).
+            Pick::Elsewhere(to) if !c.handed_off => {
                 let mut buf = BytesMut::from(&head.to_bytes()[..]);
                 buf.extend_from_slice(&c.buf);
                 if w.hand_off(to, &c.stream, c.peer, buf, HandoffKind::Http) {

@@ -64,13 +64,6 @@ impl ConnectorLoad {
         self.links.iter().map(|l| l.load(Ordering::Acquire)).sum()
     }
 
-    /// The first worker with a live link, if any.
-    pub fn worker_with_link(&self) -> Option<usize> {
-        self.links
-            .iter()
-            .position(|l| l.load(Ordering::Acquire) > 0)
-    }
-
     pub(crate) fn link_up(&self, worker: usize) {
         if let Some(l) = self.links.get(worker) {
             l.fetch_add(1, Ordering::AcqRel);
@@ -175,7 +168,8 @@ mod tests {
         drop(g);
         assert_eq!(l[0].outstanding(), 0);
         l[1].link_up(1);
-        assert_eq!(l[1].worker_with_link(), Some(1));
+        assert_eq!(l[1].links_on(1), 1);
+        assert_eq!(l[1].total_links(), 1);
         assert_eq!(l[1].links_on(0), 0);
     }
 }

@@ -55,6 +55,10 @@ pub(crate) enum Pick {
     NoConnector,
 }
 
+/// How long [`Worker::pick_or_wait`] waits for a link being set up: rounds × step.
+const SETUP_WAIT_ROUNDS: u32 = 50;
+const SETUP_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(10);
+
 type ConnView = HashMap<Uuid, Vec<Arc<ConnectorLoad>>>;
 
 /// One worker's state; lives in an `Rc` on its worker.
@@ -146,10 +150,35 @@ impl Worker {
                 };
             }
         }
-        match choose(self.plane.policy, &live, &self.rr).and_then(|c| c.worker_with_link()) {
-            Some(w) if w != self.index => Pick::Elsewhere(w),
-            _ => Pick::NoConnector,
+        // None here: the policy runs among the connectors with a link on another worker.
+        let others = |c: &&Arc<ConnectorLoad>| {
+            (0..self.plane.workers).any(|i| i != self.index && c.links_on(i) > 0)
+        };
+        let remote: Vec<&Arc<ConnectorLoad>> = live.iter().copied().filter(others).collect();
+        let target = choose(self.plane.policy, &remote, &self.rr)
+            .and_then(|c| (0..self.plane.workers).find(|&i| i != self.index && c.links_on(i) > 0));
+        match target {
+            Some(w) => Pick::Elsewhere(w),
+            None => Pick::NoConnector,
         }
+    }
+
+    /// [`Worker::pick`], but when the tunnel has no live link yet while the registry already
+    /// admitted a connector (its link is between `Accepted` and `Link::spawn`, a few
+    /// microseconds to milliseconds), waits briefly for it instead of answering 503. Only this
+    /// failure path touches the registry's lock.
+    pub(crate) async fn pick_or_wait(&self, tunnel: Uuid, exclude: &[Uuid]) -> Pick {
+        for _ in 0..SETUP_WAIT_ROUNDS {
+            match self.pick(tunnel, exclude) {
+                Pick::NoConnector
+                    if exclude.is_empty() && self.plane.registry.connector_count(tunnel) > 0 =>
+                {
+                    compio::time::sleep(SETUP_WAIT_STEP).await;
+                }
+                other => return other,
+            }
+        }
+        self.pick(tunnel, exclude)
     }
 
     /// Adds a live link; returns its local ID for [`Worker::remove_link`].
@@ -199,6 +228,7 @@ impl Worker {
         });
         match self.senders.try_send(to, msg) {
             Ok(()) => {
+                self.plane.registry.metrics().public_handoffs.inc();
                 tracing::debug!(from = self.index, to, %peer, "public connection handed off");
                 true
             }

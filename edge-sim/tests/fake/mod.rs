@@ -32,6 +32,8 @@ pub struct FakeOpts {
     pub secret: Vec<u8>,
     pub connector: Uuid,
     pub link_index: u8,
+    /// Refuse every stream (RESET REFUSED_STREAM before any reply).
+    pub refuse: bool,
 }
 
 /// A running fake connector link (one link).
@@ -113,10 +115,15 @@ async fn run(opts: FakeOpts, tx: mpsc::Sender<Result<Accepted, HandshakeError>>,
         }
     };
     let name = opts.name;
+    let refuse = opts.refuse;
     {
         let link = link.clone();
         compio::runtime::spawn(async move {
             while let Some(inc) = link.accept().await {
+                if refuse {
+                    inc.stream.reset(ErrorCode::REFUSED_STREAM);
+                    continue;
+                }
                 compio::runtime::spawn(serve(name, inc)).detach();
             }
         })
