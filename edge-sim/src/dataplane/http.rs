@@ -7,13 +7,21 @@
 //! can flow while the body still uploads without ever dropping an in-flight read. After a `101`
 //! (upgrade) the same split carries raw bytes both ways until either side ends.
 //!
+//! # Slow clients
+//! Every connection is its own task, so a stalled client blocks nobody else. A watchdog task
+//! per connection closes it when a request head (or the next one, on keep-alive) has not
+//! arrived within [`HEAD_TIMEOUT`].
+//!
 //! # Not yet
-//! Idle and slow-client timeouts (a stalled client only holds its own task); a request body
-//! that the origin stops reading after answering keeps the connection until the stream ends.
+//! No timeout on a stalled request body; a request body that the origin stops reading after
+//! answering keeps the connection until the stream ends.
 
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use compio::net::{TcpListener, TcpStream};
@@ -86,8 +94,13 @@ pub(crate) async fn serve(
         handed_off,
     };
     let limits = HeadLimits::default();
+    let watch = Rc::new(HeadWatch::default());
+    compio::runtime::spawn(watchdog(Rc::clone(&watch), c.stream.clone())).detach();
     loop {
-        let head = match read_request_head(&mut c.rd, &mut c.buf, &limits).await {
+        watch.waiting_since.set(Some(Instant::now()));
+        let head = read_request_head(&mut c.rd, &mut c.buf, &limits).await;
+        watch.waiting_since.set(None);
+        let head = match head {
             Ok(Some(h)) => h,
             Ok(None) => break,
             Err(e) => {
@@ -103,10 +116,71 @@ pub(crate) async fn serve(
         match handle(&w, &mut c, head).await {
             Next::KeepAlive => continue,
             Next::Close => break,
-            Next::HandedOff => return,
+            Next::HandedOff => {
+                watch.finish();
+                return;
+            }
         }
     }
+    watch.finish();
     linger_close(c).await;
+}
+
+/// How long a client may take to send a request head, idle time between keep-alive requests
+/// included. A stalled client only holds its own task; this frees its socket too.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct HeadWatch {
+    waiting_since: Cell<Option<Instant>>,
+    done: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl HeadWatch {
+    /// The connection ended: the watchdog drops its socket handle at once (it must not keep
+    /// the descriptor open after the connection is done).
+    fn finish(&self) {
+        self.done.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    async fn wait_done(&self) {
+        poll_fn(|cx| {
+            if self.done.get() {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Shuts a connection down when a head read has been pending for [`HEAD_TIMEOUT`]: that
+/// completes the read in flight (io_uring rule: never drop it, end it by closing the socket).
+async fn watchdog(watch: Rc<HeadWatch>, sock: TcpStream) {
+    loop {
+        // A timer raced with a notification: no IO future is dropped here.
+        if compio::time::timeout(HEAD_TIMEOUT / 4, watch.wait_done())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        if watch
+            .waiting_since
+            .get()
+            .is_some_and(|t| t.elapsed() >= HEAD_TIMEOUT)
+        {
+            tracing::debug!("public client sent no request head in time; closing");
+            let _ = socket2::SockRef::from(&sock).shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    }
 }
 
 /// Closes after a final response without resetting it away: stop sending, then read (and
