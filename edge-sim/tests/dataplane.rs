@@ -138,6 +138,24 @@ fn http_round_trips(plaintext: bool) {
     assert_eq!(r.header("x-seen-body-framing"), Some("Chunked"));
     assert_eq!(r.body, payload);
 
+    // A large Content-Length body streams through (link flow control, not one buffer).
+    let large: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 241) as u8).collect();
+    c.send(
+        format!(
+            "POST /large HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n",
+            large.len()
+        )
+        .as_bytes(),
+    );
+    c.send(&large);
+    let r = c.read("POST");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-seen-body-framing"),
+        Some(&*format!("Length({})", large.len()))
+    );
+    assert!(r.body == large, "large body differs");
+
     // Content-Length body with Expect: 100-continue.
     c.send(
         format!(
