@@ -7,11 +7,9 @@
 //! the MAC means a proof observed for one connector cannot be replayed for another, and the fresh
 //! nonce means it cannot be replayed at all.
 //!
-//! The functions are pure and depend only on `hmac` and `sha2` (IDs are passed as their 16 raw
-//! bytes, not as `uuid` types), so this file can move to `ringtun-core` unchanged once the
-//! connector needs it.
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+//! The construction lives in `ringtun_core::handshake` (the wire handshake the link servers run);
+//! these functions delegate to it so the two can never disagree.
+use ringtun_core::handshake::{TunnelSecret, compute_proof};
 
 /// The domain-separation prefix of every registration proof.
 pub const REGISTER_CONTEXT: &[u8] = b"ringtun-register-v1";
@@ -25,22 +23,6 @@ pub type Nonce = [u8; NONCE_LEN];
 /// A registration proof.
 pub type Proof = [u8; PROOF_LEN];
 
-fn mac(
-    secret: &[u8],
-    nonce: &Nonce,
-    tunnel_id: &[u8; 16],
-    connector_id: &[u8; 16],
-) -> Hmac<Sha256> {
-    // HMAC pads or hashes keys of any length, so `new_from_slice` cannot fail for it.
-    #[allow(clippy::expect_used)]
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(REGISTER_CONTEXT);
-    mac.update(nonce);
-    mac.update(tunnel_id);
-    mac.update(connector_id);
-    mac
-}
-
 /// Computes the proof a connector sends for `nonce` (connector side).
 pub fn registration_proof(
     secret: &[u8],
@@ -48,10 +30,12 @@ pub fn registration_proof(
     tunnel_id: &[u8; 16],
     connector_id: &[u8; 16],
 ) -> Proof {
-    mac(secret, nonce, tunnel_id, connector_id)
-        .finalize()
-        .into_bytes()
-        .into()
+    compute_proof(
+        &TunnelSecret::new(secret.to_vec()),
+        nonce,
+        tunnel_id,
+        connector_id,
+    )
 }
 
 /// Checks a connector's proof in constant time (edge side). A proof of the wrong length is
@@ -63,9 +47,16 @@ pub fn verify_registration_proof(
     connector_id: &[u8; 16],
     proof: &[u8],
 ) -> bool {
-    mac(secret, nonce, tunnel_id, connector_id)
-        .verify_slice(proof)
-        .is_ok()
+    let Ok(proof) = <&Proof>::try_from(proof) else {
+        return false;
+    };
+    let expected = registration_proof(secret, nonce, tunnel_id, connector_id);
+    // Constant time: every byte is looked at whatever the first difference.
+    expected
+        .iter()
+        .zip(proof)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
 /// A fresh random challenge nonce (edge side).

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::admin::{AdminContext, AdminServer};
+use crate::dataplane::DataPlane;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -18,6 +19,7 @@ pub struct Edge {
     state: StateDir,
     registry: Arc<Registry>,
     admin: AdminServer,
+    data_plane: DataPlane,
 }
 
 impl Edge {
@@ -30,40 +32,55 @@ impl Edge {
             settings.connector_limit,
             metrics,
         )?);
+        // Link servers, public HTTP and TCP routes on the core::rt workers (see `dataplane`).
+        let data_plane = DataPlane::start(&settings, Arc::clone(&registry), state.tls())?;
+        // Discovery reports the bound addresses (port 0 resolved).
+        let mut data_centers = settings.data_centers.clone();
+        for dc in &mut data_centers {
+            dc.servers = data_plane
+                .servers()
+                .iter()
+                .filter(|s| s.data_center == dc.name)
+                .map(|s| s.addr)
+                .collect();
+        }
         let admin = AdminServer::start(
             settings.admin,
             AdminContext {
                 registry: Arc::clone(&registry),
                 token: state.admin_token().clone(),
-                data_centers: settings.data_centers.clone(),
+                data_centers,
                 ca_pem: state.tls().ca_pem.clone(),
             },
         )?;
-        // Seam: the link servers (one per `settings.data_centers[..].servers`, TLS from
-        // `state.tls()`, registration through `registry.register_connector`) start here.
-        // Seam: the public HTTP ingress on `settings.public_http` and the TCP route listeners
-        // (from `registry.route_table()`) start here.
         tracing::info!(
             admin = %admin.local_addr(),
             token_file = %state.admin_token_path().display(),
             state_dir = %state.path().display(),
             "admin API listening"
         );
-        for dc in &settings.data_centers {
-            let servers: Vec<String> = dc.servers.iter().map(|s| s.to_string()).collect();
-            tracing::info!(data_center = %dc.name, servers = %servers.join(","), "data center configured");
-        }
         Ok(Edge {
             settings,
             state,
             registry,
             admin,
+            data_plane,
         })
     }
 
     /// The admin API's bound address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin.local_addr()
+    }
+
+    /// The bound public HTTP address.
+    pub fn public_http_addr(&self) -> SocketAddr {
+        self.data_plane.public_http()
+    }
+
+    /// The edge servers (data center and bound address).
+    pub fn servers(&self) -> &[crate::dataplane::ServerInfo] {
+        self.data_plane.servers()
     }
 
     /// The registry.
@@ -82,7 +99,8 @@ impl Edge {
     }
 
     /// Stops everything that was started.
-    pub fn stop(self) {
+    pub fn stop(mut self) {
+        self.data_plane.stop();
         self.admin.stop();
         tracing::info!("edge stopped");
     }

@@ -106,6 +106,9 @@ pub enum Error {
     /// A registration proof did not match the tunnel's secret (wrong credentials file).
     #[error("registration refused: the proof does not match tunnel {0}'s secret")]
     BadProof(String),
+    /// The data-plane runtime (worker threads, listeners) failed to start.
+    #[error("data plane: {0}")]
+    Runtime(String),
     /// A connector re-registered with data that contradicts its first registration.
     #[error("connector {0} is already registered for another tunnel")]
     ConnectorConflict(String),
@@ -127,7 +130,8 @@ impl Error {
             | Error::CorruptState { .. }
             | Error::Certificate(_)
             | Error::Database(_)
-            | Error::Bind { .. } => Fault::Edge,
+            | Error::Bind { .. }
+            | Error::Runtime(_) => Fault::Edge,
         }
     }
 

@@ -9,7 +9,9 @@
 //! - [`state`]: the state directory (admin token, CA and server certificate, registry file).
 //! - [`registry`]: tunnels and routes (SQLite) and connectors (memory).
 //! - [`admin`]: the admin API server and its routes.
-//! - [`auth`]: registration proofs (HMAC over a challenge); pure, shared with the connector.
+//! - [`auth`]: registration proofs (HMAC over a challenge), delegating to `core::handshake`.
+//! - [`dataplane`]: link servers, public HTTP and TCP, replica load balancing on `core::rt`
+//!   workers.
 //! - [`metrics`]: Prometheus counters.
 //! - [`edge`]: starting and stopping the whole edge; [`shutdown`]: the stop signal.
 //! - [`error`]: the crate's one error type.
@@ -17,6 +19,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod dataplane;
 pub mod edge;
 pub mod error;
 pub mod metrics;

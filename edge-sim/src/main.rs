@@ -33,6 +33,15 @@ struct Cli {
     /// A data center as NAME=ADDR[,ADDR...]; repeat for more; replaces the default set.
     #[arg(long = "data-center", value_name = "NAME=ADDRS")]
     data_centers: Vec<String>,
+    /// Data-plane worker threads [default: one per allowed core].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Replica choice: p2c (least outstanding, power of two choices), round-robin or random.
+    #[arg(long)]
+    lb: Option<ringtun_edge_sim::settings::LbPolicy>,
+    /// Links without TLS. Benchmarks only: anyone on the path reads and forges the traffic.
+    #[arg(long)]
+    danger_plaintext_links: bool,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -60,6 +69,9 @@ fn main() -> anyhow::Result<()> {
             public_http: cli.public_http,
             connector_limit: cli.connector_limit,
             data_centers: cli.data_centers,
+            workers: cli.workers,
+            lb: cli.lb,
+            danger_plaintext_links: cli.danger_plaintext_links,
         },
     )?;
 

@@ -17,6 +17,20 @@ pub struct AdminLabels {
     pub code: String,
 }
 
+/// Labels of a per-data-center gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DcLabels {
+    /// Data center name.
+    pub data_center: String,
+}
+
+/// Labels of a public request error.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    /// What failed, e.g. `no_route`, `no_connector`, `bad_request`, `connector`, `origin`.
+    pub cause: String,
+}
+
 /// The edge's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -35,6 +49,16 @@ pub struct Metrics {
     pub connectors: Gauge,
     /// Admin API requests by method and status.
     pub admin_requests: Family<AdminLabels, Counter>,
+    /// Live links per data center.
+    pub links: Family<DcLabels, Gauge>,
+    /// Public HTTP requests received.
+    pub public_requests: Counter,
+    /// Public TCP connections received.
+    pub public_tcp_connections: Counter,
+    /// Public connections handed to another worker (no link of their tunnel on theirs).
+    pub public_handoffs: Counter,
+    /// Public requests that failed, by cause.
+    pub public_errors: Family<CauseLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -49,6 +73,11 @@ impl Default for Metrics {
             connectors_rejected: Counter::default(),
             connectors: Gauge::default(),
             admin_requests: Family::default(),
+            links: Family::default(),
+            public_requests: Counter::default(),
+            public_tcp_connections: Counter::default(),
+            public_handoffs: Counter::default(),
+            public_errors: Family::default(),
         };
         registry.register(
             "tunnels_created",
@@ -77,6 +106,27 @@ impl Default for Metrics {
             "Admin API requests",
             m.admin_requests.clone(),
         );
+        registry.register("links", "Live links per data center", m.links.clone());
+        registry.register(
+            "public_requests",
+            "Public HTTP requests",
+            m.public_requests.clone(),
+        );
+        registry.register(
+            "public_tcp_connections",
+            "Public TCP connections",
+            m.public_tcp_connections.clone(),
+        );
+        registry.register(
+            "public_handoffs",
+            "Public connections handed to another worker",
+            m.public_handoffs.clone(),
+        );
+        registry.register(
+            "public_errors",
+            "Public requests that failed, by cause",
+            m.public_errors.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -88,6 +138,33 @@ impl Metrics {
             .get_or_create(&AdminLabels {
                 method: method.to_owned(),
                 code: code.to_string(),
+            })
+            .inc();
+    }
+
+    /// A link registered in `data_center`.
+    pub fn link_up(&self, data_center: &str) {
+        self.links
+            .get_or_create(&DcLabels {
+                data_center: data_center.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A link of `data_center` ended.
+    pub fn link_down(&self, data_center: &str) {
+        self.links
+            .get_or_create(&DcLabels {
+                data_center: data_center.to_owned(),
+            })
+            .dec();
+    }
+
+    /// Counts one failed public request.
+    pub fn public_error(&self, cause: &str) {
+        self.public_errors
+            .get_or_create(&CauseLabels {
+                cause: cause.to_owned(),
             })
             .inc();
     }

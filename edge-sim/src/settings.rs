@@ -71,6 +71,38 @@ pub struct Overrides {
     pub connector_limit: Option<usize>,
     /// `--data-center NAME=ADDR[,ADDR...]`, repeatable; when non-empty they replace the set.
     pub data_centers: Vec<String>,
+    /// `--workers N`: data-plane worker threads (default: one per allowed core).
+    pub workers: Option<usize>,
+    /// `--lb`: how public requests choose a replica.
+    pub lb: Option<LbPolicy>,
+    /// `--danger-plaintext-links`: links without TLS (benchmarks only).
+    pub danger_plaintext_links: bool,
+}
+
+/// How the public ingress chooses among a tunnel's connectors (replicas).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LbPolicy {
+    /// Least outstanding streams between two connectors picked at random (ties random).
+    #[default]
+    P2c,
+    /// Each worker takes the connectors in turn.
+    RoundRobin,
+    /// Uniformly at random.
+    Random,
+}
+
+impl std::str::FromStr for LbPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "p2c" | "least-outstanding" => Ok(LbPolicy::P2c),
+            "round-robin" | "rr" => Ok(LbPolicy::RoundRobin),
+            "random" => Ok(LbPolicy::Random),
+            other => Err(format!(
+                "unknown load balancing policy {other:?}; use p2c, round-robin or random"
+            )),
+        }
+    }
 }
 
 /// A validated data center.
@@ -95,6 +127,12 @@ pub struct Settings {
     pub connector_limit: usize,
     /// Data centers, in configured order; names and server addresses are unique.
     pub data_centers: Vec<DataCenter>,
+    /// Data-plane worker threads; `None` is one per allowed core.
+    pub workers: Option<usize>,
+    /// Replica choice for public traffic.
+    pub lb: LbPolicy,
+    /// Links without TLS (benchmarks only; logged as a warning).
+    pub danger_plaintext_links: bool,
 }
 
 impl Default for Settings {
@@ -165,6 +203,9 @@ impl Settings {
                 .or(file.connector_limit)
                 .unwrap_or(DEFAULT_CONNECTOR_LIMIT),
             data_centers,
+            workers: overrides.workers,
+            lb: overrides.lb.unwrap_or_default(),
+            danger_plaintext_links: overrides.danger_plaintext_links,
         };
         settings.validate()?;
         Ok(settings)
@@ -210,6 +251,9 @@ impl Settings {
                     )));
                 }
             }
+        }
+        if self.workers == Some(0) {
+            return Err(Error::Config("workers must be at least 1".into()));
         }
         if self.admin == self.public_http && self.admin.port() != 0 {
             return Err(Error::Config(format!(

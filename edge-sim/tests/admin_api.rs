@@ -10,12 +10,23 @@ use ringtun_edge_sim::settings::Overrides;
 use ringtun_edge_sim::{Edge, Settings};
 use uuid::Uuid;
 
+/// The default layout (two data centers, two servers each) on port 0.
+fn port0_data_centers() -> Vec<String> {
+    vec![
+        "dfw=127.0.1.1:0,127.0.1.2:0".into(),
+        "mci=127.0.2.1:0,127.0.2.2:0".into(),
+    ]
+}
+
 fn start(dir: &Path) -> Edge {
     let settings = Settings::load(
         None,
         Overrides {
             state_dir: Some(dir.join("state")),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            public_http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            data_centers: port0_data_centers(),
+            workers: Some(1),
             connector_limit: Some(2),
             ..Overrides::default()
         },
@@ -29,7 +40,9 @@ fn unauthorized_without_or_with_wrong_token() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let edge = start(tmp.path());
     let addr = edge.admin_addr();
-    for path in ["/tunnels", "/discovery", "/metrics", "/nope"] {
+    let (status, _) = request(addr, "GET", "/discovery", None, None);
+    assert_eq!(status, 200, "discovery needs no token");
+    for path in ["/tunnels", "/metrics", "/nope"] {
         let (status, body) = request(addr, "GET", path, None, None);
         assert_eq!(status, 401, "{path}");
         assert_eq!(json(&body)["error"], "missing or wrong bearer token");
@@ -236,8 +249,19 @@ fn discovery_and_restart_keep_state() {
         assert_eq!(status, 200);
         let d = json(&body);
         assert_eq!(d["data_centers"][0]["name"], "dfw");
-        assert_eq!(d["data_centers"][0]["servers"][0], "127.0.1.1:7844");
-        assert_eq!(d["data_centers"][1]["servers"][1], "127.0.2.2:7844");
+        let bound: Vec<SocketAddr> = edge.servers().iter().map(|s| s.addr).collect();
+        let s00: SocketAddr = d["data_centers"][0]["servers"][0]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("a bound address");
+        assert_eq!(s00.ip(), IpAddr::from([127, 0, 1, 1]));
+        assert_ne!(s00.port(), 0);
+        assert_eq!(s00, bound[0]);
+        let s11: SocketAddr = d["data_centers"][1]["servers"][1]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("a bound address");
+        assert_eq!(s11, bound[3]);
         let ca = d["ca_pem"].as_str().expect("ca").to_owned();
         assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
         let (status, _) = request(
@@ -275,6 +299,9 @@ fn bind_error_is_clear() {
         Overrides {
             state_dir: Some(tmp.path().join("state")),
             admin: Some(taken),
+            public_http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            data_centers: port0_data_centers(),
+            workers: Some(1),
             ..Overrides::default()
         },
     )

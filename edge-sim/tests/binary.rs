@@ -15,6 +15,13 @@ fn binary_starts_serves_discovery_and_exits_on_sigterm() {
         .arg("--state-dir")
         .arg(&state)
         .args(["--admin", "127.0.0.1:0", "--public-http", "127.0.0.1:0"])
+        .args([
+            "--data-center",
+            "dfw=127.0.1.1:0",
+            "--data-center",
+            "mci=127.0.2.1:0",
+        ])
+        .args(["--workers", "2"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -23,11 +30,13 @@ fn binary_starts_serves_discovery_and_exits_on_sigterm() {
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     // The parseable line: `... admin API listening admin=127.0.0.1:PORT token_file=...`.
+    let mut before = Vec::new();
     let addr: SocketAddr = loop {
         let line = lines
             .next()
             .expect("the edge logs its admin address before exiting")
             .expect("read stderr");
+        before.push(line.clone());
         if line.contains("admin API listening") {
             let field = line
                 .split_whitespace()
@@ -36,6 +45,21 @@ fn binary_starts_serves_discovery_and_exits_on_sigterm() {
             break field.parse().expect("a socket address");
         }
     };
+    // One parseable line per listener (the data plane logs before the admin API).
+    let has =
+        |what: &str, field: &str| before.iter().any(|l| l.contains(what) && l.contains(field));
+    assert!(
+        has("public HTTP listening", "public_http=127.0.0.1:"),
+        "{before:#?}"
+    );
+    assert!(
+        has("edge server listening", "data_center=dfw server=127.0.1.1:"),
+        "{before:#?}"
+    );
+    assert!(
+        has("edge server listening", "data_center=mci server=127.0.2.1:"),
+        "{before:#?}"
+    );
     // Keep draining stderr so the child never blocks on a full pipe.
     let drain = std::thread::spawn(move || lines.count());
 

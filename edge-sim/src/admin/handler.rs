@@ -129,11 +129,13 @@ pub fn handle(
     authorization: Option<&str>,
     body: &[u8],
 ) -> Reply {
-    if !authorized(ctx, authorization) {
-        return Reply::error(401, "missing or wrong bearer token");
-    }
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Discovery is public: server addresses and the CA certificate are no secret.
+    let public = method == "GET" && segments == ["discovery"];
+    if !public && !authorized(ctx, authorization) {
+        return Reply::error(401, "missing or wrong bearer token");
+    }
     match route(ctx, method, &segments, query, body) {
         Ok(reply) | Err(reply) => reply,
     }

@@ -15,7 +15,7 @@
 //! | `POST /routes/dns` `{"tunnel","hostname"}` | 201 | `{hostname, tunnel_id, tunnel_name}` |
 //! | `POST /routes/tcp` `{"tunnel","port"}` | 201 | `{port, tunnel_id, tunnel_name}` |
 //! | `GET /routes` | 200 | `{dns: [..], tcp: [..]}` |
-//! | `GET /discovery` | 200 | `{data_centers: [{name, servers}], ca_pem}` |
+//! | `GET /discovery` | 200 | `{data_centers: [{name, servers}], ca_pem}` (no token; bound addresses) |
 //! | `GET /metrics` | 200 | Prometheus text |
 //!
 //! A connector is `{id, tunnel_id, created, arch, version, origin_ip, links: [{index,

@@ -1,0 +1,232 @@
+//! The data plane: link servers, public HTTP and public TCP on `core::rt` workers.
+//!
+//! # Threads
+//! [`DataPlane::start`] starts one `core::rt` worker per core (`--workers N`). Every listener
+//! (each edge server address, the public HTTP address, each TCP route port) is bound with
+//! `SO_REUSEPORT` once per worker, so a connection is served on the worker that accepted it.
+//!
+//! # Links and load balancing
+//! A [`Link`](ringtun_core::link::Link) is `Rc`-based: it lives on the worker that accepted it,
+//! in that worker's [`worker::Worker`] (live links per connector). What load balancing needs
+//! across workers sits in one [`lb::ConnectorLoad`] per connector, an `Arc` of atomics
+//! (outstanding streams, draining, live links per worker). The set of connectors per tunnel is
+//! control-plane state behind a `Mutex` with an atomic version: a worker checks the version
+//! per request (one atomic load) and only takes the lock to refresh its snapshot when links
+//! came or went.
+//!
+//! Choosing a replica (see [`lb`]): the policy (`--lb`, p2c by default) runs among the
+//! tunnel's connectors that have a link **on this worker**. Only when none has one is the
+//! public connection handed to a worker that has (the socket is duplicated, and the already
+//! read bytes travel with it through that worker's mailbox). A handed-off connection is never
+//! handed off again (it gets 503 if its new worker lost its links meanwhile).
+//!
+//! # Layout
+//! - [`links`]: TLS, registration handshake under a deadline, `Link::spawn`, unregistration.
+//! - [`lb`]: per-connector load atomics and the policies.
+//! - [`worker`]: per-worker state: live links, snapshots of routes and connectors.
+//! - [`http`]: the public HTTP/1.1 ingress.
+//! - [`tcp`]: the public TCP route listeners.
+
+pub mod http;
+pub mod lb;
+pub mod links;
+pub mod tcp;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ringtun_core::rt::net::{DEFAULT_BACKLOG, ListenerSet};
+use ringtun_core::rt::{Runtime, RuntimeConfig, WorkerCtx};
+use rustls::ServerConfig;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::registry::Registry;
+use crate::settings::{LbPolicy, Settings};
+use crate::state::TlsMaterial;
+use lb::ConnectorLoad;
+
+/// One edge server: where it listens and which data center it belongs to.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// Data center name.
+    pub data_center: String,
+    /// The bound address (real port when `:0` was configured).
+    pub addr: SocketAddr,
+}
+
+/// A control message between workers.
+#[derive(Debug)]
+pub enum WorkerMsg {
+    /// A public connection handed over by a worker without a link of its tunnel.
+    Handoff(worker::Handoff),
+}
+
+/// What every worker shares (read-mostly; no lock on the request path).
+#[derive(Debug)]
+pub struct Plane {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) policy: LbPolicy,
+    pub(crate) tls: Option<Arc<ServerConfig>>,
+    pub(crate) workers: usize,
+    conns_version: AtomicU64,
+    conns: Mutex<HashMap<Uuid, Arc<ConnectorLoad>>>,
+}
+
+impl Plane {
+    /// The connector's load record, created on its first link anywhere.
+    pub(crate) fn connector_load(&self, tunnel: Uuid, connector: Uuid) -> Arc<ConnectorLoad> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns
+            .entry(connector)
+            .or_insert_with(|| {
+                self.conns_version.fetch_add(1, Ordering::AcqRel);
+                Arc::new(ConnectorLoad::new(connector, tunnel, self.workers))
+            })
+            .clone()
+    }
+
+    /// Forgets the connector when its last link (on any worker) is gone.
+    pub(crate) fn connector_link_gone(&self, load: &Arc<ConnectorLoad>) {
+        if load.total_links() > 0 {
+            return;
+        }
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cur) = conns.get(&load.id)
+            && Arc::ptr_eq(cur, load)
+            && load.total_links() == 0
+        {
+            conns.remove(&load.id);
+            self.conns_version.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The connectors' version: moves whenever a connector appears or goes away.
+    pub(crate) fn conns_version(&self) -> u64 {
+        self.conns_version.load(Ordering::Acquire)
+    }
+
+    /// Connectors per tunnel (control plane: takes the lock).
+    pub(crate) fn conns_snapshot(&self) -> HashMap<Uuid, Vec<Arc<ConnectorLoad>>> {
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: HashMap<Uuid, Vec<Arc<ConnectorLoad>>> = HashMap::new();
+        for c in conns.values() {
+            out.entry(c.tunnel).or_default().push(Arc::clone(c));
+        }
+        out
+    }
+}
+
+/// The running data plane. Dropping it stops the workers.
+#[derive(Debug)]
+pub struct DataPlane {
+    runtime: Option<Runtime<()>>,
+    servers: Vec<ServerInfo>,
+    public_http: SocketAddr,
+}
+
+impl DataPlane {
+    /// Binds every listener and starts the workers.
+    pub fn start(settings: &Settings, registry: Arc<Registry>, tls: &TlsMaterial) -> Result<Self> {
+        let config = RuntimeConfig {
+            workers: settings.workers,
+            ..RuntimeConfig::from_env().map_err(|e| Error::Runtime(e.to_string()))?
+        };
+        let n = config
+            .resolved_workers()
+            .map_err(|e| Error::Runtime(e.to_string()))?;
+        let tls = if settings.danger_plaintext_links {
+            tracing::warn!(
+                "DANGER: links run WITHOUT TLS (--danger-plaintext-links); anyone on the path can read and forge tunnel traffic; benchmarks only"
+            );
+            None
+        } else {
+            Some(
+                ringtun_core::tls::server_config(
+                    tls.cert_chain_der.clone(),
+                    tls.key_der.clone_key(),
+                )
+                .map_err(|e| Error::Runtime(format!("tls server config: {e}")))?,
+            )
+        };
+        let bind = |what: &'static str, addr: SocketAddr| {
+            ListenerSet::bind(addr, n, DEFAULT_BACKLOG).map_err(|e| Error::Bind {
+                what,
+                addr,
+                reason: e.to_string(),
+            })
+        };
+        let mut servers = Vec::new();
+        let mut server_sets = Vec::new();
+        for dc in &settings.data_centers {
+            for addr in &dc.servers {
+                let set = bind("edge server", *addr)?;
+                let info = ServerInfo {
+                    data_center: dc.name.clone(),
+                    addr: set.local_addr(),
+                };
+                tracing::info!(data_center = %info.data_center, server = %info.addr, "edge server listening");
+                servers.push(info.clone());
+                server_sets.push((info, set));
+            }
+        }
+        let http_set = bind("public HTTP", settings.public_http)?;
+        let public_http = http_set.local_addr();
+        tracing::info!(public_http = %public_http, "public HTTP listening");
+        let plane = Arc::new(Plane {
+            registry,
+            policy: settings.lb,
+            tls,
+            workers: n,
+            conns_version: AtomicU64::new(0),
+            conns: Mutex::new(HashMap::new()),
+        });
+        let server_sets = Arc::new(server_sets);
+        let http_set = Arc::new(http_set);
+        let runtime = Runtime::start(config, move |ctx: WorkerCtx<WorkerMsg>| {
+            let plane = Arc::clone(&plane);
+            let server_sets = Arc::clone(&server_sets);
+            let http_set = Arc::clone(&http_set);
+            async move {
+                worker::run(ctx, plane, &server_sets, &http_set).await;
+            }
+        })
+        .map_err(|e| Error::Runtime(e.to_string()))?;
+        Ok(DataPlane {
+            runtime: Some(runtime),
+            servers,
+            public_http,
+        })
+    }
+
+    /// The edge servers with their bound addresses.
+    pub fn servers(&self) -> &[ServerInfo] {
+        &self.servers
+    }
+
+    /// The bound public HTTP address.
+    pub fn public_http(&self) -> SocketAddr {
+        self.public_http
+    }
+
+    /// Stops the workers and waits for them.
+    pub fn stop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown();
+            for r in rt.join() {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "data-plane worker ended with an error");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

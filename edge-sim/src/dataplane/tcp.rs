@@ -1,0 +1,100 @@
+//! Public TCP routes: each routed port listens on `127.0.0.1:PORT` (`SO_REUSEPORT`, on every
+//! worker) and carries each connection as a `StreamKind::Tcp` stream whose OPEN metadata is the
+//! port in ASCII. New routes are picked up by polling the routes version once a second.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use compio::net::{TcpListener, TcpStream};
+use ringtun_core::mux::StreamKind;
+use ringtun_core::rt::net::{DEFAULT_BACKLOG, reuseport_listener};
+
+use super::worker::{HandoffKind, Pick, Worker};
+
+/// Binds listeners for TCP routes as they appear.
+pub(crate) async fn route_watch(w: Rc<Worker>) {
+    let mut tried: HashSet<u16> = HashSet::new();
+    loop {
+        let table = w.routes();
+        for (port, _) in table.tcp_ports() {
+            if !tried.insert(port) {
+                continue;
+            }
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            match reuseport_listener(addr, DEFAULT_BACKLOG) {
+                Ok(l) => {
+                    if w.index == 0 {
+                        tracing::info!(public_tcp = %addr, "public TCP listening");
+                    }
+                    compio::runtime::spawn(accept_loop(Rc::clone(&w), l, port)).detach();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, public_tcp = %addr, worker = w.index, "cannot listen for a TCP route");
+                }
+            }
+        }
+        compio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn accept_loop(w: Rc<Worker>, listener: TcpListener, port: u16) {
+    loop {
+        match listener.accept().await {
+            Ok((s, peer)) => {
+                let _ = s.set_nodelay(true);
+                compio::runtime::spawn(serve(Rc::clone(&w), s, peer, port, false)).detach();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, port, "public TCP accept failed");
+                compio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Carries one public TCP connection through the tunnel routed on `port`.
+pub(crate) async fn serve(
+    w: Rc<Worker>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    handed_off: bool,
+) {
+    let metrics = w.plane.registry.metrics();
+    metrics.public_tcp_connections.inc();
+    let Some(tunnel) = w.routes().tunnel_for_port(port) else {
+        metrics.public_error("no_route");
+        return;
+    };
+    let meta = Bytes::from(port.to_string());
+    let mut exclude = Vec::new();
+    let (stream, guard) = loop {
+        match w.pick_or_wait(tunnel, &exclude).await {
+            Pick::Local { link, load } => match link.open(StreamKind::Tcp, meta.clone()) {
+                Ok(s) => break (s, load.start_stream()),
+                Err(e) if e.is_retry_safe() && exclude.len() < 2 => exclude.push(load.id),
+                Err(e) => {
+                    tracing::debug!(error = %e, port, "cannot open a TCP stream");
+                    metrics.public_error("connector");
+                    return;
+                }
+            },
+            Pick::Elsewhere(to) if !handed_off => {
+                if !w.hand_off(to, &sock, peer, BytesMut::new(), HandoffKind::Tcp(port)) {
+                    metrics.public_error("no_connector");
+                }
+                return;
+            }
+            _ => {
+                tracing::debug!(port, %tunnel, "TCP route has no live connector");
+                metrics.public_error("no_connector");
+                return;
+            }
+        }
+    };
+    super::http::pipe(sock, BytesMut::new(), Rc::new(stream)).await;
+    drop(guard);
+}

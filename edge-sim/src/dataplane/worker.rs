@@ -1,0 +1,335 @@
+//! One worker's state: its live links per connector, its snapshots of the routes and of the
+//! connectors per tunnel, and the hand-off of public connections between workers.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use compio::net::TcpStream;
+use ringtun_core::link::Link;
+use ringtun_core::mux::ErrorCode;
+use ringtun_core::rt::net::ListenerSet;
+use ringtun_core::rt::{MailboxSender, WorkerCtx};
+use uuid::Uuid;
+
+use super::lb::{ConnectorLoad, choose};
+use super::{Plane, ServerInfo, WorkerMsg};
+use crate::registry::RouteTable;
+
+/// A public connection moving to another worker: a duplicate of its socket (`Send`) and the
+/// bytes already read from it.
+#[derive(Debug)]
+pub struct Handoff {
+    /// The client socket.
+    pub socket: std::net::TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Bytes read but not processed (for HTTP, the request head re-encoded and what followed).
+    pub buf: BytesMut,
+    /// What the connection is.
+    pub kind: HandoffKind,
+}
+
+/// What kind of public connection a [`Handoff`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandoffKind {
+    /// Public HTTP.
+    Http,
+    /// A TCP route on this port.
+    Tcp(u16),
+}
+
+/// Where a stream for a tunnel can go from this worker.
+pub(crate) enum Pick {
+    /// A link on this worker, of the chosen connector.
+    Local {
+        link: Link,
+        load: Arc<ConnectorLoad>,
+    },
+    /// No connector has a link here; this worker has one.
+    Elsewhere(usize),
+    /// The tunnel has no live connector.
+    NoConnector,
+}
+
+/// How long [`Worker::pick_or_wait`] waits for a link being set up: rounds × step.
+const SETUP_WAIT_ROUNDS: u32 = 50;
+const SETUP_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(10);
+
+type ConnView = HashMap<Uuid, Vec<Arc<ConnectorLoad>>>;
+
+/// One worker's state; lives in an `Rc` on its worker.
+pub(crate) struct Worker {
+    pub(crate) index: usize,
+    pub(crate) plane: Arc<Plane>,
+    senders: MailboxSender<WorkerMsg>,
+    links: RefCell<HashMap<Uuid, Vec<(u64, Link)>>>,
+    next_link: Cell<u64>,
+    view: RefCell<Option<(u64, Rc<ConnView>)>>,
+    routes: RefCell<Option<(u64, Rc<RouteTable>)>>,
+    rr: Cell<usize>,
+}
+
+impl Worker {
+    /// The current route table: one atomic load, and a refresh only when routes changed.
+    pub(crate) fn routes(&self) -> Rc<RouteTable> {
+        let version = self.plane.registry.routes_version();
+        if let Some((v, t)) = &*self.routes.borrow()
+            && *v == version
+        {
+            return Rc::clone(t);
+        }
+        match self.plane.registry.route_table() {
+            Ok(t) => {
+                let t = Rc::new(t);
+                *self.routes.borrow_mut() = Some((version, Rc::clone(&t)));
+                t
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot refresh the route table; using the last one");
+                self.routes
+                    .borrow()
+                    .as_ref()
+                    .map(|(_, t)| Rc::clone(t))
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    fn view(&self) -> Rc<ConnView> {
+        let version = self.plane.conns_version();
+        if let Some((v, t)) = &*self.view.borrow()
+            && *v == version
+        {
+            return Rc::clone(t);
+        }
+        let t = Rc::new(self.plane.conns_snapshot());
+        *self.view.borrow_mut() = Some((version, Rc::clone(&t)));
+        t
+    }
+
+    /// Chooses where a stream of `tunnel` goes, skipping the connectors in `exclude` (already
+    /// tried). See the module doc of [`super`] for the policy.
+    pub(crate) fn pick(&self, tunnel: Uuid, exclude: &[Uuid]) -> Pick {
+        let view = self.view();
+        let Some(all) = view.get(&tunnel) else {
+            return Pick::NoConnector;
+        };
+        let live: Vec<&Arc<ConnectorLoad>> = all
+            .iter()
+            .filter(|c| !c.is_draining() && !exclude.contains(&c.id) && c.total_links() > 0)
+            .collect();
+        if live.is_empty() {
+            return Pick::NoConnector;
+        }
+        let links = self.links.borrow();
+        let local: Vec<&Arc<ConnectorLoad>> = live
+            .iter()
+            .copied()
+            .filter(|c| {
+                links
+                    .get(&c.id)
+                    .is_some_and(|ls| ls.iter().any(|(_, l)| l.can_open()))
+            })
+            .collect();
+        if let Some(c) = choose(self.plane.policy, &local, &self.rr) {
+            let link = links.get(&c.id).and_then(|ls| {
+                ls.iter()
+                    .map(|(_, l)| l)
+                    .filter(|l| l.can_open())
+                    .min_by_key(|l| l.stats().open_streams)
+                    .cloned()
+            });
+            if let Some(link) = link {
+                return Pick::Local {
+                    link,
+                    load: Arc::clone(c),
+                };
+            }
+        }
+        // None here: the policy runs among the connectors with a link on another worker.
+        let others = |c: &&Arc<ConnectorLoad>| {
+            (0..self.plane.workers).any(|i| i != self.index && c.links_on(i) > 0)
+        };
+        let remote: Vec<&Arc<ConnectorLoad>> = live.iter().copied().filter(others).collect();
+        let target = choose(self.plane.policy, &remote, &self.rr)
+            .and_then(|c| (0..self.plane.workers).find(|&i| i != self.index && c.links_on(i) > 0));
+        match target {
+            Some(w) => Pick::Elsewhere(w),
+            None => Pick::NoConnector,
+        }
+    }
+
+    /// [`Worker::pick`], but when the tunnel has no live link yet while the registry already
+    /// admitted a connector (its link is between `Accepted` and `Link::spawn`, a few
+    /// microseconds to milliseconds), waits briefly for it instead of answering 503. Only this
+    /// failure path touches the registry's lock.
+    pub(crate) async fn pick_or_wait(&self, tunnel: Uuid, exclude: &[Uuid]) -> Pick {
+        for _ in 0..SETUP_WAIT_ROUNDS {
+            match self.pick(tunnel, exclude) {
+                Pick::NoConnector
+                    if exclude.is_empty() && self.plane.registry.connector_count(tunnel) > 0 =>
+                {
+                    compio::time::sleep(SETUP_WAIT_STEP).await;
+                }
+                other => return other,
+            }
+        }
+        self.pick(tunnel, exclude)
+    }
+
+    /// Adds a live link; returns its local ID for [`Worker::remove_link`].
+    pub(crate) fn add_link(&self, connector: Uuid, link: Link) -> u64 {
+        let id = self.next_link.get();
+        self.next_link.set(id + 1);
+        self.links
+            .borrow_mut()
+            .entry(connector)
+            .or_default()
+            .push((id, link));
+        id
+    }
+
+    pub(crate) fn remove_link(&self, connector: Uuid, id: u64) {
+        let mut links = self.links.borrow_mut();
+        if let Some(ls) = links.get_mut(&connector) {
+            ls.retain(|(i, _)| *i != id);
+            if ls.is_empty() {
+                links.remove(&connector);
+            }
+        }
+    }
+
+    /// Hands the public connection `stream` to worker `to`. The caller drops its handles of
+    /// `stream` afterwards; the duplicate keeps the connection open.
+    pub(crate) fn hand_off(
+        &self,
+        to: usize,
+        stream: &TcpStream,
+        peer: SocketAddr,
+        buf: BytesMut,
+        kind: HandoffKind,
+    ) -> bool {
+        let socket = match socket2::SockRef::from(stream).try_clone() {
+            Ok(s) => std::net::TcpStream::from(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot duplicate a public socket for hand-off");
+                return false;
+            }
+        };
+        let msg = WorkerMsg::Handoff(Handoff {
+            socket,
+            peer,
+            buf,
+            kind,
+        });
+        match self.senders.try_send(to, msg) {
+            Ok(()) => {
+                self.plane.registry.metrics().public_handoffs.inc();
+                tracing::debug!(from = self.index, to, %peer, "public connection handed off");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, to, "cannot hand a public connection off");
+                false
+            }
+        }
+    }
+
+    fn take_handoff(self: &Rc<Self>, h: Handoff) {
+        let stream = match TcpStream::from_std(h.socket) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register a handed-off socket");
+                return;
+            }
+        };
+        match h.kind {
+            HandoffKind::Http => {
+                compio::runtime::spawn(super::http::serve(
+                    Rc::clone(self),
+                    stream,
+                    h.peer,
+                    h.buf,
+                    true,
+                ))
+                .detach();
+            }
+            HandoffKind::Tcp(port) => {
+                compio::runtime::spawn(super::tcp::serve(
+                    Rc::clone(self),
+                    stream,
+                    h.peer,
+                    port,
+                    true,
+                ))
+                .detach();
+            }
+        }
+    }
+}
+
+/// A worker's whole life: takes its listeners, serves until shutdown, then closes its links.
+pub(crate) async fn run(
+    ctx: WorkerCtx<WorkerMsg>,
+    plane: Arc<Plane>,
+    servers: &[(ServerInfo, ListenerSet)],
+    http: &ListenerSet,
+) {
+    let index = ctx.index();
+    let (mailbox, senders, shutdown) = ctx.into_parts();
+    let w = Rc::new(Worker {
+        index,
+        plane,
+        senders,
+        links: RefCell::new(HashMap::new()),
+        next_link: Cell::new(0),
+        view: RefCell::new(None),
+        routes: RefCell::new(None),
+        rr: Cell::new(index),
+    });
+    for (info, set) in servers {
+        match set.take(index) {
+            Ok(l) => {
+                compio::runtime::spawn(super::links::accept_loop(Rc::clone(&w), l, info.clone()))
+                    .detach();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, server = %info.addr, "cannot take the edge server socket")
+            }
+        }
+    }
+    match http.take(index) {
+        Ok(l) => compio::runtime::spawn(super::http::accept_loop(Rc::clone(&w), l)).detach(),
+        Err(e) => tracing::error!(error = %e, "cannot take the public HTTP socket"),
+    }
+    compio::runtime::spawn(super::tcp::route_watch(Rc::clone(&w))).detach();
+    {
+        let w = Rc::clone(&w);
+        compio::runtime::spawn(async move {
+            while let Some(msg) = mailbox.recv().await {
+                match msg {
+                    WorkerMsg::Handoff(h) => w.take_handoff(h),
+                }
+            }
+        })
+        .detach();
+    }
+    shutdown.wait().await;
+    let links: Vec<Link> = w
+        .links
+        .borrow()
+        .values()
+        .flatten()
+        .map(|(_, l)| l.clone())
+        .collect();
+    for l in &links {
+        l.close(ErrorCode::NO_ERROR);
+    }
+    for l in &links {
+        let _ = compio::time::timeout(std::time::Duration::from_secs(1), l.closed()).await;
+    }
+}

@@ -1,0 +1,355 @@
+//! A fake connector (per the tunnel contract, built from `core::{tls, handshake, link}`) and a
+//! small blocking HTTP client, for the data-plane tests.
+#![allow(dead_code, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::rc::Rc;
+use std::sync::mpsc;
+
+use bytes::Bytes;
+use compio::net::TcpStream;
+use ringtun_core::handshake::{
+    Accepted, HandshakeError, RegisterFlags, RegisterRequest, TunnelSecret, connector_register,
+};
+use ringtun_core::http::{
+    BodyFraming, ReplyError, ReplyErrorKind, ResponseHead, decode_request_meta, encode_reply_error,
+    encode_response_meta, origin_refused_detail, origin_timeout_detail,
+};
+use ringtun_core::link::{Incoming, Link};
+use ringtun_core::mux::{Config, ErrorCode, Role, StreamKind};
+use ringtun_core::rt::Shutdown;
+use ringtun_core::tls::{TlsStream, client_config};
+use uuid::Uuid;
+
+/// How to reach and prove to the edge.
+#[derive(Clone)]
+pub struct FakeOpts {
+    pub name: &'static str,
+    pub server: SocketAddr,
+    pub ca_pem: Option<String>,
+    pub tunnel: Uuid,
+    pub secret: Vec<u8>,
+    pub connector: Uuid,
+    pub link_index: u8,
+    /// Refuse every stream (RESET REFUSED_STREAM before any reply).
+    pub refuse: bool,
+}
+
+/// A running fake connector link (one link).
+pub struct FakeConnector {
+    pub registered: Result<Accepted, HandshakeError>,
+    stop: Shutdown,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeConnector {
+    /// Dials, registers, and serves streams on a thread of its own until stopped.
+    pub fn start(opts: FakeOpts) -> FakeConnector {
+        let stop = Shutdown::new();
+        let (tx, rx) = mpsc::channel();
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = compio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(run(opts, tx, stop2));
+        });
+        let registered = rx.recv().expect("registration result");
+        FakeConnector {
+            registered,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Closes the link and waits for the thread.
+    pub fn stop(mut self) {
+        self.stop.trigger();
+        if let Some(t) = self.thread.take() {
+            t.join().expect("fake connector thread");
+        }
+    }
+}
+
+async fn register<S: compio::io::AsyncRead + compio::io::AsyncWrite>(
+    s: &mut S,
+    opts: &FakeOpts,
+) -> Result<Accepted, HandshakeError> {
+    let req = RegisterRequest {
+        tunnel_id: *opts.tunnel.as_bytes(),
+        connector_id: *opts.connector.as_bytes(),
+        version: "0.1.0-test".into(),
+        arch: "linux_test".into(),
+        link_index: opts.link_index,
+        flags: RegisterFlags::default(),
+    };
+    connector_register(s, &req, &TunnelSecret::new(opts.secret.clone())).await
+}
+
+async fn run(opts: FakeOpts, tx: mpsc::Sender<Result<Accepted, HandshakeError>>, stop: Shutdown) {
+    let tcp = TcpStream::connect(opts.server)
+        .await
+        .expect("dial the edge");
+    let link = match &opts.ca_pem {
+        Some(ca) => {
+            let cfg = client_config(ca.as_bytes()).expect("client config");
+            let mut tls = TlsStream::connect(tcp, cfg, &opts.server.ip().to_string())
+                .await
+                .expect("tls");
+            let r = register(&mut tls, &opts).await;
+            let ok = r.is_ok();
+            let _ = tx.send(r);
+            if !ok {
+                return;
+            }
+            Link::spawn(tls, Role::Client, Config::default())
+        }
+        None => {
+            let mut tcp = tcp;
+            let r = register(&mut tcp, &opts).await;
+            let ok = r.is_ok();
+            let _ = tx.send(r);
+            if !ok {
+                return;
+            }
+            Link::spawn(tcp, Role::Client, Config::default())
+        }
+    };
+    let name = opts.name;
+    let refuse = opts.refuse;
+    {
+        let link = link.clone();
+        compio::runtime::spawn(async move {
+            while let Some(inc) = link.accept().await {
+                if refuse {
+                    inc.stream.reset(ErrorCode::REFUSED_STREAM);
+                    continue;
+                }
+                compio::runtime::spawn(serve(name, inc)).detach();
+            }
+        })
+        .detach();
+    }
+    stop.wait().await;
+    link.close(ErrorCode::NO_ERROR);
+    link.closed().await;
+}
+
+/// HTTP: echoes the request body (chunked response, in pieces) or says hello (Content-Length);
+/// headers tell what the connector saw. TCP: echoes bytes until FIN.
+async fn serve(name: &'static str, inc: Incoming) {
+    let s = Rc::new(inc.stream);
+    match inc.kind {
+        StreamKind::Tcp => {
+            assert!(!inc.meta.is_empty(), "tcp OPEN meta carries the port");
+            s.reply(Bytes::new()).expect("reply");
+            while let Ok(Some(c)) = s.read().await {
+                if s.write(c).await.is_err() {
+                    return;
+                }
+            }
+            let _ = s.finish();
+        }
+        _ => {
+            let (head, extra) = decode_request_meta(inc.meta).expect("request meta");
+            if &head.target[..] == b"/ws" {
+                assert_eq!(inc.kind, StreamKind::WebSocket);
+                let mut rh = ResponseHead::new(101);
+                rh.headers.append("Upgrade", "websocket");
+                rh.headers.append("Connection", "Upgrade");
+                s.reply(encode_response_meta(&rh, BodyFraming::Empty))
+                    .expect("reply");
+                while let Ok(Some(c)) = s.read().await {
+                    if s.write(c).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.finish();
+                return;
+            }
+            let fail = match &head.target[..] {
+                b"/refused" => Some(ReplyErrorKind::OriginRefused),
+                b"/timeout" => Some(ReplyErrorKind::OriginTimeout),
+                _ => None,
+            };
+            if let Some(kind) = fail {
+                let message = match kind {
+                    ReplyErrorKind::OriginTimeout => origin_timeout_detail("127.0.0.1:9"),
+                    _ => origin_refused_detail("127.0.0.1:9"),
+                };
+                s.reply(encode_reply_error(&ReplyError { kind, message }))
+                    .expect("reply");
+                let _ = s.finish();
+                return;
+            }
+            let mut body = Vec::new();
+            while let Ok(Some(c)) = s.read().await {
+                body.extend_from_slice(&c);
+            }
+            let mut rh = ResponseHead::new(200);
+            rh.headers.append("X-Replica", name);
+            let seen = |n: &str| {
+                head.headers
+                    .get(n)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            rh.headers.append("X-Seen-Xff", seen("x-forwarded-for"));
+            rh.headers.append("X-Seen-Proto", seen("x-forwarded-proto"));
+            rh.headers.append(
+                "X-Seen-Connection",
+                if head.headers.contains("connection") {
+                    "yes"
+                } else {
+                    "no"
+                },
+            );
+            rh.headers
+                .append("X-Seen-Body-Framing", format!("{:?}", extra.body));
+            if body.is_empty() {
+                let hello = Bytes::from(format!("hello from {name}"));
+                let meta = encode_response_meta(&rh, BodyFraming::Length(hello.len() as u64));
+                s.reply(meta).expect("reply");
+                let _ = s.write(hello).await;
+            } else {
+                s.reply(encode_response_meta(&rh, BodyFraming::Chunked))
+                    .expect("reply");
+                let body = Bytes::from(body);
+                let third = body.len() / 3;
+                for piece in [
+                    body.slice(..third),
+                    body.slice(third..2 * third),
+                    body.slice(2 * third..),
+                ] {
+                    if s.write(piece).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = s.finish();
+        }
+    }
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A blocking keep-alive HTTP/1.1 client connection.
+pub struct Client {
+    r: BufReader<StdTcpStream>,
+    w: StdTcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let s = StdTcpStream::connect(addr).expect("connect to public HTTP");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("timeout");
+        Client {
+            r: BufReader::new(s.try_clone().expect("clone")),
+            w: s,
+        }
+    }
+
+    pub fn send(&mut self, raw: &[u8]) {
+        self.w.write_all(raw).expect("send");
+    }
+
+    /// Reads one response to a request with method `method`.
+    pub fn read(&mut self, method: &str) -> Resp {
+        let mut line = String::new();
+        self.r.read_line(&mut line).expect("status line");
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let mut l = String::new();
+            self.r.read_line(&mut l).expect("header line");
+            let l = l.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (n, v) = l.split_once(':').expect("header");
+            headers.push((n.trim().to_owned(), v.trim().to_owned()));
+        }
+        let mut resp = Resp {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if method == "HEAD" || status == 101 || status == 100 || status == 204 || status == 304 {
+            return resp;
+        }
+        if let Some(n) = resp.header("content-length") {
+            let n: usize = n.parse().expect("content-length");
+            let mut body = vec![0; n];
+            self.r.read_exact(&mut body).expect("body");
+            resp.body = body;
+        } else if resp
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            loop {
+                let mut l = String::new();
+                self.r.read_line(&mut l).expect("chunk size");
+                let size = usize::from_str_radix(l.trim(), 16).expect("hex size");
+                if size == 0 {
+                    let mut end = String::new();
+                    self.r.read_line(&mut end).expect("last crlf");
+                    break;
+                }
+                let mut chunk = vec![0; size + 2];
+                self.r.read_exact(&mut chunk).expect("chunk");
+                resp.body.extend_from_slice(&chunk[..size]);
+            }
+        } else {
+            self.r
+                .read_to_end(&mut resp.body)
+                .expect("close-delimited body");
+        }
+        resp
+    }
+
+    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let mut v = vec![0; n];
+        self.r.read_exact(&mut v).expect("read raw bytes");
+        v
+    }
+
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.r.read_to_end(&mut v).expect("read to end");
+        v
+    }
+
+    pub fn half_close(&mut self) {
+        self.w
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+    }
+
+    /// Sends a GET for `host` and reads the response.
+    pub fn get(&mut self, host: &str, path: &str) -> Resp {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+        self.read("GET")
+    }
+}
