@@ -256,17 +256,19 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
         }
     };
     let credentials = Credentials::read(&path)?;
-    let tunnel_id = uuid::Uuid::parse_str(credentials.tunnel_id.trim()).map_err(|_| {
-        Error::BadTunnelId {
+    let tunnel_id =
+        uuid::Uuid::parse_str(credentials.tunnel_id.trim()).map_err(|_| Error::BadTunnelId {
             id: credentials.tunnel_id.clone(),
-        }
-    })?;
+        })?;
     let connector_id = uuid::Uuid::new_v4();
     tracing::info!("Generated Connector ID: {connector_id}");
 
     let (dcs, discovered_ca) = if args.edge.is_empty() {
         let answer = crate::run::edges::discover(&global.edge_api)?;
-        (crate::run::edges::from_discovery(&answer), Ok(answer.ca_pem))
+        (
+            crate::run::edges::from_discovery(&answer),
+            Ok(answer.ca_pem),
+        )
     } else {
         (crate::run::edges::from_flag(&args.edge)?, Err(()))
     };
@@ -277,11 +279,13 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
     } else {
         let ca = match discovered_ca {
             Ok(ca) => ca,
-            Err(()) => crate::run::edges::discover(&global.edge_api)
-                .map_err(|e| Error::EdgeCaMissing {
-                    reason: e.to_string(),
-                })?
-                .ca_pem,
+            Err(()) => {
+                crate::run::edges::discover(&global.edge_api)
+                    .map_err(|e| Error::EdgeCaMissing {
+                        reason: e.to_string(),
+                    })?
+                    .ca_pem
+            }
         };
         if ca.trim().is_empty() {
             return Err(Error::EdgeCaMissing {

@@ -23,8 +23,8 @@ use ringtun_core::http::{
     BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, CONNECTOR_ID_HEADER, Fault, HeadLimits,
     HttpError, ReplyError, ReplyErrorKind, RequestHead, ResponseHead, Version, decode_request_meta,
     encode_reply_error, encode_response_meta, is_upgrade_request, origin_refused_detail,
-    origin_timeout_detail, override_host, remove_hop_by_hop, response_framing,
-    response_keep_alive, set_connector_id, set_framing_headers,
+    origin_timeout_detail, override_host, remove_hop_by_hop, response_framing, response_keep_alive,
+    set_connector_id, set_framing_headers,
 };
 use ringtun_core::link::Stream;
 use ringtun_core::mux::ErrorCode;
@@ -95,7 +95,10 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
             let framing = BodyFraming::Length(HELLO.len() as u64);
             if stream.reply(encode_response_meta(&res, framing)).is_ok()
                 && !head.is_head()
-                && stream.write(Bytes::from_static(HELLO.as_bytes())).await.is_err()
+                && stream
+                    .write(Bytes::from_static(HELLO.as_bytes()))
+                    .await
+                    .is_err()
             {
                 return;
             }
@@ -114,7 +117,10 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
             reply_error(
                 &stream,
                 ReplyErrorKind::OriginInvalid,
-                format!("unix socket origins are not supported yet ({})", path.display()),
+                format!(
+                    "unix socket origins are not supported yet ({})",
+                    path.display()
+                ),
             );
         }
     }
@@ -123,7 +129,10 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
 /// `host` without a `:port` suffix (IPv6 brackets kept).
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split_once(']').map(|(h, _)| &host[..=h.len()]).unwrap_or(host);
+        return host
+            .split_once(']')
+            .map(|(h, _)| &host[..=h.len()])
+            .unwrap_or(host);
     }
     match host.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -245,10 +254,7 @@ async fn proxy(
 }
 
 /// Connects to the origin within `timeout`.
-async fn open(
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<TcpStream, (ReplyErrorKind, String)> {
+async fn open(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, (ReplyErrorKind, String)> {
     match compio::time::timeout(timeout, connect(addr, &SocketTuning::default())).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => Err((

@@ -1,5 +1,7 @@
 //! `StreamKind::Tcp`: the edge's public TCP port carried to the first `tcp://` ingress rule.
-//! One TCP service per tunnel in v1 (tunnel-contract.md); hostname and path are ignored.
+//! One TCP service per tunnel in v1 (tunnel-contract.md); hostname and path are ignored. Once
+//! the origin accepted, the stream gets an empty REPLY, then bytes flow both ways and FIN
+//! half-closes; an origin that cannot be reached resets the stream.
 
 use std::net::ToSocketAddrs;
 use std::rc::Rc;
@@ -37,22 +39,27 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
             return;
         }
     };
-    let conn =
-        match compio::time::timeout(connect_timeout, connect(addr, &SocketTuning::default())).await
-        {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                tracing::info!(origin = %addr, error = %e, "TCP origin connect failed");
-                stream.reset(ErrorCode::CANCEL);
-                return;
-            }
-            Err(_) => {
-                tracing::info!(origin = %addr, "TCP origin connect timed out");
-                stream.reset(ErrorCode::CANCEL);
-                return;
-            }
-        };
+    let conn = match compio::time::timeout(connect_timeout, connect(addr, &SocketTuning::default()))
+        .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::info!(origin = %addr, error = %e, "TCP origin connect failed");
+            stream.reset(ErrorCode::CANCEL);
+            return;
+        }
+        Err(_) => {
+            tracing::info!(origin = %addr, "TCP origin connect timed out");
+            stream.reset(ErrorCode::CANCEL);
+            return;
+        }
+    };
     tracing::debug!(origin = %addr, public_port = %port, "TCP stream connected");
+    // The mux wants a REPLY before DATA on a stream the peer opened (protocol.md); for TCP it is
+    // empty and means "connected".
+    if stream.reply(Bytes::new()).is_err() {
+        return;
+    }
     let (mut r, mut w) = conn.into_split();
     let s2 = stream.clone();
     let up = compio::runtime::spawn(async move { stream_to_socket(&s2, &mut w).await });

@@ -100,9 +100,10 @@ pub fn from_flag(addrs: &[String]) -> Result<Vec<DataCenter>> {
         if a.is_empty() {
             continue;
         }
-        servers.push(a.parse().map_err(|_| Error::BadEdgeAddress {
-            addr: a.to_owned(),
-        })?);
+        servers.push(
+            a.parse()
+                .map_err(|_| Error::BadEdgeAddress { addr: a.to_owned() })?,
+        );
     }
     if servers.is_empty() {
         return Err(Error::NoEdgeServers);

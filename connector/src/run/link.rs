@@ -39,12 +39,7 @@ enum SetupError {
 }
 
 /// Runs link `index` until shutdown (or a fatal refusal).
-pub async fn supervise(
-    index: usize,
-    shared: Arc<Shared>,
-    ctx: Rc<ProxyCtx>,
-    shutdown: Shutdown,
-) {
+pub async fn supervise(index: usize, shared: Arc<Shared>, ctx: Rc<ProxyCtx>, shutdown: Shutdown) {
     let mut attempt = 0usize;
     let mut backoff = BACKOFF_START;
     while !shutdown.is_triggered() {
