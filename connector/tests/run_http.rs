@@ -112,6 +112,33 @@ async fn check_http(link: &Link, log: &OriginLog) {
     assert!(seen.contains("x-forwarded-for: 192.0.2.7"), "{seen}");
     assert!(seen.contains("host: app.test"), "{seen}");
 
+    // Expect: 100-continue is not passed on; the body streams anyway.
+    let mut h = RequestHead::new(Bytes::from_static(b"POST"), Bytes::from_static(b"/echo"));
+    h.headers.append("Host", "app.test");
+    h.headers.append("Expect", "100-continue");
+    let a = request(
+        link,
+        h,
+        vec![Bytes::from_static(b"continued")],
+        BodyFraming::Length(9),
+    )
+    .await;
+    assert_eq!(a.body, b"continued");
+
+    // Upgrade: 101, then raw bytes both ways until FIN.
+    let mut h = get("app.test", "/ws");
+    h.headers.append("Upgrade", "websocket");
+    h.headers.append("Connection", "Upgrade");
+    let a = request(
+        link,
+        h,
+        vec![Bytes::from_static(b"ws frame bytes")],
+        BodyFraming::Empty,
+    )
+    .await;
+    assert_eq!(a.status(), 101);
+    assert_eq!(a.body, b"ws frame bytes");
+
     // http_status and hello_world.
     let a = request(link, get("teapot.test", "/"), vec![], BodyFraming::Empty).await;
     assert_eq!(a.status(), 418);
@@ -230,5 +257,26 @@ fn a_wrong_secret_exits_non_zero_with_the_edges_message() {
         let out = c.log();
         assert!(!st.success(), "{out}");
         assert!(out.contains("the tunnel secret is wrong"), "{out}");
+    });
+}
+
+#[test]
+fn a_lost_link_is_registered_again() {
+    let s = setup(None, "ingress:\n  - service: hello_world\n");
+    block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let edge = l.local_addr().unwrap();
+        let mut c = Connector::start(&s, edge, &["--danger-plaintext-links"]);
+        let link = accept_link(&l, None, SECRET).await;
+        link.close(ringtun_core::mux::ErrorCode::NO_ERROR);
+        link.closed().await;
+        // The connector backs off (about a second) and registers again.
+        let link = accept_link(&l, None, SECRET).await;
+        let a = request(&link, get("any.test", "/"), vec![], BodyFraming::Empty).await;
+        assert_eq!(a.status(), 200);
+        let st = terminate(&mut c).await;
+        let out = c.log();
+        assert!(st.success(), "{out}");
+        assert_eq!(out.matches("link registered index=0").count(), 2, "{out}");
     });
 }

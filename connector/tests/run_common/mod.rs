@@ -237,7 +237,7 @@ pub struct OriginLog {
 /// A tiny HTTP/1.1 origin on std threads: keep-alive, Content-Length and chunked request
 /// bodies. Routes: `/cl` (Content-Length "hello"), `/chunked` (chunked "abcdef"), `/echo`
 /// (echoes the body with Content-Length), `/big?N` (N bytes, chunked), `/head` (the request
-/// head as the body).
+/// head as the body), `/ws` (101, then echoes raw bytes until EOF).
 pub fn origin() -> (SocketAddr, Arc<OriginLog>) {
     let l = StdListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -294,6 +294,15 @@ fn serve_origin(c: StdStream, log: &OriginLog) -> std::io::Result<()> {
                 }
                 body.extend_from_slice(&chunk[..n]);
             }
+        }
+        if target == "/ws" && lower.contains("upgrade: websocket") {
+            w.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            )?;
+            w.flush()?;
+            std::io::copy(&mut r, &mut w)?;
+            w.shutdown(std::net::Shutdown::Write)?;
+            return Ok(());
         }
         if target == "/cl" {
             w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")?;
