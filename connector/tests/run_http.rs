@@ -280,3 +280,56 @@ fn a_lost_link_is_registered_again() {
         assert_eq!(out.matches("link registered index=0").count(), 2, "{out}");
     });
 }
+
+#[test]
+fn four_links_spread_over_two_data_centers_found_by_discovery() {
+    let p = pki();
+    // No EdgeCA in the credentials: the CA comes from discovery too.
+    let s = setup(None, "ingress:\n  - service: hello_world\n");
+    block_on(async {
+        let mut listeners = Vec::new();
+        for _ in 0..4 {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let addrs: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
+        let body = serde_json::json!({
+            "data_centers": [
+                {"name": "dfw", "servers": [addrs[0], addrs[1]]},
+                {"name": "mci", "servers": [addrs[2], addrs[3]]},
+            ],
+            "ca_pem": p.ca_pem,
+        })
+        .to_string();
+        let api = fake_admin(body).to_string();
+        let mut c = Connector::spawn_with(&s, &["--edge-api", &api, "--workers", "2"]);
+        let p = std::rc::Rc::new(p);
+        let mut tasks = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            let p = p.clone();
+            let dc = if i < 2 { "dfw" } else { "mci" };
+            tasks.push(compio::runtime::spawn(async move {
+                let (link, index) = accept_link_in(&l, Some(&p), SECRET, dc).await;
+                let a = request(&link, get("x.test", "/"), vec![], BodyFraming::Empty).await;
+                assert_eq!(a.status(), 200);
+                (i, index, link)
+            }));
+        }
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.unwrap());
+        }
+        // Link i: data center i mod 2, and the two links of a data center on distinct servers.
+        let mut by_server: Vec<(usize, u8)> = got.iter().map(|(i, idx, _)| (*i, *idx)).collect();
+        by_server.sort();
+        assert_eq!(by_server, vec![(0, 0), (1, 2), (2, 1), (3, 3)]);
+        let st = terminate(&mut c).await;
+        let out = c.log();
+        assert!(st.success(), "{out}");
+        assert_eq!(out.matches("link registered").count(), 4, "{out}");
+        assert_eq!(out.matches("data_center=dfw").count(), 2, "{out}");
+        assert_eq!(out.matches("data_center=mci").count(), 2, "{out}");
+    });
+}

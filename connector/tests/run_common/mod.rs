@@ -88,6 +88,21 @@ pub struct Connector {
 
 impl Connector {
     pub fn start(s: &Setup, edge: SocketAddr, extra: &[&str]) -> Connector {
+        let edge = edge.to_string();
+        let mut args = vec![
+            "--edge",
+            edge.as_str(),
+            "--ha-connections",
+            "1",
+            "--workers",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        Connector::spawn_with(s, &args)
+    }
+
+    /// `ringtun tunnel run --config C --credentials-file F --grace-period 5s ARGS...`.
+    pub fn spawn_with(s: &Setup, args: &[&str]) -> Connector {
         let stderr_path = s.home.path().join("connector.log");
         let log = std::fs::File::create(&stderr_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ringtun"))
@@ -95,13 +110,13 @@ impl Connector {
             .env("RUST_LOG", "info,ringtun_connector=debug")
             .env_remove("RINGTUN_CONFIG")
             .env_remove("RINGTUN_URL")
+            .env_remove("RINGTUN_EDGE_API")
             .args(["tunnel", "run", "--config"])
             .arg(&s.config)
             .arg("--credentials-file")
             .arg(&s.creds)
-            .args(["--edge", &edge.to_string(), "--ha-connections", "1"])
-            .args(["--workers", "1", "--grace-period", "5s"])
-            .args(extra)
+            .args(["--grace-period", "5s"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -133,11 +148,22 @@ impl Drop for Connector {
 
 /// Accepts one link on `l`, registering it with `secret`; TLS when `tls` is given.
 pub async fn accept_link(l: &TcpListener, tls: Option<&Pki>, secret: &'static [u8]) -> Link {
+    accept_link_in(l, tls, secret, "dfw").await.0
+}
+
+/// Like [`accept_link`], answering with data center `dc`; also returns the link index.
+pub async fn accept_link_in(
+    l: &TcpListener,
+    tls: Option<&Pki>,
+    secret: &'static [u8],
+    dc: &str,
+) -> (Link, u8) {
     let (tcp, _) = l.accept().await.unwrap();
     let lookup = move |_: &ringtun_core::handshake::Register| -> Result<TunnelSecret, Rejected> {
         Ok(TunnelSecret::new(secret.to_vec()))
     };
-    let admit = |r: &ringtun_core::handshake::Register| -> Result<Accepted, Rejected> {
+    let dc = dc.to_owned();
+    let admit = move |r: &ringtun_core::handshake::Register| -> Result<Accepted, Rejected> {
         if r.version.is_empty() {
             return Err(Rejected {
                 code: RejectCode::Other(99),
@@ -145,7 +171,7 @@ pub async fn accept_link(l: &TcpListener, tls: Option<&Pki>, secret: &'static [u
             });
         }
         Ok(Accepted {
-            data_center: "dfw".into(),
+            data_center: dc,
             server: "fake".into(),
         })
     };
@@ -155,15 +181,53 @@ pub async fn accept_link(l: &TcpListener, tls: Option<&Pki>, secret: &'static [u
                 ringtun_core::tls::server_config_pem(p.cert_pem.as_bytes(), p.key_pem.as_bytes())
                     .unwrap();
             let mut s = TlsStream::accept(tcp, cfg).await.unwrap();
-            edge_accept(&mut s, lookup, admit).await.unwrap();
-            Link::spawn(s, Role::Server, Config::default())
+            let r = edge_accept(&mut s, lookup, admit).await.unwrap();
+            (
+                Link::spawn(s, Role::Server, Config::default()),
+                r.link_index,
+            )
         }
         None => {
             let mut s = tcp;
-            edge_accept(&mut s, lookup, admit).await.unwrap();
-            Link::spawn(s, Role::Server, Config::default())
+            let r = edge_accept(&mut s, lookup, admit).await.unwrap();
+            (
+                Link::spawn(s, Role::Server, Config::default()),
+                r.link_index,
+            )
         }
     }
+}
+
+/// A one-route admin API stand-in answering `GET /discovery` with `body`.
+pub fn fake_admin(body: String) -> SocketAddr {
+    let l = StdListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { return };
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut w = c;
+            let mut first = String::new();
+            let _ = r.read_line(&mut first);
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let (status, text) = if first.starts_with("GET /discovery ") {
+                ("200 OK", body.clone())
+            } else {
+                ("404 Not Found", "{\"error\":\"no\"}".to_owned())
+            };
+            let _ = write!(
+                w,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    addr
 }
 
 /// The answer to one request through the link.
