@@ -69,6 +69,22 @@ async fn check_http(link: &Link, log: &OriginLog) {
         "pool not reused"
     );
 
+    // HEAD: Content-Length announced, no body; the connection stays usable.
+    let mut h = get("app.test", "/cl");
+    h.method = Bytes::from_static(b"HEAD");
+    let a = request(link, h, vec![], BodyFraming::Empty).await;
+    assert_eq!(a.status(), 200);
+    assert!(a.body.is_empty());
+    let a = request(link, get("app.test", "/cl"), vec![], BodyFraming::Empty).await;
+    assert_eq!(a.body, b"hello");
+
+    // An origin that closed its idle connection: the next request goes on a new one.
+    for _ in 0..3 {
+        let a = request(link, get("app.test", "/bye"), vec![], BodyFraming::Empty).await;
+        assert_eq!(a.status(), 200);
+        assert_eq!(a.body, b"bye");
+    }
+
     // Chunked response, decoded on the stream.
     let a = request(
         link,

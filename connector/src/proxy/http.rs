@@ -336,7 +336,11 @@ async fn exchange(
         match read_response_head(&mut r, &mut buf, &limits).await {
             Ok(h) if h.is_informational() && h.status != 101 => continue,
             Ok(h) => break h,
-            Err(HttpError::IncompleteHead { received: 0, .. }) if reused && body.is_empty() => {
+            // A reused connection that fails before a single response byte was most likely
+            // closed by the origin while idle; nothing of the request was consumed.
+            Err(HttpError::IncompleteHead { received: 0, .. } | HttpError::Io(_))
+                if reused && body.is_empty() && buf.is_empty() =>
+            {
                 drop(sender);
                 return Err(Failed::Stale);
             }

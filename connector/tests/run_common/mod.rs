@@ -301,7 +301,8 @@ pub struct OriginLog {
 /// A tiny HTTP/1.1 origin on std threads: keep-alive, Content-Length and chunked request
 /// bodies. Routes: `/cl` (Content-Length "hello"), `/chunked` (chunked "abcdef"), `/echo`
 /// (echoes the body with Content-Length), `/big?N` (N bytes, chunked), `/head` (the request
-/// head as the body), `/ws` (101, then echoes raw bytes until EOF).
+/// head as the body), `/ws` (101, then echoes raw bytes until EOF), `/bye` (answers, then closes
+/// without saying so); HEAD anything: the head of `/cl`.
 pub fn origin() -> (SocketAddr, Arc<OriginLog>) {
     let l = StdListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -366,6 +367,17 @@ fn serve_origin(c: StdStream, log: &OriginLog) -> std::io::Result<()> {
             w.flush()?;
             std::io::copy(&mut r, &mut w)?;
             w.shutdown(std::net::Shutdown::Write)?;
+            return Ok(());
+        }
+        if head.starts_with("HEAD ") {
+            w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")?;
+            continue;
+        }
+        if target == "/bye" {
+            // Keep-alive by the headers, but the origin closes right after (an idle close).
+            w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye")?;
+            w.flush()?;
+            w.shutdown(std::net::Shutdown::Both)?;
             return Ok(());
         }
         if target == "/cl" {
