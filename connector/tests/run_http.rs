@@ -234,6 +234,15 @@ fn serves_http_and_tcp_over_a_plaintext_link_and_exits_cleanly() {
 
 #[test]
 fn serves_http_over_a_tls_link() {
+    tls_scenario(&[]);
+}
+
+#[test]
+fn serves_http_over_a_tls_link_on_the_epoll_fallback() {
+    tls_scenario(&[("RINGTUN_DRIVER", "epoll")]);
+}
+
+fn tls_scenario(envs: &[(&str, &str)]) {
     let (origin_addr, log) = origin();
     let p = pki();
     let s = setup(
@@ -243,14 +252,35 @@ fn serves_http_over_a_tls_link() {
     block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let edge = l.local_addr().unwrap();
-        let mut c = Connector::start(&s, edge, &[]);
+        let edge = edge.to_string();
+        let args = [
+            "--edge",
+            edge.as_str(),
+            "--ha-connections",
+            "1",
+            "--workers",
+            "1",
+        ];
+        let mut c = Connector::spawn_env(&s, &args, envs);
         let link = accept_link(&l, Some(&p), SECRET).await;
         let a = request(&link, get("app.test", "/cl"), vec![], BodyFraming::Empty).await;
         assert_eq!(a.body, b"hello");
         assert_eq!(log.connections.load(Ordering::SeqCst), 1);
         check_tcp(&link, &c).await;
+        let a = request(
+            &link,
+            get("app.test", "/big?300000"),
+            vec![],
+            BodyFraming::Empty,
+        )
+        .await;
+        assert_eq!(a.body.len(), 300_000);
         let st = terminate(&mut c).await;
-        assert!(st.success(), "exit {st:?}; log:\n{}", c.log());
+        let out = c.log();
+        assert!(st.success(), "exit {st:?}; log:\n{out}");
+        if let Some((_, want)) = envs.iter().find(|(k, _)| *k == "RINGTUN_DRIVER") {
+            assert!(out.contains(&format!("driver={want}")), "{out}");
+        }
     });
 }
 

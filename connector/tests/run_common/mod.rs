@@ -103,6 +103,11 @@ impl Connector {
 
     /// `ringtun tunnel run --config C --credentials-file F --grace-period 5s ARGS...`.
     pub fn spawn_with(s: &Setup, args: &[&str]) -> Connector {
+        Connector::spawn_env(s, args, &[])
+    }
+
+    /// [`Connector::spawn_with`] with extra environment variables.
+    pub fn spawn_env(s: &Setup, args: &[&str], envs: &[(&str, &str)]) -> Connector {
         let stderr_path = s.home.path().join("connector.log");
         let log = std::fs::File::create(&stderr_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ringtun"))
@@ -111,6 +116,7 @@ impl Connector {
             .env_remove("RINGTUN_CONFIG")
             .env_remove("RINGTUN_URL")
             .env_remove("RINGTUN_EDGE_API")
+            .envs(envs.iter().copied())
             .args(["tunnel", "run", "--config"])
             .arg(&s.config)
             .arg("--credentials-file")
