@@ -214,6 +214,48 @@ pub enum Error {
         /// What went wrong, with the last lines of the child involved.
         reason: String,
     },
+    /// The edge refused this connector for good (bad secret, unknown tunnel, connector limit);
+    /// the message is the edge's own.
+    #[error("the edge refused this connector: {message}")]
+    EdgeRefusedConnector {
+        /// The edge's message.
+        message: String,
+    },
+    /// No edge server address is known: `--edge` was empty and discovery listed none.
+    #[error("no edge servers to connect to (pass --edge ADDR or check the edge's /discovery)")]
+    NoEdgeServers,
+    /// An `--edge` address is not `IP:PORT`.
+    #[error("edge address {addr} is not IP:PORT")]
+    BadEdgeAddress {
+        /// The address as given.
+        addr: String,
+    },
+    /// TLS links need the edge CA and none was found.
+    #[error(
+        "no edge CA to verify links with: the credentials file has no EdgeCA and discovery \
+         failed ({reason}); use --danger-plaintext-links only for benchmarks"
+    )]
+    EdgeCaMissing {
+        /// Why discovery did not give one.
+        reason: String,
+    },
+    /// The tunnel ID in the credentials file is not a UUID.
+    #[error("tunnel ID {id} in the credentials is not a UUID")]
+    BadTunnelId {
+        /// The ID as written.
+        id: String,
+    },
+    /// `tunnel run` was given no tunnel, and the config names none.
+    #[error(
+        "no tunnel to run: pass NAME|ID, set `tunnel` in the config, or pass --credentials-file"
+    )]
+    NoTunnel,
+    /// The worker runtime could not start.
+    #[error("cannot start the workers: {reason}")]
+    Runtime {
+        /// Why.
+        reason: String,
+    },
     /// The command is declared but its implementation has not landed yet.
     #[error("`ringtun {command}` is not implemented yet")]
     NotImplemented {
@@ -229,6 +271,7 @@ impl Error {
             Error::NotImplemented { .. } => Fault::Connector,
             Error::EdgeUnreachable { .. }
             | Error::EdgeFailed { .. }
+            | Error::EdgeRefusedConnector { .. }
             | Error::EdgeBadResponse { .. } => Fault::Edge,
             _ => Fault::Local,
         }

@@ -3,13 +3,15 @@
 //! It reads the operator's YAML config in cloudflared's layout, validates it once into ingress
 //! rules, reads and writes tunnel credentials, and carries the CLI's command handlers. The `tunnel`
 //! management commands talk to the edge's admin API through [`admin_client`]; `tunnel run`
-//! answers "not implemented yet" for now.
+//! is [`run`] (links to the edge) and [`proxy`] (streams to origins).
 //!
 //! # Layout
 //! - [`config`]: loading, unknown-field warnings, durations, config file discovery;
 //! - [`ingress`]: rules, hostname patterns, services, request matching;
 //! - [`credentials`]: the credentials JSON file and the secret newtype;
 //! - [`admin_client`]: the blocking client for the edge's admin API;
+//! - [`run`]: `tunnel run`: workers, links, registration, reconnects, shutdown;
+//! - [`proxy`]: serving streams: HTTP to origins through per-worker pools, TCP, built-ins;
 //! - [`cli`]: the clap command tree and one handler function per command;
 //! - [`demo`]: `ringtun demo`, the whole system as child processes, and the process helpers the
 //!   end-to-end tests share;
@@ -23,5 +25,7 @@ pub mod credentials;
 pub mod demo;
 pub mod error;
 pub mod ingress;
+pub mod proxy;
+pub mod run;
 
 pub use error::{Error, Fault, Result};

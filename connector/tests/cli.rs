@@ -182,12 +182,13 @@ fn edge_commands_without_a_token_say_where_to_get_one() {
 }
 
 #[test]
-fn tunnel_run_is_declared_but_not_implemented() {
+fn tunnel_run_without_credentials_says_where_it_looked() {
     let h = home();
-    let args = ["tunnel", "run", "web", "--url", "http://localhost:8080"];
+    let id = "6ff42ae2-765d-4adf-8112-31c55c1551ef";
+    let args = ["tunnel", "run", id, "--url", "http://localhost:8080"];
     let out = ringtun(h.path(), &args);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("not implemented yet"), "{stderr}");
+    assert!(stderr.contains(&format!("{id}.json")), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

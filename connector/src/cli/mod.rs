@@ -198,6 +198,21 @@ pub struct RunArgs {
     /// ~/.ringtun/TUNNEL-ID.json).
     #[arg(long, value_name = "FILE")]
     pub credentials_file: Option<PathBuf>,
+    /// Edge server addresses (`IP:PORT`, comma-separated) instead of asking `/discovery`.
+    #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
+    pub edge: Vec<String>,
+    /// Plaintext links, no TLS. DANGER: for benchmarks only; the edge must agree.
+    #[arg(long)]
+    pub danger_plaintext_links: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// How many links to the edge.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub ha_connections: usize,
+    /// How long links may drain at shutdown (like `30s`, at most 3m).
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub grace_period: String,
 }
 
 /// `ringtun ingress ...`.

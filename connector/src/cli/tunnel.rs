@@ -1,8 +1,8 @@
 //! `ringtun tunnel ...`: the edge-backed commands.
 //!
 //! Each management command is one or two calls to the edge's admin API through
-//! [`AdminClient`], then cloudflared-like output on stdout. `tunnel run` is not here yet: it
-//! answers [`Error::NotImplemented`], which `main` turns into exit code 2.
+//! [`AdminClient`], then cloudflared-like output on stdout. `tunnel run` gathers its settings
+//! here and runs [`crate::run::run`].
 
 use std::path::PathBuf;
 
@@ -225,11 +225,95 @@ pub fn cleanup(global: &GlobalArgs, args: &CleanupArgs) -> Result<()> {
     Ok(())
 }
 
-/// `tunnel run [NAME] [--url URL]`: the ingress rules come from
-/// [`crate::config::Config::ingress_for`] with `--url`.
-pub fn run(_global: &GlobalArgs, _args: &RunArgs) -> Result<()> {
-    Err(Error::NotImplemented {
-        command: "tunnel run",
+/// `tunnel run [NAME|ID] [--url URL] ...`: settles the ingress rules
+/// ([`crate::config::Config::ingress_for`] with `--url`), the credentials (`--credentials-file`,
+/// the config's `credentials-file`, else `~/.ringtun/<ID>.json`, a NAME being resolved to its ID
+/// through the admin API), the edge servers (`--edge`, else `GET /discovery`) and the edge CA
+/// (the credentials' `EdgeCA`, else discovery), then hands over to [`crate::run::run`].
+pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
+    let config = match super::load_config(global) {
+        Ok(c) => c,
+        Err(Error::ConfigNotFound { .. }) if args.url.is_some() => {
+            crate::config::Config::from_yaml_str("{}")?
+        }
+        Err(e) => return Err(e),
+    };
+    let ingress = config.ingress_for(args.url.as_deref())?;
+    let path = match (&args.credentials_file, &config.credentials_file) {
+        (Some(p), _) | (None, Some(p)) => p.clone(),
+        (None, None) => {
+            let tunnel = args
+                .tunnel
+                .clone()
+                .or_else(|| config.tunnel.clone())
+                .ok_or(Error::NoTunnel)?;
+            let id = if uuid::Uuid::parse_str(&tunnel).is_ok() {
+                tunnel
+            } else {
+                AdminClient::from_global(global)?.tunnel(&tunnel)?.id
+            };
+            default_credentials_path(&id)?
+        }
+    };
+    let credentials = Credentials::read(&path)?;
+    let tunnel_id =
+        uuid::Uuid::parse_str(credentials.tunnel_id.trim()).map_err(|_| Error::BadTunnelId {
+            id: credentials.tunnel_id.clone(),
+        })?;
+    let connector_id = uuid::Uuid::new_v4();
+    tracing::info!("Generated Connector ID: {connector_id}");
+
+    let (dcs, discovered_ca) = if args.edge.is_empty() {
+        let answer = crate::run::edges::discover(&global.edge_api)?;
+        (
+            crate::run::edges::from_discovery(&answer),
+            Ok(answer.ca_pem),
+        )
+    } else {
+        (crate::run::edges::from_flag(&args.edge)?, Err(()))
+    };
+    let ca_pem = if args.danger_plaintext_links {
+        None
+    } else if let Some(ca) = credentials.edge_ca.clone().filter(|c| !c.trim().is_empty()) {
+        Some(ca)
+    } else {
+        let ca = match discovered_ca {
+            Ok(ca) => ca,
+            Err(()) => {
+                crate::run::edges::discover(&global.edge_api)
+                    .map_err(|e| Error::EdgeCaMissing {
+                        reason: e.to_string(),
+                    })?
+                    .ca_pem
+            }
+        };
+        if ca.trim().is_empty() {
+            return Err(Error::EdgeCaMissing {
+                reason: "discovery returned no CA".to_owned(),
+            });
+        }
+        Some(ca)
+    };
+    let grace = crate::config::parse_duration(&args.grace_period)
+        .map_err(|message| Error::ConfigField {
+            field: "--grace-period".to_owned(),
+            message,
+        })?
+        .min(std::time::Duration::from_secs(180));
+    let links = args.ha_connections.max(1);
+    let plan = crate::run::LinkPlan::new(dcs, links)?;
+    crate::run::run(crate::run::RunSettings {
+        tunnel_id: *tunnel_id.as_bytes(),
+        secret: ringtun_core::handshake::TunnelSecret::new(
+            credentials.tunnel_secret.expose().to_vec(),
+        ),
+        connector_id: *connector_id.as_bytes(),
+        ingress,
+        plan,
+        ca_pem,
+        links,
+        workers: args.workers,
+        grace,
     })
 }
 

@@ -1,0 +1,445 @@
+//! HTTP streams: decode the request head from OPEN metadata, match the ingress rules, and answer
+//! from the rule's service.
+//!
+//! Towards an `http://` origin, one exchange uses two tasks on the origin socket: a *sender*
+//! writes the head and streams the request body from the link stream (re-framed: Content-Length
+//! when known, else chunked), while this task reads the response head, replies, and streams the
+//! decoded response body back. The connection goes back to the worker's pool only when both
+//! halves completed cleanly and keep-alive allows.
+//!
+//! `Expect: 100-continue` is removed towards the origin: the body is streamed as it comes, the
+//! edge speaks to the client. A `101 Switching Protocols` answer to an upgrade request turns the
+//! stream into raw bytes both ways (WebSocket).
+
+use std::cell::Cell;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use compio::net::TcpStream;
+use ringtun_core::http::io::{read_body_chunk, read_response_head, write_bufs};
+use ringtun_core::http::{
+    BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, CONNECTOR_ID_HEADER, Fault, HeadLimits,
+    HttpError, ReplyError, ReplyErrorKind, RequestHead, ResponseHead, Version, decode_request_meta,
+    encode_reply_error, encode_response_meta, is_upgrade_request, origin_refused_detail,
+    origin_timeout_detail, override_host, remove_hop_by_hop, response_framing, response_keep_alive,
+    set_connector_id, set_framing_headers,
+};
+use ringtun_core::link::Stream;
+use ringtun_core::mux::ErrorCode;
+use ringtun_core::rt::net::{SocketTuning, connect};
+
+use super::ProxyCtx;
+use super::pipe::{socket_to_stream, stream_to_socket};
+use crate::config::OriginRequest;
+use crate::ingress::{HttpService, Service};
+
+/// The page `hello_world` serves.
+const HELLO: &str = "Hello from ringtun! This is the built-in hello_world service.\n";
+
+/// How long a finished response waits for the request body's end before giving up on reusing
+/// the origin connection.
+const SENDER_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves one HTTP stream.
+pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
+    let (head, extra) = match decode_request_meta(meta) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::debug!(error = %e, "invalid request metadata from the edge");
+            stream.reset(ErrorCode::PROTOCOL_ERROR);
+            return;
+        }
+    };
+    let host = head
+        .host()
+        .map(|h| String::from_utf8_lossy(h).into_owned())
+        .unwrap_or_default();
+    let host = strip_port(&host);
+    let target = String::from_utf8_lossy(&head.target).into_owned();
+    let path = target.split(['?', '#']).next().unwrap_or("/");
+    let m = ctx.ingress.match_request(host, path);
+    let rule = m.rule;
+    tracing::debug!(host, path, rule = m.number(), "request matched");
+    match &rule.service {
+        Service::Http(svc) if !svc.tls => {
+            proxy(head, extra.body, stream, svc, &rule.origin_request, ctx).await;
+        }
+        Service::Http(svc) => {
+            drain(&stream).await;
+            reply_error(
+                &stream,
+                ReplyErrorKind::OriginInvalid,
+                format!("https origins are not supported yet ({})", svc.authority),
+            );
+        }
+        Service::HttpStatus(n) => {
+            drain(&stream).await;
+            let mut res = ResponseHead::new(*n);
+            res.headers.append("Content-Length", "0");
+            if stream
+                .reply(encode_response_meta(&res, BodyFraming::Length(0)))
+                .is_ok()
+            {
+                let _ = stream.finish();
+            }
+        }
+        Service::HelloWorld => {
+            drain(&stream).await;
+            let mut res = ResponseHead::new(200);
+            res.headers
+                .append("Content-Type", "text/plain; charset=utf-8");
+            res.headers
+                .append("Content-Length", HELLO.len().to_string());
+            let framing = BodyFraming::Length(HELLO.len() as u64);
+            if stream.reply(encode_response_meta(&res, framing)).is_ok()
+                && !head.is_head()
+                && stream
+                    .write(Bytes::from_static(HELLO.as_bytes()))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            let _ = stream.finish();
+        }
+        Service::Tcp(t) => {
+            drain(&stream).await;
+            reply_error(
+                &stream,
+                ReplyErrorKind::OriginInvalid,
+                format!("rule {} serves TCP ({}), not HTTP", m.number(), t.authority),
+            );
+        }
+        Service::Unix { path, .. } => {
+            drain(&stream).await;
+            reply_error(
+                &stream,
+                ReplyErrorKind::OriginInvalid,
+                format!(
+                    "unix socket origins are not supported yet ({})",
+                    path.display()
+                ),
+            );
+        }
+    }
+}
+
+/// `host` without a `:port` suffix (IPv6 brackets kept).
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .map(|(h, _)| &host[..=h.len()])
+            .unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// Reads the request body to its end and drops it (services that answer without it).
+async fn drain(stream: &Stream) {
+    while let Ok(Some(_)) = stream.read().await {}
+}
+
+fn reply_error(stream: &Stream, kind: ReplyErrorKind, message: String) {
+    tracing::debug!(?kind, %message, "answering with an error");
+    if stream
+        .reply(encode_reply_error(&ReplyError { kind, message }))
+        .is_ok()
+    {
+        let _ = stream.finish();
+    }
+}
+
+/// Why an exchange with the origin failed before a reply was sent.
+enum Failed {
+    /// The reply is this error.
+    Reply(ReplyErrorKind, String),
+    /// A reused idle connection turned out closed before anything could be answered; a request
+    /// without a body may go again on a fresh connection.
+    Stale,
+}
+
+/// Proxies to an `http://` origin.
+async fn proxy(
+    mut head: RequestHead,
+    body: BodyFraming,
+    stream: Rc<Stream>,
+    svc: &HttpService,
+    or: &OriginRequest,
+    ctx: &ProxyCtx,
+) {
+    let Some(addr) = (svc.host.as_str(), svc.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+    else {
+        drain(&stream).await;
+        reply_error(
+            &stream,
+            ReplyErrorKind::OriginRefused,
+            format!("origin {} does not resolve", svc.authority),
+        );
+        return;
+    };
+    let upgrade = is_upgrade_request(&head);
+    remove_hop_by_hop(&mut head.headers, upgrade);
+    head.headers.remove("expect");
+    set_connector_id(
+        &mut head.headers,
+        CONNECTOR_ID_HEADER,
+        ctx.connector_id.clone(),
+    );
+    if let Some(h) = &or.http_host_header {
+        override_host(&mut head.headers, h.clone());
+    }
+    if !head.headers.contains("host") {
+        head.headers.append("Host", svc.authority.clone());
+    }
+    set_framing_headers(&mut head.headers, body);
+    head.version = Version::Http11;
+    let head_bytes = head.to_bytes();
+    let method = head.method.clone();
+    // A request without a body may be sent twice: once on a reused connection that turns out
+    // closed, then on a fresh one.
+    let mut allow_reuse = true;
+    loop {
+        let pooled = if allow_reuse {
+            ctx.pool.take(addr, or.keep_alive_timeout)
+        } else {
+            None
+        };
+        let reused = pooled.is_some();
+        let conn = match pooled {
+            Some(c) => c,
+            None => match open(addr, or.connect_timeout).await {
+                Ok(c) => c,
+                Err((kind, msg)) => {
+                    drain(&stream).await;
+                    reply_error(&stream, kind, msg);
+                    return;
+                }
+            },
+        };
+        let outcome = exchange(
+            conn,
+            addr,
+            head_bytes.clone(),
+            &method,
+            body,
+            upgrade,
+            reused,
+            &stream,
+            or,
+            ctx,
+        )
+        .await;
+        match outcome {
+            Ok(()) => return,
+            Err(Failed::Stale) => {
+                tracing::debug!(origin = %addr, "pooled origin connection was closed; retrying on a new one");
+                allow_reuse = false;
+            }
+            Err(Failed::Reply(kind, msg)) => {
+                drain(&stream).await;
+                reply_error(&stream, kind, msg);
+                return;
+            }
+        }
+    }
+}
+
+/// Connects to the origin within `timeout`.
+async fn open(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, (ReplyErrorKind, String)> {
+    match compio::time::timeout(timeout, connect(addr, &SocketTuning::default())).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => Err((
+            ReplyErrorKind::OriginTimeout,
+            origin_timeout_detail(&addr.to_string()),
+        )),
+        Ok(Err(e)) => {
+            tracing::info!(origin = %addr, error = %e, "origin connect failed");
+            Err((
+                ReplyErrorKind::OriginRefused,
+                origin_refused_detail(&addr.to_string()),
+            ))
+        }
+        Err(_) => Err((
+            ReplyErrorKind::OriginTimeout,
+            origin_timeout_detail(&addr.to_string()),
+        )),
+    }
+}
+
+/// Sends the head and streams the request body; `done` is set once the body ended cleanly.
+async fn send_request(
+    mut w: TcpStream,
+    head: Bytes,
+    body: BodyFraming,
+    stream: Rc<Stream>,
+    done: Rc<Cell<bool>>,
+) -> Result<(), HttpError> {
+    let mut out = write_bufs(&mut w, vec![head]).await?;
+    if !body.is_empty() {
+        let mut enc = BodyEncoder::new(body);
+        loop {
+            match stream.read().await {
+                Ok(Some(chunk)) => {
+                    enc.encode(chunk, &mut out)?;
+                    out = write_bufs(&mut w, out).await?;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "request body stream failed");
+                    return Err(HttpError::Io(std::io::Error::other(e.to_string())));
+                }
+            }
+        }
+        enc.finish(&mut out)?;
+        write_bufs(&mut w, out).await?;
+    }
+    done.set(true);
+    Ok(())
+}
+
+/// One request/response exchange on `conn`. Errors before the reply come back to the caller;
+/// after the reply, failures reset the stream.
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    conn: TcpStream,
+    addr: SocketAddr,
+    head: Bytes,
+    method: &[u8],
+    body: BodyFraming,
+    upgrade: bool,
+    reused: bool,
+    stream: &Rc<Stream>,
+    or: &OriginRequest,
+    ctx: &ProxyCtx,
+) -> Result<(), Failed> {
+    let mut r = conn.clone();
+    let sent = Rc::new(Cell::new(false));
+    let sender = compio::runtime::spawn(send_request(
+        conn.clone(),
+        head,
+        body,
+        stream.clone(),
+        sent.clone(),
+    ));
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let limits = HeadLimits::default();
+    let mut res = loop {
+        match read_response_head(&mut r, &mut buf, &limits).await {
+            Ok(h) if h.is_informational() && h.status != 101 => continue,
+            Ok(h) => break h,
+            // A reused connection that fails before a single response byte was most likely
+            // closed by the origin while idle; nothing of the request was consumed.
+            Err(HttpError::IncompleteHead { received: 0, .. } | HttpError::Io(_))
+                if reused && body.is_empty() && buf.is_empty() =>
+            {
+                drop(sender);
+                return Err(Failed::Stale);
+            }
+            Err(e) => {
+                drop(sender);
+                return Err(Failed::Reply(
+                    ReplyErrorKind::OriginInvalid,
+                    format!("invalid response from origin {addr}: {e}"),
+                ));
+            }
+        }
+    };
+    if res.status == 101 {
+        if !upgrade {
+            drop(sender);
+            return Err(Failed::Reply(
+                ReplyErrorKind::OriginInvalid,
+                format!("origin {addr} switched protocols without an upgrade request"),
+            ));
+        }
+        // The sender wrote only the head (an upgrade request has no body).
+        let _ = sender.await;
+        remove_hop_by_hop(&mut res.headers, true);
+        if stream
+            .reply(encode_response_meta(&res, BodyFraming::Empty))
+            .is_err()
+        {
+            return Ok(());
+        }
+        tracing::debug!(origin = %addr, "upgraded; piping raw bytes");
+        let first = buf.split().freeze();
+        let mut w = conn;
+        let s2 = stream.clone();
+        let up = compio::runtime::spawn(async move { stream_to_socket(&s2, &mut w).await });
+        socket_to_stream(&mut r, stream, first).await;
+        let _ = up.await;
+        return Ok(());
+    }
+    let framing = match response_framing(&res, method) {
+        Ok(f) => f,
+        Err(e) => {
+            drop(sender);
+            return Err(Failed::Reply(
+                ReplyErrorKind::OriginInvalid,
+                format!("invalid response from origin {addr}: {e}"),
+            ));
+        }
+    };
+    remove_hop_by_hop(&mut res.headers, false);
+    if stream.reply(encode_response_meta(&res, framing)).is_err() {
+        return Ok(());
+    }
+    let mut dec = BodyDecoder::new(framing, BodyLimits::default(), Fault::Origin);
+    loop {
+        match read_body_chunk(&mut r, &mut buf, &mut dec).await {
+            Ok(Some(chunk)) => {
+                if let Err(e) = stream.write(chunk).await {
+                    tracing::debug!(error = %e, "stream failed while sending the response body");
+                    return Ok(());
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::info!(origin = %addr, error = %e, "origin response body failed");
+                stream.reset(ErrorCode::INTERNAL_ERROR);
+                return Ok(());
+            }
+        }
+    }
+    if stream.finish().is_err() {
+        return Ok(());
+    }
+    // The request body usually ended before the response did; give it a moment otherwise.
+    let sent_ok = if sent.get() {
+        matches!(sender.await, Ok(Ok(())))
+    } else {
+        matches!(
+            compio::time::timeout(SENDER_GRACE, sender).await,
+            Ok(Ok(Ok(())))
+        )
+    };
+    if body.is_empty() {
+        // No body was read by the sender: consume the stream's FIN.
+        drain(stream).await;
+    }
+    if sent_ok && buf.is_empty() && response_keep_alive(&res, framing) {
+        ctx.pool.put(addr, conn, or.keep_alive_connections);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("a.example.com:8080"), "a.example.com");
+        assert_eq!(strip_port("a.example.com"), "a.example.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+}

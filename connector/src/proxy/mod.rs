@@ -1,0 +1,47 @@
+//! Serving the streams the edge opens: HTTP requests to the ingress rules' services, and raw
+//! TCP to the first `tcp://` service (tunnel-contract.md, "Streams").
+//!
+//! Everything here runs on the worker of the link the stream arrived on, and origin sockets
+//! come from that worker's [`Pool`]. What it leaves to others: links and registration
+//! ([`crate::run`]), head parsing and body codecs (`ringtun_core::http`).
+//!
+//! Not served yet: `https://` origins (no origin TLS client yet; the request gets a 502 that
+//! says so) and `unix:` services.
+
+mod http;
+mod pipe;
+mod pool;
+mod tcp;
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ringtun_core::link::Incoming;
+use ringtun_core::mux::StreamKind;
+
+pub use pipe::{READ_SIZE, socket_to_stream, stream_to_socket};
+pub use pool::Pool;
+
+use crate::ingress::IngressRules;
+
+/// What a worker needs to serve streams.
+#[derive(Debug)]
+pub struct ProxyCtx {
+    /// The ingress rules.
+    pub ingress: Arc<IngressRules>,
+    /// This connector's ID, sent to origins in `X-Ringtun-Connector-Id`.
+    pub connector_id: Bytes,
+    /// The worker's keep-alive pool.
+    pub pool: Pool,
+}
+
+/// Serves one stream the edge opened, to its end.
+pub async fn serve(incoming: Incoming, ctx: Rc<ProxyCtx>) {
+    let Incoming { kind, meta, stream } = incoming;
+    let stream = Rc::new(stream);
+    match kind {
+        StreamKind::Http | StreamKind::WebSocket => http::serve(meta, stream, &ctx).await,
+        StreamKind::Tcp => tcp::serve(meta, stream, &ctx).await,
+    }
+}
