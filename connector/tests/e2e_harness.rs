@@ -34,7 +34,6 @@ fn edge_starts_on_port_zero_and_serves_discovery() {
 }
 
 #[test]
-#[ignore = "needs the edge data plane (issue 3): public_http= and edge server lines"]
 fn edge_logs_every_listener() {
     let dir = tempfile::tempdir().unwrap();
     let edge = Edge::start(dir.path());

@@ -33,7 +33,6 @@ fn get_when_served(public: SocketAddr, host: &str, path: &str) -> e2e::Response 
 }
 
 #[test]
-#[ignore = "needs the edge data plane and tunnel run (issue 3)"]
 fn get_through_the_public_listener() {
     let dir = tempfile::tempdir().unwrap();
     let edge = Edge::start(dir.path());
@@ -63,7 +62,6 @@ fn get_through_the_public_listener() {
 }
 
 #[test]
-#[ignore = "needs the edge data plane and tunnel run (issue 3)"]
 fn two_replicas_both_serve_and_are_listed() {
     let dir = tempfile::tempdir().unwrap();
     let edge = Edge::start(dir.path());
@@ -109,7 +107,6 @@ fn two_replicas_both_serve_and_are_listed() {
 }
 
 #[test]
-#[ignore = "needs the edge data plane and tunnel run (issue 3)"]
 fn websocket_upgrade_echoes_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let edge = Edge::start(dir.path());
@@ -163,7 +160,6 @@ fn free_port() -> u16 {
 }
 
 #[test]
-#[ignore = "needs the edge data plane and tunnel run (issue 3)"]
 fn tcp_route_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let edge = Edge::start(dir.path());
@@ -207,7 +203,6 @@ fn tcp_route_round_trip() {
 }
 
 #[test]
-#[ignore = "needs the edge data plane and tunnel run (issue 3)"]
 fn tunnels_and_routes_survive_an_edge_restart() {
     let dir = tempfile::tempdir().unwrap();
     let edge = Edge::start(dir.path());
@@ -233,7 +228,6 @@ fn tunnels_and_routes_survive_an_edge_restart() {
 }
 
 #[test]
-#[ignore = "needs the edge data plane and tunnel run (issue 3)"]
 fn the_connector_over_the_limit_exits_with_the_edges_message() {
     let dir = tempfile::tempdir().unwrap();
     let edge = Edge::start_with(
@@ -258,7 +252,6 @@ fn the_connector_over_the_limit_exits_with_the_edges_message() {
 }
 
 #[test]
-#[ignore = "needs the edge data plane and tunnel run (issue 3)"]
 fn the_demo_runs_and_leaves_nothing_behind() {
     // Make sure the sibling binaries exist so the demo does not build them.
     let bins = e2e::binaries();
