@@ -9,6 +9,7 @@
 //! - [`Connector::run`] starts `ringtun tunnel run`; [`Edge::wait_connectors`] polls `tunnel info`.
 //! - [`Origin::start`] runs `ringtun-load origin`.
 //! - [`http_get`] and [`send_raw`] are plain `std::net` clients.
+//! - [`RssSampler`] records the peak RSS of processes while a test runs (`/proc/PID/status`).
 //!
 //! Every process is a [`Proc`], which stops its child (SIGTERM, then SIGKILL) when dropped, so a
 //! failing assertion leaves nothing running. The child's output is in a log file in the test's
@@ -261,7 +262,17 @@ impl Edge {
     /// Waits until `tunnel info` lists exactly `n` connectors of `tunnel` (each with at least one
     /// link when `n > 0`); returns the info.
     pub fn wait_connectors(&self, tunnel: &str, n: usize) -> serde_json::Value {
-        let deadline = Instant::now() + STEP_TIMEOUT;
+        self.wait_connectors_within(tunnel, n, STEP_TIMEOUT)
+    }
+
+    /// [`Edge::wait_connectors`] with its own bound, for tests that start many connectors.
+    pub fn wait_connectors_within(
+        &self,
+        tunnel: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
         loop {
             let info = self.tunnel_info(tunnel);
             let connectors = info["connectors"].as_array().cloned().unwrap_or_default();
@@ -274,7 +285,7 @@ impl Edge {
             }
             assert!(
                 Instant::now() < deadline,
-                "waited {STEP_TIMEOUT:?} for {n} connectors of {tunnel}; last info: {info:#}\n\
+                "waited {timeout:?} for {n} connectors of {tunnel}; last info: {info:#}\n\
                  edge log:{}",
                 self.proc.tail(20)
             );
@@ -360,6 +371,11 @@ impl Connector {
     /// Starts `ringtun tunnel run TUNNEL --url URL | --config FILE` against `edge` and waits for
     /// its `Generated Connector ID:` line.
     pub fn run(edge: &Edge, tunnel: &Tunnel, service: &Service) -> Connector {
+        Connector::run_args(edge, tunnel, service, &[])
+    }
+
+    /// [`Connector::run`] with extra `tunnel run` flags (like `--ha-connections 4`).
+    pub fn run_args(edge: &Edge, tunnel: &Tunnel, service: &Service, extra: &[&str]) -> Connector {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let mut cmd = edge.ringtun_cmd(&["tunnel", "run", &tunnel.name]);
@@ -370,6 +386,7 @@ impl Connector {
         if edge.options.plaintext {
             cmd.arg("--danger-plaintext-links");
         }
+        cmd.args(extra);
         let log = edge.dir.join(format!("connector-{n}.log"));
         let proc = Proc::spawn(&format!("connector-{n}"), cmd, &log, false)
             .unwrap_or_else(|e| panic!("cannot start ringtun tunnel run: {e}"));
@@ -635,6 +652,55 @@ fn serve_head_echo(mut conn: TcpStream) {
         if conn.write_all(&reply).is_err() {
             return;
         }
+    }
+}
+
+/// The resident set size of process `pid` in bytes (`VmRSS` of `/proc/PID/status`), or `None`
+/// once it has exited.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Samples the RSS of some processes every `every` on a thread of its own until
+/// [`RssSampler::finish`], keeping each one's peak.
+pub struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl RssSampler {
+    /// Starts sampling `pids` (one sample right away, then one per `every`).
+    pub fn start(pids: Vec<u32>, every: Duration) -> RssSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut peaks = vec![0u64; pids.len()];
+            loop {
+                for (peak, pid) in peaks.iter_mut().zip(&pids) {
+                    *peak = (*peak).max(rss_bytes(*pid).unwrap_or(0));
+                }
+                if flag.load(Ordering::Relaxed) {
+                    return peaks;
+                }
+                std::thread::sleep(every);
+            }
+        });
+        RssSampler { stop, thread }
+    }
+
+    /// Takes a last sample and returns each process's peak RSS in bytes, in `pids` order.
+    pub fn finish(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
     }
 }
 
