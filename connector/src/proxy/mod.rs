@@ -5,9 +5,9 @@
 //! come from that worker's [`Pool`]. What it leaves to others: links and registration
 //! ([`crate::run`]), head parsing and body codecs (`ringtun_core::http`).
 //!
-//! Not served yet: `https://` origins (no origin TLS client yet; the request gets a 502 that
-//! says so) and `unix:` services.
+//! Not served yet: `unix:` services.
 
+mod conn;
 mod http;
 mod pipe;
 mod pool;
@@ -15,13 +15,14 @@ mod tcp;
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use ringtun_core::link::Incoming;
 use ringtun_core::mux::StreamKind;
 
 pub use pipe::{READ_SIZE, socket_to_stream, stream_to_socket};
-pub use pool::Pool;
+pub use pool::{Pool, PoolKey};
 
 use crate::ingress::IngressRules;
 
@@ -34,6 +35,9 @@ pub struct ProxyCtx {
     pub connector_id: Bytes,
     /// The worker's keep-alive pool.
     pub pool: Pool,
+    /// How long an origin may take to send a response head once the request is on its way
+    /// (`--origin-response-timeout`); then the answer is 504.
+    pub origin_response_timeout: Duration,
 }
 
 /// Serves one stream the edge opened, to its end.
