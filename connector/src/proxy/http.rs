@@ -332,16 +332,25 @@ async fn open(
     }
 }
 
-/// Sends the head and streams the request body; `done` is set once the body ended cleanly.
-/// Gives the write half back for reuse.
+/// How far the sender got, for the reader and the response timer.
+#[derive(Debug, Default)]
+struct Sending {
+    /// The request body ended cleanly.
+    done: Cell<bool>,
+    /// Writes completed so far: while the request body still flows, the origin is not late.
+    writes: Cell<u64>,
+}
+
+/// Sends the head and streams the request body, recording progress in `sending`. Gives the
+/// write half back for reuse.
 async fn send_request(
     mut w: ConnWriter,
     head: Bytes,
     body: BodyFraming,
     stream: Rc<Stream>,
-    done: Rc<Cell<bool>>,
+    sending: Rc<Sending>,
 ) -> (ConnWriter, Result<(), HttpError>) {
-    let res = send_request_on(&mut w, head, body, &stream, &done).await;
+    let res = send_request_on(&mut w, head, body, &stream, &sending).await;
     (w, res)
 }
 
@@ -350,7 +359,7 @@ async fn send_request_on(
     head: Bytes,
     body: BodyFraming,
     stream: &Stream,
-    done: &Cell<bool>,
+    sending: &Sending,
 ) -> Result<(), HttpError> {
     let mut out = write_bufs(w, vec![head]).await?;
     if !body.is_empty() {
@@ -360,6 +369,7 @@ async fn send_request_on(
                 Ok(Some(chunk)) => {
                     enc.encode(chunk, &mut out)?;
                     out = write_bufs(w, out).await?;
+                    sending.writes.set(sending.writes.get() + 1);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -371,7 +381,7 @@ async fn send_request_on(
         enc.finish(&mut out)?;
         write_bufs(w, out).await?;
     }
-    done.set(true);
+    sending.done.set(true);
     Ok(())
 }
 
@@ -396,22 +406,32 @@ async fn exchange(
         writer,
         closer,
     } = conn;
-    let sent = Rc::new(Cell::new(false));
+    let sending = Rc::new(Sending::default());
     let sender = compio::runtime::spawn(send_request(
         writer,
         head,
         body,
         stream.clone(),
-        sent.clone(),
+        sending.clone(),
     ));
-    // The response timeout: shuts the connection down, which ends the head read below.
+    // The response timeout: a whole period without a response head and without request body
+    // progress shuts the connection down, which ends the head read below.
     let timed_out = Rc::new(Cell::new(false));
     let timer = {
         let closer = closer.clone();
         let timed_out = timed_out.clone();
+        let sending = sending.clone();
         let limit = ctx.origin_response_timeout;
         compio::runtime::spawn(async move {
-            compio::time::sleep(limit).await;
+            let mut seen = sending.writes.get();
+            loop {
+                compio::time::sleep(limit).await;
+                let now = sending.writes.get();
+                if now == seen {
+                    break;
+                }
+                seen = now;
+            }
             timed_out.set(true);
             let _ = closer.shutdown();
         })
@@ -513,7 +533,7 @@ async fn exchange(
         return Ok(());
     }
     // The request body usually ended before the response did; give it a moment otherwise.
-    let writer = if sent.get() {
+    let writer = if sending.done.get() {
         match sender.await {
             Ok((w, Ok(()))) => Some(w),
             _ => None,

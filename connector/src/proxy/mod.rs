@@ -5,6 +5,17 @@
 //! come from that worker's [`Pool`]. What it leaves to others: links and registration
 //! ([`crate::run`]), head parsing and body codecs (`ringtun_core::http`).
 //!
+//! `https://` origins get TLS 1.2/1.3 with ALPN `http/1.1`, trusting the web PKI roots
+//! (`webpki-roots`); `originRequest.noTLSVerify` accepts any certificate (a warning is logged
+//! once per origin) and `originServerName` replaces the URL's host as SNI and verified name. A
+//! failed handshake is answered with an invalid-origin error (502) that quotes the TLS error.
+//! Pooled connections are keyed by scheme, host, port, server name and verify mode.
+//!
+//! An origin that accepts a request but sends no response head within
+//! `--origin-response-timeout` (default 100 s, Cloudflare's proxy read timeout; cloudflared has
+//! no such `originRequest` field) is answered with 504. The clock restarts while the request
+//! body is still being written, so a long upload is not cut short.
+//!
 //! Not served yet: `unix:` services.
 
 mod conn;
