@@ -213,6 +213,12 @@ pub struct RunArgs {
     /// How long links may drain at shutdown (like `30s`, at most 3m).
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     pub grace_period: String,
+    /// How long an origin may take to start answering a request (its response head) before
+    /// the client gets 504, like `100s`; restarted while the request body is still being
+    /// written. cloudflared has no such setting; the default matches Cloudflare's proxy read
+    /// timeout.
+    #[arg(long, default_value = "100s", value_name = "DURATION")]
+    pub origin_response_timeout: String,
 }
 
 /// `ringtun ingress ...`.

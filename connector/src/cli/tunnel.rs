@@ -300,6 +300,11 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
             message,
         })?
         .min(std::time::Duration::from_secs(180));
+    let origin_response_timeout = crate::config::parse_duration(&args.origin_response_timeout)
+        .map_err(|message| Error::ConfigField {
+            field: "--origin-response-timeout".to_owned(),
+            message,
+        })?;
     let links = args.ha_connections.max(1);
     let plan = crate::run::LinkPlan::new(dcs, links)?;
     crate::run::run(crate::run::RunSettings {
@@ -314,6 +319,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
         links,
         workers: args.workers,
         grace,
+        origin_response_timeout,
     })
 }
 

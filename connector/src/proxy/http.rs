@@ -1,7 +1,7 @@
 //! HTTP streams: decode the request head from OPEN metadata, match the ingress rules, and answer
 //! from the rule's service.
 //!
-//! Towards an `http://` origin, one exchange uses two tasks on the origin socket: a *sender*
+//! Towards an `http://` or `https://` origin, one exchange uses two tasks on the origin socket: a *sender*
 //! writes the head and streams the request body from the link stream (re-framed: Content-Length
 //! when known, else chunked), while this task reads the response head, replies, and streams the
 //! decoded response body back. The connection goes back to the worker's pool only when both
@@ -10,14 +10,17 @@
 //! `Expect: 100-continue` is removed towards the origin: the body is streamed as it comes, the
 //! edge speaks to the client. A `101 Switching Protocols` answer to an upgrade request turns the
 //! stream into raw bytes both ways (WebSocket).
+//!
+//! Once the request is on its way, the origin has the connector's origin response timeout to
+//! send a response head, else the answer is 504. The bound is kept by a timer task that shuts
+//! the connection down, which ends the read in flight instead of dropping it.
 
 use std::cell::Cell;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use compio::net::TcpStream;
 use ringtun_core::http::io::{read_body_chunk, read_response_head, write_bufs};
 use ringtun_core::http::{
     BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, CONNECTOR_ID_HEADER, Fault, HeadLimits,
@@ -31,7 +34,9 @@ use ringtun_core::mux::ErrorCode;
 use ringtun_core::rt::net::{SocketTuning, connect};
 
 use super::ProxyCtx;
+use super::conn::{ConnWriter, OriginConn, warn_no_verify_once};
 use super::pipe::{socket_to_stream, stream_to_socket};
+use super::pool::PoolKey;
 use crate::config::OriginRequest;
 use crate::ingress::{HttpService, Service};
 
@@ -63,16 +68,8 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
     let rule = m.rule;
     tracing::debug!(host, path, rule = m.number(), "request matched");
     match &rule.service {
-        Service::Http(svc) if !svc.tls => {
-            proxy(head, extra.body, stream, svc, &rule.origin_request, ctx).await;
-        }
         Service::Http(svc) => {
-            drain(&stream).await;
-            reply_error(
-                &stream,
-                ReplyErrorKind::OriginInvalid,
-                format!("https origins are not supported yet ({})", svc.authority),
-            );
+            proxy(head, extra.body, stream, svc, &rule.origin_request, ctx).await;
         }
         Service::HttpStatus(n) => {
             drain(&stream).await;
@@ -164,7 +161,7 @@ enum Failed {
     Stale,
 }
 
-/// Proxies to an `http://` origin.
+/// Proxies to an `http://` or `https://` origin.
 async fn proxy(
     mut head: RequestHead,
     body: BodyFraming,
@@ -204,19 +201,37 @@ async fn proxy(
     head.version = Version::Http11;
     let head_bytes = head.to_bytes();
     let method = head.method.clone();
+    let key = PoolKey {
+        tls: svc.tls,
+        host: svc.host.clone(),
+        port: svc.port,
+        server_name: if svc.tls {
+            or.origin_server_name
+                .clone()
+                .unwrap_or_else(|| svc.host.clone())
+        } else {
+            String::new()
+        },
+        danger_no_verify: svc.tls && or.danger_no_tls_verify,
+    };
+    let origin = Origin {
+        addr,
+        key: &key,
+        authority: &svc.authority,
+    };
     // A request without a body may be sent twice: once on a reused connection that turns out
     // closed, then on a fresh one.
     let mut allow_reuse = true;
     loop {
         let pooled = if allow_reuse {
-            ctx.pool.take(addr, or.keep_alive_timeout)
+            ctx.pool.take(&key, or.keep_alive_timeout)
         } else {
             None
         };
         let reused = pooled.is_some();
         let conn = match pooled {
             Some(c) => c,
-            None => match open(addr, or.connect_timeout).await {
+            None => match open(&origin, or.connect_timeout).await {
                 Ok(c) => c,
                 Err((kind, msg)) => {
                     drain(&stream).await;
@@ -227,7 +242,7 @@ async fn proxy(
         };
         let outcome = exchange(
             conn,
-            addr,
+            &origin,
             head_bytes.clone(),
             &method,
             body,
@@ -253,10 +268,52 @@ async fn proxy(
     }
 }
 
-/// Connects to the origin within `timeout`.
-async fn open(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, (ReplyErrorKind, String)> {
+/// Where one request goes.
+struct Origin<'a> {
+    /// The resolved address.
+    addr: std::net::SocketAddr,
+    /// The pool key (scheme, host, port, TLS settings).
+    key: &'a PoolKey,
+    /// `host[:port]` of the service, for messages.
+    authority: &'a str,
+}
+
+/// Connects to the origin (and runs the TLS handshake for `https://`) within `timeout`.
+async fn open(
+    origin: &Origin<'_>,
+    timeout: Duration,
+) -> Result<OriginConn, (ReplyErrorKind, String)> {
+    let addr = origin.addr;
     match compio::time::timeout(timeout, connect(addr, &SocketTuning::default())).await {
-        Ok(Ok(c)) => Ok(c),
+        Ok(Ok(c)) if origin.key.tls => {
+            let name = &origin.key.server_name;
+            if origin.key.danger_no_verify {
+                warn_no_verify_once(origin.authority);
+            }
+            match compio::time::timeout(
+                timeout,
+                OriginConn::tls(c, name, origin.key.danger_no_verify),
+            )
+            .await
+            {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(e)) => {
+                    tracing::info!(origin = %origin.authority, server_name = %name, error = %e, "origin tls handshake failed");
+                    Err((
+                        ReplyErrorKind::OriginInvalid,
+                        format!(
+                            "tls handshake with origin {} (server name {name}) failed: {e}",
+                            origin.authority
+                        ),
+                    ))
+                }
+                Err(_) => Err((
+                    ReplyErrorKind::OriginTimeout,
+                    origin_timeout_detail(origin.authority),
+                )),
+            }
+        }
+        Ok(Ok(c)) => Ok(OriginConn::plain(c)),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => Err((
             ReplyErrorKind::OriginTimeout,
             origin_timeout_detail(&addr.to_string()),
@@ -275,22 +332,44 @@ async fn open(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, (ReplyEr
     }
 }
 
-/// Sends the head and streams the request body; `done` is set once the body ended cleanly.
+/// How far the sender got, for the reader and the response timer.
+#[derive(Debug, Default)]
+struct Sending {
+    /// The request body ended cleanly.
+    done: Cell<bool>,
+    /// Writes completed so far: while the request body still flows, the origin is not late.
+    writes: Cell<u64>,
+}
+
+/// Sends the head and streams the request body, recording progress in `sending`. Gives the
+/// write half back for reuse.
 async fn send_request(
-    mut w: TcpStream,
+    mut w: ConnWriter,
     head: Bytes,
     body: BodyFraming,
     stream: Rc<Stream>,
-    done: Rc<Cell<bool>>,
+    sending: Rc<Sending>,
+) -> (ConnWriter, Result<(), HttpError>) {
+    let res = send_request_on(&mut w, head, body, &stream, &sending).await;
+    (w, res)
+}
+
+async fn send_request_on(
+    w: &mut ConnWriter,
+    head: Bytes,
+    body: BodyFraming,
+    stream: &Stream,
+    sending: &Sending,
 ) -> Result<(), HttpError> {
-    let mut out = write_bufs(&mut w, vec![head]).await?;
+    let mut out = write_bufs(w, vec![head]).await?;
     if !body.is_empty() {
         let mut enc = BodyEncoder::new(body);
         loop {
             match stream.read().await {
                 Ok(Some(chunk)) => {
                     enc.encode(chunk, &mut out)?;
-                    out = write_bufs(&mut w, out).await?;
+                    out = write_bufs(w, out).await?;
+                    sending.writes.set(sending.writes.get() + 1);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -300,9 +379,9 @@ async fn send_request(
             }
         }
         enc.finish(&mut out)?;
-        write_bufs(&mut w, out).await?;
+        write_bufs(w, out).await?;
     }
-    done.set(true);
+    sending.done.set(true);
     Ok(())
 }
 
@@ -310,8 +389,8 @@ async fn send_request(
 /// after the reply, failures reset the stream.
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
-    conn: TcpStream,
-    addr: SocketAddr,
+    conn: OriginConn,
+    origin: &Origin<'_>,
     head: Bytes,
     method: &[u8],
     body: BodyFraming,
@@ -321,36 +400,75 @@ async fn exchange(
     or: &OriginRequest,
     ctx: &ProxyCtx,
 ) -> Result<(), Failed> {
-    let mut r = conn.clone();
-    let sent = Rc::new(Cell::new(false));
+    let addr = origin.authority;
+    let OriginConn {
+        reader: mut r,
+        writer,
+        closer,
+    } = conn;
+    let sending = Rc::new(Sending::default());
     let sender = compio::runtime::spawn(send_request(
-        conn.clone(),
+        writer,
         head,
         body,
         stream.clone(),
-        sent.clone(),
+        sending.clone(),
     ));
+    // The response timeout: a whole period without a response head and without request body
+    // progress shuts the connection down, which ends the head read below.
+    let timed_out = Rc::new(Cell::new(false));
+    let timer = {
+        let closer = closer.clone();
+        let timed_out = timed_out.clone();
+        let sending = sending.clone();
+        let limit = ctx.origin_response_timeout;
+        compio::runtime::spawn(async move {
+            let mut seen = sending.writes.get();
+            loop {
+                compio::time::sleep(limit).await;
+                let now = sending.writes.get();
+                if now == seen {
+                    break;
+                }
+                seen = now;
+            }
+            timed_out.set(true);
+            let _ = closer.shutdown();
+        })
+    };
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let limits = HeadLimits::default();
-    let mut res = loop {
+    let head_res = loop {
         match read_response_head(&mut r, &mut buf, &limits).await {
             Ok(h) if h.is_informational() && h.status != 101 => continue,
-            Ok(h) => break h,
-            // A reused connection that fails before a single response byte was most likely
-            // closed by the origin while idle; nothing of the request was consumed.
-            Err(HttpError::IncompleteHead { received: 0, .. } | HttpError::Io(_))
-                if reused && body.is_empty() && buf.is_empty() =>
-            {
-                drop(sender);
-                return Err(Failed::Stale);
-            }
-            Err(e) => {
-                drop(sender);
-                return Err(Failed::Reply(
-                    ReplyErrorKind::OriginInvalid,
-                    format!("invalid response from origin {addr}: {e}"),
-                ));
-            }
+            other => break other,
+        }
+    };
+    drop(timer);
+    let mut res = match head_res {
+        Ok(h) => h,
+        Err(_) if timed_out.get() => {
+            drop(sender);
+            tracing::info!(origin = %addr, "origin sent no response head in time");
+            return Err(Failed::Reply(
+                ReplyErrorKind::OriginTimeout,
+                origin_timeout_detail(addr),
+            ));
+        }
+        // A reused connection that fails before a single response byte was most likely
+        // closed by the origin while idle; nothing of the request was consumed.
+        Err(HttpError::IncompleteHead { received: 0, .. } | HttpError::Io(_))
+            if reused && body.is_empty() && buf.is_empty() =>
+        {
+            drop(sender);
+            return Err(Failed::Stale);
+        }
+        Err(e) => {
+            drop(sender);
+            return Err(Failed::Reply(
+                ReplyErrorKind::OriginInvalid,
+                format!("invalid response from origin {addr}: {e}"),
+            ));
         }
     };
     if res.status == 101 {
@@ -362,7 +480,9 @@ async fn exchange(
             ));
         }
         // The sender wrote only the head (an upgrade request has no body).
-        let _ = sender.await;
+        let Ok((mut w, _)) = sender.await else {
+            return Ok(());
+        };
         remove_hop_by_hop(&mut res.headers, true);
         if stream
             .reply(encode_response_meta(&res, BodyFraming::Empty))
@@ -372,7 +492,6 @@ async fn exchange(
         }
         tracing::debug!(origin = %addr, "upgraded; piping raw bytes");
         let first = buf.split().freeze();
-        let mut w = conn;
         let s2 = stream.clone();
         let up = compio::runtime::spawn(async move { stream_to_socket(&s2, &mut w).await });
         socket_to_stream(&mut r, stream, first).await;
@@ -414,20 +533,31 @@ async fn exchange(
         return Ok(());
     }
     // The request body usually ended before the response did; give it a moment otherwise.
-    let sent_ok = if sent.get() {
-        matches!(sender.await, Ok(Ok(())))
+    let writer = if sending.done.get() {
+        match sender.await {
+            Ok((w, Ok(()))) => Some(w),
+            _ => None,
+        }
     } else {
-        matches!(
-            compio::time::timeout(SENDER_GRACE, sender).await,
-            Ok(Ok(Ok(())))
-        )
+        match compio::time::timeout(SENDER_GRACE, sender).await {
+            Ok(Ok((w, Ok(())))) => Some(w),
+            _ => None,
+        }
     };
     if body.is_empty() {
         // No body was read by the sender: consume the stream's FIN.
         drain(stream).await;
     }
-    if sent_ok && buf.is_empty() && response_keep_alive(&res, framing) {
-        ctx.pool.put(addr, conn, or.keep_alive_connections);
+    if let Some(writer) = writer
+        && buf.is_empty()
+        && response_keep_alive(&res, framing)
+    {
+        let conn = OriginConn {
+            reader: r,
+            writer,
+            closer,
+        };
+        ctx.pool.put(origin.key, conn, or.keep_alive_connections);
     }
     Ok(())
 }

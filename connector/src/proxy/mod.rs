@@ -5,9 +5,20 @@
 //! come from that worker's [`Pool`]. What it leaves to others: links and registration
 //! ([`crate::run`]), head parsing and body codecs (`ringtun_core::http`).
 //!
-//! Not served yet: `https://` origins (no origin TLS client yet; the request gets a 502 that
-//! says so) and `unix:` services.
+//! `https://` origins get TLS 1.2/1.3 with ALPN `http/1.1`, trusting the web PKI roots
+//! (`webpki-roots`); `originRequest.noTLSVerify` accepts any certificate (a warning is logged
+//! once per origin) and `originServerName` replaces the URL's host as SNI and verified name. A
+//! failed handshake is answered with an invalid-origin error (502) that quotes the TLS error.
+//! Pooled connections are keyed by scheme, host, port, server name and verify mode.
+//!
+//! An origin that accepts a request but sends no response head within
+//! `--origin-response-timeout` (default 100 s, Cloudflare's proxy read timeout; cloudflared has
+//! no such `originRequest` field) is answered with 504. The clock restarts while the request
+//! body is still being written, so a long upload is not cut short.
+//!
+//! Not served yet: `unix:` services.
 
+mod conn;
 mod http;
 mod pipe;
 mod pool;
@@ -15,13 +26,14 @@ mod tcp;
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use ringtun_core::link::Incoming;
 use ringtun_core::mux::StreamKind;
 
 pub use pipe::{READ_SIZE, socket_to_stream, stream_to_socket};
-pub use pool::Pool;
+pub use pool::{Pool, PoolKey};
 
 use crate::ingress::IngressRules;
 
@@ -34,6 +46,9 @@ pub struct ProxyCtx {
     pub connector_id: Bytes,
     /// The worker's keep-alive pool.
     pub pool: Pool,
+    /// How long an origin may take to send a response head once the request is on its way
+    /// (`--origin-response-timeout`); then the answer is 504.
+    pub origin_response_timeout: Duration,
 }
 
 /// Serves one stream the edge opened, to its end.

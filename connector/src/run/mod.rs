@@ -48,6 +48,8 @@ pub struct RunSettings {
     pub workers: Option<usize>,
     /// How long links may drain at shutdown.
     pub grace: Duration,
+    /// How long an origin may take to send a response head (`--origin-response-timeout`).
+    pub origin_response_timeout: Duration,
 }
 
 /// What the workers share (read-only, plus the fatal error slot).
@@ -94,6 +96,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
         );
     }
     let ingress = Arc::new(settings.ingress);
+    let origin_response_timeout = settings.origin_response_timeout;
     let mut config = RuntimeConfig::from_env().map_err(|e| Error::Runtime {
         reason: e.to_string(),
     })?;
@@ -113,6 +116,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
                 ingress,
                 connector_id,
                 pool: Pool::new(),
+                origin_response_timeout,
             });
             let mut tasks = Vec::new();
             for i in (0..links).filter(|i| i % workers == index) {

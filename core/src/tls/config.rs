@@ -1,12 +1,16 @@
 //! Building rustls configurations for links: the connector trusts the edge's own CA, the edge
 //! presents its certificate chain. TLS 1.3 only, ALPN [`ALPN`].
+//!
+//! Also the client side towards `https://` origins, which are not ours: TLS 1.2 and 1.3, ALPN
+//! `http/1.1`, trust from a given root store, or (insecure, by operator choice) none at all.
 
 use std::sync::Arc;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, ring};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use super::error::TlsError;
 
@@ -40,6 +44,86 @@ pub fn client_config(ca_pem: &[u8]) -> Result<Arc<ClientConfig>, TlsError> {
         .with_no_client_auth();
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// The ALPN protocol offered to `https://` origins.
+pub const HTTP1_ALPN: &[u8] = b"http/1.1";
+
+/// A client configuration for HTTP/1.1 origins that trusts `roots` (for example the web PKI
+/// roots). TLS 1.2 and 1.3; the server name is given per connection.
+pub fn origin_client_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![HTTP1_ALPN.to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// A client configuration for HTTP/1.1 origins that accepts **any** certificate for any name
+/// (cloudflared's `noTLSVerify`). DANGER: the connection is encrypted but the origin is not
+/// authenticated. Handshake signatures are still checked, so the peer must hold the key of the
+/// certificate it shows.
+pub fn danger_origin_client_config_no_verify() -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = provider();
+    let mut cfg = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(DangerAcceptAnyCertificate(provider)))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![HTTP1_ALPN.to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// The verifier behind [`danger_origin_client_config_no_verify`].
+#[derive(Debug)]
+struct DangerAcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for DangerAcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// A server configuration presenting `cert_chain` (leaf first, DER) with `key` (DER).

@@ -38,6 +38,9 @@ mod config;
 mod error;
 mod stream;
 
-pub use config::{ALPN, client_config, server_config, server_config_pem};
+pub use config::{
+    ALPN, HTTP1_ALPN, client_config, danger_origin_client_config_no_verify, origin_client_config,
+    server_config, server_config_pem,
+};
 pub use error::TlsError;
 pub use stream::{TlsReader, TlsShutdown, TlsStream, TlsWriter};
