@@ -4,11 +4,13 @@
 mod rt_common;
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
 use compio::net::{TcpListener, TcpStream};
-use futures_util::future::join_all;
+use futures_util::future::{Either, join_all, select};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use ringtun_core::link::{Incoming, Link, LinkError, Stream};
 use ringtun_core::mux::{Config, ErrorCode, Role, StreamKind};
@@ -90,12 +92,31 @@ where
         ..RuntimeConfig::default()
     };
     let rt = Runtime::start(cfg, move |ctx: WorkerCtx| {
-        let taken = if ctx.index() == 0 {
+        let idx = ctx.index();
+        let taken = if idx == 0 {
             l.lock().ok().and_then(|mut g| g.take())
         } else {
             None
         };
-        f(ctx.index(), taken, addr)
+        let fut = f(idx, taken, addr);
+        let stop = ctx.shutdown().clone();
+        async move {
+            if idx == 1 {
+                // The client's end, pass or fail, ends the test.
+                let r = fut.await;
+                stop.trigger();
+                return r;
+            }
+            // A server still waiting long after the client ended is a hang: fail instead.
+            let guard = async {
+                stop.wait().await;
+                compio::time::sleep(Duration::from_secs(20)).await;
+            };
+            match select(pin!(fut), pin!(guard)).await {
+                Either::Left((r, _)) => r,
+                Either::Right(_) => Err("server still waiting 20 s after the client ended".into()),
+            }
+        }
     })
     .expect("runtime starts");
     rt.join()
@@ -183,9 +204,8 @@ fn many_concurrent_streams_echo_intact_under_both_drivers() {
             link.closed().await;
             Ok(())
         });
-        for r in results {
-            r.unwrap_or_else(|e| panic!("{driver:?}: {e}"));
-        }
+        let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        assert!(errors.is_empty(), "{driver:?}: {}", errors.join("; "));
     }
 }
 
@@ -283,8 +303,7 @@ fn drain_under_load_loses_nothing_under_both_drivers() {
             }
             Ok(())
         });
-        for r in results {
-            r.unwrap_or_else(|e| panic!("{driver:?}: {e}"));
-        }
+        let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        assert!(errors.is_empty(), "{driver:?}: {}", errors.join("; "));
     }
 }

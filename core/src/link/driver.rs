@@ -22,6 +22,8 @@ use crate::mux::{Config, ErrorCode, Fault, Role, Session, StreamKind};
 const READ_CHUNK: usize = 256 * 1024;
 /// Most bytes one vectored write carries.
 const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// How long a closing link waits for the peer's FIN before it shuts the socket down.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// Most buffers one vectored write carries; Linux takes at most `IOV_MAX` (1024).
 const MAX_IOVECS: usize = 512;
 
@@ -163,10 +165,9 @@ impl Link {
 fn task_done(shared: &Rc<RefCell<Shared>>) {
     let mut s = shared.borrow_mut();
     s.tasks_left = s.tasks_left.saturating_sub(1);
-    if s.tasks_left == 0 {
-        for w in s.close_wakers.drain(..) {
-            w.wake();
-        }
+    // Wake on every task end: `closed()` waits for both, the closing writer for the reader.
+    for w in s.close_wakers.drain(..) {
+        w.wake();
     }
 }
 
@@ -194,13 +195,15 @@ where
             }
             Ok(n) => {
                 s.bytes_in += n as u64;
+                // After the session closed, input is discarded but still read: closing a socket
+                // with unread input makes the kernel send RST, which can destroy the peer's
+                // last frames before it reads them. The writer sends FIN; the reader waits for
+                // the peer's FIN (or the linger deadline, see `writer_task`).
                 s.session.handle_input(&mut buf, Instant::now());
-                s.after_op();
                 if s.session.is_closed() {
-                    // Input after the close is discarded; the writer flushes GOAWAY and shuts
-                    // the socket down.
-                    break;
+                    buf.clear();
                 }
+                s.after_op();
             }
             Err(e) => {
                 s.on_transport_end(Fault::Network, format!("read failed: {e}"));
@@ -208,8 +211,7 @@ where
             }
         }
     }
-    // The writer flushes what is left (a GOAWAY) and shuts the socket down; if it already
-    // has, this is a no-op.
+    // The writer flushes what is left (a GOAWAY), sends FIN and ends.
     shared.borrow_mut().notify_writer();
     if shared.borrow().tasks_left == 1 {
         let _ = shutdown.shutdown();
@@ -257,7 +259,20 @@ where
         }
         wait_for_work(&shared, deadline).await;
     }
+    // Graceful close: FIN after the last frame, then let the reader drain the peer's last
+    // bytes until its FIN, so closing the socket never resets frames the peer has not read
+    // yet. A peer that never closes is cut off after the linger deadline.
     let _ = writer.shutdown().await;
+    let reader_done = poll_fn(|cx| {
+        let mut s = shared.borrow_mut();
+        if s.tasks_left <= 1 {
+            return Poll::Ready(());
+        }
+        s.close_wakers.push(cx.waker().clone());
+        Poll::Pending
+    });
+    let linger = pin!(compio::time::sleep(CLOSE_LINGER));
+    let _ = select(pin!(reader_done), linger).await;
     let _ = shutdown.shutdown();
     task_done(&shared);
 }

@@ -187,12 +187,12 @@ impl Shared {
     }
 
     /// The socket failed or reached end of file before the session closed.
+    ///
+    /// The session is left as it is, so data that already arrived stays readable: after a
+    /// graceful final GOAWAY the peer may close its socket while this side's application has
+    /// not read the last bytes of finished streams yet. Every operation that would need the
+    /// socket fails with the close reason from now on (see `closed_error`).
     pub(crate) fn on_transport_end(&mut self, fault: Fault, reason: String) {
-        if !self.session.is_closed() {
-            self.session.close(ErrorCode::INTERNAL_ERROR);
-            // The GOAWAY cannot reach the peer any more; drop what the close queued.
-            while self.session.poll_event().is_some() {}
-        }
         self.set_closed(LinkError::Closed { fault, reason });
     }
 

@@ -80,6 +80,9 @@ impl Stream {
 
     /// Writes all of `data`, waiting for send buffer space as the peer grants credit.
     pub async fn write(&self, mut data: Bytes) -> Result<(), LinkError> {
+        if let Some(err) = self.shared.borrow().closed_error() {
+            return Err(err);
+        }
         while !data.is_empty() {
             let rest = &mut data;
             poll_fn(|cx| {
@@ -110,6 +113,9 @@ impl Stream {
     /// Ends our direction: FIN follows the data written so far.
     pub fn finish(&self) -> Result<(), LinkError> {
         let mut s = self.shared.borrow_mut();
+        if let Some(err) = s.closed_error() {
+            return Err(err);
+        }
         let r = s.session.finish(self.id);
         s.after_op();
         r.map_err(|e| s.stream_error(self.id, e))
