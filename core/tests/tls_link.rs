@@ -2,6 +2,7 @@
 //! 16 MiB one-way transfer arrives intact, a client with the wrong CA fails the handshake with
 //! a clear error on both sides, and a key update mid-stream loses nothing.
 
+mod link_common;
 mod rt_common;
 mod tls_common;
 
@@ -12,60 +13,12 @@ use compio::BufResult;
 use compio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
 use futures_util::future::join_all;
+use link_common::{exchange, payload, run_two_workers, serve};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use ringtun_core::link::{Link, LinkError, Stream};
+use ringtun_core::link::Link;
 use ringtun_core::mux::{Config, ErrorCode, Fault, Role, StreamKind};
 use ringtun_core::tls::{ALPN, TlsError, TlsStream};
-use tls_common::{SERVER_NAME, pki, run_two_workers};
-
-fn payload(seed: u64, len: usize) -> Bytes {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut v = vec![0u8; len];
-    rng.fill(&mut v[..]);
-    Bytes::from(v)
-}
-
-async fn echo(stream: Stream) -> Result<(), LinkError> {
-    while let Some(chunk) = stream.read().await? {
-        stream.write(chunk).await?;
-    }
-    stream.finish()
-}
-
-async fn serve(link: Link) {
-    while let Some(inc) = link.accept().await {
-        let s = inc.stream;
-        if s.reply(inc.meta).is_err() {
-            continue;
-        }
-        compio::runtime::spawn(async move {
-            let _ = echo(s).await;
-        })
-        .detach();
-    }
-}
-
-async fn exchange(stream: &Stream, data: Bytes, seed: u64) -> Result<Bytes, LinkError> {
-    let writer = async {
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-        let mut rest = data.clone();
-        while !rest.is_empty() {
-            let n = rng.random_range(1..=rest.len().min(40_000));
-            stream.write(rest.split_to(n)).await?;
-        }
-        stream.finish()
-    };
-    let reader = async {
-        let mut got = Vec::with_capacity(data.len());
-        while let Some(chunk) = stream.read().await? {
-            got.extend_from_slice(&chunk);
-        }
-        Ok::<_, LinkError>(Bytes::from(got))
-    };
-    let (w, r) = futures_util::join!(writer, reader);
-    w?;
-    r
-}
+use tls_common::{SERVER_NAME, pki};
 
 async fn tls_accept(
     l: std::net::TcpListener,

@@ -1,12 +1,10 @@
 //! Helpers shared by the `tls_*` and `handshake_*` integration tests: a throwaway CA and
-//! server certificate, and two-worker runs over loopback.
+//! server certificate.
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use ringtun_core::rt::{DriverChoice, Runtime, RuntimeConfig, WorkerCtx};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, ServerConfig};
 
@@ -40,33 +38,4 @@ pub fn pki() -> Pki {
         server,
         client,
     }
-}
-
-/// Runs `f` on two workers under `driver`; worker 0 gets a bound loopback listener.
-pub fn run_two_workers<F, Fut>(driver: DriverChoice, f: F) -> Vec<Result<(), String>>
-where
-    F: Fn(usize, Option<std::net::TcpListener>, SocketAddr) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<(), String>> + 'static,
-{
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let addr = l.local_addr().expect("local addr");
-    let l = Mutex::new(Some(l));
-    let cfg = RuntimeConfig {
-        workers: Some(2),
-        driver,
-        ..RuntimeConfig::default()
-    };
-    let rt = Runtime::start(cfg, move |ctx: WorkerCtx| {
-        let taken = if ctx.index() == 0 {
-            l.lock().ok().and_then(|mut g| g.take())
-        } else {
-            None
-        };
-        f(ctx.index(), taken, addr)
-    })
-    .expect("runtime starts");
-    rt.join()
-        .into_iter()
-        .map(|r| r.map_err(|e| e.to_string()).and_then(|x| x))
-        .collect()
 }
