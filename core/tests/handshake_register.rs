@@ -29,6 +29,8 @@ fn request() -> RegisterRequest {
         arch: "linux_amd64".into(),
         link_index: 2,
         flags: RegisterFlags::default(),
+        label: String::new(),
+        weight: ringtun_core::handshake::DEFAULT_WEIGHT,
     }
 }
 

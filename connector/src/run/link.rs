@@ -106,6 +106,8 @@ async fn establish(
         arch: std::env::consts::ARCH.to_owned(),
         link_index: u8::try_from(index).unwrap_or(u8::MAX),
         flags: RegisterFlags::default(),
+        label: String::new(),
+        weight: ringtun_core::handshake::DEFAULT_WEIGHT,
     };
     match &shared.ca_pem {
         Some(ca) => {

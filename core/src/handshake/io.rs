@@ -71,6 +71,8 @@ pub async fn connector_register<S: AsyncRead + AsyncWrite>(
         arch: request.arch.clone(),
         link_index: request.link_index,
         flags: request.flags,
+        label: request.label.clone(),
+        weight: request.weight,
     };
     send(stream, &Message::Register(register)).await?;
     match recv(stream).await? {

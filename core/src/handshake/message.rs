@@ -33,7 +33,8 @@ pub struct Challenge {
 pub struct RegisterFlags(pub u8);
 
 impl RegisterFlags {
-    /// The link is a standby: the edge should prefer the connector's other links.
+    /// The connector is a standby replica (`--standby`): the edge sends it traffic only when
+    /// no active replica of the tunnel is ready.
     pub const STANDBY: u8 = 0x01;
 
     /// Whether the standby flag is set.
@@ -41,6 +42,10 @@ impl RegisterFlags {
         self.0 & Self::STANDBY != 0
     }
 }
+
+/// The weight a connector gets when it names none (and what an older connector's
+/// registration, which has no weight field, decodes to).
+pub const DEFAULT_WEIGHT: u16 = 1;
 
 /// What a connector says about itself when registering a link (the proof is computed from
 /// it and the challenge).
@@ -58,6 +63,10 @@ pub struct RegisterRequest {
     pub link_index: u8,
     /// Flags.
     pub flags: RegisterFlags,
+    /// The connector's label (`--label`), at most [`MAX_STRING`] bytes; empty for none.
+    pub label: String,
+    /// The connector's load-balancing weight (`--weight`, at least 1).
+    pub weight: u16,
 }
 
 /// Connector → edge: the registration with its proof.
@@ -79,6 +88,10 @@ pub struct Register {
     pub link_index: u8,
     /// Flags.
     pub flags: RegisterFlags,
+    /// The connector's label; empty for none (and from connectors that predate labels).
+    pub label: String,
+    /// The connector's weight; [`DEFAULT_WEIGHT`] from connectors that predate weights.
+    pub weight: u16,
 }
 
 /// Edge → connector: registered.
@@ -167,6 +180,10 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 struct Cursor<'a>(&'a [u8]);
 
 impl<'a> Cursor<'a> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], HandshakeError> {
         if self.0.len() < n {
             return Err(HandshakeError::Malformed("message body too short"));
@@ -222,6 +239,9 @@ impl Message {
                 out.push(r.flags.0);
                 put_str(out, &r.version);
                 put_str(out, &r.arch);
+                // Appended fields (older edges ignore them).
+                put_str(out, &r.label);
+                out.extend_from_slice(&r.weight.to_be_bytes());
             }
             Message::Accepted(a) => {
                 out.push(T_ACCEPTED);
@@ -234,7 +254,7 @@ impl Message {
                 put_str(out, &r.message);
             }
         }
-        // Every message fits: the largest (Register with two full strings) is ~620 bytes.
+        // Every message fits: the largest (Register with three full strings) is ~880 bytes.
         let len = (out.len() - start - 2) as u16;
         out[start..start + 2].copy_from_slice(&len.to_be_bytes());
     }
@@ -279,6 +299,16 @@ impl Message {
                 flags: RegisterFlags(c.u8()?),
                 version: c.string()?,
                 arch: c.string()?,
+                label: if c.is_empty() {
+                    String::new()
+                } else {
+                    c.string()?
+                },
+                weight: if c.is_empty() {
+                    DEFAULT_WEIGHT
+                } else {
+                    c.u16()?
+                },
             }),
             T_ACCEPTED => Message::Accepted(Accepted {
                 data_center: c.string()?,
@@ -315,10 +345,12 @@ mod tests {
                 arb_string(),
                 arb_string(),
                 any::<u8>(),
-                any::<u8>()
+                any::<u8>(),
+                arb_string(),
+                any::<u16>(),
             )
                 .prop_map(
-                    |(protocol, t, c, proof, version, arch, link_index, flags)| {
+                    |(protocol, t, c, proof, version, arch, link_index, flags, label, weight)| {
                         Message::Register(Register {
                             protocol,
                             tunnel_id: t,
@@ -328,6 +360,8 @@ mod tests {
                             arch,
                             link_index,
                             flags: RegisterFlags(flags),
+                            label,
+                            weight,
                         })
                     }
                 ),
@@ -390,5 +424,48 @@ mod tests {
             Message::decode(&[0xff, 0xff, 1]),
             Err(HandshakeError::TooLarge(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod compat {
+    use super::*;
+
+    /// A registration from a connector that predates labels and weights (no appended
+    /// fields) decodes with an empty label and the default weight.
+    #[test]
+    fn register_without_appended_fields_gets_defaults() {
+        let full = Register {
+            protocol: PROTOCOL_VERSION,
+            tunnel_id: [1; 16],
+            connector_id: [2; 16],
+            proof: [3; 32],
+            version: "0.1".into(),
+            arch: "x86_64".into(),
+            link_index: 2,
+            flags: RegisterFlags(RegisterFlags::STANDBY),
+            label: "blue".into(),
+            weight: 7,
+        };
+        let mut buf = Vec::new();
+        Message::Register(full.clone()).encode(&mut buf);
+        // Cut the label and weight (2 + 4 + 2 bytes) and fix the length prefix.
+        let cut = buf.len() - 8;
+        let mut old = buf[..cut].to_vec();
+        let len = (old.len() - 2) as u16;
+        old[..2].copy_from_slice(&len.to_be_bytes());
+        match Message::decode(&old) {
+            Ok(Some((Message::Register(r), used))) => {
+                assert_eq!(used, old.len());
+                assert_eq!(r.label, "");
+                assert_eq!(r.weight, DEFAULT_WEIGHT);
+                assert!(r.flags.standby());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match Message::decode(&buf) {
+            Ok(Some((Message::Register(r), _))) => assert_eq!(r, full),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

@@ -81,6 +81,8 @@ async fn register<S: compio::io::AsyncRead + compio::io::AsyncWrite>(
         arch: "linux_test".into(),
         link_index: opts.link_index,
         flags: RegisterFlags::default(),
+        label: String::new(),
+        weight: ringtun_core::handshake::DEFAULT_WEIGHT,
     };
     connector_register(s, &req, &TunnelSecret::new(opts.secret.clone())).await
 }
