@@ -16,6 +16,9 @@
 //! - `/hop`: `hop` with hop-by-hop response fields (`Connection: X-Origin-Private`,
 //!   `X-Origin-Private`, `Keep-Alive`, `Proxy-Connection`, `Trailer`, `Upgrade`) and one
 //!   end-to-end field, `X-Origin-Kept: yes`;
+//! - `/bighead?N`: `big` with an `X-Big` field that makes the response head exactly N bytes
+//!   (status line and final empty line included);
+//! - `/close`: answers with `Connection: close`, then closes;
 //! - `/bye`: answers, then closes without saying so (an idle close as the pool sees it);
 //! - anything else (`/head` for instance): the request head as the body.
 //!
@@ -163,6 +166,22 @@ fn serve_origin(c: TcpStream, log: &OriginLog) -> std::io::Result<()> {
                  Trailer: X-Checksum\r\nUpgrade: h2c\r\nX-Origin-Kept: yes\r\n",
                 b"hop".to_vec(),
             ),
+            "/bighead" => {
+                let bare = "HTTP/1.1 200 OK\r\nX-Big: \r\nContent-Length: 3\r\n\r\n".len();
+                let pad = "x".repeat(number.saturating_sub(bare));
+                Reply {
+                    head: format!("HTTP/1.1 200 OK\r\nX-Big: {pad}\r\nContent-Length: 3\r\n"),
+                    body: Body::Bytes(b"big".to_vec()),
+                }
+            }
+            "/close" => {
+                w.write_all(
+                    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nclose",
+                )?;
+                w.flush()?;
+                w.shutdown(std::net::Shutdown::Both)?;
+                return Ok(());
+            }
             "/bye" => {
                 // Keep-alive by the headers, but the origin closes right after (an idle close).
                 w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye")?;
