@@ -294,13 +294,14 @@ fn the_origin_gets_forwarding_headers_and_no_hop_by_hop_ones_and_websockets_flow
         );
     }
 
-    // WebSocket: 101, then a large message each way at once, then half-closes both ways.
+    // WebSocket (with `Connection: keep-alive, Upgrade` as browsers send it): 101, then a large
+    // message each way at once, then half-closes both ways.
     let mut s = TcpStream::connect(site.public).unwrap();
     s.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
     s.write_all(
         format!(
             "GET /chat HTTP/1.1\r\nHost: {HEADERS}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
              Sec-WebSocket-Version: 13\r\n\r\n"
         )
         .as_bytes(),
@@ -359,7 +360,7 @@ fn errors_and_built_in_services_answer_with_a_status_and_a_body_that_says_why() 
         ),
     )
     .unwrap();
-    let site = Site::start(
+    let mut site = Site::start(
         dir.path(),
         "errors",
         &[APP, TEAPOT, HELLO, REFUSED],
@@ -392,6 +393,51 @@ fn errors_and_built_in_services_answer_with_a_status_and_a_body_that_says_why() 
         "{}",
         r.text()
     );
+
+    // One kept-alive connection through errors and built-in services: each answer leaves it
+    // usable. The Host may carry the public port and any letter case.
+    let mut c = Client::connect(public);
+    let with_port = format!("{APP}:{}", public.port());
+    for (host, path, status) in [
+        (REFUSED, "/", 502),
+        (APP, "/cl", 200),
+        (APP, "/slow?3000", 504),
+        (with_port.as_str(), "/cl", 200),
+        ("nope.e2e.test", "/", 404),
+        ("App.E2E.Test", "/cl", 200),
+        (TEAPOT, "/", 418),
+        (HELLO, "/", 200),
+        (APP, "/cl", 200),
+    ] {
+        let r = c.request(&get(host, path));
+        assert_eq!(r.status, status, "{host}{path}: {}", r.text());
+        assert_eq!(r.header("connection"), None, "{host}{path}: kept alive");
+    }
+    // A request body to a service that does not use it (refused origin, http_status) is
+    // consumed: the next request on the connection is read from the right place.
+    let body = payload(200_000);
+    for (host, status) in [(REFUSED, 502), (TEAPOT, 418)] {
+        let mut req = format!(
+            "POST /ignored HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(&body);
+        let r = c.request(&req);
+        assert_eq!(r.status, status, "{host}: {}", r.text());
+        let r = c.request(&get(APP, "/cl"));
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "hello"),
+            "after {host}"
+        );
+    }
+    c.send(format!("HEAD / HTTP/1.1\r\nHost: {HELLO}\r\n\r\n").as_bytes());
+    let r = c.response(true);
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-length").is_some(), "{:?}", r.headers);
+    let r = c.request(&get(APP, "/cl"));
+    assert_eq!((r.status, r.text().as_str()), (200, "hello"), "after HEAD");
 
     // No route for the host: 404 from the edge naming the host.
     let r = http_get(public, "nope.e2e.test", "/");
@@ -453,6 +499,17 @@ fn errors_and_built_in_services_answer_with_a_status_and_a_body_that_says_why() 
     let r = e2e::http_get_with(public, APP, "/head?large", &[("X-Large", &large)]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains(&large), "the origin got the whole field");
+
+    // The tunnel's only connector stops: 503 again, saying so.
+    let status = site
+        .connector
+        .proc
+        .stop(ringtun_connector::demo::STOP_GRACE);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    site.edge.wait_connectors("errors", 0);
+    let r = http_get(public, APP, "/cl");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("no live connector"), "{}", r.text());
 }
 
 /// `GET /head?limit` with one `X-Large` field filling the head to exactly `len` bytes (start

@@ -2,9 +2,8 @@
 //! `ringtun tunnel run` replicas → origin. Each test builds its own edge, tunnel and origins
 //! with the harness in `e2e/` and asserts on responses and `tunnel info`, never on timings.
 //!
-//! Until the edge data plane and `tunnel run` land (issue 3) these tests are ignored; they compile
-//! against the process contract so they run as soon as both halves exist:
-//! `cargo test -p ringtun-connector --test e2e_tunnel -- --include-ignored`.
+//! The tunnel as a whole lives here (replicas, TCP routes, restarts, the connector limit, the
+//! demo); the HTTP cases one by one are in `e2e_http.rs`.
 #![allow(clippy::unwrap_used)]
 
 mod e2e;
@@ -15,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    Connector, Edge, EdgeOptions, HeadEchoOrigin, Origin, STEP_TIMEOUT, Service, Site, Tunnel,
+    Connector, Edge, EdgeOptions, Origin, STEP_TIMEOUT, Service, Site, TestOrigin, Tunnel,
     free_port, get_when_served, http_get, read_head,
 };
 use ringtun_core::http::CONNECTOR_ID_HEADER;
@@ -23,7 +22,7 @@ use ringtun_core::http::CONNECTOR_ID_HEADER;
 #[test]
 fn get_through_the_public_listener() {
     let dir = tempfile::tempdir().unwrap();
-    let origin = HeadEchoOrigin::start();
+    let origin = TestOrigin::start();
     let site = Site::start(
         dir.path(),
         "web",
@@ -57,7 +56,7 @@ fn two_replicas_both_serve_and_are_listed() {
     let edge = Edge::start(dir.path());
     let tunnel = Tunnel::create(&edge, "web");
     tunnel.route_dns(&edge, "web.ringtun.test");
-    let origin = HeadEchoOrigin::start();
+    let origin = TestOrigin::start();
     let a = Connector::run(&edge, &tunnel, &Service::Url(origin.url()));
     let b = Connector::run(&edge, &tunnel, &Service::Url(origin.url()));
     let info = edge.wait_connectors("web", 2);
@@ -99,7 +98,7 @@ fn two_replicas_both_serve_and_are_listed() {
 #[test]
 fn websocket_upgrade_echoes_both_ways() {
     let dir = tempfile::tempdir().unwrap();
-    let origin = HeadEchoOrigin::start();
+    let origin = TestOrigin::start();
     let site = Site::start(
         dir.path(),
         "ws",
@@ -177,7 +176,7 @@ fn tcp_route_round_trip() {
 #[test]
 fn tunnels_and_routes_survive_an_edge_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let origin = HeadEchoOrigin::start();
+    let origin = TestOrigin::start();
     let Site {
         edge,
         tunnel,
@@ -216,7 +215,7 @@ fn the_connector_over_the_limit_exits_with_the_edges_message() {
         },
     );
     let tunnel = Tunnel::create(&edge, "web");
-    let origin = HeadEchoOrigin::start();
+    let origin = TestOrigin::start();
     let _first = Connector::run(&edge, &tunnel, &Service::Url(origin.url()));
     edge.wait_connectors("web", 1);
     let out = edge
