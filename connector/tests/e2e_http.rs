@@ -66,7 +66,7 @@ fn assert_same_body(got: &[u8], want: &[u8], what: &str) {
 const BODIES: &str = "bodies.e2e.test";
 
 #[test]
-fn one_client_connection_carries_every_body_shape_on_one_origin_connection() {
+fn one_client_connection_carries_every_body_shape_and_the_origin_pool_is_reused() {
     let dir = tempfile::tempdir().unwrap();
     let origin = TestOrigin::start();
     // One worker: one origin pool, so reuse shows in the origin's connection count.
@@ -142,6 +142,25 @@ fn one_client_connection_carries_every_body_shape_on_one_origin_connection() {
     assert_eq!(r.header("content-length"), None);
     assert_same_body(&r.body, &data, "chunked download");
 
+    // Other response shapes: chunked with trailers, delimited by the origin's close (chunked
+    // towards this HTTP/1.1 client), 204 and 304 (no body whatever the fields say).
+    let r = c.request(&get(BODIES, "/trailers"));
+    assert_eq!((r.status, r.text().as_str()), (200, "abc"));
+    let r = c.request(&get(BODIES, "/eof"));
+    assert_eq!((r.status, r.text().as_str()), (200, "until close"));
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    let r = c.request(&get(BODIES, "/nocontent"));
+    assert_eq!((r.status, r.body.len()), (204, 0));
+    let r = c.request(&get(BODIES, "/notmodified"));
+    assert_eq!((r.status, r.body.len()), (304, 0));
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+    let r = c.request(&get(BODIES, "/cl"));
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "hello"),
+        "after 204 and 304"
+    );
+
     // HEAD: the GET's headers, no body; the next response on the connection parses cleanly.
     c.send(format!("HEAD /sized?12345 HTTP/1.1\r\nHost: {BODIES}\r\n\r\n").as_bytes());
     let r = c.response(true);
@@ -197,14 +216,27 @@ fn one_client_connection_carries_every_body_shape_on_one_origin_connection() {
     assert_eq!((r.status, r.text().as_str()), (200, "continued body!"));
     let seen = fields(&origin.head_of("POST /echo?expect").unwrap());
     assert_eq!(only(&seen, "expect"), None);
+    // The same with a chunked body.
+    c.send(
+        format!(
+            "POST /echo?expect-chunked HTTP/1.1\r\nHost: {BODIES}\r\nExpect: 100-continue\r\n\
+             Transfer-Encoding: chunked\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(c.response(false).status, 100);
+    c.send(b"7\r\nchunked\r\n0\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!((r.status, r.text().as_str()), (200, "chunked"));
 
     // Still the same client connection, and every request went over the one pooled origin
     // connection.
     let r = c.request(&get(BODIES, "/cl"));
     assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+    // `/eof` ended its connection (the only way to end that body): one more, no other.
     assert_eq!(
         origin.connections(),
-        pooled,
+        pooled + 1,
         "the connector's pool opened new origin connections"
     );
 

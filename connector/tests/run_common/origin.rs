@@ -18,6 +18,9 @@
 //!   end-to-end field, `X-Origin-Kept: yes`;
 //! - `/bighead?N`: `big` with an `X-Big` field that makes the response head exactly N bytes
 //!   (status line and final empty line included);
+//! - `/trailers`: chunked `abc` followed by trailer fields;
+//! - `/eof`: `until close` with neither Content-Length nor chunked, then closes;
+//! - `/nocontent`: `204`; `/notmodified`: `304` with `Content-Length: 1234` and no body;
 //! - `/close`: answers with `Connection: close`, then closes;
 //! - `/bye`: answers, then closes without saying so (an idle close as the pool sees it);
 //! - anything else (`/head` for instance): the request head as the body.
@@ -174,6 +177,26 @@ fn serve_origin(c: TcpStream, log: &OriginLog) -> std::io::Result<()> {
                     body: Body::Bytes(b"big".to_vec()),
                 }
             }
+            "/trailers" => Reply {
+                head: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n"
+                    .to_owned(),
+                body: Body::Bytes(b"3\r\nabc\r\n0\r\nX-Sum: 6\r\n\r\n".to_vec()),
+            },
+            "/eof" => {
+                w.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil close")?;
+                w.flush()?;
+                w.shutdown(std::net::Shutdown::Both)?;
+                return Ok(());
+            }
+            "/nocontent" => Reply {
+                head: "HTTP/1.1 204 No Content\r\n".to_owned(),
+                body: Body::Bytes(Vec::new()),
+            },
+            "/notmodified" => Reply {
+                head: "HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 1234\r\n"
+                    .to_owned(),
+                body: Body::Bytes(Vec::new()),
+            },
             "/close" => {
                 w.write_all(
                     b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nclose",
