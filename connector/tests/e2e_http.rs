@@ -240,6 +240,45 @@ fn one_client_connection_carries_every_body_shape_and_the_origin_pool_is_reused(
         "the connector's pool opened new origin connections"
     );
 
+    // A client that goes away in the middle of an upload: the origin connection that carried
+    // half a body is not reused, the next requests are served whole.
+    let mut quitter = TcpStream::connect(site.public).unwrap();
+    quitter
+        .write_all(
+            format!(
+                "POST /echo?abandoned HTTP/1.1\r\nHost: {BODIES}\r\nContent-Length: 1000000\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    quitter.write_all(&payload(100_000)).unwrap();
+    drop(quitter);
+    let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+    while origin.head_of("POST /echo?abandoned").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned upload never reached the origin"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for i in 0..3 {
+        let r = c.request(&get(BODIES, "/cl"));
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "hello"),
+            "after the abandoned upload, {i}"
+        );
+        let r = c.request(
+            format!("POST /echo HTTP/1.1\r\nHost: {BODIES}\r\nContent-Length: 4\r\n\r\nbody")
+                .as_bytes(),
+        );
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "body"),
+            "after the abandoned upload, {i}"
+        );
+    }
+
     // An HTTP/1.0 client gets a chunked origin body delimited by the connection's close.
     let raw = send_raw(
         site.public,
