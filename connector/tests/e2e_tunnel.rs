@@ -2,48 +2,37 @@
 //! `ringtun tunnel run` replicas → origin. Each test builds its own edge, tunnel and origins
 //! with the harness in `e2e/` and asserts on responses and `tunnel info`, never on timings.
 //!
-//! Until the edge data plane and `tunnel run` land (issue 3) these tests are ignored; they compile
-//! against the process contract so they run as soon as both halves exist:
-//! `cargo test -p ringtun-connector --test e2e_tunnel -- --include-ignored`.
+//! The tunnel as a whole lives here (replicas, TCP routes, restarts, the connector limit, the
+//! demo); the HTTP cases one by one are in `e2e_http.rs`.
 #![allow(clippy::unwrap_used)]
 
 mod e2e;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    Connector, Edge, EdgeOptions, HeadEchoOrigin, Origin, STEP_TIMEOUT, Service, Tunnel, http_get,
+    Connector, Edge, EdgeOptions, Origin, STEP_TIMEOUT, Service, Site, TestOrigin, Tunnel,
+    free_port, get_when_served, http_get, read_head,
 };
 use ringtun_core::http::CONNECTOR_ID_HEADER;
-
-/// GETs `host/path` through the edge's public listener until a non-503 answer arrives (a fresh
-/// or restarted edge answers 503 until a connector has registered), bounded by [`STEP_TIMEOUT`].
-fn get_when_served(public: SocketAddr, host: &str, path: &str) -> e2e::Response {
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    loop {
-        let r = http_get(public, host, path);
-        if r.status != 503 || Instant::now() >= deadline {
-            return r;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 #[test]
 fn get_through_the_public_listener() {
     let dir = tempfile::tempdir().unwrap();
-    let edge = Edge::start(dir.path());
-    let tunnel = Tunnel::create(&edge, "web");
-    tunnel.route_dns(&edge, "web.ringtun.test");
-    let origin = HeadEchoOrigin::start();
-    let connector = Connector::run(&edge, &tunnel, &Service::Url(origin.url()));
-    edge.wait_connectors("web", 1);
-    let public = edge.public_http();
+    let origin = TestOrigin::start();
+    let site = Site::start(
+        dir.path(),
+        "web",
+        &["web.ringtun.test"],
+        &Service::Url(origin.url()),
+        &[],
+    );
+    let (public, connector) = (site.public, &site.connector);
 
-    let r = get_when_served(public, "web.ringtun.test", "/hello?x=1");
+    let r = http_get(public, "web.ringtun.test", "/hello?x=1");
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = r.text().to_ascii_lowercase();
     assert!(seen.starts_with("get /hello?x=1 http/1.1"), "{seen}");
@@ -67,7 +56,7 @@ fn two_replicas_both_serve_and_are_listed() {
     let edge = Edge::start(dir.path());
     let tunnel = Tunnel::create(&edge, "web");
     tunnel.route_dns(&edge, "web.ringtun.test");
-    let origin = HeadEchoOrigin::start();
+    let origin = TestOrigin::start();
     let a = Connector::run(&edge, &tunnel, &Service::Url(origin.url()));
     let b = Connector::run(&edge, &tunnel, &Service::Url(origin.url()));
     let info = edge.wait_connectors("web", 2);
@@ -109,14 +98,16 @@ fn two_replicas_both_serve_and_are_listed() {
 #[test]
 fn websocket_upgrade_echoes_both_ways() {
     let dir = tempfile::tempdir().unwrap();
-    let edge = Edge::start(dir.path());
-    let tunnel = Tunnel::create(&edge, "ws");
-    tunnel.route_dns(&edge, "ws.ringtun.test");
-    let origin = HeadEchoOrigin::start();
-    let _connector = Connector::run(&edge, &tunnel, &Service::Url(origin.url()));
-    edge.wait_connectors("ws", 1);
-    let public = edge.public_http();
-    assert_eq!(get_when_served(public, "ws.ringtun.test", "/").status, 200);
+    let origin = TestOrigin::start();
+    let site = Site::start(
+        dir.path(),
+        "ws",
+        &["ws.ringtun.test"],
+        &Service::Url(origin.url()),
+        &[],
+    );
+    let public = site.public;
+    assert_eq!(http_get(public, "ws.ringtun.test", "/").status, 200);
 
     let mut s = TcpStream::connect(public).unwrap();
     s.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
@@ -137,26 +128,6 @@ fn websocket_upgrade_echoes_both_ways() {
         s.read_exact(&mut back).unwrap();
         assert_eq!(back, msg);
     }
-}
-
-/// Reads a response head byte by byte (so no upgraded bytes are consumed).
-fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -205,14 +176,20 @@ fn tcp_route_round_trip() {
 #[test]
 fn tunnels_and_routes_survive_an_edge_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let edge = Edge::start(dir.path());
-    let tunnel = Tunnel::create(&edge, "web");
-    tunnel.route_dns(&edge, "web.ringtun.test");
-    let origin = HeadEchoOrigin::start();
-    let connector = Connector::run(&edge, &tunnel, &Service::Url(origin.url()));
-    edge.wait_connectors("web", 1);
-    let public = edge.public_http();
-    assert_eq!(get_when_served(public, "web.ringtun.test", "/").status, 200);
+    let origin = TestOrigin::start();
+    let Site {
+        edge,
+        tunnel,
+        connector,
+        public,
+    } = Site::start(
+        dir.path(),
+        "web",
+        &["web.ringtun.test"],
+        &Service::Url(origin.url()),
+        &[],
+    );
+    assert_eq!(http_get(public, "web.ringtun.test", "/").status, 200);
 
     let edge = edge.restart();
     assert_eq!(edge.public_http(), public, "restarted on the same address");
@@ -238,7 +215,7 @@ fn the_connector_over_the_limit_exits_with_the_edges_message() {
         },
     );
     let tunnel = Tunnel::create(&edge, "web");
-    let origin = HeadEchoOrigin::start();
+    let origin = TestOrigin::start();
     let _first = Connector::run(&edge, &tunnel, &Service::Url(origin.url()));
     edge.wait_connectors("web", 1);
     let out = edge

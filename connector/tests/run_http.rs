@@ -28,7 +28,7 @@ fn config(
 
 /// Sends SIGTERM and waits (without blocking the runtime, so the fake edge answers the drain).
 async fn terminate(c: &mut Connector) -> std::process::ExitStatus {
-    let pid = c.child.id().to_string();
+    let pid = c.proc.id().to_string();
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status();
@@ -37,7 +37,7 @@ async fn terminate(c: &mut Connector) -> std::process::ExitStatus {
 
 async fn wait_exit(c: &mut Connector) -> std::process::ExitStatus {
     for _ in 0..600 {
-        if let Some(st) = c.child.try_wait().unwrap() {
+        if let Some(st) = c.exited() {
             return st;
         }
         compio::time::sleep(Duration::from_millis(50)).await;

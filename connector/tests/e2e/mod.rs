@@ -26,6 +26,13 @@ use std::time::{Duration, Instant};
 
 pub use ringtun_connector::demo::{Binaries, Proc, log_field};
 
+/// The in-test origin shared with the fake-edge tests (`run_common/origin.rs`): keep-alive,
+/// bodies both ways, a connection count and the request heads it saw.
+#[path = "../run_common/origin.rs"]
+pub mod origin;
+#[allow(unused_imports)]
+pub use origin::TestOrigin;
+
 /// The most a process may take to start or a condition to become true. Generous: the machine
 /// is shared and debug builds are slow; no test asserts on how long anything took.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -653,6 +660,228 @@ fn serve_head_echo(mut conn: TcpStream) {
             return;
         }
     }
+}
+
+/// GETs `host/path` through the edge's public listener until a non-503 answer arrives (a fresh
+/// or restarted edge answers 503 until a connector has registered), bounded by [`STEP_TIMEOUT`].
+pub fn get_when_served(public: SocketAddr, host: &str, path: &str) -> Response {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let r = http_get(public, host, path);
+        if r.status != 503 || Instant::now() >= deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Reads a response head byte by byte (so no bytes after it, upgraded ones say, are consumed).
+pub fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte)
+            .unwrap_or_else(|e| panic!("reading a response head: {e}; got {head:?}"));
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    origin::closed_port().port()
+}
+
+/// One edge, one tunnel with DNS routes and one connector serving it, ready: the fixture most
+/// request-path tests start from.
+pub struct Site {
+    /// The edge.
+    pub edge: Edge,
+    /// The tunnel.
+    pub tunnel: Tunnel,
+    /// Its connector.
+    pub connector: Connector,
+    /// The edge's public HTTP listener.
+    pub public: SocketAddr,
+}
+
+impl Site {
+    /// Starts an edge in `dir`, creates tunnel `name` routed from every host of `hosts`, runs a
+    /// connector for `service` with `extra` flags, and waits until the edge serves the first
+    /// host (a `GET /` that is not 503).
+    pub fn start(
+        dir: &Path,
+        name: &str,
+        hosts: &[&str],
+        service: &Service,
+        extra: &[&str],
+    ) -> Site {
+        let edge = Edge::start(dir);
+        let tunnel = Tunnel::create(&edge, name);
+        for host in hosts {
+            tunnel.route_dns(&edge, host);
+        }
+        let connector = Connector::run_args(&edge, &tunnel, service, extra);
+        edge.wait_connectors(name, 1);
+        let public = edge.public_http();
+        if let Some(host) = hosts.first() {
+            let r = get_when_served(public, host, "/");
+            assert_ne!(
+                r.status,
+                503,
+                "{host} is not served: {}\nedge log:{}\nconnector log:{}",
+                r.text(),
+                edge.proc.tail(20),
+                connector.proc.tail(20)
+            );
+        }
+        Site {
+            edge,
+            tunnel,
+            connector,
+            public,
+        }
+    }
+}
+
+/// A keep-alive HTTP/1.1 client on one connection: requests go out as given, responses are read
+/// one at a time by their framing (Content-Length, chunked, none for HEAD, 1xx, 204 and 304,
+/// else until close), so a stray byte between responses shows up as a bad next response.
+pub struct Client {
+    /// The connection.
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connects to `addr` (reads time out after [`STEP_TIMEOUT`]).
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes` as they are.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("sending {} bytes: {e}", bytes.len()));
+    }
+
+    /// Sends `request` (head and body) and reads one response to it (not for HEAD).
+    pub fn request(&mut self, request: &[u8]) -> Response {
+        self.send(request);
+        self.response(false)
+    }
+
+    /// Reads the next response; `to_head`: it answers a HEAD request (no body).
+    pub fn response(&mut self, to_head: bool) -> Response {
+        let end = loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            if self.fill() == 0 {
+                panic!(
+                    "the connection closed before a response head; got {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+            }
+        };
+        let head: Vec<u8> = self.buf.drain(..end + 4).collect();
+        let text = String::from_utf8_lossy(&head[..end]).into_owned();
+        let (status, headers) = parse_head(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+        let field = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let body = if to_head || (100..200).contains(&status) || status == 204 || status == 304 {
+            Vec::new()
+        } else if field("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            self.chunked_body()
+        } else if let Some(len) = field("content-length") {
+            let len = len
+                .parse()
+                .unwrap_or_else(|_| panic!("bad Content-Length in {text:?}"));
+            self.take(len)
+        } else {
+            while self.fill() > 0 {}
+            std::mem::take(&mut self.buf)
+        };
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Whether the server has closed the connection (a read returns end of file; any byte or a
+    /// read timeout means it has not).
+    pub fn closed_by_peer(&mut self) -> bool {
+        self.buf.is_empty() && matches!(self.stream.read(&mut [0u8; 1]), Ok(0))
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = self
+            .stream
+            .read(&mut chunk)
+            .unwrap_or_else(|e| panic!("reading a response: {e}"));
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            if self.fill() == 0 {
+                panic!("the connection closed {} bytes short", n - self.buf.len());
+            }
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    fn line(&mut self) -> String {
+        loop {
+            if let Some(eol) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line: Vec<u8> = self.buf.drain(..eol + 2).collect();
+                return String::from_utf8_lossy(&line[..eol]).into_owned();
+            }
+            if self.fill() == 0 {
+                panic!("the connection closed inside a chunked body");
+            }
+        }
+    }
+
+    fn chunked_body(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.line();
+            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+            if size == 0 {
+                // Trailer fields, then the empty line.
+                while !self.line().is_empty() {}
+                return body;
+            }
+            body.extend(self.take(size));
+            assert_eq!(self.take(2), b"\r\n", "chunk data not followed by CRLF");
+        }
+    }
+}
+
+/// The status and fields (names lowercased) of a response head without its final empty line.
+fn parse_head(head: &str) -> Result<(u16, Vec<(String, String)>), String> {
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or("empty head")?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok((status, headers))
 }
 
 /// The resident set size of process `pid` in bytes (`VmRSS` of `/proc/PID/status`), or `None`

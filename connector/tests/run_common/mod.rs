@@ -1,18 +1,22 @@
-//! Helpers for the `run_*` tests: a fake edge (registration + link per tunnel-contract.md), the
-//! real `ringtun` binary as a child process killed on drop, and a small std-thread HTTP origin.
+//! Helpers for the `run_*` tests: a fake edge (registration + link per tunnel-contract.md) and
+//! the real `ringtun` binary as a child process. The test origins live in `origin.rs` (shared
+//! with the end-to-end harness in `e2e/`), and the child is a [`Proc`], the process guard the
+//! harness and the demo use: its output is collected and it is stopped when dropped.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+pub mod origin;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
 use compio::net::TcpListener;
+use ringtun_connector::demo::Proc;
 use ringtun_core::handshake::{Accepted, RejectCode, Rejected, TunnelSecret, edge_accept};
 use ringtun_core::http::{
     BodyFraming, RequestExtra, RequestHead, ResponseMeta, decode_response_meta, encode_request_meta,
@@ -20,6 +24,8 @@ use ringtun_core::http::{
 use ringtun_core::link::Link;
 use ringtun_core::mux::{Config, Role, StreamKind};
 use ringtun_core::tls::TlsStream;
+
+pub use origin::{OriginLog, TestOrigin, closed_port, echo_server, origin, pattern};
 
 pub const TUNNEL_ID: &str = "6ff42ae2-765d-4adf-8112-31c55c1551ef";
 pub const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -82,8 +88,8 @@ pub fn setup(ca_pem: Option<&str>, ingress_yaml: &str) -> Setup {
 
 /// The `ringtun tunnel run` child; killed (and reaped) on drop.
 pub struct Connector {
-    pub child: Child,
-    pub stderr_path: PathBuf,
+    /// The process; its output is also in `connector.log` in the test's HOME.
+    pub proc: Proc,
 }
 
 impl Connector {
@@ -108,10 +114,8 @@ impl Connector {
 
     /// [`Connector::spawn_with`] with extra environment variables.
     pub fn spawn_env(s: &Setup, args: &[&str], envs: &[(&str, &str)]) -> Connector {
-        let stderr_path = s.home.path().join("connector.log");
-        let log = std::fs::File::create(&stderr_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ringtun"))
-            .env("HOME", s.home.path())
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringtun"));
+        cmd.env("HOME", s.home.path())
             .env("RUST_LOG", "info,ringtun_connector=debug")
             .env_remove("RINGTUN_CONFIG")
             .env_remove("RINGTUN_URL")
@@ -122,33 +126,37 @@ impl Connector {
             .arg("--credentials-file")
             .arg(&s.creds)
             .args(["--grace-period", "5s"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Connector { child, stderr_path }
+            .args(args);
+        let log = s.home.path().join("connector.log");
+        let proc = Proc::spawn("ringtun tunnel run", cmd, &log, false).unwrap();
+        Connector { proc }
     }
 
+    /// Everything the connector printed so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        self.proc.lines().join("\n")
     }
 
-    /// Sends SIGTERM and waits for the exit status.
+    /// The exit status once the connector has exited, after its output was read to the end (so
+    /// [`Connector::log`] holds its last lines); `None` while it runs.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.try_wait()?;
+        self.proc.stop(Duration::ZERO)
+    }
+
+    /// Sends SIGTERM and waits for the exit status (blocking: not for a test whose fake edge
+    /// must keep answering on this thread).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        self.child.wait().unwrap()
+        self.proc
+            .stop(ringtun_connector::demo::STOP_GRACE)
+            .expect("the connector exited")
     }
 }
 
 impl Drop for Connector {
+    /// Kills at once (the fake edge of the test may be gone, so no graceful drain is waited for).
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.proc.stop(Duration::ZERO);
     }
 }
 
@@ -295,163 +303,6 @@ pub fn get(host: &str, target: &str) -> RequestHead {
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     compio::runtime::Runtime::new().unwrap().block_on(f)
-}
-
-/// What the test origin saw.
-#[derive(Default)]
-pub struct OriginLog {
-    pub connections: AtomicUsize,
-    pub heads: Mutex<Vec<String>>,
-}
-
-/// A tiny HTTP/1.1 origin on std threads: keep-alive, Content-Length and chunked request
-/// bodies. Routes: `/cl` (Content-Length "hello"), `/chunked` (chunked "abcdef"), `/echo`
-/// (echoes the body with Content-Length), `/big?N` (N bytes, chunked), `/head` (the request
-/// head as the body), `/ws` (101, then echoes raw bytes until EOF), `/bye` (answers, then closes
-/// without saying so); HEAD anything: the head of `/cl`.
-pub fn origin() -> (SocketAddr, Arc<OriginLog>) {
-    let l = StdListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let log = Arc::new(OriginLog::default());
-    let log2 = log.clone();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(c) = c else { return };
-            log2.connections.fetch_add(1, Ordering::SeqCst);
-            let log = log2.clone();
-            std::thread::spawn(move || {
-                let _ = serve_origin(c, &log);
-            });
-        }
-    });
-    (addr, log)
-}
-
-fn serve_origin(c: StdStream, log: &OriginLog) -> std::io::Result<()> {
-    let mut r = BufReader::new(c.try_clone()?);
-    let mut w = c;
-    loop {
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            if r.read_line(&mut line)? == 0 {
-                return Ok(());
-            }
-            head.push_str(&line);
-            if line == "\r\n" {
-                break;
-            }
-        }
-        log.heads.lock().unwrap().push(head.clone());
-        let lower = head.to_ascii_lowercase();
-        let target = head.split(' ').nth(1).unwrap_or("/").to_owned();
-        let mut body = Vec::new();
-        if let Some(n) = lower
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-        {
-            body.resize(n, 0);
-            r.read_exact(&mut body)?;
-        } else if lower.contains("transfer-encoding: chunked") {
-            loop {
-                let mut size = String::new();
-                r.read_line(&mut size)?;
-                let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-                let mut chunk = vec![0; n + 2];
-                r.read_exact(&mut chunk)?;
-                if n == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..n]);
-            }
-        }
-        if target == "/ws" && lower.contains("upgrade: websocket") {
-            w.write_all(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-            )?;
-            w.flush()?;
-            std::io::copy(&mut r, &mut w)?;
-            w.shutdown(std::net::Shutdown::Write)?;
-            return Ok(());
-        }
-        if head.starts_with("HEAD ") {
-            w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")?;
-            continue;
-        }
-        if target == "/bye" {
-            // Keep-alive by the headers, but the origin closes right after (an idle close).
-            w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye")?;
-            w.flush()?;
-            w.shutdown(std::net::Shutdown::Both)?;
-            return Ok(());
-        }
-        if target == "/cl" {
-            w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")?;
-        } else if target == "/chunked" {
-            w.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n")?;
-        } else if target == "/echo" {
-            write!(
-                w,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            )?;
-            w.write_all(&body)?;
-        } else if let Some(n) = target.strip_prefix("/big?") {
-            let n: usize = n.parse().unwrap_or(0);
-            w.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")?;
-            let mut left = n;
-            let mut i = 0u8;
-            while left > 0 {
-                let k = left.min(10_000);
-                let piece: Vec<u8> = (0..k).map(|j| pattern(n - left + j)).collect();
-                write!(w, "{k:x}\r\n")?;
-                w.write_all(&piece)?;
-                w.write_all(b"\r\n")?;
-                left -= k;
-                i = i.wrapping_add(1);
-            }
-            w.write_all(b"0\r\n\r\n")?;
-        } else if target == "/head" {
-            write!(
-                w,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-                head.len()
-            )?;
-            w.write_all(head.as_bytes())?;
-        } else {
-            w.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
-        }
-        w.flush()?;
-    }
-}
-
-/// The byte at position `i` of test bodies.
-pub fn pattern(i: usize) -> u8 {
-    (i % 251) as u8
-}
-
-/// A TCP echo server.
-pub fn echo_server() -> SocketAddr {
-    let l = StdListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { return };
-            std::thread::spawn(move || {
-                let mut r = c.try_clone().unwrap();
-                let _ = std::io::copy(&mut r, &mut c);
-                let _ = c.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-    addr
-}
-
-/// A loopback port with nothing listening.
-pub fn closed_port() -> SocketAddr {
-    let l = StdListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }
 
 pub fn home_path(s: &Setup) -> &Path {
