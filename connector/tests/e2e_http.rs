@@ -600,10 +600,6 @@ fn head_of_len(host: &str, len: usize) -> (Vec<u8>, String) {
 const LIMITS: &str = "limits.e2e.test";
 
 #[test]
-#[ignore = "bug: a request head of 64 KiB (accepted by the edge) plus X-Forwarded-For/-Proto \
-            exceeds the 64 KiB MAX_METADATA_SIZE the connector's links advertise, so the edge \
-            answers 502 'metadata of 65562 bytes exceeds the peer's limit of 65536'; fix: \
-            connector/src/run/link.rs spawns links with max_metadata_size = 64 KiB + slack"]
 fn heads_at_the_64_kib_limit_pass_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let origin = TestOrigin::start();
@@ -633,10 +629,6 @@ fn heads_at_the_64_kib_limit_pass_both_ways() {
 const CLOSING: &str = "closing.e2e.test";
 
 #[test]
-#[ignore = "bug: connector/src/proxy/http.rs exchange() removes the hop-by-hop fields of the \
-            origin's response before response_keep_alive() reads its Connection field, so a \
-            connection the origin answered with `Connection: close` (and closed) is pooled; the \
-            next request with a body on it gets 502 'invalid response from origin'"]
 fn a_connection_the_origin_closes_with_connection_close_is_not_reused() {
     let dir = tempfile::tempdir().unwrap();
     let origin = TestOrigin::start();

@@ -508,6 +508,8 @@ async fn exchange(
             ));
         }
     };
+    // Read before the hop-by-hop fields (Connection among them) are stripped for the edge.
+    let keep_alive = response_keep_alive(&res, framing);
     remove_hop_by_hop(&mut res.headers, false);
     if stream.reply(encode_response_meta(&res, framing)).is_err() {
         return Ok(());
@@ -550,7 +552,7 @@ async fn exchange(
     }
     if let Some(writer) = writer
         && buf.is_empty()
-        && response_keep_alive(&res, framing)
+        && keep_alive
     {
         let conn = OriginConn {
             reader: r,

@@ -14,8 +14,9 @@ use futures_util::future::{Either, select};
 use ringtun_core::handshake::{
     HandshakeError, RegisterFlags, RegisterRequest, RejectCode, connector_register,
 };
+use ringtun_core::http::tunnel_link_config;
 use ringtun_core::link::Link;
-use ringtun_core::mux::{Config, ErrorCode, Role};
+use ringtun_core::mux::{ErrorCode, Role};
 use ringtun_core::rt::Shutdown;
 use ringtun_core::rt::net::{SocketTuning, connect};
 use ringtun_core::tls::TlsStream;
@@ -118,7 +119,7 @@ async fn establish(
                 .map_err(|e| SetupError::Retry(format!("tls: {e}")))?;
             let acc = register(&mut tls, &request, shared).await?;
             Ok((
-                Link::spawn(tls, Role::Client, Config::default()),
+                Link::spawn(tls, Role::Client, tunnel_link_config()),
                 acc.data_center,
             ))
         }
@@ -126,7 +127,7 @@ async fn establish(
             let mut tcp = tcp;
             let acc = register(&mut tcp, &request, shared).await?;
             Ok((
-                Link::spawn(tcp, Role::Client, Config::default()),
+                Link::spawn(tcp, Role::Client, tunnel_link_config()),
                 acc.data_center,
             ))
         }

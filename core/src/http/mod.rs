@@ -42,8 +42,8 @@ pub use head::{
 pub use headers::{Header, Headers, tokens};
 pub use meta::{
     MAX_META_HEADERS, META_VERSION, ReplyError, ReplyErrorKind, RequestExtra, ResponseMeta,
-    decode_request_meta, decode_response_meta, encode_reply_error, encode_request_meta,
-    encode_response_meta,
+    TUNNEL_MAX_METADATA, decode_request_meta, decode_response_meta, encode_reply_error,
+    encode_request_meta, encode_response_meta, tunnel_link_config,
 };
 pub use proxy::{
     CONNECTOR_ID_HEADER, HOP_BY_HOP, append_forwarded_for, expects_continue,

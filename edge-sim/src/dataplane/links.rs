@@ -16,8 +16,9 @@ use compio::net::{TcpListener, TcpStream};
 use ringtun_core::handshake::{
     Accepted, HandshakeError, Register, RejectCode, Rejected, TunnelSecret, edge_accept,
 };
+use ringtun_core::http::tunnel_link_config;
 use ringtun_core::link::{Link, Transport};
-use ringtun_core::mux::{Config, Role};
+use ringtun_core::mux::Role;
 use ringtun_core::rt::net::{SocketTuning, tune_stream};
 use ringtun_core::tls::TlsStream;
 use uuid::Uuid;
@@ -172,7 +173,7 @@ async fn finish<S: Transport, E>(
     };
     let tunnel = Uuid::from_bytes(reg.tunnel_id);
     let connector = Uuid::from_bytes(reg.connector_id);
-    let link = Link::spawn(stream, Role::Server, Config::default());
+    let link = Link::spawn(stream, Role::Server, tunnel_link_config());
     let load = w.plane.connector_load(tunnel, connector);
     let id = w.add_link(connector, link.clone());
     load.link_up(w.index);
