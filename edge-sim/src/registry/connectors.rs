@@ -76,6 +76,11 @@ impl ConnectorTable {
                         origin_ip: reg.origin_ip,
                         links: vec![link],
                         draining: false,
+                        label: reg.label,
+                        weight: reg.weight.max(1),
+                        standby: reg.standby,
+                        active_streams: 0,
+                        requests: 0,
                     },
                 );
                 Registered::NewConnector

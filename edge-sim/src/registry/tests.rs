@@ -22,6 +22,9 @@ fn reg(id: Uuid) -> ConnectorRegistration {
         arch: "linux_amd64".into(),
         version: "0.1.0".into(),
         origin_ip: IpAddr::from([127, 0, 0, 1]),
+        label: String::new(),
+        weight: 1,
+        standby: false,
     }
 }
 
