@@ -154,6 +154,17 @@ fn spread(public: SocketAddr, n: usize) -> HashMap<String, usize> {
     counts
 }
 
+/// [`spread`] over `conns` fresh connections of `per` requests each.
+fn fresh_spread(s: &Setup, conns: usize, per: usize) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for _ in 0..conns {
+        for (k, v) in s.spread(per) {
+            *m.entry(k).or_insert(0) += v;
+        }
+    }
+    m
+}
+
 fn count(m: &HashMap<String, usize>, name: &str) -> usize {
     m.get(name).copied().unwrap_or(0)
 }
@@ -286,8 +297,18 @@ fn round_robin_rotates_evenly_and_p2c_spreads_concurrent_load() {
         assert!((99..=101).contains(&count(&m, n)), "{m:?}");
     }
 
-    // p2c with six concurrent clients, 3000 requests.
+    // p2c, 3000 requests one at a time: equal-speed replicas by construction (on a shared
+    // machine concurrent fakes are not, and p2c rightly favours the faster ones).
     s.set_policy(r#"{"policy": "p2c"}"#);
+    let m = fresh_spread(&s, 10, 300);
+    let (min, max) = (
+        m.values().min().copied().unwrap_or(0),
+        m.values().max().copied().unwrap_or(0),
+    );
+    assert_eq!(m.len(), 3, "{m:?}");
+    assert!(max as f64 / min as f64 <= 1.2, "{m:?}");
+
+    // Six concurrent clients: every replica takes a fair part, nothing fails.
     let before: HashMap<String, u64> = s
         .connectors()
         .iter()
@@ -300,7 +321,7 @@ fn round_robin_rotates_evenly_and_p2c_spreads_concurrent_load() {
         .collect();
     let public = s.edge.public_http_addr();
     let threads: Vec<_> = (0..6)
-        .map(|_| std::thread::spawn(move || spread(public, 500)))
+        .map(|_| std::thread::spawn(move || spread(public, 200)))
         .collect();
     let mut m: HashMap<String, usize> = HashMap::new();
     for t in threads {
@@ -308,13 +329,9 @@ fn round_robin_rotates_evenly_and_p2c_spreads_concurrent_load() {
             *m.entry(k).or_insert(0) += v;
         }
     }
-    let (min, max) = (
-        m.values().min().copied().unwrap_or(0),
-        m.values().max().copied().unwrap_or(0),
-    );
-    assert_eq!(m.values().sum::<usize>(), 3000);
+    assert_eq!(m.values().sum::<usize>(), 1200);
     assert_eq!(m.len(), 3, "{m:?}");
-    assert!(max as f64 / min as f64 <= 1.2, "{m:?}");
+    assert!(m.values().all(|&n| n >= 200), "{m:?}");
     // The admin API's counters agree with what the replicas answered.
     let mut counted: Vec<u64> = s
         .connectors()
@@ -350,13 +367,8 @@ fn standby_serves_only_when_no_active_replica_is_left() {
     settle(&s);
     for policy in ["p2c", "round-robin", "random", "same-dc-first"] {
         s.set_policy(&format!(r#"{{"policy": "{policy}"}}"#));
-        let mut m = HashMap::new();
         // Fresh connections land on either worker.
-        for _ in 0..10 {
-            for (k, v) in s.spread(3) {
-                *m.entry(k).or_insert(0) += v;
-            }
-        }
+        let m = fresh_spread(&s, 10, 3);
         assert_eq!(count(&m, "active"), 30, "{policy}: {m:?}");
     }
     let c = s.connector(standby);
@@ -366,12 +378,7 @@ fn standby_serves_only_when_no_active_replica_is_left() {
 
     active.stop();
     wait_until("the active replica to go", || s.connectors().len() == 1);
-    let mut m = HashMap::new();
-    for _ in 0..10 {
-        for (k, v) in s.spread(3) {
-            *m.entry(k).or_insert(0) += v;
-        }
-    }
+    let m = fresh_spread(&s, 10, 3);
     assert_eq!(count(&m, "standby"), 30, "{m:?}");
     s.edge.stop();
 }
@@ -406,8 +413,10 @@ fn goaway_on_one_link_drains_the_connector_on_every_link() {
     let _b = s.replica("b", FakeReplica::default());
     settle(&s);
     s.set_policy(r#"{"policy": "round-robin"}"#);
-    let m = s.spread(20);
-    assert!(count(&m, "a") >= 5, "a serves before the drain: {m:?}");
+    // Fresh connections land on both workers (a worker prefers the replicas linked to it,
+    // so one connection alone may never meet a): a serves before the drain.
+    let m = fresh_spread(&s, 20, 2);
+    assert!(count(&m, "a") >= 1, "a serves before the drain: {m:?}");
     assert_eq!(s.connector(a)["state"], "ready");
 
     // Link 0 sends GOAWAY (its two-phase drain); link 1 stays up.
@@ -419,12 +428,7 @@ fn goaway_on_one_link_drains_the_connector_on_every_link() {
     assert_eq!(c["draining"], true);
     for policy in ["round-robin", "p2c", "random", "same-dc-first"] {
         s.set_policy(&format!(r#"{{"policy": "{policy}"}}"#));
-        let mut m = HashMap::new();
-        for _ in 0..10 {
-            for (k, v) in s.spread(3) {
-                *m.entry(k).or_insert(0) += v;
-            }
-        }
+        let m = fresh_spread(&s, 10, 3);
         assert_eq!(count(&m, "b"), 30, "{policy}: nothing new to a: {m:?}");
     }
     // Link 1 is still registered and live: a drains, it did not go away.
@@ -435,6 +439,33 @@ fn goaway_on_one_link_drains_the_connector_on_every_link() {
     });
     assert_eq!(s.connector(a)["links"][0]["index"], 1);
     assert_eq!(s.connector(a)["state"], "draining");
+    s.edge.stop();
+}
+
+#[test]
+fn a_link_replaced_under_the_same_index_does_not_drain_the_connector() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let s = Setup::start(tmp.path(), 2);
+    let a = Uuid::new_v4();
+    // Link 0 of a sits in mci (displaced); its replacement comes up in dfw, then the old one
+    // drains, as a connector moving a link back to its home data center does.
+    let old = s.link("a", a, 0, 2, FakeReplica::default());
+    let _b = s.replica("b", FakeReplica::default());
+    let _new = s.link("a", a, 0, 1, FakeReplica::default());
+    settle(&s);
+    old.drain();
+    let home = s.edge.servers()[1].addr.to_string();
+    wait_until("the old link to end", || {
+        let links = s.connector(a)["links"].clone();
+        links.as_array().is_some_and(|l| l.len() == 1) && links[0]["server"] == home
+    });
+    let c = s.connector(a);
+    assert_eq!(c["state"], "ready", "{c}");
+    assert_eq!(c["draining"], false, "{c}");
+    s.set_policy(r#"{"policy": "round-robin"}"#);
+    let m = fresh_spread(&s, 20, 2);
+    assert!(count(&m, "a") >= 1, "a still serves: {m:?}");
+    old.stop();
     s.edge.stop();
 }
 

@@ -19,8 +19,9 @@
 //! - `random`: probability proportional to weight.
 //! - `same-dc-first`: the caller narrows the candidates to the public data center; then p2c.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
@@ -43,6 +44,8 @@ pub struct ConnectorLoad {
     swrr: AtomicI64,
     links: Box<[AtomicUsize]>,
     home_links: Box<[AtomicUsize]>,
+    /// Live links per link index (control plane only: link up, down and GOAWAY).
+    by_index: Mutex<HashMap<u8, usize>>,
 }
 
 impl ConnectorLoad {
@@ -60,6 +63,7 @@ impl ConnectorLoad {
             swrr: AtomicI64::new(0),
             links: per_worker(),
             home_links: per_worker(),
+            by_index: Mutex::new(HashMap::new()),
         }
     }
 
@@ -159,6 +163,31 @@ impl ConnectorLoad {
         if let Some(l) = self.links.get(worker) {
             l.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+
+    fn indexes(&self) -> std::sync::MutexGuard<'_, HashMap<u8, usize>> {
+        self.by_index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A link with index `index` came up (anywhere).
+    pub(crate) fn index_up(&self, index: u8) {
+        *self.indexes().entry(index).or_insert(0) += 1;
+    }
+
+    /// A link with index `index` went down.
+    pub(crate) fn index_down(&self, index: u8) {
+        let mut m = self.indexes();
+        if let Some(n) = m.get_mut(&index) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&index);
+            }
+        }
+    }
+
+    /// Live links with index `index`: more than one while a link is being replaced.
+    pub fn links_with_index(&self, index: u8) -> usize {
+        self.indexes().get(&index).copied().unwrap_or(0)
     }
 
     /// Counts one stream opened to it, outstanding until the guard drops.
@@ -380,6 +409,14 @@ mod tests {
         l[1].link_down(1, true);
         assert_eq!(l[1].total_home_links(), 0);
         assert_eq!(l[1].total_links(), 1);
+        l[0].index_up(2);
+        l[0].index_up(2);
+        assert_eq!(l[0].links_with_index(2), 2);
+        l[0].index_down(2);
+        assert_eq!(l[0].links_with_index(2), 1);
+        l[0].index_down(2);
+        l[0].index_down(2);
+        assert_eq!(l[0].links_with_index(2), 0);
         assert!(!l[0].is_draining());
         l[0].set_draining();
         assert!(l[0].live().draining);

@@ -167,14 +167,14 @@ async fn finish<S: Transport, E>(
         Ok(Err(e)) => {
             tracing::info!(%peer, server = %info.addr, error = %e, "link refused");
             if let Some((c, i)) = admitted.take() {
-                registry.unregister_link(c, i);
+                registry.unregister_link_at(c, i, info.addr);
             }
             return;
         }
         Err(_) => {
             tracing::info!(%peer, server = %info.addr, "link handshake timed out; connection dropped");
             if let Some((c, i)) = admitted.take() {
-                registry.unregister_link(c, i);
+                registry.unregister_link_at(c, i, info.addr);
             }
             return;
         }
@@ -188,6 +188,7 @@ async fn finish<S: Transport, E>(
     let home = info.data_center == w.plane.public_dc;
     let id = w.add_link(connector, link.clone(), home);
     load.link_up(w.index, home);
+    load.index_up(reg.link_index);
     watch_drain(w, &link, &load, reg.link_index);
     registry.metrics().link_up(&info.data_center);
     tracing::info!(
@@ -198,9 +199,10 @@ async fn finish<S: Transport, E>(
     let why = link.closed().await;
     w.remove_link(connector, id);
     load.link_down(w.index, home);
+    load.index_down(reg.link_index);
     w.plane.connector_link_gone(&load);
     registry.metrics().link_down(&info.data_center);
-    let gone = registry.unregister_link(connector, reg.link_index);
+    let gone = registry.unregister_link_at(connector, reg.link_index, info.addr);
     tracing::info!(
         %tunnel, %connector, index = reg.link_index, data_center = %info.data_center,
         reason = %why, connector_gone = gone, "link unregistered"
@@ -209,19 +211,31 @@ async fn finish<S: Transport, E>(
 
 /// Marks the connector draining everywhere once the peer sends GOAWAY on this link. The task
 /// ends with the link (then [`Link::peer_draining`] resolves `false`).
+///
+/// One exception: a GOAWAY on a link whose index has another live link of the same connector
+/// is a link being *replaced* (a displaced link moving back to its home data center brings
+/// the new link up first, then drains the old one), not the connector going away.
 fn watch_drain(w: &Worker, link: &Link, load: &Arc<ConnectorLoad>, index: u8) {
     let link = link.clone();
     let load = Arc::clone(load);
     let registry = Arc::clone(&w.plane.registry);
     compio::runtime::spawn(async move {
-        if link.peer_draining().await && !load.is_draining() {
-            load.set_draining();
-            registry.set_draining(load.id);
+        if !link.peer_draining().await || load.is_draining() {
+            return;
+        }
+        if load.links_with_index(index) > 1 {
             tracing::info!(
                 tunnel = %load.tunnel, connector = %load.id, index,
-                "connector draining (GOAWAY); no new streams to it on any link"
+                "link replaced (GOAWAY with a newer link under the same index); connector keeps serving"
             );
+            return;
         }
+        load.set_draining();
+        registry.set_draining(load.id);
+        tracing::info!(
+            tunnel = %load.tunnel, connector = %load.id, index,
+            "connector draining (GOAWAY); no new streams to it on any link"
+        );
     })
     .detach();
 }

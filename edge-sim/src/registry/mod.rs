@@ -321,6 +321,21 @@ impl Registry {
         gone
     }
 
+    /// Unregisters link `link_index` of a connector if its record is the one on `server` (a
+    /// link replaced under the same index on another server keeps its new record). Returns
+    /// whether the connector went away.
+    pub fn unregister_link_at(
+        &self,
+        connector_id: Uuid,
+        link_index: u8,
+        server: std::net::SocketAddr,
+    ) -> bool {
+        let mut table = self.table();
+        let gone = table.remove_link_at(connector_id, link_index, server);
+        self.update_connector_gauge(&table);
+        gone
+    }
+
     /// Marks a connector as draining (it gets no new streams). Returns whether it was known.
     pub fn set_draining(&self, connector_id: Uuid) -> bool {
         self.table().set_draining(connector_id)

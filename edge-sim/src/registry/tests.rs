@@ -335,3 +335,27 @@ fn connectors_keep_label_weight_standby_and_drain_state() {
     assert_eq!(r.connector(c).expect("known").state(), "draining");
     assert!(!r.set_draining(Uuid::new_v4()));
 }
+
+#[test]
+fn a_replaced_link_leaves_its_successor_registered() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = open(tmp.path(), 100);
+    let (t, _) = r.create_tunnel("web").expect("create");
+    let c = Uuid::new_v4();
+    let displaced = LinkInfo {
+        index: 0,
+        data_center: "mci".into(),
+        server: SocketAddr::from(([127, 0, 2, 1], 7844)),
+    };
+    r.register_connector(t.id, reg(c), displaced.clone())
+        .expect("displaced");
+    // The replacement (same index, home data center) comes up first...
+    r.register_connector(t.id, reg(c), link(0, "dfw"))
+        .expect("replacement");
+    // ...then the displaced link ends: the replacement's record stays.
+    assert!(!r.unregister_link_at(c, 0, displaced.server));
+    let got = r.connector(c).expect("still registered");
+    assert_eq!(got.links, vec![link(0, "dfw")]);
+    assert!(r.unregister_link_at(c, 0, link(0, "dfw").server));
+    assert!(r.connector(c).is_none());
+}
