@@ -510,3 +510,37 @@ fn connector_json_has_the_replica_fields_and_live_counters() {
     });
     s.edge.stop();
 }
+
+#[test]
+fn the_binary_checks_public_dc_and_lb_flags() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ringtun-edge"))
+            .arg("--state-dir")
+            .arg(tmp.path().join("state"))
+            .args(["--admin", "127.0.0.1:0", "--public-http", "127.0.0.1:0"])
+            .args([
+                "--data-center",
+                "dfw=127.0.1.1:0",
+                "--data-center",
+                "mci=127.0.2.1:0",
+            ])
+            .args(extra)
+            .output()
+            .expect("run ringtun-edge")
+    };
+    let out = run(&["--public-dc", "ams"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("public data center \"ams\" is not a configured data center"),
+        "{err}"
+    );
+    let out = run(&["--lb", "fastest"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("p2c, round-robin, random or same-dc-first"),
+        "{err}"
+    );
+}
