@@ -84,10 +84,11 @@ pub struct Overrides {
 /// How the public ingress chooses among a tunnel's connectors (replicas).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LbPolicy {
-    /// Least outstanding streams between two connectors picked at random (ties random).
+    /// Of two connectors picked at random, the one with fewer outstanding streams per unit of
+    /// weight (`(outstanding + 1) / weight`).
     #[default]
     P2c,
-    /// Each worker takes the connectors in turn.
+    /// Smooth weighted round-robin (equal weights: plain rotation).
     RoundRobin,
     /// At random, with probability proportional to weight.
     Random,

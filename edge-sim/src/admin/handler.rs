@@ -225,7 +225,8 @@ fn route(
         ("PUT", ["tunnels", key, "lb"]) => {
             let policy = parse_lb_policy(body)?;
             let t = registry.set_lb_policy(key, policy)?;
-            tracing::info!(tunnel = %t.id, name = %t.name, policy = policy.map_or("default", |p| p.as_str()), "tunnel lb policy set");
+            let shown = policy.map_or("edge default", LbPolicy::as_str);
+            tracing::info!(tunnel = %t.id, name = %t.name, policy = shown, "tunnel lb policy set");
             Ok(Reply::json(200, tunnel_summary(registry, &t)))
         }
         ("GET", ["tunnels", key, "connectors"]) => {
