@@ -7,14 +7,14 @@
 //!
 //! # Links and load balancing
 //! A [`Link`](ringtun_core::link::Link) is `Rc`-based: it lives on the worker that accepted it,
-//! in that worker's [`worker::Worker`] (live links per connector). What load balancing needs
+//! in that worker's `worker::Worker` (live links per connector). What load balancing needs
 //! across workers sits in one [`lb::ConnectorLoad`] per connector, an `Arc` of atomics
 //! (outstanding streams, draining, live links per worker). The set of connectors per tunnel is
 //! control-plane state behind a `Mutex` with an atomic version: a worker checks the version
 //! per request (one atomic load) and only takes the lock to refresh its snapshot when links
 //! came or went.
 //!
-//! Choosing a replica (see [`lb`] and [`worker::Worker::pick`]): the candidates are the
+//! Choosing a replica (see [`lb`] and `worker::Worker::pick`): the candidates are the
 //! tunnel's connectors with a live link that are not draining (a connector drains from the
 //! first GOAWAY it sends on any link, see [`links`]); standby connectors only when no active
 //! one is left (both fleet-wide). The tunnel's policy (from the route-table snapshot, else
