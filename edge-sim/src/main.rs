@@ -36,9 +36,13 @@ struct Cli {
     /// Data-plane worker threads [default: one per allowed core].
     #[arg(long)]
     workers: Option<usize>,
-    /// Replica choice: p2c (least outstanding, power of two choices), round-robin or random.
+    /// Default replica choice: p2c (least outstanding per weight, power of two choices),
+    /// round-robin (weighted), random (weighted) or same-dc-first; a tunnel may set its own.
     #[arg(long)]
     lb: Option<ringtun_edge_sim::settings::LbPolicy>,
+    /// The data center the public listeners belong to, for same-dc-first [default: the first].
+    #[arg(long, value_name = "NAME")]
+    public_dc: Option<String>,
     /// Links without TLS. Benchmarks only: anyone on the path reads and forges the traffic.
     #[arg(long)]
     danger_plaintext_links: bool,
@@ -72,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             workers: cli.workers,
             lb: cli.lb,
             danger_plaintext_links: cli.danger_plaintext_links,
+            public_dc: cli.public_dc,
         },
     )?;
 

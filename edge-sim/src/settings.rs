@@ -77,18 +77,50 @@ pub struct Overrides {
     pub lb: Option<LbPolicy>,
     /// `--danger-plaintext-links`: links without TLS (benchmarks only).
     pub danger_plaintext_links: bool,
+    /// `--public-dc NAME`: the data center the public listeners belong to (`same-dc-first`).
+    pub public_dc: Option<String>,
 }
 
 /// How the public ingress chooses among a tunnel's connectors (replicas).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LbPolicy {
-    /// Least outstanding streams between two connectors picked at random (ties random).
+    /// Of two connectors picked at random, the one with fewer outstanding streams per unit of
+    /// weight (`(outstanding + 1) / weight`).
     #[default]
     P2c,
-    /// Each worker takes the connectors in turn.
+    /// Smooth weighted round-robin (equal weights: plain rotation).
     RoundRobin,
-    /// Uniformly at random.
+    /// At random, with probability proportional to weight.
     Random,
+    /// p2c among the connectors with a live link in the public data center (`--public-dc`),
+    /// using such a link; p2c among all when none has one.
+    SameDcFirst,
+}
+
+impl LbPolicy {
+    /// Every policy, in the order the error messages list them.
+    pub const ALL: [LbPolicy; 4] = [
+        LbPolicy::P2c,
+        LbPolicy::RoundRobin,
+        LbPolicy::Random,
+        LbPolicy::SameDcFirst,
+    ];
+
+    /// The policy's name in flags, the admin API and the registry database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LbPolicy::P2c => "p2c",
+            LbPolicy::RoundRobin => "round-robin",
+            LbPolicy::Random => "random",
+            LbPolicy::SameDcFirst => "same-dc-first",
+        }
+    }
+}
+
+impl std::fmt::Display for LbPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl std::str::FromStr for LbPolicy {
@@ -98,8 +130,9 @@ impl std::str::FromStr for LbPolicy {
             "p2c" | "least-outstanding" => Ok(LbPolicy::P2c),
             "round-robin" | "rr" => Ok(LbPolicy::RoundRobin),
             "random" => Ok(LbPolicy::Random),
+            "same-dc-first" => Ok(LbPolicy::SameDcFirst),
             other => Err(format!(
-                "unknown load balancing policy {other:?}; use p2c, round-robin or random"
+                "unknown load balancing policy {other:?}; choose p2c, round-robin, random or same-dc-first"
             )),
         }
     }
@@ -133,6 +166,8 @@ pub struct Settings {
     pub lb: LbPolicy,
     /// Links without TLS (benchmarks only; logged as a warning).
     pub danger_plaintext_links: bool,
+    /// The data center of the public listeners (`same-dc-first`); one of `data_centers`.
+    pub public_dc: String,
 }
 
 impl Default for Settings {
@@ -185,6 +220,13 @@ impl Settings {
         } else {
             default_data_centers()
         };
+        let public_dc = match overrides.public_dc {
+            Some(dc) => dc,
+            None => data_centers
+                .first()
+                .map(|dc| dc.name.clone())
+                .unwrap_or_default(),
+        };
         let settings = Settings {
             state_dir: overrides
                 .state_dir
@@ -206,6 +248,7 @@ impl Settings {
             workers: overrides.workers,
             lb: overrides.lb.unwrap_or_default(),
             danger_plaintext_links: overrides.danger_plaintext_links,
+            public_dc,
         };
         settings.validate()?;
         Ok(settings)
@@ -251,6 +294,12 @@ impl Settings {
                     )));
                 }
             }
+        }
+        if !self.data_centers.iter().any(|dc| dc.name == self.public_dc) {
+            return Err(Error::Config(format!(
+                "public data center {:?} is not a configured data center",
+                self.public_dc
+            )));
         }
         if self.workers == Some(0) {
             return Err(Error::Config("workers must be at least 1".into()));

@@ -130,6 +130,9 @@ fn tunnel_and_route_flows() {
                         arch: "linux_amd64".into(),
                         version: "0.1.0".into(),
                         origin_ip: IpAddr::from([127, 0, 0, 1]),
+                        label: String::new(),
+                        weight: 1,
+                        standby: false,
                     },
                     LinkInfo {
                         index,
@@ -223,6 +226,9 @@ fn delete_forced_while_connected() {
                 arch: "linux_arm64".into(),
                 version: "0.1.0".into(),
                 origin_ip: IpAddr::from([127, 0, 0, 9]),
+                label: String::new(),
+                weight: 1,
+                standby: false,
             },
             LinkInfo {
                 index: 0,

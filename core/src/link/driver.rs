@@ -98,6 +98,7 @@ impl Link {
     /// it already opened finish, and the link closes once all are done.
     pub fn drain(&self) {
         let mut s = self.shared.borrow_mut();
+        s.local_goaway = true;
         s.session.drain(Instant::now());
         s.after_op();
     }
@@ -106,6 +107,7 @@ impl Link {
     /// socket is shut down once it is flushed.
     pub fn close(&self, code: ErrorCode) {
         let mut s = self.shared.borrow_mut();
+        s.local_goaway = true;
         s.session.close(code);
         s.after_op();
     }
@@ -126,6 +128,31 @@ impl Link {
             Poll::Pending
         })
         .await
+    }
+
+    /// Resolves once the peer announces that it is going away: `true` when its GOAWAY (a drain
+    /// or a graceful final GOAWAY) arrived before this side drained or closed the link itself,
+    /// `false` when the link closed without one (socket failure, error GOAWAY, local close).
+    /// A GOAWAY answering this side's own drain or close is not the peer's decision and does
+    /// not count. It costs nothing per frame: the session's GOAWAY event sets a flag.
+    pub async fn peer_draining(&self) -> bool {
+        poll_fn(|cx| {
+            let mut s = self.shared.borrow_mut();
+            if s.peer_goaway {
+                return Poll::Ready(true);
+            }
+            if s.closed.is_some() {
+                return Poll::Ready(false);
+            }
+            s.goaway_wakers.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether the peer sent a GOAWAY first (see [`Link::peer_draining`]).
+    pub fn is_peer_draining(&self) -> bool {
+        self.shared.borrow().peer_goaway
     }
 
     /// Whether the link is closed (or closing).

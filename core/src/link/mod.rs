@@ -33,3 +33,6 @@ pub use driver::{Link, LinkStats};
 pub use error::LinkError;
 pub use stream::{Incoming, Stream};
 pub use transport::{Shutdown, Transport};
+
+#[cfg(test)]
+mod tests;

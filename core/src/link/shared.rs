@@ -72,6 +72,12 @@ pub(crate) struct Shared {
     /// Both tasks have ended (the socket is done with).
     pub(crate) tasks_left: u8,
     pub(crate) drained: bool,
+    /// This side sent (or queued) a GOAWAY: it drains or closes the link itself.
+    pub(crate) local_goaway: bool,
+    /// The peer sent a GOAWAY before this side did: the peer is going away.
+    pub(crate) peer_goaway: bool,
+    /// Wakers of [`Link::peer_draining`](super::Link::peer_draining) callers.
+    pub(crate) goaway_wakers: Vec<Waker>,
     pub(crate) rtt: Option<Duration>,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
@@ -90,6 +96,9 @@ impl Shared {
             close_wakers: Vec::new(),
             tasks_left: 2,
             drained: false,
+            local_goaway: false,
+            peer_goaway: false,
+            goaway_wakers: Vec::new(),
             rtt: None,
             bytes_in: 0,
             bytes_out: 0,
@@ -156,6 +165,12 @@ impl Shared {
                 drain,
             } => {
                 tracing::debug!(last_id, %code, drain, "link: peer sent GOAWAY");
+                if !self.local_goaway && !self.peer_goaway {
+                    self.peer_goaway = true;
+                    for w in self.goaway_wakers.drain(..) {
+                        w.wake();
+                    }
+                }
             }
             Event::Rtt(rtt) => self.rtt = Some(rtt),
             Event::Drained => self.drained = true,
@@ -181,6 +196,9 @@ impl Shared {
             w.wake();
         }
         for w in self.close_wakers.drain(..) {
+            w.wake();
+        }
+        for w in self.goaway_wakers.drain(..) {
             w.wake();
         }
         self.notify_writer();

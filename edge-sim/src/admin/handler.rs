@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Fault};
 use crate::registry::{Connector, Registry, Tunnel, edge_summary};
-use crate::settings::DataCenter;
+use crate::settings::{DataCenter, LbPolicy};
 use crate::state::AdminToken;
 
 /// What the admin routes need.
@@ -94,6 +94,19 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// `{"policy": "round-robin"}` or `{"policy": null}` (clear: the edge default applies).
+fn parse_lb_policy(body: &[u8]) -> Result<Option<LbPolicy>, Reply> {
+    #[derive(Deserialize)]
+    struct Lb {
+        policy: Option<String>,
+    }
+    let req: Lb = parse_body(body)?;
+    req.policy
+        .map(|p| p.parse::<LbPolicy>())
+        .transpose()
+        .map_err(|e| Reply::error(400, e))
+}
+
 /// `{id, name, created}` plus the connector count and the `2xdfw, 2xmci` summary.
 fn tunnel_summary(registry: &Registry, t: &Tunnel) -> Value {
     let connectors = registry.connectors(t.id);
@@ -117,6 +130,7 @@ fn connector_json(c: &Connector) -> Value {
     let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
     if let Some(map) = v.as_object_mut() {
         map.insert("edge".into(), Value::String(c.edge_summary()));
+        map.insert("state".into(), json!(c.state()));
     }
     v
 }
@@ -208,6 +222,13 @@ fn route(
                 json!({ "id": t.id, "name": t.name, "removed_connectors": removed }),
             ))
         }
+        ("PUT", ["tunnels", key, "lb"]) => {
+            let policy = parse_lb_policy(body)?;
+            let t = registry.set_lb_policy(key, policy)?;
+            let shown = policy.map_or("edge default", LbPolicy::as_str);
+            tracing::info!(tunnel = %t.id, name = %t.name, policy = shown, "tunnel lb policy set");
+            Ok(Reply::json(200, tunnel_summary(registry, &t)))
+        }
         ("GET", ["tunnels", key, "connectors"]) => {
             let t = registry.tunnel(key)?;
             let list: Vec<Value> = registry
@@ -261,7 +282,7 @@ fn route(
             _,
             ["tunnels"]
             | ["tunnels", _]
-            | ["tunnels", _, "cleanup" | "connectors"]
+            | ["tunnels", _, "cleanup" | "connectors" | "lb"]
             | ["routes"]
             | ["routes", "dns" | "tcp"]
             | ["discovery"]

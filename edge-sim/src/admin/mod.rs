@@ -12,6 +12,7 @@
 //! | `DELETE /tunnels/{id-or-name}[?force=true]` | 200 | `{id, name, deleted: true}` |
 //! | `POST /tunnels/{id-or-name}/cleanup[?connector_id=]` | 200 | `{id, name, removed_connectors}` |
 //! | `GET /tunnels/{id-or-name}/connectors` | 200 | `[connector]` |
+//! | `PUT /tunnels/{id-or-name}/lb` `{"policy": name or null}` | 200 | tunnel (with `lb_policy`) |
 //! | `POST /routes/dns` `{"tunnel","hostname"}` | 201 | `{hostname, tunnel_id, tunnel_name}` |
 //! | `POST /routes/tcp` `{"tunnel","port"}` | 201 | `{port, tunnel_id, tunnel_name}` |
 //! | `GET /routes` | 200 | `{dns: [..], tcp: [..]}` |
@@ -19,7 +20,9 @@
 //! | `GET /metrics` | 200 | Prometheus text |
 //!
 //! A connector is `{id, tunnel_id, created, arch, version, origin_ip, links: [{index,
-//! data_center, server}], draining, edge}` with `edge` like `2xdfw, 2xmci`. Errors are
+//! data_center, server}], draining, edge, label, weight, standby, state, active_streams,
+//! requests}` with `edge` like `2xdfw, 2xmci` and `state` `ready` or `draining`; a tunnel has
+//! `lb_policy` (`p2c`, `round-robin`, `random`, `same-dc-first` or `null`). Errors are
 //! `{"error": "..."}` with 400 (bad input), 401 (token), 404, 405, 409 (conflict) or 500.
 pub mod handler;
 

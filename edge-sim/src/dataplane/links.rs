@@ -2,6 +2,10 @@
 //! the registration handshake (`core::handshake::edge_accept`) under a deadline, then
 //! `Link::spawn(.., Role::Server, ..)` on this worker until the link ends.
 //!
+//! Each link also gets a small watcher task: the first GOAWAY the connector sends on **any**
+//! of its links marks the whole connector draining (its `ConnectorLoad`, so no worker opens
+//! anything new to it, and the registry's record, which the admin API shows).
+//!
 //! A connection whose TLS or registration does not finish within [`HANDSHAKE_TIMEOUT`] is
 //! dropped, never turned into a link (the timed-out read may have consumed bytes). If the
 //! registry admitted the link before the deadline fired, it is unregistered again.
@@ -9,6 +13,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use compio::io::{AsyncRead, AsyncWrite};
@@ -24,6 +29,7 @@ use ringtun_core::tls::TlsStream;
 use uuid::Uuid;
 
 use super::ServerInfo;
+use super::lb::ConnectorLoad;
 use super::worker::Worker;
 use crate::error::Error;
 use crate::registry::{ConnectorRegistration, LinkInfo};
@@ -81,6 +87,9 @@ async fn register<S: AsyncRead + AsyncWrite>(
                 arch: r.arch.clone(),
                 version: r.version.clone(),
                 origin_ip: peer.ip(),
+                label: r.label.clone(),
+                weight: r.weight.max(1),
+                standby: r.flags.standby(),
             },
             LinkInfo {
                 index: r.link_index,
@@ -159,14 +168,14 @@ async fn finish<S: Transport, E>(
         Ok(Err(e)) => {
             tracing::info!(%peer, server = %info.addr, error = %e, "link refused");
             if let Some((c, i)) = admitted.take() {
-                registry.unregister_link(c, i);
+                registry.unregister_link_at(c, i, info.addr);
             }
             return;
         }
         Err(_) => {
             tracing::info!(%peer, server = %info.addr, "link handshake timed out; connection dropped");
             if let Some((c, i)) = admitted.take() {
-                registry.unregister_link(c, i);
+                registry.unregister_link_at(c, i, info.addr);
             }
             return;
         }
@@ -174,9 +183,14 @@ async fn finish<S: Transport, E>(
     let tunnel = Uuid::from_bytes(reg.tunnel_id);
     let connector = Uuid::from_bytes(reg.connector_id);
     let link = Link::spawn(stream, Role::Server, tunnel_link_config());
-    let load = w.plane.connector_load(tunnel, connector);
-    let id = w.add_link(connector, link.clone());
-    load.link_up(w.index);
+    let load = w
+        .plane
+        .connector_load(tunnel, connector, reg.weight, reg.flags.standby());
+    let home = info.data_center == w.plane.public_dc;
+    let id = w.add_link(connector, link.clone(), home);
+    load.link_up(w.index, home);
+    load.index_up(reg.link_index);
+    watch_drain(w, &link, &load, reg.link_index);
     registry.metrics().link_up(&info.data_center);
     tracing::info!(
         %tunnel, %connector, index = reg.link_index, data_center = %info.data_center,
@@ -185,12 +199,44 @@ async fn finish<S: Transport, E>(
     );
     let why = link.closed().await;
     w.remove_link(connector, id);
-    load.link_down(w.index);
+    load.link_down(w.index, home);
+    load.index_down(reg.link_index);
     w.plane.connector_link_gone(&load);
     registry.metrics().link_down(&info.data_center);
-    let gone = registry.unregister_link(connector, reg.link_index);
+    let gone = registry.unregister_link_at(connector, reg.link_index, info.addr);
     tracing::info!(
         %tunnel, %connector, index = reg.link_index, data_center = %info.data_center,
         reason = %why, connector_gone = gone, "link unregistered"
     );
+}
+
+/// Marks the connector draining everywhere once the peer sends GOAWAY on this link. The task
+/// ends with the link (then [`Link::peer_draining`] resolves `false`).
+///
+/// One exception: a GOAWAY on a link whose index has another live link of the same connector
+/// is a link being *replaced* (a displaced link moving back to its home data center brings
+/// the new link up first, then drains the old one), not the connector going away.
+fn watch_drain(w: &Worker, link: &Link, load: &Arc<ConnectorLoad>, index: u8) {
+    let link = link.clone();
+    let load = Arc::clone(load);
+    let registry = Arc::clone(&w.plane.registry);
+    compio::runtime::spawn(async move {
+        if !link.peer_draining().await || load.is_draining() {
+            return;
+        }
+        if load.links_with_index(index) > 1 {
+            tracing::info!(
+                tunnel = %load.tunnel, connector = %load.id, index,
+                "link replaced (GOAWAY with a newer link under the same index); connector keeps serving"
+            );
+            return;
+        }
+        load.set_draining();
+        registry.set_draining(load.id);
+        tracing::info!(
+            tunnel = %load.tunnel, connector = %load.id, index,
+            "connector draining (GOAWAY); no new streams to it on any link"
+        );
+    })
+    .detach();
 }

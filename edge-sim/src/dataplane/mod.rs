@@ -7,15 +7,18 @@
 //!
 //! # Links and load balancing
 //! A [`Link`](ringtun_core::link::Link) is `Rc`-based: it lives on the worker that accepted it,
-//! in that worker's [`worker::Worker`] (live links per connector). What load balancing needs
+//! in that worker's `worker::Worker` (live links per connector). What load balancing needs
 //! across workers sits in one [`lb::ConnectorLoad`] per connector, an `Arc` of atomics
 //! (outstanding streams, draining, live links per worker). The set of connectors per tunnel is
 //! control-plane state behind a `Mutex` with an atomic version: a worker checks the version
 //! per request (one atomic load) and only takes the lock to refresh its snapshot when links
 //! came or went.
 //!
-//! Choosing a replica (see [`lb`]): the policy (`--lb`, p2c by default) runs among the
-//! tunnel's connectors that have a link **on this worker**. Only when none has one is the
+//! Choosing a replica (see [`lb`] and `worker::Worker::pick`): the candidates are the
+//! tunnel's connectors with a live link that are not draining (a connector drains from the
+//! first GOAWAY it sends on any link, see [`links`]); standby connectors only when no active
+//! one is left (both fleet-wide). The tunnel's policy (from the route-table snapshot, else
+//! `--lb`, p2c by default) then runs among the candidates that have a link **on this worker**. Only when none has one is the
 //! public connection handed to a worker that has (the socket is duplicated, and the already
 //! read bytes travel with it through that worker's mailbox). A handed-off connection is never
 //! handed off again (it gets 503 if its new worker lost its links meanwhile).
@@ -44,7 +47,7 @@ use rustls::ServerConfig;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::registry::Registry;
+use crate::registry::{LiveLoad, LiveLoads, Registry};
 use crate::settings::{LbPolicy, Settings};
 use crate::state::TlsMaterial;
 use lb::ConnectorLoad;
@@ -70,6 +73,8 @@ pub enum WorkerMsg {
 pub struct Plane {
     pub(crate) registry: Arc<Registry>,
     pub(crate) policy: LbPolicy,
+    /// The data center of the public listeners (`same-dc-first`).
+    pub(crate) public_dc: String,
     pub(crate) tls: Option<Arc<ServerConfig>>,
     pub(crate) workers: usize,
     conns_version: AtomicU64,
@@ -77,14 +82,25 @@ pub struct Plane {
 }
 
 impl Plane {
-    /// The connector's load record, created on its first link anywhere.
-    pub(crate) fn connector_load(&self, tunnel: Uuid, connector: Uuid) -> Arc<ConnectorLoad> {
+    /// The connector's load record, created on its first link anywhere (with the weight and
+    /// standby flag of that registration).
+    pub(crate) fn connector_load(
+        &self,
+        tunnel: Uuid,
+        connector: Uuid,
+        weight: u16,
+        standby: bool,
+    ) -> Arc<ConnectorLoad> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         conns
             .entry(connector)
             .or_insert_with(|| {
                 self.conns_version.fetch_add(1, Ordering::AcqRel);
-                Arc::new(ConnectorLoad::new(connector, tunnel, self.workers))
+                Arc::new(
+                    ConnectorLoad::new(connector, tunnel, self.workers)
+                        .with_weight(weight)
+                        .with_standby(standby),
+                )
             })
             .clone()
     }
@@ -117,6 +133,13 @@ impl Plane {
             out.entry(c.tunnel).or_default().push(Arc::clone(c));
         }
         out
+    }
+}
+
+impl LiveLoads for Plane {
+    fn live_load(&self, connector: Uuid) -> Option<LiveLoad> {
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.get(&connector).map(|c| c.live())
     }
 }
 
@@ -179,11 +202,14 @@ impl DataPlane {
         let plane = Arc::new(Plane {
             registry,
             policy: settings.lb,
+            public_dc: settings.public_dc.clone(),
             tls,
             workers: n,
             conns_version: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
         });
+        let live: std::sync::Weak<dyn LiveLoads> = Arc::downgrade(&plane) as _;
+        plane.registry.set_live_loads(live);
         let server_sets = Arc::new(server_sets);
         let http_set = Arc::new(http_set);
         let runtime = Runtime::start(config, move |ctx: WorkerCtx<WorkerMsg>| {

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::lb::{ConnectorLoad, choose};
 use super::{Plane, ServerInfo, WorkerMsg};
 use crate::registry::RouteTable;
+use crate::settings::LbPolicy;
 
 /// A public connection moving to another worker: a duplicate of its socket (`Send`) and the
 /// bytes already read from it.
@@ -61,16 +62,23 @@ const SETUP_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(10
 
 type ConnView = HashMap<Uuid, Vec<Arc<ConnectorLoad>>>;
 
+/// One live link on this worker.
+struct LocalLink {
+    id: u64,
+    link: Link,
+    /// In the public data center (`same-dc-first`).
+    home: bool,
+}
+
 /// One worker's state; lives in an `Rc` on its worker.
 pub(crate) struct Worker {
     pub(crate) index: usize,
     pub(crate) plane: Arc<Plane>,
     senders: MailboxSender<WorkerMsg>,
-    links: RefCell<HashMap<Uuid, Vec<(u64, Link)>>>,
+    links: RefCell<HashMap<Uuid, Vec<LocalLink>>>,
     next_link: Cell<u64>,
     view: RefCell<Option<(u64, Rc<ConnView>)>>,
     routes: RefCell<Option<(u64, Rc<RouteTable>)>>,
-    rr: Cell<usize>,
 }
 
 impl Worker {
@@ -112,36 +120,53 @@ impl Worker {
     }
 
     /// Chooses where a stream of `tunnel` goes, skipping the connectors in `exclude` (already
-    /// tried). See the module doc of [`super`] for the policy.
+    /// tried). Lock-free: the route-table and connector snapshots are versioned (one atomic
+    /// load each), the rest are the connectors' atomics and this worker's own links.
+    ///
+    /// 1. Candidates: connectors with a live link anywhere, not draining, not excluded; the
+    ///    standby ones only when no active one is among them.
+    /// 2. `same-dc-first`: narrowed to those with a live link in the public data center, whose
+    ///    links are then the only ones used (if there are none: all candidates, any link).
+    /// 3. The tunnel's policy among the candidates with an open-able link on this worker; the
+    ///    chosen connector's least busy such link takes the stream. When none has one here,
+    ///    the policy picks among the others and the connection moves to a worker that has.
     pub(crate) fn pick(&self, tunnel: Uuid, exclude: &[Uuid]) -> Pick {
         let view = self.view();
         let Some(all) = view.get(&tunnel) else {
             return Pick::NoConnector;
         };
-        let live: Vec<&Arc<ConnectorLoad>> = all
+        let mut live: Vec<&Arc<ConnectorLoad>> = all
             .iter()
             .filter(|c| !c.is_draining() && !exclude.contains(&c.id) && c.total_links() > 0)
             .collect();
+        if live.iter().any(|c| !c.is_standby()) {
+            live.retain(|c| !c.is_standby());
+        }
         if live.is_empty() {
             return Pick::NoConnector;
         }
+        let mut policy = self.routes().policy(tunnel).unwrap_or(self.plane.policy);
+        let mut home_only = false;
+        if policy == LbPolicy::SameDcFirst {
+            policy = LbPolicy::P2c;
+            if live.iter().any(|c| c.total_home_links() > 0) {
+                live.retain(|c| c.total_home_links() > 0);
+                home_only = true;
+            }
+        }
         let links = self.links.borrow();
+        let usable = |l: &LocalLink| l.link.can_open() && (l.home || !home_only);
         let local: Vec<&Arc<ConnectorLoad>> = live
             .iter()
             .copied()
-            .filter(|c| {
-                links
-                    .get(&c.id)
-                    .is_some_and(|ls| ls.iter().any(|(_, l)| l.can_open()))
-            })
+            .filter(|c| links.get(&c.id).is_some_and(|ls| ls.iter().any(usable)))
             .collect();
-        if let Some(c) = choose(self.plane.policy, &local, &self.rr) {
+        if let Some(c) = choose(policy, &local) {
             let link = links.get(&c.id).and_then(|ls| {
                 ls.iter()
-                    .map(|(_, l)| l)
-                    .filter(|l| l.can_open())
-                    .min_by_key(|l| l.stats().open_streams)
-                    .cloned()
+                    .filter(|l| usable(l))
+                    .min_by_key(|l| l.link.stats().open_streams)
+                    .map(|l| l.link.clone())
             });
             if let Some(link) = link {
                 return Pick::Local {
@@ -151,13 +176,22 @@ impl Worker {
             }
         }
         // None here: the policy runs among the connectors with a link on another worker.
-        let others = |c: &&Arc<ConnectorLoad>| {
-            (0..self.plane.workers).any(|i| i != self.index && c.links_on(i) > 0)
+        let links_on = |c: &ConnectorLoad, i: usize| {
+            if home_only {
+                c.home_links_on(i)
+            } else {
+                c.links_on(i)
+            }
         };
-        let remote: Vec<&Arc<ConnectorLoad>> = live.iter().copied().filter(others).collect();
-        let target = choose(self.plane.policy, &remote, &self.rr)
-            .and_then(|c| (0..self.plane.workers).find(|&i| i != self.index && c.links_on(i) > 0));
-        match target {
+        let elsewhere = |c: &ConnectorLoad| {
+            (0..self.plane.workers).find(|&i| i != self.index && links_on(c, i) > 0)
+        };
+        let remote: Vec<&Arc<ConnectorLoad>> = live
+            .iter()
+            .copied()
+            .filter(|c| elsewhere(c).is_some())
+            .collect();
+        match choose(policy, &remote).and_then(|c| elsewhere(c)) {
             Some(w) => Pick::Elsewhere(w),
             None => Pick::NoConnector,
         }
@@ -181,22 +215,23 @@ impl Worker {
         self.pick(tunnel, exclude)
     }
 
-    /// Adds a live link; returns its local ID for [`Worker::remove_link`].
-    pub(crate) fn add_link(&self, connector: Uuid, link: Link) -> u64 {
+    /// Adds a live link (`home`: in the public data center); returns its local ID for
+    /// [`Worker::remove_link`].
+    pub(crate) fn add_link(&self, connector: Uuid, link: Link, home: bool) -> u64 {
         let id = self.next_link.get();
         self.next_link.set(id + 1);
         self.links
             .borrow_mut()
             .entry(connector)
             .or_default()
-            .push((id, link));
+            .push(LocalLink { id, link, home });
         id
     }
 
     pub(crate) fn remove_link(&self, connector: Uuid, id: u64) {
         let mut links = self.links.borrow_mut();
         if let Some(ls) = links.get_mut(&connector) {
-            ls.retain(|(i, _)| *i != id);
+            ls.retain(|l| l.id != id);
             if ls.is_empty() {
                 links.remove(&connector);
             }
@@ -289,7 +324,6 @@ pub(crate) async fn run(
         next_link: Cell::new(0),
         view: RefCell::new(None),
         routes: RefCell::new(None),
-        rr: Cell::new(index),
     });
     for (info, set) in servers {
         match set.take(index) {
@@ -324,7 +358,7 @@ pub(crate) async fn run(
         .borrow()
         .values()
         .flatten()
-        .map(|(_, l)| l.clone())
+        .map(|l| l.link.clone())
         .collect();
     for l in &links {
         l.close(ErrorCode::NO_ERROR);

@@ -1,5 +1,6 @@
 //! The ephemeral half of the registry: connected connectors, in memory.
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -76,6 +77,11 @@ impl ConnectorTable {
                         origin_ip: reg.origin_ip,
                         links: vec![link],
                         draining: false,
+                        label: reg.label,
+                        weight: reg.weight.max(1),
+                        standby: reg.standby,
+                        active_streams: 0,
+                        requests: 0,
                     },
                 );
                 Registered::NewConnector
@@ -89,6 +95,27 @@ impl ConnectorTable {
             return false;
         };
         c.links.retain(|l| l.index != index);
+        if c.links.is_empty() {
+            self.by_id.remove(&connector);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Removes the link record `index` only if it is the one on `server`: a link that was
+    /// replaced under the same index (moved to another server) leaves its successor alone.
+    /// Returns whether the connector is gone.
+    pub(crate) fn remove_link_at(
+        &mut self,
+        connector: Uuid,
+        index: u8,
+        server: SocketAddr,
+    ) -> bool {
+        let Some(c) = self.by_id.get_mut(&connector) else {
+            return false;
+        };
+        c.links.retain(|l| l.index != index || l.server != server);
         if c.links.is_empty() {
             self.by_id.remove(&connector);
             true

@@ -9,7 +9,12 @@
 //! most. It therefore guards the SQLite connection and the connector table with a `Mutex` each
 //! (always taken in that order: database, then connectors, so they cannot deadlock). Nothing on
 //! the per-request path may call into it: the public ingress works from a [`RouteTable`]
-//! snapshot, refreshed when [`Registry::routes_version`] changes.
+//! snapshot, refreshed when [`Registry::routes_version`] changes. The snapshot also carries the
+//! tunnels' own load-balancing policies, so a policy change reaches the workers the same way.
+//!
+//! Connector records here are control plane (registration, label, weight, draining); the live
+//! counters (open streams, requests) sit in the data plane's atomics and are joined in through
+//! [`LiveLoads`] when a connector is read.
 mod connectors;
 mod route_table;
 mod store;
@@ -17,18 +22,19 @@ mod types;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use uuid::Uuid;
 
 pub use route_table::{RouteTable, normalize_hostname, validate_tunnel_name};
 pub use types::{
-    Connector, ConnectorRegistration, DnsRoute, LinkInfo, TcpRoute, Tunnel, TunnelSecret,
-    edge_summary,
+    Connector, ConnectorRegistration, DnsRoute, LinkInfo, LiveLoad, LiveLoads, TcpRoute, Tunnel,
+    TunnelSecret, edge_summary,
 };
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::settings::LbPolicy;
 use connectors::{ConnectorTable, Registered};
 use store::Store;
 
@@ -40,6 +46,7 @@ pub struct Registry {
     connector_limit: usize,
     routes_version: AtomicU64,
     metrics: Arc<Metrics>,
+    live: OnceLock<Weak<dyn LiveLoads>>,
 }
 
 impl Registry {
@@ -56,6 +63,7 @@ impl Registry {
             connector_limit,
             routes_version: AtomicU64::new(0),
             metrics,
+            live: OnceLock::new(),
         })
     }
 
@@ -165,6 +173,38 @@ impl Registry {
         Ok(route)
     }
 
+    /// Sets (or with `None` clears) a tunnel's load-balancing policy; returns the tunnel. The
+    /// workers pick it up with their next route-table refresh.
+    pub fn set_lb_policy(&self, id_or_name: &str, policy: Option<LbPolicy>) -> Result<Tunnel> {
+        let db = self.db();
+        let mut tunnel = db.find_tunnel(id_or_name)?;
+        db.set_lb_policy(tunnel.id, policy)?;
+        tunnel.lb_policy = policy;
+        self.routes_version.fetch_add(1, Ordering::Release);
+        Ok(tunnel)
+    }
+
+    /// Connects the data plane's live counters (see [`LiveLoads`]); the first call wins.
+    pub fn set_live_loads(&self, live: Weak<dyn LiveLoads>) {
+        let _ = self.live.set(live);
+    }
+
+    /// Fills in a connector's live counters (and draining, which the data plane may learn
+    /// first) from the data plane.
+    fn join_live(&self, mut c: Connector) -> Connector {
+        if let Some(live) = self
+            .live
+            .get()
+            .and_then(Weak::upgrade)
+            .and_then(|l| l.live_load(c.id))
+        {
+            c.active_streams = live.active_streams;
+            c.requests = live.requests;
+            c.draining |= live.draining;
+        }
+        c
+    }
+
     /// Every DNS route, by hostname.
     pub fn dns_routes(&self) -> Result<Vec<DnsRoute>> {
         self.db().dns_routes()
@@ -189,6 +229,11 @@ impl Registry {
         }
         for r in db.tcp_routes()? {
             table.tcp.insert(r.port, r.tunnel_id);
+        }
+        for t in db.tunnels()? {
+            if let Some(p) = t.lb_policy {
+                table.policies.insert(t.id, p);
+            }
         }
         Ok(table)
     }
@@ -276,19 +321,37 @@ impl Registry {
         gone
     }
 
+    /// Unregisters link `link_index` of a connector if its record is the one on `server` (a
+    /// link replaced under the same index on another server keeps its new record). Returns
+    /// whether the connector went away.
+    pub fn unregister_link_at(
+        &self,
+        connector_id: Uuid,
+        link_index: u8,
+        server: std::net::SocketAddr,
+    ) -> bool {
+        let mut table = self.table();
+        let gone = table.remove_link_at(connector_id, link_index, server);
+        self.update_connector_gauge(&table);
+        gone
+    }
+
     /// Marks a connector as draining (it gets no new streams). Returns whether it was known.
     pub fn set_draining(&self, connector_id: Uuid) -> bool {
         self.table().set_draining(connector_id)
     }
 
-    /// A connector by ID.
+    /// A connector by ID, with its live counters.
     pub fn connector(&self, connector_id: Uuid) -> Option<Connector> {
-        self.table().get(connector_id).cloned()
+        let c = self.table().get(connector_id).cloned();
+        c.map(|c| self.join_live(c))
     }
 
-    /// A tunnel's connectors, oldest first.
+    /// A tunnel's connectors, oldest first, with their live counters.
     pub fn connectors(&self, tunnel_id: Uuid) -> Vec<Connector> {
-        self.table().of_tunnel(tunnel_id)
+        // The table's lock is released before the data plane's counters are read.
+        let list = self.table().of_tunnel(tunnel_id);
+        list.into_iter().map(|c| self.join_live(c)).collect()
     }
 
     /// How many connectors a tunnel has.

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::settings::LbPolicy;
 
 /// Hostname → tunnel and port → tunnel, ready for lookups.
 #[derive(Debug, Clone, Default)]
@@ -15,6 +16,8 @@ pub struct RouteTable {
     /// `(".example.com", tunnel)` for `*.example.com`, longest suffix first.
     pub(crate) wildcards: Vec<(String, Uuid)>,
     pub(crate) tcp: HashMap<u16, Uuid>,
+    /// Tunnels with their own load-balancing policy (the others use the edge default).
+    pub(crate) policies: HashMap<Uuid, LbPolicy>,
 }
 
 impl RouteTable {
@@ -35,6 +38,11 @@ impl RouteTable {
     /// The tunnel serving public TCP port `port`.
     pub fn tunnel_for_port(&self, port: u16) -> Option<Uuid> {
         self.tcp.get(&port).copied()
+    }
+
+    /// The tunnel's own load-balancing policy, if it has one.
+    pub fn policy(&self, tunnel: Uuid) -> Option<LbPolicy> {
+        self.policies.get(&tunnel).copied()
     }
 
     /// The routed TCP ports and their tunnels.

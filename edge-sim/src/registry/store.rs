@@ -1,6 +1,8 @@
 //! The persistent half of the registry: tunnels and routes in SQLite.
 //!
 //! Migrations are an ordered list of SQL batches; `PRAGMA user_version` records how many ran.
+//! Columns added later (`tunnels.lb_policy`) are added with `ALTER TABLE` when a database
+//! lacks them, whatever its version says, so a database from an older edge opens as is.
 //! Foreign keys are on, so deleting a tunnel deletes its routes.
 use std::path::Path;
 
@@ -11,6 +13,10 @@ use uuid::Uuid;
 
 use super::types::{DnsRoute, TcpRoute, Tunnel, TunnelSecret};
 use crate::error::{Error, Result};
+use crate::settings::LbPolicy;
+
+/// The tunnel columns every tunnel query reads, in [`tunnel_from_row`]'s order.
+const TUNNEL_COLUMNS: &str = "id, name, created, lb_policy";
 
 /// Schema migrations, applied in order; never edit one that shipped, append a new one.
 const MIGRATIONS: &[&str] = &[
@@ -44,12 +50,25 @@ fn parse_uuid(s: &str) -> rusqlite::Result<Uuid> {
 fn tunnel_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Tunnel> {
     let id: String = row.get(0)?;
     let created: String = row.get(2)?;
+    let policy: Option<String> = row.get(3)?;
     Ok(Tunnel {
         id: parse_uuid(&id)?,
         name: row.get(1)?,
         created: OffsetDateTime::parse(&created, &Rfc3339)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+        lb_policy: policy.as_deref().and_then(parse_policy),
     })
+}
+
+/// A stored policy name; an unknown one (written by a newer edge) falls back to the default.
+fn parse_policy(name: &str) -> Option<LbPolicy> {
+    match name.parse() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(error = %e, "tunnel has an unknown stored lb policy; using the edge default");
+            None
+        }
+    }
 }
 
 impl Store {
@@ -82,7 +101,20 @@ impl Store {
             tx.pragma_update(None, "user_version", i + 1)?;
             tx.commit()?;
         }
+        add_missing_columns(&conn)?;
         Ok(Store { conn })
+    }
+
+    /// Sets (or with `None` clears) a tunnel's load-balancing policy.
+    pub(crate) fn set_lb_policy(&self, id: Uuid, policy: Option<LbPolicy>) -> Result<()> {
+        let n = self.conn.execute(
+            "UPDATE tunnels SET lb_policy = ?1 WHERE id = ?2",
+            params![policy.map(LbPolicy::as_str), id.to_string()],
+        )?;
+        if n == 0 {
+            return Err(Error::TunnelNotFound(id.to_string()));
+        }
+        Ok(())
     }
 
     pub(crate) fn create_tunnel(&self, name: &str) -> Result<(Tunnel, TunnelSecret)> {
@@ -91,6 +123,7 @@ impl Store {
             id: Uuid::new_v4(),
             name: name.to_owned(),
             created: now.replace_nanosecond(0).unwrap_or(now),
+            lb_policy: None,
         };
         let secret = TunnelSecret::generate();
         let created = tunnel
@@ -109,9 +142,9 @@ impl Store {
     }
 
     pub(crate) fn tunnels(&self) -> Result<Vec<Tunnel>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, name, created FROM tunnels ORDER BY created, name")?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {TUNNEL_COLUMNS} FROM tunnels ORDER BY created, name"
+        ))?;
         let rows = stmt.query_map([], tunnel_from_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
@@ -122,7 +155,7 @@ impl Store {
             Ok(id) => self
                 .conn
                 .query_row(
-                    "SELECT id, name, created FROM tunnels WHERE id = ?1",
+                    &format!("SELECT {TUNNEL_COLUMNS} FROM tunnels WHERE id = ?1"),
                     [id.to_string()],
                     tunnel_from_row,
                 )
@@ -134,7 +167,7 @@ impl Store {
             None => self
                 .conn
                 .query_row(
-                    "SELECT id, name, created FROM tunnels WHERE name = ?1",
+                    &format!("SELECT {TUNNEL_COLUMNS} FROM tunnels WHERE name = ?1"),
                     [id_or_name],
                     tunnel_from_row,
                 )
@@ -251,6 +284,19 @@ impl Store {
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
+}
+
+/// Adds the columns newer than a database's schema: `tunnels.lb_policy` (NULL = edge default).
+fn add_missing_columns(conn: &Connection) -> Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('tunnels')")?;
+    let columns = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if !columns.iter().any(|c| c == "lb_policy") {
+        conn.execute_batch("ALTER TABLE tunnels ADD COLUMN lb_policy TEXT")?;
+        tracing::info!("registry database migrated: tunnels.lb_policy added");
+    }
+    Ok(())
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {

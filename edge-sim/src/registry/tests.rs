@@ -22,6 +22,9 @@ fn reg(id: Uuid) -> ConnectorRegistration {
         arch: "linux_amd64".into(),
         version: "0.1.0".into(),
         origin_ip: IpAddr::from([127, 0, 0, 1]),
+        label: String::new(),
+        weight: 1,
+        standby: false,
     }
 }
 
@@ -213,4 +216,146 @@ fn authenticate_checks_the_proof() {
         Err(Error::TunnelNotFound(_))
     ));
     assert_eq!(r.metrics().connectors_rejected.get(), 2);
+}
+
+/// The schema an edge before per-tunnel policies wrote (migration 1, user_version 1), with a
+/// tunnel and a route in it.
+fn write_old_database(path: &Path) -> Uuid {
+    let conn = rusqlite::Connection::open(path).expect("create old db");
+    conn.execute_batch(
+        "CREATE TABLE tunnels (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            secret BLOB NOT NULL,
+            created TEXT NOT NULL
+         );
+         CREATE TABLE dns_routes (
+            hostname TEXT PRIMARY KEY,
+            tunnel_id TEXT NOT NULL REFERENCES tunnels(id) ON DELETE CASCADE
+         );
+         CREATE TABLE tcp_routes (
+            port INTEGER PRIMARY KEY,
+            tunnel_id TEXT NOT NULL REFERENCES tunnels(id) ON DELETE CASCADE
+         );
+         PRAGMA user_version = 1;",
+    )
+    .expect("old schema");
+    let id = Uuid::new_v4();
+    conn.execute(
+        "INSERT INTO tunnels (id, name, secret, created) VALUES (?1, 'old', ?2, '2026-01-02T03:04:05Z')",
+        rusqlite::params![id.to_string(), &[7u8; 32][..]],
+    )
+    .expect("old tunnel");
+    conn.execute(
+        "INSERT INTO dns_routes (hostname, tunnel_id) VALUES ('old.example.com', ?1)",
+        [id.to_string()],
+    )
+    .expect("old route");
+    id
+}
+
+#[test]
+fn a_database_from_before_lb_policies_is_migrated() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("registry.db");
+    let id = write_old_database(&path);
+    let r = open(tmp.path(), 100);
+    let t = r.tunnel("old").expect("old tunnel still there");
+    assert_eq!(t.id, id);
+    assert_eq!(t.lb_policy, None);
+    assert_eq!(r.tunnel_secret(id).expect("secret").0, [7u8; 32]);
+    assert_eq!(r.dns_routes().expect("routes").len(), 1);
+    let v = r.routes_version();
+    let set = r
+        .set_lb_policy("old", Some(LbPolicy::RoundRobin))
+        .expect("set on a migrated db");
+    assert_eq!(set.lb_policy, Some(LbPolicy::RoundRobin));
+    assert!(r.routes_version() > v, "workers must see the change");
+    let json = serde_json::to_value(&set).expect("json");
+    assert_eq!(json["lb_policy"], "round-robin");
+    drop(r);
+    // Reopening the migrated database neither fails nor loses the policy.
+    let r = open(tmp.path(), 100);
+    assert_eq!(
+        r.tunnel(&id.to_string()).expect("by id").lb_policy,
+        Some(LbPolicy::RoundRobin)
+    );
+    assert_eq!(
+        r.route_table().expect("table").policy(id),
+        Some(LbPolicy::RoundRobin)
+    );
+}
+
+#[test]
+fn lb_policy_set_clear_and_default() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = open(tmp.path(), 100);
+    let (t, _) = r.create_tunnel("web").expect("create");
+    assert_eq!(t.lb_policy, None);
+    assert_eq!(
+        serde_json::to_value(&t).expect("json")["lb_policy"],
+        serde_json::Value::Null
+    );
+    for p in LbPolicy::ALL {
+        r.set_lb_policy("web", Some(p)).expect("set");
+        assert_eq!(r.tunnel("web").expect("get").lb_policy, Some(p));
+        assert_eq!(r.route_table().expect("table").policy(t.id), Some(p));
+    }
+    r.set_lb_policy("web", None).expect("clear");
+    assert_eq!(r.tunnel("web").expect("get").lb_policy, None);
+    assert_eq!(r.route_table().expect("table").policy(t.id), None);
+    assert!(matches!(
+        r.set_lb_policy("nope", None),
+        Err(Error::TunnelNotFound(_))
+    ));
+}
+
+#[test]
+fn connectors_keep_label_weight_standby_and_drain_state() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = open(tmp.path(), 100);
+    let (t, _) = r.create_tunnel("web").expect("create");
+    let c = Uuid::new_v4();
+    let registration = ConnectorRegistration {
+        label: "blue".into(),
+        weight: 5,
+        standby: true,
+        ..reg(c)
+    };
+    r.register_connector(t.id, registration, link(0, "dfw"))
+        .expect("register");
+    let got = r.connector(c).expect("known");
+    assert_eq!(
+        (got.label.as_str(), got.weight, got.standby),
+        ("blue", 5, true)
+    );
+    assert_eq!(got.state(), "ready");
+    assert_eq!((got.active_streams, got.requests), (0, 0));
+    assert!(r.set_draining(c));
+    assert_eq!(r.connector(c).expect("known").state(), "draining");
+    assert!(!r.set_draining(Uuid::new_v4()));
+}
+
+#[test]
+fn a_replaced_link_leaves_its_successor_registered() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = open(tmp.path(), 100);
+    let (t, _) = r.create_tunnel("web").expect("create");
+    let c = Uuid::new_v4();
+    let displaced = LinkInfo {
+        index: 0,
+        data_center: "mci".into(),
+        server: SocketAddr::from(([127, 0, 2, 1], 7844)),
+    };
+    r.register_connector(t.id, reg(c), displaced.clone())
+        .expect("displaced");
+    // The replacement (same index, home data center) comes up first...
+    r.register_connector(t.id, reg(c), link(0, "dfw"))
+        .expect("replacement");
+    // ...then the displaced link ends: the replacement's record stays.
+    assert!(!r.unregister_link_at(c, 0, displaced.server));
+    let got = r.connector(c).expect("still registered");
+    assert_eq!(got.links, vec![link(0, "dfw")]);
+    assert!(r.unregister_link_at(c, 0, link(0, "dfw").server));
+    assert!(r.connector(c).is_none());
 }

@@ -7,6 +7,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::settings::LbPolicy;
+
 /// A tunnel's secret: 32 random bytes. `Debug` hides it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TunnelSecret(pub [u8; 32]);
@@ -42,6 +44,16 @@ pub struct Tunnel {
     /// Creation time, serialized as RFC 3339.
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
+    /// The tunnel's own replica choice; `None` (JSON `null`) uses the edge's `--lb` default.
+    #[serde(serialize_with = "policy_name")]
+    pub lb_policy: Option<LbPolicy>,
+}
+
+fn policy_name<S: serde::Serializer>(p: &Option<LbPolicy>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => s.serialize_str(p.as_str()),
+        None => s.serialize_none(),
+    }
 }
 
 /// A DNS route: public hostname (or `*.` wildcard) → tunnel.
@@ -77,6 +89,12 @@ pub struct ConnectorRegistration {
     pub version: String,
     /// The link's source IP as the edge saw it.
     pub origin_ip: IpAddr,
+    /// Free-form label (`--label`; empty = none).
+    pub label: String,
+    /// Load-balancing weight (`--weight`, at least 1).
+    pub weight: u16,
+    /// Gets traffic only when no active (non-standby) replica is ready (`--standby`).
+    pub standby: bool,
 }
 
 /// One registered link of a connector.
@@ -110,6 +128,41 @@ pub struct Connector {
     pub links: Vec<LinkInfo>,
     /// Draining: gets no new streams.
     pub draining: bool,
+    /// Free-form label (empty = none).
+    pub label: String,
+    /// Load-balancing weight.
+    pub weight: u16,
+    /// A standby replica.
+    pub standby: bool,
+    /// Streams open to it now, across workers (filled in from the data plane when read).
+    pub active_streams: usize,
+    /// Streams opened to it since it connected (filled in from the data plane when read).
+    pub requests: u64,
+}
+
+impl Connector {
+    /// `"draining"` or `"ready"`, as the admin API's `state` shows it.
+    pub fn state(&self) -> &'static str {
+        if self.draining { "draining" } else { "ready" }
+    }
+}
+
+/// What the data plane knows live about one connector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveLoad {
+    /// Streams open to it now.
+    pub active_streams: usize,
+    /// Streams opened to it since it connected.
+    pub requests: u64,
+    /// It sent a GOAWAY on some link.
+    pub draining: bool,
+}
+
+/// The data plane's side of the connector table: live counters, read when the admin API
+/// answers. Implemented by the data plane; the registry holds it weakly (no cycle).
+pub trait LiveLoads: Send + Sync + fmt::Debug {
+    /// The live counters of `connector`, if the data plane knows it.
+    fn live_load(&self, connector: Uuid) -> Option<LiveLoad>;
 }
 
 impl Connector {

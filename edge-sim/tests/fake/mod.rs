@@ -36,29 +36,60 @@ pub struct FakeOpts {
     pub refuse: bool,
 }
 
+/// What the registration says about the replica beyond [`FakeOpts`].
+#[derive(Clone)]
+pub struct FakeReplica {
+    pub label: String,
+    pub weight: u16,
+    pub standby: bool,
+}
+
+impl Default for FakeReplica {
+    fn default() -> Self {
+        FakeReplica {
+            label: String::new(),
+            weight: ringtun_core::handshake::DEFAULT_WEIGHT,
+            standby: false,
+        }
+    }
+}
+
 /// A running fake connector link (one link).
 pub struct FakeConnector {
     pub registered: Result<Accepted, HandshakeError>,
     stop: Shutdown,
+    drain: Shutdown,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FakeConnector {
     /// Dials, registers, and serves streams on a thread of its own until stopped.
     pub fn start(opts: FakeOpts) -> FakeConnector {
+        FakeConnector::start_replica(opts, FakeReplica::default())
+    }
+
+    /// [`FakeConnector::start`] with a label, weight and standby flag in the registration.
+    pub fn start_replica(opts: FakeOpts, replica: FakeReplica) -> FakeConnector {
         let stop = Shutdown::new();
+        let drain = Shutdown::new();
         let (tx, rx) = mpsc::channel();
-        let stop2 = stop.clone();
+        let (stop2, drain2) = (stop.clone(), drain.clone());
         let thread = std::thread::spawn(move || {
             let rt = compio::runtime::Runtime::new().expect("runtime");
-            rt.block_on(run(opts, tx, stop2));
+            rt.block_on(run(opts, replica, tx, stop2, drain2));
         });
         let registered = rx.recv().expect("registration result");
         FakeConnector {
             registered,
             stop,
+            drain,
             thread: Some(thread),
         }
+    }
+
+    /// Starts the link's two-phase drain (GOAWAY), as a connector shutting down does.
+    pub fn drain(&self) {
+        self.drain.trigger();
     }
 
     /// Closes the link and waits for the thread.
@@ -73,6 +104,7 @@ impl FakeConnector {
 async fn register<S: compio::io::AsyncRead + compio::io::AsyncWrite>(
     s: &mut S,
     opts: &FakeOpts,
+    replica: &FakeReplica,
 ) -> Result<Accepted, HandshakeError> {
     let req = RegisterRequest {
         tunnel_id: *opts.tunnel.as_bytes(),
@@ -80,14 +112,24 @@ async fn register<S: compio::io::AsyncRead + compio::io::AsyncWrite>(
         version: "0.1.0-test".into(),
         arch: "linux_test".into(),
         link_index: opts.link_index,
-        flags: RegisterFlags::default(),
-        label: String::new(),
-        weight: ringtun_core::handshake::DEFAULT_WEIGHT,
+        flags: if replica.standby {
+            RegisterFlags(RegisterFlags::STANDBY)
+        } else {
+            RegisterFlags::default()
+        },
+        label: replica.label.clone(),
+        weight: replica.weight,
     };
     connector_register(s, &req, &TunnelSecret::new(opts.secret.clone())).await
 }
 
-async fn run(opts: FakeOpts, tx: mpsc::Sender<Result<Accepted, HandshakeError>>, stop: Shutdown) {
+async fn run(
+    opts: FakeOpts,
+    replica: FakeReplica,
+    tx: mpsc::Sender<Result<Accepted, HandshakeError>>,
+    stop: Shutdown,
+    drain: Shutdown,
+) {
     let tcp = TcpStream::connect(opts.server)
         .await
         .expect("dial the edge");
@@ -97,7 +139,7 @@ async fn run(opts: FakeOpts, tx: mpsc::Sender<Result<Accepted, HandshakeError>>,
             let mut tls = TlsStream::connect(tcp, cfg, &opts.server.ip().to_string())
                 .await
                 .expect("tls");
-            let r = register(&mut tls, &opts).await;
+            let r = register(&mut tls, &opts, &replica).await;
             let ok = r.is_ok();
             let _ = tx.send(r);
             if !ok {
@@ -107,7 +149,7 @@ async fn run(opts: FakeOpts, tx: mpsc::Sender<Result<Accepted, HandshakeError>>,
         }
         None => {
             let mut tcp = tcp;
-            let r = register(&mut tcp, &opts).await;
+            let r = register(&mut tcp, &opts, &replica).await;
             let ok = r.is_ok();
             let _ = tx.send(r);
             if !ok {
@@ -128,6 +170,14 @@ async fn run(opts: FakeOpts, tx: mpsc::Sender<Result<Accepted, HandshakeError>>,
                 }
                 compio::runtime::spawn(serve(name, inc)).detach();
             }
+        })
+        .detach();
+    }
+    {
+        let link = link.clone();
+        compio::runtime::spawn(async move {
+            drain.wait().await;
+            link.drain();
         })
         .detach();
     }

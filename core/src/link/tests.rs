@@ -1,0 +1,56 @@
+//! [`Link::peer_draining`] over a real loopback TCP link pair on one compio runtime.
+
+use std::time::Duration;
+
+use super::Link;
+use crate::mux::{Config, ErrorCode, Role};
+
+/// A connected (client, server) link pair.
+async fn pair() -> (Link, Link) {
+    let listener = compio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let (client, server) =
+        futures_util::join!(compio::net::TcpStream::connect(addr), listener.accept());
+    let client = Link::spawn(client.expect("connect"), Role::Client, Config::default());
+    let server = Link::spawn(server.expect("accept").0, Role::Server, Config::default());
+    (client, server)
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    compio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+#[test]
+fn the_peers_drain_is_reported_and_ones_own_is_not() {
+    let rt = compio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (client, server) = pair().await;
+        assert!(!server.is_peer_draining());
+        client.drain();
+        assert!(within("the server to see the GOAWAY", server.peer_draining()).await);
+        assert!(server.is_peer_draining());
+        assert!(!server.can_open());
+        // The drainer saw no GOAWAY of its peer: it learns `false` when the link ends.
+        assert!(!within("the client's link to end", client.peer_draining()).await);
+        assert!(!client.is_peer_draining());
+        within("the server's link to end", server.closed()).await;
+    });
+}
+
+#[test]
+fn a_link_closed_without_goaway_from_the_peer_resolves_false() {
+    let rt = compio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (client, server) = pair().await;
+        // The server closes: its own GOAWAY does not make the client "the draining peer" on
+        // the server's side, and the client does see the server's final GOAWAY.
+        server.close(ErrorCode::NO_ERROR);
+        assert!(!within("the server's link to end", server.peer_draining()).await);
+        assert!(within("the client to see the GOAWAY", client.peer_draining()).await);
+        within("the client's link to end", client.closed()).await;
+    });
+}
