@@ -719,3 +719,159 @@ fn sighup_reloads_rules_keeps_open_streams_and_rejects_invalid_files() {
     }
     assert!(count_log(&a.proc, "config reloaded") > reloads);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Data centers: a home data center that is down, then up again
+// ---------------------------------------------------------------------------------------------
+
+/// A TCP forwarder in front of one edge server, on the same IP (so the edge certificate still
+/// names it) and another port. While down it closes every connection at once, like a crashed
+/// server; going up lets new connections through.
+struct Switch {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+}
+
+impl Switch {
+    fn start(target: SocketAddr) -> Switch {
+        let listener = std::net::TcpListener::bind((target.ip(), 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(false));
+        let gate = up.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().map_while(Result::ok) {
+                if !gate.load(Ordering::Relaxed) {
+                    drop(conn);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                };
+                pipe(conn.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, conn);
+            }
+        });
+        Switch { addr, up }
+    }
+}
+
+/// A stand-in admin API that answers `GET /discovery` with `answer` (and nothing else).
+fn fake_discovery(answer: String) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 4096];
+            let mut head = Vec::new();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    addr
+}
+
+/// Link 0's home data center (`dfw`) is unreachable at start: the link is placed in `mci` with
+/// a warning, serves there, and moves back home once `dfw` answers (new link first), while
+/// requests keep succeeding.
+#[test]
+fn link_placed_elsewhere_when_home_is_down_and_moves_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, tunnel) = edge_and_tunnel(dir.path());
+    let fast = fast_origin(dir.path(), BODY_A);
+    let public = edge.public_http();
+
+    // The real discovery answer, with dfw's servers behind switches that start down.
+    let servers = edge.servers();
+    let switches: Vec<Switch> = servers
+        .iter()
+        .filter(|(dc, _)| dc == "dfw")
+        .map(|(_, a)| Switch::start(*a))
+        .collect();
+    let mci: Vec<String> = servers
+        .iter()
+        .filter(|(dc, _)| dc == "mci")
+        .map(|(_, a)| a.to_string())
+        .collect();
+    let real = ringtun_connector::run::edges::discover(&edge.admin.to_string()).unwrap();
+    let answer = serde_json::json!({
+        "data_centers": [
+            {"name": "dfw", "servers": switches.iter().map(|s| s.addr.to_string()).collect::<Vec<_>>()},
+            {"name": "mci", "servers": mci},
+        ],
+        "ca_pem": real.ca_pem,
+    });
+    let discovery = fake_discovery(answer.to_string());
+
+    // `tunnel run ID`: the credentials are found by ID, so the admin API is only asked for
+    // discovery, which the stand-in answers.
+    let mut cmd = Command::new(e2e::binaries().ringtun);
+    cmd.env_clear()
+        .env("HOME", edge.home())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .current_dir(edge.home())
+        .args(["--edge-api", &discovery.to_string()])
+        .args(["tunnel", "run", &tunnel.id, "--url", &fast.url()])
+        .args(["--ha-connections", "2"]);
+    let a = Proc::spawn(
+        "connector-dc",
+        cmd,
+        &dir.path().join("connector-dc.log"),
+        false,
+    )
+    .unwrap();
+    let line = wait_log(&a, "data center unreachable; link placed elsewhere");
+    assert!(
+        line.contains("index=0") && line.contains("home=dfw") && line.contains("placed=mci"),
+        "{line}"
+    );
+    edge.wait_connectors("web", 1);
+    let load = Load::start(public);
+    run_for(Duration::from_secs(1));
+
+    // Home answers again: within one probe interval (10 s) link 0 registers in dfw.
+    for s in &switches {
+        s.up.store(true, Ordering::Relaxed);
+    }
+    let back = Instant::now();
+    wait_for(&a, "link 0 registered in dfw", |l| {
+        (l.contains("link registered index=0 data_center=dfw")).then_some(())
+    });
+    wait_log(&a, "link moved back");
+    wait_log(&a, "displaced link closed");
+    println!("link 0 back home after {:?}", back.elapsed());
+    run_for(Duration::from_secs(2));
+    let totals = load.finish();
+    println!(
+        "move back home under load: ok={} failed={} connection_errors={}",
+        totals.ok,
+        totals.failed.len(),
+        totals.connection_errors()
+    );
+    assert!(totals.ok > 0);
+    assert!(
+        totals.failed.is_empty(),
+        "failures while link 0 moved: {:?}",
+        totals.failed
+    );
+    assert_eq!(get_ok(public, STEP_TIMEOUT), BODY_A);
+    println!(
+        "edge view after the move: {:#}",
+        edge.tunnel_info("web")["connectors"]
+    );
+}

@@ -242,7 +242,17 @@ async fn serve(
             Wake::Probe => {
                 let addr = shared.plan.home_probe(place, probe);
                 probe += 1;
-                match setup(index, addr, shared).await {
+                // A shutdown during the probe drains at once instead of waiting for it.
+                let attempt = std::pin::pin!(setup(index, addr, shared));
+                let stop = std::pin::pin!(shutdown.wait());
+                let result = match select(attempt, stop).await {
+                    Either::Left((r, _)) => r,
+                    Either::Right(_) => {
+                        drain(&link, hard).await;
+                        return false;
+                    }
+                };
+                match result {
                     Ok((home_link, data_center)) => {
                         tracing::info!(
                             "link registered index={index} data_center={data_center} server={addr}"
@@ -256,8 +266,10 @@ async fn serve(
                         start_acceptor(&home_link, ctx, shared);
                         let old = std::mem::replace(&mut link, home_link);
                         let (shutdown, hard) = (shutdown.clone(), hard.clone());
-                        compio::runtime::spawn(async move { retire(old, &shutdown, &hard).await })
-                            .detach();
+                        compio::runtime::spawn(async move {
+                            retire(index, old, &shutdown, &hard).await
+                        })
+                        .detach();
                     }
                     Err(SetupError::Fatal(message) | SetupError::Retry(message)) => {
                         tracing::debug!(index, server = %addr, %message, "home data center still unreachable");
@@ -319,7 +331,7 @@ async fn drain(link: &Link, hard: &Shutdown) {
 /// stream (a final GOAWAY, which tells the edge that anything it opened meanwhile was refused
 /// and may be retried), without the drain's GOAWAY, which the edge reads as "this connector is
 /// draining". If it never empties within [`RETIRE_LIMIT`], its streams are reset.
-async fn retire(link: Link, shutdown: &Shutdown, hard: &Shutdown) {
+async fn retire(index: usize, link: Link, shutdown: &Shutdown, hard: &Shutdown) {
     let deadline = std::time::Instant::now() + RETIRE_LIMIT;
     loop {
         if link.is_closed() {
@@ -345,4 +357,5 @@ async fn retire(link: Link, shutdown: &Shutdown, hard: &Shutdown) {
         compio::time::sleep(RETIRE_POLL).await;
     }
     let _ = compio::time::timeout(Duration::from_secs(5), link.closed()).await;
+    tracing::info!(index, "displaced link closed");
 }
