@@ -785,9 +785,9 @@ fn fake_discovery(answer: String) -> SocketAddr {
     addr
 }
 
-/// Link 0's home data center (`dfw`) is unreachable at start: the link is placed in `mci` with
-/// a warning, serves there, and moves back home once `dfw` answers (new link first), while
-/// requests keep succeeding.
+/// Link 0's home data center (`dfw`) is unreachable at start: on two replicas the link is
+/// placed in `mci` with a warning, serves there, and moves back home once `dfw` answers (new
+/// link first, then the displaced one is closed), while requests keep succeeding.
 #[test]
 fn link_placed_elsewhere_when_home_is_down_and_moves_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -819,43 +819,47 @@ fn link_placed_elsewhere_when_home_is_down_and_moves_back() {
 
     // `tunnel run ID`: the credentials are found by ID, so the admin API is only asked for
     // discovery, which the stand-in answers.
-    let mut cmd = Command::new(e2e::binaries().ringtun);
-    cmd.env_clear()
-        .env("HOME", edge.home())
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info")
-        .current_dir(edge.home())
-        .args(["--edge-api", &discovery.to_string()])
-        .args(["tunnel", "run", &tunnel.id, "--url", &fast.url()])
-        .args(["--ha-connections", "2"]);
-    let a = Proc::spawn(
-        "connector-dc",
-        cmd,
-        &dir.path().join("connector-dc.log"),
-        false,
-    )
-    .unwrap();
-    let line = wait_log(&a, "data center unreachable; link placed elsewhere");
-    assert!(
-        line.contains("index=0") && line.contains("home=dfw") && line.contains("placed=mci"),
-        "{line}"
-    );
-    edge.wait_connectors("web", 1);
+    let spawn = |name: &str| {
+        let mut cmd = Command::new(e2e::binaries().ringtun);
+        cmd.env_clear()
+            .env("HOME", edge.home())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .current_dir(edge.home())
+            .args(["--edge-api", &discovery.to_string()])
+            .args(["tunnel", "run", &tunnel.id, "--url", &fast.url()])
+            .args(["--ha-connections", "2"]);
+        Proc::spawn(name, cmd, &dir.path().join(format!("{name}.log")), false).unwrap()
+    };
+    // Two replicas, as in production: a request that races a link's retirement is refused
+    // before processing and retried by the edge on the other replica.
+    let replicas = [spawn("connector-dc-a"), spawn("connector-dc-b")];
+    for r in &replicas {
+        let line = wait_log(r, "data center unreachable; link placed elsewhere");
+        assert!(
+            line.contains("index=0") && line.contains("home=dfw") && line.contains("placed=mci"),
+            "{line}"
+        );
+    }
+    edge.wait_connectors("web", 2);
     let load = Load::start(public);
     run_for(Duration::from_secs(1));
 
-    // Home answers again: within one probe interval (10 s) link 0 registers in dfw.
+    // Home answers again: within one probe interval (10 s) link 0 registers in dfw, then the
+    // displaced link is closed.
     for s in &switches {
         s.up.store(true, Ordering::Relaxed);
     }
     let back = Instant::now();
-    wait_for(&a, "link 0 registered in dfw", |l| {
-        (l.contains("link registered index=0 data_center=dfw")).then_some(())
-    });
-    wait_log(&a, "link moved back");
-    wait_log(&a, "displaced link closed");
-    println!("link 0 back home after {:?}", back.elapsed());
-    run_for(Duration::from_secs(2));
+    for r in &replicas {
+        wait_for(r, "link 0 registered in dfw", |l| {
+            (l.contains("link registered index=0 data_center=dfw")).then_some(())
+        });
+        wait_log(r, "link moved back");
+        wait_log(r, "displaced link closed");
+    }
+    println!("links 0 back home after {:?}", back.elapsed());
+    run_for(Duration::from_secs(1));
     let totals = load.finish();
     println!(
         "move back home under load: ok={} failed={} connection_errors={}",
@@ -866,7 +870,7 @@ fn link_placed_elsewhere_when_home_is_down_and_moves_back() {
     assert!(totals.ok > 0);
     assert!(
         totals.failed.is_empty(),
-        "failures while link 0 moved: {:?}",
+        "failures while links moved back: {:?}",
         totals.failed
     );
     assert_eq!(get_ok(public, STEP_TIMEOUT), BODY_A);

@@ -42,6 +42,9 @@ pub const HOME_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 const RETIRE_LIMIT: Duration = Duration::from_secs(30);
 /// How often a retiring link is checked for being idle.
 const RETIRE_POLL: Duration = Duration::from_millis(50);
+/// How long after the grace period a draining link closes by itself if the process-wide
+/// deadline never fired.
+const DEADLINE_BACKSTOP: Duration = Duration::from_secs(2);
 
 /// How an attempt to set up a link failed.
 enum SetupError {
@@ -236,7 +239,7 @@ async fn serve(
                 return true;
             }
             Wake::Shutdown => {
-                drain(&link, hard).await;
+                drain(&link, shared.grace, hard).await;
                 return false;
             }
             Wake::Probe => {
@@ -248,7 +251,7 @@ async fn serve(
                 let result = match select(attempt, stop).await {
                     Either::Left((r, _)) => r,
                     Either::Right(_) => {
-                        drain(&link, hard).await;
+                        drain(&link, shared.grace, hard).await;
                         return false;
                     }
                 };
@@ -265,9 +268,10 @@ async fn serve(
                         place.moved_home(probe - 1);
                         start_acceptor(&home_link, ctx, shared);
                         let old = std::mem::replace(&mut link, home_link);
-                        let (shutdown, hard) = (shutdown.clone(), hard.clone());
+                        let (shutdown, hard, grace) =
+                            (shutdown.clone(), hard.clone(), shared.grace);
                         compio::runtime::spawn(async move {
-                            retire(index, old, &shutdown, &hard).await
+                            retire(index, old, grace, &shutdown, &hard).await
                         })
                         .detach();
                     }
@@ -316,11 +320,16 @@ impl Drop for OpenStream {
 }
 
 /// Graceful drain at shutdown: GOAWAY, streams finish; when `hard` fires (the grace period is
-/// over) the link is closed with CANCEL, resetting what is still open.
-async fn drain(link: &Link, hard: &Shutdown) {
+/// over) the link is closed with CANCEL, resetting what is still open. A timer of its own
+/// (grace plus [`DEADLINE_BACKSTOP`]) covers shutdowns that started no grace clock, like a
+/// fatal refusal from the edge.
+async fn drain(link: &Link, grace: Duration, hard: &Shutdown) {
     link.drain();
     let closed = std::pin::pin!(link.closed());
-    let deadline = std::pin::pin!(hard.wait());
+    let deadline = std::pin::pin!(async {
+        let backstop = std::pin::pin!(compio::time::sleep(grace + DEADLINE_BACKSTOP));
+        let _ = select(std::pin::pin!(hard.wait()), backstop).await;
+    });
     if let Either::Right(_) = select(closed, deadline).await {
         link.close(ErrorCode::CANCEL);
         let _ = compio::time::timeout(Duration::from_secs(2), link.closed()).await;
@@ -331,14 +340,14 @@ async fn drain(link: &Link, hard: &Shutdown) {
 /// stream (a final GOAWAY, which tells the edge that anything it opened meanwhile was refused
 /// and may be retried), without the drain's GOAWAY, which the edge reads as "this connector is
 /// draining". If it never empties within [`RETIRE_LIMIT`], its streams are reset.
-async fn retire(index: usize, link: Link, shutdown: &Shutdown, hard: &Shutdown) {
+async fn retire(index: usize, link: Link, grace: Duration, shutdown: &Shutdown, hard: &Shutdown) {
     let deadline = std::time::Instant::now() + RETIRE_LIMIT;
     loop {
         if link.is_closed() {
             return;
         }
         if shutdown.is_triggered() {
-            drain(&link, hard).await;
+            drain(&link, grace, hard).await;
             return;
         }
         let open = link.stats().open_streams;
