@@ -54,10 +54,11 @@ enum SetupError {
     Retry(String),
 }
 
-/// Runs link `index` until shutdown (or a fatal refusal). `hard` fires when the grace period
+/// Runs link `index` on worker `worker` until shutdown (or a fatal refusal). `hard` fires when the grace period
 /// is over: a link still draining then is closed and its streams reset.
 pub async fn supervise(
     index: usize,
+    worker: usize,
     shared: Arc<Shared>,
     ctx: Rc<ProxyCtx>,
     shutdown: Shutdown,
@@ -81,7 +82,16 @@ pub async fn supervise(
                 }
                 place.connected();
                 backoff = BACKOFF_START;
-                let ended = serve(index, link, &mut place, &shared, &ctx, &shutdown, &hard).await;
+                let ended = serve(
+                    (index, worker),
+                    link,
+                    &mut place,
+                    &shared,
+                    &ctx,
+                    &shutdown,
+                    &hard,
+                )
+                .await;
                 if !ended {
                     return;
                 }
@@ -205,7 +215,7 @@ enum Wake {
 /// A displaced link probes its home data center every [`HOME_PROBE_INTERVAL`]; when a probe
 /// registers, the new link takes over and the displaced one is retired ([`retire`]).
 async fn serve(
-    index: usize,
+    (index, worker): (usize, usize),
     mut link: Link,
     place: &mut Placement,
     shared: &Arc<Shared>,
@@ -213,7 +223,7 @@ async fn serve(
     shutdown: &Shutdown,
     hard: &Shutdown,
 ) -> bool {
-    start_acceptor(&link, ctx, shared);
+    start_acceptor(&link, ctx, shared, worker);
     let mut probe = 0usize;
     loop {
         let wake = {
@@ -266,7 +276,7 @@ async fn serve(
                             "home data center answers again; link moved back"
                         );
                         place.moved_home(probe - 1);
-                        start_acceptor(&home_link, ctx, shared);
+                        start_acceptor(&home_link, ctx, shared, worker);
                         let old = std::mem::replace(&mut link, home_link);
                         let (shutdown, hard, grace) =
                             (shutdown.clone(), hard.clone(), shared.grace);
@@ -285,13 +295,14 @@ async fn serve(
 }
 
 /// Spawns the task that hands the link's incoming streams to the proxy, counting them.
-fn start_acceptor(link: &Link, ctx: &Rc<ProxyCtx>, shared: &Arc<Shared>) {
+fn start_acceptor(link: &Link, ctx: &Rc<ProxyCtx>, shared: &Arc<Shared>, worker: usize) {
     let link = link.clone();
     let ctx = ctx.clone();
-    let shared = shared.clone();
+    // Cloned per stream: an `Rc`, so counting touches nothing shared with other cores.
+    let counter = Rc::new(StreamCounter(shared.clone(), worker));
     compio::runtime::spawn(async move {
         while let Some(incoming) = link.accept().await {
-            let open = OpenStream::new(&shared);
+            let open = OpenStream::new(&counter);
             let ctx = ctx.clone();
             compio::runtime::spawn(async move {
                 proxy::serve(incoming, ctx).await;
@@ -303,19 +314,22 @@ fn start_acceptor(link: &Link, ctx: &Rc<ProxyCtx>, shared: &Arc<Shared>) {
     .detach();
 }
 
-/// Counts a stream as open in [`Shared`] while it lives.
-struct OpenStream(Arc<Shared>);
+/// Where a worker counts its open streams.
+struct StreamCounter(Arc<Shared>, usize);
+
+/// Counts a stream as open (in its worker's counter) while it lives.
+struct OpenStream(Rc<StreamCounter>);
 
 impl OpenStream {
-    fn new(shared: &Arc<Shared>) -> OpenStream {
-        shared.stream_opened();
-        OpenStream(shared.clone())
+    fn new(counter: &Rc<StreamCounter>) -> OpenStream {
+        counter.0.stream_opened(counter.1);
+        OpenStream(counter.clone())
     }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.0.stream_closed();
+        self.0.0.stream_closed(self.0.1);
     }
 }
 

@@ -74,7 +74,41 @@ pub struct Shared {
     grace: Duration,
     fatal: Mutex<Option<String>>,
     /// Streams being served now.
-    open_streams: AtomicUsize,
+    open_streams: OpenStreams,
+}
+
+/// Streams being served now, one counter per worker: each is written only by its own worker,
+/// so counting a stream touches no cache line another core writes. Read (summed) only at the
+/// grace deadline.
+#[derive(Debug)]
+struct OpenStreams {
+    per_worker: Box<[WorkerCount]>,
+}
+
+/// One worker's counter, alone on its cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct WorkerCount(AtomicUsize);
+
+impl OpenStreams {
+    fn new(workers: usize) -> OpenStreams {
+        OpenStreams {
+            per_worker: (0..workers.max(1))
+                .map(|_| WorkerCount::default())
+                .collect(),
+        }
+    }
+
+    fn slot(&self, worker: usize) -> &AtomicUsize {
+        &self.per_worker[worker % self.per_worker.len()].0
+    }
+
+    fn total(&self) -> usize {
+        self.per_worker
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 impl Shared {
@@ -87,17 +121,21 @@ impl Shared {
         }
     }
 
-    fn stream_opened(&self) {
-        self.open_streams.fetch_add(1, Ordering::Relaxed);
+    fn stream_opened(&self, worker: usize) {
+        self.open_streams
+            .slot(worker)
+            .fetch_add(1, Ordering::Relaxed);
     }
 
-    fn stream_closed(&self) {
-        self.open_streams.fetch_sub(1, Ordering::Relaxed);
+    fn stream_closed(&self, worker: usize) {
+        self.open_streams
+            .slot(worker)
+            .fetch_sub(1, Ordering::Relaxed);
     }
 
     /// How many streams are being served now, over all links and workers.
     pub fn open_streams(&self) -> usize {
-        self.open_streams.load(Ordering::Relaxed)
+        self.open_streams.total()
     }
 }
 
@@ -107,6 +145,15 @@ pub fn run(settings: RunSettings) -> Result<()> {
     let uuid = uuid::Uuid::from_bytes(settings.connector_id);
     let connector_id = Bytes::from(uuid.to_string());
     let links = settings.links.max(1);
+    let mut config = RuntimeConfig::from_env().map_err(|e| Error::Runtime {
+        reason: e.to_string(),
+    })?;
+    if settings.workers.is_some() {
+        config.workers = settings.workers;
+    }
+    let workers = config.resolved_workers().map_err(|e| Error::Runtime {
+        reason: e.to_string(),
+    })?;
     let shared = Arc::new(Shared {
         tunnel_id: settings.tunnel_id,
         connector_id: settings.connector_id,
@@ -115,7 +162,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
         ca_pem: settings.ca_pem,
         grace: settings.grace,
         fatal: Mutex::new(None),
-        open_streams: AtomicUsize::new(0),
+        open_streams: OpenStreams::new(workers),
     });
     if shared.ca_pem.is_none() {
         tracing::warn!(
@@ -132,12 +179,6 @@ pub fn run(settings: RunSettings) -> Result<()> {
     let signals = catch_signals();
     let origin_response_timeout = settings.origin_response_timeout;
     let watch_config = settings.watch_config;
-    let mut config = RuntimeConfig::from_env().map_err(|e| Error::Runtime {
-        reason: e.to_string(),
-    })?;
-    if settings.workers.is_some() {
-        config.workers = settings.workers;
-    }
     let worker_shared = shared.clone();
     // Fires when the grace period after SIGTERM/SIGINT is over.
     let hard = Shutdown::new();
@@ -161,6 +202,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
             for i in (0..links).filter(|i| i % workers == index) {
                 tasks.push(compio::runtime::spawn(link::supervise(
                     i,
+                    index,
                     shared.clone(),
                     proxy.clone(),
                     shutdown.clone(),
