@@ -54,8 +54,8 @@ enum SetupError {
     Retry(String),
 }
 
-/// Runs link `index` on worker `worker` until shutdown (or a fatal refusal). `hard` fires when the grace period
-/// is over: a link still draining then is closed and its streams reset.
+/// Runs link `index` on worker `worker` until shutdown (or a fatal refusal). `hard` fires when
+/// the grace period is over: a link still draining then is closed and its streams reset.
 pub async fn supervise(
     index: usize,
     worker: usize,
@@ -95,7 +95,9 @@ pub async fn supervise(
                 if !ended {
                     return;
                 }
-                tracing::warn!(index, server = %addr, "link lost; reconnecting");
+                // The server it was on (a probe may have moved it home meanwhile).
+                let lost = shared.plan.target(&place);
+                tracing::warn!(index, server = %lost, "link lost; reconnecting");
                 place.failed(&shared.plan);
             }
             Err(SetupError::Fatal(message)) => {
