@@ -219,6 +219,10 @@ pub struct RunArgs {
     /// timeout.
     #[arg(long, default_value = "100s", value_name = "DURATION")]
     pub origin_response_timeout: String,
+    /// Also reload the config file's ingress rules when the file changes (polled once a
+    /// second), as SIGHUP does.
+    #[arg(long)]
+    pub watch_config: bool,
 }
 
 /// `ringtun ingress ...`.

@@ -320,6 +320,9 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
         workers: args.workers,
         grace,
         origin_response_timeout,
+        config_path: config.source.clone(),
+        url: args.url.clone(),
+        watch_config: args.watch_config,
     })
 }
 

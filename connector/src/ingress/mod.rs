@@ -5,14 +5,16 @@
 //! ignores case and the `Host` header's port; `path` is an unanchored regex on the request path;
 //! the last rule, and only the last, matches everything. Validation happens once, when the config
 //! is loaded ([`IngressRules`] cannot hold an invalid rule set); serving the services is left to
-//! the proxy.
+//! the proxy. [`LiveRules`] holds the rules a running connector serves, replaceable by a reload.
 
 mod hostname;
+mod live;
 mod rule;
 mod rules;
 mod service;
 
 pub use hostname::HostPattern;
+pub use live::{LiveRules, StreamRules, WorkerRules};
 pub use rule::Rule;
 pub use rules::{IngressRules, RuleMatch};
 pub use service::{HttpService, Service, TcpService};

@@ -64,7 +64,8 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
     let host = strip_port(&host);
     let target = String::from_utf8_lossy(&head.target).into_owned();
     let path = target.split(['?', '#']).next().unwrap_or("/");
-    let m = ctx.ingress.match_request(host, path);
+    let rules = ctx.ingress.load();
+    let m = rules.match_request(host, path);
     let rule = m.rule;
     tracing::debug!(host, path, rule = m.number(), "request matched");
     match &rule.service {

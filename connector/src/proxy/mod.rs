@@ -25,7 +25,6 @@ mod pool;
 mod tcp;
 
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,13 +34,13 @@ use ringtun_core::mux::StreamKind;
 pub use pipe::{READ_SIZE, socket_to_stream, stream_to_socket};
 pub use pool::{Pool, PoolKey};
 
-use crate::ingress::IngressRules;
+use crate::ingress::WorkerRules;
 
 /// What a worker needs to serve streams.
 #[derive(Debug)]
 pub struct ProxyCtx {
-    /// The ingress rules.
-    pub ingress: Arc<IngressRules>,
+    /// The ingress rules, replaceable at run time (SIGHUP); a stream loads them once.
+    pub ingress: WorkerRules,
     /// This connector's ID, sent to origins in `X-Ringtun-Connector-Id`.
     pub connector_id: Bytes,
     /// The worker's keep-alive pool.

@@ -18,7 +18,8 @@ use crate::ingress::Service;
 /// Pipes the stream to the first `tcp://` service, or refuses it.
 pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
     let port = String::from_utf8_lossy(&meta).into_owned();
-    let found = ctx.ingress.rules().iter().find_map(|r| match &r.service {
+    let rules = ctx.ingress.load();
+    let found = rules.rules().iter().find_map(|r| match &r.service {
         Service::Tcp(t) => Some((t.clone(), r.origin_request.connect_timeout)),
         _ => None,
     });

@@ -114,12 +114,73 @@ pub fn from_flag(addrs: &[String]) -> Result<Vec<DataCenter>> {
     }])
 }
 
-/// Which server each link uses: link *i* goes to data center *i mod D* and, within it, to
-/// server *(i / D + attempt) mod S*, so the first links of a data center land on distinct
-/// servers and a failing server is left for the next one on retry.
+/// Which server each link uses (replicas-contract.md, "Reconnects and data centers").
+///
+/// Link *i*'s home data center is *i mod D*; within a data center it starts at server
+/// *(i / D) mod S*, so the first links of a data center land on distinct servers. The state of
+/// one link's search is a [`Placement`]: after a failure it moves to the next server of the
+/// same data center; when every server of that data center failed in a row, to the next data
+/// center (and round to the home one again after all of them). A link connected away from home
+/// is *displaced* and probes its home data center's servers in turn ([`LinkPlan::home_probe`]).
 #[derive(Debug, Clone)]
 pub struct LinkPlan {
     dcs: Vec<DataCenter>,
+}
+
+/// Where one link is trying to connect, or is connected: a pure state machine driven by
+/// [`Placement::failed`], [`Placement::connected`] and [`Placement::moved_home`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    link: usize,
+    home: usize,
+    dc: usize,
+    /// Failures in a row in the current data center.
+    failures: usize,
+    /// How far past the link's first server of the current data center it is.
+    offset: usize,
+}
+
+impl Placement {
+    /// The data center index the link belongs to.
+    pub fn home(&self) -> usize {
+        self.home
+    }
+
+    /// The data center index it is trying (or connected to).
+    pub fn dc(&self) -> usize {
+        self.dc
+    }
+
+    /// Whether it is (or would connect) outside its home data center.
+    pub fn is_displaced(&self) -> bool {
+        self.dc != self.home
+    }
+
+    /// The attempt on the current target failed: try the next server of the same data center,
+    /// or the next data center once all of this one's servers failed in a row.
+    pub fn failed(&mut self, plan: &LinkPlan) {
+        let servers = plan.dcs[self.dc].servers.len();
+        self.failures += 1;
+        self.offset += 1;
+        if self.failures >= servers && plan.dcs.len() > 1 {
+            self.dc = (self.dc + 1) % plan.dcs.len();
+            self.failures = 0;
+            self.offset = 0;
+        }
+    }
+
+    /// The link is up on the current target.
+    pub fn connected(&mut self) {
+        self.failures = 0;
+    }
+
+    /// A probe of the home data center succeeded on probe number `probe`
+    /// ([`LinkPlan::home_probe`]); the link now lives there.
+    pub fn moved_home(&mut self, probe: usize) {
+        self.dc = self.home;
+        self.failures = 0;
+        self.offset = probe;
+    }
 }
 
 impl LinkPlan {
@@ -147,12 +208,47 @@ impl LinkPlan {
         Ok(LinkPlan { dcs })
     }
 
-    /// The data center and server for `link` on its `attempt`-th try (from 0).
-    pub fn server(&self, link: usize, attempt: usize) -> (&str, SocketAddr) {
+    /// The starting placement of `link`: its home data center, its first server there.
+    pub fn placement(&self, link: usize) -> Placement {
+        let home = link % self.dcs.len();
+        Placement {
+            link,
+            home,
+            dc: home,
+            failures: 0,
+            offset: 0,
+        }
+    }
+
+    /// The name of data center `dc` (an index from a [`Placement`]).
+    pub fn dc_name(&self, dc: usize) -> &str {
+        &self.dcs[dc % self.dcs.len()].name
+    }
+
+    /// The server a placement targets now.
+    pub fn target(&self, p: &Placement) -> SocketAddr {
+        self.server_of(p.link, p.dc, p.offset)
+    }
+
+    /// The home server to try on probe number `probe` of a displaced link (servers in turn).
+    pub fn home_probe(&self, p: &Placement, probe: usize) -> SocketAddr {
+        self.server_of(p.link, p.home, probe)
+    }
+
+    fn server_of(&self, link: usize, dc: usize, offset: usize) -> SocketAddr {
         let d = self.dcs.len();
-        let dc = &self.dcs[link % d];
-        let s = dc.servers[(link / d + attempt) % dc.servers.len()];
-        (&dc.name, s)
+        let dc = &self.dcs[dc % d];
+        dc.servers[(link / d + offset) % dc.servers.len()]
+    }
+
+    /// The data center and server for `link` on its `attempt`-th try (from 0), as if every
+    /// earlier attempt failed.
+    pub fn server(&self, link: usize, attempt: usize) -> (&str, SocketAddr) {
+        let mut p = self.placement(link);
+        for _ in 0..attempt {
+            p.failed(self);
+        }
+        (self.dc_name(p.dc), self.target(&p))
     }
 }
 
@@ -191,6 +287,109 @@ mod tests {
         );
         // A retry moves to the other server of the same data center.
         assert_eq!(plan.server(0, 1).1.port(), 2);
+    }
+
+    fn two_by_two() -> LinkPlan {
+        LinkPlan::new(vec![dc("dfw", &[1, 2]), dc("mci", &[3, 4])], 4)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// (data center, port) a placement targets.
+    fn at(plan: &LinkPlan, p: &Placement) -> (String, u16) {
+        (plan.dc_name(p.dc()).to_owned(), plan.target(p).port())
+    }
+
+    #[test]
+    fn home_is_index_mod_data_centers() {
+        let plan = two_by_two();
+        let homes: Vec<usize> = (0..5).map(|i| plan.placement(i).home()).collect();
+        assert_eq!(homes, vec![0, 1, 0, 1, 0]);
+        assert!((0..5).all(|i| !plan.placement(i).is_displaced()));
+    }
+
+    #[test]
+    fn failures_try_home_servers_then_another_data_center_then_home_again() {
+        let plan = two_by_two();
+        let mut p = plan.placement(2); // home dfw, first server :2
+        assert_eq!(at(&plan, &p), ("dfw".into(), 2));
+        p.failed(&plan);
+        assert_eq!(at(&plan, &p), ("dfw".into(), 1), "the other home server");
+        assert!(!p.is_displaced());
+        p.failed(&plan);
+        // Every dfw server failed: mci, starting at this link's server there.
+        assert_eq!(at(&plan, &p), ("mci".into(), 4));
+        assert!(p.is_displaced());
+        p.failed(&plan);
+        assert_eq!(at(&plan, &p), ("mci".into(), 3));
+        p.failed(&plan);
+        // Everything failed: round to home again.
+        assert_eq!(at(&plan, &p), ("dfw".into(), 2));
+        assert!(!p.is_displaced());
+    }
+
+    #[test]
+    fn a_success_resets_the_failure_count() {
+        let plan = two_by_two();
+        let mut p = plan.placement(0);
+        p.failed(&plan); // dfw :2
+        p.connected();
+        p.failed(&plan); // link lost: dfw :1, still home (one failure since the success)
+        assert_eq!(at(&plan, &p), ("dfw".into(), 1));
+        assert!(!p.is_displaced());
+    }
+
+    #[test]
+    fn displaced_link_probes_home_servers_in_turn_and_moves_back() {
+        let plan = two_by_two();
+        let mut p = plan.placement(1); // home mci :3
+        p.failed(&plan);
+        p.failed(&plan);
+        p.connected();
+        assert_eq!(at(&plan, &p), ("dfw".into(), 1));
+        assert!(p.is_displaced());
+        let probes: Vec<u16> = (0..3).map(|n| plan.home_probe(&p, n).port()).collect();
+        assert_eq!(probes, vec![3, 4, 3]);
+        p.moved_home(1);
+        assert!(!p.is_displaced());
+        assert_eq!(
+            at(&plan, &p),
+            ("mci".into(), 4),
+            "where the probe succeeded"
+        );
+    }
+
+    #[test]
+    fn one_data_center_never_displaces() {
+        let plan = LinkPlan::new(vec![dc("edge", &[1, 2, 3])], 2).unwrap_or_else(|e| panic!("{e}"));
+        let mut p = plan.placement(1);
+        let mut ports = Vec::new();
+        for _ in 0..6 {
+            ports.push(plan.target(&p).port());
+            p.failed(&plan);
+            assert!(!p.is_displaced());
+        }
+        assert_eq!(ports, vec![2, 3, 1, 2, 3, 1]);
+    }
+
+    #[test]
+    fn three_data_centers_are_tried_in_order() {
+        let plan = LinkPlan::new(vec![dc("a", &[1]), dc("b", &[2]), dc("c", &[3])], 3)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let got: Vec<(String, u16)> = (0..4)
+            .map(|n| {
+                let (name, addr) = plan.server(1, n);
+                (name.to_owned(), addr.port())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("b".into(), 2),
+                ("c".into(), 3),
+                ("a".into(), 1),
+                ("b".into(), 2)
+            ]
+        );
     }
 
     #[test]

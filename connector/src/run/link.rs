@@ -1,6 +1,12 @@
 //! One link's life: connect, TLS, register, serve streams until the link ends, then reconnect
-//! with exponential backoff and jitter (1 s doubling, capped at 32 s), moving to the next
-//! server of the same data center after a failure.
+//! with exponential backoff and jitter (1 s doubling, capped at 32 s). Where it connects is a
+//! [`Placement`] (see [`super::edges::LinkPlan`]): the next server of the home data center
+//! after a failure, another data center when all of the home's servers failed (logged as
+//! `data center unreachable; link placed elsewhere`), and back home when a probe every 10 s
+//! finds it answering again: the new link registers first, then the displaced one is retired.
+//!
+//! At shutdown the link drains (GOAWAY); when the grace period is over ([`super::Shared`]'s
+//! deadline fires), what is still open is reset.
 //!
 //! A refusal the connector cannot fix by retrying (bad secret, unknown tunnel, connector limit)
 //! is fatal: its message is recorded and the whole runtime shuts down, so `tunnel run` exits
@@ -22,6 +28,7 @@ use ringtun_core::rt::net::{SocketTuning, connect};
 use ringtun_core::tls::TlsStream;
 
 use super::Shared;
+use super::edges::Placement;
 use crate::proxy::{self, ProxyCtx};
 
 /// The first reconnect delay.
@@ -30,6 +37,15 @@ const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(32);
 /// How long connecting, TLS and registration may take together.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a link placed outside its home data center tries to go back.
+pub const HOME_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a displaced link that was replaced may keep serving its last streams.
+const RETIRE_LIMIT: Duration = Duration::from_secs(30);
+/// How often a retiring link is checked for being idle.
+const RETIRE_POLL: Duration = Duration::from_millis(50);
+/// How long after the grace period a draining link closes by itself if the process-wide
+/// deadline never fired.
+const DEADLINE_BACKSTOP: Duration = Duration::from_secs(2);
 
 /// How an attempt to set up a link failed.
 enum SetupError {
@@ -39,29 +55,51 @@ enum SetupError {
     Retry(String),
 }
 
-/// Runs link `index` until shutdown (or a fatal refusal).
-pub async fn supervise(index: usize, shared: Arc<Shared>, ctx: Rc<ProxyCtx>, shutdown: Shutdown) {
-    let mut attempt = 0usize;
+/// Runs link `index` on worker `worker` until shutdown (or a fatal refusal). `hard` fires when
+/// the grace period is over: a link still draining then is closed and its streams reset.
+pub async fn supervise(
+    index: usize,
+    worker: usize,
+    shared: Arc<Shared>,
+    ctx: Rc<ProxyCtx>,
+    shutdown: Shutdown,
+    hard: Shutdown,
+) {
+    let mut place = shared.plan.placement(index);
     let mut backoff = BACKOFF_START;
     while !shutdown.is_triggered() {
-        let (dc, addr) = shared.plan.server(index, attempt);
-        let dc = dc.to_owned();
-        let setup = compio::time::timeout(HANDSHAKE_TIMEOUT, establish(index, addr, &shared)).await;
-        let result = match setup {
-            Ok(r) => r,
-            Err(_) => Err(SetupError::Retry("timed out".to_owned())),
-        };
-        match result {
+        let addr = shared.plan.target(&place);
+        let dc = shared.plan.dc_name(place.dc()).to_owned();
+        match setup(index, addr, &shared).await {
             Ok((link, data_center)) => {
                 tracing::info!(
                     "link registered index={index} data_center={data_center} server={addr}"
                 );
+                if place.is_displaced() {
+                    let home = shared.plan.dc_name(place.home());
+                    tracing::warn!(
+                        "data center unreachable; link placed elsewhere index={index} home={home} placed={dc}"
+                    );
+                }
+                place.connected();
                 backoff = BACKOFF_START;
-                let ended = serve(&link, &ctx, &shutdown, shared.grace).await;
+                let ended = serve(
+                    (index, worker),
+                    link,
+                    &mut place,
+                    &shared,
+                    &ctx,
+                    &shutdown,
+                    &hard,
+                )
+                .await;
                 if !ended {
                     return;
                 }
-                tracing::warn!(index, server = %addr, "link lost; reconnecting");
+                // The server it was on (a probe may have moved it home meanwhile).
+                let lost = shared.plan.target(&place);
+                tracing::warn!(index, server = %lost, "link lost; reconnecting");
+                place.failed(&shared.plan);
             }
             Err(SetupError::Fatal(message)) => {
                 tracing::error!(index, server = %addr, %message, "the edge refused this connector");
@@ -71,7 +109,7 @@ pub async fn supervise(index: usize, shared: Arc<Shared>, ctx: Rc<ProxyCtx>, shu
             }
             Err(SetupError::Retry(reason)) => {
                 tracing::warn!(index, data_center = %dc, server = %addr, %reason, "link setup failed");
-                attempt += 1;
+                place.failed(&shared.plan);
             }
         }
         let delay = jitter(backoff);
@@ -81,6 +119,18 @@ pub async fn supervise(index: usize, shared: Arc<Shared>, ctx: Rc<ProxyCtx>, shu
         if let Either::Right(_) = select(sleep, stop).await {
             return;
         }
+    }
+}
+
+/// [`establish`] within [`HANDSHAKE_TIMEOUT`].
+async fn setup(
+    index: usize,
+    addr: std::net::SocketAddr,
+    shared: &Shared,
+) -> Result<(Link, String), SetupError> {
+    match compio::time::timeout(HANDSHAKE_TIMEOUT, establish(index, addr, shared)).await {
+        Ok(r) => r,
+        Err(_) => Err(SetupError::Retry("timed out".to_owned())),
     }
 }
 
@@ -154,33 +204,184 @@ async fn register<S: compio::io::AsyncRead + compio::io::AsyncWrite>(
         })
 }
 
+/// What woke a serving link up.
+enum Wake {
+    /// The link ended.
+    Closed(ringtun_core::link::LinkError),
+    /// Shutdown: drain.
+    Shutdown,
+    /// Time for a displaced link to probe its home data center.
+    Probe,
+}
+
 /// Accepts and serves streams until the link ends (`true`) or shutdown drained it (`false`).
-async fn serve(link: &Link, ctx: &Rc<ProxyCtx>, shutdown: &Shutdown, grace: Duration) -> bool {
-    let acceptor = {
-        let link = link.clone();
-        let ctx = ctx.clone();
-        compio::runtime::spawn(async move {
-            while let Some(incoming) = link.accept().await {
-                compio::runtime::spawn(proxy::serve(incoming, ctx.clone())).detach();
+/// A displaced link probes its home data center every [`HOME_PROBE_INTERVAL`]; when a probe
+/// registers, the new link takes over and the displaced one is retired ([`retire`]).
+async fn serve(
+    (index, worker): (usize, usize),
+    mut link: Link,
+    place: &mut Placement,
+    shared: &Arc<Shared>,
+    ctx: &Rc<ProxyCtx>,
+    shutdown: &Shutdown,
+    hard: &Shutdown,
+) -> bool {
+    start_acceptor(&link, ctx, shared, worker);
+    let mut probe = 0usize;
+    loop {
+        let wake = {
+            let closed = std::pin::pin!(link.closed());
+            let stop = std::pin::pin!(shutdown.wait());
+            let displaced = place.is_displaced();
+            let timer = std::pin::pin!(async move {
+                if displaced {
+                    compio::time::sleep(HOME_PROBE_INTERVAL).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            });
+            match select(closed, select(stop, timer)).await {
+                Either::Left((why, _)) => Wake::Closed(why),
+                Either::Right((Either::Left(_), _)) => Wake::Shutdown,
+                Either::Right((Either::Right(_), _)) => Wake::Probe,
             }
-        })
-    };
-    acceptor.detach();
-    let closed = std::pin::pin!(link.closed());
-    let stop = std::pin::pin!(shutdown.wait());
-    match select(closed, stop).await {
-        Either::Left((why, _)) => {
-            tracing::debug!(reason = %why, "link closed");
-            true
-        }
-        Either::Right(_) => {
-            link.drain();
-            if compio::time::timeout(grace, link.closed()).await.is_err() {
-                tracing::warn!("grace period over; closing the link");
-                link.close(ErrorCode::NO_ERROR);
-                let _ = compio::time::timeout(Duration::from_secs(2), link.closed()).await;
+        };
+        match wake {
+            Wake::Closed(why) => {
+                tracing::debug!(index, reason = %why, "link closed");
+                return true;
             }
-            false
+            Wake::Shutdown => {
+                drain(&link, shared.grace, hard).await;
+                return false;
+            }
+            Wake::Probe => {
+                let addr = shared.plan.home_probe(place, probe);
+                probe += 1;
+                // A shutdown during the probe drains at once instead of waiting for it.
+                let attempt = std::pin::pin!(setup(index, addr, shared));
+                let stop = std::pin::pin!(shutdown.wait());
+                let result = match select(attempt, stop).await {
+                    Either::Left((r, _)) => r,
+                    Either::Right(_) => {
+                        drain(&link, shared.grace, hard).await;
+                        return false;
+                    }
+                };
+                match result {
+                    Ok((home_link, data_center)) => {
+                        tracing::info!(
+                            "link registered index={index} data_center={data_center} server={addr}"
+                        );
+                        tracing::info!(
+                            index,
+                            home = %shared.plan.dc_name(place.home()),
+                            "home data center answers again; link moved back"
+                        );
+                        place.moved_home(probe - 1);
+                        start_acceptor(&home_link, ctx, shared, worker);
+                        let old = std::mem::replace(&mut link, home_link);
+                        let (shutdown, hard, grace) =
+                            (shutdown.clone(), hard.clone(), shared.grace);
+                        compio::runtime::spawn(async move {
+                            retire(index, old, grace, &shutdown, &hard).await
+                        })
+                        .detach();
+                    }
+                    Err(SetupError::Fatal(message) | SetupError::Retry(message)) => {
+                        tracing::debug!(index, server = %addr, %message, "home data center still unreachable");
+                    }
+                }
+            }
         }
     }
+}
+
+/// Spawns the task that hands the link's incoming streams to the proxy, counting them.
+fn start_acceptor(link: &Link, ctx: &Rc<ProxyCtx>, shared: &Arc<Shared>, worker: usize) {
+    let link = link.clone();
+    let ctx = ctx.clone();
+    // Cloned per stream: an `Rc`, so counting touches nothing shared with other cores.
+    let counter = Rc::new(StreamCounter(shared.clone(), worker));
+    compio::runtime::spawn(async move {
+        while let Some(incoming) = link.accept().await {
+            let open = OpenStream::new(&counter);
+            let ctx = ctx.clone();
+            compio::runtime::spawn(async move {
+                proxy::serve(incoming, ctx).await;
+                drop(open);
+            })
+            .detach();
+        }
+    })
+    .detach();
+}
+
+/// Where a worker counts its open streams.
+struct StreamCounter(Arc<Shared>, usize);
+
+/// Counts a stream as open (in its worker's counter) while it lives.
+struct OpenStream(Rc<StreamCounter>);
+
+impl OpenStream {
+    fn new(counter: &Rc<StreamCounter>) -> OpenStream {
+        counter.0.stream_opened(counter.1);
+        OpenStream(counter.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.0.stream_closed(self.0.1);
+    }
+}
+
+/// Graceful drain at shutdown: GOAWAY, streams finish; when `hard` fires (the grace period is
+/// over) the link is closed with CANCEL, resetting what is still open. A timer of its own
+/// (grace plus [`DEADLINE_BACKSTOP`]) covers shutdowns that started no grace clock, like a
+/// fatal refusal from the edge.
+async fn drain(link: &Link, grace: Duration, hard: &Shutdown) {
+    link.drain();
+    let closed = std::pin::pin!(link.closed());
+    let deadline = std::pin::pin!(async {
+        let backstop = std::pin::pin!(compio::time::sleep(grace + DEADLINE_BACKSTOP));
+        let _ = select(std::pin::pin!(hard.wait()), backstop).await;
+    });
+    if let Either::Right(_) = select(closed, deadline).await {
+        link.close(ErrorCode::CANCEL);
+        let _ = compio::time::timeout(Duration::from_secs(2), link.closed()).await;
+    }
+}
+
+/// Retires a displaced link once its replacement is up: it is closed as soon as it holds no
+/// stream (a final GOAWAY, which tells the edge that anything it opened meanwhile was refused
+/// and may be retried), without the drain's GOAWAY, which the edge reads as "this connector is
+/// draining". If it never empties within [`RETIRE_LIMIT`], its streams are reset.
+async fn retire(index: usize, link: Link, grace: Duration, shutdown: &Shutdown, hard: &Shutdown) {
+    let deadline = std::time::Instant::now() + RETIRE_LIMIT;
+    loop {
+        if link.is_closed() {
+            return;
+        }
+        if shutdown.is_triggered() {
+            drain(&link, grace, hard).await;
+            return;
+        }
+        let open = link.stats().open_streams;
+        if open == 0 {
+            link.close(ErrorCode::NO_ERROR);
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(
+                streams = open,
+                "displaced link still busy; closing it and resetting its streams"
+            );
+            link.close(ErrorCode::CANCEL);
+            break;
+        }
+        compio::time::sleep(RETIRE_POLL).await;
+    }
+    let _ = compio::time::timeout(Duration::from_secs(5), link.closed()).await;
+    tracing::info!(index, "displaced link closed");
 }

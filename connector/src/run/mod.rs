@@ -3,8 +3,10 @@
 //! [`run`] starts the `core::rt` workers, puts link *i* on worker *i mod N* (DESIGN.md, "Threads
 //! and cores"), and waits. Each link is supervised by [`link::supervise`]: connect, TLS,
 //! registration, then streams served by [`crate::proxy`] on the same worker, with that worker's
-//! keep-alive pool. SIGINT/SIGTERM drain every link within the grace period; a second signal
-//! exits at once.
+//! keep-alive pool. SIGINT/SIGTERM drain every link within the grace period; streams still open
+//! when it ends are reset and counted in the log (`grace period over; resetting open streams
+//! streams=N`); a second signal exits at once. SIGHUP (and `--watch-config`) reloads the ingress
+//! rules ([`reload`]) without touching links or open streams.
 //!
 //! What it leaves to others: finding the settings ([`crate::cli::tunnel::run`] turns flags,
 //! config and credentials into [`RunSettings`]), and everything about HTTP framing
@@ -12,8 +14,11 @@
 
 pub mod edges;
 mod link;
+pub mod reload;
 
+use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,10 +26,10 @@ use bytes::Bytes;
 use ringtun_core::handshake::TunnelSecret;
 use ringtun_core::rt::{Runtime, RuntimeConfig, Shutdown, WorkerCtx};
 
-pub use edges::{DataCenter, LinkPlan};
+pub use edges::{DataCenter, LinkPlan, Placement};
 
 use crate::error::{Error, Result};
-use crate::ingress::IngressRules;
+use crate::ingress::{IngressRules, LiveRules};
 use crate::proxy::{Pool, ProxyCtx};
 
 /// Everything `tunnel run` needs, validated.
@@ -50,6 +55,12 @@ pub struct RunSettings {
     pub grace: Duration,
     /// How long an origin may take to send a response head (`--origin-response-timeout`).
     pub origin_response_timeout: Duration,
+    /// The config file the rules came from, reloaded on SIGHUP; `None` with `--url` and no file.
+    pub config_path: Option<PathBuf>,
+    /// `--url`, if given (a reload combines it with the file as at start).
+    pub url: Option<String>,
+    /// `--watch-config`: also reload when the file changes.
+    pub watch_config: bool,
 }
 
 /// What the workers share (read-only, plus the fatal error slot).
@@ -62,6 +73,42 @@ pub struct Shared {
     ca_pem: Option<String>,
     grace: Duration,
     fatal: Mutex<Option<String>>,
+    /// Streams being served now.
+    open_streams: OpenStreams,
+}
+
+/// Streams being served now, one counter per worker: each is written only by its own worker,
+/// so counting a stream touches no cache line another core writes. Read (summed) only at the
+/// grace deadline.
+#[derive(Debug)]
+struct OpenStreams {
+    per_worker: Box<[WorkerCount]>,
+}
+
+/// One worker's counter, alone on its cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct WorkerCount(AtomicUsize);
+
+impl OpenStreams {
+    fn new(workers: usize) -> OpenStreams {
+        OpenStreams {
+            per_worker: (0..workers.max(1))
+                .map(|_| WorkerCount::default())
+                .collect(),
+        }
+    }
+
+    fn slot(&self, worker: usize) -> &AtomicUsize {
+        &self.per_worker[worker % self.per_worker.len()].0
+    }
+
+    fn total(&self) -> usize {
+        self.per_worker
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 impl Shared {
@@ -73,6 +120,23 @@ impl Shared {
             *f = Some(message);
         }
     }
+
+    fn stream_opened(&self, worker: usize) {
+        self.open_streams
+            .slot(worker)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stream_closed(&self, worker: usize) {
+        self.open_streams
+            .slot(worker)
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// How many streams are being served now, over all links and workers.
+    pub fn open_streams(&self) -> usize {
+        self.open_streams.total()
+    }
 }
 
 /// Runs the connector until a signal (then `Ok`) or a fatal refusal from the edge (then
@@ -81,6 +145,15 @@ pub fn run(settings: RunSettings) -> Result<()> {
     let uuid = uuid::Uuid::from_bytes(settings.connector_id);
     let connector_id = Bytes::from(uuid.to_string());
     let links = settings.links.max(1);
+    let mut config = RuntimeConfig::from_env().map_err(|e| Error::Runtime {
+        reason: e.to_string(),
+    })?;
+    if settings.workers.is_some() {
+        config.workers = settings.workers;
+    }
+    let workers = config.resolved_workers().map_err(|e| Error::Runtime {
+        reason: e.to_string(),
+    })?;
     let shared = Arc::new(Shared {
         tunnel_id: settings.tunnel_id,
         connector_id: settings.connector_id,
@@ -89,24 +162,31 @@ pub fn run(settings: RunSettings) -> Result<()> {
         ca_pem: settings.ca_pem,
         grace: settings.grace,
         fatal: Mutex::new(None),
+        open_streams: OpenStreams::new(workers),
     });
     if shared.ca_pem.is_none() {
         tracing::warn!(
             "DANGER: links are plaintext (--danger-plaintext-links); use this only for benchmarks"
         );
     }
-    let ingress = Arc::new(settings.ingress);
+    let live = LiveRules::new(settings.ingress);
+    let reloader = Arc::new(reload::Reloader::new(
+        settings.config_path,
+        settings.url,
+        live.clone(),
+    ));
+    // Signals are caught from here on (a SIGHUP before this would have killed the process).
+    let signals = catch_signals();
     let origin_response_timeout = settings.origin_response_timeout;
-    let mut config = RuntimeConfig::from_env().map_err(|e| Error::Runtime {
-        reason: e.to_string(),
-    })?;
-    if settings.workers.is_some() {
-        config.workers = settings.workers;
-    }
+    let watch_config = settings.watch_config;
     let worker_shared = shared.clone();
+    // Fires when the grace period after SIGTERM/SIGINT is over.
+    let hard = Shutdown::new();
+    let worker_hard = hard.clone();
     let rt = Runtime::start(config, move |ctx: WorkerCtx| {
         let shared = worker_shared.clone();
-        let ingress = ingress.clone();
+        let hard = worker_hard.clone();
+        let ingress = live.for_worker();
         let connector_id = connector_id.clone();
         async move {
             let index = ctx.index();
@@ -122,9 +202,11 @@ pub fn run(settings: RunSettings) -> Result<()> {
             for i in (0..links).filter(|i| i % workers == index) {
                 tasks.push(compio::runtime::spawn(link::supervise(
                     i,
+                    index,
                     shared.clone(),
                     proxy.clone(),
                     shutdown.clone(),
+                    hard.clone(),
                 )));
             }
             for t in tasks {
@@ -135,7 +217,18 @@ pub fn run(settings: RunSettings) -> Result<()> {
     .map_err(|e| Error::Runtime {
         reason: e.to_string(),
     })?;
-    watch_signals(rt.shutdown_signal());
+    if let Some(signals) = signals {
+        watch_signals(
+            signals,
+            rt.shutdown_signal(),
+            hard,
+            shared.clone(),
+            reloader.clone(),
+        );
+    }
+    if watch_config {
+        reload::watch(reloader);
+    }
     for r in rt.join() {
         if let Err(e) = r {
             tracing::error!(error = %e, "a worker failed");
@@ -151,25 +244,43 @@ pub fn run(settings: RunSettings) -> Result<()> {
     }
 }
 
-/// SIGINT/SIGTERM trigger `shutdown` (graceful drain); a second one exits at once.
-fn watch_signals(shutdown: Shutdown) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
-        Ok(s) => s,
+/// Registers the signals the connector handles; `None` (logged) when that fails.
+fn catch_signals() -> Option<signal_hook::iterator::Signals> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch signals; SIGINT/SIGTERM kill without drain");
-            return;
+            None
         }
-    };
+    }
+}
+
+/// SIGINT/SIGTERM trigger `shutdown` (graceful drain) and start the grace period's clock, at the
+/// end of which `hard` fires; a second one exits at once. SIGHUP reloads the rules.
+fn watch_signals(
+    mut signals: signal_hook::iterator::Signals,
+    shutdown: Shutdown,
+    hard: Shutdown,
+    shared: Arc<Shared>,
+    reloader: Arc<reload::Reloader>,
+) {
+    use signal_hook::consts::SIGHUP;
     let spawned = std::thread::Builder::new()
         .name("ringtun-signals".into())
         .spawn(move || {
             let mut seen = 0;
             for sig in signals.forever() {
+                if sig == SIGHUP {
+                    tracing::info!("SIGHUP: reloading the config");
+                    reloader.reload();
+                    continue;
+                }
                 seen += 1;
                 if seen == 1 {
-                    tracing::info!(signal = sig, "shutting down: draining links");
+                    tracing::info!(signal = sig, grace = ?shared.grace, "shutting down: draining links");
                     shutdown.trigger();
+                    start_grace_clock(shared.clone(), hard.clone());
                 } else {
                     tracing::warn!(signal = sig, "second signal: exiting now");
                     std::process::exit(1);
@@ -178,5 +289,21 @@ fn watch_signals(shutdown: Shutdown) {
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the signal thread");
+    }
+}
+
+/// After the grace period: count the streams still open, log them, and fire `hard` so every
+/// link resets them and closes.
+fn start_grace_clock(shared: Arc<Shared>, hard: Shutdown) {
+    let spawned = std::thread::Builder::new()
+        .name("ringtun-grace".into())
+        .spawn(move || {
+            std::thread::sleep(shared.grace);
+            let n = shared.open_streams();
+            tracing::warn!("grace period over; resetting open streams streams={n}");
+            hard.trigger();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the grace clock; links wait for their streams");
     }
 }
