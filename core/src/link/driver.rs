@@ -130,9 +130,10 @@ impl Link {
         .await
     }
 
-    /// Resolves once the peer announces that it is going away: `true` when its GOAWAY (a drain
-    /// or a graceful final GOAWAY) arrived before this side drained or closed the link itself,
-    /// `false` when the link closed without one (socket failure, error GOAWAY, local close).
+    /// Resolves once the peer announces that it is going away: `true` when its drain GOAWAY
+    /// (the DRAIN flag, protocol §7) arrived before this side drained or closed the link
+    /// itself, `false` when the link closed without one (socket failure, a GOAWAY that closes
+    /// just this link, local close).
     /// A GOAWAY answering this side's own drain or close is not the peer's decision and does
     /// not count. It costs nothing per frame: the session's GOAWAY event sets a flag.
     pub async fn peer_draining(&self) -> bool {

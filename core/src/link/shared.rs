@@ -165,7 +165,10 @@ impl Shared {
                 drain,
             } => {
                 tracing::debug!(last_id, %code, drain, "link: peer sent GOAWAY");
-                if !self.local_goaway && !self.peer_goaway {
+                // Only a drain announces that the peer is going away; a GOAWAY without DRAIN
+                // closes this one link (a connector moving a link back to its home data
+                // center does that) and says nothing about the peer's other links.
+                if drain && !self.local_goaway && !self.peer_goaway {
                     self.peer_goaway = true;
                     for w in self.goaway_wakers.drain(..) {
                         w.wake();
