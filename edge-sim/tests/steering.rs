@@ -196,12 +196,12 @@ fn the_tunnel_policy_set_through_the_api_changes_the_choice() {
     let _b = s.replica("b", FakeReplica::default());
     settle(&s);
 
-    // Default (p2c): one request at a time never leaves a stream outstanding, so
-    // (0 + 1) / 3 beats (0 + 1) / 1 every time: the heavy replica takes everything.
+    // Default (p2c): one request at a time never leaves a stream outstanding, so every
+    // comparison is a tie on outstanding per weight and requests per weight decide: 3 to 1.
     let (_, t) = s.admin("GET", "/tunnels/web", None);
     assert_eq!(t["lb_policy"], Value::Null);
     let m = s.spread(40);
-    assert_eq!(count(&m, "a"), 40, "{m:?}");
+    assert!((29..=31).contains(&count(&m, "a")), "{m:?}");
 
     // Round-robin (smooth, weighted): 3 to 1.
     let v = s.set_policy(r#"{"policy": "round-robin"}"#);
