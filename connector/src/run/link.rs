@@ -56,7 +56,9 @@ pub async fn supervise(index: usize, shared: Arc<Shared>, ctx: Rc<ProxyCtx>, shu
                     "link registered index={index} data_center={data_center} server={addr}"
                 );
                 backoff = BACKOFF_START;
+                shared.observer.link_up(&data_center);
                 let ended = serve(&link, &ctx, &shutdown, shared.grace).await;
+                shared.observer.link_down(&data_center);
                 if !ended {
                     return;
                 }
@@ -105,9 +107,13 @@ async fn establish(
         version: env!("CARGO_PKG_VERSION").to_owned(),
         arch: std::env::consts::ARCH.to_owned(),
         link_index: u8::try_from(index).unwrap_or(u8::MAX),
-        flags: RegisterFlags::default(),
-        label: String::new(),
-        weight: ringtun_core::handshake::DEFAULT_WEIGHT,
+        flags: if shared.standby {
+            RegisterFlags(RegisterFlags::STANDBY)
+        } else {
+            RegisterFlags::default()
+        },
+        label: shared.label.clone(),
+        weight: shared.weight,
     };
     match &shared.ca_pem {
         Some(ca) => {

@@ -25,6 +25,7 @@ pub use edges::{DataCenter, LinkPlan};
 
 use crate::error::{Error, Result};
 use crate::ingress::IngressRules;
+use crate::observe::{Observer, WorkerMetrics};
 use crate::proxy::{Pool, ProxyCtx};
 
 /// Everything `tunnel run` needs, validated.
@@ -50,6 +51,14 @@ pub struct RunSettings {
     pub grace: Duration,
     /// How long an origin may take to send a response head (`--origin-response-timeout`).
     pub origin_response_timeout: Duration,
+    /// Metrics and readiness (served by `--metrics`).
+    pub observer: Arc<Observer>,
+    /// `--label`, sent at registration (empty: none).
+    pub label: String,
+    /// `--weight`, sent at registration (1–1000).
+    pub weight: u16,
+    /// `--standby`, sent at registration.
+    pub standby: bool,
 }
 
 /// What the workers share (read-only, plus the fatal error slot).
@@ -62,6 +71,10 @@ pub struct Shared {
     ca_pem: Option<String>,
     grace: Duration,
     fatal: Mutex<Option<String>>,
+    observer: Arc<Observer>,
+    label: String,
+    weight: u16,
+    standby: bool,
 }
 
 impl Shared {
@@ -89,6 +102,10 @@ pub fn run(settings: RunSettings) -> Result<()> {
         ca_pem: settings.ca_pem,
         grace: settings.grace,
         fatal: Mutex::new(None),
+        observer: settings.observer,
+        label: settings.label,
+        weight: settings.weight,
+        standby: settings.standby,
     });
     if shared.ca_pem.is_none() {
         tracing::warn!(
@@ -117,6 +134,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
                 connector_id,
                 pool: Pool::new(),
                 origin_response_timeout,
+                metrics: WorkerMetrics::new(shared.observer.clone()),
             });
             let mut tasks = Vec::new();
             for i in (0..links).filter(|i| i % workers == index) {
@@ -135,7 +153,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
     .map_err(|e| Error::Runtime {
         reason: e.to_string(),
     })?;
-    watch_signals(rt.shutdown_signal());
+    watch_signals(rt.shutdown_signal(), shared.observer.clone());
     for r in rt.join() {
         if let Err(e) = r {
             tracing::error!(error = %e, "a worker failed");
@@ -151,8 +169,9 @@ pub fn run(settings: RunSettings) -> Result<()> {
     }
 }
 
-/// SIGINT/SIGTERM trigger `shutdown` (graceful drain); a second one exits at once.
-fn watch_signals(shutdown: Shutdown) {
+/// SIGINT/SIGTERM trigger `shutdown` (graceful drain) and turn `/ready` to 503; a second one
+/// exits at once.
+fn watch_signals(shutdown: Shutdown, observer: Arc<Observer>) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
         Ok(s) => s,
@@ -168,6 +187,7 @@ fn watch_signals(shutdown: Shutdown) {
             for sig in signals.forever() {
                 seen += 1;
                 if seen == 1 {
+                    observer.set_draining();
                     tracing::info!(signal = sig, "shutting down: draining links");
                     shutdown.trigger();
                 } else {
