@@ -414,9 +414,24 @@ impl WorkerMetrics {
         &self.observer
     }
 
-    /// The handles of rule `index` (from 0) of `rules`; created on the first request of a rule
-    /// set, then cached until the rules are replaced (a reload).
-    pub fn rule(&self, rules: &Arc<IngressRules>, index: usize) -> RuleHandles {
+    /// Counts a request matched to rule `index` (from 0) of `rules`.
+    pub fn request(&self, rules: &Arc<IngressRules>, index: usize) {
+        self.with_rule(rules, index, RuleHandles::request);
+    }
+
+    /// Records how long a request matched to rule `index` (from 0) of `rules` took.
+    pub fn observe(&self, rules: &Arc<IngressRules>, index: usize, elapsed: Duration) {
+        self.with_rule(rules, index, |h| h.observe(elapsed));
+    }
+
+    /// Runs `f` on the handles of rule `index` of `rules`: created on the first request of a
+    /// rule set, then cached until the rules are replaced (a reload).
+    fn with_rule<R>(
+        &self,
+        rules: &Arc<IngressRules>,
+        index: usize,
+        f: impl FnOnce(&RuleHandles) -> R,
+    ) -> R {
         let mut cache = self.cache.borrow_mut();
         if !cache.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, rules)) {
             cache.rules = Some(rules.clone());
@@ -425,17 +440,16 @@ impl WorkerMetrics {
         if cache.handles.len() <= index {
             cache.handles.resize(index + 1, None);
         }
-        if let Some(h) = &cache.handles[index] {
-            return h.clone();
-        }
-        let hostname = rules
-            .rules()
-            .get(index)
-            .map(|r| r.hostname.to_string())
-            .unwrap_or_else(|| "*".to_owned());
-        let h = self.observer.rule_handles(index + 1, hostname);
-        cache.handles[index] = Some(h.clone());
-        h
+        let slot = &mut cache.handles[index];
+        let handles = slot.get_or_insert_with(|| {
+            let hostname = rules
+                .rules()
+                .get(index)
+                .map(|r| r.hostname.to_string())
+                .unwrap_or_else(|| "*".to_owned());
+            self.observer.rule_handles(index + 1, hostname)
+        });
+        f(handles)
     }
 
     /// Counts a failed request or stream.
@@ -457,21 +471,21 @@ impl WorkerMetrics {
     }
 
     /// Marks a stream as being served until the returned guard drops.
-    pub fn stream(&self) -> StreamGuard {
+    pub fn stream(&self) -> StreamGuard<'_> {
         self.observer.active_streams.inc();
         StreamGuard {
-            gauge: self.observer.active_streams.clone(),
+            gauge: &self.observer.active_streams,
         }
     }
 }
 
 /// Keeps `ringtun_active_streams` counted while a stream is served.
 #[derive(Debug)]
-pub struct StreamGuard {
-    gauge: Gauge,
+pub struct StreamGuard<'a> {
+    gauge: &'a Gauge,
 }
 
-impl Drop for StreamGuard {
+impl Drop for StreamGuard<'_> {
     fn drop(&mut self) {
         self.gauge.dec();
     }
@@ -517,9 +531,8 @@ mod tests {
         );
         let started = std::time::Instant::now();
         for _ in 0..3 {
-            let h = w.rule(&rules, 0);
-            h.request();
-            h.observe(started.elapsed());
+            w.request(&rules, 0);
+            w.observe(&rules, 0, started.elapsed());
         }
         w.bytes(Direction::ToOrigin, 10);
         w.bytes(Direction::FromOrigin, 5);
@@ -552,7 +565,7 @@ mod tests {
         assert!(text.contains("ringtun_active_streams 0"), "{text}");
         // A reload (a new rule set) gets fresh handles for the same numbers.
         let reloaded = Arc::new((*rules).clone());
-        w.rule(&reloaded, 0).request();
+        w.request(&reloaded, 0);
         assert!(
             o.encode()
                 .contains("ringtun_requests_total{rule=\"1\",hostname=\"*\"} 4")

@@ -69,10 +69,10 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
     let path = target.split(['?', '#']).next().unwrap_or("/");
     let m = ctx.ingress.match_request(host, path);
     tracing::debug!(host, path, rule = m.number(), "request matched");
-    let handles = ctx.metrics.rule(&ctx.ingress, m.index);
-    handles.request();
+    let index = m.index;
+    ctx.metrics.request(&ctx.ingress, index);
     answer(head, extra.body, &stream, m, ctx).await;
-    handles.observe(started.elapsed());
+    ctx.metrics.observe(&ctx.ingress, index, started.elapsed());
 }
 
 /// Answers a request matched to `m` from its rule's service.
