@@ -164,6 +164,40 @@ mod tests {
     }
 
     #[test]
+    fn serves_over_a_real_socket_and_reports_bind_errors() {
+        use std::io::{Read, Write};
+        let o = Arc::new(Observer::new("c1"));
+        let server =
+            MetricsServer::start("127.0.0.1:0", o.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let addr = server.local_addr();
+        let get = |path: &str| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap_or_else(|e| panic!("{e}"));
+            out
+        };
+        let r = get("/healthcheck");
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(r.ends_with("\r\n\r\nOK\n"), "{r}");
+        let r = get("/metrics");
+        assert!(r.contains("ringtun_ready_links 0"), "{r}");
+        let r = get("/ready");
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        // The port is taken now: a second server on it fails with the address in the message.
+        let taken = addr.to_string();
+        let e = MetricsServer::start(&taken, o).err();
+        let text = e.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.contains(&taken) && text.contains("--metrics"),
+            "{text}"
+        );
+        drop(server);
+    }
+
+    #[test]
     fn other_paths_and_methods_are_refused() {
         let o = Observer::new("c1");
         assert_eq!(route(&tiny_http::Method::Get, "/nope", &o).status, 404);
