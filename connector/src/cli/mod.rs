@@ -2,8 +2,9 @@
 //!
 //! `main.rs` parses [`Cli`], sets up tracing and calls [`run`]. The commands that need no edge
 //! (`ingress validate`, `ingress rule`) are complete here. The edge-backed `tunnel ...` handlers
-//! in [`tunnel`] call the edge's admin API through [`crate::admin_client`]; `tunnel run` answers
-//! [`crate::Error::NotImplemented`] (exit code 2) until it lands.
+//! in [`tunnel`] call the edge's admin API through [`crate::admin_client`] (`tunnel lb` sets a
+//! tunnel's load-balancing policy there); `tunnel run` runs the connector, and `tunnel ready`
+//! asks a running connector's `--metrics` server whether it is ready.
 //!
 //! Global options (accepted before or after the subcommand):
 //! - `--config FILE` (`$RINGTUN_CONFIG`); without it the file is found as [`crate::config::discover`]
