@@ -95,6 +95,18 @@ pub struct ConnectorInfo {
     /// Its links per data center, like `2xdfw, 2xmci`.
     #[serde(default)]
     pub edge: String,
+    /// Its `--label` (`None` from an edge that does not report labels).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// `ready` or `draining` (`None` from an older edge).
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Streams open to it now, across the edge's workers.
+    #[serde(default)]
+    pub active_streams: Option<u64>,
+    /// Streams opened to it since it connected.
+    #[serde(default)]
+    pub requests: Option<u64>,
 }
 
 /// A tunnel with its connectors, as `GET /tunnels/{x}` returns it.
@@ -190,6 +202,12 @@ impl AdminClient {
                 .delete(&url)
                 .header("Authorization", &auth)
                 .call(),
+            ("PUT", body) => self
+                .agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .send(body.unwrap_or(Value::Null).to_string()),
             (_, Some(body)) => self
                 .agent
                 .post(&url)
@@ -304,10 +322,25 @@ impl AdminClient {
         )
     }
 
+    /// `PUT /tunnels/{name-or-id}/lb` with `{"policy": P}` (`None` clears the tunnel's policy,
+    /// so the edge's default applies); returns the tunnel object.
+    pub fn set_lb_policy(&self, tunnel: &str, policy: Option<&str>) -> Result<Value> {
+        let (path, body) = lb_request(tunnel, policy);
+        self.call("PUT", &path, Some(body))
+    }
+
     /// `GET /discovery`.
     pub fn discovery(&self) -> Result<Discovery> {
         self.call("GET", "/discovery", None)
     }
+}
+
+/// The path and body of `PUT /tunnels/{key}/lb` (replicas-contract.md, "Admin API additions").
+fn lb_request(tunnel: &str, policy: Option<&str>) -> (String, Value) {
+    (
+        format!("/tunnels/{}/lb", path_segment(tunnel)),
+        serde_json::json!({ "policy": policy }),
+    )
 }
 
 /// Percent-encodes everything but unreserved characters, so a name cannot change the path.
@@ -331,6 +364,26 @@ mod tests {
     fn path_segments_are_escaped() {
         assert_eq!(path_segment("web-1.x_y~"), "web-1.x_y~");
         assert_eq!(path_segment("a/b?c d"), "a%2Fb%3Fc%20d");
+    }
+
+    #[test]
+    fn lb_requests_name_the_tunnel_and_policy() {
+        let (path, body) = lb_request("web app", Some("round-robin"));
+        assert_eq!(path, "/tunnels/web%20app/lb");
+        assert_eq!(body.to_string(), r#"{"policy":"round-robin"}"#);
+        let (_, body) = lb_request("web", None);
+        assert_eq!(body.to_string(), r#"{"policy":null}"#);
+    }
+
+    #[test]
+    fn parses_the_replica_fields_when_present() {
+        let body = r#"{"id":"c1","created":"x","arch":"a","version":"v","origin_ip":"i",
+            "label":"blue","weight":5,"standby":false,"state":"draining","active_streams":2,
+            "requests":40}"#;
+        let c: ConnectorInfo = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.label.as_deref(), Some("blue"));
+        assert_eq!(c.state.as_deref(), Some("draining"));
+        assert_eq!((c.active_streams, c.requests), (Some(2), Some(40)));
     }
 
     #[test]

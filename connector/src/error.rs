@@ -256,6 +256,35 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The metrics server (`--metrics ADDR`) could not start.
+    #[error("cannot serve metrics on {addr}: {reason} (check --metrics / RINGTUN_METRICS)")]
+    MetricsServer {
+        /// The address given.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// `tunnel ready`: the connector's metrics server could not be asked.
+    #[error(
+        "cannot reach the connector's metrics server at {addr}: {reason} (is `ringtun tunnel run \
+         --metrics {addr}` running?)"
+    )]
+    MetricsUnreachable {
+        /// The address given.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// `tunnel ready`: the connector answered, but is not ready.
+    #[error("connector not ready (HTTP {status} from {addr}/ready): {body}")]
+    NotReady {
+        /// The metrics server's address.
+        addr: String,
+        /// The HTTP status `/ready` answered.
+        status: u16,
+        /// Its body.
+        body: String,
+    },
     /// The command is declared but its implementation has not landed yet.
     #[error("`ringtun {command}` is not implemented yet")]
     NotImplemented {

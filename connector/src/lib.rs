@@ -11,6 +11,7 @@
 //! - [`credentials`]: the credentials JSON file and the secret newtype;
 //! - [`admin_client`]: the blocking client for the edge's admin API;
 //! - [`run`]: `tunnel run`: workers, links, registration, reconnects, shutdown;
+//! - [`observe`]: metrics and readiness, and the `--metrics` server (`/ready`, `/metrics`);
 //! - [`proxy`]: serving streams: HTTP to origins through per-worker pools, TCP, built-ins;
 //! - [`cli`]: the clap command tree and one handler function per command;
 //! - [`demo`]: `ringtun demo`, the whole system as child processes, and the process helpers the
@@ -25,6 +26,7 @@ pub mod credentials;
 pub mod demo;
 pub mod error;
 pub mod ingress;
+pub mod observe;
 pub mod proxy;
 pub mod run;
 

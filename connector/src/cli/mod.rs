@@ -2,14 +2,16 @@
 //!
 //! `main.rs` parses [`Cli`], sets up tracing and calls [`run`]. The commands that need no edge
 //! (`ingress validate`, `ingress rule`) are complete here. The edge-backed `tunnel ...` handlers
-//! in [`tunnel`] call the edge's admin API through [`crate::admin_client`]; `tunnel run` answers
-//! [`crate::Error::NotImplemented`] (exit code 2) until it lands.
+//! in [`tunnel`] call the edge's admin API through [`crate::admin_client`] (`tunnel lb` sets a
+//! tunnel's load-balancing policy there); `tunnel run` runs the connector, and `tunnel ready`
+//! asks a running connector's `--metrics` server whether it is ready.
 //!
 //! Global options (accepted before or after the subcommand):
 //! - `--config FILE` (`$RINGTUN_CONFIG`); without it the file is found as [`crate::config::discover`]
 //!   describes;
 //! - `--edge-api ADDR` (`$RINGTUN_EDGE_API`, default `127.0.0.1:7800`);
-//! - `--api-token TOKEN` (`$RINGTUN_API_TOKEN`, else `./ringtun-edge-state/admin-token`).
+//! - `--api-token TOKEN` (`$RINGTUN_API_TOKEN`, else `./ringtun-edge-state/admin-token`);
+//! - `--log-format text|json` (`$RINGTUN_LOG_FORMAT`, default `text`).
 
 pub mod edge;
 pub mod ingress;
@@ -61,6 +63,25 @@ pub struct GlobalArgs {
         value_name = "TOKEN"
     )]
     pub api_token: Option<ApiToken>,
+    /// The log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "RINGTUN_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Formats of the log on stderr (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines with `key=value` fields.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The top-level commands.
@@ -108,6 +129,57 @@ pub enum TunnelCommand {
     Cleanup(CleanupArgs),
     /// Run a tunnel: connect to the edge and serve the ingress rules.
     Run(RunArgs),
+    /// Ask a running connector whether it is ready (its `--metrics` server's `/ready`): exit 0
+    /// when it is, 1 otherwise.
+    Ready(ReadyArgs),
+    /// Set how the edge spreads a tunnel's requests over its replicas.
+    Lb(LbArgs),
+}
+
+/// `tunnel ready --metrics ADDR`.
+#[derive(Debug, Args)]
+pub struct ReadyArgs {
+    /// The connector's metrics server (its `tunnel run --metrics ADDR`).
+    #[arg(long, env = "RINGTUN_METRICS", value_name = "ADDR")]
+    pub metrics: String,
+}
+
+/// Load-balancing policies of `tunnel lb` (replicas-contract.md, "Replica choice").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LbPolicy {
+    /// Power of two choices: of two random replicas, the less loaded per unit of weight.
+    P2c,
+    /// Smooth weighted round-robin.
+    RoundRobin,
+    /// Random, proportional to weight.
+    Random,
+    /// p2c among the replicas linked to the public listener's data center, else all.
+    SameDcFirst,
+    /// Clear the tunnel's policy: the edge's `--lb` default applies.
+    Default,
+}
+
+impl LbPolicy {
+    /// The policy's name in the admin API, `None` for [`LbPolicy::Default`].
+    pub fn api_name(self) -> Option<&'static str> {
+        match self {
+            LbPolicy::P2c => Some("p2c"),
+            LbPolicy::RoundRobin => Some("round-robin"),
+            LbPolicy::Random => Some("random"),
+            LbPolicy::SameDcFirst => Some("same-dc-first"),
+            LbPolicy::Default => None,
+        }
+    }
+}
+
+/// `tunnel lb NAME|ID POLICY`.
+#[derive(Debug, Args)]
+pub struct LbArgs {
+    /// The tunnel's name or ID.
+    pub tunnel: String,
+    /// The policy (`default` clears it).
+    #[arg(value_enum)]
+    pub policy: LbPolicy,
 }
 
 /// `tunnel create NAME`.
@@ -223,6 +295,51 @@ pub struct RunArgs {
     /// second), as SIGHUP does.
     #[arg(long)]
     pub watch_config: bool,
+    /// A free-form label for this replica, shown by `tunnel info` (at most 256 bytes).
+    #[arg(long, default_value = "", value_name = "NAME", value_parser = parse_label)]
+    pub label: String,
+    /// This replica's load-balancing weight, 1 to 1000.
+    #[arg(
+        long,
+        default_value_t = ringtun_core::handshake::DEFAULT_WEIGHT,
+        value_name = "N",
+        value_parser = parse_weight
+    )]
+    pub weight: u16,
+    /// Get traffic only when no active (non-standby) replica of the tunnel is ready.
+    #[arg(long)]
+    pub standby: bool,
+    /// Serve `/ready`, `/healthcheck` and `/metrics` on ADDR (like `127.0.0.1:2000`; port 0
+    /// picks one, `:PORT` means every interface).
+    #[arg(long, env = "RINGTUN_METRICS", value_name = "ADDR")]
+    pub metrics: Option<String>,
+}
+
+/// The most `--weight` may be.
+pub const MAX_WEIGHT: u16 = 1000;
+
+/// Parses `--weight`: an integer from 1 to [`MAX_WEIGHT`].
+fn parse_weight(s: &str) -> std::result::Result<u16, String> {
+    let n: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("weight must be a whole number from 1 to {MAX_WEIGHT}, not {s:?}"))?;
+    match u16::try_from(n) {
+        Ok(w) if (1..=MAX_WEIGHT).contains(&w) => Ok(w),
+        _ => Err(format!("weight must be from 1 to {MAX_WEIGHT}, not {n}")),
+    }
+}
+
+/// Parses `--label`: at most 256 bytes (what the registration carries).
+fn parse_label(s: &str) -> std::result::Result<String, String> {
+    let max = ringtun_core::handshake::MAX_STRING;
+    if s.len() > max {
+        return Err(format!(
+            "label is {} bytes; at most {max} are allowed",
+            s.len()
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// `ringtun ingress ...`.
@@ -257,6 +374,8 @@ pub fn run(cli: &Cli) -> Result<()> {
             TunnelCommand::Delete(a) => tunnel::delete(g, a),
             TunnelCommand::Cleanup(a) => tunnel::cleanup(g, a),
             TunnelCommand::Run(a) => tunnel::run(g, a),
+            TunnelCommand::Ready(a) => tunnel::ready(a),
+            TunnelCommand::Lb(a) => tunnel::lb(g, a),
         },
     }
 }
@@ -317,5 +436,80 @@ mod tests {
         assert_eq!(c.global.config, Some(PathBuf::from("c.yml")));
         let c = parse(&["ringtun", "--edge-api", "10.0.0.1:7800", "tunnel", "list"]);
         assert_eq!(c.global.edge_api, "10.0.0.1:7800");
+    }
+
+    fn run_args(c: Cli) -> RunArgs {
+        match c.command {
+            Command::Tunnel(TunnelCommand::Run(a)) => a,
+            other => panic!("not tunnel run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_replica_flags() {
+        let a = run_args(parse(&[
+            "ringtun",
+            "tunnel",
+            "run",
+            "web",
+            "--label",
+            "blue",
+            "--weight",
+            "1000",
+            "--standby",
+            "--metrics",
+            "127.0.0.1:0",
+        ]));
+        assert_eq!(
+            (a.label.as_str(), a.weight, a.standby, a.metrics.as_deref()),
+            ("blue", 1000, true, Some("127.0.0.1:0"))
+        );
+        let a = run_args(parse(&["ringtun", "tunnel", "run", "web"]));
+        assert_eq!((a.label.as_str(), a.weight, a.standby), ("", 1, false));
+    }
+
+    #[test]
+    fn bad_weights_and_labels_are_refused_clearly() {
+        for bad in ["0", "1001", "-1", "x", "70000"] {
+            let flag = format!("--weight={bad}");
+            let e = Cli::try_parse_from(["ringtun", "tunnel", "run", flag.as_str()])
+                .err()
+                .unwrap_or_else(|| panic!("--weight {bad} was accepted"));
+            assert!(e.to_string().contains("weight must be"), "{bad}: {e}");
+        }
+        let long = "x".repeat(257);
+        let e = Cli::try_parse_from(["ringtun", "tunnel", "run", "--label", &long])
+            .err()
+            .unwrap_or_else(|| panic!("a 257-byte label was accepted"));
+        assert!(e.to_string().contains("at most 256"), "{e}");
+    }
+
+    #[test]
+    fn log_format_goes_before_or_after_the_subcommand() {
+        let c = parse(&["ringtun", "--log-format", "json", "tunnel", "list"]);
+        assert_eq!(c.global.log_format, LogFormat::Json);
+        let c = parse(&["ringtun", "tunnel", "run", "web", "--log-format", "json"]);
+        assert_eq!(c.global.log_format, LogFormat::Json);
+        let c = parse(&["ringtun", "tunnel", "list"]);
+        assert_eq!(c.global.log_format, LogFormat::Text);
+        assert!(Cli::try_parse_from(["ringtun", "--log-format", "xml", "tunnel", "list"]).is_err());
+    }
+
+    #[test]
+    fn parses_ready_and_lb() {
+        let c = parse(&["ringtun", "tunnel", "ready", "--metrics", "127.0.0.1:2000"]);
+        assert!(matches!(
+            c.command,
+            Command::Tunnel(TunnelCommand::Ready(ReadyArgs { ref metrics })) if metrics == "127.0.0.1:2000"
+        ));
+        let c = parse(&["ringtun", "tunnel", "lb", "web", "round-robin"]);
+        assert!(matches!(
+            c.command,
+            Command::Tunnel(TunnelCommand::Lb(LbArgs {
+                policy: LbPolicy::RoundRobin,
+                ..
+            }))
+        ));
+        assert!(Cli::try_parse_from(["ringtun", "tunnel", "lb", "web", "fastest"]).is_err());
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Each management command is one or two calls to the edge's admin API through
 //! [`AdminClient`], then cloudflared-like output on stdout. `tunnel run` gathers its settings
-//! here and runs [`crate::run::run`].
+//! here, starts the `--metrics` server and runs [`crate::run::run`]; `tunnel ready` asks a
+//! running connector's metrics server.
 
 use std::path::PathBuf;
 
@@ -10,12 +11,16 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::{
-    CleanupArgs, CreateArgs, DeleteArgs, GlobalArgs, InfoArgs, OutputFormat, RouteDnsArgs,
-    RouteTcpArgs, RunArgs, table,
+    CleanupArgs, CreateArgs, DeleteArgs, GlobalArgs, InfoArgs, LbArgs, OutputFormat, ReadyArgs,
+    RouteDnsArgs, RouteTcpArgs, RunArgs, table,
 };
-use crate::admin_client::{AdminClient, TunnelDetail};
+use crate::admin_client::{AdminClient, ConnectorInfo, TunnelDetail};
 use crate::credentials::{Credentials, TunnelSecret, default_credentials_path};
 use crate::error::{Error, Result};
+use crate::observe::{MetricsServer, Observer};
+
+/// How long `tunnel ready` waits for the metrics server's answer.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `tunnel create NAME [--credentials-file FILE]`: create the tunnel at the edge, print its ID and
 /// write its credentials ([`crate::credentials::Credentials::write`]).
@@ -128,25 +133,7 @@ fn render_info(t: &TunnelDetail) -> String {
         ));
         return out;
     }
-    let rows: Vec<Vec<String>> = t
-        .connectors
-        .iter()
-        .map(|c| {
-            let edge = if c.draining {
-                format!("{} (draining)", c.edge)
-            } else {
-                c.edge.clone()
-            };
-            vec![
-                c.id.clone(),
-                c.created.clone(),
-                c.arch.clone(),
-                c.version.clone(),
-                c.origin_ip.clone(),
-                edge,
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = t.connectors.iter().map(connector_row).collect();
     out.push_str(&table::render(
         &[
             "CONNECTOR ID",
@@ -155,10 +142,115 @@ fn render_info(t: &TunnelDetail) -> String {
             "VERSION",
             "ORIGIN IP",
             "EDGE",
+            "LABEL",
+            "STATE",
+            "STREAMS",
+            "REQUESTS",
         ],
         &rows,
     ));
     out
+}
+
+/// One connector's `tunnel info` row. Fields an older edge does not send show as `-` (STATE
+/// falls back to the `draining` flag).
+fn connector_row(c: &ConnectorInfo) -> Vec<String> {
+    let dash = || "-".to_owned();
+    let label = c
+        .label
+        .clone()
+        .filter(|l| !l.trim().is_empty())
+        .unwrap_or_else(dash);
+    let state = match &c.state {
+        Some(s) if !s.is_empty() => s.clone(),
+        _ if c.draining => "draining".to_owned(),
+        _ => dash(),
+    };
+    vec![
+        c.id.clone(),
+        c.created.clone(),
+        c.arch.clone(),
+        c.version.clone(),
+        c.origin_ip.clone(),
+        c.edge.clone(),
+        label,
+        state,
+        c.active_streams.map_or_else(dash, |n| n.to_string()),
+        c.requests.map_or_else(dash, |n| n.to_string()),
+    ]
+}
+
+/// `tunnel ready --metrics ADDR`: `Ok` (exit 0) when the connector's `/ready` answers 200,
+/// else [`Error::NotReady`] or [`Error::MetricsUnreachable`] (exit 1).
+pub fn ready(args: &ReadyArgs) -> Result<()> {
+    let addr = client_addr(&args.metrics);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(READY_TIMEOUT))
+        .build()
+        .into();
+    let unreachable = |reason: String| Error::MetricsUnreachable {
+        addr: addr.clone(),
+        reason,
+    };
+    let mut response = agent
+        .get(&format!("http://{addr}/ready"))
+        .call()
+        .map_err(|e| unreachable(e.to_string()))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| unreachable(format!("reading the answer: {e}")))?;
+    if status != 200 {
+        return Err(Error::NotReady {
+            addr,
+            status,
+            body: body.trim().to_owned(),
+        });
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    println!(
+        "connector {} is ready: {} link(s) registered",
+        v["connectorId"].as_str().unwrap_or("?"),
+        v["readyConnections"].as_u64().unwrap_or(0)
+    );
+    Ok(())
+}
+
+/// The address to dial for a `--metrics` value: `:PORT` (every interface) means this host.
+fn client_addr(metrics: &str) -> String {
+    let m = metrics
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    match m.strip_prefix(':') {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => m.to_owned(),
+    }
+}
+
+/// The address to bind for `--metrics`: `:PORT` means every interface, as in Go.
+fn bind_addr(metrics: &str) -> String {
+    let m = metrics.trim();
+    match m.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => m.to_owned(),
+    }
+}
+
+/// `tunnel lb NAME|ID POLICY`: `PUT /tunnels/{key}/lb`.
+pub fn lb(global: &GlobalArgs, args: &LbArgs) -> Result<()> {
+    let client = AdminClient::from_global(global)?;
+    let policy = args.policy.api_name();
+    let t = client.set_lb_policy(&args.tunnel, policy)?;
+    let name = t["name"].as_str().unwrap_or(&args.tunnel);
+    let id = t["id"].as_str().unwrap_or("?");
+    match t["lb_policy"].as_str() {
+        Some(p) => println!("Tunnel {name} ({id}) now uses load-balancing policy {p}"),
+        None => println!("Tunnel {name} ({id}) now uses the edge's default load-balancing policy"),
+    }
+    Ok(())
 }
 
 /// `tunnel route dns NAME HOSTNAME`.
@@ -262,6 +354,12 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
         })?;
     let connector_id = uuid::Uuid::new_v4();
     tracing::info!("Generated Connector ID: {connector_id}");
+    let observer = std::sync::Arc::new(Observer::new(connector_id.to_string()));
+    // Kept until the run ends: dropping it stops the server.
+    let _metrics_server = match &args.metrics {
+        Some(addr) => Some(MetricsServer::start(&bind_addr(addr), observer.clone())?),
+        None => None,
+    };
 
     let (dcs, discovered_ca) = if args.edge.is_empty() {
         let answer = crate::run::edges::discover(&global.edge_api)?;
@@ -323,6 +421,10 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
         config_path: config.source.clone(),
         url: args.url.clone(),
         watch_config: args.watch_config,
+        observer,
+        label: args.label.clone(),
+        weight: args.weight,
+        standby: args.standby,
     })
 }
 
@@ -365,15 +467,68 @@ mod tests {
             links: vec![],
             draining: false,
             edge: "2xdfw, 2xmci".into(),
+            label: Some("blue".into()),
+            state: Some("ready".into()),
+            active_streams: Some(3),
+            requests: Some(1200),
         };
-        let text = render_info(&detail(vec![c]));
+        let old = ConnectorInfo {
+            id: "c2".into(),
+            label: None,
+            state: None,
+            active_streams: None,
+            requests: None,
+            draining: true,
+            ..c.clone()
+        };
+        let text = render_info(&detail(vec![c, old]));
         let mut lines = text.lines().skip(4);
         let header = lines.next().unwrap_or_default();
-        assert!(
-            header.starts_with("CONNECTOR ID") && header.ends_with("EDGE"),
+        assert_eq!(
+            cells(header),
+            [
+                "CONNECTOR ID",
+                "CREATED",
+                "ARCHITECTURE",
+                "VERSION",
+                "ORIGIN IP",
+                "EDGE",
+                "LABEL",
+                "STATE",
+                "STREAMS",
+                "REQUESTS"
+            ],
             "{header}"
         );
         let row = lines.next().unwrap_or_default();
-        assert!(row.ends_with("2xdfw, 2xmci"), "{row}");
+        assert_eq!(
+            cells(row)[5..],
+            ["2xdfw, 2xmci", "blue", "ready", "3", "1200"],
+            "{row}"
+        );
+        // An edge without the new fields: dashes, and STATE from `draining`.
+        let row = lines.next().unwrap_or_default();
+        assert_eq!(cells(row)[0], "c2", "{row}");
+        assert_eq!(
+            cells(row)[5..],
+            ["2xdfw, 2xmci", "-", "draining", "-", "-"],
+            "{row}"
+        );
+    }
+
+    /// The cells of a table line (columns are separated by at least two spaces).
+    fn cells(line: &str) -> Vec<&str> {
+        line.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn metrics_addresses() {
+        assert_eq!(client_addr(":2000"), "127.0.0.1:2000");
+        assert_eq!(client_addr("http://10.0.0.1:2000/"), "10.0.0.1:2000");
+        assert_eq!(bind_addr(":0"), "0.0.0.0:0");
+        assert_eq!(bind_addr("127.0.0.1:0"), "127.0.0.1:0");
     }
 }

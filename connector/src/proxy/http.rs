@@ -18,9 +18,10 @@
 use std::cell::Cell;
 use std::net::ToSocketAddrs;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use prometheus_client::metrics::counter::Counter;
 use ringtun_core::http::io::{read_body_chunk, read_response_head, write_bufs};
 use ringtun_core::http::{
     BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, CONNECTOR_ID_HEADER, Fault, HeadLimits,
@@ -38,7 +39,8 @@ use super::conn::{ConnWriter, OriginConn, warn_no_verify_once};
 use super::pipe::{socket_to_stream, stream_to_socket};
 use super::pool::PoolKey;
 use crate::config::OriginRequest;
-use crate::ingress::{HttpService, Service};
+use crate::ingress::{HttpService, RuleMatch, Service};
+use crate::observe::{Direction, ErrorCause, WorkerMetrics};
 
 /// The page `hello_world` serves.
 const HELLO: &str = "Hello from ringtun! This is the built-in hello_world service.\n";
@@ -47,8 +49,9 @@ const HELLO: &str = "Hello from ringtun! This is the built-in hello_world servic
 /// the origin connection.
 const SENDER_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves one HTTP stream.
+/// Serves one HTTP stream, counting it (and its duration) under the rule it matched.
 pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
+    let started = Instant::now();
     let (head, extra) = match decode_request_meta(meta) {
         Ok(x) => x,
         Err(e) => {
@@ -66,14 +69,28 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
     let path = target.split(['?', '#']).next().unwrap_or("/");
     let rules = ctx.ingress.load();
     let m = rules.match_request(host, path);
-    let rule = m.rule;
     tracing::debug!(host, path, rule = m.number(), "request matched");
+    let index = m.index;
+    ctx.metrics.request(&rules, index);
+    answer(head, extra.body, &stream, m, ctx).await;
+    ctx.metrics.observe(&rules, index, started.elapsed());
+}
+
+/// Answers a request matched to `m` from its rule's service.
+async fn answer(
+    head: RequestHead,
+    body: BodyFraming,
+    stream: &Rc<Stream>,
+    m: RuleMatch<'_>,
+    ctx: &ProxyCtx,
+) {
+    let rule = m.rule;
     match &rule.service {
         Service::Http(svc) => {
-            proxy(head, extra.body, stream, svc, &rule.origin_request, ctx).await;
+            proxy(head, body, stream.clone(), svc, &rule.origin_request, ctx).await;
         }
         Service::HttpStatus(n) => {
-            drain(&stream).await;
+            drain(stream).await;
             let mut res = ResponseHead::new(*n);
             res.headers.append("Content-Length", "0");
             if stream
@@ -84,7 +101,7 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
             }
         }
         Service::HelloWorld => {
-            drain(&stream).await;
+            drain(stream).await;
             let mut res = ResponseHead::new(200);
             res.headers
                 .append("Content-Type", "text/plain; charset=utf-8");
@@ -103,17 +120,19 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
             let _ = stream.finish();
         }
         Service::Tcp(t) => {
-            drain(&stream).await;
+            drain(stream).await;
             reply_error(
-                &stream,
+                stream,
+                &ctx.metrics,
                 ReplyErrorKind::OriginInvalid,
                 format!("rule {} serves TCP ({}), not HTTP", m.number(), t.authority),
             );
         }
         Service::Unix { path, .. } => {
-            drain(&stream).await;
+            drain(stream).await;
             reply_error(
-                &stream,
+                stream,
+                &ctx.metrics,
                 ReplyErrorKind::OriginInvalid,
                 format!(
                     "unix socket origins are not supported yet ({})",
@@ -143,8 +162,9 @@ async fn drain(stream: &Stream) {
     while let Ok(Some(_)) = stream.read().await {}
 }
 
-fn reply_error(stream: &Stream, kind: ReplyErrorKind, message: String) {
+fn reply_error(stream: &Stream, metrics: &WorkerMetrics, kind: ReplyErrorKind, message: String) {
     tracing::debug!(?kind, %message, "answering with an error");
+    metrics.error(ErrorCause::from(kind));
     if stream
         .reply(encode_reply_error(&ReplyError { kind, message }))
         .is_ok()
@@ -179,6 +199,7 @@ async fn proxy(
         drain(&stream).await;
         reply_error(
             &stream,
+            &ctx.metrics,
             ReplyErrorKind::OriginRefused,
             format!("origin {} does not resolve", svc.authority),
         );
@@ -236,7 +257,7 @@ async fn proxy(
                 Ok(c) => c,
                 Err((kind, msg)) => {
                     drain(&stream).await;
-                    reply_error(&stream, kind, msg);
+                    reply_error(&stream, &ctx.metrics, kind, msg);
                     return;
                 }
             },
@@ -262,7 +283,7 @@ async fn proxy(
             }
             Err(Failed::Reply(kind, msg)) => {
                 drain(&stream).await;
-                reply_error(&stream, kind, msg);
+                reply_error(&stream, &ctx.metrics, kind, msg);
                 return;
             }
         }
@@ -350,8 +371,9 @@ async fn send_request(
     body: BodyFraming,
     stream: Rc<Stream>,
     sending: Rc<Sending>,
+    sent: Counter,
 ) -> (ConnWriter, Result<(), HttpError>) {
-    let res = send_request_on(&mut w, head, body, &stream, &sending).await;
+    let res = send_request_on(&mut w, head, body, &stream, &sending, &sent).await;
     (w, res)
 }
 
@@ -361,6 +383,7 @@ async fn send_request_on(
     body: BodyFraming,
     stream: &Stream,
     sending: &Sending,
+    sent: &Counter,
 ) -> Result<(), HttpError> {
     let mut out = write_bufs(w, vec![head]).await?;
     if !body.is_empty() {
@@ -368,6 +391,7 @@ async fn send_request_on(
         loop {
             match stream.read().await {
                 Ok(Some(chunk)) => {
+                    sent.inc_by(chunk.len() as u64);
                     enc.encode(chunk, &mut out)?;
                     out = write_bufs(w, out).await?;
                     sending.writes.set(sending.writes.get() + 1);
@@ -414,6 +438,7 @@ async fn exchange(
         body,
         stream.clone(),
         sending.clone(),
+        ctx.metrics.counter(Direction::ToOrigin),
     ));
     // The response timeout: a whole period without a response head and without request body
     // progress shuts the connection down, which ends the head read below.
@@ -494,8 +519,10 @@ async fn exchange(
         tracing::debug!(origin = %addr, "upgraded; piping raw bytes");
         let first = buf.split().freeze();
         let s2 = stream.clone();
-        let up = compio::runtime::spawn(async move { stream_to_socket(&s2, &mut w).await });
-        socket_to_stream(&mut r, stream, first).await;
+        let sent = ctx.metrics.counter(Direction::ToOrigin);
+        let up = compio::runtime::spawn(async move { stream_to_socket(&s2, &mut w, &sent).await });
+        let received = ctx.metrics.counter(Direction::FromOrigin);
+        socket_to_stream(&mut r, stream, first, &received).await;
         let _ = up.await;
         return Ok(());
     }
@@ -519,14 +546,17 @@ async fn exchange(
     loop {
         match read_body_chunk(&mut r, &mut buf, &mut dec).await {
             Ok(Some(chunk)) => {
+                ctx.metrics.bytes(Direction::FromOrigin, chunk.len());
                 if let Err(e) = stream.write(chunk).await {
                     tracing::debug!(error = %e, "stream failed while sending the response body");
+                    ctx.metrics.error(ErrorCause::StreamReset);
                     return Ok(());
                 }
             }
             Ok(None) => break,
             Err(e) => {
                 tracing::info!(origin = %addr, error = %e, "origin response body failed");
+                ctx.metrics.error(ErrorCause::StreamReset);
                 stream.reset(ErrorCode::INTERNAL_ERROR);
                 return Ok(());
             }

@@ -16,6 +16,9 @@
 //! no such `originRequest` field) is answered with 504. The clock restarts while the request
 //! body is still being written, so a long upload is not cut short.
 //!
+//! Every stream is counted in the worker's [`WorkerMetrics`] (crate::observe): requests and
+//! latency per ingress rule, payload bytes each way, failures by cause, streams in flight.
+//!
 //! Not served yet: `unix:` services.
 
 mod conn;
@@ -35,6 +38,7 @@ pub use pipe::{READ_SIZE, socket_to_stream, stream_to_socket};
 pub use pool::{Pool, PoolKey};
 
 use crate::ingress::WorkerRules;
+use crate::observe::WorkerMetrics;
 
 /// What a worker needs to serve streams.
 #[derive(Debug)]
@@ -48,10 +52,13 @@ pub struct ProxyCtx {
     /// How long an origin may take to send a response head once the request is on its way
     /// (`--origin-response-timeout`); then the answer is 504.
     pub origin_response_timeout: Duration,
+    /// The worker's metrics (requests, bytes, errors, latency, active streams).
+    pub metrics: WorkerMetrics,
 }
 
 /// Serves one stream the edge opened, to its end.
 pub async fn serve(incoming: Incoming, ctx: Rc<ProxyCtx>) {
+    let _active = ctx.metrics.stream();
     let Incoming { kind, meta, stream } = incoming;
     let stream = Rc::new(stream);
     match kind {

@@ -8,6 +8,7 @@
 use bytes::{Bytes, BytesMut};
 use compio::BufResult;
 use compio::io::{AsyncRead, AsyncWrite};
+use prometheus_client::metrics::counter::Counter;
 use ringtun_core::http::io::write_bufs;
 use ringtun_core::link::Stream;
 
@@ -15,11 +16,12 @@ use ringtun_core::link::Stream;
 pub const READ_SIZE: usize = 64 * 1024;
 
 /// Copies the stream's data to `w` until the stream's FIN, then shuts `w`'s write side down
-/// (half-close). Returns whether the direction ended cleanly.
-pub async fn stream_to_socket<W: AsyncWrite>(stream: &Stream, w: &mut W) -> bool {
+/// (half-close), counting the bytes in `sent`. Returns whether the direction ended cleanly.
+pub async fn stream_to_socket<W: AsyncWrite>(stream: &Stream, w: &mut W, sent: &Counter) -> bool {
     loop {
         match stream.read().await {
             Ok(Some(chunk)) => {
+                sent.inc_by(chunk.len() as u64);
                 if write_bufs(w, vec![chunk]).await.is_err() {
                     return false;
                 }
@@ -35,8 +37,15 @@ pub async fn stream_to_socket<W: AsyncWrite>(stream: &Stream, w: &mut W) -> bool
 }
 
 /// Writes `first` (bytes already read past a head), then copies what `r` reads to the stream
-/// until end of file, then finishes the stream. Returns whether the direction ended cleanly.
-pub async fn socket_to_stream<R: AsyncRead>(r: &mut R, stream: &Stream, first: Bytes) -> bool {
+/// until end of file, then finishes the stream; the bytes are counted in `received`. Returns
+/// whether the direction ended cleanly.
+pub async fn socket_to_stream<R: AsyncRead>(
+    r: &mut R,
+    stream: &Stream,
+    first: Bytes,
+    received: &Counter,
+) -> bool {
+    received.inc_by(first.len() as u64);
     if !first.is_empty() && stream.write(first).await.is_err() {
         return false;
     }
@@ -49,7 +58,8 @@ pub async fn socket_to_stream<R: AsyncRead>(r: &mut R, stream: &Stream, first: B
         buf = b;
         match res {
             Ok(0) => return stream.finish().is_ok(),
-            Ok(_) => {
+            Ok(n) => {
+                received.inc_by(n as u64);
                 let chunk = buf.split().freeze();
                 if stream.write(chunk).await.is_err() {
                     return false;

@@ -14,6 +14,7 @@ use ringtun_core::rt::net::{SocketTuning, connect};
 use super::ProxyCtx;
 use super::pipe::{socket_to_stream, stream_to_socket};
 use crate::ingress::Service;
+use crate::observe::{Direction, ErrorCause};
 
 /// Pipes the stream to the first `tcp://` service, or refuses it.
 pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
@@ -25,6 +26,7 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
     });
     let Some((svc, connect_timeout)) = found else {
         tracing::warn!(public_port = %port, "TCP stream refused: no tcp:// ingress rule");
+        ctx.metrics.error(ErrorCause::NoTcpRule);
         stream.reset(ErrorCode::REFUSED_STREAM);
         return;
     };
@@ -36,6 +38,7 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
         Some(a) => a,
         None => {
             tracing::warn!(origin = %svc.authority, "TCP origin does not resolve");
+            ctx.metrics.error(ErrorCause::OriginRefused);
             stream.reset(ErrorCode::CANCEL);
             return;
         }
@@ -46,11 +49,13 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             tracing::info!(origin = %addr, error = %e, "TCP origin connect failed");
+            ctx.metrics.error(ErrorCause::OriginRefused);
             stream.reset(ErrorCode::CANCEL);
             return;
         }
         Err(_) => {
             tracing::info!(origin = %addr, "TCP origin connect timed out");
+            ctx.metrics.error(ErrorCause::OriginTimeout);
             stream.reset(ErrorCode::CANCEL);
             return;
         }
@@ -63,7 +68,14 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
     }
     let (mut r, mut w) = conn.into_split();
     let s2 = stream.clone();
-    let up = compio::runtime::spawn(async move { stream_to_socket(&s2, &mut w).await });
-    socket_to_stream(&mut r, &stream, Bytes::new()).await;
+    let sent = ctx.metrics.counter(Direction::ToOrigin);
+    let up = compio::runtime::spawn(async move { stream_to_socket(&s2, &mut w, &sent).await });
+    socket_to_stream(
+        &mut r,
+        &stream,
+        Bytes::new(),
+        &ctx.metrics.counter(Direction::FromOrigin),
+    )
+    .await;
     let _ = up.await;
 }

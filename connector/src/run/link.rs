@@ -75,6 +75,7 @@ pub async fn supervise(
                 tracing::info!(
                     "link registered index={index} data_center={data_center} server={addr}"
                 );
+                track_link(&link, data_center, &shared);
                 if place.is_displaced() {
                     let home = shared.plan.dc_name(place.home());
                     tracing::warn!(
@@ -156,9 +157,13 @@ async fn establish(
         version: env!("CARGO_PKG_VERSION").to_owned(),
         arch: std::env::consts::ARCH.to_owned(),
         link_index: u8::try_from(index).unwrap_or(u8::MAX),
-        flags: RegisterFlags::default(),
-        label: String::new(),
-        weight: ringtun_core::handshake::DEFAULT_WEIGHT,
+        flags: if shared.standby {
+            RegisterFlags(RegisterFlags::STANDBY)
+        } else {
+            RegisterFlags::default()
+        },
+        label: shared.label.clone(),
+        weight: shared.weight,
     };
     match &shared.ca_pem {
         Some(ca) => {
@@ -273,6 +278,7 @@ async fn serve(
                         tracing::info!(
                             "link registered index={index} data_center={data_center} server={addr}"
                         );
+                        track_link(&home_link, data_center, shared);
                         tracing::info!(
                             index,
                             home = %shared.plan.dc_name(place.home()),
@@ -295,6 +301,18 @@ async fn serve(
             }
         }
     }
+}
+
+/// Counts the registered link in `ringtun_links{data_center}` (and `/ready`) until it closes.
+fn track_link(link: &Link, data_center: String, shared: &Arc<Shared>) {
+    let link = link.clone();
+    let observer = shared.observer.clone();
+    observer.link_up(&data_center);
+    compio::runtime::spawn(async move {
+        let _ = link.closed().await;
+        observer.link_down(&data_center);
+    })
+    .detach();
 }
 
 /// Spawns the task that hands the link's incoming streams to the proxy, counting them.

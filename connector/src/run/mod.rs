@@ -30,6 +30,7 @@ pub use edges::{DataCenter, LinkPlan, Placement};
 
 use crate::error::{Error, Result};
 use crate::ingress::{IngressRules, LiveRules};
+use crate::observe::{Observer, WorkerMetrics};
 use crate::proxy::{Pool, ProxyCtx};
 
 /// Everything `tunnel run` needs, validated.
@@ -61,6 +62,14 @@ pub struct RunSettings {
     pub url: Option<String>,
     /// `--watch-config`: also reload when the file changes.
     pub watch_config: bool,
+    /// Metrics and readiness (served by `--metrics`).
+    pub observer: Arc<Observer>,
+    /// `--label`, sent at registration (empty: none).
+    pub label: String,
+    /// `--weight`, sent at registration (1–1000).
+    pub weight: u16,
+    /// `--standby`, sent at registration.
+    pub standby: bool,
 }
 
 /// What the workers share (read-only, plus the fatal error slot).
@@ -73,6 +82,10 @@ pub struct Shared {
     ca_pem: Option<String>,
     grace: Duration,
     fatal: Mutex<Option<String>>,
+    observer: Arc<Observer>,
+    label: String,
+    weight: u16,
+    standby: bool,
     /// Streams being served now.
     open_streams: OpenStreams,
 }
@@ -163,6 +176,10 @@ pub fn run(settings: RunSettings) -> Result<()> {
         grace: settings.grace,
         fatal: Mutex::new(None),
         open_streams: OpenStreams::new(workers),
+        observer: settings.observer,
+        label: settings.label,
+        weight: settings.weight,
+        standby: settings.standby,
     });
     if shared.ca_pem.is_none() {
         tracing::warn!(
@@ -170,11 +187,10 @@ pub fn run(settings: RunSettings) -> Result<()> {
         );
     }
     let live = LiveRules::new(settings.ingress);
-    let reloader = Arc::new(reload::Reloader::new(
-        settings.config_path,
-        settings.url,
-        live.clone(),
-    ));
+    let reloader = Arc::new(
+        reload::Reloader::new(settings.config_path, settings.url, live.clone())
+            .observed_by(shared.observer.clone()),
+    );
     // Signals are caught from here on (a SIGHUP before this would have killed the process).
     let signals = catch_signals();
     let origin_response_timeout = settings.origin_response_timeout;
@@ -197,6 +213,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
                 connector_id,
                 pool: Pool::new(),
                 origin_response_timeout,
+                metrics: WorkerMetrics::new(shared.observer.clone()),
             });
             let mut tasks = Vec::new();
             for i in (0..links).filter(|i| i % workers == index) {
@@ -278,6 +295,7 @@ fn watch_signals(
                 }
                 seen += 1;
                 if seen == 1 {
+                    shared.observer.set_draining();
                     tracing::info!(signal = sig, grace = ?shared.grace, "shutting down: draining links");
                     shutdown.trigger();
                     start_grace_clock(shared.clone(), hard.clone());

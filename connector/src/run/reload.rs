@@ -42,6 +42,8 @@ pub struct Reloader {
     live: LiveRules,
     /// Serializes reloads from the signal thread and the watcher.
     lock: Mutex<()>,
+    /// Counts outcomes in `ringtun_config_reloads_total`, when set.
+    observer: Option<std::sync::Arc<crate::observe::Observer>>,
 }
 
 impl Reloader {
@@ -52,7 +54,14 @@ impl Reloader {
             url,
             live,
             lock: Mutex::new(()),
+            observer: None,
         }
+    }
+
+    /// Also counts each reload's outcome in `observer`'s metrics.
+    pub fn observed_by(mut self, observer: std::sync::Arc<crate::observe::Observer>) -> Reloader {
+        self.observer = Some(observer);
+        self
     }
 
     /// The config file, if any.
@@ -71,10 +80,16 @@ impl Reloader {
             Ok(rules) => {
                 let n = rules.rules().len();
                 self.live.store(rules);
+                if let Some(o) = &self.observer {
+                    o.config_reload(true);
+                }
                 tracing::info!(file = %path.display(), "config reloaded rules={n}");
                 ReloadOutcome::Reloaded { rules: n }
             }
             Err(e) => {
+                if let Some(o) = &self.observer {
+                    o.config_reload(false);
+                }
                 tracing::warn!(file = %path.display(), "config reload rejected: {e}");
                 ReloadOutcome::Rejected(e.to_string())
             }

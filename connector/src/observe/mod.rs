@@ -1,0 +1,574 @@
+//! The connector's observability: Prometheus metrics and the readiness state behind
+//! `--metrics ADDR` (`/ready`, `/healthcheck`, `/metrics`, replicas-contract.md "Endpoints").
+//!
+//! [`Observer`] is shared by everything in one `tunnel run`: the link supervisors report links
+//! going up and down, the signal thread flips [`Observer::set_draining`], and each worker's
+//! proxy holds a [`WorkerMetrics`] that counts requests, bytes, errors and latency.
+//!
+//! The request path stays cheap: every counter is an atomic, and the per-rule handles
+//! (`ringtun_requests_total{rule,hostname}`, `ringtun_request_duration_seconds{rule}`) are looked
+//! up in the shared families once per worker and rule set, then cached in the worker, so a
+//! request allocates nothing for its metrics. The labels are the ingress rule's number (from 1,
+//! as `ringtun ingress rule` prints it) and the rule's hostname pattern (`*` for a catch-all),
+//! not the request's `Host`, so a client cannot grow the label space.
+//!
+//! The HTTP side ([`server`]) runs on a small std thread of its own, never on the io_uring
+//! workers.
+
+pub mod server;
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use ringtun_core::http::ReplyErrorKind;
+
+use crate::ingress::IngressRules;
+
+pub use server::MetricsServer;
+
+/// Upper bounds of the request duration buckets, in seconds (1 ms to 60 s).
+const DURATION_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Labels of `ringtun_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleHostLabels {
+    /// The ingress rule's number, from 1.
+    pub rule: String,
+    /// The rule's hostname pattern (`*` for any host).
+    pub hostname: String,
+}
+
+/// Labels of `ringtun_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    /// The ingress rule's number, from 1.
+    pub rule: String,
+}
+
+/// Labels of `ringtun_request_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    /// Why the request failed.
+    pub cause: &'static str,
+}
+
+/// Labels of `ringtun_bytes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// `to_origin` or `from_origin`.
+    pub direction: &'static str,
+}
+
+/// Labels of `ringtun_links`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DataCenterLabels {
+    /// The data center the edge reported at registration.
+    pub data_center: String,
+}
+
+/// Labels of `ringtun_config_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `ok` or `rejected`.
+    pub result: &'static str,
+}
+
+/// Why a request failed, as `ringtun_request_errors_total{cause}` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCause {
+    /// The origin refused the connection (or does not resolve).
+    OriginRefused,
+    /// The origin did not connect or answer in time.
+    OriginTimeout,
+    /// The origin's answer was invalid, or the rule's service cannot serve the stream.
+    OriginInvalid,
+    /// No ingress rule matched.
+    NoRule,
+    /// The stream was reset (by the edge, or by the connector after the reply).
+    StreamReset,
+    /// Refused because the connector is draining or overloaded.
+    Unavailable,
+    /// A TCP stream with no `tcp://` rule to serve it.
+    NoTcpRule,
+}
+
+impl ErrorCause {
+    /// Every cause, in [`ErrorCause::index`] order.
+    pub const ALL: [ErrorCause; 7] = [
+        ErrorCause::OriginRefused,
+        ErrorCause::OriginTimeout,
+        ErrorCause::OriginInvalid,
+        ErrorCause::NoRule,
+        ErrorCause::StreamReset,
+        ErrorCause::Unavailable,
+        ErrorCause::NoTcpRule,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCause::OriginRefused => "origin_refused",
+            ErrorCause::OriginTimeout => "origin_timeout",
+            ErrorCause::OriginInvalid => "origin_invalid",
+            ErrorCause::NoRule => "no_rule",
+            ErrorCause::StreamReset => "stream_reset",
+            ErrorCause::Unavailable => "unavailable",
+            ErrorCause::NoTcpRule => "no_tcp_rule",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            ErrorCause::OriginRefused => 0,
+            ErrorCause::OriginTimeout => 1,
+            ErrorCause::OriginInvalid => 2,
+            ErrorCause::NoRule => 3,
+            ErrorCause::StreamReset => 4,
+            ErrorCause::Unavailable => 5,
+            ErrorCause::NoTcpRule => 6,
+        }
+    }
+}
+
+impl From<ReplyErrorKind> for ErrorCause {
+    fn from(kind: ReplyErrorKind) -> ErrorCause {
+        match kind {
+            ReplyErrorKind::OriginRefused => ErrorCause::OriginRefused,
+            ReplyErrorKind::OriginTimeout => ErrorCause::OriginTimeout,
+            ReplyErrorKind::NoIngressRule => ErrorCause::NoRule,
+            ReplyErrorKind::Unavailable => ErrorCause::Unavailable,
+            ReplyErrorKind::OriginInvalid | ReplyErrorKind::Other(_) => ErrorCause::OriginInvalid,
+        }
+    }
+}
+
+/// The direction of `ringtun_bytes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Bytes written to origins (request bodies, upgraded and TCP bytes from the edge).
+    ToOrigin,
+    /// Bytes read from origins and sent to the edge.
+    FromOrigin,
+}
+
+/// One `tunnel run`'s metrics and readiness. Cheap to share (`Arc`); every update is atomic.
+#[derive(Debug)]
+pub struct Observer {
+    connector_id: String,
+    registry: Registry,
+    draining_flag: AtomicBool,
+    ready_count: AtomicI64,
+    requests: Family<RuleHostLabels, Counter>,
+    durations: Family<RuleLabels, Histogram, fn() -> Histogram>,
+    errors: [Counter; ErrorCause::ALL.len()],
+    to_origin: Counter,
+    from_origin: Counter,
+    links: Family<DataCenterLabels, Gauge>,
+    ready_links: Gauge,
+    draining: Gauge,
+    active_streams: Gauge,
+    reloads_ok: Counter,
+    reloads_rejected: Counter,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+impl Observer {
+    /// A fresh observer for connector `connector_id` (shown by `/ready`): no links, not draining.
+    pub fn new(connector_id: impl Into<String>) -> Observer {
+        let mut registry = Registry::with_prefix("ringtun");
+        let requests = Family::<RuleHostLabels, Counter>::default();
+        let durations: Family<RuleLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(duration_histogram);
+        let errors_family = Family::<CauseLabels, Counter>::default();
+        let errors = ErrorCause::ALL
+            .map(|c| errors_family.get_or_create_owned(&CauseLabels { cause: c.as_str() }));
+        let bytes = Family::<DirectionLabels, Counter>::default();
+        let to_origin = bytes.get_or_create_owned(&DirectionLabels {
+            direction: "to_origin",
+        });
+        let from_origin = bytes.get_or_create_owned(&DirectionLabels {
+            direction: "from_origin",
+        });
+        let links = Family::<DataCenterLabels, Gauge>::default();
+        let ready_links = Gauge::default();
+        let draining = Gauge::default();
+        let active_streams = Gauge::default();
+        let reloads = Family::<ResultLabels, Counter>::default();
+        let reloads_ok = reloads.get_or_create_owned(&ResultLabels { result: "ok" });
+        let reloads_rejected = reloads.get_or_create_owned(&ResultLabels { result: "rejected" });
+        registry.register(
+            "requests",
+            "Requests served, by ingress rule number and the rule's hostname pattern",
+            requests.clone(),
+        );
+        registry.register(
+            "request_errors",
+            "Requests and streams that failed, by cause",
+            errors_family,
+        );
+        registry.register(
+            "bytes",
+            "Payload bytes moved between the edge and origins",
+            bytes,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a stream's arrival to the end of its response, by ingress rule number",
+            durations.clone(),
+        );
+        registry.register(
+            "links",
+            "Registered links to the edge, by data center",
+            links.clone(),
+        );
+        registry.register(
+            "ready_links",
+            "Registered links to the edge",
+            ready_links.clone(),
+        );
+        registry.register(
+            "draining",
+            "1 once SIGTERM/SIGINT started the drain",
+            draining.clone(),
+        );
+        registry.register(
+            "active_streams",
+            "Streams being served now",
+            active_streams.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP, --watch-config), by result",
+            reloads,
+        );
+        Observer {
+            connector_id: connector_id.into(),
+            registry,
+            draining_flag: AtomicBool::new(false),
+            ready_count: AtomicI64::new(0),
+            requests,
+            durations,
+            errors,
+            to_origin,
+            from_origin,
+            links,
+            ready_links,
+            draining,
+            active_streams,
+            reloads_ok,
+            reloads_rejected,
+        }
+    }
+
+    /// The connector ID `/ready` reports.
+    pub fn connector_id(&self) -> &str {
+        &self.connector_id
+    }
+
+    /// A link registered with the edge in `data_center`.
+    pub fn link_up(&self, data_center: &str) {
+        self.links
+            .get_or_create(&DataCenterLabels {
+                data_center: data_center.to_owned(),
+            })
+            .inc();
+        let n = self.ready_count.fetch_add(1, Ordering::AcqRel) + 1;
+        self.ready_links.set(n);
+    }
+
+    /// A link that [`Observer::link_up`] reported has ended (lost, or closed by the drain).
+    pub fn link_down(&self, data_center: &str) {
+        self.links
+            .get_or_create(&DataCenterLabels {
+                data_center: data_center.to_owned(),
+            })
+            .dec();
+        let n = (self.ready_count.fetch_sub(1, Ordering::AcqRel) - 1).max(0);
+        self.ready_links.set(n);
+    }
+
+    /// The drain started (first SIGTERM/SIGINT): `/ready` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.draining_flag.store(true, Ordering::Release);
+        self.draining.set(1);
+    }
+
+    /// Whether the drain started.
+    pub fn is_draining(&self) -> bool {
+        self.draining_flag.load(Ordering::Acquire)
+    }
+
+    /// How many links are registered now.
+    pub fn ready_links(&self) -> u64 {
+        u64::try_from(self.ready_count.load(Ordering::Acquire)).unwrap_or(0)
+    }
+
+    /// Whether `/ready` answers 200: at least one link registered and not draining.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.ready_links() > 0
+    }
+
+    /// Counts a config reload (`ok` when the new rules were taken, else `rejected`).
+    pub fn config_reload(&self, ok: bool) {
+        if ok {
+            self.reloads_ok.inc();
+        } else {
+            self.reloads_rejected.inc();
+        }
+    }
+
+    /// Counts a failed request or stream.
+    pub fn error(&self, cause: ErrorCause) {
+        self.errors[cause.index()].inc();
+    }
+
+    /// Counts payload bytes.
+    pub fn bytes(&self, direction: Direction, n: usize) {
+        let n = n as u64;
+        match direction {
+            Direction::ToOrigin => self.to_origin.inc_by(n),
+            Direction::FromOrigin => self.from_origin.inc_by(n),
+        };
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "cannot encode the metrics");
+        }
+        out
+    }
+
+    fn rule_handles(&self, number: usize, hostname: String) -> RuleHandles {
+        let rule = number.to_string();
+        RuleHandles {
+            requests: self.requests.get_or_create_owned(&RuleHostLabels {
+                rule: rule.clone(),
+                hostname,
+            }),
+            duration: self.durations.get_or_create_owned(&RuleLabels { rule }),
+        }
+    }
+}
+
+/// The metric handles of one ingress rule.
+#[derive(Debug, Clone)]
+pub struct RuleHandles {
+    requests: Counter,
+    duration: Histogram,
+}
+
+impl RuleHandles {
+    /// Counts a request matched to the rule.
+    pub fn request(&self) {
+        self.requests.inc();
+    }
+
+    /// Records how long a request of the rule took.
+    pub fn observe(&self, elapsed: Duration) {
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The rule handles cached for one rule set.
+#[derive(Debug, Default)]
+struct RuleCache {
+    /// The rule set the handles belong to; holding it keeps its address from being reused.
+    rules: Option<Arc<IngressRules>>,
+    handles: Vec<Option<RuleHandles>>,
+}
+
+/// One worker's view of the [`Observer`]: the shared counters plus a cache of per-rule handles,
+/// so the request path neither allocates label sets nor takes the families' locks.
+#[derive(Debug)]
+pub struct WorkerMetrics {
+    observer: Arc<Observer>,
+    cache: RefCell<RuleCache>,
+}
+
+impl WorkerMetrics {
+    /// A worker's metrics reporting into `observer`.
+    pub fn new(observer: Arc<Observer>) -> WorkerMetrics {
+        WorkerMetrics {
+            observer,
+            cache: RefCell::new(RuleCache::default()),
+        }
+    }
+
+    /// The shared observer.
+    pub fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
+    /// Counts a request matched to rule `index` (from 0) of `rules`.
+    pub fn request(&self, rules: &Arc<IngressRules>, index: usize) {
+        self.with_rule(rules, index, RuleHandles::request);
+    }
+
+    /// Records how long a request matched to rule `index` (from 0) of `rules` took.
+    pub fn observe(&self, rules: &Arc<IngressRules>, index: usize, elapsed: Duration) {
+        self.with_rule(rules, index, |h| h.observe(elapsed));
+    }
+
+    /// Runs `f` on the handles of rule `index` of `rules`: created on the first request of a
+    /// rule set, then cached until the rules are replaced (a reload).
+    fn with_rule<R>(
+        &self,
+        rules: &Arc<IngressRules>,
+        index: usize,
+        f: impl FnOnce(&RuleHandles) -> R,
+    ) -> R {
+        let mut cache = self.cache.borrow_mut();
+        if !cache.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, rules)) {
+            cache.rules = Some(rules.clone());
+            cache.handles.clear();
+        }
+        if cache.handles.len() <= index {
+            cache.handles.resize(index + 1, None);
+        }
+        let slot = &mut cache.handles[index];
+        let handles = slot.get_or_insert_with(|| {
+            let hostname = rules
+                .rules()
+                .get(index)
+                .map(|r| r.hostname.to_string())
+                .unwrap_or_else(|| "*".to_owned());
+            self.observer.rule_handles(index + 1, hostname)
+        });
+        f(handles)
+    }
+
+    /// Counts a failed request or stream.
+    pub fn error(&self, cause: ErrorCause) {
+        self.observer.error(cause);
+    }
+
+    /// Counts payload bytes.
+    pub fn bytes(&self, direction: Direction, n: usize) {
+        self.observer.bytes(direction, n);
+    }
+
+    /// The byte counter of `direction`, for tasks that outlive a borrow of the worker's context.
+    pub fn counter(&self, direction: Direction) -> Counter {
+        match direction {
+            Direction::ToOrigin => self.observer.to_origin.clone(),
+            Direction::FromOrigin => self.observer.from_origin.clone(),
+        }
+    }
+
+    /// Marks a stream as being served until the returned guard drops.
+    pub fn stream(&self) -> StreamGuard<'_> {
+        self.observer.active_streams.inc();
+        StreamGuard {
+            gauge: &self.observer.active_streams,
+        }
+    }
+}
+
+/// Keeps `ringtun_active_streams` counted while a stream is served.
+#[derive(Debug)]
+pub struct StreamGuard<'a> {
+    gauge: &'a Gauge,
+}
+
+impl Drop for StreamGuard<'_> {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OriginRequest;
+
+    #[test]
+    fn readiness_follows_links_and_draining() {
+        let o = Observer::new("c1");
+        assert!(!o.is_ready());
+        o.link_up("dfw");
+        o.link_up("mci");
+        assert!(o.is_ready());
+        assert_eq!(o.ready_links(), 2);
+        o.link_down("dfw");
+        assert_eq!(o.ready_links(), 1);
+        o.set_draining();
+        assert!(!o.is_ready());
+        let text = o.encode();
+        assert!(
+            text.contains("ringtun_links{data_center=\"mci\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringtun_links{data_center=\"dfw\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("ringtun_ready_links 1"), "{text}");
+        assert!(text.contains("ringtun_draining 1"), "{text}");
+    }
+
+    #[test]
+    fn rule_handles_are_cached_per_rule_set() {
+        let o = Arc::new(Observer::new("c1"));
+        let w = WorkerMetrics::new(o.clone());
+        let rules = Arc::new(
+            IngressRules::from_url("http://127.0.0.1:1", &OriginRequest::default())
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let started = std::time::Instant::now();
+        for _ in 0..3 {
+            w.request(&rules, 0);
+            w.observe(&rules, 0, started.elapsed());
+        }
+        w.bytes(Direction::ToOrigin, 10);
+        w.bytes(Direction::FromOrigin, 5);
+        w.error(ErrorCause::OriginRefused);
+        {
+            let _s = w.stream();
+            assert!(o.encode().contains("ringtun_active_streams 1"));
+        }
+        let text = o.encode();
+        assert!(
+            text.contains("ringtun_requests_total{rule=\"1\",hostname=\"*\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringtun_request_duration_seconds_count{rule=\"1\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringtun_bytes_total{direction=\"to_origin\"} 10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringtun_bytes_total{direction=\"from_origin\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringtun_request_errors_total{cause=\"origin_refused\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("ringtun_active_streams 0"), "{text}");
+        // A reload (a new rule set) gets fresh handles for the same numbers.
+        let reloaded = Arc::new((*rules).clone());
+        w.request(&reloaded, 0);
+        assert!(
+            o.encode()
+                .contains("ringtun_requests_total{rule=\"1\",hostname=\"*\"} 4")
+        );
+    }
+}
