@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use e2e::{Connector, Edge, Origin, Proc, STEP_TIMEOUT, Service, Tunnel, wait_for};
+use e2e::{Connector, Edge, Origin, Proc, STEP_TIMEOUT, Service, Tunnel, signal, wait_for};
 
 /// The public hostname of every test's tunnel.
 const HOST: &str = "app.ringtun.test";
@@ -40,15 +40,6 @@ const BODY_B: usize = 21;
 // ---------------------------------------------------------------------------------------------
 // Processes and signals
 // ---------------------------------------------------------------------------------------------
-
-/// Sends `sig` (like `TERM`) to the process with `kill`, as an operator would.
-fn signal(proc: &Proc, sig: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{sig}"), &proc.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{sig} {} failed", proc.id());
-}
 
 /// Waits up to `within` for the process to exit; returns its status and how long it took.
 #[track_caller]

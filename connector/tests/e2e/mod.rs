@@ -954,3 +954,12 @@ mod tests {
         assert_eq!((r.status, r.text().as_str()), (502, "bye"));
     }
 }
+
+/// Sends `sig` (like `TERM`) to the process with `kill`, as an operator would.
+pub fn signal(proc: &Proc, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &proc.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} {} failed", proc.id());
+}
