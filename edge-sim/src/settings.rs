@@ -10,6 +10,7 @@
 //! admin = "127.0.0.1:7800"
 //! public-http = "127.0.0.1:8080"
 //! connector-limit = 100
+//! request-body-timeout = 60   # seconds a public request body may stall
 //!
 //! [[data-centers]]
 //! name = "dfw"
@@ -29,6 +30,8 @@ pub const DEFAULT_STATE_DIR: &str = "./ringtun-edge-state";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:7800";
 /// Default public HTTP address.
 pub const DEFAULT_PUBLIC_HTTP: &str = "127.0.0.1:8080";
+/// Default seconds a public request body may stall.
+pub const DEFAULT_REQUEST_BODY_TIMEOUT_SECS: u64 = 60;
 /// Default number of connectors one tunnel may have at once.
 pub const DEFAULT_CONNECTOR_LIMIT: usize = 100;
 
@@ -46,6 +49,9 @@ pub struct FileConfig {
     pub connector_limit: Option<usize>,
     /// Data centers; when present they replace the default set entirely.
     pub data_centers: Option<Vec<DataCenterConfig>>,
+    /// Seconds a public request body may stall (no bytes arriving) before the connection is
+    /// closed.
+    pub request_body_timeout: Option<u64>,
 }
 
 /// One data center in the config file.
@@ -77,6 +83,8 @@ pub struct Overrides {
     pub lb: Option<LbPolicy>,
     /// `--danger-plaintext-links`: links without TLS (benchmarks only).
     pub danger_plaintext_links: bool,
+    /// `--request-body-timeout SECS`.
+    pub request_body_timeout: Option<u64>,
 }
 
 /// How the public ingress chooses among a tunnel's connectors (replicas).
@@ -133,6 +141,8 @@ pub struct Settings {
     pub lb: LbPolicy,
     /// Links without TLS (benchmarks only; logged as a warning).
     pub danger_plaintext_links: bool,
+    /// How long a public request body may stall before its connection is closed.
+    pub request_body_timeout: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -206,6 +216,12 @@ impl Settings {
             workers: overrides.workers,
             lb: overrides.lb.unwrap_or_default(),
             danger_plaintext_links: overrides.danger_plaintext_links,
+            request_body_timeout: std::time::Duration::from_secs(
+                overrides
+                    .request_body_timeout
+                    .or(file.request_body_timeout)
+                    .unwrap_or(DEFAULT_REQUEST_BODY_TIMEOUT_SECS),
+            ),
         };
         settings.validate()?;
         Ok(settings)
@@ -251,6 +267,11 @@ impl Settings {
                     )));
                 }
             }
+        }
+        if self.request_body_timeout.is_zero() {
+            return Err(Error::Config(
+                "request-body-timeout must be at least 1 second".into(),
+            ));
         }
         if self.workers == Some(0) {
             return Err(Error::Config("workers must be at least 1".into()));
