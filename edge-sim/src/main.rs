@@ -91,7 +91,6 @@ fn main() -> anyhow::Result<()> {
             lb: cli.lb,
             danger_plaintext_links: cli.danger_plaintext_links,
             request_body_timeout: cli.request_body_timeout,
-            ..Overrides::default()
         },
     )?;
 

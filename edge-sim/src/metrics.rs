@@ -301,9 +301,13 @@ impl Default for Metrics {
         let dir = |d: &str| DirectionLabels {
             direction: d.to_owned(),
         };
+        // One statement each: `get_or_create` returns a read guard, and creating the next
+        // label while it lives would deadlock.
+        let bytes_in = bytes.get_or_create(&dir("in")).clone();
+        let bytes_out = bytes.get_or_create(&dir("out")).clone();
         let m = Metrics {
-            bytes_in: bytes.get_or_create(&dir("in")).clone(),
-            bytes_out: bytes.get_or_create(&dir("out")).clone(),
+            bytes_in,
+            bytes_out,
             ..m
         };
         registry.register(
@@ -325,9 +329,11 @@ impl Default for Metrics {
         let reason = |r: &str| ReasonLabels {
             reason: r.to_owned(),
         };
+        let retries_refused = retries.get_or_create(&reason("refused")).clone();
+        let retries_link_lost = retries.get_or_create(&reason("link_lost")).clone();
         let m = Metrics {
-            retries_refused: retries.get_or_create(&reason("refused")).clone(),
-            retries_link_lost: retries.get_or_create(&reason("link_lost")).clone(),
+            retries_refused,
+            retries_link_lost,
             ..m
         };
         registry.register(
