@@ -116,6 +116,8 @@ pub(crate) async fn serve(
     };
     let limits = HeadLimits::default();
     let metrics = Arc::clone(w.plane.registry.metrics());
+    // A handed-off connection's first request was counted by the worker that read it.
+    let mut counted = c.handed_off;
     loop {
         watch.start(HEAD_TIMEOUT);
         let head = read_request_head(&mut c.rd, &mut c.buf, &limits).await;
@@ -132,9 +134,12 @@ pub(crate) async fn serve(
                 break;
             }
         };
-        metrics.public_requests.inc();
+        let count = !std::mem::take(&mut counted);
+        if count {
+            metrics.public_requests.inc();
+        }
         let started = Instant::now();
-        let next = handle(&w, &mut c, head).await;
+        let next = handle(&w, &mut c, head, count).await;
         if !matches!(next, Next::HandedOff) {
             metrics.request_duration.observe(started.elapsed());
         }
@@ -386,7 +391,9 @@ fn replay_bytes(head: &RequestHead, body: &ReqBody, rest: &[u8]) -> BytesMut {
     out
 }
 
-async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead) -> Next {
+/// Serves one request; `count`: count it in the per-hostname metrics (not yet counted by the
+/// worker that handed the connection over).
+async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, count: bool) -> Next {
     let framing = match request_framing(&head) {
         Ok(f) => f,
         Err(e) => {
@@ -421,7 +428,9 @@ async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead) -> Next {
         )
         .await;
     };
-    count_host_request(w, &host);
+    if count {
+        count_host_request(w, &host);
+    }
     let upgrade = is_upgrade_request(&head);
     let kind = if is_websocket_upgrade(&head) {
         StreamKind::WebSocket

@@ -269,8 +269,12 @@ async fn serve(name: &'static str, inc: Incoming) {
                 s.reply(meta).expect("reply");
                 let _ = s.write(hello).await;
             } else {
-                s.reply(encode_response_meta(&rh, BodyFraming::Chunked))
-                    .expect("reply");
+                // The edge may have given up on the stream (e.g. a stalled client body).
+                if s.reply(encode_response_meta(&rh, BodyFraming::Chunked))
+                    .is_err()
+                {
+                    return;
+                }
                 let body = Bytes::from(body);
                 let third = body.len() / 3;
                 for piece in [
