@@ -456,8 +456,8 @@ async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, count: bool) ->
     );
 
     // Before the body is read: is there a replica at all, and is it on this worker?
-    match w.pick_or_wait(tunnel, &[]).await {
-        Pick::Local { .. } => {}
+    let mut first = match w.pick_or_wait(tunnel, &[]).await {
+        Pick::Local { link, load } => Some((link, load)),
         // Nothing of the request is consumed yet.
         Pick::Elsewhere(to) if !c.handed_off => {
             let buf = replay_bytes(&head, &ReqBody::Empty, &c.buf);
@@ -485,11 +485,15 @@ async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, count: bool) ->
             )
             .await;
         }
-    }
+    };
     let body = match read_small_body(w, c, &head, framing).await {
         Ok(b) => b,
         Err(next) => return next,
     };
+    if !matches!(body, ReqBody::Empty) {
+        // Time passed while the body was read: choose again.
+        first = None;
+    }
 
     // Choose a replica and open the stream; unless the body streams, wait for the REPLY here
     // so a refusal (or, for an idempotent request, a lost link) moves to another replica.
@@ -497,7 +501,11 @@ async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, count: bool) ->
     let mut exclude = Vec::new();
     let mut last_error: Option<LinkError> = None;
     let (stream, guard, early_reply) = loop {
-        let (link, load) = match w.pick_or_wait(tunnel, &exclude).await {
+        let pick = match first.take() {
+            Some((link, load)) => Pick::Local { link, load },
+            None => w.pick_or_wait(tunnel, &exclude).await,
+        };
+        let (link, load) = match pick {
             Pick::Local { link, load } => (link, load),
             Pick::Elsewhere(to) if !c.handed_off && body.replayable() => {
                 let buf = replay_bytes(&head, &body, &c.buf);
