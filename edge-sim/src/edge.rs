@@ -74,16 +74,17 @@ impl Edge {
                 faults: Arc::clone(data_plane.faults()),
             },
         )?;
+        // Every listener is bound (connections queue until each worker takes its sockets,
+        // which it does first thing): ready, before the last start-up line is logged.
+        if let Some(m) = &metrics_server {
+            m.set_ready(true);
+        }
         tracing::info!(
             admin = %admin.local_addr(),
             token_file = %state.admin_token_path().display(),
             state_dir = %state.path().display(),
             "admin API listening"
         );
-        // Every listener is bound and each worker takes its sockets as it starts.
-        if let Some(m) = &metrics_server {
-            m.set_ready(true);
-        }
         Ok(Edge {
             settings,
             state,
