@@ -7,6 +7,7 @@ use crate::admin::{AdminContext, AdminServer};
 use crate::dataplane::DataPlane;
 use crate::error::Result;
 use crate::metrics::Metrics;
+use crate::metrics_server::MetricsServer;
 use crate::registry::Registry;
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
@@ -20,11 +21,21 @@ pub struct Edge {
     registry: Arc<Registry>,
     admin: AdminServer,
     data_plane: DataPlane,
+    metrics_server: Option<MetricsServer>,
 }
 
 impl Edge {
-    /// Creates or loads the state directory, opens the registry and starts the admin API.
+    /// Creates or loads the state directory, opens the registry, starts the data plane, the admin
+    /// API and (with `metrics`) the metrics server, whose `/ready` turns 200 once all is up.
     pub fn start(settings: Settings) -> Result<Edge> {
+        Edge::start_with_metrics(settings, None)
+    }
+
+    /// [`Edge::start`] with the `--metrics` server on `metrics`.
+    pub fn start_with_metrics(
+        settings: Settings,
+        metrics_addr: Option<SocketAddr>,
+    ) -> Result<Edge> {
         let state = StateDir::open(&settings)?;
         let metrics = Arc::new(Metrics::default());
         let registry = Arc::new(Registry::open(
@@ -33,6 +44,15 @@ impl Edge {
             metrics,
         )?);
         // Link servers, public HTTP and TCP routes on the core::rt workers (see `dataplane`).
+        // Bound first so `/ready` can say 503 while the rest starts.
+        let metrics_server = match metrics_addr {
+            Some(addr) => {
+                let server = MetricsServer::start(addr, Arc::clone(&registry))?;
+                tracing::info!(metrics = %server.local_addr(), "metrics server listening");
+                Some(server)
+            }
+            None => None,
+        };
         let data_plane = DataPlane::start(&settings, Arc::clone(&registry), state.tls())?;
         // Discovery reports the bound addresses (port 0 resolved).
         let mut data_centers = settings.data_centers.clone();
@@ -51,8 +71,14 @@ impl Edge {
                 token: state.admin_token().clone(),
                 data_centers,
                 ca_pem: state.tls().ca_pem.clone(),
+                faults: Arc::clone(data_plane.faults()),
             },
         )?;
+        // Every listener is bound (connections queue until each worker takes its sockets,
+        // which it does first thing): ready, before the last start-up line is logged.
+        if let Some(m) = &metrics_server {
+            m.set_ready(true);
+        }
         tracing::info!(
             admin = %admin.local_addr(),
             token_file = %state.admin_token_path().display(),
@@ -65,7 +91,18 @@ impl Edge {
             registry,
             admin,
             data_plane,
+            metrics_server,
         })
+    }
+
+    /// The metrics server's bound address, when `--metrics` was given.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// The fault injection state.
+    pub fn faults(&self) -> &Arc<crate::dataplane::faults::Faults> {
+        self.data_plane.faults()
     }
 
     /// The admin API's bound address.
@@ -98,17 +135,33 @@ impl Edge {
         &self.settings
     }
 
-    /// Stops everything that was started.
+    /// Stops everything that was started; `/ready` says 503 from the start of it, and the
+    /// metrics server stops last.
     pub fn stop(mut self) {
+        if let Some(m) = &self.metrics_server {
+            m.set_ready(false);
+        }
         self.data_plane.stop();
         self.admin.stop();
+        if let Some(m) = self.metrics_server.take() {
+            m.stop();
+        }
         tracing::info!("edge stopped");
     }
 }
 
 /// Runs the edge until `shutdown` is triggered.
 pub fn run(settings: Settings, shutdown: Shutdown) -> Result<()> {
-    let edge = Edge::start(settings)?;
+    run_with_metrics(settings, None, shutdown)
+}
+
+/// [`run`] with the `--metrics` server on `metrics`.
+pub fn run_with_metrics(
+    settings: Settings,
+    metrics: Option<SocketAddr>,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let edge = Edge::start_with_metrics(settings, metrics)?;
     shutdown.wait();
     tracing::info!("shutting down");
     edge.stop();

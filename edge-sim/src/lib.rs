@@ -12,7 +12,8 @@
 //! - [`auth`]: registration proofs (HMAC over a challenge), delegating to `core::handshake`.
 //! - [`dataplane`]: link servers, public HTTP and TCP, replica load balancing on `core::rt`
 //!   workers.
-//! - [`metrics`]: Prometheus counters.
+//! - [`metrics`]: Prometheus counters; [`metrics_server`]: `--metrics` (`/ready`, `/healthcheck`,
+//!   `/metrics`).
 //! - [`edge`]: starting and stopping the whole edge; [`shutdown`]: the stop signal.
 //! - [`error`]: the crate's one error type.
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ pub mod dataplane;
 pub mod edge;
 pub mod error;
 pub mod metrics;
+pub mod metrics_server;
 pub mod registry;
 pub mod settings;
 pub mod shutdown;

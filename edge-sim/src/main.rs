@@ -46,9 +46,27 @@ struct Cli {
     /// Links without TLS. Benchmarks only: anyone on the path reads and forges the traffic.
     #[arg(long)]
     danger_plaintext_links: bool,
-    /// Log as JSON lines.
-    #[arg(long)]
+    /// Serve /ready, /healthcheck and /metrics on ADDR (port 0 picks a free port).
+    #[arg(long, env = "RINGTUN_EDGE_METRICS", value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Seconds a public request body may stall before its connection is closed [default: 60].
+    #[arg(long, value_name = "SECS")]
+    request_body_timeout: Option<u64>,
+    /// Log format: text, or json (one JSON object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Same as --log-format json (kept for older scripts).
+    #[arg(long, hide = true)]
     log_json: bool,
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines with `key=value` fields.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,8 +77,8 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    if cli.log_json {
-        builder.json().init();
+    if cli.log_json || cli.log_format == LogFormat::Json {
+        builder.json().with_ansi(false).init();
     } else {
         builder.init();
     }
@@ -77,6 +95,7 @@ fn main() -> anyhow::Result<()> {
             lb: cli.lb,
             danger_plaintext_links: cli.danger_plaintext_links,
             public_dc: cli.public_dc,
+            request_body_timeout: cli.request_body_timeout,
         },
     )?;
 
@@ -100,6 +119,6 @@ fn main() -> anyhow::Result<()> {
             })
             .context("cannot start the signal thread")?;
     }
-    ringtun_edge_sim::run(settings, shutdown)?;
+    ringtun_edge_sim::edge::run_with_metrics(settings, cli.metrics, shutdown)?;
     Ok(())
 }

@@ -1,12 +1,47 @@
-//! Prometheus metrics of the control plane, encoded for `GET /metrics`.
+//! Prometheus metrics of the edge (control plane and public data plane), encoded for the admin
+//! API's `GET /metrics` and the `--metrics` server.
 //!
 //! Counters are atomics (`prometheus-client`), so bumping one takes no lock; the registry of
-//! metric descriptions is only read when scraped.
-use prometheus_client::encoding::EncodeLabelSet;
+//! metric descriptions is only read when scraped. On the request path a labelled counter is
+//! resolved once and then cloned (a `Counter` is an `Arc` of an atomic): the byte and retry
+//! counters here are resolved up front, per-hostname counters are cached per worker by the
+//! caller ([`Metrics::host_requests`] takes the family's lock only on a cache miss). The
+//! latency histogram is [`AtomicHistogram`], lock-free unlike `prometheus-client`'s own.
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+
+/// Most distinct `hostname` labels of `ringtun_edge_requests_total`; later hostnames (wildcard
+/// routes can match any number) are counted under `other`.
+pub const MAX_HOSTNAME_LABELS: usize = 1000;
+
+/// `Content-Type` of the encoded metrics.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Refreshes the gauges computed from the registry (draining connectors), then encodes every
+/// metric: what `GET /metrics` serves on the admin API and on `--metrics`.
+pub fn scrape(registry: &crate::registry::Registry) -> String {
+    match registry.tunnels() {
+        Ok(tunnels) => {
+            let draining = tunnels
+                .iter()
+                .flat_map(|t| registry.connectors(t.id))
+                .filter(|c| c.draining)
+                .count();
+            registry.metrics().set_draining(draining);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: cannot list tunnels; draining gauge not refreshed")
+        }
+    }
+    registry.metrics().encode()
+}
 
 /// Labels of an admin API request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,6 +64,101 @@ pub struct DcLabels {
 pub struct CauseLabels {
     /// What failed, e.g. `no_route`, `no_connector`, `bad_request`, `connector`, `origin`.
     pub cause: String,
+}
+
+/// Labels of a per-hostname counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostLabels {
+    /// The request's host (lowercase, without port).
+    pub hostname: String,
+}
+
+/// Labels of the byte counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// `in` (from public clients) or `out` (to public clients).
+    pub direction: String,
+}
+
+/// Labels of the retry counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why the request was retried: `refused` or `link_lost`.
+    pub reason: String,
+}
+
+/// Labels of a fault injection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    /// `server` or `data_center`.
+    pub target: String,
+    /// `down` or `up`.
+    pub action: String,
+}
+
+/// Upper bounds (seconds) of the request latency buckets.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram of durations whose `observe` is a few relaxed atomic adds (no lock). Clones
+/// share the counts.
+#[derive(Debug, Default, Clone)]
+pub struct AtomicHistogram(std::sync::Arc<HistogramCounts>);
+
+/// The counts behind an [`AtomicHistogram`].
+#[derive(Debug, Default)]
+pub struct HistogramCounts {
+    /// Per bucket (non-cumulative), the last one is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl AtomicHistogram {
+    /// Records one duration.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        let c = &self.0;
+        if let Some(b) = c.buckets.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        c.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        c.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Durations recorded.
+    pub fn count(&self) -> u64 {
+        self.0.count.load(Ordering::Relaxed)
+    }
+}
+
+impl TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(self.0.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        // The count is the buckets' total, so the encoded histogram is self-consistent.
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.0.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// The edge's metrics.
@@ -59,6 +189,29 @@ pub struct Metrics {
     pub public_handoffs: Counter,
     /// Public requests that failed, by cause.
     pub public_errors: Family<CauseLabels, Counter>,
+    /// Public HTTP requests per routed hostname (`ringtun_edge_requests_total{hostname}`).
+    pub requests: Family<HostLabels, Counter>,
+    hostname_labels: AtomicUsize,
+    /// Payload bytes from public clients (request bodies, upgraded and TCP bytes).
+    pub bytes_in: Counter,
+    /// Payload bytes to public clients (response bodies, upgraded and TCP bytes).
+    pub bytes_out: Counter,
+    /// Public HTTP request latency, head received to response sent.
+    pub request_duration: AtomicHistogram,
+    /// Connectors draining now (set when scraped, see [`Metrics::set_draining`]).
+    pub draining_connectors: Gauge,
+    /// Requests retried on another replica because one refused them before processing.
+    pub retries_refused: Counter,
+    /// Idempotent requests retried on another replica because their link died first.
+    pub retries_link_lost: Counter,
+    /// Fault injections by target and action.
+    pub faults: Family<FaultLabels, Counter>,
+    /// Edge servers down now by fault injection.
+    pub servers_down: Gauge,
+    /// Live links closed because their server was taken down.
+    pub fault_links_closed: Counter,
+    /// Link connections closed right after accept because their server is down.
+    pub fault_links_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -78,6 +231,18 @@ impl Default for Metrics {
             public_tcp_connections: Counter::default(),
             public_handoffs: Counter::default(),
             public_errors: Family::default(),
+            requests: Family::default(),
+            hostname_labels: AtomicUsize::new(0),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            request_duration: AtomicHistogram::default(),
+            draining_connectors: Gauge::default(),
+            retries_refused: Counter::default(),
+            retries_link_lost: Counter::default(),
+            faults: Family::default(),
+            servers_down: Gauge::default(),
+            fault_links_closed: Counter::default(),
+            fault_links_refused: Counter::default(),
         };
         registry.register(
             "tunnels_created",
@@ -127,6 +292,75 @@ impl Default for Metrics {
             "Public requests that failed, by cause",
             m.public_errors.clone(),
         );
+        registry.register(
+            "requests",
+            "Public HTTP requests per hostname",
+            m.requests.clone(),
+        );
+        let bytes: Family<DirectionLabels, Counter> = Family::default();
+        let dir = |d: &str| DirectionLabels {
+            direction: d.to_owned(),
+        };
+        // One statement each: `get_or_create` returns a read guard, and creating the next
+        // label while it lives would deadlock.
+        let bytes_in = bytes.get_or_create(&dir("in")).clone();
+        let bytes_out = bytes.get_or_create(&dir("out")).clone();
+        let m = Metrics {
+            bytes_in,
+            bytes_out,
+            ..m
+        };
+        registry.register(
+            "bytes",
+            "Payload bytes from (in) and to (out) public clients",
+            bytes,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Public HTTP request latency, head received to response sent",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "draining_connectors",
+            "Connectors draining now",
+            m.draining_connectors.clone(),
+        );
+        let retries: Family<ReasonLabels, Counter> = Family::default();
+        let reason = |r: &str| ReasonLabels {
+            reason: r.to_owned(),
+        };
+        let retries_refused = retries.get_or_create(&reason("refused")).clone();
+        let retries_link_lost = retries.get_or_create(&reason("link_lost")).clone();
+        let m = Metrics {
+            retries_refused,
+            retries_link_lost,
+            ..m
+        };
+        registry.register(
+            "retries",
+            "Requests retried on another replica, by reason",
+            retries,
+        );
+        registry.register(
+            "faults",
+            "Fault injections by target and action",
+            m.faults.clone(),
+        );
+        registry.register(
+            "servers_down",
+            "Edge servers down by fault injection",
+            m.servers_down.clone(),
+        );
+        registry.register(
+            "fault_links_closed",
+            "Live links closed because their server was taken down",
+            m.fault_links_closed.clone(),
+        );
+        registry.register(
+            "fault_links_refused",
+            "Link connections closed at accept because their server is down",
+            m.fault_links_refused.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -169,6 +403,43 @@ impl Metrics {
             .inc();
     }
 
+    /// The request counter of `hostname` (lowercase, no port), for a per-worker cache: this
+    /// takes the family's lock, so call it once per hostname, not per request.
+    pub fn host_requests(&self, hostname: &str) -> Counter {
+        let labels = HostLabels {
+            hostname: hostname.to_owned(),
+        };
+        // Several workers may resolve the same hostname at once: the cap is approximate.
+        let known = self.requests.get(&labels).map(|c| c.clone());
+        if let Some(c) = known {
+            return c;
+        }
+        let labels = if self.hostname_labels.fetch_add(1, Ordering::Relaxed) < MAX_HOSTNAME_LABELS {
+            labels
+        } else {
+            HostLabels {
+                hostname: "other".to_owned(),
+            }
+        };
+        self.requests.get_or_create(&labels).clone()
+    }
+
+    /// Counts one fault injection.
+    pub fn fault(&self, target: &str, action: &str) {
+        self.faults
+            .get_or_create(&FaultLabels {
+                target: target.to_owned(),
+                action: action.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets the draining connectors gauge (computed from the registry when scraped).
+    pub fn set_draining(&self, n: usize) {
+        self.draining_connectors
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
     /// The metrics in the Prometheus text format (OpenMetrics flavour).
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -198,5 +469,30 @@ mod tests {
             text.contains("ringtun_edge_admin_requests_total{method=\"GET\",code=\"200\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn encodes_request_metrics() {
+        let m = Metrics::default();
+        m.host_requests("app.example.com").inc();
+        m.host_requests("app.example.com").inc();
+        m.bytes_in.inc_by(10);
+        m.retries_refused.inc();
+        m.request_duration.observe(Duration::from_millis(3));
+        m.request_duration.observe(Duration::from_secs(60));
+        let text = m.encode();
+        for want in [
+            "ringtun_edge_requests_total{hostname=\"app.example.com\"} 2",
+            "ringtun_edge_bytes_total{direction=\"in\"} 10",
+            "ringtun_edge_bytes_total{direction=\"out\"} 0",
+            "ringtun_edge_retries_total{reason=\"refused\"} 1",
+            "ringtun_edge_retries_total{reason=\"link_lost\"} 0",
+            "ringtun_edge_request_duration_seconds_count 2",
+            "ringtun_edge_request_duration_seconds_bucket{le=\"0.005\"} 1",
+            "ringtun_edge_request_duration_seconds_bucket{le=\"+Inf\"} 2",
+            "ringtun_edge_draining_connectors 0",
+        ] {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
     }
 }

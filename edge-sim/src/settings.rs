@@ -10,6 +10,7 @@
 //! admin = "127.0.0.1:7800"
 //! public-http = "127.0.0.1:8080"
 //! connector-limit = 100
+//! request-body-timeout = 60   # seconds a public request body may stall
 //!
 //! [[data-centers]]
 //! name = "dfw"
@@ -29,6 +30,8 @@ pub const DEFAULT_STATE_DIR: &str = "./ringtun-edge-state";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:7800";
 /// Default public HTTP address.
 pub const DEFAULT_PUBLIC_HTTP: &str = "127.0.0.1:8080";
+/// Default seconds a public request body may stall.
+pub const DEFAULT_REQUEST_BODY_TIMEOUT_SECS: u64 = 60;
 /// Default number of connectors one tunnel may have at once.
 pub const DEFAULT_CONNECTOR_LIMIT: usize = 100;
 
@@ -46,6 +49,9 @@ pub struct FileConfig {
     pub connector_limit: Option<usize>,
     /// Data centers; when present they replace the default set entirely.
     pub data_centers: Option<Vec<DataCenterConfig>>,
+    /// Seconds a public request body may stall (no bytes arriving) before the connection is
+    /// closed.
+    pub request_body_timeout: Option<u64>,
 }
 
 /// One data center in the config file.
@@ -79,6 +85,8 @@ pub struct Overrides {
     pub danger_plaintext_links: bool,
     /// `--public-dc NAME`: the data center the public listeners belong to (`same-dc-first`).
     pub public_dc: Option<String>,
+    /// `--request-body-timeout SECS`.
+    pub request_body_timeout: Option<u64>,
 }
 
 /// How the public ingress chooses among a tunnel's connectors (replicas).
@@ -168,6 +176,8 @@ pub struct Settings {
     pub danger_plaintext_links: bool,
     /// The data center of the public listeners (`same-dc-first`); one of `data_centers`.
     pub public_dc: String,
+    /// How long a public request body may stall before its connection is closed.
+    pub request_body_timeout: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -249,6 +259,12 @@ impl Settings {
             lb: overrides.lb.unwrap_or_default(),
             danger_plaintext_links: overrides.danger_plaintext_links,
             public_dc,
+            request_body_timeout: std::time::Duration::from_secs(
+                overrides
+                    .request_body_timeout
+                    .or(file.request_body_timeout)
+                    .unwrap_or(DEFAULT_REQUEST_BODY_TIMEOUT_SECS),
+            ),
         };
         settings.validate()?;
         Ok(settings)
@@ -300,6 +316,11 @@ impl Settings {
                 "public data center {:?} is not a configured data center",
                 self.public_dc
             )));
+        }
+        if self.request_body_timeout.is_zero() {
+            return Err(Error::Config(
+                "request-body-timeout must be at least 1 second".into(),
+            ));
         }
         if self.workers == Some(0) {
             return Err(Error::Config("workers must be at least 1".into()));

@@ -24,6 +24,8 @@ pub struct AdminContext {
     pub data_centers: Vec<DataCenter>,
     /// The edge CA in PEM, for `/discovery`.
     pub ca_pem: String,
+    /// Fault injection (`/faults`).
+    pub faults: Arc<crate::dataplane::faults::Faults>,
 }
 
 /// A response: status, content type and body.
@@ -133,6 +135,33 @@ fn connector_json(c: &Connector) -> Value {
         map.insert("state".into(), json!(c.state()));
     }
     v
+}
+
+/// `POST /faults/servers/{ip:port}/down|up` and `POST /faults/data-centers/{name}/down|up`.
+fn faults_route(
+    ctx: &AdminContext,
+    target: &str,
+    name: &str,
+    action: &str,
+) -> Result<Reply, Reply> {
+    use crate::dataplane::faults::FaultAction;
+    let action = match action {
+        "down" => FaultAction::Down,
+        "up" => FaultAction::Up,
+        other => {
+            return Err(Reply::error(
+                404,
+                format!("no such fault action {other:?}; use down or up"),
+            ));
+        }
+    };
+    let res = if target == "servers" {
+        ctx.faults.set_server(name, action)
+    } else {
+        ctx.faults.set_data_center(name, action)
+    };
+    res.map(|list| Reply::json(200, json!(list)))
+        .map_err(|e| Reply::error(404, e.to_string()))
 }
 
 /// Serves one admin request. `authorization` is the `Authorization` header, if any.
@@ -275,9 +304,19 @@ fn route(
         }
         ("GET", ["metrics"]) => Ok(Reply {
             status: 200,
-            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            body: registry.metrics().encode(),
+            content_type: crate::metrics::CONTENT_TYPE,
+            body: crate::metrics::scrape(registry),
         }),
+        ("GET", ["faults"]) => Ok(Reply::json(200, json!(ctx.faults.list()))),
+        (
+            "POST",
+            [
+                "faults",
+                target @ ("servers" | "data-centers"),
+                name,
+                action,
+            ],
+        ) => faults_route(ctx, target, name, action),
         (
             _,
             ["tunnels"]
@@ -286,7 +325,9 @@ fn route(
             | ["routes"]
             | ["routes", "dns" | "tcp"]
             | ["discovery"]
-            | ["metrics"],
+            | ["metrics"]
+            | ["faults"]
+            | ["faults", "servers" | "data-centers", _, "down" | "up"],
         ) => Err(Reply::error(
             405,
             format!("method {method} not allowed on /{}", segments.join("/")),

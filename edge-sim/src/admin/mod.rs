@@ -18,6 +18,9 @@
 //! | `GET /routes` | 200 | `{dns: [..], tcp: [..]}` |
 //! | `GET /discovery` | 200 | `{data_centers: [{name, servers}], ca_pem}` (no token; bound addresses) |
 //! | `GET /metrics` | 200 | Prometheus text |
+//! | `POST /faults/servers/{ip:port}/down\|up` | 200 | `{servers, data_centers}` (404: unknown server) |
+//! | `POST /faults/data-centers/{name}/down\|up` | 200 | `{servers, data_centers}` (404: unknown data center) |
+//! | `GET /faults` | 200 | `{servers: ["127.0.1.1:7844"], data_centers: ["dfw"]}` |
 //!
 //! A connector is `{id, tunnel_id, created, arch, version, origin_ip, links: [{index,
 //! data_center, server}], draining, edge, label, weight, standby, state, active_streams,

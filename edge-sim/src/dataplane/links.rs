@@ -9,11 +9,19 @@
 //! A connection whose TLS or registration does not finish within [`HANDSHAKE_TIMEOUT`] is
 //! dropped, never turned into a link (the timed-out read may have consumed bytes). If the
 //! registry admitted the link before the deadline fired, it is unregistered again.
+//!
+//! Fault injection ([`super::faults`]): while a server is down, its accept loop closes every new
+//! connection at once, and each live link of it ends like a crash: the link task waits on the
+//! server's "down" signal next to `Link::closed` and then shuts the TCP socket down (through a
+//! duplicate of its descriptor taken before TLS), so the connector sees the connection end with
+//! no GOAWAY.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use compio::io::{AsyncRead, AsyncWrite};
@@ -22,8 +30,8 @@ use ringtun_core::handshake::{
     Accepted, HandshakeError, Register, RejectCode, Rejected, TunnelSecret, edge_accept,
 };
 use ringtun_core::http::tunnel_link_config;
-use ringtun_core::link::{Link, Transport};
-use ringtun_core::mux::Role;
+use ringtun_core::link::{Link, LinkError, Transport};
+use ringtun_core::mux::{ErrorCode, Role};
 use ringtun_core::rt::net::{SocketTuning, tune_stream};
 use ringtun_core::tls::TlsStream;
 use uuid::Uuid;
@@ -40,11 +48,26 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepts links on one edge server's socket of this worker.
 pub(crate) async fn accept_loop(w: Rc<Worker>, listener: TcpListener, info: ServerInfo) {
     let info = Rc::new(info);
+    let fault_index = w.plane.faults.server_index(info.addr);
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
-                compio::runtime::spawn(serve_link(Rc::clone(&w), tcp, peer, Rc::clone(&info)))
-                    .detach();
+                if fault_index.is_some_and(|i| w.plane.faults.is_down(i)) {
+                    w.plane.registry.metrics().fault_links_refused.inc();
+                    tracing::debug!(%peer, server = %info.addr, "server is down (fault injection); connection closed");
+                    let _ = socket2::SockRef::from(&tcp).shutdown(std::net::Shutdown::Both);
+                    drop(tcp);
+                    continue;
+                }
+                let kill = fault_index.and_then(|i| KillSwitch::new(&w, i, &tcp));
+                compio::runtime::spawn(serve_link(
+                    Rc::clone(&w),
+                    tcp,
+                    peer,
+                    Rc::clone(&info),
+                    kill,
+                ))
+                .detach();
             }
             Err(e) => {
                 tracing::warn!(error = %e, server = %info.addr, "link accept failed");
@@ -52,6 +75,62 @@ pub(crate) async fn accept_loop(w: Rc<Worker>, listener: TcpListener, info: Serv
             }
         }
     }
+}
+
+/// Ends a link like a crash when its server goes down: a duplicate of the link's TCP socket
+/// (taken before TLS owns it) and the server's down signal.
+pub(crate) struct KillSwitch {
+    socket: socket2::Socket,
+    down: super::faults::DownWatch,
+}
+
+impl KillSwitch {
+    fn new(w: &Worker, index: usize, tcp: &TcpStream) -> Option<KillSwitch> {
+        match socket2::SockRef::from(tcp).try_clone() {
+            Ok(socket) => Some(KillSwitch {
+                socket,
+                down: w.plane.faults.watch(index),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot duplicate a link socket; fault injection will not close this link");
+                None
+            }
+        }
+    }
+}
+
+/// Waits for the link to end; when its server goes down first, shuts its socket down (no
+/// GOAWAY, no drain: the connector sees the connection end) and waits for the link's tasks.
+async fn run_link(
+    w: &Worker,
+    link: &Link,
+    kill: Option<KillSwitch>,
+    info: &ServerInfo,
+) -> LinkError {
+    let Some(kill) = kill else {
+        return link.closed().await;
+    };
+    // Both are waits on wakers, not IO: dropping the loser loses nothing.
+    {
+        let mut closed = std::pin::pin!(link.closed());
+        let mut down = std::pin::pin!(kill.down.wait());
+        let ended = std::future::poll_fn(|cx| {
+            if let Poll::Ready(why) = closed.as_mut().poll(cx) {
+                return Poll::Ready(Some(why));
+            }
+            down.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        if let Some(why) = ended {
+            return why;
+        }
+    }
+    w.plane.registry.metrics().fault_links_closed.inc();
+    tracing::info!(server = %info.addr, "server is down (fault injection); closing its link at once");
+    let _ = kill.socket.shutdown(std::net::Shutdown::Both);
+    // The reader sees the end of the socket and the writer fails: the link ends.
+    link.close(ErrorCode::INTERNAL_ERROR);
+    link.closed().await
 }
 
 /// The registry entry a successful `admit` made, to undo if the handshake fails after it.
@@ -131,7 +210,13 @@ async fn handshake<S: AsyncRead + AsyncWrite>(
     Ok((stream, reg))
 }
 
-async fn serve_link(w: Rc<Worker>, tcp: TcpStream, peer: SocketAddr, info: Rc<ServerInfo>) {
+async fn serve_link(
+    w: Rc<Worker>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    info: Rc<ServerInfo>,
+    kill: Option<KillSwitch>,
+) {
     if let Err(e) = tune_stream(&tcp, &SocketTuning::default()) {
         tracing::debug!(error = %e, "cannot tune a link socket");
     }
@@ -145,12 +230,12 @@ async fn serve_link(w: Rc<Worker>, tcp: TcpStream, peer: SocketAddr, info: Rc<Se
                 handshake(&w, tls, peer, &info, &admitted).await
             };
             let res = compio::time::timeout(HANDSHAKE_TIMEOUT, fut).await;
-            finish(&w, res, peer, &info, &admitted).await;
+            finish(&w, res, peer, &info, &admitted, kill).await;
         }
         None => {
             let fut = handshake(&w, tcp, peer, &info, &admitted);
             let res = compio::time::timeout(HANDSHAKE_TIMEOUT, fut).await;
-            finish(&w, res, peer, &info, &admitted).await;
+            finish(&w, res, peer, &info, &admitted, kill).await;
         }
     }
 }
@@ -161,6 +246,7 @@ async fn finish<S: Transport, E>(
     peer: SocketAddr,
     info: &ServerInfo,
     admitted: &Admitted,
+    kill: Option<KillSwitch>,
 ) {
     let registry = &w.plane.registry;
     let (stream, reg) = match res {
@@ -197,7 +283,7 @@ async fn finish<S: Transport, E>(
         server = %info.addr, origin_ip = %peer.ip(), version = %reg.version, arch = %reg.arch,
         worker = w.index, "link registered"
     );
-    let why = link.closed().await;
+    let why = run_link(w, &link, kill, info).await;
     w.remove_link(connector, id);
     load.link_down(w.index, home);
     load.index_down(reg.link_index);

@@ -29,7 +29,9 @@
 //! - [`worker`]: per-worker state: live links, snapshots of routes and connectors.
 //! - [`http`]: the public HTTP/1.1 ingress.
 //! - [`tcp`]: the public TCP route listeners.
+//! - [`faults`]: edge servers and data centers taken down and up (fault injection).
 
+pub mod faults;
 pub mod http;
 pub mod lb;
 pub mod links;
@@ -77,6 +79,8 @@ pub struct Plane {
     pub(crate) public_dc: String,
     pub(crate) tls: Option<Arc<ServerConfig>>,
     pub(crate) workers: usize,
+    pub(crate) faults: Arc<faults::Faults>,
+    pub(crate) request_body_timeout: std::time::Duration,
     conns_version: AtomicU64,
     conns: Mutex<HashMap<Uuid, Arc<ConnectorLoad>>>,
 }
@@ -149,6 +153,7 @@ pub struct DataPlane {
     runtime: Option<Runtime<()>>,
     servers: Vec<ServerInfo>,
     public_http: SocketAddr,
+    faults: Arc<faults::Faults>,
 }
 
 impl DataPlane {
@@ -199,7 +204,13 @@ impl DataPlane {
         let http_set = bind("public HTTP", settings.public_http)?;
         let public_http = http_set.local_addr();
         tracing::info!(public_http = %public_http, "public HTTP listening");
+        let faults = Arc::new(faults::Faults::new(
+            &servers,
+            Arc::clone(registry.metrics()),
+        ));
         let plane = Arc::new(Plane {
+            faults: Arc::clone(&faults),
+            request_body_timeout: settings.request_body_timeout,
             registry,
             policy: settings.lb,
             public_dc: settings.public_dc.clone(),
@@ -225,7 +236,13 @@ impl DataPlane {
             runtime: Some(runtime),
             servers,
             public_http,
+            faults,
         })
+    }
+
+    /// The fault injection state (admin API `/faults`).
+    pub fn faults(&self) -> &Arc<faults::Faults> {
+        &self.faults
     }
 
     /// The edge servers with their bound addresses.

@@ -95,6 +95,7 @@ pub(crate) async fn serve(
             }
         }
     };
-    super::http::pipe(sock, BytesMut::new(), Rc::new(stream)).await;
+    let metrics = std::sync::Arc::clone(metrics);
+    super::http::pipe(sock, BytesMut::new(), Rc::new(stream), metrics).await;
     drop(guard);
 }

@@ -5,7 +5,8 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 
 use bytes::Bytes;
 use compio::net::TcpStream;
@@ -54,35 +55,57 @@ impl Default for FakeReplica {
     }
 }
 
+/// How a fake connector misbehaves, beyond [`FakeOpts::refuse`].
+#[derive(Clone, Copy, Default)]
+pub struct Behavior {
+    /// On the first stream, shut the link's TCP socket down before replying (like a killed
+    /// connector: the edge sees the connection end, no GOAWAY).
+    pub crash_on_request: bool,
+}
+
 /// A running fake connector link (one link).
 pub struct FakeConnector {
     pub registered: Result<Accepted, HandshakeError>,
     stop: Shutdown,
     drain: Shutdown,
+    ended: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FakeConnector {
     /// Dials, registers, and serves streams on a thread of its own until stopped.
     pub fn start(opts: FakeOpts) -> FakeConnector {
-        FakeConnector::start_replica(opts, FakeReplica::default())
+        FakeConnector::start_full(opts, FakeReplica::default(), Behavior::default())
     }
 
     /// [`FakeConnector::start`] with a label, weight and standby flag in the registration.
     pub fn start_replica(opts: FakeOpts, replica: FakeReplica) -> FakeConnector {
+        FakeConnector::start_full(opts, replica, Behavior::default())
+    }
+
+    /// [`FakeConnector::start`] with a misbehaviour.
+    pub fn start_with(opts: FakeOpts, behavior: Behavior) -> FakeConnector {
+        FakeConnector::start_full(opts, FakeReplica::default(), behavior)
+    }
+
+    /// [`FakeConnector::start`] with both a replica description and a misbehaviour.
+    pub fn start_full(opts: FakeOpts, replica: FakeReplica, behavior: Behavior) -> FakeConnector {
         let stop = Shutdown::new();
         let drain = Shutdown::new();
+        let ended = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let (stop2, drain2) = (stop.clone(), drain.clone());
+        let ended2 = Arc::clone(&ended);
         let thread = std::thread::spawn(move || {
             let rt = compio::runtime::Runtime::new().expect("runtime");
-            rt.block_on(run(opts, replica, tx, stop2, drain2));
+            rt.block_on(run(opts, replica, behavior, tx, stop2, drain2, ended2));
         });
         let registered = rx.recv().expect("registration result");
         FakeConnector {
             registered,
             stop,
             drain,
+            ended,
             thread: Some(thread),
         }
     }
@@ -90,6 +113,11 @@ impl FakeConnector {
     /// Starts the link's two-phase drain (GOAWAY), as a connector shutting down does.
     pub fn drain(&self) {
         self.drain.trigger();
+    }
+
+    /// Whether the link ended (closed by the edge, or never registered).
+    pub fn link_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
     }
 
     /// Closes the link and waits for the thread.
@@ -126,23 +154,37 @@ async fn register<S: compio::io::AsyncRead + compio::io::AsyncWrite>(
 async fn run(
     opts: FakeOpts,
     replica: FakeReplica,
+    behavior: Behavior,
     tx: mpsc::Sender<Result<Accepted, HandshakeError>>,
     stop: Shutdown,
     drain: Shutdown,
+    ended: Arc<AtomicBool>,
 ) {
     let tcp = TcpStream::connect(opts.server)
         .await
         .expect("dial the edge");
+    let sock = socket2::SockRef::from(&tcp)
+        .try_clone()
+        .expect("duplicate the link socket");
     let link = match &opts.ca_pem {
         Some(ca) => {
             let cfg = client_config(ca.as_bytes()).expect("client config");
-            let mut tls = TlsStream::connect(tcp, cfg, &opts.server.ip().to_string())
-                .await
-                .expect("tls");
+            let mut tls = match TlsStream::connect(tcp, cfg, &opts.server.ip().to_string()).await {
+                Ok(t) => t,
+                Err(e) => {
+                    // E.g. the server is down (fault injection) and closed the connection.
+                    ended.store(true, Ordering::Release);
+                    let _ = tx.send(Err(HandshakeError::Io(std::io::Error::other(
+                        e.to_string(),
+                    ))));
+                    return;
+                }
+            };
             let r = register(&mut tls, &opts, &replica).await;
             let ok = r.is_ok();
             let _ = tx.send(r);
             if !ok {
+                ended.store(true, Ordering::Release);
                 return;
             }
             Link::spawn(tls, Role::Client, Config::default())
@@ -153,6 +195,7 @@ async fn run(
             let ok = r.is_ok();
             let _ = tx.send(r);
             if !ok {
+                ended.store(true, Ordering::Release);
                 return;
             }
             Link::spawn(tcp, Role::Client, Config::default())
@@ -163,7 +206,21 @@ async fn run(
     {
         let link = link.clone();
         compio::runtime::spawn(async move {
+            let _ = link.closed().await;
+            ended.store(true, Ordering::Release);
+        })
+        .detach();
+    }
+    {
+        let link = link.clone();
+        compio::runtime::spawn(async move {
             while let Some(inc) = link.accept().await {
+                if behavior.crash_on_request {
+                    // Read nothing, reply nothing: the connection just ends.
+                    let _ = sock.shutdown(std::net::Shutdown::Both);
+                    drop(inc);
+                    continue;
+                }
                 if refuse {
                     inc.stream.reset(ErrorCode::REFUSED_STREAM);
                     continue;
@@ -263,8 +320,12 @@ async fn serve(name: &'static str, inc: Incoming) {
                 s.reply(meta).expect("reply");
                 let _ = s.write(hello).await;
             } else {
-                s.reply(encode_response_meta(&rh, BodyFraming::Chunked))
-                    .expect("reply");
+                // The edge may have given up on the stream (e.g. a stalled client body).
+                if s.reply(encode_response_meta(&rh, BodyFraming::Chunked))
+                    .is_err()
+                {
+                    return;
+                }
                 let body = Bytes::from(body);
                 let third = body.len() / 3;
                 for piece in [
