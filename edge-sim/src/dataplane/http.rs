@@ -60,14 +60,18 @@ use crate::metrics::Metrics;
 /// How many replicas a request is tried on at most (see "Retries").
 const MAX_ATTEMPTS: usize = 3;
 
+/// How many times one public connection may move between workers: once for the policy's first
+/// choice (a replica with no link on the accepting worker), once more for a retry after a
+/// refusal. The bound keeps a connection from bouncing between workers.
+pub(crate) const MAX_HOPS: u8 = 2;
+
 /// Accepts public HTTP connections on this worker's socket.
 pub(crate) async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((s, peer)) => {
                 let _ = s.set_nodelay(true);
-                compio::runtime::spawn(serve(Rc::clone(&w), s, peer, BytesMut::new(), false))
-                    .detach();
+                compio::runtime::spawn(serve(Rc::clone(&w), s, peer, BytesMut::new(), 0)).detach();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "public HTTP accept failed");
@@ -90,17 +94,18 @@ struct Conn {
     wr: TcpStream,
     buf: BytesMut,
     peer: SocketAddr,
-    handed_off: bool,
+    /// How many times the connection moved between workers (see [`MAX_HOPS`]).
+    hops: u8,
 }
 
-/// Serves one public connection (fresh, or handed off by another worker with `buf` holding
-/// what was read already).
+/// Serves one public connection (fresh with `hops` 0, or handed off by another worker with
+/// `buf` holding what was read already).
 pub(crate) async fn serve(
     w: Rc<Worker>,
     stream: TcpStream,
     peer: SocketAddr,
     buf: BytesMut,
-    handed_off: bool,
+    hops: u8,
 ) {
     let watch = Rc::new(ReadWatch::default());
     let tick = HEAD_TIMEOUT.min(w.plane.request_body_timeout) / 4;
@@ -112,12 +117,12 @@ pub(crate) async fn serve(
         stream,
         buf,
         peer,
-        handed_off,
+        hops,
     };
     let limits = HeadLimits::default();
     let metrics = Arc::clone(w.plane.registry.metrics());
     // A handed-off connection's first request was counted by the worker that read it.
-    let mut counted = c.handed_off;
+    let mut counted = c.hops > 0;
     loop {
         watch.start(HEAD_TIMEOUT);
         let head = read_request_head(&mut c.rd, &mut c.buf, &limits).await;
@@ -456,12 +461,14 @@ async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, count: bool) ->
     );
 
     // Before the body is read: is there a replica at all, and is it on this worker?
-    let mut first = match w.pick_or_wait(tunnel, &[]).await {
+    // A fresh connection's first choice runs over every replica (it may move once).
+    let mut first = match w.pick_or_wait(tunnel, &[], c.hops == 0).await {
         Pick::Local { link, load } => Some((link, load)),
         // Nothing of the request is consumed yet.
-        Pick::Elsewhere(to) if !c.handed_off => {
+        Pick::Elsewhere(to) if c.hops < MAX_HOPS => {
             let buf = replay_bytes(&head, &ReqBody::Empty, &c.buf);
-            if w.hand_off(to, &c.stream, c.peer, buf, HandoffKind::Http) {
+            let kind = HandoffKind::Http { hops: c.hops + 1 };
+            if w.hand_off(to, &c.stream, c.peer, buf, kind) {
                 return Next::HandedOff;
             }
             return reply_error(
@@ -503,13 +510,24 @@ async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, count: bool) ->
     let (stream, guard, early_reply) = loop {
         let pick = match first.take() {
             Some((link, load)) => Pick::Local { link, load },
-            None => w.pick_or_wait(tunnel, &exclude).await,
+            None => {
+                // The first choice moves only a fresh connection (one that moved already
+                // stays, or it could bounce); a retry after a refusal may move it once more.
+                let may_move = body.replayable()
+                    && if exclude.is_empty() {
+                        c.hops == 0
+                    } else {
+                        c.hops < MAX_HOPS
+                    };
+                w.pick_or_wait(tunnel, &exclude, may_move).await
+            }
         };
         let (link, load) = match pick {
             Pick::Local { link, load } => (link, load),
-            Pick::Elsewhere(to) if !c.handed_off && body.replayable() => {
+            Pick::Elsewhere(to) if c.hops < MAX_HOPS && body.replayable() => {
                 let buf = replay_bytes(&head, &body, &c.buf);
-                if w.hand_off(to, &c.stream, c.peer, buf, HandoffKind::Http) {
+                let kind = HandoffKind::Http { hops: c.hops + 1 };
+                if w.hand_off(to, &c.stream, c.peer, buf, kind) {
                     return Next::HandedOff;
                 }
                 return reply_error(w, c, "no_connector", 503, NO_CONNECTOR_DETAIL, true).await;

@@ -72,7 +72,7 @@ pub(crate) async fn serve(
     let meta = Bytes::from(port.to_string());
     let mut exclude = Vec::new();
     let (stream, guard) = loop {
-        match w.pick_or_wait(tunnel, &exclude).await {
+        match w.pick_or_wait(tunnel, &exclude, !handed_off).await {
             Pick::Local { link, load } => match link.open(StreamKind::Tcp, meta.clone()) {
                 Ok(s) => break (s, load.start_stream()),
                 Err(e) if e.is_retry_safe() && exclude.len() < 2 => exclude.push(load.id),

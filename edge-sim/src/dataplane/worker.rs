@@ -37,8 +37,12 @@ pub struct Handoff {
 /// What kind of public connection a [`Handoff`] carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandoffKind {
-    /// Public HTTP.
-    Http,
+    /// Public HTTP, moved between workers `hops` times so far (this move included).
+    Http {
+        /// How many times the connection has been handed off (at most
+        /// [`super::http::MAX_HOPS`]).
+        hops: u8,
+    },
     /// A TCP route on this port.
     Tcp(u16),
 }
@@ -127,10 +131,14 @@ impl Worker {
     ///    standby ones only when no active one is among them.
     /// 2. `same-dc-first`: narrowed to those with a live link in the public data center, whose
     ///    links are then the only ones used (if there are none: all candidates, any link).
-    /// 3. The tunnel's policy among the candidates with an open-able link on this worker; the
-    ///    chosen connector's least busy such link takes the stream. When none has one here,
-    ///    the policy picks among the others and the connection moves to a worker that has.
-    pub(crate) fn pick(&self, tunnel: Uuid, exclude: &[Uuid]) -> Pick {
+    /// 3. When the connection may still move (`may_hand_off`: it was not handed off before and
+    ///    nothing of it is consumed that cannot be replayed), the tunnel's policy runs over all
+    ///    candidates; the chosen connector's least busy link here takes the stream, or, with
+    ///    none here, the connection moves to a worker where it has one.
+    /// 4. Otherwise the policy runs among the candidates with an open-able link on this
+    ///    worker; only when none has one does it pick among the others ([`Pick::Elsewhere`],
+    ///    which such a caller answers with 503).
+    pub(crate) fn pick(&self, tunnel: Uuid, exclude: &[Uuid], may_hand_off: bool) -> Pick {
         let view = self.view();
         let Some(all) = view.get(&tunnel) else {
             return Pick::NoConnector;
@@ -156,26 +164,14 @@ impl Worker {
         }
         let links = self.links.borrow();
         let usable = |l: &LocalLink| l.link.can_open() && (l.home || !home_only);
-        let local: Vec<&Arc<ConnectorLoad>> = live
-            .iter()
-            .copied()
-            .filter(|c| links.get(&c.id).is_some_and(|ls| ls.iter().any(usable)))
-            .collect();
-        if let Some(c) = choose(policy, &local) {
-            let link = links.get(&c.id).and_then(|ls| {
+        let local_link = |c: &ConnectorLoad| {
+            links.get(&c.id).and_then(|ls| {
                 ls.iter()
                     .filter(|l| usable(l))
                     .min_by_key(|l| l.link.stats().open_streams)
                     .map(|l| l.link.clone())
-            });
-            if let Some(link) = link {
-                return Pick::Local {
-                    link,
-                    load: Arc::clone(c),
-                };
-            }
-        }
-        // None here: the policy runs among the connectors with a link on another worker.
+            })
+        };
         let links_on = |c: &ConnectorLoad, i: usize| {
             if home_only {
                 c.home_links_on(i)
@@ -186,6 +182,36 @@ impl Worker {
         let elsewhere = |c: &ConnectorLoad| {
             (0..self.plane.workers).find(|&i| i != self.index && links_on(c, i) > 0)
         };
+        if may_hand_off {
+            // The policy runs over every candidate, wherever its links are: a connector with
+            // no link on this worker still gets its share (the connection moves to a worker
+            // where it has one). Otherwise a connector whose links all landed on one worker
+            // would only ever get that worker's traffic.
+            return match choose(policy, &live) {
+                Some(c) => match local_link(c) {
+                    Some(link) => Pick::Local {
+                        link,
+                        load: Arc::clone(c),
+                    },
+                    None => elsewhere(c).map_or(Pick::NoConnector, Pick::Elsewhere),
+                },
+                None => Pick::NoConnector,
+            };
+        }
+        let local: Vec<&Arc<ConnectorLoad>> = live
+            .iter()
+            .copied()
+            .filter(|c| links.get(&c.id).is_some_and(|ls| ls.iter().any(usable)))
+            .collect();
+        if let Some(c) = choose(policy, &local)
+            && let Some(link) = local_link(c)
+        {
+            return Pick::Local {
+                link,
+                load: Arc::clone(c),
+            };
+        }
+        // None here: the policy runs among the connectors with a link on another worker.
         let remote: Vec<&Arc<ConnectorLoad>> = live
             .iter()
             .copied()
@@ -201,9 +227,14 @@ impl Worker {
     /// admitted a connector (its link is between `Accepted` and `Link::spawn`, a few
     /// microseconds to milliseconds), waits briefly for it instead of answering 503. Only this
     /// failure path touches the registry's lock.
-    pub(crate) async fn pick_or_wait(&self, tunnel: Uuid, exclude: &[Uuid]) -> Pick {
+    pub(crate) async fn pick_or_wait(
+        &self,
+        tunnel: Uuid,
+        exclude: &[Uuid],
+        may_hand_off: bool,
+    ) -> Pick {
         for _ in 0..SETUP_WAIT_ROUNDS {
-            match self.pick(tunnel, exclude) {
+            match self.pick(tunnel, exclude, may_hand_off) {
                 Pick::NoConnector
                     if exclude.is_empty() && self.plane.registry.connector_count(tunnel) > 0 =>
                 {
@@ -212,7 +243,7 @@ impl Worker {
                 other => return other,
             }
         }
-        self.pick(tunnel, exclude)
+        self.pick(tunnel, exclude, may_hand_off)
     }
 
     /// Adds a live link (`home`: in the public data center); returns its local ID for
@@ -283,13 +314,13 @@ impl Worker {
             }
         };
         match h.kind {
-            HandoffKind::Http => {
+            HandoffKind::Http { hops } => {
                 compio::runtime::spawn(super::http::serve(
                     Rc::clone(self),
                     stream,
                     h.peer,
                     h.buf,
-                    true,
+                    hops,
                 ))
                 .detach();
             }
