@@ -933,6 +933,15 @@ impl RssSampler {
     }
 }
 
+/// Sends `sig` (like `TERM`) to the process with `kill`, as an operator would.
+pub fn signal(proc: &Proc, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &proc.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} {} failed", proc.id());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -953,13 +962,4 @@ mod tests {
         let r = parse_response(b"HTTP/1.1 502 Bad Gateway\r\n\r\nbye").unwrap();
         assert_eq!((r.status, r.text().as_str()), (502, "bye"));
     }
-}
-
-/// Sends `sig` (like `TERM`) to the process with `kill`, as an operator would.
-pub fn signal(proc: &Proc, sig: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{sig}"), &proc.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{sig} {} failed", proc.id());
 }
