@@ -30,6 +30,9 @@
 //! ringtun-load tcp-stream 127.0.0.1:9001 -c 4
 //! ringtun-load capacity http://127.0.0.1:8080/ --slo-p99 5ms --start-rate 1000
 //! ringtun-load merge a.json b.json --json all.json
+//! ringtun-load http http://127.0.0.1:8080/ -R 0 -c 32 -d 5s --new-connection   # conn/s
+//! ringtun-load hold http://127.0.0.1:8080/ -c 1000 -d 10s        # idle connections held
+//! ringtun-load overlay --svg p.svg direct=a.json proxy=b.json    # percentile curves overlaid
 //! ```
 //! Generator and origin pin their workers from the first allowed core; on one machine give
 //! them separate cores with `taskset -c` (or `--no-pin`). An INVALID run exits with status 2.
