@@ -36,6 +36,11 @@ pub enum Command {
     Merge(MergeArgs),
     /// One mux link over loopback with 1, 16 and 256 streams against plain TCP, same run.
     Link(crate::link_bench::LinkArgs),
+    /// Open N connections, make one exchange on each, then hold them idle (memory per
+    /// connection of whatever sits in between).
+    Hold(HoldArgs),
+    /// Overlay the corrected latency percentile curves of several JSON reports in one SVG.
+    Overlay(OverlayArgs),
 }
 
 fn dur(s: &str) -> Result<Duration, String> {
@@ -70,6 +75,10 @@ pub struct LoadArgs {
     /// Do not print the per-second progress line.
     #[arg(short, long, visible_alias = "no-progress")]
     pub quiet: bool,
+    /// One exchange per connection: close it after the response and connect again (HTTP
+    /// requests also carry `Connection: close`). Measures the new-connection rate.
+    #[arg(long)]
+    pub new_connection: bool,
     /// Write the corrected percentile spectrum (.hgrm) here.
     #[arg(long)]
     pub hgrm: Option<PathBuf>,
@@ -239,4 +248,51 @@ pub struct MergeArgs {
     /// Write the merged spectrum here.
     #[arg(long)]
     pub hgrm: Option<PathBuf>,
+}
+
+/// What `hold` does on each connection before it goes idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HoldProto {
+    /// One HTTP/1.1 keep-alive GET; the connection stays open after the response.
+    Http,
+    /// Send 16 bytes and wait for them echoed (a TCP echo behind the path).
+    Echo,
+    /// Connect only.
+    Connect,
+}
+
+/// Options of `hold`.
+#[derive(Debug, Clone, Args)]
+pub struct HoldArgs {
+    /// URL (http) or `host:port` (echo, connect).
+    pub target: String,
+    /// The exchange made on each connection before it goes idle.
+    #[arg(long, value_enum, default_value = "http")]
+    pub proto: HoldProto,
+    /// Connections to open and hold.
+    #[arg(short, long, default_value_t = 1000)]
+    pub connections: usize,
+    /// How long to hold them once all are open (`0s`: until killed).
+    #[arg(short, long, default_value = "10s", value_parser = dur)]
+    pub duration: Duration,
+    /// Host header (http; default: the URL's authority).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Give up on one connection's exchange after this long.
+    #[arg(long, default_value = "5s", value_parser = dur)]
+    pub timeout: Duration,
+}
+
+/// Options of `overlay`.
+#[derive(Debug, Clone, Args)]
+pub struct OverlayArgs {
+    /// `label=report.json`, one per curve, in legend order.
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// Write the SVG here.
+    #[arg(long)]
+    pub svg: PathBuf,
+    /// Title of the chart.
+    #[arg(long, default_value = "Corrected latency by percentile")]
+    pub title: String,
 }

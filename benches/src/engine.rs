@@ -7,7 +7,8 @@
 //! connections, then all workers meet at a barrier and share one start instant, so the
 //! schedule is one evenly spaced stream across threads.
 //!
-//! A connection keeps one request in flight (HTTP/1.1 keep-alive, no pipelining). When its
+//! A connection keeps one request in flight (HTTP/1.1 keep-alive, no pipelining; with
+//! `new_connection`, one request per connection, then a fresh connect). When its
 //! previous response is late, the next request goes out at once and its latency still counts
 //! from its intended time. `--rate 0` is closed loop: the intended time is the send time.
 //!
@@ -91,6 +92,10 @@ pub struct LoadConfig {
     /// Pin worker *i* to the *i*-th allowed core. Turn off (or use `taskset`) when the
     /// generator shares the machine with a pinned origin.
     pub pin: bool,
+    /// Close each connection after one exchange and open a new one for the next, so the
+    /// rate measured is a new-connection rate (the connect is outside the latency, inside
+    /// the rate).
+    pub new_connection: bool,
 }
 
 impl LoadConfig {
@@ -450,7 +455,7 @@ async fn conn_task(
                 }
                 (false, Ok(info)) => {
                     progress.responses.fetch_add(1, Ordering::Relaxed);
-                    drop_conn = info.close;
+                    drop_conn = info.close || cfg.new_connection;
                     if measured {
                         smp.counters.responses += 1;
                         if matches!(cfg.workload, Workload::Http { .. })

@@ -11,10 +11,11 @@
 //! - [`engine`]: thread-per-core request/response load (`http`, `tcp-rr`), timeouts, counters.
 //! - [`stream`]: bulk transfer (`tcp-stream`).
 //! - [`capacity`]: the rate search against a p99 SLO.
+//! - [`hold`]: many idle connections held open (`hold`).
 //! - [`origin`]: the test origin (HTTP, TCP echo, TCP sink).
 //! - [`http`]: request building and an incremental response/request parser.
 //! - [`hist`]: per-worker samples, merge, histogram encoding.
-//! - [`report`]: JSON report, text summary, `.hgrm`; [`plot`]: the SVG.
+//! - [`report`]: JSON report, text summary, `.hgrm`; [`plot`]: the SVGs (one run, overlays).
 //! - [`error`]: the error type, [`LoadError`].
 //!
 //! [`run`] dispatches a parsed [`cli::Cli`]; `main.rs` only parses and sets up tracing.
@@ -29,6 +30,9 @@
 //! ringtun-load tcp-stream 127.0.0.1:9001 -c 4
 //! ringtun-load capacity http://127.0.0.1:8080/ --slo-p99 5ms --start-rate 1000
 //! ringtun-load merge a.json b.json --json all.json
+//! ringtun-load http http://127.0.0.1:8080/ -R 0 -c 32 -d 5s --new-connection   # conn/s
+//! ringtun-load hold http://127.0.0.1:8080/ -c 1000 -d 10s        # idle connections held
+//! ringtun-load overlay --svg p.svg direct=a.json proxy=b.json    # percentile curves overlaid
 //! ```
 //! Generator and origin pin their workers from the first allowed core; on one machine give
 //! them separate cores with `taskset -c` (or `--no-pin`). An INVALID run exits with status 2.
@@ -38,6 +42,7 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod hist;
+pub mod hold;
 pub mod http;
 pub mod link_bench;
 pub mod origin;
@@ -65,13 +70,24 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn http_workload(url: &str, req: &RequestArgs) -> Result<(Target, Workload), LoadError> {
+fn http_workload(
+    url: &str,
+    req: &RequestArgs,
+    new_connection: bool,
+) -> Result<(Target, Workload), LoadError> {
     let target = Target::parse(url)?;
-    let headers = req
+    let mut headers = req
         .headers
         .iter()
         .map(|h| http::parse_header_arg(h))
         .collect::<Result<Vec<_>, _>>()?;
+    if new_connection
+        && !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("connection"))
+    {
+        headers.push(("Connection".to_owned(), "close".to_owned()));
+    }
     let body = match (&req.body, &req.body_file) {
         (Some(b), _) => b.clone().into_bytes(),
         (None, Some(p)) => {
@@ -113,6 +129,7 @@ fn load_config(
         spin: a.spin,
         progress: !a.quiet,
         pin: !a.no_pin,
+        new_connection: a.new_connection,
     }
 }
 
@@ -180,7 +197,7 @@ fn emit(
 pub fn run(cli: Cli) -> Result<bool, LoadError> {
     match cli.command {
         Command::Http(a) => {
-            let (target, workload) = http_workload(&a.url, &a.request)?;
+            let (target, workload) = http_workload(&a.url, &a.request, a.load.new_connection)?;
             let cfg = load_config(target.addr, workload, a.rate, &a.load);
             Ok(run_load("http", &a.url, &cfg, &a.load)?.valid)
         }
@@ -221,7 +238,7 @@ pub fn run(cli: Cli) -> Result<bool, LoadError> {
         Command::Capacity(a) => {
             let (addr, workload, mode) = match a.proto {
                 Proto::Http => {
-                    let (t, w) = http_workload(&a.target, &a.request)?;
+                    let (t, w) = http_workload(&a.target, &a.request, a.load.new_connection)?;
                     (t.addr, w, "http")
                 }
                 Proto::TcpRr => (
@@ -320,6 +337,21 @@ pub fn run(cli: Cli) -> Result<bool, LoadError> {
             let merged = RunReport::merge(&reports)?;
             emit(&merged, a.hgrm.as_deref(), a.json.as_deref(), None)?;
             Ok(merged.valid)
+        }
+        Command::Hold(a) => hold::run(&a),
+        Command::Overlay(a) => {
+            let mut curves = Vec::with_capacity(a.inputs.len());
+            for input in &a.inputs {
+                let (label, path) = input.split_once('=').ok_or_else(|| LoadError::BadOption {
+                    option: "overlay input",
+                    reason: format!("{input:?} is not label=report.json"),
+                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| LoadError::io(format!("read {path}"), e))?;
+                curves.push((label.to_owned(), RunReport::from_json(&text)?));
+            }
+            write_file(&a.svg, &plot::overlay(&a.title, &curves)?)?;
+            Ok(true)
         }
         Command::Link(a) => {
             link_bench::run(a).map_err(|e| LoadError::LinkBench(format!("{e:#}")))?;

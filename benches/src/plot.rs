@@ -226,3 +226,82 @@ fn legend(out: &mut String, x: f64, items: &[(&str, &str)]) {
         );
     }
 }
+
+/// Line colours of overlaid curves, in order.
+const PALETTE: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+];
+
+/// Renders the corrected latency percentile curves of several reports on one chart, labelled
+/// in order (for comparing paths measured at the same rate).
+pub fn overlay(title: &str, curves: &[(String, RunReport)]) -> Result<String, LoadError> {
+    let mut decoded = Vec::with_capacity(curves.len());
+    for (label, r) in curves {
+        let (c, _, _) = r.decode()?;
+        decoded.push((label.as_str(), r, c));
+    }
+    let left = LEFT1 + 30.0;
+    let width = left + PW + 260.0;
+    let height = H;
+    // The y axis stops at the largest p99.99, so one path's outlier max does not flatten the rest.
+    let top_value = decoded
+        .iter()
+        .map(|(_, _, c)| c.value_at_quantile(0.9999))
+        .max()
+        .unwrap_or(1);
+    let ymax = nice_max(top_value as f64 / 1e3);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+<text x="10" y="20" font-size="13">{}</text>"#,
+        esc(title)
+    );
+    axes(
+        &mut out,
+        left,
+        "Corrected latency by percentile",
+        "percentile",
+        ymax,
+    );
+    for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]
+        .iter()
+        .enumerate()
+    {
+        let x = left + PW * i as f64 / MAX_NINES;
+        let _ = writeln!(
+            out,
+            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{}" stroke="#ddd"/><text x="{x:.1}" y="{}" text-anchor="middle" font-size="11">{label}</text>"##,
+            TOP + PH,
+            TOP + PH + 16.0
+        );
+    }
+    let mut items = Vec::with_capacity(decoded.len());
+    for (i, (label, r, c)) in decoded.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let pts: Vec<_> = spectrum(c)
+            .into_iter()
+            .map(|(n, ms)| {
+                (
+                    left + PW * n / MAX_NINES,
+                    TOP + PH - PH * (ms / ymax).min(1.0),
+                )
+            })
+            .collect();
+        polyline(&mut out, &pts, color);
+        items.push((
+            format!(
+                "{label}: {:.0} req/s{}",
+                r.achieved_rate,
+                if r.valid { "" } else { " INVALID" }
+            ),
+            color,
+        ));
+    }
+    let refs: Vec<(&str, &str)> = items.iter().map(|(l, c)| (l.as_str(), *c)).collect();
+    legend(&mut out, left + PW + 15.0, &refs);
+    out.push_str("</svg>\n");
+    Ok(out)
+}

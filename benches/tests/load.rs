@@ -115,6 +115,7 @@ fn config(addr: SocketAddr, rate: f64, conns: usize, duration: Duration) -> Load
         spin: Duration::from_micros(50),
         progress: false,
         pin: false,
+        new_connection: false,
     }
 }
 
@@ -326,4 +327,179 @@ fn tcp_modes() {
         out.status.success() && stdout.contains("Gbit/s"),
         "{stdout}"
     );
+}
+
+/// A keep-alive server that counts the connections it accepts and whether requests asked to
+/// close; it answers every read with one small response and never closes first.
+fn counting_server() -> (
+    SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    };
+    let l = TcpListener::bind("127.0.0.1:0").expect("binds");
+    let addr = l.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicU64::new(0));
+    let saw_close = Arc::new(AtomicBool::new(false));
+    let (a, c) = (accepted.clone(), saw_close.clone());
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            a.fetch_add(1, Ordering::Relaxed);
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    if String::from_utf8_lossy(&buf[..n])
+                        .to_ascii_lowercase()
+                        .contains("connection: close")
+                    {
+                        c.store(true, Ordering::Relaxed);
+                    }
+                    if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, saw_close)
+}
+
+/// `--new-connection`: every response is followed by a fresh connection, even when the server
+/// would keep the connection alive, and requests say `Connection: close`.
+#[test]
+fn new_connection_mode_connects_once_per_request() {
+    use std::sync::atomic::Ordering;
+    let (addr, accepted, saw_close) = counting_server();
+    let json =
+        std::env::temp_dir().join(format!("ringtun-load-newconn-{}.json", std::process::id()));
+    let out = Command::new(BIN)
+        .args(["http", &format!("http://{addr}/"), "-R", "0", "-c", "2"])
+        .args(["-t", "1", "-d", "500ms", "-q", "--new-connection", "--json"])
+        .arg(&json)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let report =
+        RunReport::from_json(&std::fs::read_to_string(&json).expect("json")).expect("parses");
+    let _ = std::fs::remove_file(&json);
+    let responses = report.counters.responses;
+    assert!(responses > 20, "{stdout}");
+    // Every measured response had its own connection (plus the initial ones and the last
+    // reconnects that had no time left for a request).
+    assert!(
+        accepted.load(Ordering::Relaxed) >= responses,
+        "{} connections for {responses} responses",
+        accepted.load(Ordering::Relaxed)
+    );
+    assert!(saw_close.load(Ordering::Relaxed));
+}
+
+/// `hold` opens the connections, makes one request on each, keeps them, and reports that all
+/// are still open at the end; a server that hangs up makes the run fail.
+#[test]
+fn hold_keeps_connections_open_and_notices_hang_ups() {
+    let origin = Origin::start();
+    let out = Command::new(BIN)
+        .args(["hold", &format!("http://{}/", origin.http), "-c", "50"])
+        .args(["-d", "300ms"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("holding 50 connections"), "{stdout}");
+    assert!(
+        stdout.contains("50 still open, 0 closed by the peer"),
+        "{stdout}"
+    );
+
+    // Answers, then closes: every held connection is seen closed.
+    let l = TcpListener::bind("127.0.0.1:0").expect("binds");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let out = Command::new(BIN)
+        .args(["hold", &format!("http://{addr}/"), "-c", "3", "-d", "500ms"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("0 still open, 3 closed by the peer"),
+        "{stdout}"
+    );
+
+    // Nothing listens: the failures are counted and named, and the run fails.
+    let refused = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("binds");
+        l.local_addr().expect("addr")
+    };
+    let out = Command::new(BIN)
+        .args(["hold", &refused.to_string(), "--proto", "echo", "-c", "2"])
+        .args(["-d", "10ms"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("holding 0 connections") && stdout.contains("2 failed"),
+        "{stdout}"
+    );
+}
+
+/// `overlay` draws one labelled curve per report.
+#[test]
+fn overlay_draws_every_report() {
+    let origin = Origin::start();
+    let dir = std::env::temp_dir().join(format!("ringtun-load-overlay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let json = dir.join("a.json");
+    let out = Command::new(BIN)
+        .args(["http", &format!("http://{}/", origin.http), "-R", "200"])
+        .args(["-c", "2", "-t", "1", "-d", "300ms", "-q", "--json"])
+        .arg(&json)
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let svg = dir.join("o.svg");
+    let out = Command::new(BIN)
+        .args(["overlay", "--svg"])
+        .arg(&svg)
+        .arg(format!("first={}", json.display()))
+        .arg(format!("second={}", json.display()))
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = std::fs::read_to_string(&svg).expect("svg");
+    assert!(s.contains("first: ") && s.contains("second: "), "{s}");
+    assert_eq!(s.matches("<polyline").count(), 2);
+    let bad = Command::new(BIN)
+        .args(["overlay", "--svg"])
+        .arg(&svg)
+        .arg(json.display().to_string())
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
 }
