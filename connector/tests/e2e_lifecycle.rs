@@ -13,7 +13,7 @@
 
 mod e2e;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -22,14 +22,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use e2e::{Connector, Edge, Origin, Proc, STEP_TIMEOUT, Service, Tunnel, signal, wait_for};
+use e2e::{
+    Connector, Edge, Failed, Load, Origin, Proc, STEP_TIMEOUT, Service, Tunnel, keepalive_get,
+    signal, wait_for,
+};
 
 /// The public hostname of every test's tunnel.
 const HOST: &str = "app.ringtun.test";
 /// Load threads (the most requests in flight at once).
-const CONCURRENCY: usize = 4;
-/// Pause between two requests of one load thread.
-const PAUSE: Duration = Duration::from_millis(20);
+const CONCURRENCY: usize = e2e::LOAD_CONCURRENCY;
 /// The slow origin's delay before it answers.
 const SLOW: Duration = Duration::from_secs(8);
 /// The body size of the first fast origin (the second answers with [`BODY_B`] bytes).
@@ -119,227 +120,22 @@ fn replica(edge: &Edge, tunnel: &Tunnel, config: &Path, extra: &[&str]) -> Conne
 }
 
 // ---------------------------------------------------------------------------------------------
-// The load client
+// The load client (e2e::Load) and single requests
 // ---------------------------------------------------------------------------------------------
-
-/// How one request ended badly (read through `Debug` in failure messages).
-#[allow(dead_code)]
-#[derive(Debug, Clone)]
-enum Failure {
-    /// Could not connect to the edge, or the edge closed the connection without an answer.
-    Connection(String),
-    /// An answer other than 200.
-    Status(u16),
-}
-
-/// One failed request: when it started, relative to the load's start, and how it failed.
-#[derive(Debug, Clone)]
-struct Failed {
-    started: Duration,
-    failure: Failure,
-}
-
-/// The outcome of a load run.
-#[derive(Debug, Default)]
-struct Totals {
-    ok: u64,
-    failed: Vec<Failed>,
-    /// Body sizes seen in 200 answers, with counts.
-    bodies: std::collections::BTreeMap<usize, u64>,
-}
-
-impl Totals {
-    fn connection_errors(&self) -> usize {
-        self.failed
-            .iter()
-            .filter(|f| matches!(f.failure, Failure::Connection(_)))
-            .count()
-    }
-}
-
-/// [`CONCURRENCY`] threads doing keep-alive `GET /` to the edge's public listener, each with a
-/// [`PAUSE`] between requests, until [`Load::finish`].
-struct Load {
-    stop: Arc<AtomicBool>,
-    start: Instant,
-    threads: Vec<JoinHandle<Totals>>,
-}
-
-impl Load {
-    fn start(public: SocketAddr) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let start = Instant::now();
-        let threads = (0..CONCURRENCY)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || load_thread(public, &stop, start))
-            })
-            .collect();
-        Load {
-            stop,
-            start,
-            threads,
-        }
-    }
-
-    /// Time since the load started.
-    fn now(&self) -> Duration {
-        self.start.elapsed()
-    }
-
-    /// Stops the threads and adds up what they saw.
-    fn finish(self) -> Totals {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut all = Totals::default();
-        for t in self.threads {
-            let t = t.join().unwrap();
-            all.ok += t.ok;
-            all.failed.extend(t.failed);
-            for (size, n) in t.bodies {
-                *all.bodies.entry(size).or_default() += n;
-            }
-        }
-        all
-    }
-}
-
-fn load_thread(public: SocketAddr, stop: &AtomicBool, start: Instant) -> Totals {
-    let mut totals = Totals::default();
-    let mut conn: Option<BufReader<TcpStream>> = None;
-    while !stop.load(Ordering::Relaxed) {
-        let started = start.elapsed();
-        match keepalive_get(&mut conn, public, "/") {
-            Ok((200, body)) => {
-                totals.ok += 1;
-                *totals.bodies.entry(body.len()).or_default() += 1;
-            }
-            Ok((status, _)) => totals.failed.push(Failed {
-                started,
-                failure: Failure::Status(status),
-            }),
-            Err(e) => {
-                conn = None;
-                totals.failed.push(Failed {
-                    started,
-                    failure: Failure::Connection(e),
-                });
-            }
-        }
-        std::thread::sleep(PAUSE);
-    }
-    totals
-}
-
-/// One `GET path` on the keep-alive connection in `conn` (opened when `None`).
-fn keepalive_get(
-    conn: &mut Option<BufReader<TcpStream>>,
-    public: SocketAddr,
-    path: &str,
-) -> Result<(u16, Vec<u8>), String> {
-    if conn.is_none() {
-        let s = TcpStream::connect(public).map_err(|e| format!("connect: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        *conn = Some(BufReader::new(s));
-    }
-    let c = conn.as_mut().unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
-    c.get_mut()
-        .write_all(req.as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
-    let (status, body, close) = read_response(c)?;
-    if close {
-        *conn = None;
-    }
-    Ok((status, body))
-}
-
-/// Reads one response (Content-Length or chunked body); returns status, body and whether the
-/// server said `Connection: close`.
-fn read_response(c: &mut BufReader<TcpStream>) -> Result<(u16, Vec<u8>, bool), String> {
-    let mut line = String::new();
-    let read_line = |c: &mut BufReader<TcpStream>, line: &mut String| -> Result<(), String> {
-        line.clear();
-        match c.read_line(line) {
-            Ok(0) => Err("connection closed by the edge".to_owned()),
-            Ok(_) => Ok(()),
-            Err(e) => Err(format!("read: {e}")),
-        }
-    };
-    read_line(c, &mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {line:?}"))?;
-    let (mut length, mut chunked, mut close) = (None, false, false);
-    loop {
-        read_line(c, &mut line)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((n, v)) = l.split_once(':') {
-            let (n, v) = (n.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase());
-            match n.as_str() {
-                "content-length" => length = v.parse::<usize>().ok(),
-                "transfer-encoding" => chunked = v.contains("chunked"),
-                "connection" => close = v.contains("close"),
-                _ => {}
-            }
-        }
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            read_line(c, &mut line)?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| format!("bad chunk size {line:?}"))?;
-            let mut chunk = vec![0; size + 2];
-            c.read_exact(&mut chunk)
-                .map_err(|e| format!("chunk: {e}"))?;
-            if size == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..size]);
-        }
-    } else if let Some(n) = length {
-        body.resize(n, 0);
-        c.read_exact(&mut body).map_err(|e| format!("body: {e}"))?;
-    } else {
-        c.read_to_end(&mut body).map_err(|e| format!("body: {e}"))?;
-        close = true;
-    }
-    Ok((status, body, close))
-}
 
 /// A single `GET path` on its own connection, in a thread: the status, or why there was none.
 fn spawn_get(public: SocketAddr, path: &str) -> JoinHandle<Result<u16, String>> {
     let path = path.to_owned();
     std::thread::spawn(move || {
         let mut conn = None;
-        keepalive_get(&mut conn, public, &path).map(|(status, _)| status)
+        keepalive_get(&mut conn, public, HOST, &path).map(|(status, _)| status)
     })
 }
 
-/// GETs `/` until the answer is 200 (a fresh or restarted edge answers 503 until a connector
-/// has registered); returns the body size.
+/// GETs `/` on [`HOST`] until the answer is 200 ([`e2e::get_ok`]); returns the body size.
 #[track_caller]
 fn get_ok(public: SocketAddr, within: Duration) -> usize {
-    let deadline = Instant::now() + within;
-    let mut last;
-    loop {
-        let mut conn = None;
-        match keepalive_get(&mut conn, public, "/") {
-            Ok((200, body)) => return body.len(),
-            Ok((status, _)) => last = format!("status {status}"),
-            Err(e) => last = e,
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no 200 from {public} within {within:?}; last: {last}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    e2e::get_ok(public, HOST, within)
 }
 
 /// Lets the load run for `d`.
@@ -373,7 +169,7 @@ fn sigterm_drains_in_flight_request_and_load_moves_to_the_other_replica() {
     let _b = replica(&edge, &tunnel, &config, &[]);
     edge.wait_connectors("web", 2);
 
-    let load = Load::start(public);
+    let load = Load::start(public, HOST);
     run_for(Duration::from_secs(1));
     assert!(
         !slow_req.is_finished() && sent.elapsed() < SLOW,
@@ -496,7 +292,7 @@ fn zero_downtime_restart_and_rolling_replacement() {
     let mut a = replica(&edge, &tunnel, &config, &[]);
     edge.wait_connectors("web", 1);
     get_ok(public, STEP_TIMEOUT);
-    let load = Load::start(public);
+    let load = Load::start(public, HOST);
     run_for(Duration::from_secs(1));
     let b = replica(&edge, &tunnel, &config, &[]);
     edge.wait_connectors("web", 2);
@@ -525,7 +321,7 @@ fn zero_downtime_restart_and_rolling_replacement() {
         replicas.push(replica(&edge, &tunnel, &config, &[]));
     }
     edge.wait_connectors("web", 4);
-    let load = Load::start(public);
+    let load = Load::start(public, HOST);
     run_for(Duration::from_millis(500));
     for (i, slot) in replicas.iter_mut().enumerate() {
         let new = replica(&edge, &tunnel, &config, &[]);
@@ -568,7 +364,7 @@ fn kill_9_of_one_replica_loses_at_most_the_requests_in_flight() {
     let _b = replica(&edge, &tunnel, &config, &[]);
     edge.wait_connectors("web", 2);
     get_ok(public, STEP_TIMEOUT);
-    let load = Load::start(public);
+    let load = Load::start(public, HOST);
     run_for(Duration::from_secs(2));
     let killed_at = load.now();
     signal(&a.proc, "KILL");
@@ -665,7 +461,7 @@ fn sighup_reloads_rules_keeps_open_streams_and_rejects_invalid_files() {
     signal(&a.proc, "HUP");
     let line = wait_log(&a.proc, "config reloaded");
     assert!(line.contains("rules=2"), "{line}");
-    let load = Load::start(public);
+    let load = Load::start(public, HOST);
     run_for(Duration::from_secs(1));
     let totals = load.finish();
     assert!(totals.failed.is_empty(), "{:?}", totals.failed);
@@ -833,7 +629,7 @@ fn link_placed_elsewhere_when_home_is_down_and_moves_back() {
         );
     }
     edge.wait_connectors("web", 2);
-    let load = Load::start(public);
+    let load = Load::start(public, HOST);
     run_for(Duration::from_secs(1));
 
     // Home answers again: within one probe interval (10 s) link 0 registers in dfw, then the

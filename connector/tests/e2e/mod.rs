@@ -10,6 +10,9 @@
 //! - [`Origin::start`] runs `ringtun-load origin`.
 //! - [`http_get`] and [`send_raw`] are plain `std::net` clients.
 //! - [`RssSampler`] records the peak RSS of processes while a test runs (`/proc/PID/status`).
+//! - [`Load`] is a bounded GET client (keep-alive and new-connection threads) that counts what
+//!   failed and when; [`get_ok`] waits for a 200. [`Edge::admin_request`] calls the admin API
+//!   directly, for what the CLI has no command for (fault injection, `/faults`).
 //!
 //! Every process is a [`Proc`], which stops its child (SIGTERM, then SIGKILL) when dropped, so a
 //! failing assertion leaves nothing running. The child's output is in a log file in the test's
@@ -264,6 +267,22 @@ impl Edge {
     pub fn tunnel_info(&self, tunnel: &str) -> serde_json::Value {
         let out = ok(self.ringtun(&["tunnel", "info", tunnel, "-o", "json"]));
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("tunnel info JSON: {e}\n{out}"))
+    }
+
+    /// `METHOD PATH` on the admin API with the bearer token and no body (`Connection: close`),
+    /// like `POST /faults/data-centers/dfw/down`; the parsed response, whatever its status.
+    pub fn admin_request(&self, method: &str, path: &str) -> Response {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.admin, self.token
+        );
+        let raw = send_raw(self.admin, req.as_bytes());
+        parse_response(&raw).unwrap_or_else(|e| {
+            panic!(
+                "bad admin API response to {method} {path}: {e}\n{}",
+                String::from_utf8_lossy(&raw)
+            )
+        })
     }
 
     /// Waits until `tunnel info` lists exactly `n` connectors of `tunnel` (each with at least one
@@ -940,6 +959,264 @@ pub fn signal(proc: &Proc, sig: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "kill -{sig} {} failed", proc.id());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The load client (shared by the lifecycle and fault tests)
+// ---------------------------------------------------------------------------------------------
+
+/// Threads of [`Load::start`]: the most requests in flight at once.
+pub const LOAD_CONCURRENCY: usize = 4;
+/// Pause between two requests of one load thread.
+pub const LOAD_PAUSE: Duration = Duration::from_millis(20);
+
+/// How one request ended badly (read through `Debug` in failure messages).
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// Could not connect to the edge, or the edge closed the connection without an answer.
+    Connection(String),
+    /// An answer other than 200.
+    Status(u16),
+}
+
+/// One failed request: when it started, relative to the load's start, and how it failed.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    /// When it started, relative to [`Load`]'s start.
+    pub started: Duration,
+    /// How it failed.
+    pub failure: Failure,
+}
+
+/// The outcome of a load run.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Requests answered 200.
+    pub ok: u64,
+    /// Requests that failed.
+    pub failed: Vec<Failed>,
+    /// Body sizes seen in 200 answers, with counts.
+    pub bodies: std::collections::BTreeMap<usize, u64>,
+}
+
+impl Totals {
+    /// How many failures were connection errors (no answer at all).
+    pub fn connection_errors(&self) -> usize {
+        self.failed
+            .iter()
+            .filter(|f| matches!(f.failure, Failure::Connection(_)))
+            .count()
+    }
+
+    /// Failures of requests that started in `[from, to)` (times relative to the load's start).
+    pub fn failed_between(&self, from: Duration, to: Duration) -> Vec<&Failed> {
+        self.failed
+            .iter()
+            .filter(|f| f.started >= from && f.started < to)
+            .collect()
+    }
+}
+
+/// Load threads doing `GET /` with `Host: HOST` to the edge's public listener, each with a
+/// [`LOAD_PAUSE`] between requests, until [`Load::finish`]. A keep-alive thread reuses its
+/// connection (a new one after an error or `Connection: close`); a new-connection thread opens
+/// one per request.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    start: Instant,
+    threads: Vec<std::thread::JoinHandle<Totals>>,
+}
+
+impl Load {
+    /// [`LOAD_CONCURRENCY`] keep-alive threads.
+    pub fn start(public: SocketAddr, host: &str) -> Load {
+        Load::start_mixed(public, host, LOAD_CONCURRENCY, 0)
+    }
+
+    /// `keepalive` keep-alive threads and `fresh` new-connection threads.
+    pub fn start_mixed(public: SocketAddr, host: &str, keepalive: usize, fresh: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let start = Instant::now();
+        let threads = (0..keepalive + fresh)
+            .map(|i| {
+                let stop = stop.clone();
+                let host = host.to_owned();
+                let reuse = i < keepalive;
+                std::thread::spawn(move || load_thread(public, &host, reuse, &stop, start))
+            })
+            .collect();
+        Load {
+            stop,
+            start,
+            threads,
+        }
+    }
+
+    /// Time since the load started.
+    pub fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Stops the threads and adds up what they saw.
+    pub fn finish(self) -> Totals {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Totals::default();
+        for t in self.threads {
+            let t = t.join().unwrap();
+            all.ok += t.ok;
+            all.failed.extend(t.failed);
+            for (size, n) in t.bodies {
+                *all.bodies.entry(size).or_default() += n;
+            }
+        }
+        all.failed.sort_by_key(|f| f.started);
+        all
+    }
+}
+
+fn load_thread(
+    public: SocketAddr,
+    host: &str,
+    reuse: bool,
+    stop: &std::sync::atomic::AtomicBool,
+    start: Instant,
+) -> Totals {
+    let mut totals = Totals::default();
+    let mut conn: Option<std::io::BufReader<TcpStream>> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let started = start.elapsed();
+        match keepalive_get(&mut conn, public, host, "/") {
+            Ok((200, body)) => {
+                totals.ok += 1;
+                *totals.bodies.entry(body.len()).or_default() += 1;
+            }
+            Ok((status, _)) => totals.failed.push(Failed {
+                started,
+                failure: Failure::Status(status),
+            }),
+            Err(e) => {
+                conn = None;
+                totals.failed.push(Failed {
+                    started,
+                    failure: Failure::Connection(e),
+                });
+            }
+        }
+        if !reuse {
+            conn = None;
+        }
+        std::thread::sleep(LOAD_PAUSE);
+    }
+    totals
+}
+
+/// One `GET path` with `Host: host` on the keep-alive connection in `conn` (opened when
+/// `None`); the status and body.
+pub fn keepalive_get(
+    conn: &mut Option<std::io::BufReader<TcpStream>>,
+    public: SocketAddr,
+    host: &str,
+    path: &str,
+) -> Result<(u16, Vec<u8>), String> {
+    if conn.is_none() {
+        let s = TcpStream::connect(public).map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        *conn = Some(std::io::BufReader::new(s));
+    }
+    let c = conn.as_mut().unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    c.get_mut()
+        .write_all(req.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let (status, body, close) = read_load_response(c)?;
+    if close {
+        *conn = None;
+    }
+    Ok((status, body))
+}
+
+/// Reads one response (Content-Length or chunked body); returns status, body and whether the
+/// server said `Connection: close`.
+fn read_load_response(
+    c: &mut std::io::BufReader<TcpStream>,
+) -> Result<(u16, Vec<u8>, bool), String> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    let read_line =
+        |c: &mut std::io::BufReader<TcpStream>, line: &mut String| -> Result<(), String> {
+            line.clear();
+            match c.read_line(line) {
+                Ok(0) => Err("connection closed by the edge".to_owned()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(format!("read: {e}")),
+            }
+        };
+    read_line(c, &mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {line:?}"))?;
+    let (mut length, mut chunked, mut close) = (None, false, false);
+    loop {
+        read_line(c, &mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = l.split_once(':') {
+            let (n, v) = (n.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase());
+            match n.as_str() {
+                "content-length" => length = v.parse::<usize>().ok(),
+                "transfer-encoding" => chunked = v.contains("chunked"),
+                "connection" => close = v.contains("close"),
+                _ => {}
+            }
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            read_line(c, &mut line)?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| format!("bad chunk size {line:?}"))?;
+            let mut chunk = vec![0; size + 2];
+            c.read_exact(&mut chunk)
+                .map_err(|e| format!("chunk: {e}"))?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(n) = length {
+        body.resize(n, 0);
+        c.read_exact(&mut body).map_err(|e| format!("body: {e}"))?;
+    } else {
+        c.read_to_end(&mut body).map_err(|e| format!("body: {e}"))?;
+        close = true;
+    }
+    Ok((status, body, close))
+}
+
+/// GETs `/` with `Host: host` until the answer is 200 (a fresh or restarted edge answers 503
+/// until a connector has registered); returns the body size.
+#[track_caller]
+pub fn get_ok(public: SocketAddr, host: &str, within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    let mut last;
+    loop {
+        let mut conn = None;
+        match keepalive_get(&mut conn, public, host, "/") {
+            Ok((200, body)) => return body.len(),
+            Ok((status, _)) => last = format!("status {status}"),
+            Err(e) => last = e,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 200 from {public} within {within:?}; last: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[cfg(test)]
