@@ -26,7 +26,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== building (release)"
-cargo build --release --locked -q -p ringtun-connector -p ringtun-edge -p ringtun-benches
+cargo build --release --locked -q -p ringtun-connector -p ringtun-edge-sim -p ringtun-benches
 BIN=target/release
 LOAD=$BIN/ringtun-load
 
@@ -62,8 +62,9 @@ echo "== edge admin $ADMIN, public $PUBLIC, origin $ORIGIN"
 # start_replica NAME -> sets REPLICA_PID and REPLICA_METRICS
 start_replica() {
   local name=$1
-  rt tunnel run bench --url "http://$ORIGIN" --label "$name" --metrics 127.0.0.1:0 \
-    --grace-period 30s 2> "$WORK/$name.err" &
+  # The binary itself, not the `rt` function: `$!` must be the connector's PID for SIGTERM.
+  HOME="$WORK/home" $BIN/ringtun tunnel run bench --url "http://$ORIGIN" --label "$name" \
+    --metrics 127.0.0.1:0 --grace-period 30s 2> "$WORK/$name.err" &
   REPLICA_PID=$!; PIDS+=($REPLICA_PID)
   REPLICA_METRICS=$(wait_log "$WORK/$name.err" 'metrics=[0-9.:]+' | cut -d= -f2)
 }
@@ -105,7 +106,7 @@ PY
 }
 
 # --- 1. rolling restart -----------------------------------------------------------------
-declare -a RP RM
+declare -a RP RM EXITS
 for i in 1 2 3 4; do
   start_replica "old$i"; RP[$i]=$REPLICA_PID; RM[$i]=$REPLICA_METRICS
 done
@@ -129,6 +130,7 @@ for i in 1 2 3 4; do
   wait_ready "$REPLICA_METRICS"
   kill -TERM "${RP[$i]}"
   code=0; wait "${RP[$i]}" || code=$?
+  EXITS+=("$code")
   echo "   replaced old$i (exit $code) by new$i"
   RP[$i]=$NEW_PID
 done
@@ -155,7 +157,8 @@ EDGE_RSS0=$(rss_kib "$EDGE_PID")
 S0=$(date +%s.%N)
 SP=()
 for i in $(seq 1 "$SCALE"); do
-  rt tunnel run bench --url "http://$ORIGIN" --label "s$i" --workers 1 2> "$WORK/s$i.err" &
+  HOME="$WORK/home" $BIN/ringtun tunnel run bench --url "http://$ORIGIN" --label "s$i" \
+    --workers 1 2> "$WORK/s$i.err" &
   SP+=($!); PIDS+=($!)
 done
 for _ in $(seq 1 1200); do
@@ -192,6 +195,7 @@ done
   echo
   echo "Capacity (closed loop, $CONNS connections, 4 replicas): **$CAP req/s**; rate used: $RATE req/s."
   echo "Each step: start a new replica, wait until \`ringtun tunnel ready\` exits 0, SIGTERM the old one, wait for it to exit."
+  echo "Exit codes of the 4 old replicas: ${EXITS[*]} (0 = drained and exited cleanly)."
   echo
   echo "| window | requests | failed | p99 (ms) |"
   echo "|---|---:|---:|---:|"

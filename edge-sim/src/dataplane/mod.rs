@@ -96,17 +96,25 @@ impl Plane {
         standby: bool,
     ) -> Arc<ConnectorLoad> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns
-            .entry(connector)
-            .or_insert_with(|| {
-                self.conns_version.fetch_add(1, Ordering::AcqRel);
-                Arc::new(
-                    ConnectorLoad::new(connector, tunnel, self.workers)
-                        .with_weight(weight)
-                        .with_standby(standby),
-                )
-            })
-            .clone()
+        if let Some(c) = conns.get(&connector) {
+            return Arc::clone(c);
+        }
+        let base = lb::fair_base(
+            conns
+                .values()
+                .filter(|c| c.tunnel == tunnel)
+                .map(|c| (c.served(), c.weight())),
+            weight,
+        );
+        self.conns_version.fetch_add(1, Ordering::AcqRel);
+        let load = Arc::new(
+            ConnectorLoad::new(connector, tunnel, self.workers)
+                .with_weight(weight)
+                .with_standby(standby)
+                .with_served_base(base),
+        );
+        conns.insert(connector, Arc::clone(&load));
+        load
     }
 
     /// Forgets the connector when its last link (on any worker) is gone.
