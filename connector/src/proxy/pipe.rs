@@ -15,14 +15,18 @@ use ringtun_core::link::Stream;
 /// The most bytes one socket read asks for.
 pub const READ_SIZE: usize = 64 * 1024;
 
+/// About the most bytes one socket write carries (whatever the stream has received by then).
+pub const WRITE_BATCH: usize = 256 * 1024;
+
 /// Copies the stream's data to `w` until the stream's FIN, then shuts `w`'s write side down
 /// (half-close), counting the bytes in `sent`. Returns whether the direction ended cleanly.
 pub async fn stream_to_socket<W: AsyncWrite>(stream: &Stream, w: &mut W, sent: &Counter) -> bool {
     loop {
-        match stream.read().await {
-            Ok(Some(chunk)) => {
-                sent.inc_by(chunk.len() as u64);
-                if write_bufs(w, vec![chunk]).await.is_err() {
+        // Everything already received goes out in one vectored write.
+        match stream.read_batch(WRITE_BATCH).await {
+            Ok(Some(chunks)) => {
+                sent.inc_by(chunks.iter().map(|c| c.len() as u64).sum());
+                if write_bufs(w, chunks).await.is_err() {
                     return false;
                 }
             }

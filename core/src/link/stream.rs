@@ -78,6 +78,29 @@ impl Stream {
         .await
     }
 
+    /// Like [`Stream::read`], but also takes whatever else is already received, up to about
+    /// `max` bytes, so a caller can write it with one vectored write: `Ok(None)` at the end of
+    /// the stream. The end is never taken together with data (the next call reports it).
+    pub async fn read_batch(&self, max: usize) -> Result<Option<Vec<Bytes>>, LinkError> {
+        let Some(first) = self.read().await? else {
+            return Ok(None);
+        };
+        let mut total = first.len();
+        let mut chunks = vec![first];
+        let mut s = self.shared.borrow_mut();
+        while total < max && s.session.readable_bytes(self.id) > 0 {
+            match s.session.read(self.id, max - total) {
+                Ok(Some(chunk)) => {
+                    total += chunk.len();
+                    chunks.push(chunk);
+                }
+                _ => break,
+            }
+        }
+        s.after_op();
+        Ok(Some(chunks))
+    }
+
     /// Writes all of `data`, waiting for send buffer space as the peer grants credit.
     pub async fn write(&self, mut data: Bytes) -> Result<(), LinkError> {
         if let Some(err) = self.shared.borrow().closed_error() {

@@ -55,3 +55,42 @@ fn a_link_closed_without_goaway_from_the_peer_resolves_false() {
         within("the client's link to end", client.closed()).await;
     });
 }
+
+#[test]
+fn read_batch_takes_what_is_buffered_and_keeps_the_end_for_the_next_call() {
+    let rt = compio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (client, server) = pair().await;
+        let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let out = client
+            .open(crate::mux::StreamKind::Tcp, bytes::Bytes::from_static(b"1"))
+            .expect("open");
+        for piece in sent.chunks(10_000) {
+            out.write(bytes::Bytes::copy_from_slice(piece))
+                .await
+                .expect("write");
+        }
+        out.finish().expect("finish");
+        let incoming = within("the stream", server.accept()).await.expect("a stream");
+        incoming.stream.reply(bytes::Bytes::new()).expect("reply");
+        // Let everything arrive, so one batch holds several chunks.
+        compio::time::sleep(Duration::from_millis(200)).await;
+        let mut got = Vec::new();
+        let mut batches = 0;
+        let mut biggest = 0;
+        while let Some(chunks) = within("a batch", incoming.stream.read_batch(64 * 1024))
+            .await
+            .expect("read")
+        {
+            batches += 1;
+            biggest = biggest.max(chunks.len());
+            let n: usize = chunks.iter().map(|c| c.len()).sum();
+            assert!(n <= 64 * 1024 + 65_536, "a batch of {n} bytes");
+            for c in chunks {
+                got.extend_from_slice(&c);
+            }
+        }
+        assert_eq!(got, sent, "every byte, in order, and the end after the data");
+        assert!(biggest > 1, "no batch held more than one chunk ({batches} batches)");
+    });
+}

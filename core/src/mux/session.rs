@@ -1272,6 +1272,12 @@ impl Session {
 
     // ---------------------------------------------------------------- introspection
 
+    /// Bytes of stream `id` received and not yet read (0 for an unknown stream). Reading them
+    /// with [`Session::read`] never consumes the stream's FIN.
+    pub fn readable_bytes(&self, id: StreamId) -> usize {
+        self.streams.get(&id).map_or(0, |s| s.recv_buffered)
+    }
+
     /// The state of stream `id` (see [`StreamState`]).
     pub fn stream_state(&self, id: StreamId) -> StreamState {
         match self.streams.get(&id) {
