@@ -10,20 +10,19 @@
 //! | `GET /ready` | `200 {"status":200,"ready":true}` once every listener is bound and serving; `503` before that and while shutting down |
 //! | `GET /healthcheck` | `200 OK` while the process runs |
 //! | `GET /metrics` | the same Prometheus text as the admin API's `/metrics` |
+use crate::admin::ServerThread;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::registry::Registry;
 
 /// A running metrics server; stops when dropped.
 pub struct MetricsServer {
     addr: SocketAddr,
     ready: Arc<AtomicBool>,
-    server: Arc<tiny_http::Server>,
-    thread: Option<JoinHandle<()>>,
+    thread: ServerThread,
 }
 
 impl std::fmt::Debug for MetricsServer {
@@ -38,31 +37,17 @@ impl std::fmt::Debug for MetricsServer {
 impl MetricsServer {
     /// Binds `addr` and serves on a new thread; `/ready` says 503 until [`MetricsServer::set_ready`].
     pub fn start(addr: SocketAddr, registry: Arc<Registry>) -> Result<MetricsServer> {
-        let bind_err = |reason: String| Error::Bind {
-            what: "metrics server",
-            addr,
-            reason,
-        };
-        let listener = crate::admin::bind("metrics server", addr)?;
-        let local = listener.local_addr().map_err(|e| bind_err(e.to_string()))?;
-        let server = Arc::new(
-            tiny_http::Server::from_listener(listener, None)
-                .map_err(|e| bind_err(e.to_string()))?,
-        );
         let ready = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let server = Arc::clone(&server);
+        let (thread, local) = {
             let ready = Arc::clone(&ready);
-            std::thread::Builder::new()
-                .name("metrics".into())
-                .spawn(move || serve(&server, &registry, &ready))
-                .map_err(|e| bind_err(format!("cannot start its thread: {e}")))?
+            ServerThread::start("metrics server", "metrics", addr, move |server| {
+                serve(server, &registry, &ready)
+            })?
         };
         Ok(MetricsServer {
             addr: local,
             ready,
-            server,
-            thread: Some(thread),
+            thread,
         })
     }
 
@@ -83,22 +68,7 @@ impl MetricsServer {
 
     /// Stops accepting and joins the thread.
     pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("metrics server thread panicked");
-        }
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.thread.stop();
     }
 }
 

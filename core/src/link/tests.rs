@@ -71,7 +71,9 @@ fn read_batch_takes_what_is_buffered_and_keeps_the_end_for_the_next_call() {
                 .expect("write");
         }
         out.finish().expect("finish");
-        let incoming = within("the stream", server.accept()).await.expect("a stream");
+        let incoming = within("the stream", server.accept())
+            .await
+            .expect("a stream");
         incoming.stream.reply(bytes::Bytes::new()).expect("reply");
         // Let everything arrive, so one batch holds several chunks.
         compio::time::sleep(Duration::from_millis(200)).await;
@@ -90,7 +92,13 @@ fn read_batch_takes_what_is_buffered_and_keeps_the_end_for_the_next_call() {
                 got.extend_from_slice(&c);
             }
         }
-        assert_eq!(got, sent, "every byte, in order, and the end after the data");
-        assert!(biggest > 1, "no batch held more than one chunk ({batches} batches)");
+        assert_eq!(
+            got, sent,
+            "every byte, in order, and the end after the data"
+        );
+        assert!(
+            biggest > 1,
+            "no batch held more than one chunk ({batches} batches)"
+        );
     });
 }

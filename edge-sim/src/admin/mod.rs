@@ -44,8 +44,63 @@ const MAX_BODY: u64 = 64 * 1024;
 /// A running admin API server; stops when dropped.
 pub struct AdminServer {
     addr: SocketAddr,
+    thread: ServerThread,
+}
+
+/// A tiny_http server answering on a thread of its own (the admin API, the metrics server):
+/// binds `addr` with a clear error, and stopping or dropping it unblocks the server and joins
+/// the thread.
+pub(crate) struct ServerThread {
+    what: &'static str,
     server: Arc<tiny_http::Server>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl ServerThread {
+    /// Binds `addr` and runs `serve` on a thread named `name`; returns the bound address too.
+    pub(crate) fn start(
+        what: &'static str,
+        name: &str,
+        addr: SocketAddr,
+        serve: impl FnOnce(&tiny_http::Server) + Send + 'static,
+    ) -> Result<(ServerThread, SocketAddr)> {
+        let bind_err = |reason: String| Error::Bind { what, addr, reason };
+        let listener = bind(what, addr)?;
+        let local = listener.local_addr().map_err(|e| bind_err(e.to_string()))?;
+        let server = Arc::new(
+            tiny_http::Server::from_listener(listener, None)
+                .map_err(|e| bind_err(e.to_string()))?,
+        );
+        let thread = {
+            let server = Arc::clone(&server);
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || serve(&server))
+                .map_err(|e| bind_err(format!("cannot start its thread: {e}")))?
+        };
+        let t = ServerThread {
+            what,
+            server,
+            thread: Some(thread),
+        };
+        Ok((t, local))
+    }
+
+    /// Stops accepting and joins the thread (again: nothing).
+    pub(crate) fn stop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!(server = self.what, "server thread panicked");
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Binds a TCP listener with a clear error ("admin API: cannot bind ...: address in use").
@@ -73,33 +128,12 @@ impl std::fmt::Debug for AdminServer {
 impl AdminServer {
     /// Binds `addr` and serves the admin API on a new thread.
     pub fn start(addr: SocketAddr, ctx: AdminContext) -> Result<AdminServer> {
-        let listener = bind("admin API", addr)?;
-        let local = listener.local_addr().map_err(|e| Error::Bind {
-            what: "admin API",
-            addr,
-            reason: e.to_string(),
+        let (thread, local) = ServerThread::start("admin API", "admin-api", addr, move |server| {
+            serve(server, &ctx)
         })?;
-        let server = tiny_http::Server::from_listener(listener, None).map_err(|e| Error::Bind {
-            what: "admin API",
-            addr,
-            reason: e.to_string(),
-        })?;
-        let server = Arc::new(server);
-        let thread = {
-            let server = Arc::clone(&server);
-            std::thread::Builder::new()
-                .name("admin-api".into())
-                .spawn(move || serve(&server, &ctx))
-                .map_err(|e| Error::Bind {
-                    what: "admin API",
-                    addr,
-                    reason: format!("cannot start its thread: {e}"),
-                })?
-        };
         Ok(AdminServer {
             addr: local,
-            server,
-            thread: Some(thread),
+            thread,
         })
     }
 
@@ -110,22 +144,7 @@ impl AdminServer {
 
     /// Stops accepting and joins the thread.
     pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("admin API thread panicked");
-        }
-    }
-}
-
-impl Drop for AdminServer {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.thread.stop();
     }
 }
 
