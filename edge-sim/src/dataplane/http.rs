@@ -307,6 +307,11 @@ async fn linger_close(mut c: Conn) {
     .await;
 }
 
+/// 503: the tunnel has no live connector this request could go to.
+async fn no_connector(w: &Worker, c: &mut Conn, close: bool) -> Next {
+    reply_error(w, c, "no_connector", 503, NO_CONNECTOR_DETAIL, close).await
+}
+
 async fn reply_error(
     w: &Worker,
     c: &mut Conn,
@@ -477,26 +482,10 @@ async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, count: bool) ->
             if w.hand_off(to, &c.stream, c.peer, buf, kind) {
                 return Next::HandedOff;
             }
-            return reply_error(
-                w,
-                c,
-                "no_connector",
-                503,
-                NO_CONNECTOR_DETAIL,
-                close_on_error,
-            )
-            .await;
+            return no_connector(w, c, close_on_error).await;
         }
         Pick::Elsewhere(_) | Pick::NoConnector => {
-            return reply_error(
-                w,
-                c,
-                "no_connector",
-                503,
-                NO_CONNECTOR_DETAIL,
-                close_on_error,
-            )
-            .await;
+            return no_connector(w, c, close_on_error).await;
         }
     };
     let body = match read_small_body(w, c, &head, framing).await {
@@ -536,21 +525,11 @@ async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, count: bool) ->
                 if w.hand_off(to, &c.stream, c.peer, buf, kind) {
                     return Next::HandedOff;
                 }
-                return reply_error(w, c, "no_connector", 503, NO_CONNECTOR_DETAIL, true).await;
+                return no_connector(w, c, true).await;
             }
             Pick::Elsewhere(_) | Pick::NoConnector => {
                 return match &last_error {
-                    None => {
-                        reply_error(
-                            w,
-                            c,
-                            "no_connector",
-                            503,
-                            NO_CONNECTOR_DETAIL,
-                            close_on_error,
-                        )
-                        .await
-                    }
+                    None => no_connector(w, c, close_on_error).await,
                     Some(e) => {
                         let detail = format!(
                             "no other replica could take the request after: {e} (tried {})",
