@@ -257,11 +257,10 @@ pub fn lb(global: &GlobalArgs, args: &LbArgs) -> Result<()> {
 pub fn route_dns(global: &GlobalArgs, args: &RouteDnsArgs) -> Result<()> {
     let client = AdminClient::from_global(global)?;
     let route = client.route_dns(&args.tunnel, &args.hostname)?;
-    println!(
-        "Added DNS route: {} routes to tunnel {} ({})",
-        args.hostname,
-        route["tunnel_name"].as_str().unwrap_or(&args.tunnel),
-        route["tunnel_id"].as_str().unwrap_or("?"),
+    print_route(
+        &format!("DNS route: {}", args.hostname),
+        &route,
+        &args.tunnel,
     );
     Ok(())
 }
@@ -270,13 +269,22 @@ pub fn route_dns(global: &GlobalArgs, args: &RouteDnsArgs) -> Result<()> {
 pub fn route_tcp(global: &GlobalArgs, args: &RouteTcpArgs) -> Result<()> {
     let client = AdminClient::from_global(global)?;
     let route = client.route_tcp(&args.tunnel, args.port)?;
-    println!(
-        "Added TCP route: edge port {} routes to tunnel {} ({})",
-        args.port,
-        route["tunnel_name"].as_str().unwrap_or(&args.tunnel),
-        route["tunnel_id"].as_str().unwrap_or("?"),
+    print_route(
+        &format!("TCP route: edge port {}", args.port),
+        &route,
+        &args.tunnel,
     );
     Ok(())
+}
+
+/// `Added <what> routes to tunnel NAME (ID)`, from the edge's answer (`tunnel` as given when
+/// the answer lacks the name).
+fn print_route(what: &str, route: &serde_json::Value, tunnel: &str) {
+    println!(
+        "Added {what} routes to tunnel {} ({})",
+        route["tunnel_name"].as_str().unwrap_or(tunnel),
+        route["tunnel_id"].as_str().unwrap_or("?"),
+    );
 }
 
 /// `tunnel delete NAME... [-f]`. Stops at the first tunnel the edge refuses to delete.
