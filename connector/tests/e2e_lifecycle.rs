@@ -81,6 +81,35 @@ fn edge_and_tunnel(dir: &Path) -> (Edge, Tunnel) {
     (edge, tunnel)
 }
 
+/// What most tests start with: [`edge_and_tunnel`], a fast origin answering [`BODY_A`] bytes,
+/// a slow one, `config.yml` with [`rules`] for both, and the edge's public address.
+struct Site {
+    edge: Edge,
+    tunnel: Tunnel,
+    fast: Origin,
+    slow: Origin,
+    config: PathBuf,
+    public: SocketAddr,
+}
+
+impl Site {
+    fn start(dir: &Path) -> Site {
+        let (edge, tunnel) = edge_and_tunnel(dir);
+        let fast = fast_origin(dir, BODY_A);
+        let slow = slow_origin(dir);
+        let config = write_config(dir, "config.yml", &rules(&fast, &slow));
+        let public = edge.public_http();
+        Site {
+            edge,
+            tunnel,
+            fast,
+            slow,
+            config,
+            public,
+        }
+    }
+}
+
 /// A fast origin answering `body` bytes.
 fn fast_origin(dir: &Path, body: usize) -> Origin {
     Origin::start_args(
@@ -153,11 +182,14 @@ fn run_for(d: Duration) {
 #[test]
 fn sigterm_drains_in_flight_request_and_load_moves_to_the_other_replica() {
     let dir = tempfile::tempdir().unwrap();
-    let (edge, tunnel) = edge_and_tunnel(dir.path());
-    let fast = fast_origin(dir.path(), BODY_A);
-    let slow = slow_origin(dir.path());
-    let config = write_config(dir.path(), "config.yml", &rules(&fast, &slow));
-    let public = edge.public_http();
+    let Site {
+        edge,
+        tunnel,
+        fast: _fast,
+        slow: _slow,
+        config,
+        public,
+    } = Site::start(dir.path());
 
     // A alone gets the slow request; then B comes up beside it.
     let mut a = replica(&edge, &tunnel, &config, &["--grace-period", "30s"]);
@@ -283,11 +315,14 @@ fn grace_deadline_resets_open_streams_and_second_signal_exits_at_once() {
 #[test]
 fn zero_downtime_restart_and_rolling_replacement() {
     let dir = tempfile::tempdir().unwrap();
-    let (edge, tunnel) = edge_and_tunnel(dir.path());
-    let fast = fast_origin(dir.path(), BODY_A);
-    let slow = slow_origin(dir.path());
-    let config = write_config(dir.path(), "config.yml", &rules(&fast, &slow));
-    let public = edge.public_http();
+    let Site {
+        edge,
+        tunnel,
+        fast: _fast,
+        slow: _slow,
+        config,
+        public,
+    } = Site::start(dir.path());
 
     let mut a = replica(&edge, &tunnel, &config, &[]);
     edge.wait_connectors("web", 1);
@@ -354,11 +389,14 @@ fn zero_downtime_restart_and_rolling_replacement() {
 #[test]
 fn kill_9_of_one_replica_loses_at_most_the_requests_in_flight() {
     let dir = tempfile::tempdir().unwrap();
-    let (edge, tunnel) = edge_and_tunnel(dir.path());
-    let fast = fast_origin(dir.path(), BODY_A);
-    let slow = slow_origin(dir.path());
-    let config = write_config(dir.path(), "config.yml", &rules(&fast, &slow));
-    let public = edge.public_http();
+    let Site {
+        edge,
+        tunnel,
+        fast: _fast,
+        slow: _slow,
+        config,
+        public,
+    } = Site::start(dir.path());
 
     let mut a = replica(&edge, &tunnel, &config, &[]);
     let _b = replica(&edge, &tunnel, &config, &[]);
@@ -408,11 +446,14 @@ fn kill_9_of_one_replica_loses_at_most_the_requests_in_flight() {
 #[test]
 fn edge_restart_connector_reconnects_by_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let (edge, tunnel) = edge_and_tunnel(dir.path());
-    let fast = fast_origin(dir.path(), BODY_A);
-    let slow = slow_origin(dir.path());
-    let config = write_config(dir.path(), "config.yml", &rules(&fast, &slow));
-    let public = edge.public_http();
+    let Site {
+        edge,
+        tunnel,
+        fast: _fast,
+        slow: _slow,
+        config,
+        public,
+    } = Site::start(dir.path());
     let a = replica(&edge, &tunnel, &config, &[]);
     edge.wait_connectors("web", 1);
     assert_eq!(get_ok(public, STEP_TIMEOUT), BODY_A);
