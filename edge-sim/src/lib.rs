@@ -12,6 +12,7 @@
 //! - [`auth`]: registration proofs (HMAC over a challenge), delegating to `core::handshake`.
 //! - [`dataplane`]: link servers, public HTTP and TCP, replica load balancing on `core::rt`
 //!   workers.
+//! - [`limit`]: counting and logging the limits clients and peers hit.
 //! - [`metrics`]: Prometheus counters; [`metrics_server`]: `--metrics` (`/ready`, `/healthcheck`,
 //!   `/metrics`).
 //! - [`edge`]: starting and stopping the whole edge; [`shutdown`]: the stop signal.
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod dataplane;
 pub mod edge;
 pub mod error;
+pub mod limit;
 pub mod metrics;
 pub mod metrics_server;
 pub mod registry;

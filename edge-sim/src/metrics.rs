@@ -80,10 +80,10 @@ pub struct DirectionLabels {
     pub direction: String,
 }
 
-/// Labels of the retry counter.
+/// Labels of the retry and limit counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    /// Why the request was retried: `refused` or `link_lost`.
+    /// Why: a retry's `refused` or `link_lost`, or a limit's name (`crate::limit::Limit`).
     pub reason: String,
 }
 
@@ -212,6 +212,8 @@ pub struct Metrics {
     pub fault_links_closed: Counter,
     /// Link connections closed right after accept because their server is down.
     pub fault_links_refused: Counter,
+    /// Limits hit, by reason (`ringtun_edge_limit_hits_total{reason}`), with their log lines.
+    pub limits: crate::limit::LimitHits,
 }
 
 impl Default for Metrics {
@@ -243,6 +245,7 @@ impl Default for Metrics {
             servers_down: Gauge::default(),
             fault_links_closed: Counter::default(),
             fault_links_refused: Counter::default(),
+            limits: crate::limit::LimitHits::new(Default::default()),
         };
         registry.register(
             "tunnels_created",
@@ -361,7 +364,25 @@ impl Default for Metrics {
             "Link connections closed at accept because their server is down",
             m.fault_links_refused.clone(),
         );
-        Metrics { registry, ..m }
+        let limit_hits: Family<ReasonLabels, Counter> = Family::default();
+        let counters = crate::limit::Limit::ALL.map(|l| {
+            limit_hits
+                .get_or_create(&ReasonLabels {
+                    reason: l.as_str().to_owned(),
+                })
+                .clone()
+        });
+        registry.register(
+            "limit_hits",
+            "Limits hit by public clients and peers, by reason",
+            limit_hits,
+        );
+        let limits = crate::limit::LimitHits::new(counters);
+        Metrics {
+            registry,
+            limits,
+            ..m
+        }
     }
 }
 
