@@ -82,7 +82,7 @@ impl Link {
     pub async fn accept(&self) -> Option<Incoming> {
         poll_fn(|cx| {
             let mut s = self.shared.borrow_mut();
-            if let Some(p) = s.incoming.pop_front() {
+            if let Some((_, p)) = s.incoming.pop_first() {
                 return Poll::Ready(Some(Incoming::new(p, self.shared.clone())));
             }
             if s.closed.is_some() {

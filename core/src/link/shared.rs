@@ -4,8 +4,14 @@
 //! the session's events into per-stream wake-ups and tells the writer task there may be frames
 //! to send. That keeps the rule of the session's call order (protocol work first, then events,
 //! then transmit) in one place.
+//!
+//! Per-stream entries (a [`Slot`], a [`Pending`] stream nobody accepted yet) live exactly as
+//! long as the stream can still matter to someone: a stream the peer ends before the
+//! application accepted it is forgotten at once, and all of them go when the link closes. A
+//! pending stream stays open in the session until then, so it counts against the stream
+//! limit: whatever the peer opens and resets, this state stays within that limit.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -61,7 +67,9 @@ pub(crate) struct Pending {
 pub(crate) struct Shared {
     pub(crate) session: Session,
     pub(crate) slots: HashMap<StreamId, Slot>,
-    pub(crate) incoming: VecDeque<Pending>,
+    /// Streams the peer opened and the application has not accepted yet, by ID: the peer's
+    /// IDs increase (protocol.md §2), so the first entry is the oldest.
+    pub(crate) incoming: BTreeMap<StreamId, Pending>,
     pub(crate) accept_waker: Option<Waker>,
     pub(crate) writer_waker: Option<Waker>,
     pub(crate) writer_notified: bool,
@@ -88,7 +96,7 @@ impl Shared {
         Shared {
             session,
             slots: HashMap::new(),
-            incoming: VecDeque::new(),
+            incoming: BTreeMap::new(),
             accept_waker: None,
             writer_waker: None,
             writer_notified: false,
@@ -124,7 +132,7 @@ impl Shared {
         match ev {
             Event::StreamOpened { id, kind, meta } => {
                 self.slots.insert(id, Slot::default());
-                self.incoming.push_back(Pending { id, kind, meta });
+                self.incoming.insert(id, Pending { id, kind, meta });
                 if let Some(w) = self.accept_waker.take() {
                     w.wake();
                 }
@@ -148,12 +156,18 @@ impl Shared {
                 }
             }
             Event::StreamReset { id, code } => {
+                if self.forget_pending(id) {
+                    return;
+                }
                 if let Some(s) = self.slots.get_mut(&id) {
                     s.reset = Some(code);
                     s.wake_all();
                 }
             }
             Event::StreamRefused { id } => {
+                if self.forget_pending(id) {
+                    return;
+                }
                 if let Some(s) = self.slots.get_mut(&id) {
                     s.refused = true;
                     s.wake_all();
@@ -179,12 +193,26 @@ impl Shared {
             Event::Drained => self.drained = true,
             Event::Closed { code, error } => {
                 tracing::debug!(%code, %error, "link: session closed");
+                // The streams nobody accepted are gone with the session.
+                for id in std::mem::take(&mut self.incoming).into_keys() {
+                    self.slots.remove(&id);
+                }
                 self.set_closed(LinkError::Closed {
                     fault: error.fault(),
                     reason: error.to_string(),
                 });
             }
         }
+    }
+
+    /// Drops a stream the peer ended before the application accepted it, with its slot;
+    /// returns whether it was one.
+    fn forget_pending(&mut self, id: StreamId) -> bool {
+        if self.incoming.remove(&id).is_none() {
+            return false;
+        }
+        self.slots.remove(&id);
+        true
     }
 
     /// Marks the link closed (first reason wins) and wakes every waiter.

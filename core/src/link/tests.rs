@@ -1,9 +1,14 @@
-//! [`Link::peer_draining`] over a real loopback TCP link pair on one compio runtime.
+//! [`Link::peer_draining`] and streams over a real loopback TCP link pair on one compio
+//! runtime; the per-stream state of [`Shared`] fed frames directly, without a socket.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
 
 use super::Link;
-use crate::mux::{Config, ErrorCode, Role};
+use super::shared::Shared;
+use crate::mux::frame::{self, Encoder, Frame};
+use crate::mux::{Config, ErrorCode, Role, Session, StreamKind};
 
 /// A connected (client, server) link pair.
 async fn pair() -> (Link, Link) {
@@ -101,4 +106,105 @@ fn read_batch_takes_what_is_buffered_and_keeps_the_end_for_the_next_call() {
             "no batch held more than one chunk ({batches} batches)"
         );
     });
+}
+
+// ------------------------------------------------------------------ per-stream state
+
+/// A server link's shared state, past the peer's SETTINGS.
+fn server_shared(config: Config) -> Shared {
+    let mut sh = Shared::new(Session::new(Role::Server, config, Instant::now()));
+    feed(&mut sh, &[Frame::Settings(frame::Settings::default())]);
+    sh
+}
+
+/// Hands `frames` to the session as the reader task does, then flushes its output.
+fn feed(sh: &mut Shared, frames: &[Frame]) {
+    let mut enc = Encoder::new();
+    let mut out = Vec::new();
+    for f in frames {
+        enc.encode(f, &mut out);
+    }
+    enc.flush(&mut out);
+    let mut buf = BytesMut::from(&out.concat()[..]);
+    sh.session.handle_input(&mut buf, Instant::now());
+    sh.after_op();
+    let mut sent = Vec::new();
+    let _ = sh
+        .session
+        .poll_transmit(Instant::now(), &mut sent, usize::MAX);
+    sh.after_op();
+}
+
+fn open(id: u64, meta: &Bytes) -> Frame {
+    Frame::Open(frame::Open {
+        stream_id: id,
+        kind: StreamKind::Http,
+        meta: meta.clone(),
+        fin: false,
+    })
+}
+
+fn reset(id: u64) -> Frame {
+    Frame::Reset(frame::Reset {
+        stream_id: id,
+        code: ErrorCode::CANCEL,
+        final_size: 0,
+    })
+}
+
+#[test]
+fn streams_the_peer_opens_and_resets_before_anyone_accepts_leave_nothing() {
+    let mut sh = server_shared(Config::default());
+    let meta = Bytes::from(vec![b'm'; 16 * 1024]);
+    for round in 0..50u64 {
+        let frames: Vec<Frame> = (0..200u64)
+            .map(|i| 2 * (round * 200 + i) + 1)
+            .flat_map(|id| [open(id, &meta), reset(id)])
+            .collect();
+        feed(&mut sh, &frames);
+    }
+    assert!(sh.closed.is_none(), "opening and resetting is allowed here");
+    assert_eq!(sh.session.stats().streams_accepted, 10_000);
+    assert_eq!(sh.incoming.len(), 0, "pending streams");
+    assert_eq!(sh.slots.len(), 0, "slots");
+    assert_eq!(sh.session.stream_count(), 0);
+}
+
+#[test]
+fn unaccepted_streams_count_against_the_limit_and_go_with_the_link() {
+    let mut sh = server_shared(Config {
+        max_concurrent_streams: 4,
+        ..Config::default()
+    });
+    let meta = Bytes::from_static(b"GET /");
+    let frames: Vec<Frame> = (0..10u64).map(|i| open(2 * i + 1, &meta)).collect();
+    feed(&mut sh, &frames);
+    assert_eq!(sh.incoming.len(), 4);
+    assert_eq!(sh.session.stats().streams_refused, 6);
+    // One of them ends before it is accepted: its place is free again.
+    feed(&mut sh, &[reset(3), open(21, &meta)]);
+    assert_eq!(
+        sh.incoming.keys().copied().collect::<Vec<_>>(),
+        [1, 5, 7, 21]
+    );
+    assert_eq!(sh.slots.len(), 4);
+    sh.session.close(ErrorCode::CANCEL);
+    sh.after_op();
+    assert_eq!(sh.incoming.len(), 0);
+    assert_eq!(sh.slots.len(), 0);
+}
+
+#[test]
+fn a_link_that_accepts_no_streams_closes_on_the_first_open() {
+    let mut sh = server_shared(Config {
+        peer_opens_streams: false,
+        ..Config::default()
+    });
+    feed(&mut sh, &[open(1, &Bytes::from_static(b"GET /")), reset(1)]);
+    assert!(sh.closed.is_some());
+    assert_eq!(sh.incoming.len() + sh.slots.len(), 0);
+    assert_eq!(
+        sh.session.close_reason().map(crate::mux::Error::code),
+        Some(ErrorCode::PROTOCOL_ERROR)
+    );
 }

@@ -49,7 +49,8 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
 
 /// Configuration of one [`Session`](super::Session).
 ///
-/// The first five fields are advertised to the peer in SETTINGS and bound what it may send us.
+/// The windows, sizes and stream limit are advertised to the peer in SETTINGS and bound what
+/// it may send us; protocol.md §8.1 derives the memory a link can hold from them.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Credit we give every stream the peer sends on (our receive window per stream).
@@ -63,8 +64,14 @@ pub struct Config {
     pub max_frame_size: u32,
     /// Largest OPEN or REPLY payload we accept.
     pub max_metadata_size: u32,
-    /// Streams the peer may have open towards us at once.
+    /// Streams the peer may have open towards us at once, counted until this side removed
+    /// them (a stream the application has not accepted yet counts too).
     pub max_concurrent_streams: u32,
+    /// Whether the peer may open streams at all. When `false`, SETTINGS advertises
+    /// MAX_CONCURRENT_STREAMS 0 and any OPEN from the peer is a PROTOCOL_ERROR that closes
+    /// the link (protocol.md §2.1). The edge's tunnel links set it: only the edge opens
+    /// streams there.
+    pub peer_opens_streams: bool,
     /// Bytes [`Session::write`](super::Session::write) buffers per stream before it pushes back.
     pub stream_send_buffer: usize,
     /// Send a keepalive PING after this long without one; `None` disables keepalives.
@@ -89,6 +96,7 @@ impl Default for Config {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_metadata_size: DEFAULT_MAX_METADATA_SIZE,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            peer_opens_streams: true,
             stream_send_buffer: 256 * 1024,
             ping_interval: Some(Duration::from_secs(15)),
             idle_timeout: Duration::from_secs(60),

@@ -9,7 +9,7 @@
 //! - [`frame`]: the wire format, one frame type per file, with a pure decoder and a
 //!   vectored-write encoder.
 //! - [`Session`]: the state machine of one link end; see its docs for the call order.
-//! - [`StreamState`]: the stream lifecycle.
+//! - [`StreamState`]: the stream lifecycle; `queue`: a stream's buffered bytes.
 //! - [`Config`], [`Role`]: what a session is created with.
 //! - [`Error`], [`ErrorCode`]: the one error type, and the codes on the wire.
 
@@ -18,6 +18,7 @@
 mod config;
 mod error;
 pub mod frame;
+mod queue;
 mod session;
 mod stream;
 

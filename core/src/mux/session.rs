@@ -8,12 +8,17 @@
 //! Design choices:
 //! - A peer violation is never a panic: it queues GOAWAY(code) and closes the session
 //!   (protocol.md §9). It is logged once, at debug level, through `peer_violation!`.
-//! - Everything a peer can make us hold is bounded: received data by the windows we advertise,
-//!   control frames we owe it by `max_pending_control`, stream state by
-//!   `max_concurrent_streams`, frames by the size limits.
+//! - Everything a peer can make us hold is bounded: received data by the stream windows we
+//!   advertise, control frames we owe it by `max_pending_control`, stream state by
+//!   `max_concurrent_streams` (or none at all with `peer_opens_streams` off), frames by the
+//!   size limits. protocol.md §8.1 adds it up.
+//! - Link credit comes back as soon as DATA is placed in its stream's buffer (protocol.md
+//!   §5.3): the stream window alone bounds what one stream holds, so streams whose reader
+//!   stopped never use up the link window. The link window bounds data in transit, and how
+//!   far stream windows may grow in total (§5.5).
 //! - Output is scheduled control frames first, then WINDOW, then DATA round-robin over the
-//!   streams that have both data and credit, one frame per stream per turn, so a stalled
-//!   stream never blocks the link.
+//!   streams that have both data and credit, one frame per stream per turn. A stream waiting
+//!   for credit steps aside: it never holds back control frames, a FIN, or other streams.
 //! - Readiness events are edge-triggered and deduplicated by per-stream flags, so the event
 //!   queue grows with the input processed, never with time.
 
@@ -219,6 +224,9 @@ pub struct Session {
     last_accepted_peer_id: StreamId,
     local_open: usize,
     peer_open: usize,
+    /// How far the receive windows of all open streams grew beyond the initial window in
+    /// total; at most the link window (protocol.md §5.5).
+    window_growth: u64,
 
     link_send_credit: u64,
     link_recv_credit: u64,
@@ -229,6 +237,9 @@ pub struct Session {
     peer_ctrl: usize,
     window_queue: VecDeque<StreamId>,
     sendable: VecDeque<StreamId>,
+    /// Streams with data and stream credit, waiting for link credit; they go back to the
+    /// front of `sendable` when a link WINDOW arrives. Like `sendable`, marked `in_sendable`.
+    link_blocked: VecDeque<StreamId>,
     events: VecDeque<Event>,
     enc: Encoder,
 
@@ -253,6 +264,10 @@ impl Session {
         config.max_frame_size = config
             .max_frame_size
             .clamp(MIN_MAX_FRAME_SIZE, MAX_MAX_FRAME_SIZE);
+        // protocol.md §2.1: a side that accepts no streams advertises a limit of 0.
+        if !config.peer_opens_streams {
+            config.max_concurrent_streams = 0;
+        }
         let limits = Limits {
             max_frame_size: config.max_frame_size,
             max_metadata_size: config.max_metadata_size,
@@ -282,6 +297,7 @@ impl Session {
             last_accepted_peer_id: 0,
             local_open: 0,
             peer_open: 0,
+            window_growth: 0,
             link_send_credit: 0,
             link_recv_credit: u64::from(config.link_window),
             link_pending_credit: 0,
@@ -290,6 +306,7 @@ impl Session {
             peer_ctrl: 0,
             window_queue: VecDeque::new(),
             sendable: VecDeque::new(),
+            link_blocked: VecDeque::new(),
             events: VecDeque::new(),
             enc: Encoder::new(),
             last_rx: now,
@@ -526,6 +543,13 @@ impl Session {
         if id <= self.highest_peer_id {
             return Err((ErrorCode::PROTOCOL_ERROR, "OPEN ID not increasing"));
         }
+        // protocol.md §2.1: we told the peer it may open no streams at all.
+        if self.config.max_concurrent_streams == 0 {
+            return Err((
+                ErrorCode::PROTOCOL_ERROR,
+                "OPEN from a side that may not open",
+            ));
+        }
         self.highest_peer_id = id;
         // protocol.md §7: above our final GOAWAY's last ID, the stream is not processed.
         if let Drain::Final { last_id } = self.drain
@@ -603,14 +627,16 @@ impl Session {
         }
         self.link_recv_credit -= len;
         self.stats.data_received += len;
+        // protocol.md §5.3: the bytes are placed in their stream's buffer (bounded by the
+        // stream window) or discarded right here; either way they leave the link window.
+        self.add_link_credit(len);
         let id = d.stream_id;
         let Some(s) = self.streams.get_mut(&id) else {
             if !self.was_opened(id) {
                 return Err((ErrorCode::PROTOCOL_ERROR, "DATA on an idle stream"));
             }
-            // protocol.md §6.2: racy after a RESET or refusal: discard, return the credit.
+            // protocol.md §6.2: racy after a RESET or refusal: discard (credit returned above).
             self.stats.data_discarded += len;
-            self.add_link_credit(len);
             return Ok(());
         };
         if s.fin_recv {
@@ -631,8 +657,7 @@ impl Session {
             s.recv_starved = true;
         }
         if len > 0 {
-            s.recv_buffered += d.payload.len();
-            s.recv.push_back(d.payload);
+            s.recv.push(d.payload);
             if s.readable_armed {
                 s.readable_armed = false;
                 self.events.push_back(Event::StreamReadable(id));
@@ -667,19 +692,34 @@ impl Session {
         Ok(())
     }
 
-    /// Removes a stream that was reset or refused, returning the link credit of the data it
-    /// held unread (protocol.md §5.4).
+    /// Removes a stream that was reset or refused, dropping the data it held unread (its
+    /// link credit was returned on receipt, protocol.md §5.3, §5.4).
     fn discard_stream(&mut self, id: StreamId) {
-        if let Some(s) = self.streams.remove(&id) {
-            if s.local {
-                self.local_open -= 1;
-            } else {
-                self.peer_open -= 1;
-            }
-            let unread = s.recv_buffered as u64;
-            self.stats.data_discarded += unread;
-            self.add_link_credit(unread);
+        if let Some(s) = self.remove_stream(id) {
+            self.stats.data_discarded += s.recv.len() as u64;
         }
+    }
+
+    /// Takes stream `id` out of the session with everything that refers to it: its count
+    /// against the stream limit, its window growth, its places in the send and WINDOW queues.
+    /// Every way a stream ends goes through here, so nothing of it stays behind.
+    fn remove_stream(&mut self, id: StreamId) -> Option<Stream> {
+        let s = self.streams.remove(&id)?;
+        if s.local {
+            self.local_open -= 1;
+        } else {
+            self.peer_open -= 1;
+        }
+        self.window_growth -= u64::from(s.recv_window.saturating_sub(self.config.stream_window));
+        // Each queue holds a stream at most once (the flags), and at most the open streams.
+        if s.in_sendable {
+            self.sendable.retain(|&x| x != id);
+            self.link_blocked.retain(|&x| x != id);
+        }
+        if s.in_window_queue {
+            self.window_queue.retain(|&x| x != id);
+        }
+        Some(s)
     }
 
     /// Counts `n` bytes as consumed on the link; schedules a link WINDOW past half the window.
@@ -692,14 +732,8 @@ impl Session {
     }
 
     fn maybe_remove(&mut self, id: StreamId) {
-        if self.streams.get(&id).is_some_and(Stream::is_done)
-            && let Some(s) = self.streams.remove(&id)
-        {
-            if s.local {
-                self.local_open -= 1;
-            } else {
-                self.peer_open -= 1;
-            }
+        if self.streams.get(&id).is_some_and(Stream::is_done) {
+            self.remove_stream(id);
         }
     }
 
@@ -864,8 +898,11 @@ impl Session {
         self.peer_ctrl = self.ctrl.iter().filter(|e| e.peer_induced).count();
         self.streams.clear();
         self.sendable.clear();
+        self.link_blocked.clear();
+        self.window_queue.clear();
         self.local_open = 0;
         self.peer_open = 0;
+        self.window_growth = 0;
         self.events.push_back(Event::Closed {
             code,
             error: error.clone(),
@@ -981,10 +1018,16 @@ impl Session {
             // protocol.md §5.5: the window limited the sender and the reader has caught up by
             // the time the WINDOW leaves, so a larger window moves more per round trip
             // without piling data up here.
+            // The growth of all streams together stays within the link window, so memory
+            // stays bounded however many streams grew and then stopped reading.
             if s.recv_starved && s.recv.is_empty() && !s.fin_recv && s.recv_window < max_window {
                 let grown = s.recv_window.saturating_mul(2).min(max_window);
-                s.recv_pending_credit += u64::from(grown - s.recv_window);
-                s.recv_window = grown;
+                let growth = u64::from(grown - s.recv_window);
+                if self.window_growth + growth <= u64::from(self.config.link_window) {
+                    self.window_growth += growth;
+                    s.recv_pending_credit += growth;
+                    s.recv_window = grown;
+                }
             }
             s.recv_starved = false;
             let inc = s.recv_pending_credit.min(u64::from(u32::MAX));
@@ -1008,6 +1051,12 @@ impl Session {
 
     fn transmit_data(&mut self, out: &mut Vec<Bytes>, mut total: usize, max: usize) -> usize {
         let max_frame = self.peer.max_frame_size as usize;
+        if self.link_send_credit > 0 {
+            // They waited for the link, ahead of the streams queued since: they go first.
+            while let Some(id) = self.link_blocked.pop_back() {
+                self.sendable.push_front(id);
+            }
+        }
         while let Some(id) = self.sendable.pop_front() {
             let room = max.saturating_sub(total + HEADER_LEN);
             if total > 0 && room == 0 {
@@ -1018,30 +1067,24 @@ impl Session {
                 continue;
             };
             s.in_sendable = false;
-            let (payload, fin) = if let Some(front) = s.send.front_mut() {
+            let (payload, fin) = if !s.send.is_empty() {
                 let credit = s.send_credit.min(self.link_send_credit);
                 if credit == 0 {
-                    if self.link_send_credit == 0 && s.send_credit > 0 {
-                        // Blocked by the link: everyone waits for a link WINDOW.
+                    if s.send_credit > 0 {
+                        // Blocked by the link: it waits for a link WINDOW, aside, so that
+                        // streams with only a FIN to send still go (protocol.md §5.2).
                         s.in_sendable = true;
-                        self.sendable.push_front(id);
-                        break;
+                        self.link_blocked.push_back(id);
                     }
                     // Blocked by its own window: rescheduled by the stream's WINDOW.
                     continue;
                 }
-                let n = front
-                    .len()
-                    .min(usize::try_from(credit).unwrap_or(usize::MAX))
+                let n = usize::try_from(credit)
+                    .unwrap_or(usize::MAX)
                     .min(max_frame)
                     .min(room.max(1));
-                let chunk = if n == front.len() {
-                    s.send.pop_front().unwrap_or_default()
-                } else {
-                    front.split_to(n)
-                };
-                let n64 = n as u64;
-                s.send_buffered -= n;
+                let chunk = s.send.take(n).unwrap_or_default();
+                let n64 = chunk.len() as u64;
                 s.send_credit -= n64;
                 s.send_total += n64;
                 self.link_send_credit -= n64;
@@ -1059,7 +1102,7 @@ impl Session {
             total += HEADER_LEN + payload.len();
             self.enc.data(id, &payload, fin, out);
             self.stats.frames_sent += 1;
-            if s.want_writable && s.send_buffered < self.config.stream_send_buffer {
+            if s.want_writable && s.send.len() < self.config.stream_send_buffer {
                 s.want_writable = false;
                 self.events.push_back(Event::StreamWritable(id));
             }
@@ -1192,18 +1235,18 @@ impl Session {
 
     /// Buffers up to the stream's free send buffer of `data` and returns how many bytes it
     /// took (possibly 0); the caller keeps the rest and retries on
-    /// [`Event::StreamWritable`]. The bytes are not copied.
+    /// [`Event::StreamWritable`]. Large pieces are not copied; pieces under 4 KiB are copied
+    /// together, so many tiny writes hold their bytes, not one buffer each.
     pub fn write(&mut self, id: StreamId, data: Bytes) -> Result<usize, Error> {
         let limit = self.config.stream_send_buffer;
         let s = self.stream_mut(id)?;
         Self::check_writable(s, id)?;
-        let n = data.len().min(limit.saturating_sub(s.send_buffered));
+        let n = data.len().min(limit.saturating_sub(s.send.len()));
         if n < data.len() {
             s.want_writable = true;
         }
         if n > 0 {
-            s.send_buffered += n;
-            s.send.push_back(data.slice(..n));
+            s.send.push(data.slice(..n));
             self.schedule_send(id);
         }
         Ok(n)
@@ -1219,7 +1262,7 @@ impl Session {
     }
 
     /// Aborts both directions of the stream with RESET(`code`); it is gone at once. Unread
-    /// received data is dropped and its link credit returned.
+    /// received data is dropped.
     pub fn reset(&mut self, id: StreamId, code: ErrorCode) -> Result<(), Error> {
         let s = self.stream_mut(id)?;
         let final_size = s.send_total;
@@ -1235,10 +1278,11 @@ impl Session {
 
     /// Reads up to `max` bytes (at least 1) of the stream, as received: `Ok(Some(bytes))`,
     /// `Ok(None)` at the end of the stream (after the peer's FIN), or [`Error::Blocked`] when
-    /// nothing is buffered yet. Reading is what returns credit to the peer (protocol.md §5.3).
+    /// nothing is buffered yet. Reading is what returns stream credit to the peer (protocol.md
+    /// §5.3).
     pub fn read(&mut self, id: StreamId, max: usize) -> Result<Option<Bytes>, Error> {
         let s = self.stream_mut(id)?;
-        let Some(front) = s.recv.front_mut() else {
+        let Some(chunk) = s.recv.take(max) else {
             s.readable_armed = true;
             if s.fin_recv {
                 s.end_read = true;
@@ -1248,14 +1292,7 @@ impl Session {
             }
             return Err(Error::Blocked);
         };
-        let max = max.max(1);
-        let chunk = if front.len() <= max {
-            s.recv.pop_front().unwrap_or_default()
-        } else {
-            front.split_to(max)
-        };
         let n = chunk.len();
-        s.recv_buffered -= n;
         if s.recv.is_empty() {
             s.readable_armed = true;
         }
@@ -1266,7 +1303,6 @@ impl Session {
                 self.window_queue.push_back(id);
             }
         }
-        self.add_link_credit(n as u64);
         Ok(Some(chunk))
     }
 
@@ -1275,7 +1311,7 @@ impl Session {
     /// Bytes of stream `id` received and not yet read (0 for an unknown stream). Reading them
     /// with [`Session::read`] never consumes the stream's FIN.
     pub fn readable_bytes(&self, id: StreamId) -> usize {
-        self.streams.get(&id).map_or(0, |s| s.recv_buffered)
+        self.streams.get(&id).map_or(0, |s| s.recv.len())
     }
 
     /// The state of stream `id` (see [`StreamState`]).
@@ -1355,7 +1391,7 @@ impl Session {
     pub fn buffered_bytes(&self) -> usize {
         self.streams
             .values()
-            .map(|s| s.recv_buffered + s.send_buffered)
+            .map(|s| s.recv.len() + s.send.len())
             .sum()
     }
 
@@ -1369,14 +1405,17 @@ impl Session {
         let bufs: usize = self
             .streams
             .values()
-            .map(|s| (s.recv.capacity() + s.send.capacity()) * size_of::<Bytes>())
+            .map(|s| s.recv.overhead() + s.send.overhead())
             .sum();
         size_of::<Session>()
             + self.streams.capacity() * entry
             + bufs
             + self.buffered_bytes()
             + self.ctrl.capacity() * size_of::<CtrlEntry>()
-            + (self.window_queue.capacity() + self.sendable.capacity()) * size_of::<StreamId>()
+            + (self.window_queue.capacity()
+                + self.sendable.capacity()
+                + self.link_blocked.capacity())
+                * size_of::<StreamId>()
             + self.events.capacity() * size_of::<Event>()
     }
 }

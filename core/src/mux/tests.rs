@@ -297,7 +297,11 @@ fn a_window_limited_stream_with_a_fast_reader_grows_its_window_and_a_stalled_one
     assert_eq!(p.s.buffered_bytes(), DEFAULT_STREAM_WINDOW as usize);
 }
 
-fn reset_refunds(receiver_resets: bool) {
+/// The link window of protocol.md §5.3 (credit returns when DATA is placed in its stream's
+/// buffer): unread data holds no link credit, a reset frees the buffer, and every byte is
+/// counted against the link window once. (Before, credit returned only on reading, and this
+/// test checked that the unread stream had used the whole link window until the reset.)
+fn reset_frees(receiver_resets: bool) {
     let w = 512 * 1024;
     let cfg = Config {
         stream_window: w,
@@ -313,10 +317,16 @@ fn reset_refunds(receiver_resets: bool) {
     p.c.write(a, pattern(a, w as usize)).unwrap();
     p.pump();
     assert_eq!(
-        p.c.link_send_credit(),
-        0,
-        "the unread stream used the whole link window"
+        p.s.buffered_bytes(),
+        w as usize,
+        "a full stream window unread"
     );
+    assert_eq!(
+        p.c.link_send_credit() + p.s.link_pending_credit(),
+        u64::from(w),
+        "the unread data holds no link credit"
+    );
+    assert!(p.c.link_send_credit() >= u64::from(w / 2));
     if receiver_resets {
         p.s.reset(a, ErrorCode::CANCEL).unwrap();
     } else {
@@ -324,9 +334,9 @@ fn reset_refunds(receiver_resets: bool) {
     }
     p.pump();
     assert_eq!(
-        p.c.link_send_credit(),
+        p.c.link_send_credit() + p.s.link_pending_credit(),
         u64::from(w),
-        "reset refunded the link credit"
+        "the reset returned nothing twice"
     );
     assert_eq!(p.s.buffered_bytes(), 0);
     // Another stream can use the full window without any read.
@@ -349,13 +359,13 @@ fn reset_refunds(receiver_resets: bool) {
 }
 
 #[test]
-fn receiver_reset_refunds_link_credit() {
-    reset_refunds(true);
+fn receiver_reset_frees_the_buffer_and_counts_credit_once() {
+    reset_frees(true);
 }
 
 #[test]
-fn sender_reset_refunds_link_credit() {
-    reset_refunds(false);
+fn sender_reset_frees_the_buffer_and_counts_credit_once() {
+    reset_frees(false);
 }
 
 #[test]
@@ -985,4 +995,348 @@ proptest! {
         let role = if server { Role::Server } else { Role::Client };
         run_ops(role, true, ops)?;
     }
+}
+
+// ------------------------------------------------------------------ hostile peers and slow readers
+
+#[test]
+fn a_side_that_accepts_no_streams_advertises_it_and_closes_on_open() {
+    let edge = Config {
+        peer_opens_streams: false,
+        ..Config::default()
+    };
+    // Raw frames: any OPEN is a link error, not a refusal.
+    assert_eq!(
+        violation_code(edge.clone(), &[settings(), open(1)]),
+        ErrorCode::PROTOCOL_ERROR
+    );
+    // Two sessions: the client learns from SETTINGS that it may open nothing.
+    let now = Instant::now();
+    let mut c = Session::new(Role::Client, Config::default(), now);
+    // Opened before the server's SETTINGS arrived (the client assumes the defaults until then).
+    let early = c.open(StreamKind::Http, Bytes::new()).unwrap();
+    let mut p = Pair {
+        c,
+        s: Session::new(Role::Server, edge, now),
+        now,
+        c_in: BytesMut::new(),
+        s_in: BytesMut::new(),
+        c_events: Vec::new(),
+        s_events: Vec::new(),
+        mute_server: false,
+    };
+    p.pump();
+    assert!(p.s.is_closed(), "the OPEN closed the link");
+    assert!(
+        !p.s_events
+            .iter()
+            .any(|e| matches!(e, Event::StreamOpened { .. })),
+        "the stream never reached the application"
+    );
+    assert!(p.c_events.contains(&Event::Closed {
+        code: ErrorCode::PROTOCOL_ERROR,
+        error: Error::PeerClosed {
+            code: ErrorCode::PROTOCOL_ERROR
+        }
+    }));
+    assert_eq!(p.c.stream_state(early), StreamState::Closed);
+    // Without the early stream, the client would not even try.
+    let mut p = Pair::new(
+        Config::default(),
+        Config {
+            peer_opens_streams: false,
+            ..Config::default()
+        },
+    );
+    assert!(!p.c.can_open());
+    assert!(matches!(
+        p.c.open(StreamKind::Http, Bytes::new()),
+        Err(Error::TooManyStreams { max: 0 })
+    ));
+    // The server still opens streams towards the client.
+    let id = p.s.open(StreamKind::Http, Bytes::new()).unwrap();
+    p.pump();
+    assert!(
+        p.c_events
+            .iter()
+            .any(|e| matches!(e, Event::StreamOpened { id: i, .. } if *i == id))
+    );
+}
+
+#[test]
+fn an_open_reset_loop_leaves_nothing_behind_in_the_session() {
+    let now = Instant::now();
+    let mut s = Session::new(Role::Server, Config::default(), now);
+    let mut buf = wire(&[settings()]);
+    s.handle_input(&mut buf, now);
+    let base = s.memory_estimate();
+    let meta = Bytes::from(vec![b'x'; 16 * 1024]);
+    for round in 0..100u64 {
+        let mut frames = Vec::new();
+        for i in 0..100u64 {
+            let id = 2 * (round * 100 + i) + 1;
+            frames.push(Frame::Open(frame::Open {
+                stream_id: id,
+                kind: StreamKind::Http,
+                meta: meta.clone(),
+                fin: false,
+            }));
+            frames.push(Frame::Reset(frame::Reset {
+                stream_id: id,
+                code: ErrorCode::CANCEL,
+                final_size: 0,
+            }));
+        }
+        let mut buf = wire(&frames);
+        s.handle_input(&mut buf, now);
+        while s.poll_event().is_some() {}
+        let mut out = Vec::new();
+        let _ = s.poll_transmit(now, &mut out, usize::MAX);
+    }
+    assert!(!s.is_closed());
+    assert_eq!(s.stats().streams_accepted, 10_000);
+    assert_eq!(s.stream_count(), 0);
+    assert!(
+        s.memory_estimate() <= base + 64 * 1024,
+        "{} > {base} + 64 KiB",
+        s.memory_estimate()
+    );
+}
+
+/// The edge (server) opens `n` streams to the connector (client), which answers each with a
+/// stream window of data; the edge never reads them.
+fn unread_streams(p: &mut Pair, n: usize) -> Vec<StreamId> {
+    let ids: Vec<_> = (0..n)
+        .map(|_| {
+            p.s.open(StreamKind::Http, Bytes::from_static(b"GET /big"))
+                .unwrap()
+        })
+        .collect();
+    p.pump();
+    for &id in &ids {
+        p.c.reply(id, Bytes::from_static(b"200")).unwrap();
+        let window = DEFAULT_STREAM_WINDOW as usize;
+        assert_eq!(p.c.write(id, pattern(id, window)).unwrap(), window);
+    }
+    p.pump();
+    ids
+}
+
+#[test]
+fn hundreds_of_unread_streams_leave_the_link_to_a_new_one() {
+    // 300 × 256 KiB unread is far beyond the 16 MiB link window.
+    let cfg = Config {
+        max_concurrent_streams: 1024,
+        ..Config::default()
+    };
+    let mut p = Pair::new(cfg.clone(), cfg);
+    let stalled = unread_streams(&mut p, 300);
+    assert_eq!(
+        p.s.buffered_bytes(),
+        300 * DEFAULT_STREAM_WINDOW as usize,
+        "each unread stream holds its stream window, no more"
+    );
+    // A new request: OPEN, REPLY, a few bytes, FIN, all through.
+    let id =
+        p.s.open(StreamKind::Http, Bytes::from_static(b"GET /small"))
+            .unwrap();
+    p.pump();
+    p.c.reply(id, Bytes::from_static(b"200 small")).unwrap();
+    p.c.write(id, Bytes::from_static(b"hello, world\n"))
+        .unwrap();
+    p.c.finish(id).unwrap();
+    p.pump();
+    assert!(p.s_events.contains(&Event::StreamReplied {
+        id,
+        meta: Bytes::from_static(b"200 small")
+    }));
+    let mut got = Vec::new();
+    assert!(read_all(&mut p.s, id, &mut got), "the end arrived");
+    assert_eq!(got, b"hello, world\n");
+    // A HEAD-like answer (REPLY and FIN, no data) goes through as well.
+    let head =
+        p.s.open(StreamKind::Http, Bytes::from_static(b"HEAD /"))
+            .unwrap();
+    p.pump();
+    p.c.reply(head, Bytes::from_static(b"200")).unwrap();
+    p.c.finish(head).unwrap();
+    p.pump();
+    assert!(read_all(&mut p.s, head, &mut Vec::new()));
+    // The stalled streams still hold exactly their windows, and recover when read.
+    assert_eq!(p.s.buffered_bytes(), 300 * DEFAULT_STREAM_WINDOW as usize);
+    let mut first = Vec::new();
+    for _ in 0..100 {
+        read_all(&mut p.s, stalled[0], &mut first);
+        p.pump();
+    }
+    assert_eq!(
+        &first[..],
+        &pattern(stalled[0], DEFAULT_STREAM_WINDOW as usize)[..]
+    );
+}
+
+#[test]
+fn credit_free_frames_leave_while_data_waits_for_link_credit() {
+    // The receiver's link window is small and its WINDOWs never come back (it is muted).
+    let sc = Config {
+        link_window: 16 * 1024,
+        ..Config::default()
+    };
+    let mut p = Pair::new(Config::default(), sc);
+    let big = p.c.open(StreamKind::Tcp, Bytes::new()).unwrap();
+    let quiet = p.c.open(StreamKind::Tcp, Bytes::new()).unwrap();
+    let doomed = p.c.open(StreamKind::Tcp, Bytes::new()).unwrap();
+    p.pump();
+    p.mute_server = true;
+    p.c.write(big, pattern(big, 100_000)).unwrap();
+    p.c.write(doomed, pattern(doomed, 100_000)).unwrap();
+    p.pump();
+    assert_eq!(p.c.link_send_credit(), 0, "the link window is used up");
+    // Now, with DATA of two streams waiting for link credit: a FIN, a RESET, a PING, an OPEN.
+    p.c.finish(quiet).unwrap();
+    p.c.reset(doomed, ErrorCode::CANCEL).unwrap();
+    p.c.ping();
+    let fresh = p.c.open(StreamKind::Tcp, Bytes::new()).unwrap();
+    let mut out = Vec::new();
+    let _ = p.c.poll_transmit(p.now, &mut out, usize::MAX);
+    let mut sent = BytesMut::from(&out.concat()[..]);
+    let limits = frame::Limits {
+        max_frame_size: 1 << 20,
+        max_metadata_size: 1 << 20,
+    };
+    let mut seen = Vec::new();
+    while let Some(f) = frame::decode(&mut sent, &limits).unwrap() {
+        seen.push(f);
+    }
+    let fin = seen.iter().any(
+        |f| matches!(f, Frame::Data(d) if d.stream_id == quiet && d.fin && d.payload.is_empty()),
+    );
+    assert!(fin, "the FIN left: {seen:?}");
+    assert!(
+        seen.iter()
+            .any(|f| matches!(f, Frame::Reset(r) if r.stream_id == doomed))
+    );
+    assert!(seen.iter().any(|f| matches!(f, Frame::Ping(p) if !p.ack)));
+    assert!(
+        seen.iter()
+            .any(|f| matches!(f, Frame::Open(o) if o.stream_id == fresh))
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|f| matches!(f, Frame::Data(d) if !d.payload.is_empty())),
+        "no DATA beyond the link credit"
+    );
+    // When the credit comes back, the blocked stream goes on where it stopped.
+    p.mute_server = false;
+    for b in out {
+        p.s_in.extend_from_slice(&b);
+    }
+    p.s.handle_input(&mut p.s_in, p.now);
+    p.pump();
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        read_all(&mut p.s, big, &mut got);
+        p.pump();
+    }
+    assert_eq!(&got[..], &pattern(big, 100_000)[..]);
+}
+
+#[test]
+fn stream_windows_grow_within_the_link_window_in_total() {
+    // A link window of 1 MiB leaves room for the growth of few streams; the others keep the
+    // initial window, and every stream still gets its data through.
+    let cfg = Config {
+        link_window: 1024 * 1024,
+        ..Config::default()
+    };
+    let mut p = Pair::new(cfg.clone(), cfg);
+    let ids: Vec<_> = (0..8)
+        .map(|_| p.c.open(StreamKind::Tcp, Bytes::new()).unwrap())
+        .collect();
+    p.pump();
+    for &id in &ids {
+        p.s.reply(id, Bytes::new()).unwrap();
+    }
+    p.pump();
+    let total = 8 * 1024 * 1024;
+    let mut rest: HashMap<StreamId, Bytes> =
+        ids.iter().map(|&id| (id, pattern(id, total))).collect();
+    let mut got: HashMap<StreamId, Vec<u8>> = HashMap::new();
+    for _ in 0..10_000 {
+        loop {
+            for (&id, r) in rest.iter_mut() {
+                if !r.is_empty() {
+                    let n = p.c.write(id, r.clone()).unwrap();
+                    let _ = r.split_to(n);
+                }
+            }
+            if Pair::transfer(&mut p.c, &mut p.s, &mut p.s_in, p.now) == 0 {
+                break;
+            }
+        }
+        for &id in &ids {
+            read_all(&mut p.s, id, got.entry(id).or_default());
+        }
+        while Pair::transfer(&mut p.s, &mut p.c, &mut p.c_in, p.now) > 0 {}
+        if ids
+            .iter()
+            .all(|id| got.get(id).map_or(0, Vec::len) == total)
+        {
+            break;
+        }
+    }
+    let growth: u64 = ids
+        .iter()
+        .map(|&id| u64::from(p.s.stream_recv_window(id).unwrap() - DEFAULT_STREAM_WINDOW))
+        .sum();
+    assert!(growth > 0, "some stream grew");
+    assert!(
+        growth <= 1024 * 1024,
+        "growth {growth} beyond the link window"
+    );
+    for &id in &ids {
+        assert_eq!(got[&id].len(), total, "stream {id}");
+    }
+}
+
+#[test]
+fn tiny_writes_hold_their_bytes_not_a_buffer_each() {
+    let now = Instant::now();
+    // No SETTINGS from the peer yet: nothing can be sent, everything written stays queued.
+    let mut c = Session::new(Role::Client, Config::default(), now);
+    let id = c.open(StreamKind::Http, Bytes::new()).unwrap();
+    let base = c.memory_estimate();
+    let read_buffer = Bytes::from(vec![b'a'; 64 * 1024]);
+    for i in 0..65_536usize {
+        // One-byte body pieces, each a slice of the buffer the request was read into.
+        let at = i % read_buffer.len();
+        assert_eq!(c.write(id, read_buffer.slice(at..at + 1)).unwrap(), 1);
+    }
+    assert_eq!(c.buffered_bytes(), 65_536);
+    let held = c.memory_estimate() - base;
+    assert!(
+        held <= 2 * 65_536 + 16 * 1024,
+        "{held} bytes held for 64 KiB"
+    );
+    assert!(read_buffer.is_unique(), "no piece pins the read buffer");
+}
+
+#[test]
+fn tiny_data_frames_hold_their_bytes_not_a_frame_each() {
+    let now = Instant::now();
+    let mut s = Session::new(Role::Server, Config::default(), now);
+    let mut frames = vec![settings(), open(1)];
+    frames.extend((0..65_536).map(|_| data(1, 1, false)));
+    let mut buf = wire(&frames);
+    let base = s.memory_estimate();
+    s.handle_input(&mut buf, now);
+    assert!(!s.is_closed());
+    assert_eq!(s.readable_bytes(1), 65_536);
+    while s.poll_event().is_some() {}
+    let held = s.memory_estimate() - base;
+    assert!(
+        held <= 2 * 65_536 + 16 * 1024,
+        "{held} bytes held for 64 KiB"
+    );
 }

@@ -31,7 +31,7 @@ use ringtun_core::handshake::{
 };
 use ringtun_core::http::tunnel_link_config;
 use ringtun_core::link::{Link, LinkError, Transport};
-use ringtun_core::mux::{ErrorCode, Role};
+use ringtun_core::mux::{Config, ErrorCode, Role};
 use ringtun_core::rt::net::{SocketTuning, tune_stream};
 use ringtun_core::tls::TlsStream;
 use uuid::Uuid;
@@ -268,7 +268,12 @@ async fn finish<S: Transport, E>(
     };
     let tunnel = Uuid::from_bytes(reg.tunnel_id);
     let connector = Uuid::from_bytes(reg.connector_id);
-    let link = Link::spawn(stream, Role::Server, tunnel_link_config());
+    // Only the edge opens streams on a tunnel link (protocol.md §2.1).
+    let config = Config {
+        peer_opens_streams: false,
+        ..tunnel_link_config()
+    };
+    let link = Link::spawn(stream, Role::Server, config);
     let load = w
         .plane
         .connector_load(tunnel, connector, reg.weight, reg.flags.standby());
