@@ -57,7 +57,7 @@ impl RequestRoute {
             });
         }
         let (host, rest) = match split_absolute(target)? {
-            Some((authority, rest)) => (normalize_host(authority)?, rest),
+            Some(abs) => (normalize_host(abs.authority)?, abs.rest),
             None => {
                 let host = head.host().ok_or(bad("missing Host header"))?;
                 (normalize_host(host)?, target)
@@ -188,38 +188,39 @@ pub fn normalize_host(raw: &[u8]) -> Result<String, HttpError> {
 /// matched: an encoded `/` (`%2F`) or `\` (`%5C`), an encoded NUL (`%00`), a literal `\` or
 /// NUL, a `%` not followed by two hex digits. Paths are case-sensitive: `/ADMIN` is not `/admin`.
 pub fn normalize_path(raw: &[u8]) -> Result<Vec<u8>, HttpError> {
-    let mut segments: Vec<Vec<u8>> = Vec::new();
+    // One buffer: every kept segment is `/` and its bytes, so removing the last one (for `..`)
+    // truncates to the last `/`.
+    let mut out = Vec::with_capacity(raw.len() + 1);
     let mut trailing = false;
     let mut parts = raw.split(|&b| b == b'/').peekable();
     while let Some(part) = parts.next() {
         let last = parts.peek().is_none();
-        let seg = normalize_segment(part)?;
-        match &seg[..] {
-            b"" | b"." => trailing = last,
-            b".." => {
-                segments.pop();
+        let start = out.len();
+        out.push(b'/');
+        push_segment(&mut out, part)?;
+        match &out[start + 1..] {
+            b"" | b"." => {
+                out.truncate(start);
                 trailing = last;
             }
-            _ => {
-                segments.push(seg);
-                trailing = false;
+            b".." => {
+                out.truncate(start);
+                let prev = out.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                out.truncate(prev);
+                trailing = last;
             }
+            _ => trailing = false,
         }
     }
-    let mut out = Vec::with_capacity(raw.len() + 1);
-    for s in &segments {
-        out.push(b'/');
-        out.extend_from_slice(s);
-    }
-    if trailing || segments.is_empty() {
+    if trailing || out.is_empty() {
         out.push(b'/');
     }
     Ok(out)
 }
 
-/// One path segment (no `/` in it): percent-encoding normalised, see [`normalize_path`].
-fn normalize_segment(raw: &[u8]) -> Result<Vec<u8>, HttpError> {
-    let mut out = Vec::with_capacity(raw.len());
+/// Appends one path segment (no `/` in it) with its percent-encoding normalised, see
+/// [`normalize_path`].
+fn push_segment(out: &mut Vec<u8>, raw: &[u8]) -> Result<(), HttpError> {
     let mut i = 0;
     while i < raw.len() {
         let b = raw[i];
@@ -236,7 +237,7 @@ fn normalize_segment(raw: &[u8]) -> Result<Vec<u8>, HttpError> {
                 b'\\' => return Err(bad("encoded backslash (%5C) in the request path")),
                 0 => return Err(bad("encoded NUL (%00) in the request path")),
                 _ if is_unreserved(v) => out.push(v),
-                _ => push_encoded(&mut out, v),
+                _ => push_encoded(out, v),
             }
             i += 3;
             continue;
@@ -245,18 +246,25 @@ fn normalize_segment(raw: &[u8]) -> Result<Vec<u8>, HttpError> {
             b'\\' => return Err(bad("backslash in the request path")),
             0 => return Err(bad("NUL in the request path")),
             // Not part of a path: encoded, so the result reads as one path in any target.
-            b'?' | b'#' => push_encoded(&mut out, b),
+            b'?' | b'#' => push_encoded(out, b),
             0x21..=0x7e => out.push(b),
-            _ => push_encoded(&mut out, b),
+            _ => push_encoded(out, b),
         }
         i += 1;
     }
-    Ok(out)
+    Ok(())
+}
+
+/// An absolute-form target split: `http://{authority}{rest}`.
+struct Absolute<'a> {
+    authority: &'a [u8],
+    /// `/path?query`, `?query` or empty.
+    rest: &'a [u8],
 }
 
 /// Splits an absolute-form target (`http://authority/path?query`, RFC 9112 §3.2.2) into its
-/// authority and the rest (`/path?query`, possibly empty); `None` for any other form.
-fn split_absolute(target: &[u8]) -> Result<Option<(&[u8], &[u8])>, HttpError> {
+/// authority and the rest; `None` for origin form.
+fn split_absolute(target: &[u8]) -> Result<Option<Absolute<'_>>, HttpError> {
     if target.first() == Some(&b'/') {
         return Ok(None);
     }
@@ -271,7 +279,10 @@ fn split_absolute(target: &[u8]) -> Result<Option<(&[u8], &[u8])>, HttpError> {
     if authority.contains(&b'@') {
         return Err(bad("userinfo in the request target"));
     }
-    Ok(Some((authority, tail)))
+    Ok(Some(Absolute {
+        authority,
+        rest: tail,
+    }))
 }
 
 /// Normalises `/path?query` (or an empty or `?query`-only rest of an absolute-form target,

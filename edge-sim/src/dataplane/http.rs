@@ -432,19 +432,19 @@ async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, count: bool) ->
         }
     };
     let host = route.host();
-    let Some(tunnel) = w.routes().tunnel_for_host(&host) else {
+    let Some(tunnel) = w.routes().tunnel_for_host(host) else {
         return reply_error(
             w,
             c,
             "no_route",
             404,
-            &no_route_detail(&host),
+            &no_route_detail(host),
             close_on_error,
         )
         .await;
     };
     if count {
-        count_host_request(w, &host);
+        count_host_request(w, host);
     }
     let upgrade = is_upgrade_request(&head);
     let kind = if is_websocket_upgrade(&head) {
