@@ -11,8 +11,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use compio::net::TcpListener;
 use ringtun_core::handshake::{Accepted, Rejected, TunnelSecret, edge_accept};
-use ringtun_core::http::{BodyFraming, ReplyErrorKind, RequestHead, ResponseMeta};
-use ringtun_core::link::Link;
+use ringtun_core::http::{
+    BodyFraming, ReplyErrorKind, RequestExtra, RequestHead, ResponseMeta, decode_response_meta,
+    encode_request_meta,
+};
+use ringtun_core::link::{Link, LinkError};
 use ringtun_core::mux::StreamKind;
 use run_common::*;
 
@@ -193,6 +196,70 @@ async fn check_http(link: &Link, log: &OriginLog) {
     assert!(a.body == data, "download differs");
 }
 
+/// Opens an HTTP stream whose OPEN metadata carries `head` and routed host `host` as given
+/// (not normalised as [`request`] does), and returns the REPLY and the response body.
+async fn open_as_is(
+    link: &Link,
+    head: &RequestHead,
+    host: &str,
+) -> Result<(ResponseMeta, Vec<u8>), LinkError> {
+    let extra = RequestExtra {
+        host: host.to_owned(),
+        client_ip: None,
+        body: BodyFraming::Empty,
+    };
+    let s = link
+        .open(StreamKind::Http, encode_request_meta(head, &extra))
+        .unwrap();
+    s.finish().unwrap();
+    let meta = decode_response_meta(s.reply_meta().await?).unwrap();
+    let mut body = Vec::new();
+    while let Ok(Some(c)) = s.read().await {
+        body.extend_from_slice(&c);
+    }
+    Ok((meta, body))
+}
+
+/// Rules match the host in the metadata (what the edge routed on), never the `Host` field, and
+/// the origin gets that host; metadata that is not normalised is refused.
+async fn check_routed_host(link: &Link) {
+    let status = |m: &ResponseMeta| match m {
+        ResponseMeta::Head { head, .. } => head.status,
+        ResponseMeta::Error(e) => e.kind.status(),
+    };
+    // `Host: app.test` in the head, routed to teapot.test: the teapot rule answers.
+    let (m, _) = open_as_is(link, &get("app.test", "/"), "teapot.test")
+        .await
+        .unwrap();
+    assert_eq!(status(&m), 418);
+    // Routed to app.test with another Host field (or none): the origin gets Host: app.test.
+    for head in [
+        get("teapot.test", "/head"),
+        RequestHead::new("GET", "/head"),
+    ] {
+        let (m, body) = open_as_is(link, &head, "app.test").await.unwrap();
+        assert_eq!(status(&m), 200);
+        let body = String::from_utf8_lossy(&body).to_ascii_lowercase();
+        assert!(body.starts_with("get /head http/1.1\r\n"), "{body}");
+        assert_eq!(body.matches("\r\nhost:").count(), 1, "{body}");
+        assert!(body.contains("\r\nhost: app.test\r\n"), "{body}");
+    }
+    // A host or target the edge would have normalised: the stream is reset, nothing answers.
+    for (target, host) in [
+        ("//", "teapot.test"),
+        ("/x/../", "teapot.test"),
+        ("/%61", "teapot.test"),
+        ("http://teapot.test/", "teapot.test"),
+        ("/", "Teapot.test"),
+        ("/", "teapot.test."),
+        ("/", "teapot.test:80"),
+    ] {
+        let head = get("teapot.test", target);
+        let r = open_as_is(link, &head, host).await;
+        assert!(r.is_err(), "{target} on {host}: {:?}", r.map(|(m, _)| m));
+    }
+}
+
 async fn check_tcp(link: &Link, c: &Connector) {
     let s = link
         .open(StreamKind::Tcp, Bytes::from_static(b"2222"))
@@ -220,6 +287,7 @@ fn serves_http_and_tcp_over_a_plaintext_link_and_exits_cleanly() {
         let mut c = Connector::start(&s, edge, &["--danger-plaintext-links"]);
         let link = accept_link(&l, None, SECRET).await;
         check_http(&link, &log).await;
+        check_routed_host(&link).await;
         check_tcp(&link, &c).await;
         let st = terminate(&mut c).await;
         let out = c.log();

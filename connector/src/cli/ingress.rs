@@ -1,5 +1,7 @@
 //! `ringtun ingress validate` and `ringtun ingress rule URL`.
 
+use ringtun_core::http::{normalize_host, normalize_path};
+
 use super::{GlobalArgs, RuleArgs};
 use crate::config::{Config, discover};
 use crate::error::{Error, Result};
@@ -18,14 +20,23 @@ pub fn validate(global: &GlobalArgs) -> Result<()> {
 }
 
 /// `ingress rule URL`: prints which rule a request to URL would match, as cloudflared does:
-/// `Matched rule #N` and the rule's fields.
+/// `Matched rule #N` and the rule's fields. The host and path are normalised as the edge does
+/// for a real request (`docs/routing.md`), so `http://App.test.//a/../admin` answers what a
+/// request for it would get.
 pub fn rule(global: &GlobalArgs, args: &RuleArgs) -> Result<()> {
     let (host, path) = split_request_url(&args.url)?;
+    let invalid = |e: ringtun_core::http::HttpError| Error::InvalidUrl {
+        url: args.url.clone(),
+        reason: e.to_string(),
+    };
+    let host = normalize_host(host.as_bytes()).map_err(invalid)?;
+    let path = normalize_path(path.as_bytes()).map_err(invalid)?;
+    let path = String::from_utf8_lossy(&path);
     let file = discover(global.config.as_deref())?;
     println!("Using rules from {}", file.display());
     let config = Config::load(&file)?;
     let rules = config.ingress.as_ref().ok_or(Error::NoIngressRules)?;
-    let m = rules.match_request(host, &path);
+    let m = rules.match_request(&host, &path);
     println!("Matched rule #{}", m.number());
     println!("{}", m.rule);
     Ok(())

@@ -30,7 +30,9 @@ impl HostPattern {
     ///
     /// Like cloudflared, a port is refused first, then any `*` past the first character. Unlike
     /// cloudflared, `*foo.example.com` is refused too: cloudflared accepts it, but then it only
-    /// matches that literal text.
+    /// matches that literal text. One trailing dot is dropped (`example.com.` is
+    /// `example.com`): requests are matched on their normalised host, which never has one
+    /// (`docs/routing.md`).
     pub fn parse(text: &str) -> Result<HostPattern, HostPatternError> {
         if text.is_empty() || text == "*" {
             return Ok(HostPattern::Any);
@@ -38,7 +40,7 @@ impl HostPattern {
         if split_host_port(text).is_some() {
             return Err(HostPatternError::ContainsPort);
         }
-        let lower = text.to_ascii_lowercase();
+        let lower = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
         match lower.strip_prefix('*') {
             Some(suffix)
                 if suffix.starts_with('.') && suffix.len() > 1 && !suffix.contains('*') =>
@@ -128,8 +130,10 @@ mod tests {
     }
 
     #[test]
-    fn case_insensitive() {
+    fn case_insensitive_and_trailing_dot() {
         assert!(p("MyApp.Example.com").matches("myapp.example.COM"));
+        assert!(p("myapp.example.com.").matches("myapp.example.com"));
+        assert!(p("*.example.com.").matches("a.example.com"));
         assert!(p("*.Example.com").matches("Foo.EXAMPLE.com"));
         assert!(!p("a.example.com").matches("b.example.com"));
     }

@@ -1,6 +1,10 @@
 //! HTTP streams: decode the request head from OPEN metadata, match the ingress rules, and answer
 //! from the rule's service.
 //!
+//! Rules match the host and path the edge routed on, as the metadata carries them (normalised,
+//! `docs/routing.md`), never a `Host` field; the origin gets that same host in `Host` (unless the
+//! rule sets `httpHostHeader`) and that same target in its request line.
+//!
 //! Towards an `http://` or `https://` origin, one exchange uses two tasks on the origin socket: a *sender*
 //! writes the head and streams the request body from the link stream (re-framed: Content-Length
 //! when known, else chunked), while this task reads the response head, replies, and streams the
@@ -28,7 +32,7 @@ use ringtun_core::http::{
     HttpError, ReplyError, ReplyErrorKind, RequestHead, ResponseHead, Version, decode_request_meta,
     encode_reply_error, encode_response_meta, is_upgrade_request, origin_refused_detail,
     origin_timeout_detail, override_host, remove_hop_by_hop, response_framing, response_keep_alive,
-    set_connector_id, set_framing_headers,
+    set_connector_id, set_framing_headers, target_path,
 };
 use ringtun_core::link::Stream;
 use ringtun_core::mux::ErrorCode;
@@ -52,7 +56,7 @@ const SENDER_GRACE: Duration = Duration::from_secs(1);
 /// Serves one HTTP stream, counting it (and its duration) under the rule it matched.
 pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
     let started = Instant::now();
-    let (head, extra) = match decode_request_meta(meta) {
+    let (mut head, extra) = match decode_request_meta(meta) {
         Ok(x) => x,
         Err(e) => {
             tracing::debug!(error = %e, "invalid request metadata from the edge");
@@ -60,16 +64,14 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
             return;
         }
     };
-    let host = head
-        .host()
-        .map(|h| String::from_utf8_lossy(h).into_owned())
-        .unwrap_or_default();
-    let host = strip_port(&host);
-    let target = String::from_utf8_lossy(&head.target).into_owned();
-    let path = target.split(['?', '#']).next().unwrap_or("/");
+    let host = extra.host.as_str();
+    // ASCII: the decoder accepts only a normalised target.
+    let path = String::from_utf8_lossy(target_path(&head.target));
     let rules = ctx.ingress.load();
-    let m = rules.match_request(host, path);
-    tracing::debug!(host, path, rule = m.number(), "request matched");
+    let m = rules.match_request(host, &path);
+    tracing::debug!(host, %path, rule = m.number(), "request matched");
+    // What the origin gets is what was matched, whatever `Host` the client sent.
+    override_host(&mut head.headers, extra.host.clone());
     let index = m.index;
     ctx.metrics.request(&rules, index);
     answer(head, extra.body, &stream, m, ctx).await;
@@ -143,20 +145,6 @@ async fn answer(
     }
 }
 
-/// `host` without a `:port` suffix (IPv6 brackets kept).
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host
-            .split_once(']')
-            .map(|(h, _)| &host[..=h.len()])
-            .unwrap_or(host);
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
-
 /// Reads the request body to its end and drops it (services that answer without it).
 async fn drain(stream: &Stream) {
     while let Ok(Some(_)) = stream.read().await {}
@@ -213,11 +201,9 @@ async fn proxy(
         CONNECTOR_ID_HEADER,
         ctx.connector_id.clone(),
     );
+    // `Host` is the routed host (set in `serve`), or the rule's `httpHostHeader`.
     if let Some(h) = &or.http_host_header {
         override_host(&mut head.headers, h.clone());
-    }
-    if !head.headers.contains("host") {
-        head.headers.append("Host", svc.authority.clone());
     }
     set_framing_headers(&mut head.headers, body);
     head.version = Version::Http11;
@@ -593,16 +579,4 @@ async fn exchange(
         ctx.pool.put(origin.key, conn, or.keep_alive_connections);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::strip_port;
-
-    #[test]
-    fn ports_are_stripped() {
-        assert_eq!(strip_port("a.example.com:8080"), "a.example.com");
-        assert_eq!(strip_port("a.example.com"), "a.example.com");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
-    }
 }

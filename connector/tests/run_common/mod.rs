@@ -19,7 +19,8 @@ use compio::net::TcpListener;
 use ringtun_connector::demo::Proc;
 use ringtun_core::handshake::{Accepted, RejectCode, Rejected, TunnelSecret, edge_accept};
 use ringtun_core::http::{
-    BodyFraming, RequestExtra, RequestHead, ResponseMeta, decode_response_meta, encode_request_meta,
+    BodyFraming, RequestExtra, RequestHead, RequestRoute, ResponseMeta, decode_response_meta,
+    encode_request_meta,
 };
 use ringtun_core::link::Link;
 use ringtun_core::mux::{Config, Role, StreamKind};
@@ -259,16 +260,20 @@ impl Answer {
     }
 }
 
-/// Sends one request (head + body pieces) over a new stream and reads the whole answer.
+/// Sends one request (head + body pieces) over a new stream and reads the whole answer. Like
+/// the real edge, it routes on the normalised host and target and sends those.
 pub async fn request(
     link: &Link,
-    head: RequestHead,
+    mut head: RequestHead,
     body: Vec<Bytes>,
     framing: BodyFraming,
 ) -> Answer {
+    let route = RequestRoute::of(&head).unwrap_or_else(|e| panic!("the edge would answer: {e}"));
+    route.apply(&mut head);
     let meta = encode_request_meta(
         &head,
         &RequestExtra {
+            host: route.host().to_owned(),
             client_ip: Some("192.0.2.7".parse().unwrap()),
             body: framing,
         },

@@ -7,6 +7,8 @@
 //! metadata `Bytes`), strict (trailing bytes, unknown flags, bad lengths and invalid field
 //! characters are errors) and never panics. It re-checks what the HTTP parser would have: a
 //! buggy or hostile peer must not get CR/LF into a head the connector writes to an origin.
+//! It also checks that the host and target are in the normalised form the edge routed on
+//! (`docs/routing.md`), so the connector never matches its rules on another spelling.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -16,9 +18,12 @@ use super::error::HttpError;
 use super::framing::BodyFraming;
 use super::head::{RequestHead, ResponseHead, Version};
 use super::headers::{Header, Headers, is_field_value, is_tchar};
+use super::route::{is_normalized_target, normalize_host};
 
-/// The format version, the first byte of every metadata blob.
-pub const META_VERSION: u8 = 1;
+/// The format version, the first byte of every metadata blob. Version 2 added the routed host
+/// to OPEN and requires a normalised target (`docs/http-meta.md`); the edge and the connector
+/// ship together, and either refuses the other version.
+pub const META_VERSION: u8 = 2;
 /// The most header fields a metadata blob may carry.
 pub const MAX_META_HEADERS: usize = 512;
 
@@ -28,8 +33,12 @@ const KIND_ERROR: u8 = 3;
 const FLAG_HTTP11: u8 = 1;
 
 /// What the edge adds to a request head in OPEN metadata.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestExtra {
+    /// The host the edge routed on ([`crate::http::RequestRoute::host`]): lowercase, no port,
+    /// no trailing dot. The connector matches its ingress rules on it, whatever `Host` field
+    /// the head carries.
+    pub host: String,
     /// The public client's IP address, when known.
     pub client_ip: Option<IpAddr>,
     /// How the request body arrives on the stream: [`BodyFraming::Empty`] (no body; the stream's
@@ -125,7 +134,9 @@ pub enum ResponseMeta {
     Error(ReplyError),
 }
 
-/// Encodes a request head and the edge's extras as OPEN metadata.
+/// Encodes a request head and the edge's extras as OPEN metadata. The head's target and
+/// `extra.host` must be normalised ([`crate::http::RequestRoute`]), or the connector refuses
+/// the metadata.
 pub fn encode_request_meta(head: &RequestHead, extra: &RequestExtra) -> Bytes {
     let mut out = Vec::with_capacity(head.encoded_len() + 32);
     out.extend_from_slice(&[META_VERSION, KIND_REQUEST, flags(head.version)]);
@@ -142,13 +153,14 @@ pub fn encode_request_meta(head: &RequestHead, extra: &RequestExtra) -> Bytes {
         }
     }
     put_str(&mut out, &head.method);
+    put_str(&mut out, extra.host.as_bytes());
     put_str(&mut out, &head.target);
     put_headers(&mut out, &head.headers);
     Bytes::from(out)
 }
 
 /// Decodes OPEN metadata written by [`encode_request_meta`]. Errors are
-/// [`HttpError::InvalidMeta`].
+/// [`HttpError::InvalidMeta`], also for a host or target that is not normalised.
 pub fn decode_request_meta(meta: Bytes) -> Result<(RequestHead, RequestExtra), HttpError> {
     let mut r = Reader { buf: meta, pos: 0 };
     r.header(KIND_REQUEST)?;
@@ -171,9 +183,18 @@ pub fn decode_request_meta(meta: Bytes) -> Result<(RequestHead, RequestExtra), H
     if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
         return Err(HttpError::InvalidMeta("invalid method"));
     }
+    let host = r.string()?;
+    if normalize_host(&host).ok().as_deref().map(str::as_bytes) != Some(&host[..]) {
+        return Err(HttpError::InvalidMeta("host not normalised"));
+    }
+    // ASCII, as normalised.
+    let host = String::from_utf8_lossy(&host).into_owned();
     let target = r.string()?;
     if target.is_empty() || !target.iter().all(|&b| b > 0x20 && b != 0x7f) {
         return Err(HttpError::InvalidMeta("invalid request target"));
+    }
+    if !is_normalized_target(&target) {
+        return Err(HttpError::InvalidMeta("request target not normalised"));
     }
     let headers = r.headers()?;
     r.end()?;
@@ -183,7 +204,14 @@ pub fn decode_request_meta(meta: Bytes) -> Result<(RequestHead, RequestExtra), H
         version,
         headers,
     };
-    Ok((head, RequestExtra { client_ip, body }))
+    Ok((
+        head,
+        RequestExtra {
+            host,
+            client_ip,
+            body,
+        },
+    ))
 }
 
 /// Encodes a response head and its body framing as REPLY metadata.
@@ -430,6 +458,7 @@ mod tests {
         h.headers.append("Host", "example.com");
         h.headers.append("Accept", "*/*");
         let extra = RequestExtra {
+            host: "example.com".into(),
             client_ip: Some("192.0.2.7".parse().unwrap()),
             body: BodyFraming::Length(300),
         };
@@ -462,46 +491,80 @@ mod tests {
     fn injection_and_trailing_bytes_are_refused() {
         let mut h = RequestHead::new("GET", "/");
         h.headers.append("X", "a\r\nEvil: 1");
-        assert!(
-            decode_request_meta(encode_request_meta(
-                &h,
-                &RequestExtra {
-                    client_ip: None,
-                    body: BodyFraming::Empty
-                }
-            ))
-            .is_err()
-        );
+        assert!(decode_request_meta(encode_request_meta(&h, &extra("a"))).is_err());
         let mut h = RequestHead::new("GET", "/ HTTP/1.1\r\nX:");
         h.headers.append("Host", "a");
-        assert!(
-            decode_request_meta(encode_request_meta(
-                &h,
-                &RequestExtra {
-                    client_ip: None,
-                    body: BodyFraming::Empty
-                }
-            ))
-            .is_err()
-        );
+        assert!(decode_request_meta(encode_request_meta(&h, &extra("a"))).is_err());
         let ok = RequestHead::new("GET", "/");
-        let mut m = encode_request_meta(
-            &ok,
-            &RequestExtra {
-                client_ip: None,
-                body: BodyFraming::Empty,
-            },
-        )
-        .to_vec();
+        let mut m = encode_request_meta(&ok, &extra("a")).to_vec();
         m.push(0);
         assert!(matches!(
             decode_request_meta(Bytes::from(m)),
             Err(HttpError::InvalidMeta("trailing bytes"))
         ));
         // A huge header count does not allocate.
-        let mut m = vec![META_VERSION, KIND_REQUEST, 1, 0, 0, 1, b'G', 1, b'/'];
+        let mut m = vec![
+            META_VERSION,
+            KIND_REQUEST,
+            1,
+            0,
+            0,
+            1,
+            b'G',
+            1,
+            b'a',
+            1,
+            b'/',
+        ];
         m.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
         assert!(decode_request_meta(Bytes::from(m)).is_err());
+    }
+
+    fn extra(host: &str) -> RequestExtra {
+        RequestExtra {
+            host: host.into(),
+            client_ip: None,
+            body: BodyFraming::Empty,
+        }
+    }
+
+    #[test]
+    fn only_normalised_hosts_and_targets_are_accepted() {
+        let ok = RequestHead::new("GET", "/a/b?x=//y");
+        assert!(decode_request_meta(encode_request_meta(&ok, &extra("a.test"))).is_ok());
+        for host in ["A.test", "a.test.", "a.test:80", "", "a..test"] {
+            assert!(
+                matches!(
+                    decode_request_meta(encode_request_meta(&ok, &extra(host))),
+                    Err(HttpError::InvalidMeta("host not normalised"))
+                ),
+                "{host}"
+            );
+        }
+        for target in [
+            "//admin",
+            "/./admin",
+            "/x/../admin",
+            "/%61dmin",
+            "/a%2Fb",
+            "http://a/",
+        ] {
+            let h = RequestHead::new("GET", target);
+            assert!(
+                matches!(
+                    decode_request_meta(encode_request_meta(&h, &extra("a"))),
+                    Err(HttpError::InvalidMeta("request target not normalised"))
+                ),
+                "{target}"
+            );
+        }
+        // Version 1 (no host field) is refused as a version, not misread.
+        let mut m = encode_request_meta(&ok, &extra("a")).to_vec();
+        m[0] = 1;
+        assert!(matches!(
+            decode_request_meta(Bytes::from(m)),
+            Err(HttpError::InvalidMeta("unknown metadata version"))
+        ));
     }
 
     fn token() -> impl Strategy<Value = Vec<u8>> {
@@ -544,14 +607,23 @@ mod tests {
     proptest! {
         #[test]
         fn request_round_trip(method in token(), target in "/[!-~]{0,40}", headers in headers(),
-                              v11 in any::<bool>(), client_ip in ip(), body in framing()) {
+                              v11 in any::<bool>(), client_ip in ip(), body in framing(),
+                              host in "[a-z0-9]{1,10}(\\.[a-z0-9_-]{1,10}){0,3}") {
+            let target = match crate::http::RequestRoute::of(&{
+                let mut h = RequestHead::new("GET", target);
+                h.headers.append("Host", "x");
+                h
+            }) {
+                Ok(r) => r.target().clone(),
+                Err(_) => Bytes::from_static(b"/"),
+            };
             let head = RequestHead {
                 method: Bytes::from(method),
-                target: Bytes::from(target),
+                target,
                 version: if v11 { Version::Http11 } else { Version::Http10 },
                 headers,
             };
-            let extra = RequestExtra { client_ip, body };
+            let extra = RequestExtra { host, client_ip, body };
             let back = decode_request_meta(encode_request_meta(&head, &extra)).unwrap();
             prop_assert_eq!(back, (head, extra));
         }
@@ -579,7 +651,7 @@ mod tests {
         fn mutated_meta_never_panics(i in any::<prop::sample::Index>(), b in any::<u8>(), cut in any::<prop::sample::Index>()) {
             let mut h = RequestHead::new("POST", "/a");
             h.headers.append("Host", "x");
-            let mut m = encode_request_meta(&h, &RequestExtra { client_ip: Some("::1".parse().unwrap()), body: BodyFraming::Length(9) }).to_vec();
+            let mut m = encode_request_meta(&h, &RequestExtra { host: "x".into(), client_ip: Some("::1".parse().unwrap()), body: BodyFraming::Length(9) }).to_vec();
             let at = i.index(m.len());
             m[at] = b;
             m.truncate(cut.index(m.len() + 1));

@@ -17,6 +17,8 @@
 //! - [`encode_request_meta`], [`decode_request_meta`], [`encode_response_meta`],
 //!   [`encode_reply_error`], [`decode_response_meta`]: heads in stream metadata
 //!   (`docs/http-meta.md`).
+//! - [`RequestRoute`], [`normalize_host`], [`normalize_path`]: the one host and path a request
+//!   is routed on (`docs/routing.md`).
 //! - [`error_response`]: short plain-text error responses.
 //! - [`io`]: async helpers over compio sockets.
 //! - [`HttpError`]: the one error type, with [`HttpError::status`] and [`HttpError::fault`].
@@ -31,6 +33,7 @@ pub mod io;
 mod meta;
 mod proxy;
 mod response;
+mod route;
 
 pub use decoder::{BodyDecoder, BodyLimits, DecodeStep};
 pub use encoder::BodyEncoder;
@@ -46,7 +49,7 @@ pub use meta::{
     encode_request_meta, encode_response_meta, tunnel_link_config,
 };
 pub use proxy::{
-    CONNECTOR_ID_HEADER, HOP_BY_HOP, append_forwarded_for, expects_continue,
+    CONNECTOR_ID_HEADER, END_TO_END, HOP_BY_HOP, append_forwarded_for, expects_continue,
     is_switching_protocols, is_upgrade_request, is_websocket_upgrade, keep_alive, override_host,
     remove_hop_by_hop, request_keep_alive, response_keep_alive, set_connector_id,
     set_forwarded_proto,
@@ -54,4 +57,7 @@ pub use proxy::{
 pub use response::{
     NO_CONNECTOR_DETAIL, error_response, error_response_bytes, no_route_detail,
     origin_refused_detail, origin_timeout_detail, reason_phrase,
+};
+pub use route::{
+    MAX_HOST_LEN, RequestRoute, is_normalized_target, normalize_host, normalize_path, target_path,
 };

@@ -3,8 +3,9 @@
 //! keep-alive?).
 //!
 //! The split of work along the request path: the edge calls [`remove_hop_by_hop`],
-//! [`append_forwarded_for`] and [`set_forwarded_proto`] before it encodes the request into the
-//! stream's OPEN metadata; the connector calls [`set_connector_id`], [`override_host`] and
+//! [`append_forwarded_for`] and [`set_forwarded_proto`], then sets the routed target and `Host`
+//! ([`crate::http::RequestRoute::apply`]), before it encodes the request into the stream's OPEN
+//! metadata; the connector calls [`set_connector_id`], [`override_host`] and
 //! [`crate::http::set_framing_headers`] before it writes the request to the origin.
 
 use std::net::IpAddr;
@@ -33,7 +34,15 @@ pub const HOP_BY_HOP: [&str; 8] = [
     "proxy-authorization",
 ];
 
-/// Removes the hop-by-hop fields: [`HOP_BY_HOP`] and every field named in `Connection`.
+/// Fields that describe the message or its target for every recipient, so a `Connection`
+/// option can never make them hop-by-hop: RFC 9110 §7.6.1 forbids a sender to list such a
+/// field, and a proxy that obeyed the listing would lose the host the request was routed on
+/// (`Connection: host`) or its length. `Transfer-Encoding` is hop-by-hop anyway ([`HOP_BY_HOP`];
+/// bodies are re-framed).
+pub const END_TO_END: [&str; 2] = ["host", "content-length"];
+
+/// Removes the hop-by-hop fields: [`HOP_BY_HOP`] and every field named in `Connection`, except
+/// the [`END_TO_END`] fields, which a `Connection` option never removes.
 ///
 /// With `keep_upgrade` (forwarding an upgrade request or a 101 response), `Upgrade` stays and
 /// `Connection: upgrade` is put back, so the next hop sees the upgrade. `Transfer-Encoding` goes
@@ -42,6 +51,11 @@ pub fn remove_hop_by_hop(headers: &mut Headers, keep_upgrade: bool) {
     let listed: Vec<Bytes> = headers
         .get_all("connection")
         .flat_map(|v| tokens(v).map(|t| v.slice_ref(t)))
+        .filter(|t| {
+            !END_TO_END
+                .iter()
+                .any(|n| t.eq_ignore_ascii_case(n.as_bytes()))
+        })
         .collect();
     headers.retain(|h| {
         let named = listed.iter().any(|t| h.name.eq_ignore_ascii_case(t));
@@ -188,6 +202,22 @@ mod tests {
         remove_hop_by_hop(&mut up, true);
         assert_eq!(names(&up), ["Host", "Upgrade", "Accept", "Connection"]);
         assert!(up.has_token("connection", "upgrade"));
+    }
+
+    #[test]
+    fn connection_never_removes_end_to_end_fields() {
+        let mut h = Headers::new();
+        for (n, v) in [
+            ("Host", "raw.test"),
+            ("Content-Length", "3"),
+            ("Connection", "HOST, content-length, transfer-encoding, X-A"),
+            ("Transfer-Encoding", "chunked"),
+            ("X-A", "1"),
+        ] {
+            h.append(n, v);
+        }
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["Host", "Content-Length"]);
     }
 
     #[test]

@@ -47,10 +47,10 @@ use ringtun_core::http::io::{
 };
 use ringtun_core::http::{
     BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, Fault, HeadLimits, HttpError,
-    NO_CONNECTOR_DETAIL, RequestExtra, RequestHead, ResponseMeta, Version, append_forwarded_for,
-    decode_response_meta, encode_request_meta, error_response, expects_continue,
-    is_upgrade_request, is_websocket_upgrade, no_route_detail, remove_hop_by_hop, request_framing,
-    request_keep_alive, set_forwarded_proto, set_framing_headers,
+    NO_CONNECTOR_DETAIL, RequestExtra, RequestHead, RequestRoute, ResponseMeta, Version,
+    append_forwarded_for, decode_response_meta, encode_request_meta, error_response,
+    expects_continue, is_upgrade_request, is_websocket_upgrade, no_route_detail, remove_hop_by_hop,
+    request_framing, request_keep_alive, set_forwarded_proto, set_framing_headers,
 };
 use ringtun_core::link::{Link, LinkError, Stream};
 use ringtun_core::mux::{ErrorCode, StreamKind};
@@ -422,30 +422,29 @@ async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, count: bool) ->
     let has_body = !framing.is_empty();
     // An error answered before the body was read leaves the connection out of sync.
     let close_on_error = has_body || !request_keep_alive(&head);
-    let Some(host) = head.host().map(|h| String::from_utf8_lossy(h).into_owned()) else {
-        return reply_error(
-            w,
-            c,
-            "bad_request",
-            400,
-            "missing Host header",
-            close_on_error,
-        )
-        .await;
+    // One host and one target, normalised once: routed on here, sent to the connector, which
+    // matches its rules on them (`docs/routing.md`).
+    let route = match RequestRoute::of(&head) {
+        Ok(r) => r,
+        Err(e) => {
+            let detail = e.to_string();
+            return reply_error(w, c, "bad_request", 400, &detail, close_on_error).await;
+        }
     };
-    let Some(tunnel) = w.routes().tunnel_for_host(&host) else {
+    let host = route.host();
+    let Some(tunnel) = w.routes().tunnel_for_host(host) else {
         return reply_error(
             w,
             c,
             "no_route",
             404,
-            &no_route_detail(&host),
+            &no_route_detail(host),
             close_on_error,
         )
         .await;
     };
     if count {
-        count_host_request(w, &host);
+        count_host_request(w, host);
     }
     let upgrade = is_upgrade_request(&head);
     let kind = if is_websocket_upgrade(&head) {
@@ -458,6 +457,7 @@ async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, count: bool) ->
     fwd.headers.remove("expect");
     append_forwarded_for(&mut fwd.headers, c.peer.ip());
     set_forwarded_proto(&mut fwd.headers, "http");
+    route.apply(&mut fwd);
     let body_framing = match framing {
         BodyFraming::Length(n) if n > 0 => BodyFraming::Length(n),
         BodyFraming::Empty | BodyFraming::Length(_) => BodyFraming::Empty,
@@ -466,6 +466,7 @@ async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, count: bool) ->
     let meta = encode_request_meta(
         &fwd,
         &RequestExtra {
+            host: host.to_owned(),
             client_ip: Some(c.peer.ip()),
             body: body_framing,
         },
