@@ -244,6 +244,34 @@ ingress:
     }
 
     #[test]
+    fn ha_connections_is_checked() {
+        let any = "ingress:\n  - service: http_status:404\n";
+        assert_eq!(load(any).ha_connections, None);
+        assert_eq!(
+            load(&format!("ha-connections: 16\n{any}")).ha_connections,
+            Some(16)
+        );
+        assert_eq!(
+            load(&format!("ha-connections: 1\n{any}")).ha_connections,
+            Some(1)
+        );
+        for bad in ["0", "17", "256", "-1"] {
+            let e = load_err(&format!("ha-connections: {bad}\n{any}")).to_string();
+            assert!(
+                e.contains("ha-connections") && e.contains(&format!("from 1 to 16, not {bad}")),
+                "{bad}: {e}"
+            );
+        }
+        assert!(
+            load_err(&format!("ha-connections: two\n{any}"))
+                .to_string()
+                .contains("ha-connections")
+        );
+        assert_eq!(check_ha_connections(4), Ok(4));
+        assert!(check_ha_connections(i128::from(u64::MAX) + 1).is_err());
+    }
+
+    #[test]
     fn yaml_syntax_error() {
         assert!(matches!(load_err("ingress: [\n"), Error::ConfigYaml { .. }));
         assert!(matches!(load_err("- a\n- b\n"), Error::ConfigField { .. }));
