@@ -442,3 +442,44 @@ fn cacert_flag_gives_the_edge_ca() {
         assert!(st.success(), "{}", c.log());
     });
 }
+
+/// An origin name that does not resolve is answered with 502 naming the origin (`.invalid` never
+/// resolves); the other rules keep serving.
+#[test]
+fn an_origin_name_that_does_not_resolve_gets_502_naming_it() {
+    let s = setup(
+        None,
+        "ingress:\n  - hostname: gone.test\n    service: http://does-not-exist.invalid:8080\n  - service: hello_world\n",
+    );
+    block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let edge = l.local_addr().unwrap();
+        let mut c = Connector::start(&s, edge, &["--danger-plaintext-links"]);
+        let link = accept_link(&l, None, SECRET).await;
+        for _ in 0..3 {
+            let a = request(&link, get("gone.test", "/"), vec![], BodyFraming::Empty).await;
+            let ResponseMeta::Error(e) = &a.meta else {
+                panic!("expected an error, got {}", a.status());
+            };
+            assert_eq!(e.kind, ReplyErrorKind::OriginRefused);
+            assert_eq!(e.kind.status(), 502);
+            assert!(
+                e.message
+                    .contains("origin does-not-exist.invalid:8080 does not resolve"),
+                "{}",
+                e.message
+            );
+        }
+        let a = request(&link, get("hello.test", "/"), vec![], BodyFraming::Empty).await;
+        assert_eq!(a.status(), 200);
+        let st = terminate(&mut c).await;
+        let out = c.log();
+        assert!(st.success(), "{out}");
+        // One warning for the name, not one per request.
+        assert_eq!(
+            out.matches("origin name does not resolve").count(),
+            1,
+            "{out}"
+        );
+    });
+}
