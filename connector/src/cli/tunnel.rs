@@ -25,8 +25,10 @@ const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// `tunnel create NAME [--credentials-file FILE]`: create the tunnel at the edge, print its ID and
 /// write its credentials ([`crate::credentials::Credentials::write`]).
 ///
-/// The edge CA comes from `/discovery` first, and a given `--credentials-file` is checked first,
-/// so that the common failures leave no tunnel behind. If writing the file still fails, the new
+/// The edge CA is asked for first (`/discovery`, through the same admin client and token as the
+/// creation) and stored in the credentials file as `EdgeCA`: it is the only CA `tunnel run`
+/// trusts besides `--cacert`. It and a given `--credentials-file` are checked first, so that
+/// the common failures leave no tunnel behind. If writing the file still fails, the new
 /// tunnel is deleted again: without its secret nobody could run it.
 pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<()> {
     let client = AdminClient::from_global(global)?;
