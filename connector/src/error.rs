@@ -230,13 +230,24 @@ pub enum Error {
         /// The address as given.
         addr: String,
     },
-    /// TLS links need the edge CA and none was found.
+    /// TLS links need the edge CA and none was given: the credentials file has none and
+    /// `--cacert` was not passed. The CA is never fetched from the edge without authentication.
     #[error(
-        "no edge CA to verify links with: the credentials file has no EdgeCA and discovery \
-         failed ({reason}); use --danger-plaintext-links only for benchmarks"
+        "no edge CA to verify links with: the credentials file {credentials} has no EdgeCA. \
+         Re-create the credentials with `ringtun tunnel create` (it stores the edge's CA), or \
+         pass --cacert FILE with the edge's CA certificate in PEM (`ca.pem` in the edge's state \
+         directory); ringtun never trusts a CA fetched from the edge without authentication"
     )]
     EdgeCaMissing {
-        /// Why discovery did not give one.
+        /// The credentials file without a CA.
+        credentials: PathBuf,
+    },
+    /// The edge CA that was given cannot be read or holds no usable certificate.
+    #[error("the edge CA from {from} cannot be used: {reason}")]
+    EdgeCaUnusable {
+        /// Where it came from, like `--cacert /etc/ringtun/ca.pem`.
+        from: String,
+        /// Why.
         reason: String,
     },
     /// The tunnel ID in the credentials file is not a UUID.

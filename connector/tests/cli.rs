@@ -192,3 +192,110 @@ fn tunnel_run_without_credentials_says_where_it_looked() {
     assert!(stderr.contains(&format!("{id}.json")), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Runs `ringtun ARGS` and waits up to a minute for it to exit; `None` (after killing it) when
+/// it was still running, i.e. it accepted what should have been refused.
+fn run_to_exit(home: &Path, args: &[&str]) -> Option<Output> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringtun"))
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .current_dir(home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run ringtun: {e}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return child.wait_with_output().ok(),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// `--ha-connections` (and `ha-connections:` in the config file) must be 1 to 16: anything else
+/// stops `tunnel run` with a clear error before any link is dialled.
+#[test]
+fn ha_connections_out_of_range_is_refused_before_connecting() {
+    let h = home();
+    let creds = h.path().join("creds.json");
+    std::fs::write(
+        &creds,
+        r#"{"TunnelID":"6ff42ae2-765d-4adf-8112-31c55c1551ef","TunnelSecret":"c2VjcmV0c2VjcmV0c2VjcmV0"}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // A stand-in edge that counts the connections it gets.
+    let edge = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    edge.set_nonblocking(true).unwrap_or_else(|e| panic!("{e}"));
+    let edge_addr = edge
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_string();
+    let creds_arg = creds.to_string_lossy().into_owned();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "tunnel",
+            "run",
+            "--credentials-file",
+            &creds_arg,
+            "--edge",
+            &edge_addr,
+            "--danger-plaintext-links",
+        ];
+        args.extend_from_slice(extra);
+        run_to_exit(h.path(), &args)
+    };
+
+    for bad in ["0", "17", "260", "-1", "many"] {
+        let flag = format!("--ha-connections={bad}");
+        let out = run(&["--url", "http://127.0.0.1:9", &flag])
+            .unwrap_or_else(|| panic!("--ha-connections {bad} was accepted"));
+        assert!(!out.status.success(), "--ha-connections {bad}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("ha-connections must be") && stderr.contains("from 1 to 16"),
+            "--ha-connections {bad}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+
+    let cfg = h.path().join("config.yml");
+    for bad in ["0", "17", "260", "-3"] {
+        std::fs::write(
+            &cfg,
+            format!("ha-connections: {bad}\ningress:\n  - service: http://127.0.0.1:9\n"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let cfg_arg = cfg.to_string_lossy().into_owned();
+        let out = run(&["--config", &cfg_arg])
+            .unwrap_or_else(|| panic!("ha-connections: {bad} in the config was accepted"));
+        assert_eq!(out.status.code(), Some(1), "ha-connections: {bad}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("config field ha-connections")
+                && stderr.contains(&format!("from 1 to 16, not {bad}")),
+            "ha-connections: {bad}: {stderr}"
+        );
+    }
+    // None of the runs dialled the edge.
+    assert!(
+        edge.accept().is_err(),
+        "a refused run connected to the edge"
+    );
+
+    // `ingress validate` checks the file the same way.
+    let cfg_arg = cfg.to_string_lossy().into_owned();
+    let out = ringtun(h.path(), &["ingress", "validate", "--config", &cfg_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("from 1 to 16"));
+}

@@ -259,3 +259,69 @@ fn the_demo_runs_and_leaves_nothing_behind() {
         "the demo removes its directory"
     );
 }
+
+/// `tunnel create` stores the edge CA in the credentials file and `tunnel run` serves with it; a
+/// credentials file without `EdgeCA` is refused at start with a message that says how to fix it
+/// (the edge's `/discovery` would offer its CA without a token: it is not asked for it); and
+/// `--cacert` with the edge's `ca.pem` serves again.
+#[test]
+fn run_trusts_only_the_ca_from_create_or_cacert() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path());
+    let public = edge.public_http();
+    let tunnel = Tunnel::create(&edge, "ca");
+    let host = "ca.ringtun.test";
+    tunnel.route_dns(&edge, host);
+    let origin = TestOrigin::start();
+    let service = Service::Url(origin.url());
+
+    let creds = edge
+        .home()
+        .join(".ringtun")
+        .join(format!("{}.json", tunnel.id));
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&creds).unwrap()).unwrap();
+    let ca = json["EdgeCA"].as_str().unwrap_or_default().to_owned();
+    assert!(ca.contains("BEGIN CERTIFICATE"), "{json}");
+    {
+        let c = Connector::run(&edge, &tunnel, &service);
+        c.wait_links(1);
+        let r = get_when_served(public, host, "/");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    edge.wait_connectors("ca", 0);
+
+    json.as_object_mut().unwrap().remove("EdgeCA");
+    std::fs::write(&creds, json.to_string()).unwrap();
+    let mut c = Connector::run(&edge, &tunnel, &service);
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let status = loop {
+        if let Some(st) = c.proc.try_wait() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a run without a CA kept going: {}",
+            c.proc.tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = c.proc.lines().join("\n");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("has no EdgeCA"), "{log}");
+    assert!(log.contains("ringtun tunnel create"), "{log}");
+    assert!(log.contains("--cacert FILE"), "{log}");
+    assert!(!log.contains("link registered"), "{log}");
+
+    let ca_file = dir.path().join("state").join("ca.pem");
+    assert_eq!(std::fs::read_to_string(&ca_file).unwrap(), ca);
+    let c = Connector::run_args(
+        &edge,
+        &tunnel,
+        &service,
+        &["--cacert", &ca_file.to_string_lossy()],
+    );
+    c.wait_links(1);
+    let r = get_when_served(public, host, "/");
+    assert_eq!(r.status, 200, "{}", r.text());
+}

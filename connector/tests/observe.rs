@@ -13,7 +13,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use e2e::{Connector, Edge, Origin, STEP_TIMEOUT, Service, Tunnel, http_get, log_field, wait_for};
+use e2e::{
+    Connector, Edge, Origin, STEP_TIMEOUT, Service, Tunnel, get_when_served, http_get, log_field,
+    wait_for,
+};
 
 /// The metrics address a connector logged (`metrics server listening metrics=IP:PORT`).
 fn metrics_addr(c: &Connector) -> SocketAddr {
@@ -339,4 +342,59 @@ fn log_format_json_prints_json_lines() {
     let v: serde_json::Value = serde_json::from_str(listening).unwrap();
     let addr: Result<SocketAddr, _> = v["fields"]["metrics"].as_str().unwrap_or("").parse();
     assert!(addr.is_ok(), "{listening}");
+}
+
+/// An origin given by name (`http://localhost:PORT`) serves end to end, and the name is resolved
+/// once, at start, off the workers: `ringtun_origin_resolutions_total` stays at 1 over many
+/// requests (it used to be resolved on the worker for every request).
+#[test]
+fn an_origin_given_by_name_is_resolved_at_start_not_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path());
+    let public = edge.public_http();
+    let tunnel = Tunnel::create(&edge, "named");
+    tunnel.route_dns(&edge, "named.ringtun.test");
+    // The origin listens on the address `localhost` resolves to first here (127.0.0.1 or ::1),
+    // the one the connector uses.
+    let first = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 0))
+        .unwrap()
+        .next()
+        .unwrap();
+    let listen = std::net::SocketAddr::new(first.ip(), 0).to_string();
+    let origin = Origin::start_args(dir.path(), &["--http", &listen]);
+    let port = origin.http.unwrap().port();
+    let c = Connector::run_args(
+        &edge,
+        &tunnel,
+        &Service::Url(format!("http://localhost:{port}")),
+        &[
+            "--metrics",
+            "127.0.0.1:0",
+            "--origin-dns-refresh-interval",
+            "1h",
+        ],
+    );
+    let metrics = metrics_addr(&c);
+    let host = "named.ringtun.test";
+    let r = get_when_served(public, host, "/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    for _ in 0..30 {
+        let r = http_get(public, host, "/");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let m = scrape(metrics);
+    let count = |result: &str| {
+        m.get(&format!(
+            "ringtun_origin_resolutions_total{{result=\"{result}\"}}"
+        ))
+        .copied()
+    };
+    assert_eq!(count("ok"), Some(1.0), "{m:?}");
+    assert_eq!(count("failed"), Some(0.0), "{m:?}");
+    assert_eq!(
+        m.get("ringtun_requests_total{rule=\"1\",hostname=\"*\"}")
+            .copied(),
+        Some(31.0),
+        "{m:?}"
+    );
 }

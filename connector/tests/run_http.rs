@@ -398,8 +398,8 @@ fn a_lost_link_is_registered_again() {
 #[test]
 fn four_links_spread_over_two_data_centers_found_by_discovery() {
     let p = pki();
-    // No EdgeCA in the credentials: the CA comes from discovery too.
-    let s = setup(None, "ingress:\n  - service: hello_world\n");
+    // The CA comes from the credentials; discovery gives only the servers.
+    let s = setup(Some(&p.ca_pem), "ingress:\n  - service: hello_world\n");
     block_on(async {
         let mut listeners = Vec::new();
         for _ in 0..4 {
@@ -414,7 +414,6 @@ fn four_links_spread_over_two_data_centers_found_by_discovery() {
                 {"name": "dfw", "servers": [addrs[0], addrs[1]]},
                 {"name": "mci", "servers": [addrs[2], addrs[3]]},
             ],
-            "ca_pem": p.ca_pem,
         })
         .to_string();
         let api = fake_admin(body).to_string();
@@ -445,5 +444,110 @@ fn four_links_spread_over_two_data_centers_found_by_discovery() {
         assert_eq!(out.matches("link registered").count(), 4, "{out}");
         assert_eq!(out.matches("data_center=dfw").count(), 2, "{out}");
         assert_eq!(out.matches("data_center=mci").count(), 2, "{out}");
+    });
+}
+
+/// A credentials file without `EdgeCA` is refused with a message that says how to fix it, even
+/// when the unauthenticated `/discovery` offers a CA: whoever answers that request could then
+/// impersonate the edge. Nothing is dialled.
+#[test]
+fn a_credentials_file_without_a_ca_is_refused_even_if_discovery_offers_one() {
+    let p = pki();
+    let s = setup(None, "ingress:\n  - service: hello_world\n");
+    let link_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    link_listener.set_nonblocking(true).unwrap();
+    let body = serde_json::json!({
+        "data_centers": [
+            {"name": "dfw", "servers": [link_listener.local_addr().unwrap().to_string()]},
+        ],
+        "ca_pem": p.ca_pem,
+    })
+    .to_string();
+    let api = fake_admin(body).to_string();
+    block_on(async {
+        let mut c = Connector::spawn_with(&s, &["--edge-api", &api, "--workers", "1"]);
+        let st = wait_exit(&mut c).await;
+        let out = c.log();
+        assert_eq!(st.code(), Some(1), "{out}");
+        assert!(out.contains("has no EdgeCA"), "{out}");
+        assert!(out.contains("ringtun tunnel create"), "{out}");
+        assert!(out.contains("--cacert FILE"), "{out}");
+        assert!(!out.contains("link registered"), "{out}");
+    });
+    assert!(
+        link_listener.accept().is_err(),
+        "the connector dialled the edge without a trusted CA"
+    );
+}
+
+/// `--cacert FILE` gives the CA when the credentials hold none; a file without a certificate
+/// is refused before anything connects.
+#[test]
+fn cacert_flag_gives_the_edge_ca() {
+    let p = pki();
+    let s = setup(None, "ingress:\n  - service: hello_world\n");
+    let ca = s.home.path().join("edge-ca.pem");
+    std::fs::write(&ca, &p.ca_pem).unwrap();
+    let bad = s.home.path().join("not-a-ca.pem");
+    std::fs::write(&bad, "hello\n").unwrap();
+    let ca = ca.to_string_lossy().into_owned();
+    let bad = bad.to_string_lossy().into_owned();
+    block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let edge = l.local_addr().unwrap();
+        let mut c = Connector::start(&s, edge, &["--cacert", &bad]);
+        let st = wait_exit(&mut c).await;
+        let out = c.log();
+        assert_eq!(st.code(), Some(1), "{out}");
+        assert!(out.contains("the edge CA from --cacert"), "{out}");
+        assert!(out.contains("cannot be used"), "{out}");
+
+        let mut c = Connector::start(&s, edge, &["--cacert", &ca]);
+        let link = accept_link(&l, Some(&p), SECRET).await;
+        let a = request(&link, get("x.test", "/"), vec![], BodyFraming::Empty).await;
+        assert_eq!(a.status(), 200);
+        let st = terminate(&mut c).await;
+        assert!(st.success(), "{}", c.log());
+    });
+}
+
+/// An origin name that does not resolve is answered with 502 naming the origin (`.invalid` never
+/// resolves); the other rules keep serving.
+#[test]
+fn an_origin_name_that_does_not_resolve_gets_502_naming_it() {
+    let s = setup(
+        None,
+        "ingress:\n  - hostname: gone.test\n    service: http://does-not-exist.invalid:8080\n  - service: hello_world\n",
+    );
+    block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let edge = l.local_addr().unwrap();
+        let mut c = Connector::start(&s, edge, &["--danger-plaintext-links"]);
+        let link = accept_link(&l, None, SECRET).await;
+        for _ in 0..3 {
+            let a = request(&link, get("gone.test", "/"), vec![], BodyFraming::Empty).await;
+            let ResponseMeta::Error(e) = &a.meta else {
+                panic!("expected an error, got {}", a.status());
+            };
+            assert_eq!(e.kind, ReplyErrorKind::OriginRefused);
+            assert_eq!(e.kind.status(), 502);
+            assert!(
+                e.message
+                    .contains("origin does-not-exist.invalid:8080 does not resolve"),
+                "{}",
+                e.message
+            );
+        }
+        let a = request(&link, get("hello.test", "/"), vec![], BodyFraming::Empty).await;
+        assert_eq!(a.status(), 200);
+        let st = terminate(&mut c).await;
+        let out = c.log();
+        assert!(st.success(), "{out}");
+        // One warning for the name, not one per request.
+        assert_eq!(
+            out.matches("origin name does not resolve").count(),
+            1,
+            "{out}"
+        );
     });
 }

@@ -128,7 +128,7 @@ pub enum TunnelCommand {
     /// Remove stale connectors of tunnels.
     Cleanup(CleanupArgs),
     /// Run a tunnel: connect to the edge and serve the ingress rules.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Ask a running connector whether it is ready (its `--metrics` server's `/ready`): exit 0
     /// when it is, 1 otherwise.
     Ready(ReadyArgs),
@@ -273,15 +273,20 @@ pub struct RunArgs {
     /// Edge server addresses (`IP:PORT`, comma-separated) instead of asking `/discovery`.
     #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
     pub edge: Vec<String>,
+    /// The edge's CA certificate (PEM) to verify links with, instead of the credentials
+    /// file's `EdgeCA` (which `tunnel create` stores).
+    #[arg(long, env = "RINGTUN_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
     /// Plaintext links, no TLS. DANGER: for benchmarks only; the edge must agree.
     #[arg(long)]
     pub danger_plaintext_links: bool,
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
-    /// How many links to the edge.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    pub ha_connections: usize,
+    /// How many links to the edge, 1 to 16 (default: `ha-connections` from the config file,
+    /// else 4).
+    #[arg(long, value_name = "N", value_parser = parse_ha_connections)]
+    pub ha_connections: Option<usize>,
     /// How long links may drain at shutdown (like `30s`, at most 3m).
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     pub grace_period: String,
@@ -291,6 +296,12 @@ pub struct RunArgs {
     /// timeout.
     #[arg(long, default_value = "100s", value_name = "DURATION")]
     pub origin_response_timeout: String,
+    /// How often origin names (like `localhost` in `http://localhost:8080`) are resolved again,
+    /// like `60s` (at least `1s`). Requests never wait on DNS: they use the addresses resolved
+    /// at start, at reload and by these refreshes; a connect failure brings the next refresh
+    /// forward.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub origin_dns_refresh_interval: String,
     /// Also reload the config file's ingress rules when the file changes (polled once a
     /// second), as SIGHUP does.
     #[arg(long)]
@@ -328,6 +339,18 @@ fn parse_weight(s: &str) -> std::result::Result<u16, String> {
         Ok(w) if (1..=MAX_WEIGHT).contains(&w) => Ok(w),
         _ => Err(format!("weight must be from 1 to {MAX_WEIGHT}, not {n}")),
     }
+}
+
+/// Parses `--ha-connections`: a whole number from 1 to 16
+/// ([`crate::config::check_ha_connections`]).
+fn parse_ha_connections(s: &str) -> std::result::Result<usize, String> {
+    let n: i128 = s.trim().parse().map_err(|_| {
+        format!(
+            "ha-connections must be a whole number from 1 to {}, not {s:?}",
+            crate::config::MAX_HA_CONNECTIONS
+        )
+    })?;
+    crate::config::check_ha_connections(n)
 }
 
 /// Parses `--label`: at most 256 bytes (what the registration carries).
@@ -440,7 +463,7 @@ mod tests {
 
     fn run_args(c: Cli) -> RunArgs {
         match c.command {
-            Command::Tunnel(TunnelCommand::Run(a)) => a,
+            Command::Tunnel(TunnelCommand::Run(a)) => *a,
             other => panic!("not tunnel run: {other:?}"),
         }
     }

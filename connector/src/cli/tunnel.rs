@@ -25,8 +25,10 @@ const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// `tunnel create NAME [--credentials-file FILE]`: create the tunnel at the edge, print its ID and
 /// write its credentials ([`crate::credentials::Credentials::write`]).
 ///
-/// The edge CA comes from `/discovery` first, and a given `--credentials-file` is checked first,
-/// so that the common failures leave no tunnel behind. If writing the file still fails, the new
+/// The edge CA is asked for first (`/discovery`, through the same admin client and token as the
+/// creation) and stored in the credentials file as `EdgeCA`: it is the only CA `tunnel run`
+/// trusts besides `--cacert`. It and a given `--credentials-file` are checked first, so that
+/// the common failures leave no tunnel behind. If writing the file still fails, the new
 /// tunnel is deleted again: without its secret nobody could run it.
 pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<()> {
     let client = AdminClient::from_global(global)?;
@@ -328,8 +330,8 @@ pub fn cleanup(global: &GlobalArgs, args: &CleanupArgs) -> Result<()> {
 /// `tunnel run [NAME|ID] [--url URL] ...`: settles the ingress rules
 /// ([`crate::config::Config::ingress_for`] with `--url`), the credentials (`--credentials-file`,
 /// the config's `credentials-file`, else `~/.ringtun/<ID>.json`, a NAME being resolved to its ID
-/// through the admin API), the edge servers (`--edge`, else `GET /discovery`) and the edge CA
-/// (the credentials' `EdgeCA`, else discovery), then hands over to [`crate::run::run`].
+/// through the admin API), the edge CA ([`edge_ca`]) and the edge servers (`--edge`, else
+/// `GET /discovery`), then hands over to [`crate::run::run`].
 pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
     let config = match super::load_config(global) {
         Ok(c) => c,
@@ -369,36 +371,11 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
         None => None,
     };
 
-    let (dcs, discovered_ca) = if args.edge.is_empty() {
-        let answer = crate::run::edges::discover(&global.edge_api)?;
-        (
-            crate::run::edges::from_discovery(&answer),
-            Ok(answer.ca_pem),
-        )
+    let ca_pem = edge_ca(args, &credentials, &path)?;
+    let dcs = if args.edge.is_empty() {
+        crate::run::edges::from_discovery(&crate::run::edges::discover(&global.edge_api)?)
     } else {
-        (crate::run::edges::from_flag(&args.edge)?, Err(()))
-    };
-    let ca_pem = if args.danger_plaintext_links {
-        None
-    } else if let Some(ca) = credentials.edge_ca.clone().filter(|c| !c.trim().is_empty()) {
-        Some(ca)
-    } else {
-        let ca = match discovered_ca {
-            Ok(ca) => ca,
-            Err(()) => {
-                crate::run::edges::discover(&global.edge_api)
-                    .map_err(|e| Error::EdgeCaMissing {
-                        reason: e.to_string(),
-                    })?
-                    .ca_pem
-            }
-        };
-        if ca.trim().is_empty() {
-            return Err(Error::EdgeCaMissing {
-                reason: "discovery returned no CA".to_owned(),
-            });
-        }
-        Some(ca)
+        crate::run::edges::from_flag(&args.edge)?
     };
     let grace = crate::config::parse_duration(&args.grace_period)
         .map_err(|message| Error::ConfigField {
@@ -411,7 +388,25 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
             field: "--origin-response-timeout".to_owned(),
             message,
         })?;
-    let links = args.ha_connections.max(1);
+    let origin_dns_refresh = crate::config::parse_duration(&args.origin_dns_refresh_interval)
+        .map_err(|message| Error::ConfigField {
+            field: "--origin-dns-refresh-interval".to_owned(),
+            message,
+        })
+        .and_then(|d| {
+            if d < crate::proxy::resolver::MIN_REFRESH_INTERVAL {
+                Err(Error::ConfigField {
+                    field: "--origin-dns-refresh-interval".to_owned(),
+                    message: "must be at least 1s".to_owned(),
+                })
+            } else {
+                Ok(d)
+            }
+        })?;
+    let links = args
+        .ha_connections
+        .or(config.ha_connections)
+        .unwrap_or(crate::config::DEFAULT_HA_CONNECTIONS);
     let plan = crate::run::LinkPlan::new(dcs, links)?;
     crate::run::run(crate::run::RunSettings {
         tunnel_id: *tunnel_id.as_bytes(),
@@ -426,6 +421,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
         workers: args.workers,
         grace,
         origin_response_timeout,
+        origin_dns_refresh,
         config_path: config.source.clone(),
         url: args.url.clone(),
         watch_config: args.watch_config,
@@ -434,6 +430,47 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
         weight: args.weight,
         standby: args.standby,
     })
+}
+
+/// The CA that links trust: `--cacert FILE` when given, else the credentials file's `EdgeCA`
+/// (stored by `tunnel create`); `None` with `--danger-plaintext-links`. Never a CA fetched
+/// from the edge's unauthenticated `/discovery`: whoever could answer that request could then
+/// impersonate the edge. Checked here, so a bad CA stops the run before anything connects.
+fn edge_ca(
+    args: &RunArgs,
+    credentials: &Credentials,
+    path: &std::path::Path,
+) -> Result<Option<String>> {
+    if args.danger_plaintext_links {
+        return Ok(None);
+    }
+    let (pem, from) = match &args.cacert {
+        Some(file) => {
+            let from = format!("--cacert {}", file.display());
+            let pem = std::fs::read_to_string(file).map_err(|e| Error::EdgeCaUnusable {
+                from: from.clone(),
+                reason: e.to_string(),
+            })?;
+            (pem, from)
+        }
+        None => match credentials
+            .edge_ca
+            .as_ref()
+            .filter(|c| !c.trim().is_empty())
+        {
+            Some(ca) => (ca.clone(), format!("EdgeCA in {}", path.display())),
+            None => {
+                return Err(Error::EdgeCaMissing {
+                    credentials: path.to_owned(),
+                });
+            }
+        },
+    };
+    ringtun_core::tls::client_config(pem.as_bytes()).map_err(|e| Error::EdgeCaUnusable {
+        from,
+        reason: e.to_string(),
+    })?;
+    Ok(Some(pem))
 }
 
 #[cfg(test)]

@@ -27,6 +27,24 @@ use crate::error::{Error, Result};
 use crate::ingress::IngressRules;
 use raw::RawConfig;
 
+/// How many links a connector keeps by default (`--ha-connections`, `ha-connections:`).
+pub const DEFAULT_HA_CONNECTIONS: usize = 4;
+
+/// The most links one connector may keep. Each link costs the edge a TLS session and a slot;
+/// more than a handful adds no availability.
+pub const MAX_HA_CONNECTIONS: usize = 16;
+
+/// Checks a number of links (`--ha-connections`, `ha-connections:`): 1 to
+/// [`MAX_HA_CONNECTIONS`]. The error is the reason.
+pub fn check_ha_connections(n: i128) -> std::result::Result<usize, String> {
+    match usize::try_from(n) {
+        Ok(n) if (1..=MAX_HA_CONNECTIONS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "ha-connections must be from 1 to {MAX_HA_CONNECTIONS}, not {n}"
+        )),
+    }
+}
+
 /// A loaded and validated config file.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -36,6 +54,9 @@ pub struct Config {
     pub tunnel: Option<String>,
     /// `credentials-file`: where the tunnel's credentials JSON is.
     pub credentials_file: Option<PathBuf>,
+    /// `ha-connections`: how many links to keep (checked: 1 to [`MAX_HA_CONNECTIONS`]);
+    /// `--ha-connections` overrides it.
+    pub ha_connections: Option<usize>,
     /// The global `originRequest` settings, with defaults filled in.
     pub origin_request: OriginRequest,
     /// The ingress rules; `None` when the file has none (then `--url` must give the origin).
@@ -88,6 +109,14 @@ impl Config {
                 message: e.into_inner().to_string(),
             }
         })?;
+        let ha_connections = raw
+            .ha_connections
+            .map(|n| check_ha_connections(n.into()))
+            .transpose()
+            .map_err(|message| Error::ConfigField {
+                field: "ha-connections".into(),
+                message,
+            })?;
         let origin_request = OriginRequest::default().overlay(&raw.origin_request);
         let ingress = if raw.ingress.is_empty() {
             None
@@ -111,6 +140,7 @@ impl Config {
             source: None,
             tunnel: raw.tunnel,
             credentials_file: raw.credentials_file,
+            ha_connections,
             origin_request,
             ingress,
             warnings,
@@ -211,6 +241,34 @@ ingress:
             "{msg}"
         );
         assert!(msg.contains("\"30s\""), "{msg}");
+    }
+
+    #[test]
+    fn ha_connections_is_checked() {
+        let any = "ingress:\n  - service: http_status:404\n";
+        assert_eq!(load(any).ha_connections, None);
+        assert_eq!(
+            load(&format!("ha-connections: 16\n{any}")).ha_connections,
+            Some(16)
+        );
+        assert_eq!(
+            load(&format!("ha-connections: 1\n{any}")).ha_connections,
+            Some(1)
+        );
+        for bad in ["0", "17", "256", "-1"] {
+            let e = load_err(&format!("ha-connections: {bad}\n{any}")).to_string();
+            assert!(
+                e.contains("ha-connections") && e.contains(&format!("from 1 to 16, not {bad}")),
+                "{bad}: {e}"
+            );
+        }
+        assert!(
+            load_err(&format!("ha-connections: two\n{any}"))
+                .to_string()
+                .contains("ha-connections")
+        );
+        assert_eq!(check_ha_connections(4), Ok(4));
+        assert!(check_ha_connections(i128::from(u64::MAX) + 1).is_err());
     }
 
     #[test]

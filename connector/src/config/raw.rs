@@ -11,7 +11,13 @@ use serde::Deserialize;
 use super::duration::ConfigDuration;
 
 /// Top-level keys ringtun understands.
-pub(crate) const TOP_KEYS: &[&str] = &["tunnel", "credentials-file", "ingress", "originRequest"];
+pub(crate) const TOP_KEYS: &[&str] = &[
+    "tunnel",
+    "credentials-file",
+    "ha-connections",
+    "ingress",
+    "originRequest",
+];
 /// Keys of one ingress rule.
 pub(crate) const RULE_KEYS: &[&str] = &["hostname", "path", "service", "originRequest"];
 /// Keys of an `originRequest` block, global or per rule.
@@ -31,6 +37,9 @@ pub(crate) struct RawConfig {
     pub tunnel: Option<String>,
     #[serde(rename = "credentials-file")]
     pub credentials_file: Option<PathBuf>,
+    /// Signed, so that a negative number gets the range error rather than a type error.
+    #[serde(rename = "ha-connections")]
+    pub ha_connections: Option<i64>,
     pub ingress: Vec<RawRule>,
     #[serde(rename = "originRequest")]
     pub origin_request: RawOriginRequest,

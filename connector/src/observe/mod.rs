@@ -76,10 +76,10 @@ pub struct DataCenterLabels {
     pub data_center: String,
 }
 
-/// Labels of `ringtun_config_reloads_total`.
+/// Labels of `ringtun_config_reloads_total` and `ringtun_origin_resolutions_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
-    /// `ok` or `rejected`.
+    /// `ok` or `rejected` (reloads); `ok` or `failed` (resolutions).
     pub result: &'static str,
 }
 
@@ -179,6 +179,8 @@ pub struct Observer {
     active_streams: Gauge,
     reloads_ok: Counter,
     reloads_rejected: Counter,
+    resolutions_ok: Counter,
+    resolutions_failed: Counter,
 }
 
 fn duration_histogram() -> Histogram {
@@ -209,6 +211,10 @@ impl Observer {
         let reloads = Family::<ResultLabels, Counter>::default();
         let reloads_ok = reloads.get_or_create_owned(&ResultLabels { result: "ok" });
         let reloads_rejected = reloads.get_or_create_owned(&ResultLabels { result: "rejected" });
+        let resolutions = Family::<ResultLabels, Counter>::default();
+        let resolutions_ok = resolutions.get_or_create_owned(&ResultLabels { result: "ok" });
+        let resolutions_failed =
+            resolutions.get_or_create_owned(&ResultLabels { result: "failed" });
         registry.register(
             "requests",
             "Requests served, by ingress rule number and the rule's hostname pattern",
@@ -254,6 +260,11 @@ impl Observer {
             "Config reloads (SIGHUP, --watch-config), by result",
             reloads,
         );
+        registry.register(
+            "origin_resolutions",
+            "Resolutions of origin names (at start, reload and refresh; never per request), by result",
+            resolutions,
+        );
         Observer {
             connector_id: connector_id.into(),
             registry,
@@ -270,6 +281,8 @@ impl Observer {
             active_streams,
             reloads_ok,
             reloads_rejected,
+            resolutions_ok,
+            resolutions_failed,
         }
     }
 
@@ -327,6 +340,15 @@ impl Observer {
             self.reloads_ok.inc();
         } else {
             self.reloads_rejected.inc();
+        }
+    }
+
+    /// Counts a resolution of an origin name (`ok`, or `failed` when it gave no address).
+    pub fn origin_resolution(&self, ok: bool) {
+        if ok {
+            self.resolutions_ok.inc();
+        } else {
+            self.resolutions_failed.inc();
         }
     }
 

@@ -20,7 +20,6 @@
 //! the connection down, which ends the read in flight instead of dropping it.
 
 use std::cell::Cell;
-use std::net::ToSocketAddrs;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -179,19 +178,18 @@ async fn proxy(
     or: &OriginRequest,
     ctx: &ProxyCtx,
 ) {
-    let Some(addr) = (svc.host.as_str(), svc.port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-    else {
-        drain(&stream).await;
-        reply_error(
-            &stream,
-            &ctx.metrics,
-            ReplyErrorKind::OriginRefused,
-            format!("origin {} does not resolve", svc.authority),
-        );
-        return;
+    let addr = match ctx.resolver.addr(&svc.host, svc.port).await {
+        Ok(a) => a,
+        Err(why) => {
+            drain(&stream).await;
+            reply_error(
+                &stream,
+                &ctx.metrics,
+                ReplyErrorKind::OriginRefused,
+                format!("origin {} does not resolve: {why}", svc.authority),
+            );
+            return;
+        }
     };
     let upgrade = is_upgrade_request(&head);
     remove_hop_by_hop(&mut head.headers, upgrade);
@@ -242,6 +240,7 @@ async fn proxy(
             None => match open(&origin, or.connect_timeout).await {
                 Ok(c) => c,
                 Err((kind, msg)) => {
+                    ctx.resolver.connect_failed(&svc.host);
                     drain(&stream).await;
                     reply_error(&stream, &ctx.metrics, kind, msg);
                     return;

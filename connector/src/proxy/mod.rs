@@ -2,8 +2,10 @@
 //! TCP to the first `tcp://` service (tunnel-contract.md, "Streams").
 //!
 //! Everything here runs on the worker of the link the stream arrived on, and origin sockets
-//! come from that worker's [`Pool`]. What it leaves to others: links and registration
-//! ([`crate::run`]), head parsing and body codecs (`ringtun_core::http`).
+//! come from that worker's [`Pool`]. Origin names are never resolved on a worker: their
+//! addresses come from the [`Resolver`]'s cache, which a background thread keeps fresh. What it
+//! leaves to others: links and registration ([`crate::run`]), head parsing and body codecs
+//! (`ringtun_core::http`).
 //!
 //! `https://` origins get TLS 1.2/1.3 with ALPN `http/1.1`, trusting the web PKI roots
 //! (`webpki-roots`); `originRequest.noTLSVerify` accepts any certificate (a warning is logged
@@ -25,6 +27,7 @@ mod conn;
 mod http;
 mod pipe;
 mod pool;
+pub mod resolver;
 mod tcp;
 
 use std::rc::Rc;
@@ -36,6 +39,7 @@ use ringtun_core::mux::StreamKind;
 
 pub use pipe::{READ_SIZE, socket_to_stream, stream_to_socket};
 pub use pool::{Pool, PoolKey};
+pub use resolver::{Resolver, WorkerResolver};
 
 use crate::ingress::WorkerRules;
 use crate::observe::WorkerMetrics;
@@ -49,6 +53,8 @@ pub struct ProxyCtx {
     pub connector_id: Bytes,
     /// The worker's keep-alive pool.
     pub pool: Pool,
+    /// The origins' addresses (IP literals as they are, names from the cache).
+    pub resolver: WorkerResolver,
     /// How long an origin may take to send a response head once the request is on its way
     /// (`--origin-response-timeout`); then the answer is 504.
     pub origin_response_timeout: Duration,

@@ -3,7 +3,6 @@
 //! the origin accepted, the stream gets an empty REPLY, then bytes flow both ways and FIN
 //! half-closes; an origin that cannot be reached resets the stream.
 
-use std::net::ToSocketAddrs;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -30,14 +29,10 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
         stream.reset(ErrorCode::REFUSED_STREAM);
         return;
     };
-    let addr = match (svc.host.as_str(), svc.port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-    {
-        Some(a) => a,
-        None => {
-            tracing::warn!(origin = %svc.authority, "TCP origin does not resolve");
+    let addr = match ctx.resolver.addr(&svc.host, svc.port).await {
+        Ok(a) => a,
+        Err(why) => {
+            tracing::warn!(origin = %svc.authority, error = %why, "TCP origin does not resolve");
             ctx.metrics.error(ErrorCause::OriginRefused);
             stream.reset(ErrorCode::CANCEL);
             return;
@@ -48,12 +43,14 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
     {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
+            ctx.resolver.connect_failed(&svc.host);
             tracing::info!(origin = %addr, error = %e, "TCP origin connect failed");
             ctx.metrics.error(ErrorCause::OriginRefused);
             stream.reset(ErrorCode::CANCEL);
             return;
         }
         Err(_) => {
+            ctx.resolver.connect_failed(&svc.host);
             tracing::info!(origin = %addr, "TCP origin connect timed out");
             ctx.metrics.error(ErrorCause::OriginTimeout);
             stream.reset(ErrorCode::CANCEL);

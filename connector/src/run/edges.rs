@@ -17,15 +17,14 @@ pub struct DataCenter {
     pub servers: Vec<SocketAddr>,
 }
 
-/// What `GET /discovery` answers.
+/// What `GET /discovery` answers, as far as `tunnel run` reads it: the servers. The answer's
+/// `ca_pem` is deliberately not read: `/discovery` needs no token, so a CA from it is not
+/// trusted (the CA comes from the credentials file or `--cacert`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct DiscoveryAnswer {
     /// The data centers.
     #[serde(default)]
     pub data_centers: Vec<DiscoveredDc>,
-    /// The edge CA in PEM.
-    #[serde(default)]
-    pub ca_pem: String,
 }
 
 /// One data center in a discovery answer.
@@ -38,7 +37,7 @@ pub struct DiscoveredDc {
     pub servers: Vec<String>,
 }
 
-/// `GET /discovery` on the admin API at `api` (no token needed: addresses and CA are public).
+/// `GET /discovery` on the admin API at `api` (no token needed: the addresses are public).
 pub fn discover(api: &str) -> Result<DiscoveryAnswer> {
     let base = api.trim().trim_end_matches('/');
     let url = if base.starts_with("http://") || base.starts_with("https://") {

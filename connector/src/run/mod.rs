@@ -31,7 +31,7 @@ pub use edges::{DataCenter, LinkPlan, Placement};
 use crate::error::{Error, Result};
 use crate::ingress::{IngressRules, LiveRules};
 use crate::observe::{Observer, WorkerMetrics};
-use crate::proxy::{Pool, ProxyCtx};
+use crate::proxy::{Pool, ProxyCtx, Resolver};
 
 /// Everything `tunnel run` needs, validated.
 #[derive(Debug)]
@@ -56,6 +56,8 @@ pub struct RunSettings {
     pub grace: Duration,
     /// How long an origin may take to send a response head (`--origin-response-timeout`).
     pub origin_response_timeout: Duration,
+    /// How often origin names are resolved again (`--origin-dns-refresh-interval`).
+    pub origin_dns_refresh: Duration,
     /// The config file the rules came from, reloaded on SIGHUP; `None` with `--url` and no file.
     pub config_path: Option<PathBuf>,
     /// `--url`, if given (a reload combines it with the file as at start).
@@ -186,10 +188,17 @@ pub fn run(settings: RunSettings) -> Result<()> {
             "DANGER: links are plaintext (--danger-plaintext-links); use this only for benchmarks"
         );
     }
+    // Origin names are resolved here, before any worker runs, then kept fresh by a thread.
+    let resolver = Arc::new(
+        Resolver::system(settings.origin_dns_refresh).observed_by(shared.observer.clone()),
+    );
+    resolver.track(&settings.ingress);
+    resolver.start_refresher();
     let live = LiveRules::new(settings.ingress);
     let reloader = Arc::new(
         reload::Reloader::new(settings.config_path, settings.url, live.clone())
-            .observed_by(shared.observer.clone()),
+            .observed_by(shared.observer.clone())
+            .resolving_with(resolver.clone()),
     );
     // Signals are caught from here on (a SIGHUP before this would have killed the process).
     let signals = catch_signals();
@@ -203,6 +212,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
         let shared = worker_shared.clone();
         let hard = worker_hard.clone();
         let ingress = live.for_worker();
+        let resolver = resolver.clone();
         let connector_id = connector_id.clone();
         async move {
             let index = ctx.index();
@@ -212,6 +222,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
                 ingress,
                 connector_id,
                 pool: Pool::new(),
+                resolver: resolver.for_worker(),
                 origin_response_timeout,
                 metrics: WorkerMetrics::new(shared.observer.clone()),
             });

@@ -4,6 +4,9 @@
 //! [`LiveRules`]. Links and open streams are untouched; streams that start afterwards use the
 //! new rules. An invalid file is rejected as a whole and the old rules stay.
 //!
+//! The new rules' origin names are resolved before the rules go live
+//! ([`Resolver::track`]), so no worker has to.
+//!
 //! Only the ingress rules and `originRequest` are reloaded: the tunnel, credentials and flags
 //! of a running connector stay as they were started.
 
@@ -14,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::Config;
 use crate::error::Result;
 use crate::ingress::{IngressRules, LiveRules};
+use crate::proxy::Resolver;
 
 /// How often `--watch-config` looks at the file.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -44,6 +48,8 @@ pub struct Reloader {
     lock: Mutex<()>,
     /// Counts outcomes in `ringtun_config_reloads_total`, when set.
     observer: Option<std::sync::Arc<crate::observe::Observer>>,
+    /// Resolves the new rules' origin names before they go live, when set.
+    resolver: Option<std::sync::Arc<Resolver>>,
 }
 
 impl Reloader {
@@ -55,7 +61,15 @@ impl Reloader {
             live,
             lock: Mutex::new(()),
             observer: None,
+            resolver: None,
         }
+    }
+
+    /// Also resolves the origin names of reloaded rules with `resolver` before they go live, on
+    /// the reloading thread (never a worker).
+    pub fn resolving_with(mut self, resolver: std::sync::Arc<Resolver>) -> Reloader {
+        self.resolver = Some(resolver);
+        self
     }
 
     /// Also counts each reload's outcome in `observer`'s metrics.
@@ -79,6 +93,9 @@ impl Reloader {
         match load_rules(path, self.url.as_deref()) {
             Ok(rules) => {
                 let n = rules.rules().len();
+                if let Some(r) = &self.resolver {
+                    r.track(&rules);
+                }
                 self.live.store(rules);
                 if let Some(o) = &self.observer {
                     o.config_reload(true);
