@@ -43,13 +43,47 @@ pub fn scrape(registry: &crate::registry::Registry) -> String {
     registry.metrics().encode()
 }
 
-/// Labels of an admin API request.
+/// Labels of an admin API request. Both come from closed sets whatever the client sends (see
+/// [`AdminLabels::new`]), so made-up methods cannot grow the metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdminLabels {
-    /// HTTP method.
-    pub method: String,
-    /// Response status code.
+    /// HTTP method: one of [`STANDARD_METHODS`], or `other`.
+    pub method: &'static str,
+    /// Response status code (100 to 599), or `other`.
     pub code: String,
+}
+
+/// The methods of RFC 9110 §9 and PATCH: the values of the admin `method` label besides `other`.
+pub const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+impl AdminLabels {
+    /// The labels of a request with `method` (as the client sent it) answered with `code`.
+    pub fn new(method: &str, code: u16) -> AdminLabels {
+        AdminLabels {
+            method: STANDARD_METHODS
+                .iter()
+                .find(|m| **m == method)
+                .copied()
+                .unwrap_or("other"),
+            code: if (100..600).contains(&code) {
+                code.to_string()
+            } else {
+                "other".to_owned()
+            },
+        }
+    }
+}
+
+/// Labels of a connection the admin API or the metrics server refused or cut short.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectedLabels {
+    /// `admin` or `metrics`.
+    pub server: &'static str,
+    /// The limit hit, e.g. `connections`, `head_timeout`, `body_too_large` (see
+    /// `admin::server::Rejection`).
+    pub reason: &'static str,
 }
 
 /// Labels of a per-data-center gauge.
@@ -179,6 +213,8 @@ pub struct Metrics {
     pub connectors: Gauge,
     /// Admin API requests by method and status.
     pub admin_requests: Family<AdminLabels, Counter>,
+    /// Admin API and metrics server connections refused or cut short at a limit.
+    pub control_rejected: Family<RejectedLabels, Counter>,
     /// Live links per data center.
     pub links: Family<DcLabels, Gauge>,
     /// Public HTTP requests received.
@@ -226,6 +262,7 @@ impl Default for Metrics {
             connectors_rejected: Counter::default(),
             connectors: Gauge::default(),
             admin_requests: Family::default(),
+            control_rejected: Family::default(),
             links: Family::default(),
             public_requests: Counter::default(),
             public_tcp_connections: Counter::default(),
@@ -270,6 +307,11 @@ impl Default for Metrics {
             "admin_requests",
             "Admin API requests",
             m.admin_requests.clone(),
+        );
+        registry.register(
+            "control_rejected",
+            "Admin API and metrics server connections refused or cut short, by server and limit",
+            m.control_rejected.clone(),
         );
         registry.register("links", "Live links per data center", m.links.clone());
         registry.register(
@@ -366,13 +408,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts one admin API request.
+    /// Counts one admin API request; `method` is taken as sent and mapped to a closed set.
     pub fn admin_request(&self, method: &str, code: u16) {
         self.admin_requests
-            .get_or_create(&AdminLabels {
-                method: method.to_owned(),
-                code: code.to_string(),
-            })
+            .get_or_create(&AdminLabels::new(method, code))
+            .inc();
+    }
+
+    /// Counts one connection the admin API or the metrics server refused at a limit.
+    pub fn control_rejected(&self, server: &'static str, reason: &'static str) {
+        self.control_rejected
+            .get_or_create(&RejectedLabels { server, reason })
             .inc();
     }
 
@@ -468,6 +514,29 @@ mod tests {
         assert!(
             text.contains("ringtun_edge_admin_requests_total{method=\"GET\",code=\"200\"} 1"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn admin_labels_are_a_closed_set() {
+        let m = Metrics::default();
+        for i in 0..500 {
+            m.admin_request(&format!("M{i}"), 401);
+            m.admin_request("get", 401);
+        }
+        m.admin_request("PATCH", 1000);
+        let text = m.encode();
+        assert!(
+            text.contains("ringtun_edge_admin_requests_total{method=\"other\",code=\"401\"} 1000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringtun_edge_admin_requests_total{method=\"PATCH\",code=\"other\"} 1"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("ringtun_edge_admin_requests_total{").count(),
+            2
         );
     }
 
