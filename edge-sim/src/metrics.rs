@@ -21,6 +21,20 @@ use prometheus_client::registry::Registry;
 /// routes can match any number) are counted under `other`.
 pub const MAX_HOSTNAME_LABELS: usize = 1000;
 
+/// The longest hostname kept as a label (a DNS name's limit); longer ones count as `other`.
+pub const MAX_HOSTNAME_LABEL_LEN: usize = 253;
+
+/// Whether `hostname` may be a label value as is: a DNS name of lowercase letters, digits, `-`,
+/// `_` and `.`, at most [`MAX_HOSTNAME_LABEL_LEN`] bytes. A wildcard route matches whatever
+/// `Host` a client sends, and the encoder writes label values unescaped: a `"` would break the
+/// scrape and a 60 KB name would make every scrape large.
+fn valid_hostname_label(hostname: &str) -> bool {
+    (1..=MAX_HOSTNAME_LABEL_LEN).contains(&hostname.len())
+        && hostname
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
 /// `Content-Type` of the encoded metrics.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -452,6 +466,12 @@ impl Metrics {
     /// The request counter of `hostname` (lowercase, no port), for a per-worker cache: this
     /// takes the family's lock, so call it once per hostname, not per request.
     pub fn host_requests(&self, hostname: &str) -> Counter {
+        let other = || HostLabels {
+            hostname: "other".to_owned(),
+        };
+        if !valid_hostname_label(hostname) {
+            return self.requests.get_or_create(&other()).clone();
+        }
         let labels = HostLabels {
             hostname: hostname.to_owned(),
         };
@@ -463,9 +483,7 @@ impl Metrics {
         let labels = if self.hostname_labels.fetch_add(1, Ordering::Relaxed) < MAX_HOSTNAME_LABELS {
             labels
         } else {
-            HostLabels {
-                hostname: "other".to_owned(),
-            }
+            other()
         };
         self.requests.get_or_create(&labels).clone()
     }
@@ -538,6 +556,32 @@ mod tests {
             text.matches("ringtun_edge_admin_requests_total{").count(),
             2
         );
+    }
+
+    #[test]
+    fn hostname_labels_are_dns_names() {
+        let m = Metrics::default();
+        let long = format!("{}.example.com", "a".repeat(300));
+        for host in [
+            "a\"}.example.com",
+            "a\\b.example.com",
+            "a b.example.com",
+            long.as_str(),
+            "",
+        ] {
+            m.host_requests(host).inc();
+        }
+        m.host_requests("ok-1_x.example.com").inc();
+        let text = m.encode();
+        assert!(
+            text.contains("ringtun_edge_requests_total{hostname=\"other\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringtun_edge_requests_total{hostname=\"ok-1_x.example.com\"} 1"),
+            "{text}"
+        );
+        assert_eq!(text.matches("ringtun_edge_requests_total{").count(), 2);
     }
 
     #[test]

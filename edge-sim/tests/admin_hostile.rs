@@ -21,6 +21,7 @@ struct EdgeProcess {
     child: Child,
     admin: SocketAddr,
     metrics: SocketAddr,
+    public: SocketAddr,
     token: String,
     _tmp: tempfile::TempDir,
 }
@@ -49,14 +50,17 @@ impl EdgeProcess {
                 .find_map(|w| w.strip_prefix(key))
                 .and_then(|a| a.parse().ok())
         };
-        let (mut admin, mut metrics) = (None, None);
-        while admin.is_none() || metrics.is_none() {
+        let (mut admin, mut metrics, mut public) = (None, None, None);
+        while admin.is_none() || metrics.is_none() || public.is_none() {
             let line = lines
                 .next()
                 .expect("the edge logs its addresses before exiting")
                 .expect("read stderr");
             if line.contains("metrics server listening") {
                 metrics = field(&line, "metrics=");
+            }
+            if line.contains("public HTTP listening") {
+                public = field(&line, "public_http=");
             }
             if line.contains("admin API listening") {
                 admin = field(&line, "admin=");
@@ -69,6 +73,7 @@ impl EdgeProcess {
             child,
             admin: admin.expect("admin address"),
             metrics: metrics.expect("metrics address"),
+            public: public.expect("public HTTP address"),
             token: token.trim().to_owned(),
             _tmp: tmp,
         }
@@ -480,4 +485,68 @@ fn oversized_heads_and_bodies_are_refused_unread() {
             format!("ringtun_edge_control_rejected_total{{server=\"admin\",reason=\"{reason}\"}}");
         assert_eq!(metric(&text, &line), 1.0, "{line} in\n{text}");
     }
+}
+
+#[test]
+fn hostile_host_names_on_a_wildcard_route_leave_metrics_bounded_and_parseable() {
+    let edge = EdgeProcess::start(&[]);
+    let (status, body) = edge.authorized("POST", "/tunnels", r#"{"name":"web"}"#);
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = edge.authorized(
+        "POST",
+        "/routes/dns",
+        r#"{"tunnel":"web","hostname":"*.example.com"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let mut hosts: Vec<String> = (0..20)
+        .map(|i| format!("{i}{}.example.com", "a".repeat(8000)))
+        .collect();
+    hosts.push(r#"x"}.example.com"#.into());
+    hosts.push("ok.example.com".into());
+    // Routes reach the workers' view of the registry: wait until the wildcard route serves.
+    let t0 = Instant::now();
+    while public_get(edge.public, "ok.example.com").0 == 404 {
+        assert!(
+            t0.elapsed() < ANSWER_WITHIN,
+            "the wildcard route never served"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = edge.scrape().len();
+    for host in &hosts {
+        // Whatever the answer (no connector: 503), the request went through the route table.
+        public_get(edge.public, host);
+    }
+    let text = edge.scrape();
+    let values: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ringtun_edge_requests_total{hostname=\""))
+        .map(|rest| rest.rsplit_once("\"}").map_or(rest, |(v, _)| v))
+        .collect();
+    assert!(values.contains(&"ok.example.com"), "{values:?}");
+    for v in &values {
+        let dns = v.len() <= 253
+            && v.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+        assert!(
+            dns,
+            "hostname label {:?} is not a DNS name",
+            &v[..v.len().min(80)]
+        );
+    }
+    let grown = text.len().saturating_sub(before);
+    assert!(
+        grown < 2048,
+        "/metrics grew by {grown} bytes for {} hosts",
+        hosts.len()
+    );
+}
+
+/// `GET /` with `Host: host` on the public listener: status and body.
+fn public_get(addr: SocketAddr, host: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("send");
+    let raw = read_until_close(&mut s, Instant::now() + ANSWER_WITHIN).expect("an answer");
+    parse(&raw).unwrap_or_else(|e| panic!("Host {}: {e}", &host[..host.len().min(40)]))
 }
