@@ -564,11 +564,25 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Writes within [`Limits::timeout`].
-    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream
-            .set_write_timeout(Some(self.shared.limits.timeout))?;
-        self.stream.write_all(bytes)
+    /// Writes all of `bytes` within [`Limits::timeout`] in total: the timeout is re-armed with
+    /// what is left before each write, so a client that reads a byte now and then cannot
+    /// stretch it.
+    fn write_all(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        let deadline = Instant::now() + self.shared.limits.timeout;
+        while !bytes.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ErrorKind::TimedOut.into());
+            }
+            self.stream.set_write_timeout(Some(left))?;
+            match self.stream.write(bytes) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Sends the answer and closes.
