@@ -360,7 +360,7 @@ fn refuse(stream: TcpStream, max: usize) {
         format!("too many connections (at most {max} at once); retry later"),
     );
     let mut stream = stream;
-    let _ = stream.write(&response_bytes(&reply, false));
+    let _ = stream.write(&response_bytes(&reply, false, "Retry-After: 1\r\n"));
     close(stream);
 }
 
@@ -380,8 +380,8 @@ fn close(mut stream: TcpStream) {
 }
 
 /// The serialized response: `Connection: close` always, `WWW-Authenticate` with a 401
-/// (RFC 9110 §11.6.1), `Retry-After` with a 503; no body for HEAD.
-fn response_bytes(reply: &Reply, head_only: bool) -> Vec<u8> {
+/// (RFC 9110 §11.6.1), then `extra` (whole header lines); no body for HEAD.
+fn response_bytes(reply: &Reply, head_only: bool, extra: &str) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         reply.status,
@@ -389,11 +389,10 @@ fn response_bytes(reply: &Reply, head_only: bool) -> Vec<u8> {
         reply.content_type,
         reply.body.len()
     );
-    match reply.status {
-        401 => out.push_str("WWW-Authenticate: Bearer\r\n"),
-        503 => out.push_str("Retry-After: 1\r\n"),
-        _ => {}
+    if reply.status == 401 {
+        out.push_str("WWW-Authenticate: Bearer\r\n");
     }
+    out.push_str(extra);
     out.push_str("\r\n");
     let mut out = out.into_bytes();
     if !head_only {
@@ -587,7 +586,7 @@ impl<'a> Connection<'a> {
 
     /// Sends the answer and closes.
     fn finish(mut self, reply: &Reply, head_only: bool) {
-        match self.write_all(&response_bytes(reply, head_only)) {
+        match self.write_all(&response_bytes(reply, head_only, "")) {
             Ok(()) => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 self.shared.reject(Rejection::WriteTimeout, self.peer);
@@ -668,12 +667,12 @@ mod tests {
     #[test]
     fn responses_close_and_say_why() {
         let r = Reply::error(401, "nope");
-        let text = String::from_utf8(response_bytes(&r, false)).unwrap_or_default();
+        let text = String::from_utf8(response_bytes(&r, false, "")).unwrap_or_default();
         assert!(text.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{text}");
         assert!(text.contains("\r\nWWW-Authenticate: Bearer\r\n"), "{text}");
         assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
         assert!(text.ends_with("\r\n\r\n{\"error\":\"nope\"}"), "{text}");
-        let head = String::from_utf8(response_bytes(&r, true)).unwrap_or_default();
+        let head = String::from_utf8(response_bytes(&r, true, "")).unwrap_or_default();
         assert!(
             head.ends_with(
                 "Content-Length: 16\r\nConnection: close\r\nWWW-Authenticate: Bearer\r\n\r\n"
