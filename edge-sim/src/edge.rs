@@ -47,7 +47,11 @@ impl Edge {
         // Bound first so `/ready` can say 503 while the rest starts.
         let metrics_server = match metrics_addr {
             Some(addr) => {
-                let server = MetricsServer::start(addr, Arc::clone(&registry))?;
+                let server = MetricsServer::start_with_limits(
+                    addr,
+                    settings.admin_limits,
+                    Arc::clone(&registry),
+                )?;
                 tracing::info!(metrics = %server.local_addr(), "metrics server listening");
                 Some(server)
             }
@@ -66,6 +70,7 @@ impl Edge {
         }
         let admin = AdminServer::start(
             settings.admin,
+            settings.admin_limits,
             AdminContext {
                 registry: Arc::clone(&registry),
                 token: state.admin_token().clone(),

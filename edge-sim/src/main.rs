@@ -52,6 +52,20 @@ struct Cli {
     /// Seconds a public request body may stall before its connection is closed [default: 60].
     #[arg(long, value_name = "SECS")]
     request_body_timeout: Option<u64>,
+    /// Seconds an admin API or metrics client has to send its request (head and body), and
+    /// again to take the answer; past it: 408 and close [default: 10].
+    #[arg(long, value_name = "SECS")]
+    admin_timeout: Option<u64>,
+    /// Connections the admin API and the metrics server each serve at once; more get 503
+    /// [default: 64].
+    #[arg(long, value_name = "N")]
+    admin_max_connections: Option<usize>,
+    /// Largest admin API or metrics request head in bytes; larger: 431 [default: 16384].
+    #[arg(long, value_name = "BYTES")]
+    admin_max_head_bytes: Option<usize>,
+    /// Largest admin API request body in bytes; larger: 413 [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    admin_max_body_bytes: Option<usize>,
     /// Log format: text, or json (one JSON object per line).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -96,6 +110,10 @@ fn main() -> anyhow::Result<()> {
             danger_plaintext_links: cli.danger_plaintext_links,
             public_dc: cli.public_dc,
             request_body_timeout: cli.request_body_timeout,
+            admin_timeout: cli.admin_timeout,
+            admin_max_connections: cli.admin_max_connections,
+            admin_max_head_bytes: cli.admin_max_head_bytes,
+            admin_max_body_bytes: cli.admin_max_body_bytes,
         },
     )?;
 

@@ -21,6 +21,20 @@ use prometheus_client::registry::Registry;
 /// routes can match any number) are counted under `other`.
 pub const MAX_HOSTNAME_LABELS: usize = 1000;
 
+/// The longest hostname kept as a label (a DNS name's limit); longer ones count as `other`.
+pub const MAX_HOSTNAME_LABEL_LEN: usize = 253;
+
+/// Whether `hostname` may be a label value as is: a DNS name of lowercase letters, digits, `-`,
+/// `_` and `.`, at most [`MAX_HOSTNAME_LABEL_LEN`] bytes. A wildcard route matches whatever
+/// `Host` a client sends, and the encoder writes label values unescaped: a `"` would break the
+/// scrape and a 60 KB name would make every scrape large.
+fn valid_hostname_label(hostname: &str) -> bool {
+    (1..=MAX_HOSTNAME_LABEL_LEN).contains(&hostname.len())
+        && hostname
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
 /// `Content-Type` of the encoded metrics.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -43,13 +57,47 @@ pub fn scrape(registry: &crate::registry::Registry) -> String {
     registry.metrics().encode()
 }
 
-/// Labels of an admin API request.
+/// Labels of an admin API request. Both come from closed sets whatever the client sends (see
+/// [`AdminLabels::new`]), so made-up methods cannot grow the metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdminLabels {
-    /// HTTP method.
-    pub method: String,
-    /// Response status code.
+    /// HTTP method: one of [`STANDARD_METHODS`], or `other`.
+    pub method: &'static str,
+    /// Response status code (100 to 599), or `other`.
     pub code: String,
+}
+
+/// The methods of RFC 9110 §9 and PATCH: the values of the admin `method` label besides `other`.
+pub const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+impl AdminLabels {
+    /// The labels of a request with `method` (as the client sent it) answered with `code`.
+    pub fn new(method: &str, code: u16) -> AdminLabels {
+        AdminLabels {
+            method: STANDARD_METHODS
+                .iter()
+                .find(|m| **m == method)
+                .copied()
+                .unwrap_or("other"),
+            code: if (100..600).contains(&code) {
+                code.to_string()
+            } else {
+                "other".to_owned()
+            },
+        }
+    }
+}
+
+/// Labels of a connection the admin API or the metrics server refused or cut short.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectedLabels {
+    /// `admin` or `metrics`.
+    pub server: &'static str,
+    /// The limit hit, e.g. `connections`, `head_timeout`, `body_too_large` (see
+    /// `admin::server::Rejection`).
+    pub reason: &'static str,
 }
 
 /// Labels of a per-data-center gauge.
@@ -179,6 +227,8 @@ pub struct Metrics {
     pub connectors: Gauge,
     /// Admin API requests by method and status.
     pub admin_requests: Family<AdminLabels, Counter>,
+    /// Admin API and metrics server connections refused or cut short at a limit.
+    pub control_rejected: Family<RejectedLabels, Counter>,
     /// Live links per data center.
     pub links: Family<DcLabels, Gauge>,
     /// Public HTTP requests received.
@@ -228,6 +278,7 @@ impl Default for Metrics {
             connectors_rejected: Counter::default(),
             connectors: Gauge::default(),
             admin_requests: Family::default(),
+            control_rejected: Family::default(),
             links: Family::default(),
             public_requests: Counter::default(),
             public_tcp_connections: Counter::default(),
@@ -273,6 +324,11 @@ impl Default for Metrics {
             "admin_requests",
             "Admin API requests",
             m.admin_requests.clone(),
+        );
+        registry.register(
+            "control_rejected",
+            "Admin API and metrics server connections refused or cut short, by server and limit",
+            m.control_rejected.clone(),
         );
         registry.register("links", "Live links per data center", m.links.clone());
         registry.register(
@@ -387,13 +443,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts one admin API request.
+    /// Counts one admin API request; `method` is taken as sent and mapped to a closed set.
     pub fn admin_request(&self, method: &str, code: u16) {
         self.admin_requests
-            .get_or_create(&AdminLabels {
-                method: method.to_owned(),
-                code: code.to_string(),
-            })
+            .get_or_create(&AdminLabels::new(method, code))
+            .inc();
+    }
+
+    /// Counts one connection the admin API or the metrics server refused at a limit.
+    pub fn control_rejected(&self, server: &'static str, reason: &'static str) {
+        self.control_rejected
+            .get_or_create(&RejectedLabels { server, reason })
             .inc();
     }
 
@@ -427,6 +487,12 @@ impl Metrics {
     /// The request counter of `hostname` (lowercase, no port), for a per-worker cache: this
     /// takes the family's lock, so call it once per hostname, not per request.
     pub fn host_requests(&self, hostname: &str) -> Counter {
+        let other = || HostLabels {
+            hostname: "other".to_owned(),
+        };
+        if !valid_hostname_label(hostname) {
+            return self.requests.get_or_create(&other()).clone();
+        }
         let labels = HostLabels {
             hostname: hostname.to_owned(),
         };
@@ -438,9 +504,7 @@ impl Metrics {
         let labels = if self.hostname_labels.fetch_add(1, Ordering::Relaxed) < MAX_HOSTNAME_LABELS {
             labels
         } else {
-            HostLabels {
-                hostname: "other".to_owned(),
-            }
+            other()
         };
         self.requests.get_or_create(&labels).clone()
     }
@@ -490,6 +554,55 @@ mod tests {
             text.contains("ringtun_edge_admin_requests_total{method=\"GET\",code=\"200\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn admin_labels_are_a_closed_set() {
+        let m = Metrics::default();
+        for i in 0..500 {
+            m.admin_request(&format!("M{i}"), 401);
+            m.admin_request("get", 401);
+        }
+        m.admin_request("PATCH", 1000);
+        let text = m.encode();
+        assert!(
+            text.contains("ringtun_edge_admin_requests_total{method=\"other\",code=\"401\"} 1000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringtun_edge_admin_requests_total{method=\"PATCH\",code=\"other\"} 1"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("ringtun_edge_admin_requests_total{").count(),
+            2
+        );
+    }
+
+    #[test]
+    fn hostname_labels_are_dns_names() {
+        let m = Metrics::default();
+        let long = format!("{}.example.com", "a".repeat(300));
+        for host in [
+            "a\"}.example.com",
+            "a\\b.example.com",
+            "a b.example.com",
+            long.as_str(),
+            "",
+        ] {
+            m.host_requests(host).inc();
+        }
+        m.host_requests("ok-1_x.example.com").inc();
+        let text = m.encode();
+        assert!(
+            text.contains("ringtun_edge_requests_total{hostname=\"other\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringtun_edge_requests_total{hostname=\"ok-1_x.example.com\"} 1"),
+            "{text}"
+        );
+        assert_eq!(text.matches("ringtun_edge_requests_total{").count(), 2);
     }
 
     #[test]

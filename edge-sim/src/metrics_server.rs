@@ -1,59 +1,66 @@
 //! The `--metrics ADDR` server: `/ready`, `/healthcheck` and `/metrics` for orchestrators and
 //! Prometheus, without the admin token.
 //!
-//! Like the admin API it runs on its own std thread with `tiny_http`, off the data-plane
-//! workers: probes and scrapes come now and then, and must answer even when the workers are
-//! busy.
+//! Like the admin API it runs on std threads of its own ([`HttpServer`], with the same
+//! [`Limits`]), off the data-plane workers: probes and scrapes come now and then, and must
+//! answer even when the workers are busy, or when another client stalls.
 //!
 //! | route | answer |
 //! |---|---|
 //! | `GET /ready` | `200 {"status":200,"ready":true}` once every listener is bound and serving; `503` before that and while shutting down |
 //! | `GET /healthcheck` | `200 OK` while the process runs |
 //! | `GET /metrics` | the same Prometheus text as the admin API's `/metrics` |
-use crate::admin::ServerThread;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::admin::Reply;
+use crate::admin::server::{Head, HttpServer, Limits, Service};
 use crate::error::Result;
 use crate::registry::Registry;
 
 /// A running metrics server; stops when dropped.
 pub struct MetricsServer {
-    addr: SocketAddr,
     ready: Arc<AtomicBool>,
-    thread: ServerThread,
+    server: HttpServer,
 }
 
 impl std::fmt::Debug for MetricsServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MetricsServer")
-            .field("addr", &self.addr)
+            .field("addr", &self.local_addr())
             .field("ready", &self.is_ready())
             .finish_non_exhaustive()
     }
 }
 
 impl MetricsServer {
-    /// Binds `addr` and serves on a new thread; `/ready` says 503 until [`MetricsServer::set_ready`].
+    /// Binds `addr` and serves under the default [`Limits`]; `/ready` says 503 until
+    /// [`MetricsServer::set_ready`].
     pub fn start(addr: SocketAddr, registry: Arc<Registry>) -> Result<MetricsServer> {
+        MetricsServer::start_with_limits(addr, Limits::default(), registry)
+    }
+
+    /// [`MetricsServer::start`] under `limits`.
+    pub fn start_with_limits(
+        addr: SocketAddr,
+        limits: Limits,
+        registry: Arc<Registry>,
+    ) -> Result<MetricsServer> {
         let ready = Arc::new(AtomicBool::new(false));
-        let (thread, local) = {
-            let ready = Arc::clone(&ready);
-            ServerThread::start("metrics server", "metrics", addr, move |server| {
-                serve(server, &registry, &ready)
-            })?
+        let metrics = Arc::clone(registry.metrics());
+        let service = Probes {
+            registry,
+            ready: Arc::clone(&ready),
         };
-        Ok(MetricsServer {
-            addr: local,
-            ready,
-            thread,
-        })
+        let server =
+            HttpServer::start("metrics server", "metrics", addr, limits, metrics, service)?;
+        Ok(MetricsServer { ready, server })
     }
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.server.local_addr()
     }
 
     /// Sets what `/ready` answers.
@@ -66,9 +73,9 @@ impl MetricsServer {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Stops accepting and joins the thread.
+    /// Stops accepting and closes the listener.
     pub fn stop(mut self) {
-        self.thread.stop();
+        self.server.stop();
     }
 }
 
@@ -103,20 +110,24 @@ fn route(method: &str, url: &str, registry: &Registry, ready: bool) -> (u16, &'s
     }
 }
 
-fn serve(server: &tiny_http::Server, registry: &Registry, ready: &AtomicBool) {
-    for request in server.incoming_requests() {
-        let (status, content_type, body) = route(
-            request.method().as_str(),
-            request.url(),
-            registry,
-            ready.load(Ordering::Acquire),
-        );
-        let mut response = tiny_http::Response::from_string(body).with_status_code(status);
-        if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", content_type) {
-            response = response.with_header(h);
-        }
-        if let Err(e) = request.respond(response) {
-            tracing::debug!(error = %e, "metrics server: cannot send response");
+/// The probe routes as a [`Service`]: no token, no body.
+struct Probes {
+    registry: Arc<Registry>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Service for Probes {
+    fn before_body(&self, _head: &Head) -> Option<Reply> {
+        None
+    }
+
+    fn serve(&self, head: &Head, _body: &[u8]) -> Reply {
+        let ready = self.ready.load(Ordering::Acquire);
+        let (status, content_type, body) = route(&head.method, &head.target, &self.registry, ready);
+        Reply {
+            status,
+            content_type,
+            body,
         }
     }
 }

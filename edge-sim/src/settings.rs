@@ -11,6 +11,8 @@
 //! public-http = "127.0.0.1:8080"
 //! connector-limit = 100
 //! request-body-timeout = 60   # seconds a public request body may stall
+//! admin-timeout = 10          # seconds an admin or metrics client has to send its request
+//! admin-max-connections = 64  # admin (and metrics) connections served at once
 //!
 //! [[data-centers]]
 //! name = "dfw"
@@ -52,6 +54,14 @@ pub struct FileConfig {
     /// Seconds a public request body may stall (no bytes arriving) before the connection is
     /// closed.
     pub request_body_timeout: Option<u64>,
+    /// Seconds an admin API or metrics client has to send its request, and to take the answer.
+    pub admin_timeout: Option<u64>,
+    /// Connections the admin API (and the metrics server) serve at once.
+    pub admin_max_connections: Option<usize>,
+    /// The largest admin API (and metrics server) request head, in bytes.
+    pub admin_max_head_bytes: Option<usize>,
+    /// The largest admin API request body, in bytes.
+    pub admin_max_body_bytes: Option<usize>,
 }
 
 /// One data center in the config file.
@@ -87,6 +97,14 @@ pub struct Overrides {
     pub public_dc: Option<String>,
     /// `--request-body-timeout SECS`.
     pub request_body_timeout: Option<u64>,
+    /// `--admin-timeout SECS`.
+    pub admin_timeout: Option<u64>,
+    /// `--admin-max-connections N`.
+    pub admin_max_connections: Option<usize>,
+    /// `--admin-max-head-bytes N`.
+    pub admin_max_head_bytes: Option<usize>,
+    /// `--admin-max-body-bytes N`.
+    pub admin_max_body_bytes: Option<usize>,
 }
 
 /// How the public ingress chooses among a tunnel's connectors (replicas).
@@ -178,6 +196,8 @@ pub struct Settings {
     pub public_dc: String,
     /// How long a public request body may stall before its connection is closed.
     pub request_body_timeout: std::time::Duration,
+    /// Deadlines and caps of the admin API and the metrics server.
+    pub admin_limits: crate::admin::Limits,
 }
 
 impl Default for Settings {
@@ -265,6 +285,14 @@ impl Settings {
                     .or(file.request_body_timeout)
                     .unwrap_or(DEFAULT_REQUEST_BODY_TIMEOUT_SECS),
             ),
+            admin_limits: crate::admin::Limits::from_options(
+                overrides.admin_timeout.or(file.admin_timeout),
+                overrides
+                    .admin_max_connections
+                    .or(file.admin_max_connections),
+                overrides.admin_max_head_bytes.or(file.admin_max_head_bytes),
+                overrides.admin_max_body_bytes.or(file.admin_max_body_bytes),
+            ),
         };
         settings.validate()?;
         Ok(settings)
@@ -322,6 +350,7 @@ impl Settings {
                 "request-body-timeout must be at least 1 second".into(),
             ));
         }
+        self.admin_limits.validate().map_err(Error::Config)?;
         if self.workers == Some(0) {
             return Err(Error::Config("workers must be at least 1".into()));
         }

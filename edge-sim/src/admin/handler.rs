@@ -48,7 +48,8 @@ impl Reply {
         }
     }
 
-    fn error(status: u16, message: impl Into<String>) -> Reply {
+    /// `{"error": message}` with `status`.
+    pub fn error(status: u16, message: impl Into<String>) -> Reply {
         Reply::json(status, json!({ "error": message.into() }))
     }
 }
@@ -164,6 +165,27 @@ fn faults_route(
         .map_err(|e| Reply::error(404, e.to_string()))
 }
 
+/// The path's segments (`/tunnels/web/` gives `["tunnels", "web"]`) and the query.
+fn split_url(url: &str) -> (Vec<&str>, &str) {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    (path.trim_matches('/').split('/').collect(), query)
+}
+
+/// The 401 answer when the request needs the token and lacks it, from the head alone: the
+/// server calls this before it reads any body. `authorization` is the `Authorization` header.
+pub fn check_token(
+    ctx: &AdminContext,
+    method: &str,
+    url: &str,
+    authorization: Option<&str>,
+) -> Option<Reply> {
+    let (segments, _) = split_url(url);
+    // Discovery is public: server addresses and the CA certificate are no secret.
+    let public = method == "GET" && segments == ["discovery"];
+    (!public && !authorized(ctx, authorization))
+        .then(|| Reply::error(401, "missing or wrong bearer token"))
+}
+
 /// Serves one admin request. `authorization` is the `Authorization` header, if any.
 pub fn handle(
     ctx: &AdminContext,
@@ -172,13 +194,10 @@ pub fn handle(
     authorization: Option<&str>,
     body: &[u8],
 ) -> Reply {
-    let (path, query) = url.split_once('?').unwrap_or((url, ""));
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    // Discovery is public: server addresses and the CA certificate are no secret.
-    let public = method == "GET" && segments == ["discovery"];
-    if !public && !authorized(ctx, authorization) {
-        return Reply::error(401, "missing or wrong bearer token");
+    if let Some(denied) = check_token(ctx, method, url, authorization) {
+        return denied;
     }
+    let (segments, query) = split_url(url);
     match route(ctx, method, &segments, query, body) {
         Ok(reply) | Err(reply) => reply,
     }

@@ -1,8 +1,12 @@
 //! The admin API: HTTP/1.1 + JSON on loopback, bearer-token protected.
 //!
-//! It runs on its own std thread with `tiny_http`: the admin API is control plane (a CLI call
-//! now and then), so a small synchronous server keeps it off the io_uring workers and out of the
-//! data path's way. Routes live in [`handler`], free of IO.
+//! It runs on std threads of its own ([`server::HttpServer`], shared with the `--metrics`
+//! server): the admin API is control plane (a CLI call now and then), so a small synchronous
+//! server keeps it off the io_uring workers and out of the data path's way. Routes live in
+//! [`handler`], free of IO. The token is checked on the head, before any body is read
+//! ([`handler::check_token`]); every connection has read and write deadlines and the server a
+//! connection cap ([`server::Limits`]), so a stalled or slow client holds only its own
+//! connection.
 //!
 //! | route | success | body |
 //! |---|---|---|
@@ -26,81 +30,22 @@
 //! data_center, server}], draining, edge, label, weight, standby, state, active_streams,
 //! requests}` with `edge` like `2xdfw, 2xmci` and `state` `ready` or `draining`; a tunnel has
 //! `lb_policy` (`p2c`, `round-robin`, `random`, `same-dc-first` or `null`). Errors are
-//! `{"error": "..."}` with 400 (bad input), 401 (token), 404, 405, 409 (conflict) or 500.
+//! `{"error": "..."}` with 400 (bad input), 401 (token), 404, 405, 409 (conflict) or 500, and
+//! from the server at a limit ([`server::Limits`]) 408, 413, 431 or 503.
 pub mod handler;
+pub mod server;
 
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 
 pub use handler::{AdminContext, Reply, handle};
+pub use server::Limits;
 
 use crate::error::{Error, Result};
-
-/// Largest request body the admin API reads.
-const MAX_BODY: u64 = 64 * 1024;
+use server::{Head, HttpServer, Service};
 
 /// A running admin API server; stops when dropped.
 pub struct AdminServer {
-    addr: SocketAddr,
-    thread: ServerThread,
-}
-
-/// A tiny_http server answering on a thread of its own (the admin API, the metrics server):
-/// binds `addr` with a clear error, and stopping or dropping it unblocks the server and joins
-/// the thread.
-pub(crate) struct ServerThread {
-    what: &'static str,
-    server: Arc<tiny_http::Server>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl ServerThread {
-    /// Binds `addr` and runs `serve` on a thread named `name`; returns the bound address too.
-    pub(crate) fn start(
-        what: &'static str,
-        name: &str,
-        addr: SocketAddr,
-        serve: impl FnOnce(&tiny_http::Server) + Send + 'static,
-    ) -> Result<(ServerThread, SocketAddr)> {
-        let bind_err = |reason: String| Error::Bind { what, addr, reason };
-        let listener = bind(what, addr)?;
-        let local = listener.local_addr().map_err(|e| bind_err(e.to_string()))?;
-        let server = Arc::new(
-            tiny_http::Server::from_listener(listener, None)
-                .map_err(|e| bind_err(e.to_string()))?,
-        );
-        let thread = {
-            let server = Arc::clone(&server);
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || serve(&server))
-                .map_err(|e| bind_err(format!("cannot start its thread: {e}")))?
-        };
-        let t = ServerThread {
-            what,
-            server,
-            thread: Some(thread),
-        };
-        Ok((t, local))
-    }
-
-    /// Stops accepting and joins the thread (again: nothing).
-    pub(crate) fn stop(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!(server = self.what, "server thread panicked");
-        }
-    }
-}
-
-impl Drop for ServerThread {
-    fn drop(&mut self) {
-        self.stop();
-    }
+    server: HttpServer,
 }
 
 /// Binds a TCP listener with a clear error ("admin API: cannot bind ...: address in use").
@@ -120,74 +65,58 @@ pub fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
 impl std::fmt::Debug for AdminServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminServer")
-            .field("addr", &self.addr)
+            .field("addr", &self.local_addr())
             .finish_non_exhaustive()
     }
 }
 
 impl AdminServer {
-    /// Binds `addr` and serves the admin API on a new thread.
-    pub fn start(addr: SocketAddr, ctx: AdminContext) -> Result<AdminServer> {
-        let (thread, local) = ServerThread::start("admin API", "admin-api", addr, move |server| {
-            serve(server, &ctx)
-        })?;
-        Ok(AdminServer {
-            addr: local,
-            thread,
-        })
+    /// Binds `addr` and serves the admin API under `limits` on threads of its own.
+    pub fn start(addr: SocketAddr, limits: Limits, ctx: AdminContext) -> Result<AdminServer> {
+        let metrics = std::sync::Arc::clone(ctx.registry.metrics());
+        let server = HttpServer::start("admin API", "admin", addr, limits, metrics, Admin(ctx))?;
+        Ok(AdminServer { server })
     }
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.server.local_addr()
     }
 
-    /// Stops accepting and joins the thread.
+    /// Stops accepting and closes the listener.
     pub fn stop(mut self) {
-        self.thread.stop();
+        self.server.stop();
     }
 }
 
-fn serve(server: &tiny_http::Server, ctx: &AdminContext) {
-    for mut request in server.incoming_requests() {
-        let method = request.method().as_str().to_owned();
-        let url = request.url().to_owned();
-        let authorization = request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("Authorization"))
-            .map(|h| h.value.as_str().to_owned());
-        let mut body = Vec::new();
-        let reply = match request
-            .as_reader()
-            .take(MAX_BODY + 1)
-            .read_to_end(&mut body)
-        {
-            Ok(_) if body.len() as u64 > MAX_BODY => Reply {
-                status: 413,
-                content_type: "application/json",
-                body: r#"{"error":"request body over 64 KiB"}"#.to_owned(),
-            },
-            Ok(_) => handle(ctx, &method, &url, authorization.as_deref(), &body),
-            Err(e) => {
-                tracing::debug!(error = %e, "admin API: cannot read request body");
-                continue;
-            }
-        };
-        ctx.registry.metrics().admin_request(&method, reply.status);
-        tracing::debug!(%method, %url, status = reply.status, "admin request");
-        let mut response =
-            tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
-        if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", reply.content_type) {
-            response = response.with_header(h);
-        }
-        if reply.status == 401
-            && let Ok(h) = tiny_http::Header::from_bytes("WWW-Authenticate", "Bearer")
-        {
-            response = response.with_header(h);
-        }
-        if let Err(e) = request.respond(response) {
-            tracing::debug!(error = %e, "admin API: cannot send response");
-        }
+/// The admin routes as a [`Service`]: the token on the head, then [`handle`].
+struct Admin(AdminContext);
+
+impl Service for Admin {
+    fn before_body(&self, head: &Head) -> Option<Reply> {
+        handler::check_token(
+            &self.0,
+            &head.method,
+            &head.target,
+            head.authorization.as_deref(),
+        )
+    }
+
+    fn serve(&self, head: &Head, body: &[u8]) -> Reply {
+        handle(
+            &self.0,
+            &head.method,
+            &head.target,
+            head.authorization.as_deref(),
+            body,
+        )
+    }
+
+    fn answered(&self, head: &Head, status: u16) {
+        self.0
+            .registry
+            .metrics()
+            .admin_request(&head.method, status);
+        tracing::debug!(method = %head.method, url = %head.target, status, "admin request");
     }
 }
