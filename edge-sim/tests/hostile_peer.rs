@@ -332,13 +332,14 @@ fn measure_open_reset_flood() {
         }
     }
     let at_end = edge.rss_kib();
+    let elapsed = start.elapsed();
     let _ = writer.shutdown(std::net::Shutdown::Write);
     let codes = reader.join().expect("reader thread");
     std::thread::sleep(Duration::from_secs(2));
     println!(
         "OPEN+RESET streams sent: {sent} in {:.1?}; GOAWAY {codes:?}; edge RSS before {before} KiB, \
          at the end {at_end} KiB (+{} KiB), 2 s after the link closed {} KiB",
-        start.elapsed(),
+        elapsed,
         at_end.saturating_sub(before),
         edge.rss_kib()
     );
