@@ -29,12 +29,14 @@
 //! - [`worker`]: per-worker state: live links, snapshots of routes and connectors.
 //! - [`http`]: the public HTTP/1.1 ingress.
 //! - [`tcp`]: the public TCP route listeners.
+//! - `pipe`: raw bytes both ways between a public socket and a stream (upgrades, TCP routes).
 //! - [`faults`]: edge servers and data centers taken down and up (fault injection).
 
 pub mod faults;
 pub mod http;
 pub mod lb;
 pub mod links;
+mod pipe;
 pub mod tcp;
 pub mod worker;
 

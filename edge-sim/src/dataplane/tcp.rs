@@ -96,6 +96,6 @@ pub(crate) async fn serve(
         }
     };
     let metrics = std::sync::Arc::clone(metrics);
-    super::http::pipe(sock, BytesMut::new(), Rc::new(stream), metrics).await;
+    super::pipe::pipe(sock, BytesMut::new(), Rc::new(stream), metrics).await;
     drop(guard);
 }

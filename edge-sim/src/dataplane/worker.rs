@@ -39,8 +39,8 @@ pub struct Handoff {
 pub enum HandoffKind {
     /// Public HTTP, moved between workers `hops` times so far (this move included).
     Http {
-        /// How many times the connection has been handed off (at most
-        /// [`super::http::MAX_HOPS`]).
+        /// How many times the connection has been handed off (at most `MAX_HOPS` in
+        /// `http/retry.rs`).
         hops: u8,
     },
     /// A TCP route on this port.
