@@ -11,6 +11,7 @@
 //! public-http = "127.0.0.1:8080"
 //! connector-limit = 100
 //! request-body-timeout = 60   # seconds a public request body may stall
+//! client-write-timeout = 30   # see docs/limits.md for these and the other limits
 //!
 //! [[data-centers]]
 //! name = "dfw"
@@ -23,6 +24,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+
+mod limits;
+pub use limits::PublicLimits;
 
 /// Default state directory, relative to the working directory.
 pub const DEFAULT_STATE_DIR: &str = "./ringtun-edge-state";
@@ -52,6 +56,18 @@ pub struct FileConfig {
     /// Seconds a public request body may stall (no bytes arriving) before the connection is
     /// closed.
     pub request_body_timeout: Option<u64>,
+    /// Bytes per second a public request body must average (0: no minimum).
+    pub request_body_min_rate: Option<u64>,
+    /// Seconds a response write to a public client may make no progress.
+    pub client_write_timeout: Option<u64>,
+    /// Seconds a TCP-route connection may be idle.
+    pub tcp_idle_timeout: Option<u64>,
+    /// Seconds an upgraded (WebSocket) connection may be idle.
+    pub upgrade_idle_timeout: Option<u64>,
+    /// Concurrent public connections per client IP.
+    pub max_connections_per_ip: Option<usize>,
+    /// Concurrent streams per tunnel at the edge.
+    pub tunnel_stream_limit: Option<usize>,
 }
 
 /// One data center in the config file.
@@ -87,6 +103,18 @@ pub struct Overrides {
     pub public_dc: Option<String>,
     /// `--request-body-timeout SECS`.
     pub request_body_timeout: Option<u64>,
+    /// `--request-body-min-rate BYTES`.
+    pub request_body_min_rate: Option<u64>,
+    /// `--client-write-timeout SECS`.
+    pub client_write_timeout: Option<u64>,
+    /// `--tcp-idle-timeout SECS`.
+    pub tcp_idle_timeout: Option<u64>,
+    /// `--upgrade-idle-timeout SECS`.
+    pub upgrade_idle_timeout: Option<u64>,
+    /// `--max-connections-per-ip N`.
+    pub max_connections_per_ip: Option<usize>,
+    /// `--tunnel-stream-limit N`.
+    pub tunnel_stream_limit: Option<usize>,
 }
 
 /// How the public ingress chooses among a tunnel's connectors (replicas).
@@ -178,6 +206,8 @@ pub struct Settings {
     pub public_dc: String,
     /// How long a public request body may stall before its connection is closed.
     pub request_body_timeout: std::time::Duration,
+    /// What one public client or one tunnel may hold (see `docs/limits.md`).
+    pub public_limits: PublicLimits,
 }
 
 impl Default for Settings {
@@ -214,6 +244,7 @@ impl Settings {
 
     /// Merges a parsed file with overrides and validates.
     pub fn from_parts(file: FileConfig, overrides: Overrides) -> Result<Settings> {
+        let public_limits = PublicLimits::from_parts(&file, &overrides)?;
         let data_centers = if !overrides.data_centers.is_empty() {
             overrides
                 .data_centers
@@ -265,6 +296,7 @@ impl Settings {
                     .or(file.request_body_timeout)
                     .unwrap_or(DEFAULT_REQUEST_BODY_TIMEOUT_SECS),
             ),
+            public_limits,
         };
         settings.validate()?;
         Ok(settings)

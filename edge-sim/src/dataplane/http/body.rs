@@ -3,11 +3,11 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use compio::net::TcpStream;
-use ringtun_core::http::io::{CONTINUE_RESPONSE, read_body_chunk, write_bufs};
+use ringtun_core::http::io::{CONTINUE_RESPONSE, read_body_chunk};
 use ringtun_core::http::{
     BodyDecoder, BodyFraming, BodyLimits, Fault, HttpError, RequestHead, expects_continue,
     set_framing_headers,
@@ -15,8 +15,8 @@ use ringtun_core::http::{
 use ringtun_core::link::{LinkError, Stream};
 use ringtun_core::mux::ErrorCode;
 
-use super::watchdog::ReadWatch;
 use super::{Conn, Next};
+use crate::dataplane::watchdog::{BodyPace, ReadKind, Watch};
 use crate::dataplane::worker::Worker;
 use crate::metrics::Metrics;
 
@@ -31,11 +31,13 @@ pub(crate) enum ReqBody {
     /// The whole decoded body (at most [`RETRY_BODY_LIMIT`] bytes): it can be resent.
     Buffered(Vec<Bytes>),
     /// Too big to buffer: `prefix` was read already and the decoder continues with the rest
-    /// while the stream is open. `continue_sent`: `100 Continue` went out already.
+    /// while the stream is open. `continue_sent`: `100 Continue` went out already. `pace`:
+    /// the body's deadlines so far.
     Streamed {
         prefix: Vec<Bytes>,
         dec: BodyDecoder,
         continue_sent: bool,
+        pace: BodyPace,
     },
 }
 
@@ -100,10 +102,11 @@ pub(crate) async fn read_small_body(
             prefix: Vec::new(),
             dec,
             continue_sent: false,
+            pace: body_pace(w),
         });
     }
     if expects_continue(head)
-        && write_bufs(&mut c.wr, vec![Bytes::from_static(CONTINUE_RESPONSE)])
+        && c.write(vec![Bytes::from_static(CONTINUE_RESPONSE)])
             .await
             .is_err()
     {
@@ -112,12 +115,15 @@ pub(crate) async fn read_small_body(
     let metrics = w.plane.registry.metrics();
     let mut chunks = Vec::new();
     let mut total = 0usize;
+    let mut pace = body_pace(w);
     loop {
-        c.watch.start(w.plane.request_body_timeout);
+        c.watch
+            .start_until(pace.deadline(Instant::now()), ReadKind::Body);
         let r = read_body_chunk(&mut c.rd, &mut c.buf, &mut dec).await;
         c.watch.stop();
         match r {
             Ok(Some(b)) => {
+                pace.add(b.len());
                 total += b.len();
                 metrics.bytes_in.inc_by(b.len() as u64);
                 chunks.push(b);
@@ -126,13 +132,14 @@ pub(crate) async fn read_small_body(
                         prefix: chunks,
                         dec,
                         continue_sent: true,
+                        pace,
                     });
                 }
             }
             Ok(None) => return Ok(ReqBody::Buffered(chunks)),
             Err(e) => {
                 tracing::debug!(error = %e, "public request body failed");
-                if c.watch.timed_out() {
+                if c.watch.timed_out(ReadKind::Body) {
                     metrics.public_error("body_timeout");
                     return Err(Next::Close);
                 }
@@ -141,17 +148,26 @@ pub(crate) async fn read_small_body(
                 }
                 metrics.public_error("bad_request");
                 let (h, b) = e.to_response();
-                let _ = write_bufs(&mut c.wr, vec![h.to_bytes(), b]).await;
+                let _ = c.write(vec![h.to_bytes(), b]).await;
                 return Err(Next::Close);
             }
         }
     }
 }
 
+/// The deadlines of a body starting now (`--request-body-timeout`, `--request-body-min-rate`).
+fn body_pace(w: &Worker) -> BodyPace {
+    BodyPace::new(
+        Instant::now(),
+        w.plane.request_body_timeout,
+        w.plane.limits.request_body_min_rate,
+    )
+}
+
 /// What the body pump needs besides the stream.
 pub(crate) struct PumpCtx {
-    pub(crate) watch: Rc<ReadWatch>,
-    pub(crate) timeout: Duration,
+    pub(crate) watch: Rc<Watch>,
+    pub(crate) pace: BodyPace,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -164,7 +180,7 @@ pub(crate) async fn pump_body(
     mut dec: BodyDecoder,
     s: Rc<Stream>,
     prefix: Vec<Bytes>,
-    ctx: PumpCtx,
+    mut ctx: PumpCtx,
 ) -> (BytesMut, bool) {
     for b in prefix {
         if s.write(b).await.is_err() {
@@ -172,11 +188,13 @@ pub(crate) async fn pump_body(
         }
     }
     loop {
-        ctx.watch.start(ctx.timeout);
+        let deadline = ctx.pace.deadline(Instant::now());
+        ctx.watch.start_until(deadline, ReadKind::Body);
         let r = read_body_chunk(&mut rd, &mut buf, &mut dec).await;
         ctx.watch.stop();
         match r {
             Ok(Some(b)) => {
+                ctx.pace.add(b.len());
                 ctx.metrics.bytes_in.inc_by(b.len() as u64);
                 if s.write(b).await.is_err() {
                     return (buf, false);
@@ -184,7 +202,7 @@ pub(crate) async fn pump_body(
             }
             Ok(None) => return (buf, s.finish().is_ok()),
             Err(e) => {
-                if ctx.watch.timed_out() {
+                if ctx.watch.timed_out(ReadKind::Body) {
                     ctx.metrics.public_error("body_timeout");
                 }
                 tracing::debug!(error = %e, "public request body failed");

@@ -18,20 +18,26 @@
 //! so. When the next replica only has links on another worker, the request (head, buffered body
 //! and what followed) is handed to that worker.
 //!
-//! # Slow clients
+//! # Slow clients and capacity
 //! Every connection is its own task, so a stalled client blocks nobody else. A watchdog task
 //! per connection closes it when a request head (or the next one, on keep-alive) has not
-//! arrived within [`HEAD_TIMEOUT`], or when a request body stalls (no bytes) for
-//! `--request-body-timeout` (default 60 s).
+//! arrived within [`HEAD_TIMEOUT`], when a request body stalls (no bytes) for
+//! `--request-body-timeout` (default 60 s) or falls below `--request-body-min-rate`, when a
+//! write to the client makes no progress for `--client-write-timeout`, or when an upgraded
+//! connection is idle for `--upgrade-idle-timeout`. A connection holds a place in its client
+//! IP's count (`--max-connections-per-ip`; beyond it: 503 and close) and each request's stream
+//! a place in its tunnel's count (`--tunnel-stream-limit`; beyond it: 503). See
+//! `docs/limits.md`.
 //!
 //! # Layout
 //! - this file: accepting, the keep-alive loop, error answers, closing.
-//! - `watchdog`: the slow-client watchdog.
 //! - `request`: one request from head to response: routing, attempts, the body/response split.
 //! - `retry`: the retry and hand-off decision (sans-IO).
 //! - `body`: reading a small body whole, pumping a big one.
 //! - `respond`: writing the response (or the `101` and the raw pipe).
 //! - `host_label`: the per-hostname request counters.
+//!
+//! The deadlines (slow clients, writes, idle pipes) are watched by `dataplane/watchdog.rs`.
 //!
 //! # Not yet
 //! A request body that the origin stops reading after answering keeps the connection until the
@@ -42,23 +48,23 @@ mod host_label;
 mod request;
 mod respond;
 mod retry;
-mod watchdog;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use compio::net::{TcpListener, TcpStream};
 use ringtun_core::http::io::{read_more, read_request_head, write_bufs};
 use ringtun_core::http::{HeadLimits, HttpError, NO_CONNECTOR_DETAIL, error_response};
 
+pub use super::watchdog::HEAD_TIMEOUT;
 pub use body::RETRY_BODY_LIMIT;
-pub use watchdog::HEAD_TIMEOUT;
 
+use super::limits::ClientSlot;
+use super::watchdog::{ReadKind, Watch, watchdog};
 use super::worker::Worker;
-use watchdog::{ReadWatch, watchdog};
 
 /// Accepts public HTTP connections on this worker's socket.
 pub(crate) async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
@@ -66,7 +72,12 @@ pub(crate) async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
         match listener.accept().await {
             Ok((s, peer)) => {
                 let _ = s.set_nodelay(true);
-                compio::runtime::spawn(serve(Rc::clone(&w), s, peer, BytesMut::new(), 0)).detach();
+                let Some(slot) = w.client_slot(peer) else {
+                    compio::runtime::spawn(refuse(s)).detach();
+                    continue;
+                };
+                let w = Rc::clone(&w);
+                compio::runtime::spawn(serve(w, s, peer, BytesMut::new(), 0, Some(slot))).detach();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "public HTTP accept failed");
@@ -74,6 +85,19 @@ pub(crate) async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
             }
         }
     }
+}
+
+/// Answers a connection over its client IP's limit with 503 and closes it.
+async fn refuse(mut s: TcpStream) {
+    let detail = "too many connections from this client address";
+    let (h, b) = error_response(503, detail, true);
+    // The socket buffer of a fresh connection takes the small answer at once.
+    let _ = write_bufs(&mut s, vec![h.to_bytes(), b]).await;
+    let _ = socket2::SockRef::from(&s).shutdown(std::net::Shutdown::Write);
+    let mut buf = BytesMut::new();
+    // Read what the client sent, briefly, so the close does not reset the answer away. The
+    // read may be dropped by the timeout: the connection is being discarded.
+    let _ = compio::time::timeout(Duration::from_secs(1), read_more(&mut s, &mut buf)).await;
 }
 
 /// What the connection does after a request.
@@ -85,7 +109,7 @@ pub(crate) enum Next {
 
 /// One public connection's sockets and state.
 pub(crate) struct Conn {
-    watch: Rc<ReadWatch>,
+    watch: Rc<Watch>,
     stream: TcpStream,
     rd: TcpStream,
     wr: TcpStream,
@@ -93,6 +117,18 @@ pub(crate) struct Conn {
     peer: SocketAddr,
     /// How many times the connection moved between workers (at most `retry::MAX_HOPS`).
     hops: u8,
+    /// The connection's place in its client IP's count (moves with a hand-off).
+    slot: Option<ClientSlot>,
+}
+
+impl Conn {
+    /// Writes to the client under `--client-write-timeout`.
+    async fn write(&mut self, bufs: Vec<Bytes>) -> Result<Vec<Bytes>, HttpError> {
+        self.watch.start_write();
+        let r = write_bufs(&mut self.wr, bufs).await;
+        self.watch.stop_write();
+        r
+    }
 }
 
 /// Serves one public connection (fresh with `hops` 0, or handed off by another worker with
@@ -103,10 +139,14 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     buf: BytesMut,
     hops: u8,
+    slot: Option<ClientSlot>,
 ) {
-    let watch = Rc::new(ReadWatch::default());
-    let tick = HEAD_TIMEOUT.min(w.plane.request_body_timeout) / 4;
-    compio::runtime::spawn(watchdog(Rc::clone(&watch), stream.clone(), tick)).detach();
+    let limits = &w.plane.limits;
+    let watch = Rc::new(Watch::new(limits.client_write_timeout));
+    let tick = watch.shortest(&[w.plane.request_body_timeout, limits.upgrade_idle_timeout]) / 4;
+    let metrics = Arc::clone(w.plane.registry.metrics());
+    let dog = watchdog(Rc::clone(&watch), stream.clone(), tick, peer, metrics);
+    compio::runtime::spawn(dog).detach();
     let mut c = Conn {
         watch: Rc::clone(&watch),
         rd: stream.clone(),
@@ -115,13 +155,14 @@ pub(crate) async fn serve(
         buf,
         peer,
         hops,
+        slot,
     };
     let limits = HeadLimits::default();
     let metrics = Arc::clone(w.plane.registry.metrics());
     // A handed-off connection's first request was counted by the worker that read it.
     let mut counted = c.hops > 0;
     loop {
-        watch.start(HEAD_TIMEOUT);
+        watch.start(HEAD_TIMEOUT, ReadKind::Head);
         let head = read_request_head(&mut c.rd, &mut c.buf, &limits).await;
         watch.stop();
         let head = match head {
@@ -131,7 +172,7 @@ pub(crate) async fn serve(
                 if !matches!(e, HttpError::Io(_) | HttpError::IncompleteHead { .. }) {
                     w.plane.registry.metrics().public_error("bad_request");
                     let (h, b) = e.to_response();
-                    let _ = write_bufs(&mut c.wr, vec![h.to_bytes(), b]).await;
+                    let _ = c.write(vec![h.to_bytes(), b]).await;
                 }
                 break;
             }
@@ -196,7 +237,7 @@ async fn reply_error(
 ) -> Next {
     w.plane.registry.metrics().public_error(cause);
     let (h, b) = error_response(status, detail, close);
-    match write_bufs(&mut c.wr, vec![h.to_bytes(), b]).await {
+    match c.write(vec![h.to_bytes(), b]).await {
         Ok(_) if !close => Next::KeepAlive,
         _ => Next::Close,
     }

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ringtun_core::http::io::{CONTINUE_RESPONSE, write_bufs};
+use ringtun_core::http::io::CONTINUE_RESPONSE;
 use ringtun_core::http::{
     BodyFraming, RequestExtra, RequestHead, append_forwarded_for, encode_request_meta,
     expects_continue, is_upgrade_request, is_websocket_upgrade, no_route_detail, remove_hop_by_hop,
@@ -33,7 +33,7 @@ pub(crate) async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, coun
         Err(e) => {
             w.plane.registry.metrics().public_error("bad_request");
             let (h, b) = e.to_response();
-            let _ = write_bufs(&mut c.wr, vec![h.to_bytes(), b]).await;
+            let _ = c.write(vec![h.to_bytes(), b]).await;
             return Next::Close;
         }
     };
@@ -106,6 +106,12 @@ pub(crate) async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, coun
         // Time passed while the body was read: choose again.
         first = None;
     }
+    // The stream's place in its tunnel's count, held until the request ends.
+    let Some(_tunnel_slot) = w.tunnel_slot(tunnel) else {
+        let limit = w.plane.tunnel_streams.max();
+        let detail = format!("the tunnel has reached its limit of {limit} concurrent streams");
+        return reply_error(w, c, "tunnel_streams", 503, &detail, close_on_error).await;
+    };
 
     // Choose a replica and open the stream; unless the body streams, wait for the REPLY here
     // so a refusal (or, for an idempotent request, a lost link) moves to another replica.
@@ -179,7 +185,8 @@ async fn route(
         (Decision::Open, Some((link, load))) => Route::Open(link, load),
         (Decision::HandOff { to, hops }, _) => {
             let buf = replay_bytes(head, body, &c.buf);
-            if w.hand_off(to, &c.stream, c.peer, buf, HandoffKind::Http { hops }) {
+            let slot = c.slot.take();
+            if w.hand_off(to, &c.stream, c.peer, buf, HandoffKind::Http { hops }, slot) {
                 return Route::Done(Next::HandedOff);
             }
             // Before anything was read the connection stays in sync; after, it cannot.
@@ -215,10 +222,11 @@ async fn exchange(w: &Worker, c: &mut Conn, head: &RequestHead, body: ReqBody, o
             prefix,
             dec,
             continue_sent,
+            pace,
         } => {
             if !continue_sent
                 && expects_continue(head)
-                && write_bufs(&mut c.wr, vec![Bytes::from_static(CONTINUE_RESPONSE)])
+                && c.write(vec![Bytes::from_static(CONTINUE_RESPONSE)])
                     .await
                     .is_err()
             {
@@ -229,7 +237,7 @@ async fn exchange(w: &Worker, c: &mut Conn, head: &RequestHead, body: ReqBody, o
             let s = Rc::clone(&stream);
             let ctx = PumpCtx {
                 watch: Rc::clone(&c.watch),
-                timeout: w.plane.request_body_timeout,
+                pace,
                 metrics: Arc::clone(w.plane.registry.metrics()),
             };
             Some(compio::runtime::spawn(pump_body(

@@ -5,10 +5,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ringtun_core::http::io::write_bufs;
 use ringtun_core::http::{
-    BodyEncoder, BodyFraming, RequestHead, ResponseMeta, Version, decode_response_meta,
-    remove_hop_by_hop, request_keep_alive, set_framing_headers,
+    BodyEncoder, BodyFraming, RequestHead, ResponseHead, ResponseMeta, Version,
+    decode_response_meta, is_upgrade_request, remove_hop_by_hop, request_keep_alive,
+    set_framing_headers, tokens,
 };
 use ringtun_core::link::{LinkError, Stream};
 
@@ -42,7 +42,7 @@ pub(crate) async fn respond(
             w.plane.registry.metrics().public_error("origin");
             let close = !keep_client;
             let (h, b) = re.to_response(close);
-            return match write_bufs(&mut c.wr, vec![h.to_bytes(), b]).await {
+            return match c.write(vec![h.to_bytes(), b]).await {
                 Ok(_) if !close => Next::KeepAlive,
                 _ => Next::Close,
             };
@@ -53,13 +53,25 @@ pub(crate) async fn respond(
         }
     };
     if rh.status == 101 {
+        if !upgrade_agreed(req, &rh) {
+            // Turning the connection into a raw pipe would let the connector speak any protocol
+            // to a client that asked for none: refuse the reply (the stream is reset as it is
+            // dropped).
+            let detail = format!(
+                "connector {} answered 101 Switching Protocols to a request that did not ask for that upgrade",
+                guard.connector()
+            );
+            return reply_error(w, c, "connector", 502, &detail, true).await;
+        }
         remove_hop_by_hop(&mut rh.headers, true);
-        if write_bufs(&mut c.wr, vec![rh.to_bytes()]).await.is_err() {
+        if c.write(vec![rh.to_bytes()]).await.is_err() {
             return Next::Close;
         }
         let buf = std::mem::take(&mut c.buf);
         let metrics = Arc::clone(w.plane.registry.metrics());
-        pipe(c.stream.clone(), buf, Rc::clone(stream), metrics).await;
+        c.watch.set_idle(w.plane.limits.upgrade_idle_timeout);
+        let watch = Rc::clone(&c.watch);
+        pipe(c.stream.clone(), buf, Rc::clone(stream), metrics, watch).await;
         drop(guard);
         return Next::Close;
     }
@@ -110,22 +122,95 @@ pub(crate) async fn respond(
             Err(e) => {
                 tracing::debug!(error = %e, "response body from the connector failed");
                 w.plane.registry.metrics().public_error("connector");
-                let _ = write_bufs(&mut c.wr, bufs).await;
+                let _ = c.write(bufs).await;
                 return Next::Close;
             }
         }
-        match write_bufs(&mut c.wr, bufs).await {
+        match c.write(bufs).await {
             Ok(b) => bufs = b,
             Err(_) => return Next::Close,
         }
     }
     if enc.finish(&mut bufs).is_err() {
-        let _ = write_bufs(&mut c.wr, bufs).await;
+        let _ = c.write(bufs).await;
         return Next::Close;
     }
-    if write_bufs(&mut c.wr, bufs).await.is_err() {
+    if c.write(bufs).await.is_err() {
         return Next::Close;
     }
     drop(guard);
     if keep { Next::KeepAlive } else { Next::Close }
+}
+
+/// Whether a `101` answers an upgrade the client asked for: the request carried `Connection:
+/// upgrade` and `Upgrade`, and the `101` names one of the protocols it offered (RFC 9110
+/// §7.8; protocol names compare without regard to case).
+fn upgrade_agreed(req: &RequestHead, resp: &ResponseHead) -> bool {
+    if !is_upgrade_request(req) {
+        return false;
+    }
+    let offered: Vec<&[u8]> = req
+        .headers
+        .get_all("upgrade")
+        .flat_map(|v| tokens(v))
+        .collect();
+    let mut chosen = resp
+        .headers
+        .get_all("upgrade")
+        .flat_map(|v| tokens(v))
+        .peekable();
+    chosen.peek().is_some() && chosen.all(|p| offered.iter().any(|o| o.eq_ignore_ascii_case(p)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringtun_core::http::Headers;
+
+    fn req(headers: &[(&'static str, &'static str)]) -> RequestHead {
+        let mut h = Headers::new();
+        for (n, v) in headers {
+            h.append(*n, *v);
+        }
+        RequestHead {
+            method: Bytes::from_static(b"GET"),
+            target: Bytes::from_static(b"/"),
+            version: Version::Http11,
+            headers: h,
+        }
+    }
+
+    fn switching(upgrade: Option<&'static str>) -> ResponseHead {
+        let mut rh = ResponseHead::new(101);
+        if let Some(u) = upgrade {
+            rh.headers.append("Upgrade", u);
+        }
+        rh
+    }
+
+    #[test]
+    fn a_101_is_agreed_only_for_the_upgrade_asked_for() {
+        let ws = req(&[
+            ("Connection", "keep-alive, Upgrade"),
+            ("Upgrade", "websocket"),
+        ]);
+        assert!(upgrade_agreed(&ws, &switching(Some("WebSocket"))));
+        assert!(
+            !upgrade_agreed(&ws, &switching(Some("h2c"))),
+            "another protocol"
+        );
+        assert!(!upgrade_agreed(&ws, &switching(None)), "no protocol named");
+        let two = req(&[("Connection", "upgrade"), ("Upgrade", "foo/2, websocket")]);
+        assert!(upgrade_agreed(&two, &switching(Some("websocket"))));
+        let plain = req(&[]);
+        assert!(
+            !upgrade_agreed(&plain, &switching(Some("websocket"))),
+            "nothing asked"
+        );
+        let no_conn = req(&[("Upgrade", "websocket")]);
+        assert!(
+            !upgrade_agreed(&no_conn, &switching(Some("websocket"))),
+            "Upgrade without Connection: upgrade is no request"
+        );
+    }
 }
