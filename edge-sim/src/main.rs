@@ -66,6 +66,27 @@ struct Cli {
     /// Largest admin API request body in bytes; larger: 413 [default: 65536].
     #[arg(long, value_name = "BYTES")]
     admin_max_body_bytes: Option<usize>,
+    /// Bytes per second a public request body must average after the first
+    /// --request-body-timeout seconds; 0 turns it off [default: 1024].
+    #[arg(long, value_name = "BYTES")]
+    request_body_min_rate: Option<u64>,
+    /// Seconds a response write to a public client may make no progress before the
+    /// connection is closed [default: 30].
+    #[arg(long, value_name = "SECS")]
+    client_write_timeout: Option<u64>,
+    /// Seconds a TCP-route connection may go without a byte either way [default: 300].
+    #[arg(long, value_name = "SECS")]
+    tcp_idle_timeout: Option<u64>,
+    /// Seconds an upgraded (WebSocket) connection may go without a byte either way
+    /// [default: 300].
+    #[arg(long, value_name = "SECS")]
+    upgrade_idle_timeout: Option<u64>,
+    /// Concurrent public connections (HTTP and TCP routes) per client IP [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<usize>,
+    /// Concurrent streams per tunnel at the edge; beyond it requests get 503 [default: 2048].
+    #[arg(long, value_name = "N")]
+    tunnel_stream_limit: Option<usize>,
     /// Log format: text, or json (one JSON object per line).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -114,6 +135,12 @@ fn main() -> anyhow::Result<()> {
             admin_max_connections: cli.admin_max_connections,
             admin_max_head_bytes: cli.admin_max_head_bytes,
             admin_max_body_bytes: cli.admin_max_body_bytes,
+            request_body_min_rate: cli.request_body_min_rate,
+            client_write_timeout: cli.client_write_timeout,
+            tcp_idle_timeout: cli.tcp_idle_timeout,
+            upgrade_idle_timeout: cli.upgrade_idle_timeout,
+            max_connections_per_ip: cli.max_connections_per_ip,
+            tunnel_stream_limit: cli.tunnel_stream_limit,
         },
     )?;
 

@@ -13,6 +13,7 @@
 //! request-body-timeout = 60   # seconds a public request body may stall
 //! admin-timeout = 10          # seconds an admin or metrics client has to send its request
 //! admin-max-connections = 64  # admin (and metrics) connections served at once
+//! client-write-timeout = 30   # see docs/limits.md for these and the other limits
 //!
 //! [[data-centers]]
 //! name = "dfw"
@@ -25,6 +26,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+
+mod limits;
+pub use limits::PublicLimits;
 
 /// Default state directory, relative to the working directory.
 pub const DEFAULT_STATE_DIR: &str = "./ringtun-edge-state";
@@ -62,6 +66,18 @@ pub struct FileConfig {
     pub admin_max_head_bytes: Option<usize>,
     /// The largest admin API request body, in bytes.
     pub admin_max_body_bytes: Option<usize>,
+    /// Bytes per second a public request body must average (0: no minimum).
+    pub request_body_min_rate: Option<u64>,
+    /// Seconds a response write to a public client may make no progress.
+    pub client_write_timeout: Option<u64>,
+    /// Seconds a TCP-route connection may be idle.
+    pub tcp_idle_timeout: Option<u64>,
+    /// Seconds an upgraded (WebSocket) connection may be idle.
+    pub upgrade_idle_timeout: Option<u64>,
+    /// Concurrent public connections per client IP.
+    pub max_connections_per_ip: Option<usize>,
+    /// Concurrent streams per tunnel at the edge.
+    pub tunnel_stream_limit: Option<usize>,
 }
 
 /// One data center in the config file.
@@ -105,6 +121,18 @@ pub struct Overrides {
     pub admin_max_head_bytes: Option<usize>,
     /// `--admin-max-body-bytes N`.
     pub admin_max_body_bytes: Option<usize>,
+    /// `--request-body-min-rate BYTES`.
+    pub request_body_min_rate: Option<u64>,
+    /// `--client-write-timeout SECS`.
+    pub client_write_timeout: Option<u64>,
+    /// `--tcp-idle-timeout SECS`.
+    pub tcp_idle_timeout: Option<u64>,
+    /// `--upgrade-idle-timeout SECS`.
+    pub upgrade_idle_timeout: Option<u64>,
+    /// `--max-connections-per-ip N`.
+    pub max_connections_per_ip: Option<usize>,
+    /// `--tunnel-stream-limit N`.
+    pub tunnel_stream_limit: Option<usize>,
 }
 
 /// How the public ingress chooses among a tunnel's connectors (replicas).
@@ -198,6 +226,8 @@ pub struct Settings {
     pub request_body_timeout: std::time::Duration,
     /// Deadlines and caps of the admin API and the metrics server.
     pub admin_limits: crate::admin::Limits,
+    /// What one public client or one tunnel may hold (see `docs/limits.md`).
+    pub public_limits: PublicLimits,
 }
 
 impl Default for Settings {
@@ -234,6 +264,7 @@ impl Settings {
 
     /// Merges a parsed file with overrides and validates.
     pub fn from_parts(file: FileConfig, overrides: Overrides) -> Result<Settings> {
+        let public_limits = PublicLimits::from_parts(&file, &overrides)?;
         let data_centers = if !overrides.data_centers.is_empty() {
             overrides
                 .data_centers
@@ -293,6 +324,7 @@ impl Settings {
                 overrides.admin_max_head_bytes.or(file.admin_max_head_bytes),
                 overrides.admin_max_body_bytes.or(file.admin_max_body_bytes),
             ),
+            public_limits,
         };
         settings.validate()?;
         Ok(settings)

@@ -220,6 +220,13 @@ impl ConnectorLoad {
 #[derive(Debug)]
 pub struct StreamGuard(Arc<ConnectorLoad>);
 
+impl StreamGuard {
+    /// The connector the stream went to.
+    pub fn connector(&self) -> uuid::Uuid {
+        self.0.id
+    }
+}
+
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.0.outstanding.fetch_sub(1, Ordering::Relaxed);

@@ -29,13 +29,19 @@
 //! - [`worker`]: per-worker state: live links, snapshots of routes and connectors.
 //! - [`http`]: the public HTTP/1.1 ingress.
 //! - [`tcp`]: the public TCP route listeners.
+//! - [`limits`]: concurrent connections per client IP, concurrent streams per tunnel.
+//! - `watchdog`: the deadlines of public connections (slow clients, write timeout, idle pipes).
+//! - `pipe`: raw bytes both ways between a public socket and a stream (upgrades, TCP routes).
 //! - [`faults`]: edge servers and data centers taken down and up (fault injection).
 
 pub mod faults;
 pub mod http;
 pub mod lb;
+pub mod limits;
 pub mod links;
+mod pipe;
 pub mod tcp;
+mod watchdog;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -81,6 +87,12 @@ pub struct Plane {
     pub(crate) workers: usize,
     pub(crate) faults: Arc<faults::Faults>,
     pub(crate) request_body_timeout: std::time::Duration,
+    /// Write, body-rate and idle limits of public connections.
+    pub(crate) limits: crate::settings::PublicLimits,
+    /// Public connections per client IP.
+    pub(crate) clients: Arc<limits::ClientConns>,
+    /// Streams per tunnel at the edge.
+    pub(crate) tunnel_streams: limits::TunnelStreams,
     conns_version: AtomicU64,
     conns: Mutex<HashMap<Uuid, Arc<ConnectorLoad>>>,
 }
@@ -219,6 +231,11 @@ impl DataPlane {
         let plane = Arc::new(Plane {
             faults: Arc::clone(&faults),
             request_body_timeout: settings.request_body_timeout,
+            limits: settings.public_limits.clone(),
+            clients: Arc::new(limits::ClientConns::new(
+                settings.public_limits.max_connections_per_ip,
+            )),
+            tunnel_streams: limits::TunnelStreams::new(settings.public_limits.tunnel_stream_limit),
             registry,
             policy: settings.lb,
             public_dc: settings.public_dc.clone(),

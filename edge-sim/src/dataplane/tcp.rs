@@ -1,10 +1,16 @@
 //! Public TCP routes: each routed port listens on `127.0.0.1:PORT` (`SO_REUSEPORT`, on every
 //! worker) and carries each connection as a `StreamKind::Tcp` stream whose OPEN metadata is the
 //! port in ASCII. New routes are picked up by polling the routes version once a second.
+//!
+//! A connection holds a place in its client IP's count (`--max-connections-per-ip`) and its
+//! stream one in its tunnel's (`--tunnel-stream-limit`); over either limit it is closed at once.
+//! It is closed when no byte moved either way for `--tcp-idle-timeout`, or when a write to the
+//! client makes no progress for `--client-write-timeout` (see `docs/limits.md`).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -12,6 +18,9 @@ use compio::net::{TcpListener, TcpStream};
 use ringtun_core::mux::StreamKind;
 use ringtun_core::rt::net::{DEFAULT_BACKLOG, reuseport_listener};
 
+use super::limits::ClientSlot;
+use super::pipe::pipe;
+use super::watchdog::{Watch, watchdog};
 use super::worker::{HandoffKind, Pick, Worker};
 
 /// Binds listeners for TCP routes as they appear.
@@ -45,7 +54,11 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, port: u16) {
         match listener.accept().await {
             Ok((s, peer)) => {
                 let _ = s.set_nodelay(true);
-                compio::runtime::spawn(serve(Rc::clone(&w), s, peer, port, false)).detach();
+                // Over its IP's limit the connection is closed at once (dropped).
+                if let Some(slot) = w.client_slot(peer) {
+                    let w = Rc::clone(&w);
+                    compio::runtime::spawn(serve(w, s, peer, port, Some(slot), false)).detach();
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, port, "public TCP accept failed");
@@ -61,12 +74,18 @@ pub(crate) async fn serve(
     sock: TcpStream,
     peer: SocketAddr,
     port: u16,
+    slot: Option<ClientSlot>,
     handed_off: bool,
 ) {
     let metrics = w.plane.registry.metrics();
     metrics.public_tcp_connections.inc();
     let Some(tunnel) = w.routes().tunnel_for_port(port) else {
         metrics.public_error("no_route");
+        return;
+    };
+    // The stream's place in its tunnel's count; over the limit the connection is closed.
+    let Some(_tunnel_slot) = w.tunnel_slot(tunnel) else {
+        metrics.public_error("tunnel_streams");
         return;
     };
     let meta = Bytes::from(port.to_string());
@@ -83,7 +102,8 @@ pub(crate) async fn serve(
                 }
             },
             Pick::Elsewhere(to) if !handed_off => {
-                if !w.hand_off(to, &sock, peer, BytesMut::new(), HandoffKind::Tcp(port)) {
+                let kind = HandoffKind::Tcp(port);
+                if !w.hand_off(to, &sock, peer, BytesMut::new(), kind, slot) {
                     metrics.public_error("no_connector");
                 }
                 return;
@@ -95,7 +115,28 @@ pub(crate) async fn serve(
             }
         }
     };
-    let metrics = std::sync::Arc::clone(metrics);
-    super::http::pipe(sock, BytesMut::new(), Rc::new(stream), metrics).await;
+    let metrics = Arc::clone(metrics);
+    let limits = &w.plane.limits;
+    let watch = Rc::new(Watch::new(limits.client_write_timeout));
+    watch.set_idle(limits.tcp_idle_timeout);
+    let tick = watch.shortest(&[limits.tcp_idle_timeout]) / 4;
+    let dog = watchdog(
+        Rc::clone(&watch),
+        sock.clone(),
+        tick,
+        peer,
+        Arc::clone(&metrics),
+    );
+    compio::runtime::spawn(dog).detach();
+    pipe(
+        sock,
+        BytesMut::new(),
+        Rc::new(stream),
+        metrics,
+        Rc::clone(&watch),
+    )
+    .await;
+    watch.finish();
     drop(guard);
+    drop(slot);
 }

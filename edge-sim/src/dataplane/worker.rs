@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use bytes::BytesMut;
 use compio::net::TcpStream;
@@ -16,7 +17,9 @@ use ringtun_core::rt::{MailboxSender, WorkerCtx};
 use uuid::Uuid;
 
 use super::lb::{ConnectorLoad, choose};
+use super::limits::{ClientSlot, TunnelSlot};
 use super::{Plane, ServerInfo, WorkerMsg};
+use crate::limit::Limit;
 use crate::registry::RouteTable;
 use crate::settings::LbPolicy;
 
@@ -32,6 +35,8 @@ pub struct Handoff {
     pub buf: BytesMut,
     /// What the connection is.
     pub kind: HandoffKind,
+    /// The connection's place in its client IP's count; it moves with the connection.
+    pub slot: Option<super::limits::ClientSlot>,
 }
 
 /// What kind of public connection a [`Handoff`] carries.
@@ -39,8 +44,8 @@ pub struct Handoff {
 pub enum HandoffKind {
     /// Public HTTP, moved between workers `hops` times so far (this move included).
     Http {
-        /// How many times the connection has been handed off (at most
-        /// [`super::http::MAX_HOPS`]).
+        /// How many times the connection has been handed off (at most `MAX_HOPS` in
+        /// `http/retry.rs`).
         hops: u8,
     },
     /// A TCP route on this port.
@@ -83,6 +88,8 @@ pub(crate) struct Worker {
     next_link: Cell<u64>,
     view: RefCell<Option<(u64, Rc<ConnView>)>>,
     routes: RefCell<Option<(u64, Rc<RouteTable>)>>,
+    /// This worker's handles on the per-tunnel stream counters.
+    tunnel_counters: RefCell<HashMap<Uuid, Arc<AtomicUsize>>>,
 }
 
 impl Worker {
@@ -246,6 +253,40 @@ impl Worker {
         self.pick(tunnel, exclude, may_hand_off)
     }
 
+    /// A place for one more stream of `tunnel` (`--tunnel-stream-limit`), or `None` at the
+    /// limit, which is counted and logged here.
+    pub(crate) fn tunnel_slot(&self, tunnel: Uuid) -> Option<TunnelSlot> {
+        let counter = Arc::clone(
+            self.tunnel_counters
+                .borrow_mut()
+                .entry(tunnel)
+                .or_insert_with(|| self.plane.tunnel_streams.counter(tunnel)),
+        );
+        let slot = self.plane.tunnel_streams.try_acquire(&counter);
+        if slot.is_none() {
+            self.plane
+                .registry
+                .metrics()
+                .limits
+                .hit(Limit::TunnelStreams, &tunnel);
+        }
+        slot
+    }
+
+    /// A place for one more public connection from `peer` (`--max-connections-per-ip`), or
+    /// `None` at the limit, which is counted and logged here.
+    pub(crate) fn client_slot(&self, peer: SocketAddr) -> Option<ClientSlot> {
+        let slot = self.plane.clients.try_acquire(peer.ip());
+        if slot.is_none() {
+            self.plane
+                .registry
+                .metrics()
+                .limits
+                .hit(Limit::ClientConnections, &peer.ip());
+        }
+        slot
+    }
+
     /// Adds a live link (`home`: in the public data center); returns its local ID for
     /// [`Worker::remove_link`].
     pub(crate) fn add_link(&self, connector: Uuid, link: Link, home: bool) -> u64 {
@@ -278,6 +319,7 @@ impl Worker {
         peer: SocketAddr,
         buf: BytesMut,
         kind: HandoffKind,
+        slot: Option<ClientSlot>,
     ) -> bool {
         let socket = match socket2::SockRef::from(stream).try_clone() {
             Ok(s) => std::net::TcpStream::from(s),
@@ -291,6 +333,7 @@ impl Worker {
             peer,
             buf,
             kind,
+            slot,
         });
         match self.senders.try_send(to, msg) {
             Ok(()) => {
@@ -321,6 +364,7 @@ impl Worker {
                     h.peer,
                     h.buf,
                     hops,
+                    h.slot,
                 ))
                 .detach();
             }
@@ -330,6 +374,7 @@ impl Worker {
                     stream,
                     h.peer,
                     port,
+                    h.slot,
                     true,
                 ))
                 .detach();
@@ -355,6 +400,7 @@ pub(crate) async fn run(
         next_link: Cell::new(0),
         view: RefCell::new(None),
         routes: RefCell::new(None),
+        tunnel_counters: RefCell::new(HashMap::new()),
     });
     for (info, set) in servers {
         match set.take(index) {

@@ -260,6 +260,43 @@ async fn serve(name: &'static str, inc: Incoming) {
         }
         _ => {
             let (head, extra) = decode_request_meta(inc.meta).expect("request meta");
+            // `/switch`: a 101 whatever the request asked for (a misbehaving connector).
+            if &head.target[..] == b"/switch" {
+                let mut rh = ResponseHead::new(101);
+                rh.headers.append("Upgrade", "websocket");
+                rh.headers.append("Connection", "Upgrade");
+                let _ = s.reply(encode_response_meta(&rh, BodyFraming::Empty));
+                while let Ok(Some(c)) = s.read().await {
+                    if s.write(c).await.is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+            // `/big/N`: N bytes of body (Content-Length), for clients that do not read.
+            if let Some(n) = head.target.strip_prefix(b"/big/".as_slice()) {
+                let n: usize = std::str::from_utf8(n)
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                let rh = ResponseHead::new(200);
+                if s.reply(encode_response_meta(&rh, BodyFraming::Length(n as u64)))
+                    .is_err()
+                {
+                    return;
+                }
+                let piece = Bytes::from(vec![b'x'; 64 * 1024]);
+                let mut left = n;
+                while left > 0 {
+                    let k = left.min(piece.len());
+                    if s.write(piece.slice(..k)).await.is_err() {
+                        return;
+                    }
+                    left -= k;
+                }
+                let _ = s.finish();
+                return;
+            }
             if &head.target[..] == b"/ws" {
                 assert_eq!(inc.kind, StreamKind::WebSocket);
                 let mut rh = ResponseHead::new(101);

@@ -1,0 +1,214 @@
+//! Request bodies: read a small one whole before the stream opens (so a refused request can be
+//! resent), or pump a big one from the client to the open stream on a task of its own.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use compio::net::TcpStream;
+use ringtun_core::http::io::{CONTINUE_RESPONSE, read_body_chunk};
+use ringtun_core::http::{
+    BodyDecoder, BodyFraming, BodyLimits, Fault, HttpError, RequestHead, expects_continue,
+    set_framing_headers,
+};
+use ringtun_core::link::{LinkError, Stream};
+use ringtun_core::mux::ErrorCode;
+
+use super::{Conn, Next};
+use crate::dataplane::watchdog::{BodyPace, ReadKind, Watch};
+use crate::dataplane::worker::Worker;
+use crate::metrics::Metrics;
+
+/// Request bodies up to this size are read whole before a stream opens, so a request refused
+/// before processing can be resent to another replica. Bigger ones stream (not retried).
+pub const RETRY_BODY_LIMIT: usize = 64 * 1024;
+
+/// A request body as far as it was read before a stream was opened for it.
+pub(crate) enum ReqBody {
+    /// No body.
+    Empty,
+    /// The whole decoded body (at most [`RETRY_BODY_LIMIT`] bytes): it can be resent.
+    Buffered(Vec<Bytes>),
+    /// Too big to buffer: `prefix` was read already and the decoder continues with the rest
+    /// while the stream is open. `continue_sent`: `100 Continue` went out already. `pace`:
+    /// the body's deadlines so far.
+    Streamed {
+        prefix: Vec<Bytes>,
+        dec: BodyDecoder,
+        continue_sent: bool,
+        pace: BodyPace,
+    },
+}
+
+impl ReqBody {
+    /// Whether nothing of the request was consumed that the request head and the buffered body
+    /// cannot replay (for a hand-off to another worker).
+    pub(crate) fn replayable(&self) -> bool {
+        match self {
+            ReqBody::Empty | ReqBody::Buffered(_) => true,
+            ReqBody::Streamed {
+                prefix,
+                continue_sent,
+                ..
+            } => prefix.is_empty() && !continue_sent,
+        }
+    }
+}
+
+/// The request again as raw bytes, for a hand-off to another worker: the head (with a buffered
+/// body's length; `Expect` dropped once `100 Continue` went out), the body, and what followed.
+pub(crate) fn replay_bytes(head: &RequestHead, body: &ReqBody, rest: &[u8]) -> BytesMut {
+    let mut out = BytesMut::new();
+    match body {
+        ReqBody::Buffered(chunks) => {
+            let mut h = head.clone();
+            h.headers.remove("expect");
+            let total: usize = chunks.iter().map(Bytes::len).sum();
+            set_framing_headers(&mut h.headers, BodyFraming::Length(total as u64));
+            out.extend_from_slice(&h.to_bytes());
+            for ch in chunks {
+                out.extend_from_slice(ch);
+            }
+        }
+        _ => out.extend_from_slice(&head.to_bytes()),
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// Writes a buffered body and FIN.
+pub(crate) async fn send_all(s: &Stream, chunks: &[Bytes]) -> Result<(), LinkError> {
+    for ch in chunks {
+        s.write(ch.clone()).await?;
+    }
+    s.finish()
+}
+
+/// Reads a request body of at most [`RETRY_BODY_LIMIT`] bytes whole, so it can be resent to
+/// another replica; a bigger one is left to stream (with what was read so far).
+pub(crate) async fn read_small_body(
+    w: &Worker,
+    c: &mut Conn,
+    head: &RequestHead,
+    framing: BodyFraming,
+) -> Result<ReqBody, Next> {
+    if framing.is_empty() {
+        return Ok(ReqBody::Empty);
+    }
+    let mut dec = BodyDecoder::new(framing, BodyLimits::default(), Fault::Client);
+    if matches!(framing, BodyFraming::Length(n) if n > RETRY_BODY_LIMIT as u64) {
+        return Ok(ReqBody::Streamed {
+            prefix: Vec::new(),
+            dec,
+            continue_sent: false,
+            pace: body_pace(w),
+        });
+    }
+    if expects_continue(head)
+        && c.write(vec![Bytes::from_static(CONTINUE_RESPONSE)])
+            .await
+            .is_err()
+    {
+        return Err(Next::Close);
+    }
+    let metrics = w.plane.registry.metrics();
+    let mut chunks = Vec::new();
+    let mut total = 0usize;
+    let mut pace = body_pace(w);
+    loop {
+        c.watch
+            .start_until(pace.deadline(Instant::now()), ReadKind::Body);
+        let r = read_body_chunk(&mut c.rd, &mut c.buf, &mut dec).await;
+        c.watch.stop();
+        match r {
+            Ok(Some(b)) => {
+                pace.add(b.len());
+                total += b.len();
+                metrics.bytes_in.inc_by(b.len() as u64);
+                chunks.push(b);
+                if total > RETRY_BODY_LIMIT {
+                    return Ok(ReqBody::Streamed {
+                        prefix: chunks,
+                        dec,
+                        continue_sent: true,
+                        pace,
+                    });
+                }
+            }
+            Ok(None) => return Ok(ReqBody::Buffered(chunks)),
+            Err(e) => {
+                tracing::debug!(error = %e, "public request body failed");
+                if c.watch.timed_out(ReadKind::Body) {
+                    metrics.public_error("body_timeout");
+                    return Err(Next::Close);
+                }
+                if matches!(e, HttpError::Io(_)) {
+                    return Err(Next::Close);
+                }
+                metrics.public_error("bad_request");
+                let (h, b) = e.to_response();
+                let _ = c.write(vec![h.to_bytes(), b]).await;
+                return Err(Next::Close);
+            }
+        }
+    }
+}
+
+/// The deadlines of a body starting now (`--request-body-timeout`, `--request-body-min-rate`).
+fn body_pace(w: &Worker) -> BodyPace {
+    BodyPace::new(
+        Instant::now(),
+        w.plane.request_body_timeout,
+        w.plane.limits.request_body_min_rate,
+    )
+}
+
+/// What the body pump needs besides the stream.
+pub(crate) struct PumpCtx {
+    pub(crate) watch: Rc<Watch>,
+    pub(crate) pace: BodyPace,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// Moves a request body from the client to the stream (first `prefix`, read already); FIN at
+/// its end. Returns the receive buffer (bytes after the body belong to the next request) and
+/// whether the body ended well.
+pub(crate) async fn pump_body(
+    mut rd: TcpStream,
+    mut buf: BytesMut,
+    mut dec: BodyDecoder,
+    s: Rc<Stream>,
+    prefix: Vec<Bytes>,
+    mut ctx: PumpCtx,
+) -> (BytesMut, bool) {
+    for b in prefix {
+        if s.write(b).await.is_err() {
+            return (buf, false);
+        }
+    }
+    loop {
+        let deadline = ctx.pace.deadline(Instant::now());
+        ctx.watch.start_until(deadline, ReadKind::Body);
+        let r = read_body_chunk(&mut rd, &mut buf, &mut dec).await;
+        ctx.watch.stop();
+        match r {
+            Ok(Some(b)) => {
+                ctx.pace.add(b.len());
+                ctx.metrics.bytes_in.inc_by(b.len() as u64);
+                if s.write(b).await.is_err() {
+                    return (buf, false);
+                }
+            }
+            Ok(None) => return (buf, s.finish().is_ok()),
+            Err(e) => {
+                if ctx.watch.timed_out(ReadKind::Body) {
+                    ctx.metrics.public_error("body_timeout");
+                }
+                tracing::debug!(error = %e, "public request body failed");
+                s.reset(ErrorCode::CANCEL);
+                return (buf, false);
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The public HTTP/1.1 ingress: parse, route by `Host`, choose a replica, one stream per
+//! request, stream the bodies both ways, keep the client connection alive.
+//!
+//! # Tasks per connection
+//! One task serves the connection. While a request body is forwarded, a second task owns the
+//! read half (and the receive buffer) and gives them back when the body ends, so the response
+//! can flow while the body still uploads without ever dropping an in-flight read. After a `101`
+//! (upgrade) the same split carries raw bytes both ways until either side ends.
+//!
+//! # Retries
+//! A request goes to another replica (at most [`retry::MAX_ATTEMPTS`] tries, counted in
+//! `ringtun_edge_retries_total{reason}`) when the connector or the mux refused its stream
+//! before processing (`reason="refused"`), or when it is idempotent (GET, HEAD, OPTIONS, TRACE,
+//! PUT, DELETE) without a body and its link died before any response byte
+//! (`reason="link_lost"`). To make the first case work with bodies, a body of at most
+//! [`RETRY_BODY_LIMIT`] (Content-Length, or chunked ending within it) is read whole before the
+//! stream opens and resent on a retry; a bigger one streams and a refusal of it is a 502 saying
+//! so. When the next replica only has links on another worker, the request (head, buffered body
+//! and what followed) is handed to that worker.
+//!
+//! # Slow clients and capacity
+//! Every connection is its own task, so a stalled client blocks nobody else. A watchdog task
+//! per connection closes it when a request head (or the next one, on keep-alive) has not
+//! arrived within [`HEAD_TIMEOUT`], when a request body stalls (no bytes) for
+//! `--request-body-timeout` (default 60 s) or falls below `--request-body-min-rate`, when a
+//! write to the client makes no progress for `--client-write-timeout`, or when an upgraded
+//! connection is idle for `--upgrade-idle-timeout`. A connection holds a place in its client
+//! IP's count (`--max-connections-per-ip`; beyond it: 503 and close) and each request's stream
+//! a place in its tunnel's count (`--tunnel-stream-limit`; beyond it: 503). See
+//! `docs/limits.md`.
+//!
+//! # Layout
+//! - this file: accepting, the keep-alive loop, error answers, closing.
+//! - `request`: one request from head to response: routing, attempts, the body/response split.
+//! - `retry`: the retry and hand-off decision (sans-IO).
+//! - `body`: reading a small body whole, pumping a big one.
+//! - `respond`: writing the response (or the `101` and the raw pipe).
+//! - `host_label`: the per-hostname request counters.
+//!
+//! The deadlines (slow clients, writes, idle pipes) are watched by `dataplane/watchdog.rs`.
+//!
+//! # Not yet
+//! A request body that the origin stops reading after answering keeps the connection until the
+//! stream ends.
+
+mod body;
+mod host_label;
+mod request;
+mod respond;
+mod retry;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use compio::net::{TcpListener, TcpStream};
+use ringtun_core::http::io::{read_more, read_request_head, write_bufs};
+use ringtun_core::http::{HeadLimits, HttpError, NO_CONNECTOR_DETAIL, error_response};
+
+pub use super::watchdog::HEAD_TIMEOUT;
+pub use body::RETRY_BODY_LIMIT;
+
+use super::limits::ClientSlot;
+use super::watchdog::{ReadKind, Watch, watchdog};
+use super::worker::Worker;
+
+/// Accepts public HTTP connections on this worker's socket.
+pub(crate) async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((s, peer)) => {
+                let _ = s.set_nodelay(true);
+                let Some(slot) = w.client_slot(peer) else {
+                    compio::runtime::spawn(refuse(s)).detach();
+                    continue;
+                };
+                let w = Rc::clone(&w);
+                compio::runtime::spawn(serve(w, s, peer, BytesMut::new(), 0, Some(slot))).detach();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "public HTTP accept failed");
+                compio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Answers a connection over its client IP's limit with 503 and closes it.
+async fn refuse(mut s: TcpStream) {
+    let detail = "too many connections from this client address";
+    let (h, b) = error_response(503, detail, true);
+    // The socket buffer of a fresh connection takes the small answer at once.
+    let _ = write_bufs(&mut s, vec![h.to_bytes(), b]).await;
+    let _ = socket2::SockRef::from(&s).shutdown(std::net::Shutdown::Write);
+    let mut buf = BytesMut::new();
+    // Read what the client sent, briefly, so the close does not reset the answer away. The
+    // read may be dropped by the timeout: the connection is being discarded.
+    let _ = compio::time::timeout(Duration::from_secs(1), read_more(&mut s, &mut buf)).await;
+}
+
+/// What the connection does after a request.
+pub(crate) enum Next {
+    KeepAlive,
+    Close,
+    HandedOff,
+}
+
+/// One public connection's sockets and state.
+pub(crate) struct Conn {
+    watch: Rc<Watch>,
+    stream: TcpStream,
+    rd: TcpStream,
+    wr: TcpStream,
+    buf: BytesMut,
+    peer: SocketAddr,
+    /// How many times the connection moved between workers (at most `retry::MAX_HOPS`).
+    hops: u8,
+    /// The connection's place in its client IP's count (moves with a hand-off).
+    slot: Option<ClientSlot>,
+}
+
+impl Conn {
+    /// Writes to the client under `--client-write-timeout`.
+    async fn write(&mut self, bufs: Vec<Bytes>) -> Result<Vec<Bytes>, HttpError> {
+        self.watch.start_write();
+        let r = write_bufs(&mut self.wr, bufs).await;
+        self.watch.stop_write();
+        r
+    }
+}
+
+/// Serves one public connection (fresh with `hops` 0, or handed off by another worker with
+/// `buf` holding what was read already).
+pub(crate) async fn serve(
+    w: Rc<Worker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    buf: BytesMut,
+    hops: u8,
+    slot: Option<ClientSlot>,
+) {
+    let limits = &w.plane.limits;
+    let watch = Rc::new(Watch::new(limits.client_write_timeout));
+    let tick = watch.shortest(&[w.plane.request_body_timeout, limits.upgrade_idle_timeout]) / 4;
+    let metrics = Arc::clone(w.plane.registry.metrics());
+    let dog = watchdog(Rc::clone(&watch), stream.clone(), tick, peer, metrics);
+    compio::runtime::spawn(dog).detach();
+    let mut c = Conn {
+        watch: Rc::clone(&watch),
+        rd: stream.clone(),
+        wr: stream.clone(),
+        stream,
+        buf,
+        peer,
+        hops,
+        slot,
+    };
+    let limits = HeadLimits::default();
+    let metrics = Arc::clone(w.plane.registry.metrics());
+    // A handed-off connection's first request was counted by the worker that read it.
+    let mut counted = c.hops > 0;
+    loop {
+        watch.start(HEAD_TIMEOUT, ReadKind::Head);
+        let head = read_request_head(&mut c.rd, &mut c.buf, &limits).await;
+        watch.stop();
+        let head = match head {
+            Ok(Some(h)) => h,
+            Ok(None) => break,
+            Err(e) => {
+                if !matches!(e, HttpError::Io(_) | HttpError::IncompleteHead { .. }) {
+                    w.plane.registry.metrics().public_error("bad_request");
+                    let (h, b) = e.to_response();
+                    let _ = c.write(vec![h.to_bytes(), b]).await;
+                }
+                break;
+            }
+        };
+        let count = !std::mem::take(&mut counted);
+        if count {
+            metrics.public_requests.inc();
+        }
+        let started = Instant::now();
+        // Boxed: the request's state machine is large, and inline it would be part of every
+        // connection's task for its whole life, idle keep-alive waits included. One allocation
+        // per request instead keeps an idle connection small.
+        let next = Box::pin(request::handle(&w, &mut c, head, count)).await;
+        if !matches!(next, Next::HandedOff) {
+            metrics.request_duration.observe(started.elapsed());
+        }
+        match next {
+            Next::KeepAlive => continue,
+            Next::Close => break,
+            Next::HandedOff => {
+                watch.finish();
+                return;
+            }
+        }
+    }
+    watch.finish();
+    // Boxed for the same reason as `handle`: only a closing connection needs its state.
+    Box::pin(linger_close(c)).await;
+}
+
+/// Closes after a final response without resetting it away: stop sending, then read (and
+/// discard) what the client still sends, briefly. The read may be dropped by the timeout: the
+/// connection is being discarded anyway.
+async fn linger_close(mut c: Conn) {
+    let _ = socket2::SockRef::from(&c.stream).shutdown(std::net::Shutdown::Write);
+    let _ = compio::time::timeout(Duration::from_secs(1), async {
+        let mut total = 0usize;
+        while total < 1 << 20 {
+            c.buf.clear();
+            match read_more(&mut c.rd, &mut c.buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}
+
+/// 503: the tunnel has no live connector this request could go to.
+async fn no_connector(w: &Worker, c: &mut Conn, close: bool) -> Next {
+    reply_error(w, c, "no_connector", 503, NO_CONNECTOR_DETAIL, close).await
+}
+
+/// Answers with an error page (`cause` counts it in `public_errors_total`).
+async fn reply_error(
+    w: &Worker,
+    c: &mut Conn,
+    cause: &str,
+    status: u16,
+    detail: &str,
+    close: bool,
+) -> Next {
+    w.plane.registry.metrics().public_error(cause);
+    let (h, b) = error_response(status, detail, close);
+    match c.write(vec![h.to_bytes(), b]).await {
+        Ok(_) if !close => Next::KeepAlive,
+        _ => Next::Close,
+    }
+}

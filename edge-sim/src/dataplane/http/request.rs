@@ -1,0 +1,331 @@
+//! One request: route it by `Host`, choose a replica (retrying and handing the connection to
+//! another worker as [`super::retry`] decides), open the stream, then let the body and the
+//! response flow.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ringtun_core::http::io::CONTINUE_RESPONSE;
+use ringtun_core::http::{
+    BodyFraming, RequestExtra, RequestHead, RequestRoute, append_forwarded_for,
+    encode_request_meta, expects_continue, is_upgrade_request, is_websocket_upgrade,
+    no_route_detail, remove_hop_by_hop, request_framing, request_keep_alive, set_forwarded_proto,
+};
+use ringtun_core::link::{Link, LinkError, Stream};
+use ringtun_core::mux::StreamKind;
+
+use super::body::{
+    PumpCtx, RETRY_BODY_LIMIT, ReqBody, pump_body, read_small_body, replay_bytes, send_all,
+};
+use super::host_label::count_host_request;
+use super::respond::respond;
+use super::retry::{Choice, Decision, Failure, Retries, RetryReason, is_idempotent};
+use super::{Conn, Next, no_connector, reply_error};
+use crate::dataplane::lb::{ConnectorLoad, StreamGuard};
+use crate::dataplane::worker::{HandoffKind, Pick, Worker};
+
+/// Serves one request; `count`: count it in the per-hostname metrics (not yet counted by the
+/// worker that handed the connection over).
+pub(crate) async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, count: bool) -> Next {
+    let framing = match request_framing(&head) {
+        Ok(f) => f,
+        Err(e) => {
+            w.plane.registry.metrics().public_error("bad_request");
+            let (h, b) = e.to_response();
+            let _ = c.write(vec![h.to_bytes(), b]).await;
+            return Next::Close;
+        }
+    };
+    let has_body = !framing.is_empty();
+    // An error answered before the body was read leaves the connection out of sync.
+    let close_on_error = has_body || !request_keep_alive(&head);
+    // One host and one target, normalised once: routed on here, sent to the connector, which
+    // matches its rules on them (`docs/routing.md`).
+    let target = match RequestRoute::of(&head) {
+        Ok(r) => r,
+        Err(e) => {
+            let detail = e.to_string();
+            return reply_error(w, c, "bad_request", 400, &detail, close_on_error).await;
+        }
+    };
+    let host = target.host();
+    let Some(tunnel) = w.routes().tunnel_for_host(host) else {
+        return reply_error(
+            w,
+            c,
+            "no_route",
+            404,
+            &no_route_detail(host),
+            close_on_error,
+        )
+        .await;
+    };
+    if count {
+        count_host_request(w, host);
+    }
+    let upgrade = is_upgrade_request(&head);
+    let kind = if is_websocket_upgrade(&head) {
+        StreamKind::WebSocket
+    } else {
+        StreamKind::Http
+    };
+    let mut fwd = head.clone();
+    remove_hop_by_hop(&mut fwd.headers, upgrade);
+    fwd.headers.remove("expect");
+    append_forwarded_for(&mut fwd.headers, c.peer.ip());
+    set_forwarded_proto(&mut fwd.headers, "http");
+    target.apply(&mut fwd);
+    let body_framing = match framing {
+        BodyFraming::Length(n) if n > 0 => BodyFraming::Length(n),
+        BodyFraming::Empty | BodyFraming::Length(_) => BodyFraming::Empty,
+        _ => BodyFraming::Chunked,
+    };
+    let meta = encode_request_meta(
+        &fwd,
+        &RequestExtra {
+            host: host.to_owned(),
+            client_ip: Some(c.peer.ip()),
+            body: body_framing,
+        },
+    );
+
+    // Before the body is read: is there a replica at all, and is it on this worker?
+    // A fresh connection's first choice runs over every replica (it may move once).
+    let mut retries = Retries::new(c.hops);
+    let pick = w.pick_or_wait(tunnel, &[], retries.may_move(true)).await;
+    let mut first = match route(w, c, &head, &ReqBody::Empty, &retries, pick, close_on_error).await
+    {
+        Route::Open(link, load) => Some((link, load)),
+        Route::Done(next) => return next,
+    };
+    let body = match read_small_body(w, c, &head, framing).await {
+        Ok(b) => b,
+        Err(next) => return next,
+    };
+    if !matches!(body, ReqBody::Empty) {
+        // Time passed while the body was read: choose again.
+        first = None;
+    }
+    // The stream's place in its tunnel's count, held until the request ends.
+    let Some(_tunnel_slot) = w.tunnel_slot(tunnel) else {
+        let limit = w.plane.tunnel_streams.max();
+        let detail = format!("the tunnel has reached its limit of {limit} concurrent streams");
+        return reply_error(w, c, "tunnel_streams", 503, &detail, close_on_error).await;
+    };
+
+    // Choose a replica and open the stream; unless the body streams, wait for the REPLY here
+    // so a refusal (or, for an idempotent request, a lost link) moves to another replica.
+    let idempotent = is_idempotent(&head.method) && matches!(body, ReqBody::Empty) && !upgrade;
+    let (stream, guard, early_reply) = loop {
+        let (link, load) = match first.take() {
+            Some(chosen) => chosen,
+            None => {
+                let may_move = retries.may_move(body.replayable());
+                let pick = w.pick_or_wait(tunnel, retries.excluded(), may_move).await;
+                match route(w, c, &head, &body, &retries, pick, close_on_error).await {
+                    Route::Open(link, load) => (link, load),
+                    Route::Done(next) => return next,
+                }
+            }
+        };
+        match attempt(&link, &load, kind, &meta, &body, upgrade, idempotent).await {
+            Attempt::Replied(s, g, m) => break (s, g, Some(m)),
+            Attempt::Streaming(s, g) => break (s, g, None),
+            Attempt::Retry(reason, e) => {
+                if let Some(f) = retries.not_processed(load.id, &e) {
+                    return fail(w, c, &f, close_on_error).await;
+                }
+                let metrics = w.plane.registry.metrics();
+                match reason {
+                    RetryReason::Refused => metrics.retries_refused.inc(),
+                    RetryReason::LinkLost => metrics.retries_link_lost.inc(),
+                };
+                tracing::debug!(connector = %load.id, error = %e, "request not processed; retrying on another replica");
+            }
+            Attempt::Failed(detail) => {
+                return reply_error(w, c, "connector", 502, &detail, close_on_error).await;
+            }
+        }
+    };
+    let open = Opened {
+        stream: Rc::new(stream),
+        guard,
+        early_reply,
+        request_open: upgrade && !has_body,
+    };
+    exchange(w, c, &head, body, open).await
+}
+
+/// What the replica choice led to.
+enum Route {
+    /// Open the stream on this link.
+    Open(Link, Arc<ConnectorLoad>),
+    /// The request is over here (answered, or handed to another worker).
+    Done(Next),
+}
+
+/// Acts on the replica choice as [`Retries::decide`] says. `close`: close the connection after
+/// an error answer.
+async fn route(
+    w: &Worker,
+    c: &mut Conn,
+    head: &RequestHead,
+    body: &ReqBody,
+    retries: &Retries,
+    pick: Pick,
+    close: bool,
+) -> Route {
+    let (choice, local) = match pick {
+        Pick::Local { link, load } => (Choice::Local, Some((link, load))),
+        Pick::Elsewhere(to) => (Choice::Elsewhere(to), None),
+        Pick::NoConnector => (Choice::Nothing, None),
+    };
+    let fresh = retries.excluded().is_empty() && matches!(body, ReqBody::Empty);
+    match (retries.decide(choice, body.replayable()), local) {
+        (Decision::Open, Some((link, load))) => Route::Open(link, load),
+        (Decision::HandOff { to, hops }, _) => {
+            let buf = replay_bytes(head, body, &c.buf);
+            let slot = c.slot.take();
+            if w.hand_off(to, &c.stream, c.peer, buf, HandoffKind::Http { hops }, slot) {
+                return Route::Done(Next::HandedOff);
+            }
+            // Before anything was read the connection stays in sync; after, it cannot.
+            Route::Done(no_connector(w, c, close || !fresh).await)
+        }
+        (Decision::Fail(f), _) => Route::Done(fail(w, c, &f, close).await),
+        (Decision::Open, None) => Route::Done(no_connector(w, c, close).await),
+    }
+}
+
+/// Answers with the failure's status and detail.
+async fn fail(w: &Worker, c: &mut Conn, f: &Failure, close: bool) -> Next {
+    reply_error(w, c, f.cause, f.status, &f.detail, close).await
+}
+
+/// A stream opened for a request.
+struct Opened {
+    stream: Rc<Stream>,
+    guard: StreamGuard,
+    /// The REPLY, when it came before the body streamed.
+    early_reply: Option<Bytes>,
+    /// The request direction was left open for an upgrade.
+    request_open: bool,
+}
+
+/// Streams the body (if it streams) while the response is written.
+async fn exchange(w: &Worker, c: &mut Conn, head: &RequestHead, body: ReqBody, o: Opened) -> Next {
+    let stream = o.stream;
+    // A streamed body flows on its own task, which owns the read half until the body ends.
+    let streamed = matches!(body, ReqBody::Streamed { .. });
+    let pump = match body {
+        ReqBody::Streamed {
+            prefix,
+            dec,
+            continue_sent,
+            pace,
+        } => {
+            if !continue_sent
+                && expects_continue(head)
+                && c.write(vec![Bytes::from_static(CONTINUE_RESPONSE)])
+                    .await
+                    .is_err()
+            {
+                return Next::Close;
+            }
+            let rd = c.rd.clone();
+            let buf = std::mem::take(&mut c.buf);
+            let s = Rc::clone(&stream);
+            let ctx = PumpCtx {
+                watch: Rc::clone(&c.watch),
+                pace,
+                metrics: Arc::clone(w.plane.registry.metrics()),
+            };
+            Some(compio::runtime::spawn(pump_body(
+                rd, buf, dec, s, prefix, ctx,
+            )))
+        }
+        _ => None,
+    };
+    let meta = match o.early_reply {
+        Some(m) => Ok(m),
+        None => stream.reply_meta().await,
+    };
+    let next = match meta {
+        Err(e) if streamed && e.is_retry_safe() => {
+            let detail = format!(
+                "the connector refused the request before processing it ({e}); it was not retried on another replica because its body is over {} KiB",
+                RETRY_BODY_LIMIT / 1024
+            );
+            reply_error(w, c, "refused_large_body", 502, &detail, true).await
+        }
+        meta => respond(w, c, head, &stream, o.guard, meta, o.request_open).await,
+    };
+    if let Some(p) = pump {
+        match p.await {
+            Ok((buf, ok)) => {
+                c.buf = buf;
+                if !ok {
+                    return Next::Close;
+                }
+            }
+            Err(_) => return Next::Close,
+        }
+    }
+    next
+}
+
+/// Why one attempt did not produce a reply.
+enum Attempt {
+    /// The connector replied.
+    Replied(Stream, StreamGuard, Bytes),
+    /// The stream is open; the body still flows (no retry possible any more).
+    Streaming(Stream, StreamGuard),
+    /// Another replica may take it.
+    Retry(RetryReason, LinkError),
+    /// It failed for good; the detail goes into the 502.
+    Failed(String),
+}
+
+/// One try on one replica: open, send a buffered body, wait for the REPLY (a streamed body
+/// returns at once with the open stream).
+async fn attempt(
+    link: &Link,
+    load: &Arc<ConnectorLoad>,
+    kind: StreamKind,
+    meta: &Bytes,
+    body: &ReqBody,
+    upgrade: bool,
+    idempotent: bool,
+) -> Attempt {
+    let s = match link.open(kind, meta.clone()) {
+        Ok(s) => s,
+        Err(e) if e.is_retry_safe() => return Attempt::Retry(RetryReason::Refused, e),
+        // Nothing was sent: any request may go elsewhere.
+        Err(e @ LinkError::Closed { .. }) => return Attempt::Retry(RetryReason::Refused, e),
+        Err(e) => {
+            return Attempt::Failed(format!("cannot open a stream to the connector: {e}"));
+        }
+    };
+    let guard = load.start_stream();
+    let sent = match body {
+        ReqBody::Streamed { .. } => return Attempt::Streaming(s, guard),
+        // An upgrade keeps the request direction open: after a 101 it carries raw bytes.
+        ReqBody::Empty if upgrade => Ok(()),
+        ReqBody::Empty => s.finish(),
+        ReqBody::Buffered(chunks) => send_all(&s, chunks).await,
+    };
+    let res = match sent {
+        Ok(()) => s.reply_meta().await,
+        // A refusal that arrived while the body was sent says so here too.
+        Err(e) => Err(s.reply_meta().await.err().unwrap_or(e)),
+    };
+    match res {
+        Ok(m) => Attempt::Replied(s, guard, m),
+        Err(e) if e.is_retry_safe() => Attempt::Retry(RetryReason::Refused, e),
+        Err(e) if idempotent && (matches!(e, LinkError::Closed { .. }) || link.is_closed()) => {
+            Attempt::Retry(RetryReason::LinkLost, e)
+        }
+        Err(e) => Attempt::Failed(format!("the connector failed the request: {e}")),
+    }
+}

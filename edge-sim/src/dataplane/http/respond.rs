@@ -1,0 +1,216 @@
+//! Writing the connector's response to the client: an error reply, the head and a re-framed
+//! body, or a `101` followed by the raw pipe.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ringtun_core::http::{
+    BodyEncoder, BodyFraming, RequestHead, ResponseHead, ResponseMeta, Version,
+    decode_response_meta, is_upgrade_request, remove_hop_by_hop, request_keep_alive,
+    set_framing_headers, tokens,
+};
+use ringtun_core::link::{LinkError, Stream};
+
+use super::{Conn, Next, reply_error};
+use crate::dataplane::lb::StreamGuard;
+use crate::dataplane::pipe::pipe;
+use crate::dataplane::worker::Worker;
+
+/// Answers the client from the stream's REPLY (`meta`) and body. `request_open`: the request
+/// direction was left open for an upgrade (ended here when the upgrade is declined).
+pub(crate) async fn respond(
+    w: &Worker,
+    c: &mut Conn,
+    req: &RequestHead,
+    stream: &Rc<Stream>,
+    guard: StreamGuard,
+    meta: Result<Bytes, LinkError>,
+    request_open: bool,
+) -> Next {
+    let keep_client = request_keep_alive(req);
+    let meta = match meta {
+        Ok(m) => m,
+        Err(e) => {
+            let detail = format!("the connector failed the request: {e}");
+            return reply_error(w, c, "connector", 502, &detail, true).await;
+        }
+    };
+    let (mut rh, rbody) = match decode_response_meta(meta) {
+        Ok(ResponseMeta::Head { head, body }) => (head, body),
+        Ok(ResponseMeta::Error(re)) => {
+            w.plane.registry.metrics().public_error("origin");
+            let close = !keep_client;
+            let (h, b) = re.to_response(close);
+            return match c.write(vec![h.to_bytes(), b]).await {
+                Ok(_) if !close => Next::KeepAlive,
+                _ => Next::Close,
+            };
+        }
+        Err(e) => {
+            let detail = format!("the connector sent an invalid reply: {e}");
+            return reply_error(w, c, "connector", 502, &detail, true).await;
+        }
+    };
+    if rh.status == 101 {
+        if !upgrade_agreed(req, &rh) {
+            // Turning the connection into a raw pipe would let the connector speak any protocol
+            // to a client that asked for none: refuse the reply (the stream is reset as it is
+            // dropped).
+            let detail = format!(
+                "connector {} answered 101 Switching Protocols to a request that did not ask for that upgrade",
+                guard.connector()
+            );
+            return reply_error(w, c, "connector", 502, &detail, true).await;
+        }
+        remove_hop_by_hop(&mut rh.headers, true);
+        if c.write(vec![rh.to_bytes()]).await.is_err() {
+            return Next::Close;
+        }
+        let buf = std::mem::take(&mut c.buf);
+        let metrics = Arc::clone(w.plane.registry.metrics());
+        c.watch.set_idle(w.plane.limits.upgrade_idle_timeout);
+        let watch = Rc::clone(&c.watch);
+        pipe(c.stream.clone(), buf, Rc::clone(stream), metrics, watch).await;
+        drop(guard);
+        return Next::Close;
+    }
+    if request_open {
+        // The upgrade was declined: the request had no body, end its direction.
+        let _ = stream.finish();
+    }
+    let no_body = req.is_head() || rh.is_informational() || rh.status == 204 || rh.status == 304;
+    let out = if no_body {
+        BodyFraming::Empty
+    } else {
+        match rbody {
+            BodyFraming::Length(n) => BodyFraming::Length(n),
+            BodyFraming::Empty => BodyFraming::Length(0),
+            _ if req.version == Version::Http11 => BodyFraming::Chunked,
+            _ => BodyFraming::CloseDelimited,
+        }
+    };
+    let keep = keep_client && out != BodyFraming::CloseDelimited;
+    remove_hop_by_hop(&mut rh.headers, false);
+    if !no_body {
+        set_framing_headers(&mut rh.headers, out);
+    }
+    if !keep {
+        rh.headers.append(
+            Bytes::from_static(b"Connection"),
+            Bytes::from_static(b"close"),
+        );
+    }
+    rh.version = Version::Http11;
+    let mut enc = BodyEncoder::new(out);
+    let mut bufs = vec![rh.to_bytes()];
+    loop {
+        match stream.read().await {
+            Ok(Some(chunk)) if !no_body => {
+                w.plane
+                    .registry
+                    .metrics()
+                    .bytes_out
+                    .inc_by(chunk.len() as u64);
+                if enc.encode(chunk, &mut bufs).is_err() {
+                    w.plane.registry.metrics().public_error("connector");
+                    return Next::Close;
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "response body from the connector failed");
+                w.plane.registry.metrics().public_error("connector");
+                let _ = c.write(bufs).await;
+                return Next::Close;
+            }
+        }
+        match c.write(bufs).await {
+            Ok(b) => bufs = b,
+            Err(_) => return Next::Close,
+        }
+    }
+    if enc.finish(&mut bufs).is_err() {
+        let _ = c.write(bufs).await;
+        return Next::Close;
+    }
+    if c.write(bufs).await.is_err() {
+        return Next::Close;
+    }
+    drop(guard);
+    if keep { Next::KeepAlive } else { Next::Close }
+}
+
+/// Whether a `101` answers an upgrade the client asked for: the request carried `Connection:
+/// upgrade` and `Upgrade`, and the `101` names one of the protocols it offered (RFC 9110
+/// §7.8; protocol names compare without regard to case).
+fn upgrade_agreed(req: &RequestHead, resp: &ResponseHead) -> bool {
+    if !is_upgrade_request(req) {
+        return false;
+    }
+    let offered: Vec<&[u8]> = req
+        .headers
+        .get_all("upgrade")
+        .flat_map(|v| tokens(v))
+        .collect();
+    let mut chosen = resp
+        .headers
+        .get_all("upgrade")
+        .flat_map(|v| tokens(v))
+        .peekable();
+    chosen.peek().is_some() && chosen.all(|p| offered.iter().any(|o| o.eq_ignore_ascii_case(p)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringtun_core::http::Headers;
+
+    fn req(headers: &[(&'static str, &'static str)]) -> RequestHead {
+        let mut h = Headers::new();
+        for (n, v) in headers {
+            h.append(*n, *v);
+        }
+        RequestHead {
+            method: Bytes::from_static(b"GET"),
+            target: Bytes::from_static(b"/"),
+            version: Version::Http11,
+            headers: h,
+        }
+    }
+
+    fn switching(upgrade: Option<&'static str>) -> ResponseHead {
+        let mut rh = ResponseHead::new(101);
+        if let Some(u) = upgrade {
+            rh.headers.append("Upgrade", u);
+        }
+        rh
+    }
+
+    #[test]
+    fn a_101_is_agreed_only_for_the_upgrade_asked_for() {
+        let ws = req(&[
+            ("Connection", "keep-alive, Upgrade"),
+            ("Upgrade", "websocket"),
+        ]);
+        assert!(upgrade_agreed(&ws, &switching(Some("WebSocket"))));
+        assert!(
+            !upgrade_agreed(&ws, &switching(Some("h2c"))),
+            "another protocol"
+        );
+        assert!(!upgrade_agreed(&ws, &switching(None)), "no protocol named");
+        let two = req(&[("Connection", "upgrade"), ("Upgrade", "foo/2, websocket")]);
+        assert!(upgrade_agreed(&two, &switching(Some("websocket"))));
+        let plain = req(&[]);
+        assert!(
+            !upgrade_agreed(&plain, &switching(Some("websocket"))),
+            "nothing asked"
+        );
+        let no_conn = req(&[("Upgrade", "websocket")]);
+        assert!(
+            !upgrade_agreed(&no_conn, &switching(Some("websocket"))),
+            "Upgrade without Connection: upgrade is no request"
+        );
+    }
+}
