@@ -113,8 +113,10 @@ pub(crate) async fn read_small_body(
         return Err(Next::Close);
     }
     let metrics = w.plane.registry.metrics();
-    let mut chunks = Vec::new();
-    let mut total = 0usize;
+    // The pieces are copied into one buffer: kept as they came, a body sent as tiny chunks
+    // would cost a vector entry per chunk and pin the receive buffer each was sliced from, so
+    // memory would follow the chunk count instead of the bytes.
+    let mut body = BytesMut::new();
     let mut pace = body_pace(w);
     loop {
         c.watch
@@ -124,19 +126,19 @@ pub(crate) async fn read_small_body(
         match r {
             Ok(Some(b)) => {
                 pace.add(b.len());
-                total += b.len();
                 metrics.bytes_in.inc_by(b.len() as u64);
-                chunks.push(b);
-                if total > RETRY_BODY_LIMIT {
+                body.extend_from_slice(&b);
+                if body.len() > RETRY_BODY_LIMIT {
                     return Ok(ReqBody::Streamed {
-                        prefix: chunks,
+                        prefix: vec![body.freeze()],
                         dec,
                         continue_sent: true,
                         pace,
                     });
                 }
             }
-            Ok(None) => return Ok(ReqBody::Buffered(chunks)),
+            Ok(None) if body.is_empty() => return Ok(ReqBody::Buffered(Vec::new())),
+            Ok(None) => return Ok(ReqBody::Buffered(vec![body.freeze()])),
             Err(e) => {
                 tracing::debug!(error = %e, "public request body failed");
                 if c.watch.timed_out(ReadKind::Body) {
