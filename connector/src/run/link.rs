@@ -8,9 +8,11 @@
 //! At shutdown the link drains (GOAWAY); when the grace period is over ([`super::Shared`]'s
 //! deadline fires), what is still open is reset.
 //!
-//! A refusal the connector cannot fix by retrying (bad secret, unknown tunnel, connector limit)
-//! is fatal: its message is recorded and the whole runtime shuts down, so `tunnel run` exits
-//! non-zero with the edge's own words.
+//! A refusal the connector cannot fix by retrying (bad secret, unknown tunnel, connector limit,
+//! link index out of range) is fatal: its message is recorded and the whole runtime shuts down,
+//! so `tunnel run` exits non-zero with the edge's own words. Any other refusal (the edge is
+//! unavailable or failed for a moment: `TryAgain`) and every network error is retried with the
+//! backoff below.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -164,6 +166,7 @@ async fn establish(
         },
         label: shared.label.clone(),
         weight: shared.weight,
+        ha_connections: u8::try_from(shared.plan.links()).unwrap_or(u8::MAX),
     };
     match &shared.ca_pem {
         Some(ca) => {
@@ -200,7 +203,10 @@ async fn register<S: compio::io::AsyncRead + compio::io::AsyncWrite>(
             HandshakeError::Rejected(r)
                 if matches!(
                     r.code,
-                    RejectCode::BadSecret | RejectCode::UnknownTunnel | RejectCode::ConnectorLimit
+                    RejectCode::BadSecret
+                        | RejectCode::UnknownTunnel
+                        | RejectCode::ConnectorLimit
+                        | RejectCode::LinkLimit
                 ) =>
             {
                 SetupError::Fatal(r.message.clone())

@@ -75,6 +75,7 @@ pub(crate) async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
                 let _ = s.set_nodelay(true);
                 compio::runtime::spawn(serve(Rc::clone(&w), s, peer, BytesMut::new(), 0)).detach();
             }
+            Err(_) if w.plane.is_draining() => return,
             Err(e) => {
                 tracing::warn!(error = %e, "public HTTP accept failed");
                 compio::time::sleep(Duration::from_millis(100)).await;
