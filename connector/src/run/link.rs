@@ -199,20 +199,27 @@ async fn register<S: compio::io::AsyncRead + compio::io::AsyncWrite>(
 ) -> Result<ringtun_core::handshake::Accepted, SetupError> {
     connector_register(s, request, &shared.secret)
         .await
-        .map_err(|e| match &e {
-            HandshakeError::Rejected(r)
-                if matches!(
-                    r.code,
-                    RejectCode::BadSecret
-                        | RejectCode::UnknownTunnel
-                        | RejectCode::ConnectorLimit
-                        | RejectCode::LinkLimit
-                ) =>
-            {
-                SetupError::Fatal(r.message.clone())
-            }
-            _ => SetupError::Retry(e.to_string()),
-        })
+        .map_err(classify)
+}
+
+/// Fatal when retrying cannot help (the edge said so: wrong secret, unknown tunnel, connector
+/// limit, link index out of range); anything else, including a `TryAgain` or `Unavailable`
+/// refusal and every network error, is retried with backoff.
+fn classify(e: HandshakeError) -> SetupError {
+    match &e {
+        HandshakeError::Rejected(r)
+            if matches!(
+                r.code,
+                RejectCode::BadSecret
+                    | RejectCode::UnknownTunnel
+                    | RejectCode::ConnectorLimit
+                    | RejectCode::LinkLimit
+            ) =>
+        {
+            SetupError::Fatal(r.message.clone())
+        }
+        _ => SetupError::Retry(e.to_string()),
+    }
 }
 
 /// What woke a serving link up.
@@ -408,4 +415,42 @@ async fn retire(index: usize, link: Link, grace: Duration, shutdown: &Shutdown, 
     }
     let _ = compio::time::timeout(Duration::from_secs(5), link.closed()).await;
     tracing::info!(index, "displaced link closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringtun_core::handshake::Rejected;
+
+    fn refused(code: RejectCode) -> HandshakeError {
+        HandshakeError::Rejected(Rejected {
+            code,
+            message: "m".into(),
+        })
+    }
+
+    #[test]
+    fn a_transient_edge_failure_is_retried_and_an_unknown_tunnel_is_fatal() {
+        for code in [
+            RejectCode::TryAgain,
+            RejectCode::Unavailable,
+            RejectCode::Other(99),
+        ] {
+            assert!(matches!(classify(refused(code)), SetupError::Retry(_)), "{code:?}");
+            assert!(refused(code).is_retry_safe() || code == RejectCode::Other(99));
+        }
+        for code in [
+            RejectCode::UnknownTunnel,
+            RejectCode::BadSecret,
+            RejectCode::ConnectorLimit,
+            RejectCode::LinkLimit,
+        ] {
+            assert!(matches!(classify(refused(code)), SetupError::Fatal(_)), "{code:?}");
+            assert!(!refused(code).is_retry_safe());
+        }
+        assert!(matches!(
+            classify(HandshakeError::Closed),
+            SetupError::Retry(_)
+        ));
+    }
 }
