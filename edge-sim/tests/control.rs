@@ -68,13 +68,13 @@ impl EdgeProc {
             server = server.or_else(|| field(&line, "server"));
             metrics = metrics.or_else(|| field(&line, "metrics"));
             admin = admin.or_else(|| field(&line, "admin"));
-            log.lock().unwrap().push(line);
+            log.lock().expect("log lock").push(line);
         }
         // Keep reading stderr so the edge never blocks on a full pipe.
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
+                sink.lock().expect("log lock").push(line);
             }
         });
         let token = std::fs::read_to_string(state.join("admin-token"))
@@ -155,7 +155,7 @@ impl EdgeProc {
     fn logged(&self, what: &str) -> usize {
         self.log
             .lock()
-            .unwrap()
+            .expect("log lock")
             .iter()
             .filter(|l| l.contains(what))
             .count()
@@ -193,9 +193,17 @@ fn a_reregistered_index_closes_the_link_it_replaces() {
     let (t, secret) = edge.tunnel("web", HOST);
     let id = Uuid::new_v4();
     let first = FakeConnector::start(edge.opts(t, &secret, id, 0));
-    assert!(first.registered.is_ok(), "{:?}", first.registered.as_ref().err());
+    assert!(
+        first.registered.is_ok(),
+        "{:?}",
+        first.registered.as_ref().err()
+    );
     let second = FakeConnector::start(edge.opts(t, &secret, id, 0));
-    assert!(second.registered.is_ok(), "{:?}", second.registered.as_ref().err());
+    assert!(
+        second.registered.is_ok(),
+        "{:?}",
+        second.registered.as_ref().err()
+    );
     wait_until("the replaced link to end", || first.link_ended());
     assert!(!second.link_ended(), "the new link stays up");
     assert_eq!(edge.links_of(t, id), 1);
@@ -258,7 +266,12 @@ fn pending_handshakes_are_capped() {
     // A long handshake deadline, so the idle connections hold their slots for the whole test.
     let edge = EdgeProc::start(
         tmp.path(),
-        &["--max-pending-handshakes", "4", "--handshake-timeout", "600"],
+        &[
+            "--max-pending-handshakes",
+            "4",
+            "--handshake-timeout",
+            "600",
+        ],
     );
     let (t, secret) = edge.tunnel("web", HOST);
     let idle: Vec<TcpStream> = (0..4)
@@ -280,22 +293,31 @@ fn pending_handshakes_are_capped() {
             closed += 1;
         }
     }
-    assert_eq!(closed, 12, "every connection over the cap is closed at once");
+    assert_eq!(
+        closed, 12,
+        "every connection over the cap is closed at once"
+    );
     assert_eq!(edge.limit_hits("pending_handshakes"), 12);
     assert!(edge.logged("limit reached") >= 1);
-    assert!(edge.logged("limit reached") < 12, "not one log line per hit");
+    assert!(
+        edge.logged("limit reached") < 12,
+        "not one log line per hit"
+    );
     drop(idle);
     let mut ok = None;
-    wait_until("a connector to register once the idle connections left", || {
-        let c = FakeConnector::start(edge.opts(t, &secret, Uuid::new_v4(), 0));
-        let registered = c.registered.is_ok();
-        if registered {
-            ok = Some(c);
-        } else {
-            c.stop();
-        }
-        registered
-    });
+    wait_until(
+        "a connector to register once the idle connections left",
+        || {
+            let c = FakeConnector::start(edge.opts(t, &secret, Uuid::new_v4(), 0));
+            let registered = c.registered.is_ok();
+            if registered {
+                ok = Some(c);
+            } else {
+                c.stop();
+            }
+            registered
+        },
+    );
     if let Some(c) = ok {
         c.stop();
     }
@@ -334,7 +356,11 @@ fn a_locked_registry_does_not_stall_links_or_requests() {
     // Give the write time to reach the database (it then waits on the lock).
     std::thread::sleep(Duration::from_millis(500));
     let second = FakeConnector::start(edge.opts(t, &secret, Uuid::new_v4(), 0));
-    assert!(second.registered.is_ok(), "{:?}", second.registered.as_ref().err());
+    assert!(
+        second.registered.is_ok(),
+        "{:?}",
+        second.registered.as_ref().err()
+    );
     let mut client = Client::connect(edge.public);
     for _ in 0..4 {
         assert_eq!(client.get(HOST, "/").status, 200);

@@ -436,7 +436,10 @@ mod tests {
             RejectCode::Unavailable,
             RejectCode::Other(99),
         ] {
-            assert!(matches!(classify(refused(code)), SetupError::Retry(_)), "{code:?}");
+            assert!(
+                matches!(classify(refused(code)), SetupError::Retry(_)),
+                "{code:?}"
+            );
             assert!(refused(code).is_retry_safe() || code == RejectCode::Other(99));
         }
         for code in [
@@ -445,7 +448,10 @@ mod tests {
             RejectCode::ConnectorLimit,
             RejectCode::LinkLimit,
         ] {
-            assert!(matches!(classify(refused(code)), SetupError::Fatal(_)), "{code:?}");
+            assert!(
+                matches!(classify(refused(code)), SetupError::Fatal(_)),
+                "{code:?}"
+            );
             assert!(!refused(code).is_retry_safe());
         }
         assert!(matches!(

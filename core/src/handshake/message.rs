@@ -377,7 +377,19 @@ mod tests {
                 any::<u8>(),
             )
                 .prop_map(
-                    |(protocol, t, c, proof, version, arch, link_index, flags, label, weight, ha)| {
+                    |(
+                        protocol,
+                        t,
+                        c,
+                        proof,
+                        version,
+                        arch,
+                        link_index,
+                        flags,
+                        label,
+                        weight,
+                        ha,
+                    )| {
                         Message::Register(Register {
                             protocol,
                             tunnel_id: t,

@@ -33,7 +33,7 @@ mod secret;
 pub use error::HandshakeError;
 pub use io::{connector_register, edge_accept};
 pub use message::{
-    Accepted, Challenge, DEFAULT_WEIGHT, MAX_HA_CONNECTIONS, MAX_MESSAGE, MAX_STRING, Message, PROTOCOL_VERSION,
-    Register, RegisterFlags, RegisterRequest, RejectCode, Rejected,
+    Accepted, Challenge, DEFAULT_WEIGHT, MAX_HA_CONNECTIONS, MAX_MESSAGE, MAX_STRING, Message,
+    PROTOCOL_VERSION, Register, RegisterFlags, RegisterRequest, RejectCode, Rejected,
 };
 pub use secret::{TunnelSecret, compute_proof};

@@ -311,7 +311,12 @@ impl DataPlane {
         self.plane.stop_new_streams();
         self.plane.draining.trigger();
         let (streams, links) = self.plane.in_flight();
-        tracing::info!(streams, links, grace_secs = grace.as_secs(), "draining: no new connections, links drain");
+        tracing::info!(
+            streams,
+            links,
+            grace_secs = grace.as_secs(),
+            "draining: no new connections, links drain"
+        );
         loop {
             let (streams, links) = self.plane.in_flight();
             if streams == 0 && links == 0 {

@@ -381,7 +381,9 @@ pub(crate) async fn run(
     let mut listening: Vec<socket2::Socket> = Vec::new();
     let mut keep = |l: &compio::net::TcpListener| match socket2::SockRef::from(l).try_clone() {
         Ok(dup) => listening.push(dup),
-        Err(e) => tracing::warn!(error = %e, "cannot duplicate a listening socket; it will not stop at drain"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot duplicate a listening socket; it will not stop at drain")
+        }
     };
     for (info, set) in servers {
         match set.take(index) {
