@@ -387,12 +387,14 @@ async fn drain(link: &Link, grace: Duration, hard: &Shutdown) {
 /// Retires a displaced link once its replacement is up: it is closed as soon as it holds no
 /// stream (a final GOAWAY, which tells the edge that anything it opened meanwhile was refused
 /// and may be retried), without the drain's GOAWAY, which the edge reads as "this connector is
-/// draining". If it never empties within [`RETIRE_LIMIT`], its streams are reset.
+/// draining". If it never empties within [`RETIRE_LIMIT`], its streams are reset. The edge
+/// drains a link whose index a newer link took, so it may also end from the edge's side first.
 async fn retire(index: usize, link: Link, grace: Duration, shutdown: &Shutdown, hard: &Shutdown) {
     let deadline = std::time::Instant::now() + RETIRE_LIMIT;
     loop {
         if link.is_closed() {
-            return;
+            // The edge closed it first: it drains a link whose index a newer link took.
+            break;
         }
         if shutdown.is_triggered() {
             drain(&link, grace, hard).await;
