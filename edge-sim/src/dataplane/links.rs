@@ -381,6 +381,11 @@ async fn finish<S: Transport, E>(
     load.link_up(w.index, home);
     load.index_up(reg.link_index);
     watch_drain(w, &link, &load, reg.link_index);
+    if w.plane.is_draining() {
+        // The edge began shutting down while this handshake ran: no stream goes to it.
+        load.set_draining();
+        link.drain();
+    }
     registry.metrics().link_up(&info.data_center);
     tracing::info!(
         %tunnel, %connector, index = reg.link_index, data_center = %info.data_center,
