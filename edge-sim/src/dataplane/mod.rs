@@ -23,6 +23,13 @@
 //! read bytes travel with it through that worker's mailbox). A handed-off connection is never
 //! handed off again (it gets 503 if its new worker lost its links meanwhile).
 //!
+//! # Shutdown
+//! [`DataPlane::drain`] (SIGTERM/SIGINT, then [`DataPlane::stop`]): every connector is marked
+//! draining so no worker opens a new stream, each worker shuts its listening sockets down (the
+//! kernel refuses new public connections and links) and sends the two-phase DRAIN GOAWAY on
+//! each of its links (`docs/protocol.md` §7, §9); the streams in flight finish and the links
+//! close, or `--grace-period` ends first and `stop` closes what is left.
+//!
 //! # Layout
 //! - [`links`]: TLS, registration handshake under a deadline, `Link::spawn`, unregistration.
 //! - [`lb`]: per-connector load atomics and the policies.
