@@ -31,6 +31,7 @@ fn request() -> RegisterRequest {
         flags: RegisterFlags::default(),
         label: String::new(),
         weight: ringtun_core::handshake::DEFAULT_WEIGHT,
+        ha_connections: ringtun_core::handshake::MAX_HA_CONNECTIONS,
     }
 }
 

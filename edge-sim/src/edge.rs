@@ -38,10 +38,11 @@ impl Edge {
     ) -> Result<Edge> {
         let state = StateDir::open(&settings)?;
         let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::open(
+        let registry = Arc::new(Registry::open_with(
             &state.registry_path(),
             settings.connector_limit,
             metrics,
+            settings.registry_busy_timeout,
         )?);
         // Link servers, public HTTP and TCP routes on the core::rt workers (see `dataplane`).
         // Bound first so `/ready` can say 503 while the rest starts.
@@ -140,6 +141,16 @@ impl Edge {
         &self.settings
     }
 
+    /// Graceful shutdown's first half: `/ready` says 503, no new public connection or link is
+    /// accepted, every link gets the DRAIN GOAWAY, and in-flight requests get up to
+    /// `--grace-period` to finish. Call [`Edge::stop`] afterwards.
+    pub fn drain(&self) {
+        if let Some(m) = &self.metrics_server {
+            m.set_ready(false);
+        }
+        self.data_plane.drain(self.settings.grace_period);
+    }
+
     /// Stops everything that was started; `/ready` says 503 from the start of it, and the
     /// metrics server stops last.
     pub fn stop(mut self) {
@@ -169,6 +180,7 @@ pub fn run_with_metrics(
     let edge = Edge::start_with_metrics(settings, metrics)?;
     shutdown.wait();
     tracing::info!("shutting down");
+    edge.drain();
     edge.stop();
     Ok(())
 }

@@ -18,6 +18,9 @@ pub enum Fault {
     NotFound,
     /// The edge itself failed (disk, database, certificates); not the caller's fault.
     Edge,
+    /// The edge cannot do it now (its database is locked); not the caller's fault, and a retry
+    /// later may succeed.
+    Unavailable,
 }
 
 /// Errors of the edge simulator library.
@@ -49,7 +52,11 @@ pub enum Error {
     Certificate(#[from] rcgen::Error),
     /// The registry database failed.
     #[error("registry database: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(rusqlite::Error),
+    /// The registry database stayed locked by another connection for longer than the bounded
+    /// busy wait (`--registry-busy-timeout-ms`); retrying later may succeed.
+    #[error("registry database is busy (locked by another process); retry later")]
+    RegistryBusy,
     /// A listener could not be bound.
     #[error("{what}: cannot bind {addr}: {reason}")]
     Bind {
@@ -109,6 +116,18 @@ pub enum Error {
     /// The data-plane runtime (worker threads, listeners) failed to start.
     #[error("data plane: {0}")]
     Runtime(String),
+    /// A connector registered a link index outside the links it may hold.
+    #[error(
+        "link index {index} is out of range: this connector may hold {allowed} links (it declared {declared} ha-connections; at most 16)"
+    )]
+    LinkLimit {
+        /// The index asked for.
+        index: u8,
+        /// The ha-connections the registration declared.
+        declared: u8,
+        /// How many links it may hold (indexes 0 to this, exclusive).
+        allowed: u8,
+    },
     /// A connector re-registered with data that contradicts its first registration.
     #[error("connector {0} is already registered for another tunnel")]
     ConnectorConflict(String),
@@ -126,18 +145,23 @@ impl Error {
             | Error::TcpRouteExists { .. }
             | Error::ConnectorLimit { .. }
             | Error::ConnectorConflict(_) => Fault::Conflict,
+            Error::LinkLimit { .. } => Fault::Client,
             Error::State { .. }
             | Error::CorruptState { .. }
             | Error::Certificate(_)
             | Error::Database(_)
             | Error::Bind { .. }
             | Error::Runtime(_) => Fault::Edge,
+            Error::RegistryBusy => Fault::Unavailable,
         }
     }
 
     /// Whether retrying the same operation later may succeed without the caller changing it.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.fault(), Fault::Conflict | Fault::Edge)
+        matches!(
+            self.fault(),
+            Fault::Conflict | Fault::Edge | Fault::Unavailable
+        )
     }
 
     pub(crate) fn state(
@@ -149,6 +173,19 @@ impl Error {
             action,
             path: path.to_path_buf(),
             source,
+        }
+    }
+}
+
+/// A locked database (`SQLITE_BUSY`, `SQLITE_LOCKED`) is [`Error::RegistryBusy`]; any other
+/// SQLite error is [`Error::Database`].
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                Error::RegistryBusy
+            }
+            _ => Error::Database(e),
         }
     }
 }

@@ -87,6 +87,20 @@ struct Cli {
     /// Concurrent streams per tunnel at the edge; beyond it requests get 503 [default: 2048].
     #[arg(long, value_name = "N")]
     tunnel_stream_limit: Option<usize>,
+    /// Link handshakes (TLS plus registration) in progress at once; a connection to a link
+    /// port beyond it is closed at once [default: 256].
+    #[arg(long, value_name = "N")]
+    max_pending_handshakes: Option<usize>,
+    /// Seconds a link's TLS plus registration may take [default: 5].
+    #[arg(long, value_name = "SECS")]
+    handshake_timeout: Option<u64>,
+    /// Milliseconds an admin write waits for a registry database that another process holds
+    /// locked, before it answers 503 [default: 2000].
+    #[arg(long, value_name = "MS")]
+    registry_busy_timeout_ms: Option<u64>,
+    /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT [default: 30].
+    #[arg(long, value_name = "SECS")]
+    grace_period: Option<u64>,
     /// Log format: text, or json (one JSON object per line).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -141,6 +155,10 @@ fn main() -> anyhow::Result<()> {
             upgrade_idle_timeout: cli.upgrade_idle_timeout,
             max_connections_per_ip: cli.max_connections_per_ip,
             tunnel_stream_limit: cli.tunnel_stream_limit,
+            max_pending_handshakes: cli.max_pending_handshakes,
+            handshake_timeout: cli.handshake_timeout,
+            registry_busy_timeout_ms: cli.registry_busy_timeout_ms,
+            grace_period: cli.grace_period,
         },
     )?;
 

@@ -40,6 +40,14 @@ pub const DEFAULT_PUBLIC_HTTP: &str = "127.0.0.1:8080";
 pub const DEFAULT_REQUEST_BODY_TIMEOUT_SECS: u64 = 60;
 /// Default number of connectors one tunnel may have at once.
 pub const DEFAULT_CONNECTOR_LIMIT: usize = 100;
+/// Default link handshakes (TLS plus registration) in progress at once, per edge.
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 256;
+/// Default seconds a link's TLS plus registration may take.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 5;
+/// Default milliseconds a registry write waits for a database locked by another process.
+pub const DEFAULT_REGISTRY_BUSY_TIMEOUT_MS: u64 = 2000;
+/// Default seconds in-flight requests may take to finish at shutdown.
+pub const DEFAULT_GRACE_PERIOD_SECS: u64 = 30;
 
 /// The operator's config file, as written. Every field is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +141,14 @@ pub struct Overrides {
     pub max_connections_per_ip: Option<usize>,
     /// `--tunnel-stream-limit N`.
     pub tunnel_stream_limit: Option<usize>,
+    /// `--max-pending-handshakes N`.
+    pub max_pending_handshakes: Option<usize>,
+    /// `--handshake-timeout SECS`.
+    pub handshake_timeout: Option<u64>,
+    /// `--registry-busy-timeout-ms MS`.
+    pub registry_busy_timeout_ms: Option<u64>,
+    /// `--grace-period SECS`.
+    pub grace_period: Option<u64>,
 }
 
 /// How the public ingress chooses among a tunnel's connectors (replicas).
@@ -228,6 +244,15 @@ pub struct Settings {
     pub admin_limits: crate::admin::Limits,
     /// What one public client or one tunnel may hold (see `docs/limits.md`).
     pub public_limits: PublicLimits,
+    /// Link handshakes in progress at once (per edge, at least 1); a connection beyond it is
+    /// closed at once.
+    pub max_pending_handshakes: usize,
+    /// How long a link's TLS plus registration may take.
+    pub handshake_timeout: std::time::Duration,
+    /// How long a registry write waits for a database another process holds locked.
+    pub registry_busy_timeout: std::time::Duration,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub grace_period: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -325,6 +350,22 @@ impl Settings {
                 overrides.admin_max_body_bytes.or(file.admin_max_body_bytes),
             ),
             public_limits,
+            max_pending_handshakes: overrides
+                .max_pending_handshakes
+                .unwrap_or(DEFAULT_MAX_PENDING_HANDSHAKES),
+            handshake_timeout: std::time::Duration::from_secs(
+                overrides
+                    .handshake_timeout
+                    .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
+            ),
+            registry_busy_timeout: std::time::Duration::from_millis(
+                overrides
+                    .registry_busy_timeout_ms
+                    .unwrap_or(DEFAULT_REGISTRY_BUSY_TIMEOUT_MS),
+            ),
+            grace_period: std::time::Duration::from_secs(
+                overrides.grace_period.unwrap_or(DEFAULT_GRACE_PERIOD_SECS),
+            ),
         };
         settings.validate()?;
         Ok(settings)
@@ -333,6 +374,14 @@ impl Settings {
     fn validate(&self) -> Result<()> {
         if self.connector_limit == 0 {
             return Err(Error::Config("connector-limit must be at least 1".into()));
+        }
+        if self.max_pending_handshakes == 0 {
+            return Err(Error::Config(
+                "max-pending-handshakes must be at least 1".into(),
+            ));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(Error::Config("handshake-timeout must be at least 1".into()));
         }
         if self.data_centers.is_empty() {
             return Err(Error::Config("at least one data center is needed".into()));

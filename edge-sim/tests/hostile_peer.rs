@@ -146,6 +146,7 @@ fn register(server: SocketAddr, tunnel: [u8; 16], secret: Vec<u8>) -> TcpStream 
             flags: RegisterFlags::default(),
             label: String::new(),
             weight: ringtun_core::handshake::DEFAULT_WEIGHT,
+            ha_connections: 1,
         };
         connector_register(&mut tcp, &req, &TunnelSecret::new(secret))
             .await
@@ -380,6 +381,7 @@ fn tiny_chunk_uploads(edge: &EdgeProcess, uploads: usize) -> (u64, u64) {
                     flags: RegisterFlags::default(),
                     label: String::new(),
                     weight: ringtun_core::handshake::DEFAULT_WEIGHT,
+                    ha_connections: 1,
                 };
                 connector_register(&mut sock, &req, &TunnelSecret::new(secret))
                     .await

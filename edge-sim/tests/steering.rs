@@ -494,6 +494,7 @@ fn connector_json_has_the_replica_fields_and_live_counters() {
             label: "blue-7".into(),
             weight: 7,
             standby: false,
+            ..FakeReplica::default()
         },
     );
     settle(&s);

@@ -124,6 +124,7 @@ pub fn from_flag(addrs: &[String]) -> Result<Vec<DataCenter>> {
 #[derive(Debug, Clone)]
 pub struct LinkPlan {
     dcs: Vec<DataCenter>,
+    links: usize,
 }
 
 /// Where one link is trying to connect, or is connected: a pure state machine driven by
@@ -204,7 +205,12 @@ impl LinkPlan {
                 "fewer edge servers than links; some links share a server"
             );
         }
-        Ok(LinkPlan { dcs })
+        Ok(LinkPlan { dcs, links })
+    }
+
+    /// How many links the plan is for (`--ha-connections`); registration declares it.
+    pub fn links(&self) -> usize {
+        self.links
     }
 
     /// The starting placement of `link`: its home data center, its first server there.

@@ -8,9 +8,11 @@
 //! At shutdown the link drains (GOAWAY); when the grace period is over ([`super::Shared`]'s
 //! deadline fires), what is still open is reset.
 //!
-//! A refusal the connector cannot fix by retrying (bad secret, unknown tunnel, connector limit)
-//! is fatal: its message is recorded and the whole runtime shuts down, so `tunnel run` exits
-//! non-zero with the edge's own words.
+//! A refusal the connector cannot fix by retrying (bad secret, unknown tunnel, connector limit,
+//! link index out of range) is fatal: its message is recorded and the whole runtime shuts down,
+//! so `tunnel run` exits non-zero with the edge's own words. Any other refusal (the edge is
+//! unavailable or failed for a moment: `TryAgain`) and every network error is retried with the
+//! backoff below.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -164,6 +166,7 @@ async fn establish(
         },
         label: shared.label.clone(),
         weight: shared.weight,
+        ha_connections: u8::try_from(shared.plan.links()).unwrap_or(u8::MAX),
     };
     match &shared.ca_pem {
         Some(ca) => {
@@ -196,17 +199,27 @@ async fn register<S: compio::io::AsyncRead + compio::io::AsyncWrite>(
 ) -> Result<ringtun_core::handshake::Accepted, SetupError> {
     connector_register(s, request, &shared.secret)
         .await
-        .map_err(|e| match &e {
-            HandshakeError::Rejected(r)
-                if matches!(
-                    r.code,
-                    RejectCode::BadSecret | RejectCode::UnknownTunnel | RejectCode::ConnectorLimit
-                ) =>
-            {
-                SetupError::Fatal(r.message.clone())
-            }
-            _ => SetupError::Retry(e.to_string()),
-        })
+        .map_err(classify)
+}
+
+/// Fatal when retrying cannot help (the edge said so: wrong secret, unknown tunnel, connector
+/// limit, link index out of range); anything else, including a `TryAgain` or `Unavailable`
+/// refusal and every network error, is retried with backoff.
+fn classify(e: HandshakeError) -> SetupError {
+    match &e {
+        HandshakeError::Rejected(r)
+            if matches!(
+                r.code,
+                RejectCode::BadSecret
+                    | RejectCode::UnknownTunnel
+                    | RejectCode::ConnectorLimit
+                    | RejectCode::LinkLimit
+            ) =>
+        {
+            SetupError::Fatal(r.message.clone())
+        }
+        _ => SetupError::Retry(e.to_string()),
+    }
 }
 
 /// What woke a serving link up.
@@ -374,12 +387,14 @@ async fn drain(link: &Link, grace: Duration, hard: &Shutdown) {
 /// Retires a displaced link once its replacement is up: it is closed as soon as it holds no
 /// stream (a final GOAWAY, which tells the edge that anything it opened meanwhile was refused
 /// and may be retried), without the drain's GOAWAY, which the edge reads as "this connector is
-/// draining". If it never empties within [`RETIRE_LIMIT`], its streams are reset.
+/// draining". If it never empties within [`RETIRE_LIMIT`], its streams are reset. The edge
+/// drains a link whose index a newer link took, so it may also end from the edge's side first.
 async fn retire(index: usize, link: Link, grace: Duration, shutdown: &Shutdown, hard: &Shutdown) {
     let deadline = std::time::Instant::now() + RETIRE_LIMIT;
     loop {
         if link.is_closed() {
-            return;
+            // The edge closed it first: it drains a link whose index a newer link took.
+            break;
         }
         if shutdown.is_triggered() {
             drain(&link, grace, hard).await;
@@ -402,4 +417,48 @@ async fn retire(index: usize, link: Link, grace: Duration, shutdown: &Shutdown, 
     }
     let _ = compio::time::timeout(Duration::from_secs(5), link.closed()).await;
     tracing::info!(index, "displaced link closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringtun_core::handshake::Rejected;
+
+    fn refused(code: RejectCode) -> HandshakeError {
+        HandshakeError::Rejected(Rejected {
+            code,
+            message: "m".into(),
+        })
+    }
+
+    #[test]
+    fn a_transient_edge_failure_is_retried_and_an_unknown_tunnel_is_fatal() {
+        for code in [
+            RejectCode::TryAgain,
+            RejectCode::Unavailable,
+            RejectCode::Other(99),
+        ] {
+            assert!(
+                matches!(classify(refused(code)), SetupError::Retry(_)),
+                "{code:?}"
+            );
+            assert!(refused(code).is_retry_safe() || code == RejectCode::Other(99));
+        }
+        for code in [
+            RejectCode::UnknownTunnel,
+            RejectCode::BadSecret,
+            RejectCode::ConnectorLimit,
+            RejectCode::LinkLimit,
+        ] {
+            assert!(
+                matches!(classify(refused(code)), SetupError::Fatal(_)),
+                "{code:?}"
+            );
+            assert!(!refused(code).is_retry_safe());
+        }
+        assert!(matches!(
+            classify(HandshakeError::Closed),
+            SetupError::Retry(_)
+        ));
+    }
 }

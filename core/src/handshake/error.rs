@@ -61,7 +61,9 @@ impl HandshakeError {
     pub fn is_retry_safe(&self) -> bool {
         match self {
             HandshakeError::Io(_) | HandshakeError::Closed | HandshakeError::Random => true,
-            HandshakeError::Rejected(r) => r.code == RejectCode::Unavailable,
+            HandshakeError::Rejected(r) => {
+                matches!(r.code, RejectCode::Unavailable | RejectCode::TryAgain)
+            }
             _ => false,
         }
     }

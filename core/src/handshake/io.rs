@@ -73,6 +73,7 @@ pub async fn connector_register<S: AsyncRead + AsyncWrite>(
         flags: request.flags,
         label: request.label.clone(),
         weight: request.weight,
+        ha_connections: request.ha_connections,
     };
     send(stream, &Message::Register(register)).await?;
     match recv(stream).await? {

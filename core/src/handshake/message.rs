@@ -43,6 +43,10 @@ impl RegisterFlags {
     }
 }
 
+/// Most links one connector may run (`--ha-connections` is 1 to this); also what a
+/// registration without the `ha_connections` field (from an older connector) declares.
+pub const MAX_HA_CONNECTIONS: u8 = 16;
+
 /// The weight a connector gets when it names none (and what an older connector's
 /// registration, which has no weight field, decodes to).
 pub const DEFAULT_WEIGHT: u16 = 1;
@@ -67,6 +71,9 @@ pub struct RegisterRequest {
     pub label: String,
     /// The connector's load-balancing weight (`--weight`, at least 1).
     pub weight: u16,
+    /// How many links the connector runs (`--ha-connections`, 1 to [`MAX_HA_CONNECTIONS`]);
+    /// the edge refuses a `link_index` at or above it.
+    pub ha_connections: u8,
 }
 
 /// Connector → edge: the registration with its proof.
@@ -92,6 +99,9 @@ pub struct Register {
     pub label: String,
     /// The connector's weight; [`DEFAULT_WEIGHT`] from connectors that predate weights.
     pub weight: u16,
+    /// How many links the connector runs; [`MAX_HA_CONNECTIONS`] from connectors that
+    /// predate the field.
+    pub ha_connections: u8,
 }
 
 /// Edge → connector: registered.
@@ -116,6 +126,12 @@ pub enum RejectCode {
     UnsupportedVersion,
     /// The edge cannot take links now (draining, overloaded); another server may.
     Unavailable,
+    /// The link index is outside the links the connector may hold (its `ha_connections`, at
+    /// most [`MAX_HA_CONNECTIONS`]).
+    LinkLimit,
+    /// The edge failed for a moment (e.g. its registry could not be read); retry with backoff.
+    /// Unlike [`RejectCode::UnknownTunnel`], this says nothing about the tunnel.
+    TryAgain,
     /// A code this build does not know.
     Other(u16),
 }
@@ -128,6 +144,8 @@ impl RejectCode {
             RejectCode::ConnectorLimit => 3,
             RejectCode::UnsupportedVersion => 4,
             RejectCode::Unavailable => 5,
+            RejectCode::LinkLimit => 6,
+            RejectCode::TryAgain => 7,
             RejectCode::Other(n) => n,
         }
     }
@@ -139,6 +157,8 @@ impl RejectCode {
             3 => RejectCode::ConnectorLimit,
             4 => RejectCode::UnsupportedVersion,
             5 => RejectCode::Unavailable,
+            6 => RejectCode::LinkLimit,
+            7 => RejectCode::TryAgain,
             n => RejectCode::Other(n),
         }
     }
@@ -242,6 +262,7 @@ impl Message {
                 // Appended fields (older edges ignore them).
                 put_str(out, &r.label);
                 out.extend_from_slice(&r.weight.to_be_bytes());
+                out.push(r.ha_connections);
             }
             Message::Accepted(a) => {
                 out.push(T_ACCEPTED);
@@ -309,6 +330,11 @@ impl Message {
                 } else {
                     c.u16()?
                 },
+                ha_connections: if c.is_empty() {
+                    MAX_HA_CONNECTIONS
+                } else {
+                    c.u8()?
+                },
             }),
             T_ACCEPTED => Message::Accepted(Accepted {
                 data_center: c.string()?,
@@ -348,9 +374,22 @@ mod tests {
                 any::<u8>(),
                 arb_string(),
                 any::<u16>(),
+                any::<u8>(),
             )
                 .prop_map(
-                    |(protocol, t, c, proof, version, arch, link_index, flags, label, weight)| {
+                    |(
+                        protocol,
+                        t,
+                        c,
+                        proof,
+                        version,
+                        arch,
+                        link_index,
+                        flags,
+                        label,
+                        weight,
+                        ha,
+                    )| {
                         Message::Register(Register {
                             protocol,
                             tunnel_id: t,
@@ -362,6 +401,7 @@ mod tests {
                             flags: RegisterFlags(flags),
                             label,
                             weight,
+                            ha_connections: ha,
                         })
                     }
                 ),
@@ -446,11 +486,13 @@ mod compat {
             flags: RegisterFlags(RegisterFlags::STANDBY),
             label: "blue".into(),
             weight: 7,
+            ha_connections: 4,
         };
         let mut buf = Vec::new();
         Message::Register(full.clone()).encode(&mut buf);
-        // Cut the label and weight (2 + 4 + 2 bytes) and fix the length prefix.
-        let cut = buf.len() - 8;
+        // Cut the label, weight and ha_connections (2 + 4 + 2 + 1 bytes) and fix the length
+        // prefix.
+        let cut = buf.len() - 9;
         let mut old = buf[..cut].to_vec();
         let len = (old.len() - 2) as u16;
         old[..2].copy_from_slice(&len.to_be_bytes());
@@ -459,6 +501,7 @@ mod compat {
                 assert_eq!(used, old.len());
                 assert_eq!(r.label, "");
                 assert_eq!(r.weight, DEFAULT_WEIGHT);
+                assert_eq!(r.ha_connections, MAX_HA_CONNECTIONS);
                 assert!(r.flags.standby());
             }
             other => panic!("unexpected {other:?}"),

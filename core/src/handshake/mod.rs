@@ -4,7 +4,8 @@
 //! ```text
 //! edge      → connector   Challenge { version, nonce (32 random bytes) }
 //! connector → edge        Register  { tunnel_id, connector_id, proof, version, arch,
-//!                                     link_index, flags (standby), label, weight }
+//!                                     link_index, flags (standby), label, weight,
+//!                                     ha_connections }
 //! edge      → connector   Accepted  { data_center, server }  |  Rejected { code, message }
 //! ```
 //!
@@ -32,7 +33,7 @@ mod secret;
 pub use error::HandshakeError;
 pub use io::{connector_register, edge_accept};
 pub use message::{
-    Accepted, Challenge, DEFAULT_WEIGHT, MAX_MESSAGE, MAX_STRING, Message, PROTOCOL_VERSION,
-    Register, RegisterFlags, RegisterRequest, RejectCode, Rejected,
+    Accepted, Challenge, DEFAULT_WEIGHT, MAX_HA_CONNECTIONS, MAX_MESSAGE, MAX_STRING, Message,
+    PROTOCOL_VERSION, Register, RegisterFlags, RegisterRequest, RejectCode, Rejected,
 };
 pub use secret::{TunnelSecret, compute_proof};

@@ -60,6 +60,7 @@ impl From<Error> for Reply {
             Fault::Client => 400,
             Fault::NotFound => 404,
             Fault::Conflict => 409,
+            Fault::Unavailable => 503,
             Fault::Edge => {
                 tracing::error!(error = %e, "admin API: edge failure");
                 500

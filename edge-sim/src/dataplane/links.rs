@@ -6,9 +6,27 @@
 //! of its links marks the whole connector draining (its `ConnectorLoad`, so no worker opens
 //! anything new to it, and the registry's record, which the admin API shows).
 //!
-//! A connection whose TLS or registration does not finish within [`HANDSHAKE_TIMEOUT`] is
+//! A connection whose TLS or registration does not finish within `--handshake-timeout` is
 //! dropped, never turned into a link (the timed-out read may have consumed bytes). If the
-//! registry admitted the link before the deadline fired, it is unregistered again.
+//! registry admitted the link before the deadline fired, it is unregistered again. At most
+//! `--max-pending-handshakes` handshakes run at once on the whole edge: a connection beyond
+//! that is closed as soon as it is accepted and counted as
+//! [`Limit::PendingHandshakes`](crate::limit::Limit::PendingHandshakes), so idle or slow
+//! connections to a link port cost a bounded amount of memory. Per-connection outcomes
+//! (refused, timed out) are logged at debug: a hostile peer must not flood the log.
+//!
+//! Links per connector: a registration declares the connector's `ha_connections`, and the
+//! registry refuses an index outside it (`RejectCode::LinkLimit`, see
+//! [`crate::registry::Registry::register_link`]). A registration under an index that already
+//! has a live link **replaces** it: the registry triggers the old link's "replaced" signal and
+//! its link server drains it (the two-phase DRAIN GOAWAY of `docs/protocol.md` §9), so its
+//! streams finish within `--grace-period` and the peer opens nothing new on it; what is still
+//! open after that is reset. A connector can therefore hold at most `ha_connections` links
+//! that take new streams, however often it registers.
+//!
+//! Tunnel secrets come from the registry's in-memory view: registration never waits on the
+//! database. An unknown tunnel is refused as `UnknownTunnel` (the connector gives up); any
+//! other registry failure as `TryAgain` (the connector retries with backoff).
 //!
 //! Fault injection ([`super::faults`]): while a server is down, its accept loop closes every new
 //! connection at once, and each live link of it ends like a crash: the link task waits on the
@@ -21,6 +39,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -32,6 +51,7 @@ use ringtun_core::handshake::{
 use ringtun_core::http::tunnel_link_config;
 use ringtun_core::link::{Link, LinkError, Transport};
 use ringtun_core::mux::{Config, ErrorCode, Role};
+use ringtun_core::rt::Shutdown;
 use ringtun_core::rt::net::{SocketTuning, tune_stream};
 use ringtun_core::tls::TlsStream;
 use uuid::Uuid;
@@ -40,10 +60,29 @@ use super::ServerInfo;
 use super::lb::ConnectorLoad;
 use super::worker::Worker;
 use crate::error::Error;
-use crate::registry::{ConnectorRegistration, LinkInfo};
+use crate::limit::Limit;
+use crate::registry::{ConnectorRegistration, LinkInfo, LinkSlot};
 
-/// How long TLS and registration together may take.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// One handshake in progress, counted in [`super::Plane::pending_handshakes`] until dropped.
+struct Pending(Arc<super::Plane>);
+
+impl Pending {
+    /// Counts a new handshake, or `None` when `--max-pending-handshakes` are running.
+    fn start(plane: &Arc<super::Plane>) -> Option<Pending> {
+        let before = plane.pending_handshakes.fetch_add(1, Ordering::AcqRel);
+        if before >= plane.max_pending_handshakes {
+            plane.pending_handshakes.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Pending(Arc::clone(plane)))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending_handshakes.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Accepts links on one edge server's socket of this worker.
 pub(crate) async fn accept_loop(w: Rc<Worker>, listener: TcpListener, info: ServerInfo) {
@@ -59,16 +98,27 @@ pub(crate) async fn accept_loop(w: Rc<Worker>, listener: TcpListener, info: Serv
                     drop(tcp);
                     continue;
                 }
+                let Some(pending) = Pending::start(&w.plane) else {
+                    w.plane
+                        .registry
+                        .metrics()
+                        .limits
+                        .hit(Limit::PendingHandshakes, &peer);
+                    let _ = socket2::SockRef::from(&tcp).shutdown(std::net::Shutdown::Both);
+                    drop(tcp);
+                    continue;
+                };
                 let kill = fault_index.and_then(|i| KillSwitch::new(&w, i, &tcp));
                 compio::runtime::spawn(serve_link(
                     Rc::clone(&w),
                     tcp,
                     peer,
                     Rc::clone(&info),
-                    kill,
+                    (kill, pending),
                 ))
                 .detach();
             }
+            Err(_) if w.plane.is_draining() => return,
             Err(e) => {
                 tracing::warn!(error = %e, server = %info.addr, "link accept failed");
                 compio::time::sleep(Duration::from_millis(100)).await;
@@ -99,42 +149,74 @@ impl KillSwitch {
     }
 }
 
-/// Waits for the link to end; when its server goes down first, shuts its socket down (no
+/// Waits for the link to end. When its server goes down first, shuts its socket down (no
 /// GOAWAY, no drain: the connector sees the connection end) and waits for the link's tasks.
+/// When a newer link of the connector takes its index first, drains it: the streams it carries
+/// finish within the grace period, then what is left is reset.
 async fn run_link(
     w: &Worker,
-    link: &Link,
+    (link, local): (&Link, (Uuid, u64)),
     kill: Option<KillSwitch>,
+    replaced: &Shutdown,
     info: &ServerInfo,
 ) -> LinkError {
-    let Some(kill) = kill else {
-        return link.closed().await;
-    };
-    // Both are waits on wakers, not IO: dropping the loser loses nothing.
-    {
+    enum Ended {
+        Closed(LinkError),
+        Down,
+        Replaced,
+    }
+    // All are waits on wakers, not IO: dropping the losers loses nothing.
+    let ended = {
         let mut closed = std::pin::pin!(link.closed());
-        let mut down = std::pin::pin!(kill.down.wait());
-        let ended = std::future::poll_fn(|cx| {
-            if let Poll::Ready(why) = closed.as_mut().poll(cx) {
-                return Poll::Ready(Some(why));
+        let mut down = std::pin::pin!(async {
+            match &kill {
+                Some(k) => k.down.wait().await,
+                None => std::future::pending::<()>().await,
             }
-            down.as_mut().poll(cx).map(|()| None)
+        });
+        let mut newer = std::pin::pin!(replaced.wait());
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(why) = closed.as_mut().poll(cx) {
+                return Poll::Ready(Ended::Closed(why));
+            }
+            if down.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ended::Down);
+            }
+            newer.as_mut().poll(cx).map(|()| Ended::Replaced)
         })
-        .await;
-        if let Some(why) = ended {
-            return why;
+        .await
+    };
+    match ended {
+        Ended::Closed(why) => why,
+        Ended::Down => {
+            w.plane.registry.metrics().fault_links_closed.inc();
+            tracing::info!(server = %info.addr, "server is down (fault injection); closing its link at once");
+            if let Some(k) = &kill {
+                let _ = k.socket.shutdown(std::net::Shutdown::Both);
+            }
+            // The reader sees the end of the socket and the writer fails: the link ends.
+            link.close(ErrorCode::INTERNAL_ERROR);
+            link.closed().await
+        }
+        Ended::Replaced => {
+            tracing::debug!(server = %info.addr, "link replaced by a newer link of the same index; draining it");
+            // No new stream goes to it from here on.
+            w.remove_link(local.0, local.1);
+            link.drain();
+            match compio::time::timeout(w.plane.grace, link.closed()).await {
+                Ok(why) => why,
+                Err(_) => {
+                    link.close(ErrorCode::CANCEL);
+                    link.closed().await
+                }
+            }
         }
     }
-    w.plane.registry.metrics().fault_links_closed.inc();
-    tracing::info!(server = %info.addr, "server is down (fault injection); closing its link at once");
-    let _ = kill.socket.shutdown(std::net::Shutdown::Both);
-    // The reader sees the end of the socket and the writer fails: the link ends.
-    link.close(ErrorCode::INTERNAL_ERROR);
-    link.closed().await
 }
 
-/// The registry entry a successful `admit` made, to undo if the handshake fails after it.
-type Admitted = Rc<Cell<Option<(Uuid, u8)>>>;
+/// The registry entry a successful `admit` made (connector, index, link ID), to undo if the
+/// handshake fails after it.
+type Admitted = Rc<Cell<Option<(Uuid, u8, u64)>>>;
 
 async fn register<S: AsyncRead + AsyncWrite>(
     w: &Worker,
@@ -142,6 +224,7 @@ async fn register<S: AsyncRead + AsyncWrite>(
     peer: SocketAddr,
     info: &ServerInfo,
     admitted: &Admitted,
+    replaced: &Shutdown,
 ) -> Result<Register, HandshakeError> {
     let registry = &w.plane.registry;
     let lookup = |r: &Register| {
@@ -149,17 +232,23 @@ async fn register<S: AsyncRead + AsyncWrite>(
         registry
             .tunnel_secret(tunnel)
             .map(|s| TunnelSecret::new(s.0.to_vec()))
-            .map_err(|_| {
+            .map_err(|e| {
                 registry.metrics().connectors_rejected.inc();
-                Rejected {
-                    code: RejectCode::UnknownTunnel,
-                    message: format!("tunnel {tunnel} does not exist on this edge"),
+                match e {
+                    Error::TunnelNotFound(_) => Rejected {
+                        code: RejectCode::UnknownTunnel,
+                        message: format!("tunnel {tunnel} does not exist on this edge"),
+                    },
+                    e => Rejected {
+                        code: RejectCode::TryAgain,
+                        message: format!("the edge cannot check the registration now: {e}"),
+                    },
                 }
             })
     };
     let admit = |r: &Register| {
         let connector_id = Uuid::from_bytes(r.connector_id);
-        let res = registry.register_connector(
+        let res = registry.register_link(
             Uuid::from_bytes(r.tunnel_id),
             ConnectorRegistration {
                 connector_id,
@@ -175,10 +264,14 @@ async fn register<S: AsyncRead + AsyncWrite>(
                 data_center: info.data_center.clone(),
                 server: info.addr,
             },
+            LinkSlot {
+                ha_connections: r.ha_connections,
+                replaced: replaced.clone(),
+            },
         );
         match res {
-            Ok(()) => {
-                admitted.set(Some((connector_id, r.link_index)));
+            Ok(id) => {
+                admitted.set(Some((connector_id, r.link_index, id)));
                 Ok(Accepted {
                     data_center: info.data_center.clone(),
                     server: info.addr.to_string(),
@@ -188,7 +281,9 @@ async fn register<S: AsyncRead + AsyncWrite>(
                 code: match e {
                     Error::ConnectorLimit { .. } => RejectCode::ConnectorLimit,
                     Error::TunnelNotFound(_) => RejectCode::UnknownTunnel,
-                    _ => RejectCode::Unavailable,
+                    Error::LinkLimit { .. } => RejectCode::LinkLimit,
+                    Error::ConnectorConflict(_) => RejectCode::Unavailable,
+                    _ => RejectCode::TryAgain,
                 },
                 message: e.to_string(),
             }),
@@ -203,8 +298,9 @@ async fn handshake<S: AsyncRead + AsyncWrite>(
     peer: SocketAddr,
     info: &ServerInfo,
     admitted: &Admitted,
+    replaced: &Shutdown,
 ) -> Result<(S, Register), String> {
-    let reg = register(w, &mut stream, peer, info, admitted)
+    let reg = register(w, &mut stream, peer, info, admitted, replaced)
         .await
         .map_err(|e| e.to_string())?;
     Ok((stream, reg))
@@ -215,27 +311,31 @@ async fn serve_link(
     tcp: TcpStream,
     peer: SocketAddr,
     info: Rc<ServerInfo>,
-    kill: Option<KillSwitch>,
+    (kill, pending): (Option<KillSwitch>, Pending),
 ) {
     if let Err(e) = tune_stream(&tcp, &SocketTuning::default()) {
         tracing::debug!(error = %e, "cannot tune a link socket");
     }
     let admitted: Admitted = Rc::new(Cell::new(None));
+    let replaced = Shutdown::new();
+    let deadline = w.plane.handshake_timeout;
     match w.plane.tls.clone() {
         Some(cfg) => {
             let fut = async {
                 let tls = TlsStream::accept(tcp, cfg)
                     .await
                     .map_err(|e| format!("tls: {e}"))?;
-                handshake(&w, tls, peer, &info, &admitted).await
+                handshake(&w, tls, peer, &info, &admitted, &replaced).await
             };
-            let res = compio::time::timeout(HANDSHAKE_TIMEOUT, fut).await;
-            finish(&w, res, peer, &info, &admitted, kill).await;
+            let res = compio::time::timeout(deadline, fut).await;
+            drop(pending);
+            finish(&w, res, peer, &info, &admitted, (kill, replaced)).await;
         }
         None => {
-            let fut = handshake(&w, tcp, peer, &info, &admitted);
-            let res = compio::time::timeout(HANDSHAKE_TIMEOUT, fut).await;
-            finish(&w, res, peer, &info, &admitted, kill).await;
+            let fut = handshake(&w, tcp, peer, &info, &admitted, &replaced);
+            let res = compio::time::timeout(deadline, fut).await;
+            drop(pending);
+            finish(&w, res, peer, &info, &admitted, (kill, replaced)).await;
         }
     }
 }
@@ -246,25 +346,29 @@ async fn finish<S: Transport, E>(
     peer: SocketAddr,
     info: &ServerInfo,
     admitted: &Admitted,
-    kill: Option<KillSwitch>,
+    (kill, replaced): (Option<KillSwitch>, Shutdown),
 ) {
     let registry = &w.plane.registry;
     let (stream, reg) = match res {
         Ok(Ok(ok)) => ok,
         Ok(Err(e)) => {
-            tracing::info!(%peer, server = %info.addr, error = %e, "link refused");
-            if let Some((c, i)) = admitted.take() {
-                registry.unregister_link_at(c, i, info.addr);
+            tracing::debug!(%peer, server = %info.addr, error = %e, "link refused");
+            if let Some((c, i, id)) = admitted.take() {
+                registry.unregister_link_id(c, i, id);
             }
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, server = %info.addr, "link handshake timed out; connection dropped");
-            if let Some((c, i)) = admitted.take() {
-                registry.unregister_link_at(c, i, info.addr);
+            tracing::debug!(%peer, server = %info.addr, "link handshake timed out; connection dropped");
+            if let Some((c, i, id)) = admitted.take() {
+                registry.unregister_link_id(c, i, id);
             }
             return;
         }
+    };
+    let Some((_, _, link_id)) = admitted.take() else {
+        // `edge_accept` returns a registration only after `admit` accepted it.
+        return;
     };
     let tunnel = Uuid::from_bytes(reg.tunnel_id);
     let connector = Uuid::from_bytes(reg.connector_id);
@@ -282,19 +386,24 @@ async fn finish<S: Transport, E>(
     load.link_up(w.index, home);
     load.index_up(reg.link_index);
     watch_drain(w, &link, &load, reg.link_index);
+    if w.plane.is_draining() {
+        // The edge began shutting down while this handshake ran: no stream goes to it.
+        load.set_draining();
+        link.drain();
+    }
     registry.metrics().link_up(&info.data_center);
     tracing::info!(
         %tunnel, %connector, index = reg.link_index, data_center = %info.data_center,
         server = %info.addr, origin_ip = %peer.ip(), version = %reg.version, arch = %reg.arch,
         worker = w.index, "link registered"
     );
-    let why = run_link(w, &link, kill, info).await;
+    let why = run_link(w, (&link, (connector, id)), kill, &replaced, info).await;
     w.remove_link(connector, id);
     load.link_down(w.index, home);
     load.index_down(reg.link_index);
     w.plane.connector_link_gone(&load);
     registry.metrics().link_down(&info.data_center);
-    let gone = registry.unregister_link_at(connector, reg.link_index, info.addr);
+    let gone = registry.unregister_link_id(connector, reg.link_index, link_id);
     tracing::info!(
         %tunnel, %connector, index = reg.link_index, data_center = %info.data_center,
         reason = %why, connector_gone = gone, "link unregistered"

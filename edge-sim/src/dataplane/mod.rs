@@ -23,6 +23,13 @@
 //! read bytes travel with it through that worker's mailbox). A handed-off connection is never
 //! handed off again (it gets 503 if its new worker lost its links meanwhile).
 //!
+//! # Shutdown
+//! [`DataPlane::drain`] (SIGTERM/SIGINT, then [`DataPlane::stop`]): every connector is marked
+//! draining so no worker opens a new stream, each worker shuts its listening sockets down (the
+//! kernel refuses new public connections and links) and sends the two-phase DRAIN GOAWAY on
+//! each of its links (`docs/protocol.md` §7, §9); the streams in flight finish and the links
+//! close, or `--grace-period` ends first and `stop` closes what is left.
+//!
 //! # Layout
 //! - [`links`]: TLS, registration handshake under a deadline, `Link::spawn`, unregistration.
 //! - [`lb`]: per-connector load atomics and the policies.
@@ -93,6 +100,16 @@ pub struct Plane {
     pub(crate) clients: Arc<limits::ClientConns>,
     /// Streams per tunnel at the edge.
     pub(crate) tunnel_streams: limits::TunnelStreams,
+    /// Link handshakes in progress, on every worker (see [`links`]).
+    pub(crate) pending_handshakes: std::sync::atomic::AtomicUsize,
+    /// `--max-pending-handshakes`.
+    pub(crate) max_pending_handshakes: usize,
+    /// `--handshake-timeout`.
+    pub(crate) handshake_timeout: std::time::Duration,
+    /// `--grace-period`: how long a replaced or draining link's streams may take to finish.
+    pub(crate) grace: std::time::Duration,
+    /// Triggered when the edge starts its graceful shutdown ([`DataPlane::drain`]).
+    pub(crate) draining: ringtun_core::rt::Shutdown,
     conns_version: AtomicU64,
     conns: Mutex<HashMap<Uuid, Arc<ConnectorLoad>>>,
 }
@@ -149,6 +166,27 @@ impl Plane {
         self.conns_version.load(Ordering::Acquire)
     }
 
+    /// Streams in flight and live links, over every connector (control plane: takes the lock).
+    fn in_flight(&self) -> (usize, usize) {
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.values().fold((0, 0), |(streams, links), c| {
+            (streams + c.outstanding(), links + c.total_links())
+        })
+    }
+
+    /// Whether the edge is shutting down (accept loops end instead of retrying).
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.is_triggered()
+    }
+
+    /// Marks every connector draining, so no worker opens a new stream to it.
+    fn stop_new_streams(&self) {
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        for c in conns.values() {
+            c.set_draining();
+        }
+    }
+
     /// Connectors per tunnel (control plane: takes the lock).
     pub(crate) fn conns_snapshot(&self) -> HashMap<Uuid, Vec<Arc<ConnectorLoad>>> {
         let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
@@ -170,6 +208,7 @@ impl LiveLoads for Plane {
 /// The running data plane. Dropping it stops the workers.
 #[derive(Debug)]
 pub struct DataPlane {
+    plane: Arc<Plane>,
     runtime: Option<Runtime<()>>,
     servers: Vec<ServerInfo>,
     public_http: SocketAddr,
@@ -236,6 +275,11 @@ impl DataPlane {
                 settings.public_limits.max_connections_per_ip,
             )),
             tunnel_streams: limits::TunnelStreams::new(settings.public_limits.tunnel_stream_limit),
+            pending_handshakes: std::sync::atomic::AtomicUsize::new(0),
+            max_pending_handshakes: settings.max_pending_handshakes,
+            handshake_timeout: settings.handshake_timeout,
+            grace: settings.grace_period,
+            draining: ringtun_core::rt::Shutdown::new(),
             registry,
             policy: settings.lb,
             public_dc: settings.public_dc.clone(),
@@ -248,8 +292,9 @@ impl DataPlane {
         plane.registry.set_live_loads(live);
         let server_sets = Arc::new(server_sets);
         let http_set = Arc::new(http_set);
+        let shared = Arc::clone(&plane);
         let runtime = Runtime::start(config, move |ctx: WorkerCtx<WorkerMsg>| {
-            let plane = Arc::clone(&plane);
+            let plane = Arc::clone(&shared);
             let server_sets = Arc::clone(&server_sets);
             let http_set = Arc::clone(&http_set);
             async move {
@@ -258,6 +303,7 @@ impl DataPlane {
         })
         .map_err(|e| Error::Runtime(e.to_string()))?;
         Ok(DataPlane {
+            plane,
             runtime: Some(runtime),
             servers,
             public_http,
@@ -278,6 +324,35 @@ impl DataPlane {
     /// The bound public HTTP address.
     pub fn public_http(&self) -> SocketAddr {
         self.public_http
+    }
+
+    /// The graceful half of shutdown: stops accepting public connections and links, sends the
+    /// two-phase DRAIN GOAWAY on every link (`docs/protocol.md` §9) and opens no new stream,
+    /// then waits until every stream in flight has finished and every link has closed, or
+    /// `grace` is over. [`DataPlane::stop`] then closes what is left.
+    pub fn drain(&self, grace: std::time::Duration) {
+        let start = std::time::Instant::now();
+        self.plane.stop_new_streams();
+        self.plane.draining.trigger();
+        let (streams, links) = self.plane.in_flight();
+        tracing::info!(
+            streams,
+            links,
+            grace_secs = grace.as_secs(),
+            "draining: no new connections, links drain"
+        );
+        loop {
+            let (streams, links) = self.plane.in_flight();
+            if streams == 0 && links == 0 {
+                tracing::info!(elapsed_ms = start.elapsed().as_millis() as u64, "drained");
+                return;
+            }
+            if start.elapsed() >= grace {
+                tracing::warn!(streams, links, "grace period over; closing what is left");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Stops the workers and waits for them.

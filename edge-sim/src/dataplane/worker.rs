@@ -383,6 +383,26 @@ impl Worker {
     }
 }
 
+/// The edge's graceful shutdown on this worker (see `DataPlane::drain`): once it starts, stop
+/// accepting (the listening sockets are shut down, so the kernel refuses new connections) and
+/// drain every link of this worker; the links close once their streams have finished.
+async fn drain_on_signal(w: Rc<Worker>, listening: Vec<socket2::Socket>) {
+    w.plane.draining.wait().await;
+    for l in &listening {
+        let _ = l.shutdown(std::net::Shutdown::Read);
+    }
+    let links: Vec<Link> = w
+        .links
+        .borrow()
+        .values()
+        .flatten()
+        .map(|l| l.link.clone())
+        .collect();
+    for l in &links {
+        l.drain();
+    }
+}
+
 /// A worker's whole life: takes its listeners, serves until shutdown, then closes its links.
 pub(crate) async fn run(
     ctx: WorkerCtx<WorkerMsg>,
@@ -402,9 +422,19 @@ pub(crate) async fn run(
         routes: RefCell::new(None),
         tunnel_counters: RefCell::new(HashMap::new()),
     });
+    // Duplicates of this worker's listening sockets: at drain, shutting them down makes the
+    // kernel refuse new connections and ends the accept loops.
+    let mut listening: Vec<socket2::Socket> = Vec::new();
+    let mut keep = |l: &compio::net::TcpListener| match socket2::SockRef::from(l).try_clone() {
+        Ok(dup) => listening.push(dup),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot duplicate a listening socket; it will not stop at drain")
+        }
+    };
     for (info, set) in servers {
         match set.take(index) {
             Ok(l) => {
+                keep(&l);
                 compio::runtime::spawn(super::links::accept_loop(Rc::clone(&w), l, info.clone()))
                     .detach();
             }
@@ -414,9 +444,13 @@ pub(crate) async fn run(
         }
     }
     match http.take(index) {
-        Ok(l) => compio::runtime::spawn(super::http::accept_loop(Rc::clone(&w), l)).detach(),
+        Ok(l) => {
+            keep(&l);
+            compio::runtime::spawn(super::http::accept_loop(Rc::clone(&w), l)).detach()
+        }
         Err(e) => tracing::error!(error = %e, "cannot take the public HTTP socket"),
     }
+    compio::runtime::spawn(drain_on_signal(Rc::clone(&w), listening)).detach();
     compio::runtime::spawn(super::tcp::route_watch(Rc::clone(&w))).detach();
     {
         let w = Rc::clone(&w);

@@ -2,15 +2,19 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use ringtun_core::rt::Shutdown;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::types::{Connector, ConnectorRegistration, LinkInfo};
 
-/// Connectors by ID.
+/// Connectors by ID, with what their live links need: the link count each connector declared
+/// at its first link, and per link index the live link's ID and its "replaced" signal.
 #[derive(Debug, Default)]
 pub(crate) struct ConnectorTable {
     by_id: HashMap<Uuid, Connector>,
+    declared: HashMap<Uuid, u8>,
+    live: HashMap<(Uuid, u8), (u64, Shutdown)>,
 }
 
 /// What registering a link did.
@@ -89,18 +93,55 @@ impl ConnectorTable {
         }
     }
 
+    /// The link count the connector declared at its first link, if it is known.
+    pub(crate) fn declared_links(&self, connector: Uuid) -> Option<u8> {
+        self.declared.get(&connector).copied()
+    }
+
+    pub(crate) fn set_declared_links(&mut self, connector: Uuid, n: u8) {
+        self.declared.insert(connector, n);
+    }
+
+    /// Makes link `id` the live one at `index`; returns the signal of the link it replaces.
+    pub(crate) fn set_live_link(
+        &mut self,
+        connector: Uuid,
+        index: u8,
+        id: u64,
+        replaced: Shutdown,
+    ) -> Option<Shutdown> {
+        self.live
+            .insert((connector, index), (id, replaced))
+            .map(|(_, old)| old)
+    }
+
+    /// Removes link `index` if it is still link `id`; returns whether the connector is gone.
+    pub(crate) fn remove_live_link(&mut self, connector: Uuid, index: u8, id: u64) -> bool {
+        match self.live.get(&(connector, index)) {
+            Some((live, _)) if *live == id => self.remove_link(connector, index),
+            _ => false,
+        }
+    }
+
     /// Removes one link; returns whether the connector is gone (it had no other link).
     pub(crate) fn remove_link(&mut self, connector: Uuid, index: u8) -> bool {
         let Some(c) = self.by_id.get_mut(&connector) else {
             return false;
         };
         c.links.retain(|l| l.index != index);
+        self.live.remove(&(connector, index));
         if c.links.is_empty() {
-            self.by_id.remove(&connector);
+            self.forget(connector);
             true
         } else {
             false
         }
+    }
+
+    fn forget(&mut self, connector: Uuid) {
+        self.by_id.remove(&connector);
+        self.declared.remove(&connector);
+        self.live.retain(|(c, _), _| *c != connector);
     }
 
     /// Removes the link record `index` only if it is the one on `server`: a link that was
@@ -115,9 +156,13 @@ impl ConnectorTable {
         let Some(c) = self.by_id.get_mut(&connector) else {
             return false;
         };
+        let before = c.links.len();
         c.links.retain(|l| l.index != index || l.server != server);
+        if c.links.len() != before {
+            self.live.remove(&(connector, index));
+        }
         if c.links.is_empty() {
-            self.by_id.remove(&connector);
+            self.forget(connector);
             true
         } else {
             false
@@ -143,7 +188,7 @@ impl ConnectorTable {
             .map(|c| c.id)
             .collect();
         for id in &ids {
-            self.by_id.remove(id);
+            self.forget(*id);
         }
         ids
     }

@@ -6,11 +6,17 @@
 //!
 //! # Thread-safety
 //! The registry is control plane: admin requests and link registrations, a few per second at
-//! most. It therefore guards the SQLite connection and the connector table with a `Mutex` each
-//! (always taken in that order: database, then connectors, so they cannot deadlock). Nothing on
-//! the per-request path may call into it: the public ingress works from a [`RouteTable`]
-//! snapshot, refreshed when [`Registry::routes_version`] changes. The snapshot also carries the
-//! tunnels' own load-balancing policies, so a policy change reaches the workers the same way.
+//! most. Every read of tunnels, secrets and routes is served from an in-memory [`view`] that
+//! is loaded at start and replaced after each successful write, so a link registration on a
+//! data-plane worker never waits on SQLite. Only writes (the admin API's thread) take the
+//! SQLite connection's `Mutex`, and a write to a database that another process holds locked
+//! waits at most the busy timeout (`--registry-busy-timeout-ms`), then fails with
+//! [`Error::RegistryBusy`] (503 from the admin API). Locks are always taken in the order
+//! database, connectors, view, so they cannot deadlock; the view's lock is held only to swap
+//! or clone an `Arc`. Nothing on the per-request path may call into the registry: the public
+//! ingress works from a [`RouteTable`] snapshot, refreshed when [`Registry::routes_version`]
+//! changes. The snapshot also carries the tunnels' own load-balancing policies, so a policy
+//! change reaches the workers the same way.
 //!
 //! Connector records here are control plane (registration, label, weight, draining); the live
 //! counters (open streams, requests) sit in the data plane's atomics and are joined in through
@@ -19,10 +25,12 @@ mod connectors;
 mod route_table;
 mod store;
 mod types;
+mod view;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -37,14 +45,42 @@ use crate::metrics::Metrics;
 use crate::settings::LbPolicy;
 use connectors::{ConnectorTable, Registered};
 use store::Store;
+use view::View;
+
+/// How long a registry write waits for a database that another connection holds locked
+/// (`--registry-busy-timeout-ms`).
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most links one connector may hold (its `--ha-connections` is 1 to this).
+pub const MAX_LINKS_PER_CONNECTOR: u8 = ringtun_core::handshake::MAX_HA_CONNECTIONS;
+
+/// What a live link brings to [`Registry::register_link`] besides its record.
+#[derive(Debug, Clone)]
+pub struct LinkSlot {
+    /// How many links the connector says it runs (its `--ha-connections`).
+    pub ha_connections: u8,
+    /// Triggered when a newer link of the same connector takes this link's index.
+    pub replaced: ringtun_core::rt::Shutdown,
+}
+
+impl Default for LinkSlot {
+    fn default() -> Self {
+        LinkSlot {
+            ha_connections: MAX_LINKS_PER_CONNECTOR,
+            replaced: ringtun_core::rt::Shutdown::new(),
+        }
+    }
+}
 
 /// The edge's registry. Share it as `Arc<Registry>`.
 #[derive(Debug)]
 pub struct Registry {
     db: Mutex<Store>,
+    view: RwLock<Arc<View>>,
     connectors: Mutex<ConnectorTable>,
     connector_limit: usize,
     routes_version: AtomicU64,
+    link_ids: AtomicU64,
     metrics: Arc<Metrics>,
     live: OnceLock<Weak<dyn LiveLoads>>,
 }
@@ -52,16 +88,28 @@ pub struct Registry {
 impl Registry {
     /// Opens (creating and migrating if needed) the registry database at `path`.
     pub fn open(path: &Path, connector_limit: usize, metrics: Arc<Metrics>) -> Result<Registry> {
-        let store = Store::open(path)?;
-        let tunnels = store.tunnels()?.len();
+        Registry::open_with(path, connector_limit, metrics, DEFAULT_BUSY_TIMEOUT)
+    }
+
+    /// [`Registry::open`] with a write's busy wait bounded by `busy_timeout`.
+    pub fn open_with(
+        path: &Path,
+        connector_limit: usize,
+        metrics: Arc<Metrics>,
+        busy_timeout: Duration,
+    ) -> Result<Registry> {
+        let store = Store::open(path, busy_timeout)?;
+        let view = View::load(&store)?;
         metrics
             .tunnels
-            .set(i64::try_from(tunnels).unwrap_or(i64::MAX));
+            .set(i64::try_from(view.tunnel_count()).unwrap_or(i64::MAX));
         Ok(Registry {
             db: Mutex::new(store),
+            view: RwLock::new(Arc::new(view)),
             connectors: Mutex::new(ConnectorTable::default()),
             connector_limit,
             routes_version: AtomicU64::new(0),
+            link_ids: AtomicU64::new(0),
             metrics,
             live: OnceLock::new(),
         })
@@ -83,6 +131,27 @@ impl Registry {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The current view (one `Arc` clone under a lock held for no longer than that).
+    fn view(&self) -> Arc<View> {
+        Arc::clone(&self.view.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Applies `change` to a copy of the view and publishes it. Call it with the database lock
+    /// held, after the database write succeeded.
+    fn update_view(&self, change: impl FnOnce(&mut View)) {
+        let mut slot = self.view.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = View::clone(&slot);
+        change(&mut next);
+        *slot = Arc::new(next);
+    }
+
+    fn find(&self, id_or_name: &str) -> Result<Tunnel> {
+        self.view()
+            .find(id_or_name)
+            .cloned()
+            .ok_or_else(|| Error::TunnelNotFound(id_or_name.to_owned()))
+    }
+
     fn table(&self) -> MutexGuard<'_, ConnectorTable> {
         self.connectors.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -98,6 +167,7 @@ impl Registry {
         validate_tunnel_name(name)?;
         let db = self.db();
         let created = db.create_tunnel(name)?;
+        self.update_view(|v| v.add_tunnel(created.0.clone(), created.1.clone()));
         self.metrics.tunnels_created.inc();
         self.metrics.tunnels.inc();
         Ok(created)
@@ -105,24 +175,28 @@ impl Registry {
 
     /// Every tunnel, oldest first.
     pub fn tunnels(&self) -> Result<Vec<Tunnel>> {
-        self.db().tunnels()
+        Ok(self.view().tunnels())
     }
 
     /// A tunnel by ID or name.
     pub fn tunnel(&self, id_or_name: &str) -> Result<Tunnel> {
-        self.db().find_tunnel(id_or_name)
+        self.find(id_or_name)
     }
 
-    /// A tunnel's secret, for verifying registration proofs.
+    /// A tunnel's secret, for verifying registration proofs (from memory: never waits on the
+    /// database).
     pub fn tunnel_secret(&self, tunnel_id: Uuid) -> Result<TunnelSecret> {
-        self.db().tunnel_secret(tunnel_id)
+        self.view()
+            .secret(tunnel_id)
+            .cloned()
+            .ok_or_else(|| Error::TunnelNotFound(tunnel_id.to_string()))
     }
 
     /// Deletes a tunnel and its routes. Refuses while connectors are connected unless `force`,
     /// which also drops their records (the link servers then close their links).
     pub fn delete_tunnel(&self, id_or_name: &str, force: bool) -> Result<Tunnel> {
         let db = self.db();
-        let tunnel = db.find_tunnel(id_or_name)?;
+        let tunnel = self.find(id_or_name)?;
         let mut table = self.table();
         let count = table.count(tunnel.id);
         if count > 0 && !force {
@@ -132,6 +206,7 @@ impl Registry {
             });
         }
         db.delete_tunnel(tunnel.id)?;
+        self.update_view(|v| v.remove_tunnel(tunnel.id));
         table.remove_of_tunnel(tunnel.id, None);
         self.update_connector_gauge(&table);
         self.metrics.tunnels_deleted.inc();
@@ -143,8 +218,7 @@ impl Registry {
     /// Removes stale connector records of a tunnel (all, or only `connector`); returns the
     /// removed connector IDs.
     pub fn cleanup(&self, id_or_name: &str, connector: Option<Uuid>) -> Result<Vec<Uuid>> {
-        let db = self.db();
-        let tunnel = db.find_tunnel(id_or_name)?;
+        let tunnel = self.find(id_or_name)?;
         let mut table = self.table();
         let removed = table.remove_of_tunnel(tunnel.id, connector);
         self.update_connector_gauge(&table);
@@ -155,8 +229,9 @@ impl Registry {
     pub fn route_dns(&self, id_or_name: &str, hostname: &str) -> Result<DnsRoute> {
         let hostname = normalize_hostname(hostname)?;
         let db = self.db();
-        let tunnel = db.find_tunnel(id_or_name)?;
+        let tunnel = self.find(id_or_name)?;
         let route = db.add_dns_route(&tunnel, &hostname)?;
+        self.update_view(|v| v.add_dns(route.clone()));
         self.routes_version.fetch_add(1, Ordering::Release);
         Ok(route)
     }
@@ -167,8 +242,9 @@ impl Registry {
             return Err(Error::Invalid("tcp port must be 1 to 65535".into()));
         }
         let db = self.db();
-        let tunnel = db.find_tunnel(id_or_name)?;
+        let tunnel = self.find(id_or_name)?;
         let route = db.add_tcp_route(&tunnel, port)?;
+        self.update_view(|v| v.add_tcp(route.clone()));
         self.routes_version.fetch_add(1, Ordering::Release);
         Ok(route)
     }
@@ -177,8 +253,9 @@ impl Registry {
     /// workers pick it up with their next route-table refresh.
     pub fn set_lb_policy(&self, id_or_name: &str, policy: Option<LbPolicy>) -> Result<Tunnel> {
         let db = self.db();
-        let mut tunnel = db.find_tunnel(id_or_name)?;
+        let mut tunnel = self.find(id_or_name)?;
         db.set_lb_policy(tunnel.id, policy)?;
+        self.update_view(|v| v.set_policy(tunnel.id, policy));
         tunnel.lb_policy = policy;
         self.routes_version.fetch_add(1, Ordering::Release);
         Ok(tunnel)
@@ -207,12 +284,12 @@ impl Registry {
 
     /// Every DNS route, by hostname.
     pub fn dns_routes(&self) -> Result<Vec<DnsRoute>> {
-        self.db().dns_routes()
+        Ok(self.view().dns_routes().to_vec())
     }
 
     /// Every TCP route, by port.
     pub fn tcp_routes(&self) -> Result<Vec<TcpRoute>> {
-        self.db().tcp_routes()
+        Ok(self.view().tcp_routes().to_vec())
     }
 
     /// Bumped on every route change (route added, tunnel deleted).
@@ -220,22 +297,9 @@ impl Registry {
         self.routes_version.load(Ordering::Acquire)
     }
 
-    /// A snapshot of all routes for the request path.
+    /// A snapshot of all routes for the request path (from memory).
     pub fn route_table(&self) -> Result<RouteTable> {
-        let db = self.db();
-        let mut table = RouteTable::default();
-        for r in db.dns_routes()? {
-            table.add_dns(&r.hostname, r.tunnel_id);
-        }
-        for r in db.tcp_routes()? {
-            table.tcp.insert(r.port, r.tunnel_id);
-        }
-        for t in db.tunnels()? {
-            if let Some(p) = t.lb_policy {
-                table.policies.insert(t.id, p);
-            }
-        }
-        Ok(table)
+        Ok(self.view().route_table())
     }
 
     /// Checks a connector's registration proof for `nonce` against the tunnel's secret (see
@@ -279,23 +343,39 @@ impl Registry {
         registration: ConnectorRegistration,
         link: LinkInfo,
     ) -> Result<()> {
-        let db = self.db();
-        let tunnel = match db.find_tunnel(&tunnel_id.to_string()) {
+        self.register_link(tunnel_id, registration, link, LinkSlot::default())
+            .map(|_| ())
+    }
+
+    /// [`Registry::register_connector`] for a live link: also enforces the connector's link
+    /// bound (`slot.ha_connections`, at most [`MAX_LINKS_PER_CONNECTOR`]; a link index must be
+    /// below it and below the count the connector's first link declared) and, when the index
+    /// already has a link, triggers that link's `slot.replaced` signal (its link server then
+    /// drains it) before this one takes the index. Returns the link's ID for
+    /// [`Registry::unregister_link_id`]. A refused index is counted as
+    /// [`Limit::ConnectorLinks`](crate::limit::Limit::ConnectorLinks).
+    pub fn register_link(
+        &self,
+        tunnel_id: Uuid,
+        registration: ConnectorRegistration,
+        link: LinkInfo,
+        slot: LinkSlot,
+    ) -> Result<u64> {
+        let tunnel = match self.find(&tunnel_id.to_string()) {
             Ok(t) => t,
             Err(e) => {
                 self.metrics.connectors_rejected.inc();
                 return Err(e);
             }
         };
+        let connector = registration.connector_id;
         let mut table = self.table();
-        match table.get(registration.connector_id) {
+        let declared = match table.get(connector) {
             Some(c) if c.tunnel_id != tunnel.id => {
                 self.metrics.connectors_rejected.inc();
-                return Err(Error::ConnectorConflict(
-                    registration.connector_id.to_string(),
-                ));
+                return Err(Error::ConnectorConflict(connector.to_string()));
             }
-            Some(_) => {}
+            Some(_) => table.declared_links(connector),
             None if table.count(tunnel.id) >= self.connector_limit => {
                 self.metrics.connectors_rejected.inc();
                 return Err(Error::ConnectorLimit {
@@ -303,13 +383,46 @@ impl Registry {
                     limit: self.connector_limit,
                 });
             }
-            None => {}
+            None => None,
+        };
+        let allowed = declared
+            .unwrap_or(slot.ha_connections)
+            .min(slot.ha_connections);
+        if slot.ha_connections == 0
+            || slot.ha_connections > MAX_LINKS_PER_CONNECTOR
+            || link.index >= allowed
+        {
+            self.metrics.connectors_rejected.inc();
+            self.metrics
+                .limits
+                .hit(crate::limit::Limit::ConnectorLinks, &connector);
+            return Err(Error::LinkLimit {
+                index: link.index,
+                declared: slot.ha_connections,
+                allowed: allowed.min(MAX_LINKS_PER_CONNECTOR),
+            });
         }
+        let index = link.index;
         if table.add_link(tunnel.id, registration, link) == Registered::NewConnector {
             self.metrics.connectors_registered.inc();
+            table.set_declared_links(connector, slot.ha_connections);
+        }
+        let id = self.link_ids.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(old) = table.set_live_link(connector, index, id, slot.replaced) {
+            old.trigger();
         }
         self.update_connector_gauge(&table);
-        Ok(())
+        Ok(id)
+    }
+
+    /// Unregisters link `link_index` of a connector if it is still the link `id` (a link that
+    /// was replaced under the same index leaves its successor's record alone). Returns whether
+    /// the connector went away.
+    pub fn unregister_link_id(&self, connector_id: Uuid, link_index: u8, id: u64) -> bool {
+        let mut table = self.table();
+        let gone = table.remove_live_link(connector_id, link_index, id);
+        self.update_connector_gauge(&table);
+        gone
     }
 
     /// Unregisters one link; the connector goes away with its last link. Returns whether the

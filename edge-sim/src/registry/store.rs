@@ -73,8 +73,11 @@ fn parse_policy(name: &str) -> Option<LbPolicy> {
 
 impl Store {
     /// Opens (creating if needed) and migrates the database at `path`.
-    pub(crate) fn open(path: &Path) -> Result<Store> {
+    /// A write that finds the database locked by another connection waits at most
+    /// `busy_timeout`, then fails with [`Error::RegistryBusy`].
+    pub(crate) fn open(path: &Path, busy_timeout: std::time::Duration) -> Result<Store> {
         let conn = Connection::open(path)?;
+        conn.busy_timeout(busy_timeout)?;
         // The database holds tunnel secrets; SQLite gives its -wal and -shm files the same mode.
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .map_err(|e| Error::state("set permissions on", path, e))?;
@@ -149,31 +152,14 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Finds a tunnel by ID or, failing that, by name.
-    pub(crate) fn find_tunnel(&self, id_or_name: &str) -> Result<Tunnel> {
-        let by_id = match Uuid::parse_str(id_or_name) {
-            Ok(id) => self
-                .conn
-                .query_row(
-                    &format!("SELECT {TUNNEL_COLUMNS} FROM tunnels WHERE id = ?1"),
-                    [id.to_string()],
-                    tunnel_from_row,
-                )
-                .optional()?,
-            Err(_) => None,
-        };
-        let found = match by_id {
-            Some(t) => Some(t),
-            None => self
-                .conn
-                .query_row(
-                    &format!("SELECT {TUNNEL_COLUMNS} FROM tunnels WHERE name = ?1"),
-                    [id_or_name],
-                    tunnel_from_row,
-                )
-                .optional()?,
-        };
-        found.ok_or_else(|| Error::TunnelNotFound(id_or_name.to_owned()))
+    /// Every tunnel with its secret, oldest first (what the in-memory view starts from).
+    pub(crate) fn tunnels_with_secrets(&self) -> Result<Vec<(Tunnel, TunnelSecret)>> {
+        let mut out = Vec::new();
+        for t in self.tunnels()? {
+            let secret = self.tunnel_secret(t.id)?;
+            out.push((t, secret));
+        }
+        Ok(out)
     }
 
     pub(crate) fn tunnel_secret(&self, id: Uuid) -> Result<TunnelSecret> {

@@ -359,3 +359,74 @@ fn a_replaced_link_leaves_its_successor_registered() {
     assert!(r.unregister_link_at(c, 0, link(0, "dfw").server));
     assert!(r.connector(c).is_none());
 }
+
+#[test]
+fn a_reregistered_index_signals_the_old_link_and_keeps_the_new_record() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = open(tmp.path(), 100);
+    let (t, _) = r.create_tunnel("web").expect("create");
+    let c = Uuid::new_v4();
+    let slot = |n| LinkSlot {
+        ha_connections: n,
+        replaced: ringtun_core::rt::Shutdown::new(),
+    };
+    let first = slot(2);
+    let a = r
+        .register_link(t.id, reg(c), link(0, "dfw"), first.clone())
+        .expect("first link");
+    // The same index again, on the same server: the first link is told to go.
+    let b = r
+        .register_link(t.id, reg(c), link(0, "dfw"), slot(2))
+        .expect("second link");
+    assert!(first.replaced.is_triggered());
+    // The replaced link going away leaves its successor's record alone.
+    assert!(!r.unregister_link_id(c, 0, a));
+    assert_eq!(r.connector(c).expect("connector").links.len(), 1);
+    // Out of range: index 2 of 2, more than 16 declared, more than the first link declared.
+    for (index, n) in [(2, 2), (0, 17), (5, 16)] {
+        assert!(matches!(
+            r.register_link(t.id, reg(c), link(index, "dfw"), slot(n)),
+            Err(Error::LinkLimit { .. })
+        ));
+    }
+    assert_eq!(
+        r.metrics()
+            .limits
+            .count(crate::limit::Limit::ConnectorLinks),
+        3
+    );
+    assert!(
+        r.unregister_link_id(c, 0, b),
+        "the last link takes the connector"
+    );
+}
+
+#[test]
+fn reads_come_from_memory_and_follow_writes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = open(tmp.path(), 100);
+    let (t, secret) = r.create_tunnel("web").expect("create");
+    r.route_dns("web", "a.example.com").expect("route");
+    r.route_tcp("web", 2222).expect("tcp");
+    // Another connection locks the database: reads (and registration lookups) still answer.
+    let other = rusqlite::Connection::open(tmp.path().join("registry.db")).expect("open");
+    other.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    assert_eq!(r.tunnel_secret(t.id).expect("secret"), secret);
+    assert_eq!(r.tunnel("web").expect("by name").id, t.id);
+    assert_eq!(r.dns_routes().expect("dns").len(), 1);
+    let table = r.route_table().expect("table");
+    assert_eq!(table.tunnel_for_host("a.example.com"), Some(t.id));
+    assert_eq!(table.tunnel_for_port(2222), Some(t.id));
+    other.execute_batch("COMMIT").expect("unlock");
+    r.delete_tunnel("web", false).expect("delete");
+    assert!(matches!(
+        r.tunnel_secret(t.id),
+        Err(Error::TunnelNotFound(_))
+    ));
+    assert!(
+        r.route_table()
+            .expect("table")
+            .tunnel_for_port(2222)
+            .is_none()
+    );
+}

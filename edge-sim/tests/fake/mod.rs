@@ -43,6 +43,8 @@ pub struct FakeReplica {
     pub label: String,
     pub weight: u16,
     pub standby: bool,
+    /// The links the registration declares (`--ha-connections`).
+    pub ha_connections: u8,
 }
 
 impl Default for FakeReplica {
@@ -51,6 +53,7 @@ impl Default for FakeReplica {
             label: String::new(),
             weight: ringtun_core::handshake::DEFAULT_WEIGHT,
             standby: false,
+            ha_connections: ringtun_core::handshake::MAX_HA_CONNECTIONS,
         }
     }
 }
@@ -147,6 +150,7 @@ async fn register<S: compio::io::AsyncRead + compio::io::AsyncWrite>(
         },
         label: replica.label.clone(),
         weight: replica.weight,
+        ha_connections: replica.ha_connections,
     };
     connector_register(s, &req, &TunnelSecret::new(opts.secret.clone())).await
 }

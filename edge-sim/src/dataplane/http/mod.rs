@@ -79,6 +79,7 @@ pub(crate) async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
                 let w = Rc::clone(&w);
                 compio::runtime::spawn(serve(w, s, peer, BytesMut::new(), 0, Some(slot))).detach();
             }
+            Err(_) if w.plane.is_draining() => return,
             Err(e) => {
                 tracing::warn!(error = %e, "public HTTP accept failed");
                 compio::time::sleep(Duration::from_millis(100)).await;
