@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
+use uuid::Uuid;
 
 use bytes::{Bytes, BytesMut};
 use compio::net::{TcpListener, TcpStream};
@@ -57,7 +58,7 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, port: u16) {
                 // Over its IP's limit the connection is closed at once (dropped).
                 if let Some(slot) = w.client_slot(peer) {
                     let w = Rc::clone(&w);
-                    compio::runtime::spawn(serve(w, s, peer, port, Some(slot), false)).detach();
+                    compio::runtime::spawn(serve(w, s, peer, port, Some(slot), None)).detach();
                 }
             }
             Err(e) => {
@@ -75,8 +76,10 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     port: u16,
     slot: Option<ClientSlot>,
-    handed_off: bool,
+    handed_off: Option<Option<Uuid>>,
 ) {
+    // `handed_off`: the connection came from another worker, with the connector chosen for it.
+    let (handed_off, mut prefer) = (handed_off.is_some(), handed_off.flatten());
     let metrics = w.plane.registry.metrics();
     metrics.public_tcp_connections.inc();
     let Some(tunnel) = w.routes().tunnel_for_port(port) else {
@@ -91,7 +94,10 @@ pub(crate) async fn serve(
     let meta = Bytes::from(port.to_string());
     let mut exclude = Vec::new();
     let (stream, guard) = loop {
-        match w.pick_or_wait(tunnel, &exclude, !handed_off).await {
+        match w
+            .pick_or_wait(tunnel, &exclude, !handed_off, prefer.take())
+            .await
+        {
             Pick::Local { link, load } => match link.open(StreamKind::Tcp, meta.clone()) {
                 Ok(s) => break (s, load.start_stream()),
                 Err(e) if e.is_retry_safe() && exclude.len() < 2 => exclude.push(load.id),
@@ -101,8 +107,8 @@ pub(crate) async fn serve(
                     return;
                 }
             },
-            Pick::Elsewhere(to) if !handed_off => {
-                let kind = HandoffKind::Tcp(port);
+            Pick::Elsewhere(to, chosen) if !handed_off => {
+                let kind = HandoffKind::Tcp(port, chosen);
                 if !w.hand_off(to, &sock, peer, BytesMut::new(), kind, slot) {
                     metrics.public_error("no_connector");
                 }

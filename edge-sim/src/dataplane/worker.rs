@@ -47,9 +47,11 @@ pub enum HandoffKind {
         /// How many times the connection has been handed off (at most `MAX_HOPS` in
         /// `http/retry.rs`).
         hops: u8,
+        /// The connector the sending worker's policy chose for it (and counted).
+        chosen: Option<Uuid>,
     },
-    /// A TCP route on this port.
-    Tcp(u16),
+    /// A TCP route on this port, with the connector chosen for it (and counted).
+    Tcp(u16, Option<Uuid>),
 }
 
 /// Where a stream for a tunnel can go from this worker.
@@ -59,8 +61,9 @@ pub(crate) enum Pick {
         link: Link,
         load: Arc<ConnectorLoad>,
     },
-    /// No connector has a link here; this worker has one.
-    Elsewhere(usize),
+    /// No connector has a link here; this worker has one. With the connector the policy chose
+    /// (already counted as served), which the receiving worker takes without choosing again.
+    Elsewhere(usize, Option<Uuid>),
     /// The tunnel has no live connector.
     NoConnector,
 }
@@ -145,7 +148,19 @@ impl Worker {
     /// 4. Otherwise the policy runs among the candidates with an open-able link on this
     ///    worker; only when none has one does it pick among the others ([`Pick::Elsewhere`],
     ///    which such a caller answers with 503).
-    pub(crate) fn pick(&self, tunnel: Uuid, exclude: &[Uuid], may_hand_off: bool) -> Pick {
+    ///
+    /// `prefer`: the connector another worker's policy chose for a connection it handed over.
+    /// It takes the stream here if it still has a usable link here, without a second choice:
+    /// the choice was counted once already, and counting it again (or choosing another
+    /// connector) would skew round-robin and weights against connectors whose links sit on
+    /// few workers.
+    pub(crate) fn pick(
+        &self,
+        tunnel: Uuid,
+        exclude: &[Uuid],
+        may_hand_off: bool,
+        prefer: Option<Uuid>,
+    ) -> Pick {
         let view = self.view();
         let Some(all) = view.get(&tunnel) else {
             return Pick::NoConnector;
@@ -189,6 +204,15 @@ impl Worker {
         let elsewhere = |c: &ConnectorLoad| {
             (0..self.plane.workers).find(|&i| i != self.index && links_on(c, i) > 0)
         };
+        if let Some(id) = prefer
+            && let Some(c) = live.iter().find(|c| c.id == id)
+            && let Some(link) = local_link(c)
+        {
+            return Pick::Local {
+                link,
+                load: Arc::clone(c),
+            };
+        }
         if may_hand_off {
             // The policy runs over every candidate, wherever its links are: a connector with
             // no link on this worker still gets its share (the connection moves to a worker
@@ -200,7 +224,9 @@ impl Worker {
                         link,
                         load: Arc::clone(c),
                     },
-                    None => elsewhere(c).map_or(Pick::NoConnector, Pick::Elsewhere),
+                    None => {
+                        elsewhere(c).map_or(Pick::NoConnector, |w| Pick::Elsewhere(w, Some(c.id)))
+                    }
                 },
                 None => Pick::NoConnector,
             };
@@ -224,8 +250,8 @@ impl Worker {
             .copied()
             .filter(|c| elsewhere(c).is_some())
             .collect();
-        match choose(policy, &remote).and_then(|c| elsewhere(c)) {
-            Some(w) => Pick::Elsewhere(w),
+        match choose(policy, &remote).and_then(|c| elsewhere(c).map(|w| (w, c.id))) {
+            Some((w, id)) => Pick::Elsewhere(w, Some(id)),
             None => Pick::NoConnector,
         }
     }
@@ -239,9 +265,10 @@ impl Worker {
         tunnel: Uuid,
         exclude: &[Uuid],
         may_hand_off: bool,
+        prefer: Option<Uuid>,
     ) -> Pick {
         for _ in 0..SETUP_WAIT_ROUNDS {
-            match self.pick(tunnel, exclude, may_hand_off) {
+            match self.pick(tunnel, exclude, may_hand_off, prefer) {
                 Pick::NoConnector
                     if exclude.is_empty() && self.plane.registry.connector_count(tunnel) > 0 =>
                 {
@@ -250,7 +277,7 @@ impl Worker {
                 other => return other,
             }
         }
-        self.pick(tunnel, exclude, may_hand_off)
+        self.pick(tunnel, exclude, may_hand_off, prefer)
     }
 
     /// A place for one more stream of `tunnel` (`--tunnel-stream-limit`), or `None` at the
@@ -357,7 +384,7 @@ impl Worker {
             }
         };
         match h.kind {
-            HandoffKind::Http { hops } => {
+            HandoffKind::Http { hops, chosen } => {
                 compio::runtime::spawn(super::http::serve(
                     Rc::clone(self),
                     stream,
@@ -365,17 +392,18 @@ impl Worker {
                     h.buf,
                     hops,
                     h.slot,
+                    chosen,
                 ))
                 .detach();
             }
-            HandoffKind::Tcp(port) => {
+            HandoffKind::Tcp(port, chosen) => {
                 compio::runtime::spawn(super::tcp::serve(
                     Rc::clone(self),
                     stream,
                     h.peer,
                     port,
                     h.slot,
-                    true,
+                    Some(chosen),
                 ))
                 .detach();
             }

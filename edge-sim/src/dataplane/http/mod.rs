@@ -53,6 +53,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 use bytes::{Bytes, BytesMut};
 use compio::net::{TcpListener, TcpStream};
@@ -77,7 +78,8 @@ pub(crate) async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
                     continue;
                 };
                 let w = Rc::clone(&w);
-                compio::runtime::spawn(serve(w, s, peer, BytesMut::new(), 0, Some(slot))).detach();
+                compio::runtime::spawn(serve(w, s, peer, BytesMut::new(), 0, Some(slot), None))
+                    .detach();
             }
             Err(_) if w.plane.is_draining() => return,
             Err(e) => {
@@ -120,6 +122,8 @@ pub(crate) struct Conn {
     hops: u8,
     /// The connection's place in its client IP's count (moves with a hand-off).
     slot: Option<ClientSlot>,
+    /// The connector the worker that handed this connection over chose for its first request.
+    chosen: Option<Uuid>,
 }
 
 impl Conn {
@@ -141,6 +145,7 @@ pub(crate) async fn serve(
     buf: BytesMut,
     hops: u8,
     slot: Option<ClientSlot>,
+    chosen: Option<Uuid>,
 ) {
     let limits = &w.plane.limits;
     let watch = Rc::new(Watch::new(limits.client_write_timeout));
@@ -157,6 +162,7 @@ pub(crate) async fn serve(
         peer,
         hops,
         slot,
+        chosen,
     };
     let limits = HeadLimits::default();
     let metrics = Arc::clone(w.plane.registry.metrics());

@@ -93,7 +93,10 @@ pub(crate) async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, coun
     // Before the body is read: is there a replica at all, and is it on this worker?
     // A fresh connection's first choice runs over every replica (it may move once).
     let mut retries = Retries::new(c.hops);
-    let pick = w.pick_or_wait(tunnel, &[], retries.may_move(true)).await;
+    let prefer = c.chosen.take();
+    let pick = w
+        .pick_or_wait(tunnel, &[], retries.may_move(true), prefer)
+        .await;
     let mut first = match route(w, c, &head, &ReqBody::Empty, &retries, pick, close_on_error).await
     {
         Route::Open(link, load) => Some((link, load)),
@@ -122,7 +125,9 @@ pub(crate) async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, coun
             Some(chosen) => chosen,
             None => {
                 let may_move = retries.may_move(body.replayable());
-                let pick = w.pick_or_wait(tunnel, retries.excluded(), may_move).await;
+                let pick = w
+                    .pick_or_wait(tunnel, retries.excluded(), may_move, None)
+                    .await;
                 match route(w, c, &head, &body, &retries, pick, close_on_error).await {
                     Route::Open(link, load) => (link, load),
                     Route::Done(next) => return next,
@@ -176,10 +181,10 @@ async fn route(
     pick: Pick,
     close: bool,
 ) -> Route {
-    let (choice, local) = match pick {
-        Pick::Local { link, load } => (Choice::Local, Some((link, load))),
-        Pick::Elsewhere(to) => (Choice::Elsewhere(to), None),
-        Pick::NoConnector => (Choice::Nothing, None),
+    let (choice, local, chosen) = match pick {
+        Pick::Local { link, load } => (Choice::Local, Some((link, load)), None),
+        Pick::Elsewhere(to, chosen) => (Choice::Elsewhere(to), None, chosen),
+        Pick::NoConnector => (Choice::Nothing, None, None),
     };
     let fresh = retries.excluded().is_empty() && matches!(body, ReqBody::Empty);
     match (retries.decide(choice, body.replayable()), local) {
@@ -187,7 +192,14 @@ async fn route(
         (Decision::HandOff { to, hops }, _) => {
             let buf = replay_bytes(head, body, &c.buf);
             let slot = c.slot.take();
-            if w.hand_off(to, &c.stream, c.peer, buf, HandoffKind::Http { hops }, slot) {
+            if w.hand_off(
+                to,
+                &c.stream,
+                c.peer,
+                buf,
+                HandoffKind::Http { hops, chosen },
+                slot,
+            ) {
                 return Route::Done(Next::HandedOff);
             }
             // Before anything was read the connection stays in sync; after, it cannot.
