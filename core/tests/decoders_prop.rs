@@ -108,6 +108,7 @@ fn metas() -> Vec<Vec<u8>> {
     req.headers.append("Host", "x.test");
     req.headers.append("X-A", "b c");
     let extra = ringtun_core::http::RequestExtra {
+        host: "x.test".into(),
         client_ip: Some(std::net::Ipv4Addr::new(192, 0, 2, 1).into()),
         body: BodyFraming::Length(300),
     };
