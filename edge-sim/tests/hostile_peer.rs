@@ -350,7 +350,7 @@ fn measure_open_reset_flood() {
 /// of body) to a tunnel whose connector takes every stream and never reads; returns the edge's
 /// RSS in KiB before and after, with the connections still open.
 fn tiny_chunk_uploads(edge: &EdgeProcess, uploads: usize) -> (u64, u64) {
-    let (tunnel, secret) = create_tunnel(&edge);
+    let (tunnel, secret) = create_tunnel(edge);
     let (status, body) = request(
         edge.admin,
         "POST",
