@@ -99,6 +99,8 @@ fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_zero() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit status {status:?}");
+    // The edge's last lines may still be in the reader thread: wait for the end of its output.
+    let _ = edge.proc.wait_line(STEP_TIMEOUT, None, |_| None::<()>);
     assert!(
         edge.proc.lines().iter().any(|l| l.contains("drained")),
         "{}",

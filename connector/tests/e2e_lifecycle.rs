@@ -48,7 +48,11 @@ fn wait_exit(proc: &mut Proc, within: Duration) -> (ExitStatus, Duration) {
     let start = Instant::now();
     loop {
         if let Some(status) = proc.try_wait() {
-            return (status, start.elapsed());
+            let took = start.elapsed();
+            // Its last lines may still be in the reader threads: wait for the end of its output,
+            // so callers that read them afterwards see them all.
+            let _ = proc.wait_line(within, None, |_| None::<()>);
+            return (status, took);
         }
         assert!(
             start.elapsed() < within,

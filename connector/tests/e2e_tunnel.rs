@@ -306,6 +306,9 @@ fn run_trusts_only_the_ca_from_create_or_cacert() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    // The child has exited, but its last lines may still be on their way through the reader
+    // thread: wait until its output is closed (no line is asked for, so this ends at EOF).
+    let _ = c.proc.wait_line(STEP_TIMEOUT, None, |_| None::<()>);
     let log = c.proc.lines().join("\n");
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("has no EdgeCA"), "{log}");
