@@ -38,6 +38,15 @@ fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_zero() {
     let connector = Connector::run(&edge, &tunnel, &Service::Url(origin.url()));
     edge.wait_connectors("web", 1);
     let public = edge.public_http();
+    // A TCP route's listener stops at the drain like the public HTTP one.
+    let tcp_port = e2e::free_port();
+    tunnel.route_tcp(&edge, tcp_port);
+    let tcp_route = std::net::SocketAddr::from(([127, 0, 0, 1], tcp_port));
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while TcpStream::connect(tcp_route).is_err() {
+        assert!(Instant::now() < deadline, "the TCP route never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Served before the test starts (not 503 while the links come up).
     let deadline = Instant::now() + STEP_TIMEOUT;
     loop {
@@ -78,6 +87,19 @@ fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_zero() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    while TcpStream::connect(tcp_route).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the edge still accepts TCP-route connections after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Refused by the draining edge, not because it had already exited.
+    assert!(
+        edge.proc.try_wait().is_none(),
+        "the edge exited before its in-flight requests finished; last lines:{}",
+        edge.proc.tail(20)
+    );
     for r in in_flight {
         let status = r.join().unwrap();
         assert_eq!(

@@ -28,6 +28,9 @@ use super::worker::{HandoffKind, Pick, Worker};
 pub(crate) async fn route_watch(w: Rc<Worker>) {
     let mut tried: HashSet<u16> = HashSet::new();
     loop {
+        if w.plane.is_draining() {
+            return;
+        }
         let table = w.routes();
         for (port, _) in table.tcp_ports() {
             if !tried.insert(port) {
@@ -38,6 +41,21 @@ pub(crate) async fn route_watch(w: Rc<Worker>) {
                 Ok(l) => {
                     if w.index == 0 {
                         tracing::info!(public_tcp = %addr, "public TCP listening");
+                    }
+                    // At the edge's drain the listener stops like the others: shutting a
+                    // duplicate down makes the kernel refuse new connections and ends the loop.
+                    match socket2::SockRef::from(&l).try_clone() {
+                        Ok(dup) => {
+                            let w = Rc::clone(&w);
+                            let stop = async move {
+                                w.plane.draining.wait().await;
+                                let _ = dup.shutdown(std::net::Shutdown::Read);
+                            };
+                            compio::runtime::spawn(stop).detach();
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, port, "cannot duplicate a TCP route listener; it will not stop at drain");
+                        }
                     }
                     compio::runtime::spawn(accept_loop(Rc::clone(&w), l, port)).detach();
                 }
@@ -61,6 +79,7 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, port: u16) {
                     compio::runtime::spawn(serve(w, s, peer, port, Some(slot), None)).detach();
                 }
             }
+            Err(_) if w.plane.is_draining() => return,
             Err(e) => {
                 tracing::warn!(error = %e, port, "public TCP accept failed");
                 compio::time::sleep(Duration::from_millis(100)).await;
