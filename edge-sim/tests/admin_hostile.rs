@@ -5,9 +5,11 @@
 //!
 //! Every bound here is generous (seconds): what is checked is that other requests are answered at
 //! all while the hostile clients hold their connections, not how fast.
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -31,50 +33,16 @@ impl EdgeProcess {
     fn start(extra: &[&str]) -> EdgeProcess {
         let tmp = tempfile::tempdir().expect("tempdir");
         let state = tmp.path().join("state");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringtun-edge"))
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["--admin", "127.0.0.1:0", "--public-http", "127.0.0.1:0"])
-            .args(["--data-center", "dfw=127.0.1.1:0"])
-            .args(["--workers", "1", "--metrics", "127.0.0.1:0"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ringtun-edge");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let field = |line: &str, key: &str| -> Option<SocketAddr> {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .and_then(|a| a.parse().ok())
-        };
-        let (mut admin, mut metrics, mut public) = (None, None, None);
-        while admin.is_none() || metrics.is_none() || public.is_none() {
-            let line = lines
-                .next()
-                .expect("the edge logs its addresses before exiting")
-                .expect("read stderr");
-            if line.contains("metrics server listening") {
-                metrics = field(&line, "metrics=");
-            }
-            if line.contains("public HTTP listening") {
-                public = field(&line, "public_http=");
-            }
-            if line.contains("admin API listening") {
-                admin = field(&line, "admin=");
-            }
-        }
-        // Keep draining stderr so the edge never blocks on a full pipe.
-        std::thread::spawn(move || lines.count());
-        let token = std::fs::read_to_string(state.join("admin-token")).expect("token file");
+        let mut args = vec!["--data-center", "dfw=127.0.1.1:0"];
+        args.extend(["--workers", "1", "--metrics", "127.0.0.1:0"]);
+        args.extend(extra);
+        let e = common::spawn_edge(env!("CARGO_BIN_EXE_ringtun-edge"), &state, &args);
         EdgeProcess {
-            child,
-            admin: admin.expect("admin address"),
-            metrics: metrics.expect("metrics address"),
-            public: public.expect("public HTTP address"),
-            token: token.trim().to_owned(),
+            child: e.child,
+            admin: e.admin,
+            metrics: e.metrics.expect("metrics address"),
+            public: e.public,
+            token: e.token,
             _tmp: tmp,
         }
     }

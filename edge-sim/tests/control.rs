@@ -4,15 +4,15 @@
 mod common;
 mod fake;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{json, request};
+use common::{json, request, spawn_edge};
 use fake::{Client, FakeConnector, FakeOpts, FakeReplica};
 use ringtun_core::handshake::{HandshakeError, RejectCode};
 use uuid::Uuid;
@@ -33,63 +33,23 @@ struct EdgeProc {
     log: Arc<Mutex<Vec<String>>>,
 }
 
-fn field(line: &str, name: &str) -> Option<SocketAddr> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-}
-
 impl EdgeProc {
     fn start(dir: &Path, extra: &[&str]) -> EdgeProc {
         let state = dir.join("state");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringtun-edge"))
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["--admin", "127.0.0.1:0", "--public-http", "127.0.0.1:0"])
-            .args(["--metrics", "127.0.0.1:0"])
-            .args(["--data-center", "dfw=127.0.1.1:0", "--workers", "2"])
-            .arg("--danger-plaintext-links")
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ringtun-edge");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let (mut admin, mut public, mut server, mut metrics) = (None, None, None, None);
-        let log = Arc::new(Mutex::new(Vec::new()));
-        while admin.is_none() {
-            let line = lines
-                .next()
-                .expect("the edge logs its addresses")
-                .expect("read stderr");
-            public = public.or_else(|| field(&line, "public_http"));
-            server = server.or_else(|| field(&line, "server"));
-            metrics = metrics.or_else(|| field(&line, "metrics"));
-            admin = admin.or_else(|| field(&line, "admin"));
-            log.lock().expect("log lock").push(line);
-        }
-        // Keep reading stderr so the edge never blocks on a full pipe.
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                sink.lock().expect("log lock").push(line);
-            }
-        });
-        let token = std::fs::read_to_string(state.join("admin-token"))
-            .expect("token")
-            .trim()
-            .to_owned();
+        let mut args = vec!["--metrics", "127.0.0.1:0"];
+        args.extend(["--data-center", "dfw=127.0.1.1:0", "--workers", "2"]);
+        args.push("--danger-plaintext-links");
+        args.extend(extra);
+        let e = spawn_edge(env!("CARGO_BIN_EXE_ringtun-edge"), &state, &args);
         EdgeProc {
-            child,
+            child: e.child,
             state,
-            admin: admin.expect("admin"),
-            public: public.expect("public_http"),
-            server: server.expect("server"),
-            metrics: metrics.expect("metrics"),
-            token,
-            log,
+            admin: e.admin,
+            public: e.public,
+            server: e.server.expect("server"),
+            metrics: e.metrics.expect("metrics"),
+            token: e.token,
+            log: e.log,
         }
     }
 

@@ -4,16 +4,16 @@
 //! the edge must not grow.
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
-use common::{json, request};
+use common::{json, request, spawn_edge};
 use ringtun_core::handshake::{RegisterFlags, RegisterRequest, TunnelSecret, connector_register};
 use ringtun_core::mux::frame::{self, Encoder, Frame, Limits};
 use ringtun_core::mux::{ErrorCode, StreamKind};
@@ -52,49 +52,18 @@ impl EdgeProcess {
     fn start_bin(bin: &str) -> EdgeProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state");
-        let mut child = Command::new(bin)
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["--admin", "127.0.0.1:0", "--public-http", "127.0.0.1:0"])
-            .args(["--data-center", "dfw=127.0.1.1:0", "--workers", "1"])
-            .arg("--danger-plaintext-links")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ringtun-edge");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let field = |line: &str, key: &str| -> Option<SocketAddr> {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .and_then(|a| a.parse().ok())
-        };
-        let (mut admin, mut server, mut public) = (None, None, None);
-        while admin.is_none() || server.is_none() || public.is_none() {
-            let line = lines
-                .next()
-                .expect("the edge logs its addresses before exiting")
-                .expect("read stderr");
-            if line.contains("edge server listening") {
-                server = field(&line, "server=");
-            }
-            if line.contains("public HTTP listening") {
-                public = field(&line, "public_http=");
-            }
-            if line.contains("admin API listening") {
-                admin = field(&line, "admin=");
-            }
-        }
-        // Keep draining stderr so the edge never blocks on a full pipe.
-        std::thread::spawn(move || lines.count());
-        let token = std::fs::read_to_string(state.join("admin-token")).expect("token file");
+        let args = ["--data-center", "dfw=127.0.1.1:0", "--workers", "1"];
+        let e = spawn_edge(
+            bin,
+            &state,
+            &[&args[..], &["--danger-plaintext-links"]].concat(),
+        );
         EdgeProcess {
-            child,
-            admin: admin.expect("admin address"),
-            server: server.expect("edge server address"),
-            public: public.expect("public HTTP address"),
-            token: token.trim().to_owned(),
+            child: e.child,
+            admin: e.admin,
+            server: e.server.expect("edge server address"),
+            public: e.public,
+            token: e.token,
             _dir: dir,
         }
     }
