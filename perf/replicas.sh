@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Replicas in production (issue 4), measured on this machine, all on loopback:
+# Replicas in production (docs/replicas-contract.md), measured on this machine, all on loopback:
 #   1. rolling restart of 4 replicas at 50 % of measured capacity: failed requests (goal 0) and
 #      p99 latency during the restart against p99 before it (same rate, same connections);
 #   2. the spread of requests across the 4 replicas under p2c and round-robin (max/min);

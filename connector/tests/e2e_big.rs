@@ -1,6 +1,6 @@
 //! Large bodies through the whole path with real processes: public client → `ringtun-edge` →
-//! link → `ringtun tunnel run` → an in-test origin, 1 GiB each way, with flat memory (issue 3,
-//! "large bodies streamed").
+//! link → `ringtun tunnel run` → an in-test origin, 1 GiB each way, with flat memory (large bodies
+//! are streamed, never buffered whole).
 //!
 //! Neither end ever holds a body: the client generates the upload on the fly as a chunked body
 //! and checks the download as it reads it; the origin counts and checksums the upload as it reads

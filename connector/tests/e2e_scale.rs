@@ -1,4 +1,4 @@
-//! The connector limit at full size with real processes (issue 3, "the connector limit"): 100
+//! The connector limit at full size with real processes (`--connector-limit`, `docs/limits.md`): 100
 //! `ringtun tunnel run` replicas of one tunnel, four links each, against one `ringtun-edge` with
 //! the default limit of 100. All register, the 101st is refused with the edge's message and exits
 //! non-zero, and requests through the public listener spread over the replicas.

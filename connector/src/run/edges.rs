@@ -1,5 +1,5 @@
 //! Where links go: the edge servers, grouped by data center, from `--edge` or `GET /discovery`,
-//! and the plan that spreads links over them (DESIGN.md, "Control plane", HA).
+//! and the plan that spreads links over them (four links by default, over two data centers and distinct servers; `docs/operations.md`).
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `tunnel run`: the connector's data plane.
 //!
-//! [`run`] starts the `core::rt` workers, puts link *i* on worker *i mod N* (DESIGN.md, "Threads
-//! and cores"), and waits. Each link is supervised by [`link::supervise`]: connect, TLS,
+//! [`run`] starts the `core::rt` workers, puts link *i* on worker *i mod N* (thread per
+//! core, `core::rt`), and waits. Each link is supervised by [`link::supervise`]: connect, TLS,
 //! registration, then streams served by [`crate::proxy`] on the same worker, with that worker's
 //! keep-alive pool. SIGINT/SIGTERM drain every link within the grace period; streams still open
 //! when it ends are reset and counted in the log (`grace period over; resetting open streams

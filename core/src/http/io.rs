@@ -3,8 +3,8 @@
 //!
 //! Each helper keeps its connection's receive buffer in a caller-owned `BytesMut` that it lends
 //! to the kernel for one read at a time and gets back with the result. io_uring rule
-//! (DESIGN.md): never drop one of these futures while its read is in flight (no `select!` or
-//! `timeout` around them): the kernel may already have consumed data, and the buffer is gone
+//! (`core/src/rt/net.rs`): never drop one of these futures while its read is in flight (no
+//! `select!` or `timeout` around them): the kernel may already have consumed data, and the buffer is gone
 //! with the future. Time out by closing the socket from elsewhere instead.
 
 use bytes::{Bytes, BytesMut};
@@ -34,7 +34,7 @@ pub async fn read_more<R: AsyncRead>(io: &mut R, buf: &mut BytesMut) -> Result<u
 
 /// How much buffer a connection holds while it waits for its next request head with nothing
 /// buffered. Most request heads fit; a bigger one grows the buffer as [`read_more`] does. An
-/// idle keep-alive connection then keeps 1 KiB instead of [`READ_CHUNK`] (issue 6 measured
+/// idle keep-alive connection then keeps 1 KiB instead of [`READ_CHUNK`] (`perf/results/2026-11-26/` measured
 /// ~6.8 KiB per idle proxied connection at the edge, mostly this buffer).
 pub const IDLE_CHUNK: usize = 1024;
 

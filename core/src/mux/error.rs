@@ -1,6 +1,6 @@
 //! The one error type of the mux, and the wire error codes.
 //!
-//! Every [`Error`] answers two questions (STYLE.md): whose fault was it ([`Error::fault`]) and may
+//! Every [`Error`] answers two questions: whose fault was it ([`Error::fault`]) and may
 //! the caller retry the work elsewhere ([`Error::is_retry_safe`]). Wire error codes
 //! ([`ErrorCode`]) are an open set, as they travel in RESET and GOAWAY frames: an unknown code
 //! from a peer is kept as it is, not rejected (protocol.md §6).

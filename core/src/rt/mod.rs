@@ -12,7 +12,7 @@
 //! compio is a completion-based runtime with io_uring and an epoll fallback in the same build,
 //! owned buffers handed to the kernel, and a per-thread runtime that fits thread-per-core.
 //! monoio's last release lacks buffer rings, multishot and SEND_ZC; tokio-uring is unmaintained
-//! and panics without io_uring. See DESIGN.md, "Threads and cores".
+//! and panics without io_uring. See `core/src/rt/net.rs` for the io_uring rules.
 //!
 //! # Drivers
 //! [`DriverChoice::Auto`] tries io_uring and falls back to epoll when the kernel refuses it

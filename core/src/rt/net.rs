@@ -13,7 +13,7 @@
 //! calling thread, holding them so the port stays reserved. Each worker then takes its own
 //! socket with [`ListenerSet::take`] and registers it with its own driver, on its own thread.
 //!
-//! # io_uring rules (DESIGN.md, "Threads and cores")
+//! # io_uring rules
 //! - Keep one write in flight per socket and loop on short writes.
 //! - Never drop an in-flight read or accept future inside `select!` or a timeout: the kernel may
 //!   complete it anyway and the data or fd is lost. Give each connection a long-lived reader and
