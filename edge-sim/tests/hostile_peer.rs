@@ -190,25 +190,51 @@ fn read_goaways(mut sock: TcpStream, seen_goaway: Arc<AtomicBool>) -> Vec<ErrorC
     }
 }
 
+/// A registered link of a rogue connector: SETTINGS sent, GOAWAYs read on a thread of its own,
+/// and the edge's RSS taken once the registration settled.
+struct RogueLink {
+    writer: TcpStream,
+    seen_goaway: Arc<AtomicBool>,
+    reader: std::thread::JoinHandle<Vec<ErrorCode>>,
+    /// Edge RSS in KiB before the first frame after SETTINGS.
+    before: u64,
+}
+
+impl RogueLink {
+    fn start(edge: &EdgeProcess) -> RogueLink {
+        let (tunnel, secret) = create_tunnel(edge);
+        let sock = register(edge.server, tunnel, secret);
+        let seen_goaway = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let sock = sock.try_clone().expect("clone socket");
+            let seen = Arc::clone(&seen_goaway);
+            std::thread::spawn(move || read_goaways(sock, seen))
+        };
+        // Let the edge settle after the registration before the baseline.
+        std::thread::sleep(Duration::from_millis(300));
+        let before = edge.rss_kib();
+        let mut writer = sock;
+        writer
+            .write_all(&encode(&[Frame::Settings(frame::Settings::default())]))
+            .expect("send SETTINGS");
+        RogueLink {
+            writer,
+            seen_goaway,
+            reader,
+            before,
+        }
+    }
+}
+
 #[test]
 fn a_connector_that_opens_streams_loses_its_link_and_the_edge_does_not_grow() {
     let edge = EdgeProcess::start();
-    let (tunnel, secret) = create_tunnel(&edge);
-    let sock = register(edge.server, tunnel, secret);
-    let seen_goaway = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let sock = sock.try_clone().expect("clone socket");
-        let seen = Arc::clone(&seen_goaway);
-        std::thread::spawn(move || read_goaways(sock, seen))
-    };
-    // Let the edge settle after the registration before the baseline.
-    std::thread::sleep(Duration::from_millis(300));
-    let before = edge.rss_kib();
-
-    let mut writer = sock;
-    writer
-        .write_all(&encode(&[Frame::Settings(frame::Settings::default())]))
-        .expect("send SETTINGS");
+    let RogueLink {
+        mut writer,
+        seen_goaway,
+        reader,
+        before,
+    } = RogueLink::start(&edge);
     // OPEN + RESET, 256 streams with 4 KiB of metadata per write, for at most 3 s or until
     // the edge has answered with GOAWAY (or stopped reading).
     let meta = Bytes::from(vec![b'm'; 4096]);
@@ -264,20 +290,12 @@ fn env_or(name: &str, default: u64) -> u64 {
 #[ignore]
 fn measure_open_reset_flood() {
     let edge = EdgeProcess::start_measured();
-    let (tunnel, secret) = create_tunnel(&edge);
-    let sock = register(edge.server, tunnel, secret);
-    let seen_goaway = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let sock = sock.try_clone().expect("clone socket");
-        let seen = Arc::clone(&seen_goaway);
-        std::thread::spawn(move || read_goaways(sock, seen))
-    };
-    std::thread::sleep(Duration::from_millis(300));
-    let before = edge.rss_kib();
-    let mut writer = sock;
-    writer
-        .write_all(&encode(&[Frame::Settings(frame::Settings::default())]))
-        .expect("send SETTINGS");
+    let RogueLink {
+        mut writer,
+        seen_goaway,
+        reader,
+        before,
+    } = RogueLink::start(&edge);
     let meta = Bytes::from(vec![b'm'; env_or("META", 16384) as usize]);
     let start = Instant::now();
     let deadline = start + Duration::from_secs(env_or("SECONDS", 8));
