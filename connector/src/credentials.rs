@@ -8,6 +8,9 @@
 //!  "TunnelSecret": "<base64>", "EdgeCA": "-----BEGIN CERTIFICATE-----..."}
 //! ```
 //!
+//! A *token* ([`TunnelToken`], `ringtun tunnel token NAME`) carries the same in one line, plus
+//! where the edge's discovery answers, so `tunnel run --token T` needs nothing else on the host.
+//!
 //! The file is created with mode 0600 in the `open` call itself, so it is never readable by
 //! others, not even for an instant; an existing file is never overwritten. Reading a file that
 //! others can read works, with a warning.
@@ -158,6 +161,110 @@ impl Credentials {
     }
 }
 
+/// What `tunnel run --token` (or `TUNNEL_TOKEN`) needs, in one line: standard base64 of a small
+/// JSON object, as cloudflared's tokens are, with cloudflared's keys where it has them:
+///
+/// ```json
+/// {"a": "<account tag, optional>", "t": "<tunnel UUID>", "s": "<secret, base64>",
+///  "c": "<edge CA, PEM>", "e": "<edge admin API address, for GET /discovery>"}
+/// ```
+///
+/// A cloudflared token (no `c`, no `e`) decodes too; `--cacert` and `--edge-api` then supply
+/// what it lacks. Its `Debug` hides the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelToken {
+    /// cloudflared's account tag; kept when present, unused by ringtun.
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub account_tag: Option<String>,
+    /// The tunnel's ID (a UUID).
+    #[serde(rename = "t")]
+    pub tunnel_id: String,
+    /// The tunnel's secret.
+    #[serde(rename = "s")]
+    pub secret: TunnelSecret,
+    /// The edge CA in PEM, trusted for links as a credentials file's `EdgeCA` is.
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    pub edge_ca: Option<String>,
+    /// The edge's admin API address, asked for `GET /discovery` (which needs no admin token).
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+impl TunnelToken {
+    /// The token for a tunnel's credentials, with the edge's discovery address.
+    pub fn new(credentials: &Credentials, endpoint: &str) -> TunnelToken {
+        TunnelToken {
+            account_tag: credentials.account_tag.clone(),
+            tunnel_id: credentials.tunnel_id.clone(),
+            secret: credentials.tunnel_secret.clone(),
+            edge_ca: credentials.edge_ca.clone(),
+            endpoint: Some(endpoint.trim().to_owned()).filter(|e| !e.is_empty()),
+        }
+    }
+
+    /// The token's text: standard base64 of its JSON.
+    pub fn encode(&self) -> String {
+        // Serializing strings and a secret into JSON cannot fail.
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        STANDARD.encode(json)
+    }
+
+    /// Reads a token's text. The error never repeats the text: it holds the secret.
+    pub fn decode(text: &str) -> Result<TunnelToken> {
+        let bad = |reason: String| Error::BadToken { reason };
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(bad("it is empty".to_owned()));
+        }
+        let json = STANDARD
+            .decode(text)
+            .map_err(|e| bad(format!("it is not base64 ({e})")))?;
+        let token: TunnelToken = serde_json::from_slice(&json).map_err(|e| {
+            bad(format!(
+                "it does not hold a tunnel token's JSON ({})",
+                e.classify_reason()
+            ))
+        })?;
+        if uuid::Uuid::parse_str(token.tunnel_id.trim()).is_err() {
+            return Err(bad("its tunnel ID (\"t\") is not a UUID".to_owned()));
+        }
+        Ok(token)
+    }
+
+    /// The token as credentials, for `tunnel run`.
+    pub fn credentials(&self) -> Credentials {
+        Credentials {
+            account_tag: self.account_tag.clone(),
+            tunnel_id: self.tunnel_id.clone(),
+            tunnel_name: String::new(),
+            tunnel_secret: self.secret.clone(),
+            edge_ca: self.edge_ca.clone(),
+        }
+    }
+}
+
+/// The part of a JSON error that says what was wrong without quoting the input.
+trait ClassifyReason {
+    fn classify_reason(&self) -> String;
+}
+
+impl ClassifyReason for serde_json::Error {
+    fn classify_reason(&self) -> String {
+        match self.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "not JSON".to_owned()
+            }
+            serde_json::error::Category::Io => "unreadable".to_owned(),
+            // Data errors name the field (`missing field `t``) and the expected type; a
+            // secret that is not base64 says only that.
+            serde_json::error::Category::Data => {
+                let text = self.to_string();
+                text.split(" at line ").next().unwrap_or("").to_owned()
+            }
+        }
+    }
+}
+
 /// Whether a file mode lets group or others read or write.
 pub fn is_too_open(mode: u32) -> bool {
     mode & 0o077 != 0
@@ -255,6 +362,47 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("not valid base64"), "{e}");
+    }
+
+    #[test]
+    fn tokens_round_trip_and_bad_ones_are_refused_without_echo() {
+        let c = sample();
+        let token = TunnelToken::new(&c, "edge.example.net:7800");
+        let text = token.encode();
+        let back = TunnelToken::decode(&format!(" {text}\n")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, token);
+        assert_eq!(back.credentials().tunnel_secret, c.tunnel_secret);
+        assert_eq!(back.credentials().edge_ca, c.edge_ca);
+        assert_eq!(back.endpoint.as_deref(), Some("edge.example.net:7800"));
+        // cloudflared's shape: a, t, s only.
+        let cf = STANDARD
+            .encode(r#"{"a":"acct","t":"6ff42ae2-765d-4adf-8112-31c55c1551ef","s":"c2VjcmV0"}"#);
+        let t = TunnelToken::decode(&cf).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((t.edge_ca, t.endpoint), (None, None));
+        for (bad, why) in [
+            ("", "empty"),
+            ("%%%not-base64", "not base64"),
+            (&STANDARD.encode("hello"), "not JSON"),
+            (
+                &STANDARD.encode(r#"{"t":"x","s":"c2VjcmV0"}"#),
+                "not a UUID",
+            ),
+            (
+                &STANDARD.encode(r#"{"t":"6ff42ae2-765d-4adf-8112-31c55c1551ef"}"#),
+                "missing field",
+            ),
+            (
+                &STANDARD.encode(r#"{"t":"6ff42ae2-765d-4adf-8112-31c55c1551ef","s":"!!"}"#),
+                "not valid base64",
+            ),
+        ] {
+            let e = TunnelToken::decode(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains("token") && e.contains(why), "{bad}: {e}");
+            assert!(bad.is_empty() || !e.contains(bad), "{e}");
+        }
     }
 
     #[test]

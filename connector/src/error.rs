@@ -22,7 +22,8 @@ pub enum Fault {
 pub enum Error {
     /// No config file was given and none was found in the default places.
     #[error(
-        "no config file found (looked in {searched}); pass --config FILE or set RINGTUN_CONFIG"
+        "no config file found (looked in {searched}); pass --config FILE or set RINGTUN_CONFIG, \
+         or serve a single origin without a config file with `ringtun tunnel run --url URL`"
     )]
     ConfigNotFound {
         /// The places looked at, in order, comma-separated.
@@ -295,6 +296,37 @@ pub enum Error {
         status: u16,
         /// Its body.
         body: String,
+    },
+    /// `--pidfile FILE` could not be written.
+    #[error("cannot write the pidfile {path}: {source}")]
+    PidFile {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// `--token` / `TUNNEL_TOKEN` is not a token from `ringtun tunnel token`. The token's text is
+    /// never repeated: it may hold a secret.
+    #[error(
+        "the tunnel token (--token or TUNNEL_TOKEN) is malformed: {reason}; print a new one with \
+         `ringtun tunnel token NAME`"
+    )]
+    BadToken {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `tunnel token`: the credentials file belongs to another tunnel.
+    #[error(
+        "the credentials file {path} is for tunnel {found}, not {wanted}; pass the right one with \
+         --credentials-file"
+    )]
+    CredentialsMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The tunnel ID asked for.
+        wanted: String,
+        /// The tunnel ID in the file.
+        found: String,
     },
     /// The command is declared but its implementation has not landed yet.
     #[error("`ringtun {command}` is not implemented yet")]

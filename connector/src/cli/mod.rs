@@ -11,16 +11,26 @@
 //!   describes;
 //! - `--edge-api ADDR` (`$RINGTUN_EDGE_API`, default `127.0.0.1:7800`);
 //! - `--api-token TOKEN` (`$RINGTUN_API_TOKEN`, else `./ringtun-edge-state/admin-token`);
-//! - `--log-format text|json` (`$RINGTUN_LOG_FORMAT`, default `text`).
+//! - `--log-format text|json` (`$RINGTUN_LOG_FORMAT`, default `text`);
+//! - `--loglevel debug|info|warn|error|fatal` and `--logfile FILE`, as in cloudflared;
+//! - cloudflared's flags that have no meaning here (`--no-autoupdate`, `--protocol`, ...):
+//!   accepted, with one warning ([`CloudflaredOnly`]).
+//!
+//! Every flag can also be written as a key of the config file (`metrics: 127.0.0.1:2000`,
+//! `loglevel: debug`, `no-autoupdate: true`), as cloudflared allows; a flag on the command line
+//! or in the environment wins over the key ([`parse_args`]).
 
 pub mod edge;
 pub mod ingress;
+mod keys;
 pub mod table;
 pub mod tunnel;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use keys::{StartupNote, is_flag_key, parse_args};
 
 pub use edge::ApiToken;
 
@@ -73,6 +83,124 @@ pub struct GlobalArgs {
         value_name = "FORMAT"
     )]
     pub log_format: LogFormat,
+    /// The least severe log level written (default: `info`, or `RUST_LOG` when set).
+    #[arg(
+        long,
+        global = true,
+        env = "TUNNEL_LOGLEVEL",
+        value_enum,
+        value_name = "LEVEL"
+    )]
+    pub loglevel: Option<LogLevel>,
+    /// Also append the log to FILE (created if missing).
+    #[arg(long, global = true, env = "TUNNEL_LOGFILE", value_name = "FILE")]
+    pub logfile: Option<PathBuf>,
+    /// cloudflared's flags that mean nothing here.
+    #[command(flatten)]
+    pub cloudflared_only: CloudflaredOnly,
+    /// Whether `--edge-api` (or `$RINGTUN_EDGE_API`, or the `edge-api` key) was given rather
+    /// than defaulted: a token run otherwise uses the address in its token. Set by
+    /// [`parse_args`].
+    #[arg(skip)]
+    pub edge_api_given: bool,
+}
+
+/// cloudflared flags that have no meaning in ringtun: accepted so that a cloudflared command
+/// line or config file works unchanged, and named in one warning ([`CloudflaredOnly::given`]).
+#[derive(Debug, Default, Args)]
+pub struct CloudflaredOnly {
+    /// ringtun never updates itself.
+    #[arg(long, global = true, hide = true)]
+    pub no_autoupdate: bool,
+    /// ringtun never updates itself.
+    #[arg(long, global = true, hide = true, value_name = "DURATION")]
+    pub autoupdate_freq: Option<String>,
+    /// Links always speak ringtun's own protocol over TLS.
+    #[arg(long, global = true, hide = true, value_name = "PROTOCOL")]
+    pub protocol: Option<String>,
+    /// Edge addresses come from `--edge` or discovery.
+    #[arg(long, global = true, hide = true, value_name = "VERSION")]
+    pub edge_ip_version: Option<String>,
+    /// Links use the system's source address.
+    #[arg(long, global = true, hide = true, value_name = "IP")]
+    pub edge_bind_address: Option<String>,
+    /// Data centers come from the edge's discovery.
+    #[arg(long, global = true, hide = true, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Links reconnect without limit, with backoff.
+    #[arg(long, global = true, hide = true, value_name = "N")]
+    pub retries: Option<String>,
+    /// Links are not compressed.
+    #[arg(long, global = true, hide = true, value_name = "N")]
+    pub compression_quality: Option<String>,
+    /// Links' TLS is fixed.
+    #[arg(long, global = true, hide = true)]
+    pub post_quantum: bool,
+    /// There is no separate transport log.
+    #[arg(long, global = true, hide = true, value_name = "LEVEL")]
+    pub transport_loglevel: Option<String>,
+    /// There is no management service.
+    #[arg(long, global = true, hide = true, value_name = "BOOL")]
+    pub management_diagnostics: Option<String>,
+    /// Tags are not sent to the edge (use `--label`).
+    #[arg(long, global = true, hide = true, value_name = "KEY=VALUE")]
+    pub tag: Vec<String>,
+}
+
+impl CloudflaredOnly {
+    /// The flags given, as `--name`.
+    pub fn given(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut note = |given: bool, name: &'static str| {
+            if given {
+                out.push(name);
+            }
+        };
+        note(self.no_autoupdate, "--no-autoupdate");
+        note(self.autoupdate_freq.is_some(), "--autoupdate-freq");
+        note(self.protocol.is_some(), "--protocol");
+        note(self.edge_ip_version.is_some(), "--edge-ip-version");
+        note(self.edge_bind_address.is_some(), "--edge-bind-address");
+        note(self.region.is_some(), "--region");
+        note(self.retries.is_some(), "--retries");
+        note(self.compression_quality.is_some(), "--compression-quality");
+        note(self.post_quantum, "--post-quantum");
+        note(self.transport_loglevel.is_some(), "--transport-loglevel");
+        note(
+            self.management_diagnostics.is_some(),
+            "--management-diagnostics",
+        );
+        note(!self.tag.is_empty(), "--tag");
+        out
+    }
+}
+
+/// Log levels of `--loglevel` (cloudflared's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Everything, including per-request detail.
+    Debug,
+    /// Start-up, links, reloads, shutdown.
+    Info,
+    /// Problems that were handled.
+    #[value(alias = "warning")]
+    Warn,
+    /// Failures.
+    Error,
+    /// Failures (cloudflared's name; the same as `error`).
+    Fatal,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive for this level.
+    pub fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error | LogLevel::Fatal => "error",
+        }
+    }
 }
 
 /// Formats of the log on stderr (`--log-format`).
@@ -95,6 +223,23 @@ pub enum Command {
     Ingress(IngressCommand),
     /// Run the whole system locally: an edge, a tunnel, an origin, two replicas and some load.
     Demo(DemoArgs),
+    /// Print the version.
+    Version,
+}
+
+/// What `ringtun version` prints: the version, the target and the build profile.
+pub fn version_line() -> String {
+    format!(
+        "ringtun version {} ({}_{}{})",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+        if cfg!(debug_assertions) {
+            ", debug build"
+        } else {
+            ""
+        }
+    )
 }
 
 /// `ringtun demo`.
@@ -117,7 +262,7 @@ pub enum TunnelCommand {
     /// Create a tunnel and write its credentials file.
     Create(CreateArgs),
     /// List tunnels.
-    List,
+    List(ListArgs),
     /// Show a tunnel and its connectors.
     Info(InfoArgs),
     /// Route public traffic to a tunnel.
@@ -134,6 +279,31 @@ pub enum TunnelCommand {
     Ready(ReadyArgs),
     /// Set how the edge spreads a tunnel's requests over its replicas.
     Lb(LbArgs),
+    /// Print a token that runs the tunnel with nothing else on the host: `tunnel run --token T`
+    /// or `TUNNEL_TOKEN=T tunnel run`.
+    Token(TokenArgs),
+    /// The same as `ringtun ingress ...` (cloudflared's spelling).
+    #[command(subcommand)]
+    Ingress(IngressCommand),
+}
+
+/// `tunnel list [-o json|yaml]`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print machine-readable output instead of a table.
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub output: Option<OutputFormat>,
+}
+
+/// `tunnel token NAME|ID [--credentials-file FILE]`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The tunnel's name or ID.
+    pub tunnel: String,
+    /// The tunnel's credentials file, which holds its secret (default: `credentials-file` from
+    /// the config, else ~/.ringtun/TUNNEL-ID.json).
+    #[arg(long, value_name = "FILE")]
+    pub credentials_file: Option<PathBuf>,
 }
 
 /// `tunnel ready --metrics ADDR`.
@@ -192,11 +362,13 @@ pub struct CreateArgs {
     pub credentials_file: Option<PathBuf>,
 }
 
-/// Output formats of `tunnel info`.
+/// Output formats of `tunnel info` and `tunnel list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     /// JSON.
     Json,
+    /// YAML.
+    Yaml,
 }
 
 /// `tunnel info NAME|ID`.
@@ -263,6 +435,18 @@ pub struct CleanupArgs {
 pub struct RunArgs {
     /// The tunnel's name or ID (default: `tunnel` from the config file).
     pub tunnel: Option<String>,
+    /// Run with this token (from `ringtun tunnel token`) instead of a credentials file: it
+    /// holds the tunnel ID, the secret, the edge's CA and its discovery address.
+    #[arg(
+        long,
+        env = "TUNNEL_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Write the process ID to FILE at start (removed at exit).
+    #[arg(long, env = "TUNNEL_PIDFILE", value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
     /// Serve everything from this origin instead of the config's ingress rules.
     #[arg(long, env = "RINGTUN_URL", value_name = "URL")]
     pub url: Option<String>,
@@ -388,22 +572,60 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Ingress(IngressCommand::Validate) => ingress::validate(g),
         Command::Ingress(IngressCommand::Rule(a)) => ingress::rule(g, a),
         Command::Demo(a) => crate::demo::run(a),
+        Command::Version => {
+            println!("{}", version_line());
+            Ok(())
+        }
         Command::Tunnel(t) => match t {
             TunnelCommand::Create(a) => tunnel::create(g, a),
-            TunnelCommand::List => tunnel::list(g),
+            TunnelCommand::List(a) => tunnel::list(g, a),
             TunnelCommand::Info(a) => tunnel::info(g, a),
             TunnelCommand::Route(RouteCommand::Dns(a)) => tunnel::route_dns(g, a),
             TunnelCommand::Route(RouteCommand::Tcp(a)) => tunnel::route_tcp(g, a),
             TunnelCommand::Delete(a) => tunnel::delete(g, a),
             TunnelCommand::Cleanup(a) => tunnel::cleanup(g, a),
-            TunnelCommand::Run(a) => tunnel::run(g, a),
+            TunnelCommand::Run(a) => {
+                let _pidfile = a.pidfile.as_deref().map(PidFile::write).transpose()?;
+                tunnel::run(g, a)
+            }
             TunnelCommand::Ready(a) => tunnel::ready(a),
             TunnelCommand::Lb(a) => tunnel::lb(g, a),
+            TunnelCommand::Token(a) => tunnel::token(g, a),
+            TunnelCommand::Ingress(IngressCommand::Validate) => ingress::validate(g),
+            TunnelCommand::Ingress(IngressCommand::Rule(a)) => ingress::rule(g, a),
         },
     }
 }
 
-/// Loads the config named by `--config`/`$RINGTUN_CONFIG` or found in the default places.
+/// `--pidfile FILE`: holds this process's ID while `tunnel run` runs; removed when dropped.
+#[derive(Debug)]
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: &std::path::Path) -> Result<PidFile> {
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
+            crate::error::Error::PidFile {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        Ok(PidFile(path.to_owned()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        // Only our own file: another process may have written its ID there since.
+        let ours = std::fs::read_to_string(&self.0)
+            .is_ok_and(|t| t.trim() == std::process::id().to_string());
+        if ours && let Err(e) = std::fs::remove_file(&self.0) {
+            tracing::warn!(file = %self.0.display(), error = %e, "cannot remove the pidfile");
+        }
+    }
+}
+
+/// Loads the config named by `--config`/`$RINGTUN_CONFIG` or found in the default places
+/// ([`parse_args`] has already put a file found there into `--config`, and said which).
 pub fn load_config(global: &GlobalArgs) -> Result<crate::config::Config> {
     let path = crate::config::discover(global.config.as_deref())?;
     crate::config::Config::load(&path)

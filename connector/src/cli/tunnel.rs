@@ -11,11 +11,11 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::{
-    CleanupArgs, CreateArgs, DeleteArgs, GlobalArgs, InfoArgs, LbArgs, OutputFormat, ReadyArgs,
-    RouteDnsArgs, RouteTcpArgs, RunArgs, table,
+    CleanupArgs, CreateArgs, DeleteArgs, GlobalArgs, InfoArgs, LbArgs, ListArgs, OutputFormat,
+    ReadyArgs, RouteDnsArgs, RouteTcpArgs, RunArgs, TokenArgs, table,
 };
 use crate::admin_client::{AdminClient, ConnectorInfo, TunnelDetail};
-use crate::credentials::{Credentials, TunnelSecret, default_credentials_path};
+use crate::credentials::{Credentials, TunnelSecret, TunnelToken, default_credentials_path};
 use crate::error::{Error, Result};
 use crate::observe::{MetricsServer, Observer};
 
@@ -83,10 +83,18 @@ fn credentials_path(args: &CreateArgs, tunnel_id: &str) -> Result<PathBuf> {
     }
 }
 
-/// `tunnel list`: ID, NAME, CREATED and CONNECTIONS (like `2xdfw, 2xmci`).
-pub fn list(global: &GlobalArgs) -> Result<()> {
+/// `tunnel list`: ID, NAME, CREATED and CONNECTIONS (like `2xdfw, 2xmci`); with `-o json|yaml`
+/// the edge's list as is.
+pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<()> {
     let client = AdminClient::from_global(global)?;
     let tunnels = client.list_tunnels()?;
+    if let Some(format) = args.output {
+        let value = serde_json::to_value(&tunnels).map_err(|e| Error::EdgeBadResponse {
+            request: "GET /tunnels".to_owned(),
+            reason: e.to_string(),
+        })?;
+        return print_structured(&value, format, "GET /tunnels");
+    }
     if tunnels.is_empty() {
         println!("No tunnels were found. You can use `ringtun tunnel create NAME` to create one.");
         return Ok(());
@@ -106,19 +114,66 @@ pub fn list(global: &GlobalArgs) -> Result<()> {
     Ok(())
 }
 
-/// `tunnel info NAME|ID [-o json]`.
+/// `tunnel info NAME|ID [-o json|yaml]`.
 pub fn info(global: &GlobalArgs, args: &InfoArgs) -> Result<()> {
     let client = AdminClient::from_global(global)?;
-    if args.output == Some(OutputFormat::Json) {
+    if let Some(format) = args.output {
         let value = client.tunnel_json(&args.tunnel)?;
-        let text = serde_json::to_string_pretty(&value).map_err(|e| Error::EdgeBadResponse {
-            request: format!("GET /tunnels/{}", args.tunnel),
-            reason: e.to_string(),
-        })?;
-        println!("{text}");
-        return Ok(());
+        return print_structured(&value, format, &format!("GET /tunnels/{}", args.tunnel));
     }
     print!("{}", render_info(&client.tunnel(&args.tunnel)?));
+    Ok(())
+}
+
+/// Prints the edge's answer to `request` as pretty JSON or as YAML (`-o json|yaml`).
+fn print_structured(value: &serde_json::Value, format: OutputFormat, request: &str) -> Result<()> {
+    let bad = |reason: String| Error::EdgeBadResponse {
+        request: request.to_owned(),
+        reason,
+    };
+    let text = match format {
+        OutputFormat::Json => {
+            serde_json::to_string_pretty(value).map_err(|e| bad(e.to_string()))? + "\n"
+        }
+        OutputFormat::Yaml => serde_yaml_ng::to_string(value).map_err(|e| bad(e.to_string()))?,
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// `tunnel token NAME|ID [--credentials-file FILE]`: prints the token that `tunnel run --token`
+/// (or `TUNNEL_TOKEN`) runs with ([`TunnelToken`]). The edge shows a tunnel's secret only when
+/// it creates the tunnel, so the secret and the edge CA come from the tunnel's credentials file
+/// (`--credentials-file`, the config's `credentials-file`, else `~/.ringtun/<ID>.json`); a NAME is
+/// resolved through the admin API, and the file must be that tunnel's. The token's discovery
+/// address is `--edge-api` as given here: give the address the connectors will reach.
+pub fn token(global: &GlobalArgs, args: &TokenArgs) -> Result<()> {
+    let id = if uuid::Uuid::parse_str(&args.tunnel).is_ok() {
+        args.tunnel.clone()
+    } else {
+        AdminClient::from_global(global)?.tunnel(&args.tunnel)?.id
+    };
+    let configured = || {
+        super::load_config(global)
+            .ok()
+            .and_then(|c| c.credentials_file)
+    };
+    let path = match args.credentials_file.clone().or_else(configured) {
+        Some(p) => p,
+        None => default_credentials_path(&id)?,
+    };
+    let credentials = Credentials::read(&path)?;
+    if !credentials.tunnel_id.trim().eq_ignore_ascii_case(&id) {
+        return Err(Error::CredentialsMismatch {
+            path,
+            wanted: id,
+            found: credentials.tunnel_id,
+        });
+    }
+    println!(
+        "{}",
+        TunnelToken::new(&credentials, &global.edge_api).encode()
+    );
     Ok(())
 }
 
@@ -328,11 +383,16 @@ pub fn cleanup(global: &GlobalArgs, args: &CleanupArgs) -> Result<()> {
 }
 
 /// `tunnel run [NAME|ID] [--url URL] ...`: settles the ingress rules
-/// ([`crate::config::Config::ingress_for`] with `--url`), the credentials (`--credentials-file`,
-/// the config's `credentials-file`, else `~/.ringtun/<ID>.json`, a NAME being resolved to its ID
-/// through the admin API), the edge CA ([`edge_ca`]) and the edge servers (`--edge`, else
-/// `GET /discovery`), then hands over to [`crate::run::run`].
+/// ([`crate::config::Config::ingress_for`] with `--url`), the credentials (`--token` /
+/// `TUNNEL_TOKEN`, else `--credentials-file`, the config's `credentials-file`, else
+/// `~/.ringtun/<ID>.json`, a NAME being resolved to its ID through the admin API), the edge CA
+/// ([`edge_ca`]) and the edge servers (`--edge`, else `GET /discovery` at `--edge-api` or the
+/// token's address), then hands over to [`crate::run::run`]. While the admin API cannot be
+/// reached, the name resolution and the discovery are retried with backoff
+/// ([`crate::run::retry_at_start`]); a refusal (unknown tunnel, bad token) ends the run.
 pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
+    // First, so that a malformed token is the error even when more is missing.
+    let token = args.token.as_deref().map(TunnelToken::decode).transpose()?;
     let config = match super::load_config(global) {
         Ok(c) => c,
         Err(Error::ConfigNotFound { .. }) if args.url.is_some() => {
@@ -341,23 +401,32 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
         Err(e) => return Err(e),
     };
     let ingress = config.ingress_for(args.url.as_deref())?;
-    let path = match (&args.credentials_file, &config.credentials_file) {
-        (Some(p), _) | (None, Some(p)) => p.clone(),
-        (None, None) => {
-            let tunnel = args
-                .tunnel
-                .clone()
-                .or_else(|| config.tunnel.clone())
-                .ok_or(Error::NoTunnel)?;
-            let id = if uuid::Uuid::parse_str(&tunnel).is_ok() {
-                tunnel
-            } else {
-                AdminClient::from_global(global)?.tunnel(&tunnel)?.id
+    let (credentials, path) = match &token {
+        Some(t) => (t.credentials(), PathBuf::from("the tunnel token")),
+        None => {
+            let path = match (&args.credentials_file, &config.credentials_file) {
+                (Some(p), _) | (None, Some(p)) => p.clone(),
+                (None, None) => {
+                    let tunnel = args
+                        .tunnel
+                        .clone()
+                        .or_else(|| config.tunnel.clone())
+                        .ok_or(Error::NoTunnel)?;
+                    let id = if uuid::Uuid::parse_str(&tunnel).is_ok() {
+                        tunnel
+                    } else {
+                        let client = AdminClient::from_global(global)?;
+                        crate::run::retry_at_start("resolving the tunnel name", || {
+                            client.tunnel(&tunnel)
+                        })?
+                        .id
+                    };
+                    default_credentials_path(&id)?
+                }
             };
-            default_credentials_path(&id)?
+            (Credentials::read(&path)?, path)
         }
     };
-    let credentials = Credentials::read(&path)?;
     let tunnel_id =
         uuid::Uuid::parse_str(credentials.tunnel_id.trim()).map_err(|_| Error::BadTunnelId {
             id: credentials.tunnel_id.clone(),
@@ -373,7 +442,10 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
 
     let ca_pem = edge_ca(args, &credentials, &path)?;
     let dcs = if args.edge.is_empty() {
-        crate::run::edges::from_discovery(&crate::run::edges::discover(&global.edge_api)?)
+        let api = discovery_api(global, token.as_ref());
+        crate::run::edges::from_discovery(&crate::run::retry_at_start("GET /discovery", || {
+            crate::run::edges::discover(api)
+        })?)
     } else {
         crate::run::edges::from_flag(&args.edge)?
     };
@@ -430,6 +502,15 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
         weight: args.weight,
         standby: args.standby,
     })
+}
+
+/// Where `tunnel run` asks `GET /discovery`: `--edge-api` when given, else the token's address,
+/// else the default `--edge-api`.
+fn discovery_api<'a>(global: &'a GlobalArgs, token: Option<&'a TunnelToken>) -> &'a str {
+    match token.and_then(|t| t.endpoint.as_deref()) {
+        Some(endpoint) if !global.edge_api_given => endpoint,
+        _ => &global.edge_api,
+    }
 }
 
 /// The CA that links trust: `--cacert FILE` when given, else the credentials file's `EdgeCA`

@@ -224,10 +224,14 @@ ingress:
     #[test]
     fn unknown_fields_are_warned_not_fatal() {
         let c = load(
-            "loglevel: debug\ningress:\n  - service: http://localhost:1\n    originRequest:\n      proxyType: socks\n",
+            "loglevel: debug\nwarp-routing: {}\ningress:\n  - service: http://localhost:1\n    originRequest:\n      proxyType: socks\n",
         );
+        // `loglevel` is a flag written as a key: the command line applies it, no warning.
         let fields: Vec<_> = c.warnings.iter().map(|w| w.field.as_str()).collect();
-        assert_eq!(fields, ["loglevel", "ingress[0].originRequest.proxyType"]);
+        assert_eq!(
+            fields,
+            ["warp-routing", "ingress[0].originRequest.proxyType"]
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! cloudflared has many more fields (`warp-routing`, `protocol`, `metrics`,
 //! `originRequest.proxyType`, `access`, ...). A cloudflared config must still load, so an unknown
 //! field is not an error: it is removed from the YAML tree before deserializing, and named, with
-//! its full path, in a [`ConfigWarning`].
+//! its full path, in a [`ConfigWarning`]. A top-level key that is the long name of a `ringtun`
+//! flag (`metrics`, `loglevel`, `protocol`, ...) is removed without a warning: the command line
+//! applies it as that flag ([`crate::cli::parse_args`]).
 
 use serde_yaml_ng::{Mapping, Value};
 
@@ -32,6 +34,10 @@ pub(crate) fn strip_unknown(doc: &mut Value) -> Vec<ConfigWarning> {
     let Value::Mapping(top) = doc else {
         return warnings;
     };
+    top.retain(|key, _| {
+        !key.as_str()
+            .is_some_and(|k| !TOP_KEYS.contains(&k) && crate::cli::is_flag_key(k))
+    });
     prune(top, "", TOP_KEYS, &mut warnings);
     if let Some(Value::Mapping(origin)) = top.get_mut("originRequest") {
         prune(origin, "originRequest", ORIGIN_KEYS, &mut warnings);
@@ -92,6 +98,7 @@ mod tests {
         let yaml = r#"
 tunnel: t
 protocol: quic
+metrics: 127.0.0.1:2000
 warp-routing:
   enabled: true
 originRequest:
@@ -114,7 +121,6 @@ ingress:
         assert_eq!(
             fields(yaml),
             [
-                "protocol",
                 "warp-routing",
                 "originRequest.proxyType",
                 "ingress[0].access",

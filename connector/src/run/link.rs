@@ -34,9 +34,9 @@ use super::edges::Placement;
 use crate::proxy::{self, ProxyCtx};
 
 /// The first reconnect delay.
-const BACKOFF_START: Duration = Duration::from_secs(1);
+pub(super) const BACKOFF_START: Duration = Duration::from_secs(1);
 /// The longest reconnect delay.
-const BACKOFF_CAP: Duration = Duration::from_secs(32);
+pub(super) const BACKOFF_CAP: Duration = Duration::from_secs(32);
 /// How long connecting, TLS and registration may take together.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often a link placed outside its home data center tries to go back.
@@ -138,7 +138,7 @@ async fn setup(
 }
 
 /// A delay between half and all of `d`.
-fn jitter(d: Duration) -> Duration {
+pub(super) fn jitter(d: Duration) -> Duration {
     let f: f64 = rand::random_range(0.5..=1.0);
     d.mul_f64(f)
 }

@@ -272,6 +272,40 @@ pub fn run(settings: RunSettings) -> Result<()> {
     }
 }
 
+/// Runs `step`, a start-up call to the edge's admin API (discovery, resolving a tunnel name),
+/// until it succeeds or fails for good. While the edge cannot be reached or fails
+/// ([`Error::is_retryable`]), it waits with the links' backoff (1 s doubling to 32 s, with
+/// jitter) and says so in one warning per attempt, as cloudflared does; any other error (a
+/// refused token, an unknown tunnel) is returned at once.
+pub fn retry_at_start<T>(what: &str, mut step: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut backoff = link::BACKOFF_START;
+    let mut attempt: u32 = 1;
+    loop {
+        match step() {
+            Ok(v) => {
+                if attempt > 1 {
+                    tracing::info!(what, attempt, "the edge answered; starting");
+                }
+                return Ok(v);
+            }
+            Err(e) if e.is_retryable() => {
+                let delay = link::jitter(backoff);
+                tracing::warn!(
+                    what,
+                    attempt,
+                    retry_in = ?delay,
+                    error = %e,
+                    "the edge is not reachable yet; retrying"
+                );
+                std::thread::sleep(delay);
+                backoff = (backoff * 2).min(link::BACKOFF_CAP);
+                attempt = attempt.saturating_add(1);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Registers the signals the connector handles; `None` (logged) when that fails.
 fn catch_signals() -> Option<signal_hook::iterator::Signals> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
