@@ -308,12 +308,20 @@ pub enum Error {
     /// `--token` / `TUNNEL_TOKEN` is not a token from `ringtun tunnel token`. The token's text is
     /// never repeated: it may hold a secret.
     #[error(
-        "the tunnel token (--token or TUNNEL_TOKEN) is malformed: {reason}; print a new one with \
-         `ringtun tunnel token NAME`"
+        "the tunnel token (--token, TUNNEL_TOKEN or --token-file) is malformed: {reason}; print \
+         a new one with `ringtun tunnel token NAME`"
     )]
     BadToken {
         /// What is wrong with it.
         reason: String,
+    },
+    /// `--token-file FILE` could not be read.
+    #[error("cannot read the tunnel token from --token-file {path}: {source}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
     },
     /// `tunnel token`: the credentials file belongs to another tunnel.
     #[error(

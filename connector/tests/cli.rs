@@ -299,3 +299,153 @@ fn ha_connections_out_of_range_is_refused_before_connecting() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("from 1 to 16"));
 }
+
+#[test]
+fn version_and_the_tunnel_ingress_alias() {
+    let h = home();
+    for args in [&["version"][..], &["--version"]] {
+        let out = ringtun(h.path(), args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains(env!("CARGO_PKG_VERSION")),
+            "{args:?}: {}",
+            text(&out.stdout)
+        );
+    }
+    let cfg = data("cloudflared-config.yml");
+    let cfg = cfg.to_string_lossy();
+    let out = ringtun(
+        h.path(),
+        &["tunnel", "ingress", "validate", "--config", &cfg],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).lines().any(|l| l == "OK"));
+    // The alias answers exactly as `ingress rule`.
+    let url = "https://app.example.com/x";
+    let alias = ringtun(
+        h.path(),
+        &["tunnel", "ingress", "rule", url, "--config", &cfg],
+    );
+    let plain = ringtun(h.path(), &["ingress", "rule", url, "--config", &cfg]);
+    assert!(alias.status.success(), "{}", text(&alias.stderr));
+    assert_eq!(text(&alias.stdout), text(&plain.stdout));
+    assert!(text(&alias.stdout).contains("Matched rule #"));
+}
+
+#[test]
+fn without_a_config_the_error_names_url() {
+    let h = home();
+    let out = ringtun(h.path(), &["tunnel", "run", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("no config file found") && stderr.contains("--url"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_malformed_token_is_a_clear_error_that_does_not_echo_it() {
+    let h = home();
+    let secretish = "c2VjcmV0LXRoYXQtbXVzdC1ub3QtbGVhaw";
+    for (env, args) in [
+        (
+            None,
+            vec![
+                "tunnel",
+                "run",
+                "--token",
+                secretish,
+                "--url",
+                "http://127.0.0.1:9",
+            ],
+        ),
+        (
+            Some(secretish),
+            vec!["tunnel", "run", "--url", "http://127.0.0.1:9"],
+        ),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringtun"));
+        cmd.args(&args)
+            .env_clear()
+            .env("HOME", h.path())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .current_dir(h.path());
+        if let Some(t) = env {
+            cmd.env("TUNNEL_TOKEN", t);
+        }
+        let out = cmd.output().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("tunnel token") && stderr.contains("malformed"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(secretish), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn logfile_loglevel_and_ignored_cloudflared_flags() {
+    let h = home();
+    let log = h.path().join("ringtun.log");
+    let log_arg = log.to_string_lossy().into_owned();
+    let cfg = data("cloudflared-config.yml");
+    let cfg = cfg.to_string_lossy();
+    // `--loglevel error` hides the warning about the ignored flags; the file gets what stderr
+    // gets.
+    let quiet = ringtun(
+        h.path(),
+        &[
+            "ingress",
+            "validate",
+            "--config",
+            &cfg,
+            "--no-autoupdate",
+            "--protocol",
+            "quic",
+            "--loglevel",
+            "error",
+            "--logfile",
+            &log_arg,
+        ],
+    );
+    assert!(quiet.status.success(), "{}", text(&quiet.stderr));
+    assert!(!text(&quiet.stderr).contains("ignoring cloudflared"));
+    let loud = ringtun(
+        h.path(),
+        &[
+            "ingress",
+            "validate",
+            "--config",
+            &cfg,
+            "--no-autoupdate",
+            "--protocol",
+            "quic",
+            "--logfile",
+            &log_arg,
+        ],
+    );
+    assert!(loud.status.success(), "{}", text(&loud.stderr));
+    let stderr = text(&loud.stderr);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("ignoring cloudflared options"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("--no-autoupdate,--protocol"),
+        "{stderr}"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        logged.matches("ignoring cloudflared options").count(),
+        1,
+        "{logged}"
+    );
+    // A bad level is refused by name.
+    let out = ringtun(h.path(), &["version", "--loglevel", "chatty"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--loglevel"));
+}

@@ -4,14 +4,15 @@
 //!   lists files that exist.
 //! - The Deployment drains before the kubelet kills it (`terminationGracePeriodSeconds` above
 //!   `--grace-period`), rolls out without losing capacity (`maxUnavailable: 0`), probes `/ready`
-//!   and `/healthcheck` on the `--metrics` port, reads its credentials from a Secret and its
-//!   config from a ConfigMap mounted as a directory (so `--watch-config` sees edits), and that
-//!   config is one the connector accepts.
+//!   and `/healthcheck` on the `--metrics` port, reads its credentials from a Secret (the tunnel
+//!   token as `TUNNEL_TOKEN`, or a credentials file) and its config from a ConfigMap mounted as
+//!   a directory (so `--watch-config` sees edits), and that config is one the connector accepts.
 //! - The PodDisruptionBudget and the HPA point at that Deployment.
 //! - The systemd units stop with SIGTERM, give the drain more time than `--grace-period`, reload
 //!   with SIGHUP and do not let a seccomp filter kill the process for trying io_uring.
 //! - Every `ringtun` command and flag used in `deploy/` (and `docs/operations.md`) exists in the
 //!   built binary's `--help`.
+//! - The Grafana dashboard is valid JSON whose queries use only metrics the code registers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -441,6 +442,27 @@ fn credentials_come_from_a_secret_and_config_from_a_configmap() {
                 "{}: no ingress rules",
                 config_map.what()
             );
+            // A token run: TUNNEL_TOKEN from a Secret, never written out in the manifest.
+            let token = seq_at(c.container, &["env"])
+                .iter()
+                .find(|e| str_at(e, &["name"]) == Some("TUNNEL_TOKEN"));
+            if let Some(token) = token {
+                assert!(
+                    at(token, &["value"]).is_none(),
+                    "{what}: TUNNEL_TOKEN is written in the manifest; it belongs in a Secret"
+                );
+                let secret = str_at(token, &["valueFrom", "secretKeyRef", "name"]);
+                assert!(
+                    secret.is_some_and(|s| !s.is_empty()),
+                    "{what}: TUNNEL_TOKEN must come from a Secret (valueFrom.secretKeyRef)"
+                );
+                assert!(
+                    flag_value(&c.args, "--credentials-file").is_none()
+                        && config.credentials_file.is_none(),
+                    "{what}: a token run needs no credentials file"
+                );
+                continue;
+            }
             let credentials = flag_value(&c.args, "--credentials-file")
                 .map(PathBuf::from)
                 .or(config.credentials_file)
@@ -910,4 +932,148 @@ fn invocation_scanner_finds_commands_and_flags() {
     assert_eq!(systemd_timespan("1min 30s"), Some(Duration::from_secs(90)));
     assert_eq!(systemd_timespan("45"), Some(Duration::from_secs(45)));
     assert_eq!(systemd_timespan("soon"), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grafana dashboard
+
+/// Every metric name the code registers, as `PREFIX_NAME`: each `Registry::with_prefix("P")` of a
+/// source file of the connector and the edge, with every `.register("NAME", ...)` of that file.
+fn registered_metrics() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for dir in ["connector/src", "edge-sim/src"] {
+        for file in files_under(&repo().join(dir)) {
+            if file.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = read(&file);
+            let literal_after = |marker: &str| -> Vec<String> {
+                text.match_indices(marker)
+                    .filter_map(|(i, _)| {
+                        let rest = text[i + marker.len()..].trim_start();
+                        let rest = rest.strip_prefix('"')?;
+                        Some(rest[..rest.find('"')?].to_owned())
+                    })
+                    .collect()
+            };
+            let prefixes = literal_after("with_prefix(");
+            let registered: Vec<String> = literal_after(".register(")
+                .into_iter()
+                .chain(literal_after(".register_with_unit("))
+                .collect();
+            for p in &prefixes {
+                for r in &registered {
+                    names.insert(format!("{p}_{r}"));
+                }
+            }
+        }
+    }
+    names
+}
+
+/// Whether `metric`, as a query names it, is one the code exposes: a registered name, or one
+/// with the suffix the exposition adds (`_total` for counters; `_bucket`, `_count`, `_sum` for
+/// histograms).
+fn is_exposed(metric: &str, registered: &BTreeSet<String>) -> bool {
+    registered.contains(metric)
+        || ["_total", "_bucket", "_count", "_sum"].iter().any(|s| {
+            metric
+                .strip_suffix(s)
+                .is_some_and(|m| registered.contains(m))
+        })
+}
+
+/// Every `expr` of the dashboard, with where.
+fn exprs(v: &serde_json::Value, path: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                if k == "expr"
+                    && let Some(e) = v.as_str()
+                {
+                    out.push((path.to_owned(), e.to_owned()));
+                }
+                exprs(v, &format!("{path}.{k}"), out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                exprs(v, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn grafana_dashboard_uses_only_metrics_the_code_exposes() {
+    let registered = registered_metrics();
+    for known in [
+        "ringtun_requests",
+        "ringtun_ready_links",
+        "ringtun_edge_connectors",
+    ] {
+        assert!(
+            registered.contains(known),
+            "the source scan missed {known}: {registered:?}"
+        );
+    }
+    let path = repo().join("deploy/grafana-dashboard.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&read(&path))
+        .unwrap_or_else(|e| panic!("{}: not JSON: {e}", rel(&path)));
+    assert!(
+        dashboard["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{}: no title",
+        rel(&path)
+    );
+    let mut found = Vec::new();
+    exprs(&dashboard, "", &mut found);
+    assert!(
+        found.len() >= 8,
+        "{}: only {} queries",
+        rel(&path),
+        found.len()
+    );
+    let mut used = BTreeSet::new();
+    let mut unknown = Vec::new();
+    for (at, expr) in &found {
+        let mut rest = expr.as_str();
+        while let Some(i) = rest.find("ringtun_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            if !is_exposed(&name, &registered) {
+                unknown.push(format!("{at}: {name}"));
+            }
+            used.insert(name);
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "{} uses metrics the code does not register:\n{}",
+        rel(&path),
+        unknown.join("\n")
+    );
+    assert!(
+        used.iter().any(|m| m.starts_with("ringtun_edge_"))
+            && used.iter().any(|m| !m.starts_with("ringtun_edge_")),
+        "the dashboard should cover both the connectors and the edge: {used:?}"
+    );
+}
+
+#[test]
+fn the_metric_check_refuses_a_made_up_name() {
+    let registered = registered_metrics();
+    assert!(is_exposed("ringtun_requests_total", &registered));
+    assert!(is_exposed(
+        "ringtun_request_duration_seconds_bucket",
+        &registered
+    ));
+    assert!(!is_exposed("ringtun_requests_per_hour", &registered));
+    assert!(!is_exposed(
+        "cloudflared_tunnel_total_requests",
+        &registered
+    ));
 }

@@ -427,3 +427,91 @@ fn edge_failure_is_reported_as_the_edge_s() {
     );
     assert_eq!(request.join().unwrap(), "GET /tunnels HTTP/1.1");
 }
+
+#[test]
+fn list_and_info_print_json_and_yaml() {
+    let edge = Edge::start();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    ok(ringtun(&edge, h, &["tunnel", "create", "web"]));
+
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(ringtun(&edge, h, &["tunnel", "list", "-o", "json"]))).unwrap();
+    let list = json.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{json}");
+    assert_eq!(list[0]["name"], "web");
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+
+    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&ok(ringtun(
+        &edge,
+        h,
+        &["tunnel", "list", "--output", "yaml"],
+    )))
+    .unwrap();
+    assert_eq!(yaml[0]["id"].as_str(), Some(id.as_str()), "{yaml:?}");
+
+    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&ok(ringtun(
+        &edge,
+        h,
+        &["tunnel", "info", "web", "-o", "yaml"],
+    )))
+    .unwrap();
+    assert_eq!(yaml["id"].as_str(), Some(id.as_str()), "{yaml:?}");
+    assert_eq!(yaml["name"].as_str(), Some("web"));
+    assert!(yaml["connectors"].as_sequence().is_some(), "{yaml:?}");
+    let json: serde_json::Value = serde_json::from_str(&ok(ringtun(
+        &edge,
+        h,
+        &["tunnel", "info", &id, "-o", "json"],
+    )))
+    .unwrap();
+    assert_eq!(json["name"], "web");
+
+    let err = stderr(&ringtun(&edge, h, &["tunnel", "list", "-o", "xml"]));
+    assert!(err.contains("xml"), "{err}");
+}
+
+#[test]
+fn token_reads_the_secret_from_the_tunnels_credentials() {
+    let edge = Edge::start();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    ok(ringtun(&edge, h, &["tunnel", "create", "web"]));
+    ok(ringtun(&edge, h, &["tunnel", "create", "api"]));
+    let token = ok(ringtun(&edge, h, &["tunnel", "token", "web"]));
+    use base64::Engine;
+    let json: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(token.trim())
+            .unwrap(),
+    )
+    .unwrap();
+    let creds_dir = h.join(".ringtun");
+    let web: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(creds_dir.join(format!("{}.json", json["t"].as_str().unwrap())))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["s"], web["TunnelSecret"]);
+    assert_eq!(json["c"], web["EdgeCA"]);
+
+    // Another tunnel's credentials file is refused by name.
+    let api_file = std::fs::read_dir(&creds_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.to_string_lossy().contains(json["t"].as_str().unwrap()))
+        .unwrap();
+    let api_arg = api_file.to_string_lossy().into_owned();
+    let err = fails(ringtun(
+        &edge,
+        h,
+        &["tunnel", "token", "web", "--credentials-file", &api_arg],
+    ));
+    assert!(
+        err.contains("is for tunnel") && err.contains(&api_arg),
+        "{err}"
+    );
+    // An unknown tunnel is the edge's 404.
+    let err = fails(ringtun(&edge, h, &["tunnel", "token", "nope"]));
+    assert!(err.contains("nope"), "{err}");
+}

@@ -444,6 +444,15 @@ pub struct RunArgs {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    /// Read the token from FILE (like a mounted secret), so it is neither in the process's
+    /// arguments nor in its environment.
+    #[arg(
+        long,
+        env = "TUNNEL_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
     /// Write the process ID to FILE at start (removed at exit).
     #[arg(long, env = "TUNNEL_PIDFILE", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,

@@ -392,7 +392,7 @@ pub fn cleanup(global: &GlobalArgs, args: &CleanupArgs) -> Result<()> {
 /// ([`crate::run::retry_at_start`]); a refusal (unknown tunnel, bad token) ends the run.
 pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
     // First, so that a malformed token is the error even when more is missing.
-    let token = args.token.as_deref().map(TunnelToken::decode).transpose()?;
+    let token = run_token(args)?;
     let config = match super::load_config(global) {
         Ok(c) => c,
         Err(Error::ConfigNotFound { .. }) if args.url.is_some() => {
@@ -502,6 +502,19 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
         weight: args.weight,
         standby: args.standby,
     })
+}
+
+/// The token of `--token`/`TUNNEL_TOKEN` or `--token-file`, if any.
+fn run_token(args: &RunArgs) -> Result<Option<TunnelToken>> {
+    let text = match (&args.token, &args.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|source| Error::TokenFile {
+            path: path.clone(),
+            source,
+        })?,
+        (None, None) => return Ok(None),
+    };
+    TunnelToken::decode(&text).map(Some)
 }
 
 /// Where `tunnel run` asks `GET /discovery`: `--edge-api` when given, else the token's address,

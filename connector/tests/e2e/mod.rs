@@ -206,6 +206,11 @@ impl Edge {
     /// Stops the edge (SIGTERM, then SIGKILL) and starts it again with the same state directory,
     /// on the addresses the first run bound, so connectors find it where it was.
     pub fn restart(self) -> Edge {
+        self.restart_after(|| ()).0
+    }
+
+    /// [`Edge::restart`] that runs `between` while the edge is down, and returns its result.
+    pub fn restart_after<T>(self, between: impl FnOnce() -> T) -> (Edge, T) {
         let admin_arg = self.admin.to_string();
         let public_arg = self.public_http().to_string();
         let servers = self.servers();
@@ -230,7 +235,8 @@ impl Edge {
         } = self;
         proc.stop(ringtun_connector::demo::STOP_GRACE);
         drop(proc);
-        Edge::spawn(
+        let between = between();
+        let edge = Edge::spawn(
             &dir,
             options,
             admin_arg,
@@ -238,7 +244,8 @@ impl Edge {
             dc_args,
             restarts + 1,
             bins,
-        )
+        );
+        (edge, between)
     }
 
     /// `ringtun --edge-api ADMIN ARGS...` with `HOME` = [`Edge::home`] and the admin token.
