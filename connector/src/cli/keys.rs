@@ -328,6 +328,19 @@ mod tests {
     }
 
     #[test]
+    fn edge_api_given_anywhere_counts() {
+        for args in [
+            &["ringtun", "--edge-api", "10.0.0.1:7800", "tunnel", "run"][..],
+            &["ringtun", "tunnel", "run", "--edge-api", "10.0.0.1:7800"],
+        ] {
+            let (cli, _) = parse_args(args.iter().copied()).unwrap_or_else(|e| panic!("{e}"));
+            assert!(cli.global.edge_api_given, "{args:?}");
+        }
+        let (cli, _) = parse_args(["ringtun", "tunnel", "run"]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!cli.global.edge_api_given);
+    }
+
+    #[test]
     fn flag_keys_are_known() {
         for k in [
             "metrics",
