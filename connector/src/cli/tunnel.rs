@@ -170,6 +170,13 @@ pub fn token(global: &GlobalArgs, args: &TokenArgs) -> Result<()> {
             found: credentials.tunnel_id,
         });
     }
+    if !global.edge_api_given {
+        tracing::warn!(
+            edge_api = %global.edge_api,
+            "the token holds the default edge address; pass --edge-api with the address the \
+             connectors will reach"
+        );
+    }
     println!(
         "{}",
         TunnelToken::new(&credentials, &global.edge_api).encode()
