@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use ringtun_connector::cli::{Cli, LogFormat, run};
 
+#[global_allocator]
+static ALLOCATOR: ringtun_core::alloc::CountingAllocator = ringtun_core::alloc::CountingAllocator;
+
 fn init_tracing(format: LogFormat) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
