@@ -9,6 +9,9 @@ use std::sync::Arc;
 use ringtun_connector::cli::{GlobalArgs, LogFormat, parse_args, run};
 use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
 
+#[global_allocator]
+static ALLOCATOR: ringtun_core::alloc::CountingAllocator = ringtun_core::alloc::CountingAllocator;
+
 fn init_tracing(global: &GlobalArgs) -> anyhow::Result<()> {
     // `--loglevel` (flag, TUNNEL_LOGLEVEL or config key) wins over RUST_LOG.
     let filter = match global.loglevel {

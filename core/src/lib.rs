@@ -12,7 +12,9 @@
 //! - [`handshake`]: registration before a link starts: the connector proves it holds the
 //!   tunnel secret (HMAC over the edge's challenge), the edge accepts or refuses.
 //! - [`tls`]: TLS links with rustls, splittable into a link's reader and writer tasks.
+//! - [`alloc`]: the counting global allocator both binaries install, and its metric.
 
+pub mod alloc;
 pub mod handshake;
 pub mod http;
 pub mod link;

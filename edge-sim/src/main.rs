@@ -11,6 +11,9 @@ use ringtun_edge_sim::{Settings, Shutdown};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+#[global_allocator]
+static ALLOCATOR: ringtun_core::alloc::CountingAllocator = ringtun_core::alloc::CountingAllocator;
+
 /// ringtun edge simulator: data centers, registry, admin API, public ingress.
 #[derive(Parser)]
 #[command(version, about)]

@@ -434,6 +434,11 @@ impl Default for Metrics {
             limit_hits,
         );
         let limits = crate::limit::LimitHits::new(counters);
+        registry.register(
+            "process_allocations",
+            ringtun_core::alloc::ALLOCATIONS_HELP,
+            ringtun_core::alloc::AllocationsMetric,
+        );
         Metrics {
             registry,
             limits,
@@ -625,6 +630,7 @@ mod tests {
             "ringtun_edge_request_duration_seconds_bucket{le=\"0.005\"} 1",
             "ringtun_edge_request_duration_seconds_bucket{le=\"+Inf\"} 2",
             "ringtun_edge_draining_connectors 0",
+            "ringtun_edge_process_allocations_total ",
         ] {
             assert!(text.contains(want), "{want} missing in {text}");
         }

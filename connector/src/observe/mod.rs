@@ -265,6 +265,11 @@ impl Observer {
             "Resolutions of origin names (at start, reload and refresh; never per request), by result",
             resolutions,
         );
+        registry.register(
+            "process_allocations",
+            ringtun_core::alloc::ALLOCATIONS_HELP,
+            ringtun_core::alloc::AllocationsMetric,
+        );
         Observer {
             connector_id: connector_id.into(),
             registry,
