@@ -17,8 +17,8 @@ use std::process::{Command, ExitStatus, Output};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    Connector, Edge, EdgeOptions, Origin, Proc, STEP_TIMEOUT, Service, Tunnel, binaries,
-    free_port, get_when_served, ok, signal, wait_for,
+    Connector, Edge, EdgeOptions, Origin, Proc, STEP_TIMEOUT, Service, Tunnel, binaries, free_port,
+    get_when_served, ok, signal, wait_for,
 };
 
 const HOST: &str = "app.example.com";
@@ -95,13 +95,22 @@ fn cleanup_keeps_live_connectors_says_so_and_the_limit_holds() {
     // The limit of 1 still holds: a second connector is refused and gives up.
     let mut b = Connector::run(&edge, &tunnel, &Service::Url(origin.url()));
     let status = wait_exit(&mut b.proc, STEP_TIMEOUT);
-    assert!(!status.success(), "a second connector ran under a limit of 1");
+    assert!(
+        !status.success(),
+        "a second connector ran under a limit of 1"
+    );
     assert!(
         b.proc.lines().iter().any(|l| l.contains("limit of 1")),
         "{}",
         b.proc.tail(10)
     );
-    assert_eq!(edge.tunnel_info("web")["connectors"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        edge.tunnel_info("web")["connectors"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // --disconnect closes the live connector's links; it says so.
     let out = ok(edge.ringtun(&["tunnel", "cleanup", "--disconnect", "web"]));
@@ -133,10 +142,7 @@ fn forced_delete_disconnects_the_tunnels_connectors_at_once() {
         a.proc.tail(10)
     );
     let metrics = edge.admin_request("GET", "/metrics").text();
-    assert!(
-        metrics.contains("ringtun_edge_connectors 0"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("ringtun_edge_connectors 0"), "{metrics}");
 }
 
 #[test]
@@ -155,7 +161,10 @@ fn route_dns_is_idempotent_overwrite_moves_it_and_routes_list_and_delete() {
     assert!(err.contains("already routed to tunnel a"), "{err}");
     assert!(err.contains("--overwrite-dns"), "{err}");
     let out = ok(edge.ringtun(&["tunnel", "route", "dns", "--overwrite-dns", "b", HOST]));
-    assert!(out.contains(&format!("now routes to tunnel b ({})", b.id)), "{out}");
+    assert!(
+        out.contains(&format!("now routes to tunnel b ({})", b.id)),
+        "{out}"
+    );
 
     let port = free_port();
     a.route_tcp(&edge, port);
@@ -237,7 +246,10 @@ fn a_second_edge_on_the_same_addresses_refuses_to_start() {
         ],
     );
     assert!(!status.success(), "a second edge started on {public}");
-    assert!(log.contains(&public.to_string()) && log.contains("in use"), "{log}");
+    assert!(
+        log.contains(&public.to_string()) && log.contains("in use"),
+        "{log}"
+    );
 
     // Same link server address.
     let link = servers[0].1;
@@ -252,7 +264,10 @@ fn a_second_edge_on_the_same_addresses_refuses_to_start() {
         ],
     );
     assert!(!status.success(), "a second edge started on {link}");
-    assert!(log.contains(&link.to_string()) && log.contains("in use"), "{log}");
+    assert!(
+        log.contains(&link.to_string()) && log.contains("in use"),
+        "{log}"
+    );
 }
 
 /// Runs `ringtun-edge` with its own state directory and `args`; waits for it to exit (a bounded
@@ -296,8 +311,9 @@ fn run_with_credentials_of_another_tunnel_is_an_error() {
         let text = proc.lines().join("\n");
         assert!(!status.success(), "ran tunnel a for {name}: {text}");
         assert!(
-            text.contains(&format!("tunnel {name} does not match the credentials file"))
-                && text.contains(&a.id),
+            text.contains(&format!(
+                "tunnel {name} does not match the credentials file"
+            )) && text.contains(&a.id),
             "{text}"
         );
     }
@@ -349,7 +365,8 @@ fn logs_carry_values_as_fields_and_a_new_database_logs_no_migration() {
     let line = wait_for(&a.proc, "the reload line", |l| {
         l.contains("config reloaded").then(|| l.to_owned())
     });
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(v["fields"]["message"], "config reloaded", "{line}");
     assert_eq!(v["fields"]["rules"], 2, "{line}");
 }
@@ -359,7 +376,10 @@ fn logs_carry_values_as_fields_and_a_new_database_logs_no_migration() {
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + STEP_TIMEOUT;
     while !cond() {
-        assert!(Instant::now() < deadline, "waited {STEP_TIMEOUT:?} for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "waited {STEP_TIMEOUT:?} for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
