@@ -200,7 +200,7 @@ fn tunnels_and_routes_survive_an_edge_restart() {
     let r = get_when_served(public, "web.ringtun.test", "/again");
     assert_eq!(r.status, 200, "{}", r.text());
     // The same route again changes nothing: it is still there.
-    let dup = ok(edge.ringtun(&["tunnel", "route", "dns", "web", "web.ringtun.test"]));
+    let dup = e2e::ok(edge.ringtun(&["tunnel", "route", "dns", "web", "web.ringtun.test"]));
     assert!(
         dup.contains("already routes"),
         "the route survived the restart: {dup}"
