@@ -126,6 +126,53 @@ pub struct TunnelDetail {
     pub connectors: Vec<ConnectorInfo>,
 }
 
+/// The answer to `POST /tunnels/{x}/cleanup`: connector IDs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupResult {
+    /// Records without a live link, removed.
+    #[serde(default)]
+    pub removed_connectors: Vec<String>,
+    /// Connected connectors whose links were closed (`--disconnect`).
+    #[serde(default)]
+    pub disconnected_connectors: Vec<String>,
+    /// Connected connectors, kept.
+    #[serde(default)]
+    pub kept_connectors: Vec<String>,
+}
+
+/// A DNS route, as `GET /routes` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRoute {
+    /// The hostname (`*.example.com` for a wildcard).
+    pub hostname: String,
+    /// The tunnel's ID.
+    pub tunnel_id: String,
+    /// The tunnel's name.
+    pub tunnel_name: String,
+}
+
+/// A TCP route, as `GET /routes` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpRoute {
+    /// The edge's public TCP port.
+    pub port: u16,
+    /// The tunnel's ID.
+    pub tunnel_id: String,
+    /// The tunnel's name.
+    pub tunnel_name: String,
+}
+
+/// Every route, from `GET /routes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routes {
+    /// DNS routes, by hostname.
+    #[serde(default)]
+    pub dns: Vec<DnsRoute>,
+    /// TCP routes, by port.
+    #[serde(default)]
+    pub tcp: Vec<TcpRoute>,
+}
+
 /// The edge's data centers and CA, from `GET /discovery`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Discovery {
@@ -289,28 +336,61 @@ impl AdminClient {
         )
     }
 
-    /// `POST /tunnels/{name-or-id}/cleanup[?connector_id=]`; returns how many connectors went.
-    pub fn cleanup(&self, tunnel: &str, connector_id: Option<&str>) -> Result<u64> {
-        let query = connector_id
-            .map(|id| format!("?connector_id={}", path_segment(id)))
-            .unwrap_or_default();
-        let v: Value = self.call(
+    /// `POST /tunnels/{name-or-id}/cleanup[?connector_id=][&disconnect=true]`: which
+    /// connectors were removed, disconnected and kept.
+    pub fn cleanup(
+        &self,
+        tunnel: &str,
+        connector_id: Option<&str>,
+        disconnect: bool,
+    ) -> Result<CleanupResult> {
+        let mut query: Vec<String> = Vec::new();
+        if let Some(id) = connector_id {
+            query.push(format!("connector_id={}", path_segment(id)));
+        }
+        if disconnect {
+            query.push("disconnect=true".to_owned());
+        }
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
+        };
+        self.call(
             "POST",
             &format!("/tunnels/{}/cleanup{query}", path_segment(tunnel)),
             None,
-        )?;
-        Ok(v.get("removed_connectors")
-            .and_then(Value::as_u64)
-            .unwrap_or(0))
+        )
     }
 
-    /// `POST /routes/dns`.
-    pub fn route_dns(&self, tunnel: &str, hostname: &str) -> Result<Value> {
+    /// `POST /routes/dns` (`overwrite` moves a hostname another tunnel has).
+    pub fn route_dns(&self, tunnel: &str, hostname: &str, overwrite: bool) -> Result<Value> {
         self.call(
             "POST",
             "/routes/dns",
-            Some(serde_json::json!({ "tunnel": tunnel, "hostname": hostname })),
+            Some(
+                serde_json::json!({ "tunnel": tunnel, "hostname": hostname, "overwrite": overwrite }),
+            ),
         )
+    }
+
+    /// `GET /routes`.
+    pub fn routes(&self) -> Result<Routes> {
+        self.call("GET", "/routes", None)
+    }
+
+    /// `DELETE /routes/dns/{hostname}`.
+    pub fn delete_dns_route(&self, hostname: &str) -> Result<Value> {
+        self.call(
+            "DELETE",
+            &format!("/routes/dns/{}", path_segment(hostname)),
+            None,
+        )
+    }
+
+    /// `DELETE /routes/tcp/{port}`.
+    pub fn delete_tcp_route(&self, port: u16) -> Result<Value> {
+        self.call("DELETE", &format!("/routes/tcp/{port}"), None)
     }
 
     /// `POST /routes/tcp`.

@@ -257,6 +257,18 @@ pub enum Error {
         /// The ID as written.
         id: String,
     },
+    /// `tunnel run NAME` was given credentials of another tunnel.
+    #[error(
+        "tunnel {given} does not match the credentials file {path}, which is for tunnel {file_tunnel}: pass the right --credentials-file (or `credentials-file` in the config), or run that tunnel"
+    )]
+    TunnelMismatch {
+        /// The tunnel asked for (NAME|ID, from the command line or the config's `tunnel`).
+        given: String,
+        /// The credentials file.
+        path: std::path::PathBuf,
+        /// The tunnel the file is for (name and ID).
+        file_tunnel: String,
+    },
     /// `tunnel run` was given no tunnel, and the config names none.
     #[error(
         "no tunnel to run: pass NAME|ID, set `tunnel` in the config, or pass --credentials-file"

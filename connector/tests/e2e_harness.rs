@@ -57,7 +57,7 @@ fn tunnel_and_routes_through_the_cli() {
             .is_file()
     );
     tunnel.route_dns(&edge, "web.ringtun.test");
-    tunnel.route_tcp(&edge, 2222);
+    tunnel.route_tcp(&edge, e2e::free_port());
     let info = edge.wait_connectors("web", 0);
     assert_eq!(info["id"], tunnel.id.as_str());
     assert_eq!(info["connectors"], serde_json::json!([]));

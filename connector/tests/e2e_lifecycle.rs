@@ -531,7 +531,7 @@ fn sighup_reloads_rules_keeps_open_streams_and_rejects_invalid_files() {
         ),
     );
     signal(&a.proc, "HUP");
-    let line = wait_log(&a.proc, "config reload rejected:");
+    let line = wait_log(&a.proc, "config reload rejected");
     assert!(line.contains("last ingress rule"), "{line}");
     for _ in 0..10 {
         assert_eq!(get_ok(public, STEP_TIMEOUT), BODY_B, "old rules stay");

@@ -279,3 +279,60 @@ fn default_tuning_is_latency_oriented() {
     assert!(t.keepalive.is_some());
     let _ = DriverChoice::default();
 }
+
+#[test]
+fn a_port_held_by_another_listener_set_or_program_is_refused() {
+    // Another set on the same address (a second process doing the same, or a listener of this
+    // process meant for something else) must not join the first one's SO_REUSEPORT group.
+    let first = match ListenerSet::bind(([127, 0, 0, 1], 0).into(), 2, 16) {
+        Ok(s) => s,
+        Err(e) => panic!("bind: {e}"),
+    };
+    match ListenerSet::bind(first.local_addr(), 2, 16) {
+        Err(RtError::PortInUse { addr }) => assert_eq!(addr, first.local_addr()),
+        other => panic!("a second set on a held port: {other:?}"),
+    }
+    // A program that holds the port without SO_REUSEPORT.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let held = plain.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        ListenerSet::bind(held, 1, 16),
+        Err(RtError::PortInUse { .. })
+    ));
+    // A program that holds it WITH SO_REUSEPORT (as a second edge would).
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    other.set_reuse_port(true).unwrap_or_else(|e| panic!("{e}"));
+    other
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap_or_else(|e| panic!("{e}"));
+    other.listen(16).unwrap_or_else(|e| panic!("{e}"));
+    let held = other
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or_else(|| panic!("no address"));
+    assert!(matches!(
+        ListenerSet::bind(held, 1, 16),
+        Err(RtError::PortInUse { .. })
+    ));
+}
+
+#[test]
+fn a_shut_down_set_frees_its_port() {
+    let set = match ListenerSet::bind(([127, 0, 0, 1], 0).into(), 2, 16) {
+        Ok(s) => s,
+        Err(e) => panic!("bind: {e}"),
+    };
+    let addr = set.local_addr();
+    assert!(!set.is_shut_down());
+    set.shut_down();
+    assert!(set.is_shut_down());
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still accepting"
+    );
+    // A new set binds the port while the old one still exists (its sockets are not listening).
+    let again = ListenerSet::bind(addr, 2, 16).unwrap_or_else(|e| panic!("rebind: {e}"));
+    assert_eq!(again.local_addr(), addr);
+}

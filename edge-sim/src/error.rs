@@ -102,6 +102,18 @@ pub enum Error {
         /// The tunnel (ID) it is routed to.
         tunnel: String,
     },
+    /// The edge cannot listen on a TCP route's port (another process, or another listener of
+    /// the edge, holds it); the route was not stored.
+    #[error("cannot listen on tcp port {port} for the route: {reason}")]
+    TcpPortUnavailable {
+        /// The port.
+        port: u16,
+        /// Why (the OS error).
+        reason: String,
+    },
+    /// No route has this hostname or port.
+    #[error("no route for {0}")]
+    RouteNotFound(String),
     /// Registering one more connector would exceed the tunnel's connector limit.
     #[error("tunnel {tunnel} has reached its limit of {limit} connectors")]
     ConnectorLimit {
@@ -138,11 +150,12 @@ impl Error {
     pub fn fault(&self) -> Fault {
         match self {
             Error::Config(_) | Error::Invalid(_) | Error::BadProof(_) => Fault::Client,
-            Error::TunnelNotFound(_) => Fault::NotFound,
+            Error::TunnelNotFound(_) | Error::RouteNotFound(_) => Fault::NotFound,
             Error::TunnelExists(_)
             | Error::TunnelHasConnectors { .. }
             | Error::DnsRouteExists { .. }
             | Error::TcpRouteExists { .. }
+            | Error::TcpPortUnavailable { .. }
             | Error::ConnectorLimit { .. }
             | Error::ConnectorConflict(_) => Fault::Conflict,
             Error::LinkLimit { .. } => Fault::Client,

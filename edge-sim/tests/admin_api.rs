@@ -92,13 +92,19 @@ fn tunnel_and_route_flows() {
         t,
         Some(r#"{"tunnel":"web","hostname":"app.example.com"}"#),
     );
-    assert_eq!(status, 409);
+    // The same route again: nothing changes, and the answer says so.
+    assert_eq!(status, 200);
+    // The route's port listens once the answer is in: take a free one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
     let (status, body) = request(
         addr,
         "POST",
         "/routes/tcp",
         t,
-        Some(&format!(r#"{{"tunnel":"{id}","port":2222}}"#)),
+        Some(&format!(r#"{{"tunnel":"{id}","port":{port}}}"#)),
     );
     assert_eq!(status, 201, "{body}");
     let (status, _) = request(
@@ -113,7 +119,7 @@ fn tunnel_and_route_flows() {
     assert_eq!(status, 200);
     let routes = json(&body);
     assert_eq!(routes["dns"][0]["tunnel_name"], "web");
-    assert_eq!(routes["tcp"][0]["port"], 2222);
+    assert_eq!(routes["tcp"][0]["port"], port);
 
     // Two connectors with four links each, as `tunnel run` would register them.
     let tunnel_id = Uuid::parse_str(&id).expect("uuid");

@@ -270,7 +270,8 @@ pub enum TunnelCommand {
     Route(RouteCommand),
     /// Delete tunnels.
     Delete(DeleteArgs),
-    /// Remove stale connectors of tunnels.
+    /// Remove stale connectors of tunnels (those without a live link); `--disconnect` also
+    /// closes the links of live ones.
     Cleanup(CleanupArgs),
     /// Run a tunnel: connect to the edge and serve the ingress rules.
     Run(Box<RunArgs>),
@@ -388,6 +389,25 @@ pub enum RouteCommand {
     Dns(RouteDnsArgs),
     /// Carry connections to the edge's public TCP PORT to the tunnel.
     Tcp(RouteTcpArgs),
+    /// List the DNS and TCP routes.
+    List(RouteListArgs),
+    /// Delete a route: a HOSTNAME (DNS route) or a PORT (TCP route).
+    Delete(RouteDeleteArgs),
+}
+
+/// `tunnel route list [-o json]`.
+#[derive(Debug, Args)]
+pub struct RouteListArgs {
+    /// Print machine-readable output instead of a table.
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub output: Option<OutputFormat>,
+}
+
+/// `tunnel route delete HOSTNAME|PORT`.
+#[derive(Debug, Args)]
+pub struct RouteDeleteArgs {
+    /// The routed hostname, or the routed TCP port (a number).
+    pub route: String,
 }
 
 /// `tunnel route dns NAME HOSTNAME`.
@@ -397,6 +417,9 @@ pub struct RouteDnsArgs {
     pub tunnel: String,
     /// The public hostname.
     pub hostname: String,
+    /// Move the hostname to this tunnel when another tunnel has it.
+    #[arg(long)]
+    pub overwrite_dns: bool,
 }
 
 /// `tunnel route tcp NAME PORT`.
@@ -428,6 +451,9 @@ pub struct CleanupArgs {
     /// Remove only this connector (by its ID) instead of all of the tunnel's connectors.
     #[arg(long, value_name = "ID")]
     pub connector_id: Option<String>,
+    /// Also disconnect connectors that are connected (close their links; they may reconnect).
+    #[arg(long)]
+    pub disconnect: bool,
 }
 
 /// `tunnel run [NAME] [--url URL]`.
@@ -591,6 +617,8 @@ pub fn run(cli: &Cli) -> Result<()> {
             TunnelCommand::Info(a) => tunnel::info(g, a),
             TunnelCommand::Route(RouteCommand::Dns(a)) => tunnel::route_dns(g, a),
             TunnelCommand::Route(RouteCommand::Tcp(a)) => tunnel::route_tcp(g, a),
+            TunnelCommand::Route(RouteCommand::List(a)) => tunnel::route_list(g, a),
+            TunnelCommand::Route(RouteCommand::Delete(a)) => tunnel::route_delete(g, a),
             TunnelCommand::Delete(a) => tunnel::delete(g, a),
             TunnelCommand::Cleanup(a) => tunnel::cleanup(g, a),
             TunnelCommand::Run(a) => {

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::{
     CleanupArgs, CreateArgs, DeleteArgs, GlobalArgs, InfoArgs, LbArgs, ListArgs, OutputFormat,
-    ReadyArgs, RouteDnsArgs, RouteTcpArgs, RunArgs, TokenArgs, table,
+    ReadyArgs, RouteDeleteArgs, RouteDnsArgs, RouteListArgs, RouteTcpArgs, RunArgs, TokenArgs, table,
 };
 use crate::admin_client::{AdminClient, ConnectorInfo, TunnelDetail};
 use crate::credentials::{Credentials, TunnelSecret, TunnelToken, default_credentials_path};
@@ -317,10 +317,25 @@ pub fn lb(global: &GlobalArgs, args: &LbArgs) -> Result<()> {
     Ok(())
 }
 
-/// `tunnel route dns NAME HOSTNAME`.
+/// `tunnel route dns NAME HOSTNAME [--overwrite-dns]`: the same route again succeeds and says
+/// it exists; a hostname of another tunnel is an error unless `--overwrite-dns` moves it.
 pub fn route_dns(global: &GlobalArgs, args: &RouteDnsArgs) -> Result<()> {
     let client = AdminClient::from_global(global)?;
-    let route = client.route_dns(&args.tunnel, &args.hostname)?;
+    let route = client
+        .route_dns(&args.tunnel, &args.hostname, args.overwrite_dns)
+        .map_err(|e| match e {
+            Error::EdgeRejected {
+                status: 409,
+                message,
+            } => Error::EdgeRejected {
+                status: 409,
+                message: format!(
+                    "{message} (`ringtun tunnel route dns --overwrite-dns {} {}` moves it)",
+                    args.tunnel, args.hostname
+                ),
+            },
+            e => e,
+        })?;
     print_route(
         &format!("DNS route: {}", args.hostname),
         &route,
@@ -341,17 +356,86 @@ pub fn route_tcp(global: &GlobalArgs, args: &RouteTcpArgs) -> Result<()> {
     Ok(())
 }
 
-/// `Added <what> routes to tunnel NAME (ID)`, from the edge's answer (`tunnel` as given when
-/// the answer lacks the name).
+/// `Added <what> routes to tunnel NAME (ID)` from the edge's answer (`tunnel` as given when
+/// the answer lacks the name), or that it already existed, or that it moved.
 fn print_route(what: &str, route: &serde_json::Value, tunnel: &str) {
-    println!(
-        "Added {what} routes to tunnel {} ({})",
-        route["tunnel_name"].as_str().unwrap_or(tunnel),
-        route["tunnel_id"].as_str().unwrap_or("?"),
-    );
+    let name = route["tunnel_name"].as_str().unwrap_or(tunnel);
+    let id = route["tunnel_id"].as_str().unwrap_or("?");
+    if route["existed"].as_bool() == Some(true) {
+        println!("{what} already routes to tunnel {name} ({id}); nothing changed");
+    } else if route["replaced"].as_bool() == Some(true) {
+        println!("{what} now routes to tunnel {name} ({id}) (moved from another tunnel)");
+    } else {
+        println!("Added {what} routes to tunnel {name} ({id})");
+    }
 }
 
-/// `tunnel delete NAME... [-f]`. Stops at the first tunnel the edge refuses to delete.
+/// `tunnel route list [-o json]`: the DNS and TCP routes, one table.
+pub fn route_list(global: &GlobalArgs, args: &RouteListArgs) -> Result<()> {
+    let client = AdminClient::from_global(global)?;
+    let routes = client.routes()?;
+    if args.output == Some(OutputFormat::Json) {
+        let text = serde_json::to_string_pretty(&routes).map_err(|e| Error::EdgeBadResponse {
+            request: "GET /routes".to_owned(),
+            reason: e.to_string(),
+        })?;
+        println!("{text}");
+        return Ok(());
+    }
+    print!("{}", render_routes(&routes));
+    Ok(())
+}
+
+/// The text form of `tunnel route list`.
+fn render_routes(routes: &crate::admin_client::Routes) -> String {
+    if routes.dns.is_empty() && routes.tcp.is_empty() {
+        return "No routes were found. You can use `ringtun tunnel route dns NAME HOSTNAME` or \
+                `ringtun tunnel route tcp NAME PORT` to add one.\n"
+            .to_owned();
+    }
+    let dns = routes.dns.iter().map(|r| {
+        vec![
+            "dns".to_owned(),
+            r.hostname.clone(),
+            r.tunnel_name.clone(),
+            r.tunnel_id.clone(),
+        ]
+    });
+    let tcp = routes.tcp.iter().map(|r| {
+        vec![
+            "tcp".to_owned(),
+            r.port.to_string(),
+            r.tunnel_name.clone(),
+            r.tunnel_id.clone(),
+        ]
+    });
+    let rows: Vec<Vec<String>> = dns.chain(tcp).collect();
+    table::render(&["TYPE", "ROUTE", "TUNNEL NAME", "TUNNEL ID"], &rows)
+}
+
+/// `tunnel route delete HOSTNAME|PORT`: a number is a TCP route's port, anything else a DNS
+/// route's hostname.
+pub fn route_delete(global: &GlobalArgs, args: &RouteDeleteArgs) -> Result<()> {
+    let client = AdminClient::from_global(global)?;
+    let key = args.route.trim();
+    let (what, route) = match key.parse::<u16>() {
+        Ok(port) => (
+            format!("TCP route: edge port {port}"),
+            client.delete_tcp_route(port)?,
+        ),
+        Err(_) => (format!("DNS route: {key}"), client.delete_dns_route(key)?),
+    };
+    println!(
+        "Deleted {what} of tunnel {} ({})",
+        route["tunnel_name"].as_str().unwrap_or("?"),
+        route["tunnel_id"].as_str().unwrap_or("?"),
+    );
+    Ok(())
+}
+
+/// `tunnel delete NAME... [-f]`. Stops at the first tunnel the edge refuses to delete. With
+/// `-f` the edge closes the tunnel's links at once: its connectors stop serving and exit, as
+/// their credentials are no longer valid.
 pub fn delete(global: &GlobalArgs, args: &DeleteArgs) -> Result<()> {
     let client = AdminClient::from_global(global)?;
     for tunnel in &args.tunnels {
@@ -379,14 +463,41 @@ pub fn delete(global: &GlobalArgs, args: &DeleteArgs) -> Result<()> {
     Ok(())
 }
 
-/// `tunnel cleanup NAME... [--connector-id ID]`.
+/// `tunnel cleanup NAME... [--connector-id ID] [--disconnect]`: the edge removes the records
+/// without a live link; connected connectors are kept, or with `--disconnect` have their links
+/// closed. Says which connector went which way.
 pub fn cleanup(global: &GlobalArgs, args: &CleanupArgs) -> Result<()> {
     let client = AdminClient::from_global(global)?;
     for tunnel in &args.tunnels {
-        let removed = client.cleanup(tunnel, args.connector_id.as_deref())?;
-        println!("Removed {removed} connector(s) of tunnel {tunnel}");
+        let done = client.cleanup(tunnel, args.connector_id.as_deref(), args.disconnect)?;
+        print!("{}", render_cleanup(tunnel, &done));
     }
     Ok(())
+}
+
+/// The text form of one tunnel's cleanup.
+fn render_cleanup(tunnel: &str, done: &crate::admin_client::CleanupResult) -> String {
+    let mut out = format!(
+        "Removed {} stale connector(s) of tunnel {tunnel}\n",
+        done.removed_connectors.len()
+    );
+    for id in &done.removed_connectors {
+        out.push_str(&format!("  removed       {id}\n"));
+    }
+    for id in &done.disconnected_connectors {
+        out.push_str(&format!("  disconnected  {id}\n"));
+    }
+    for id in &done.kept_connectors {
+        out.push_str(&format!("  kept          {id} (connected)\n"));
+    }
+    if !done.kept_connectors.is_empty() {
+        out.push_str(&format!(
+            "{} connected connector(s) kept; `ringtun tunnel cleanup --disconnect {tunnel}` \
+             closes their links\n",
+            done.kept_connectors.len()
+        ));
+    }
+    out
 }
 
 /// `tunnel run [NAME|ID] [--url URL] ...`: settles the ingress rules
@@ -438,6 +549,12 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
         uuid::Uuid::parse_str(credentials.tunnel_id.trim()).map_err(|_| Error::BadTunnelId {
             id: credentials.tunnel_id.clone(),
         })?;
+    // A token run has no admin API token to resolve a name with: there only an ID is checked.
+    if let Some(given) = args.tunnel.as_deref().or(config.tunnel.as_deref())
+        && (token.is_none() || uuid::Uuid::parse_str(given.trim()).is_ok())
+    {
+        check_tunnel(global, given, &credentials, tunnel_id, &path)?;
+    }
     let connector_id = uuid::Uuid::new_v4();
     tracing::info!("Generated Connector ID: {connector_id}");
     let observer = std::sync::Arc::new(Observer::new(connector_id.to_string()));
@@ -531,6 +648,40 @@ fn discovery_api<'a>(global: &'a GlobalArgs, token: Option<&'a TunnelToken>) -> 
         Some(endpoint) if !global.edge_api_given => endpoint,
         _ => &global.edge_api,
     }
+}
+
+/// Checks that the tunnel asked for (`NAME|ID`) is the one the credentials file is for, as
+/// cloudflared does: an ID is compared directly; a name with the file's `TunnelName`, or, when
+/// the file has none, resolved through the admin API.
+fn check_tunnel(
+    global: &GlobalArgs,
+    given: &str,
+    credentials: &Credentials,
+    tunnel_id: uuid::Uuid,
+    path: &std::path::Path,
+) -> Result<()> {
+    let given = given.trim();
+    let file_name = credentials.tunnel_name.trim();
+    let matches = match uuid::Uuid::parse_str(given) {
+        Ok(id) => id == tunnel_id,
+        Err(_) if !file_name.is_empty() => given == file_name,
+        Err(_) => {
+            AdminClient::from_global(global)?.tunnel(given)?.id.trim() == tunnel_id.to_string()
+        }
+    };
+    if matches {
+        return Ok(());
+    }
+    let file_tunnel = if file_name.is_empty() {
+        tunnel_id.to_string()
+    } else {
+        format!("{file_name} ({tunnel_id})")
+    };
+    Err(Error::TunnelMismatch {
+        given: given.to_owned(),
+        path: path.to_owned(),
+        file_tunnel,
+    })
 }
 
 /// The CA that links trust: `--cacert FILE` when given, else the credentials file's `EdgeCA`
@@ -668,6 +819,46 @@ mod tests {
             .map(str::trim)
             .filter(|c| !c.is_empty())
             .collect()
+    }
+
+    #[test]
+    fn cleanup_says_which_connectors_went_and_which_stayed() {
+        let done = crate::admin_client::CleanupResult {
+            removed_connectors: vec!["a".into()],
+            disconnected_connectors: vec![],
+            kept_connectors: vec!["b".into(), "c".into()],
+        };
+        let text = render_cleanup("web", &done);
+        assert!(
+            text.starts_with("Removed 1 stale connector(s) of tunnel web"),
+            "{text}"
+        );
+        assert!(text.contains("removed       a"), "{text}");
+        assert!(text.contains("kept          b (connected)"), "{text}");
+        assert!(text.contains("2 connected connector(s) kept"), "{text}");
+    }
+
+    #[test]
+    fn route_list_shows_both_kinds() {
+        use crate::admin_client::{DnsRoute, Routes, TcpRoute};
+        let routes = Routes {
+            dns: vec![DnsRoute {
+                hostname: "app.example.com".into(),
+                tunnel_id: "t1".into(),
+                tunnel_name: "web".into(),
+            }],
+            tcp: vec![TcpRoute {
+                port: 2222,
+                tunnel_id: "t2".into(),
+                tunnel_name: "ssh".into(),
+            }],
+        };
+        let text = render_routes(&routes);
+        let lines: Vec<Vec<&str>> = text.lines().map(cells).collect();
+        assert_eq!(lines[0], ["TYPE", "ROUTE", "TUNNEL NAME", "TUNNEL ID"]);
+        assert_eq!(lines[1], ["dns", "app.example.com", "web", "t1"]);
+        assert_eq!(lines[2], ["tcp", "2222", "ssh", "t2"]);
+        assert!(render_routes(&Routes::default()).starts_with("No routes were found"));
     }
 
     #[test]

@@ -285,6 +285,18 @@ struct Origin<'a> {
     authority: &'a str,
 }
 
+/// What to check when an origin's certificate is refused, naming the settings that exist.
+fn origin_tls_hint(e: &ringtun_core::tls::TlsError) -> &'static str {
+    match e {
+        ringtun_core::tls::TlsError::BadCertificate(_) => {
+            " (the origin's certificate must be signed by a public CA and valid for the server \
+             name; set originRequest.originServerName when it names another host, or \
+             originRequest.noTLSVerify to skip the check)"
+        }
+        _ => "",
+    }
+}
+
 /// Connects to the origin (and runs the TLS handshake for `https://`) within `timeout`.
 async fn open(
     origin: &Origin<'_>,
@@ -309,8 +321,9 @@ async fn open(
                     Err((
                         ReplyErrorKind::OriginInvalid,
                         format!(
-                            "tls handshake with origin {} (server name {name}) failed: {e}",
-                            origin.authority
+                            "tls handshake with origin {} (server name {name}) failed: {e}{}",
+                            origin.authority,
+                            origin_tls_hint(&e)
                         ),
                     ))
                 }

@@ -174,7 +174,15 @@ async fn establish(
                 .map_err(|e| SetupError::Fatal(format!("bad edge CA: {e}")))?;
             let mut tls = TlsStream::connect(tcp, config, &addr.ip().to_string())
                 .await
-                .map_err(|e| SetupError::Retry(format!("tls: {e}")))?;
+                .map_err(|e| {
+                    let hint = match e {
+                        ringtun_core::tls::TlsError::BadCertificate(_) => {
+                            " (check --cacert or the credentials file's EdgeCA)"
+                        }
+                        _ => "",
+                    };
+                    SetupError::Retry(format!("tls: {e}{hint}"))
+                })?;
             let acc = register(&mut tls, &request, shared).await?;
             Ok((
                 Link::spawn(tls, Role::Client, tunnel_link_config()),

@@ -363,7 +363,7 @@ fn start_grace_clock(shared: Arc<Shared>, hard: Shutdown) {
         .spawn(move || {
             std::thread::sleep(shared.grace);
             let n = shared.open_streams();
-            tracing::warn!("grace period over; resetting open streams streams={n}");
+            tracing::warn!(streams = n, "grace period over; resetting open streams");
             hard.trigger();
         });
     if let Err(e) = spawned {

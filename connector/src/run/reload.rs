@@ -100,14 +100,14 @@ impl Reloader {
                 if let Some(o) = &self.observer {
                     o.config_reload(true);
                 }
-                tracing::info!(file = %path.display(), "config reloaded rules={n}");
+                tracing::info!(file = %path.display(), rules = n, "config reloaded");
                 ReloadOutcome::Reloaded { rules: n }
             }
             Err(e) => {
                 if let Some(o) = &self.observer {
                     o.config_reload(false);
                 }
-                tracing::warn!(file = %path.display(), "config reload rejected: {e}");
+                tracing::warn!(file = %path.display(), error = %e, "config reload rejected");
                 ReloadOutcome::Rejected(e.to_string())
             }
         }

@@ -98,6 +98,15 @@ pub enum RtError {
         #[source]
         source: io::Error,
     },
+    /// Another socket already listens on the address: another process, or another listener of
+    /// this one. Only the workers of one [`crate::rt::net::ListenerSet`] share a port.
+    #[error(
+        "cannot listen on {addr}: the address is in use by another listener (another process, or another listener of this one)"
+    )]
+    PortInUse {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
     /// A worker's listener was already taken from the [`crate::rt::net::ListenerSet`], or the
     /// index is out of range.
     #[error("no listener left for worker {worker}")]
@@ -122,7 +131,10 @@ impl RtError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::MailboxFull { .. } | Self::Bind { .. } | Self::Spawn { .. }
+            Self::MailboxFull { .. }
+                | Self::Bind { .. }
+                | Self::PortInUse { .. }
+                | Self::Spawn { .. }
         )
     }
 }

@@ -7,6 +7,16 @@
 //! worker's listener closes, connections already queued on it are reset, so close listeners only
 //! on shutdown.
 //!
+//! # Only this process's workers share a port
+//! `SO_REUSEPORT` would let any socket of the same user join the group and take a share of the
+//! connections: a second edge started on the same addresses, or a listener of this process
+//! meant for another purpose. [`ListenerSet::bind`] therefore first checks that nothing listens
+//! on the address: a probe socket with `SO_REUSEADDR` but without `SO_REUSEPORT` binds it (and
+//! is closed at once), which the kernel refuses while any socket listens there. Only then are
+//! the worker sockets bound, so a port already held fails with [`RtError::PortInUse`]. What the
+//! probe cannot stop is a program started *after* the set that joins with `SO_REUSEPORT`
+//! without such a check; every listener of this workspace goes through [`ListenerSet`].
+//!
 //! # Port 0
 //! Every socket must bind the *same* port. [`ListenerSet::bind`] binds the first socket (which
 //! resolves `:0` to a real port) and binds the rest to that resolved address, all from the
@@ -23,7 +33,10 @@
 use std::{
     io,
     net::{SocketAddr, TcpListener as StdTcpListener},
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -36,13 +49,8 @@ use super::RtError;
 pub const DEFAULT_BACKLOG: i32 = 1024;
 
 fn reuseport_std(addr: SocketAddr, backlog: i32) -> io::Result<StdTcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
+    let socket = new_socket(addr)?;
     socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        // Same semantics on every host, whatever net.ipv6.bindv6only says.
-        socket.set_only_v6(true)?;
-    }
     // compio sets it too when it runs on epoll; io_uring does not care. Set it so the socket
     // behaves the same under both drivers.
     socket.set_nonblocking(true)?;
@@ -51,15 +59,26 @@ fn reuseport_std(addr: SocketAddr, backlog: i32) -> io::Result<StdTcpListener> {
     Ok(socket.into())
 }
 
-/// Creates a listening TCP socket with `SO_REUSEADDR` and `SO_REUSEPORT` on `addr`, registered
-/// with the calling thread's compio runtime. Call it on the worker that will accept on it.
-///
-/// Binding port 0 this way gives every caller a *different* port; use [`ListenerSet`] then.
-///
-/// # Panics
-/// When called outside a compio runtime (compio's `from_std` needs the current runtime).
-pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
-    TcpListener::from_std(reuseport_std(addr, backlog)?)
+fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // Same semantics on every host, whatever net.ipv6.bindv6only says.
+        socket.set_only_v6(true)?;
+    }
+    Ok(socket)
+}
+
+/// Whether some socket (of any process, this one included) listens on `addr`: a bind without
+/// `SO_REUSEPORT` fails then. `SO_REUSEADDR` lets the probe pass sockets in `TIME_WAIT`, so a
+/// restarted process gets its port back at once. The probe never listens and is closed here.
+fn port_held(addr: SocketAddr) -> io::Result<bool> {
+    let probe = new_socket(addr)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 /// `n` `SO_REUSEPORT` listening sockets on one address, one per worker, bound up front.
@@ -71,28 +90,56 @@ pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListe
 pub struct ListenerSet {
     addr: SocketAddr,
     slots: Vec<Mutex<Option<StdTcpListener>>>,
+    /// Duplicates of every socket, for [`ListenerSet::shut_down`] after the workers took theirs.
+    handles: Vec<Socket>,
+    shut: AtomicBool,
 }
 
 impl ListenerSet {
     /// Binds `n` sockets on `addr`. If `addr` has port 0, the first socket picks the port and
-    /// the others bind that same port. `n` of 0 is raised to 1.
+    /// the others bind that same port. `n` of 0 is raised to 1. Fails with
+    /// [`RtError::PortInUse`] when a socket already listens on the address, whoever holds it.
     pub fn bind(addr: SocketAddr, n: usize, backlog: i32) -> Result<Self, RtError> {
         let bind_err = |source| RtError::Bind { addr, source };
+        // Port 0 asks the kernel for a port nobody uses: no probe needed.
+        if addr.port() != 0 && port_held(addr).map_err(bind_err)? {
+            return Err(RtError::PortInUse { addr });
+        }
         let first = reuseport_std(addr, backlog).map_err(bind_err)?;
         let resolved = first.local_addr().map_err(bind_err)?;
         let mut slots = Vec::with_capacity(n.max(1));
+        let mut handles = Vec::with_capacity(n.max(1));
+        handles.push(Socket::from(first.try_clone().map_err(bind_err)?));
         slots.push(Mutex::new(Some(first)));
         for _ in 1..n {
             let l = reuseport_std(resolved, backlog).map_err(|source| RtError::Bind {
                 addr: resolved,
                 source,
             })?;
+            handles.push(Socket::from(l.try_clone().map_err(bind_err)?));
             slots.push(Mutex::new(Some(l)));
         }
         Ok(Self {
             addr: resolved,
             slots,
+            handles,
+            shut: AtomicBool::new(false),
         })
+    }
+
+    /// Stops every socket of the set, taken or not: the kernel refuses new connections on the
+    /// address at once and frees it for a new bind, and each worker's pending `accept` fails,
+    /// so its accept loop can end (it checks [`ListenerSet::is_shut_down`]) and drop its socket.
+    pub fn shut_down(&self) {
+        self.shut.store(true, Ordering::Release);
+        for h in &self.handles {
+            let _ = h.shutdown(std::net::Shutdown::Read);
+        }
+    }
+
+    /// Whether [`ListenerSet::shut_down`] was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.shut.load(Ordering::Acquire)
     }
 
     /// The bound address, with the real port when `:0` was asked for.

@@ -14,8 +14,9 @@ pub enum TlsError {
     #[error("peer closed the connection during the tls handshake")]
     ClosedDuringHandshake,
     /// The peer's certificate was not accepted here: it is not signed by the configured CA,
-    /// names another server, or has expired. Either the peer or our CA setting is wrong.
-    #[error("peer certificate rejected: {0} (check the configured ca and server name)")]
+    /// names another server, or has expired. Either the peer or our CA setting is wrong; the
+    /// caller, who knows which setting that is, says so.
+    #[error("peer certificate rejected: {0}")]
     BadCertificate(rustls::Error),
     /// The peer aborted the handshake with a TLS alert, typically because it does not trust
     /// our certificate or shares no protocol with us.

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::error::{Error, Fault};
-use crate::registry::{Connector, Registry, Tunnel, edge_summary};
+use crate::registry::{Connector, Registry, RouteChange, Tunnel, edge_summary};
 use crate::settings::{DataCenter, LbPolicy};
 use crate::state::AdminToken;
 
@@ -96,6 +96,44 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
         .find(|(k, _)| *k == key)
         .map(|(_, v)| v)
+}
+
+/// A path segment with its `%XX` escapes decoded (`%2A.example.com` is `*.example.com`);
+/// `None` when an escape is malformed or the result is not UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Whether a flag is set in the query: `NAME`, `NAME=true` or `NAME=1`.
+fn flag(query: &str, name: &str) -> bool {
+    matches!(query_param(query, name), Some("true" | "1" | ""))
+}
+
+/// A route request's answer: 201 with the route when it is new; 200 when it already existed
+/// (`"existed": true`) or was moved from another tunnel (`"replaced": true`).
+fn route_reply(mut route: Value, change: RouteChange) -> Reply {
+    let status = match change {
+        RouteChange::Added => 201,
+        RouteChange::Exists | RouteChange::Replaced => 200,
+    };
+    if let Some(map) = route.as_object_mut() {
+        map.insert("existed".into(), json!(change == RouteChange::Exists));
+        map.insert("replaced".into(), json!(change == RouteChange::Replaced));
+    }
+    Reply::json(status, route)
 }
 
 /// `{"policy": "round-robin"}` or `{"policy": null}` (clear: the edge default applies).
@@ -249,7 +287,7 @@ fn route(
             Ok(Reply::json(200, v))
         }
         ("DELETE", ["tunnels", key]) => {
-            let force = matches!(query_param(query, "force"), Some("true" | "1" | ""));
+            let force = flag(query, "force");
             let t = registry.delete_tunnel(key, force)?;
             tracing::info!(tunnel = %t.id, name = %t.name, force, "tunnel deleted");
             Ok(Reply::json(
@@ -264,11 +302,22 @@ fn route(
                 })?),
                 None => None,
             };
+            let disconnect = flag(query, "disconnect");
             let t = registry.tunnel(key)?;
-            let removed = registry.cleanup(&t.id.to_string(), only)?;
+            let done = registry.cleanup(&t.id.to_string(), only, disconnect)?;
+            tracing::info!(
+                tunnel = %t.id, name = %t.name, removed = done.removed.len(),
+                disconnected = done.disconnected.len(), kept = done.kept.len(), "tunnel cleanup"
+            );
             Ok(Reply::json(
                 200,
-                json!({ "id": t.id, "name": t.name, "removed_connectors": removed }),
+                json!({
+                    "id": t.id,
+                    "name": t.name,
+                    "removed_connectors": done.removed,
+                    "disconnected_connectors": done.disconnected,
+                    "kept_connectors": done.kept,
+                }),
             ))
         }
         ("PUT", ["tunnels", key, "lb"]) => {
@@ -292,10 +341,13 @@ fn route(
             struct Dns {
                 tunnel: String,
                 hostname: String,
+                #[serde(default)]
+                overwrite: bool,
             }
             let req: Dns = parse_body(body)?;
-            let route = registry.route_dns(&req.tunnel, &req.hostname)?;
-            Ok(Reply::json(201, json!(route)))
+            let (route, change) =
+                registry.route_dns_with(&req.tunnel, &req.hostname, req.overwrite)?;
+            Ok(route_reply(json!(route), change))
         }
         ("POST", ["routes", "tcp"]) => {
             #[derive(Deserialize)]
@@ -304,8 +356,23 @@ fn route(
                 port: u16,
             }
             let req: Tcp = parse_body(body)?;
-            let route = registry.route_tcp(&req.tunnel, req.port)?;
-            Ok(Reply::json(201, json!(route)))
+            let (route, change) = registry.route_tcp_with(&req.tunnel, req.port)?;
+            Ok(route_reply(json!(route), change))
+        }
+        ("DELETE", ["routes", "dns", hostname]) => {
+            let hostname = percent_decode(hostname)
+                .ok_or_else(|| Reply::error(400, format!("invalid hostname {hostname:?}")))?;
+            let route = registry.delete_dns_route(&hostname)?;
+            tracing::info!(hostname = %route.hostname, tunnel = %route.tunnel_id, "DNS route deleted");
+            Ok(Reply::json(200, json!(route)))
+        }
+        ("DELETE", ["routes", "tcp", port]) => {
+            let port: u16 = port
+                .parse()
+                .map_err(|_| Reply::error(400, format!("invalid tcp port {port:?}")))?;
+            let route = registry.delete_tcp_route(port)?;
+            tracing::info!(port, tunnel = %route.tunnel_id, "TCP route deleted");
+            Ok(Reply::json(200, json!(route)))
         }
         ("GET", ["routes"]) => Ok(Reply::json(
             200,
@@ -344,6 +411,7 @@ fn route(
             | ["tunnels", _, "cleanup" | "connectors" | "lb"]
             | ["routes"]
             | ["routes", "dns" | "tcp"]
+            | ["routes", "dns" | "tcp", _]
             | ["discovery"]
             | ["metrics"]
             | ["faults"]

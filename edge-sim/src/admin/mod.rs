@@ -13,12 +13,14 @@
 //! | `POST /tunnels` `{"name"}` | 201 | `{id, name, created, secret}` (secret: base64, only here) |
 //! | `GET /tunnels` | 200 | `[{id, name, created, connectors, connections}]` |
 //! | `GET /tunnels/{id-or-name}` | 200 | `{id, name, created, connections, connectors: [connector]}` |
-//! | `DELETE /tunnels/{id-or-name}[?force=true]` | 200 | `{id, name, deleted: true}` |
-//! | `POST /tunnels/{id-or-name}/cleanup[?connector_id=]` | 200 | `{id, name, removed_connectors}` |
+//! | `DELETE /tunnels/{id-or-name}[?force=true]` | 200 | `{id, name, deleted: true}` (with force, the tunnel's links are closed at once) |
+//! | `POST /tunnels/{id-or-name}/cleanup[?connector_id=][&disconnect=true]` | 200 | `{id, name, removed_connectors, disconnected_connectors, kept_connectors}` (lists of connector IDs: records without a live link are removed; connectors with live links are kept, or with `disconnect` have their links closed) |
 //! | `GET /tunnels/{id-or-name}/connectors` | 200 | `[connector]` |
 //! | `PUT /tunnels/{id-or-name}/lb` `{"policy": name or null}` | 200 | tunnel (with `lb_policy`) |
-//! | `POST /routes/dns` `{"tunnel","hostname"}` | 201 | `{hostname, tunnel_id, tunnel_name}` |
-//! | `POST /routes/tcp` `{"tunnel","port"}` | 201 | `{port, tunnel_id, tunnel_name}` |
+//! | `POST /routes/dns` `{"tunnel","hostname"[,"overwrite"]}` | 201 (new), 200 (`existed` or `replaced`) | `{hostname, tunnel_id, tunnel_name, existed, replaced}` (409: routed to another tunnel without `overwrite`) |
+//! | `POST /routes/tcp` `{"tunnel","port"}` | 201 (new), 200 (`existed`) | `{port, tunnel_id, tunnel_name, existed, replaced}` (409: routed to another tunnel, or the edge cannot listen on the port) |
+//! | `DELETE /routes/dns/{hostname}` | 200 | the removed route (404: none) |
+//! | `DELETE /routes/tcp/{port}` | 200 | the removed route; the port stops listening (404: none) |
 //! | `GET /routes` | 200 | `{dns: [..], tcp: [..]}` |
 //! | `GET /discovery` | 200 | `{data_centers: [{name, servers}], ca_pem}` (no token; bound addresses) |
 //! | `GET /metrics` | 200 | Prometheus text |

@@ -28,6 +28,9 @@
 //! database. An unknown tunnel is refused as `UnknownTunnel` (the connector gives up); any
 //! other registry failure as `TryAgain` (the connector retries with backoff).
 //!
+//! A link whose tunnel is deleted, or whose connector a cleanup disconnects, is closed at once
+//! (the registry triggers its "revoked" signal): streams are reset and GOAWAY is sent.
+//!
 //! Fault injection ([`super::faults`]): while a server is down, its accept loop closes every new
 //! connection at once, and each live link of it ends like a crash: the link task waits on the
 //! server's "down" signal next to `Link::closed` and then shuts the TCP socket down (through a
@@ -157,13 +160,14 @@ async fn run_link(
     w: &Worker,
     (link, local): (&Link, (Uuid, u64)),
     kill: Option<KillSwitch>,
-    replaced: &Shutdown,
+    (replaced, revoked): (&Shutdown, &Shutdown),
     info: &ServerInfo,
 ) -> LinkError {
     enum Ended {
         Closed(LinkError),
         Down,
         Replaced,
+        Revoked,
     }
     // All are waits on wakers, not IO: dropping the losers loses nothing.
     let ended = {
@@ -175,12 +179,16 @@ async fn run_link(
             }
         });
         let mut newer = std::pin::pin!(replaced.wait());
+        let mut gone = std::pin::pin!(revoked.wait());
         std::future::poll_fn(|cx| {
             if let Poll::Ready(why) = closed.as_mut().poll(cx) {
                 return Poll::Ready(Ended::Closed(why));
             }
             if down.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Ended::Down);
+            }
+            if gone.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ended::Revoked);
             }
             newer.as_mut().poll(cx).map(|()| Ended::Replaced)
         })
@@ -196,6 +204,14 @@ async fn run_link(
             }
             // The reader sees the end of the socket and the writer fails: the link ends.
             link.close(ErrorCode::INTERNAL_ERROR);
+            link.closed().await
+        }
+        Ended::Revoked => {
+            tracing::info!(server = %info.addr, connector = %local.0, "tunnel deleted or connector disconnected by cleanup; closing its link at once");
+            // No new stream goes to it; the peer sees the link close with an error code and,
+            // when its tunnel is gone, is refused as an unknown tunnel when it reconnects.
+            w.remove_link(local.0, local.1);
+            link.close(ErrorCode::CANCEL);
             link.closed().await
         }
         Ended::Replaced => {
@@ -224,7 +240,7 @@ async fn register<S: AsyncRead + AsyncWrite>(
     peer: SocketAddr,
     info: &ServerInfo,
     admitted: &Admitted,
-    replaced: &Shutdown,
+    (replaced, revoked): (&Shutdown, &Shutdown),
 ) -> Result<Register, HandshakeError> {
     let registry = &w.plane.registry;
     let lookup = |r: &Register| {
@@ -267,6 +283,7 @@ async fn register<S: AsyncRead + AsyncWrite>(
             LinkSlot {
                 ha_connections: r.ha_connections,
                 replaced: replaced.clone(),
+                revoked: revoked.clone(),
             },
         );
         match res {
@@ -298,9 +315,9 @@ async fn handshake<S: AsyncRead + AsyncWrite>(
     peer: SocketAddr,
     info: &ServerInfo,
     admitted: &Admitted,
-    replaced: &Shutdown,
+    signals: (&Shutdown, &Shutdown),
 ) -> Result<(S, Register), String> {
-    let reg = register(w, &mut stream, peer, info, admitted, replaced)
+    let reg = register(w, &mut stream, peer, info, admitted, signals)
         .await
         .map_err(|e| e.to_string())?;
     Ok((stream, reg))
@@ -318,6 +335,7 @@ async fn serve_link(
     }
     let admitted: Admitted = Rc::new(Cell::new(None));
     let replaced = Shutdown::new();
+    let revoked = Shutdown::new();
     let deadline = w.plane.handshake_timeout;
     match w.plane.tls.clone() {
         Some(cfg) => {
@@ -325,17 +343,17 @@ async fn serve_link(
                 let tls = TlsStream::accept(tcp, cfg)
                     .await
                     .map_err(|e| format!("tls: {e}"))?;
-                handshake(&w, tls, peer, &info, &admitted, &replaced).await
+                handshake(&w, tls, peer, &info, &admitted, (&replaced, &revoked)).await
             };
             let res = compio::time::timeout(deadline, fut).await;
             drop(pending);
-            finish(&w, res, peer, &info, &admitted, (kill, replaced)).await;
+            finish(&w, res, peer, &info, &admitted, (kill, replaced, revoked)).await;
         }
         None => {
-            let fut = handshake(&w, tcp, peer, &info, &admitted, &replaced);
+            let fut = handshake(&w, tcp, peer, &info, &admitted, (&replaced, &revoked));
             let res = compio::time::timeout(deadline, fut).await;
             drop(pending);
-            finish(&w, res, peer, &info, &admitted, (kill, replaced)).await;
+            finish(&w, res, peer, &info, &admitted, (kill, replaced, revoked)).await;
         }
     }
 }
@@ -346,7 +364,7 @@ async fn finish<S: Transport, E>(
     peer: SocketAddr,
     info: &ServerInfo,
     admitted: &Admitted,
-    (kill, replaced): (Option<KillSwitch>, Shutdown),
+    (kill, replaced, revoked): (Option<KillSwitch>, Shutdown, Shutdown),
 ) {
     let registry = &w.plane.registry;
     let (stream, reg) = match res {
@@ -397,7 +415,14 @@ async fn finish<S: Transport, E>(
         server = %info.addr, origin_ip = %peer.ip(), version = %reg.version, arch = %reg.arch,
         worker = w.index, "link registered"
     );
-    let why = run_link(w, (&link, (connector, id)), kill, &replaced, info).await;
+    let why = run_link(
+        w,
+        (&link, (connector, id)),
+        kill,
+        (&replaced, &revoked),
+        info,
+    )
+    .await;
     w.remove_link(connector, id);
     load.link_down(w.index, home);
     load.index_down(reg.link_index);

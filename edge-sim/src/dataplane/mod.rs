@@ -4,6 +4,11 @@
 //! [`DataPlane::start`] starts one `core::rt` worker per core (`--workers N`). Every listener
 //! (each edge server address, the public HTTP address, each TCP route port) is bound with
 //! `SO_REUSEPORT` once per worker, so a connection is served on the worker that accepted it.
+//! Only those workers share it: an address some other socket listens on (another process, or
+//! another listener of this edge) is refused (`ringtun_core::rt::net::ListenerSet::bind`). A TCP
+//! route's listeners are bound when the route is created, through [`Plane`]'s
+//! [`TcpPorts`](crate::registry::TcpPorts), so a port that cannot be listened on fails the admin
+//! request instead of being stored.
 //!
 //! # Links and load balancing
 //! A [`Link`](ringtun_core::link::Link) is `Rc`-based: it lives on the worker that accepted it,
@@ -112,6 +117,8 @@ pub struct Plane {
     pub(crate) draining: ringtun_core::rt::Shutdown,
     conns_version: AtomicU64,
     conns: Mutex<HashMap<Uuid, Arc<ConnectorLoad>>>,
+    /// The listeners of TCP routes, one set (one socket per worker) per port.
+    tcp_listeners: Mutex<HashMap<u16, Arc<ListenerSet>>>,
 }
 
 impl Plane {
@@ -195,6 +202,42 @@ impl Plane {
             out.entry(c.tunnel).or_default().push(Arc::clone(c));
         }
         out
+    }
+}
+
+impl Plane {
+    /// The listeners of a TCP route's port, bound now if they are not yet.
+    pub(crate) fn tcp_listeners(&self, port: u16) -> std::result::Result<Arc<ListenerSet>, String> {
+        let mut sets = self.tcp_listeners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(set) = sets.get(&port) {
+            return Ok(Arc::clone(set));
+        }
+        if self.is_draining() {
+            return Err("the edge is shutting down".to_owned());
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let set = Arc::new(
+            ListenerSet::bind(addr, self.workers, DEFAULT_BACKLOG).map_err(|e| e.to_string())?,
+        );
+        sets.insert(port, Arc::clone(&set));
+        Ok(set)
+    }
+}
+
+impl crate::registry::TcpPorts for Plane {
+    fn open(&self, port: u16) -> std::result::Result<(), String> {
+        self.tcp_listeners(port).map(drop)
+    }
+
+    fn close(&self, port: u16) {
+        let set = self
+            .tcp_listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&port);
+        if let Some(set) = set {
+            set.shut_down();
+        }
     }
 }
 
@@ -287,9 +330,12 @@ impl DataPlane {
             workers: n,
             conns_version: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
+            tcp_listeners: Mutex::new(HashMap::new()),
         });
         let live: std::sync::Weak<dyn LiveLoads> = Arc::downgrade(&plane) as _;
         plane.registry.set_live_loads(live);
+        let ports: std::sync::Weak<dyn crate::registry::TcpPorts> = Arc::downgrade(&plane) as _;
+        plane.registry.set_tcp_ports(ports);
         let server_sets = Arc::new(server_sets);
         let http_set = Arc::new(http_set);
         let shared = Arc::clone(&plane);

@@ -1,13 +1,14 @@
-//! Public TCP routes: each routed port listens on `127.0.0.1:PORT` (`SO_REUSEPORT`, on every
-//! worker) and carries each connection as a `StreamKind::Tcp` stream whose OPEN metadata is the
-//! port in ASCII. New routes are picked up by polling the routes version once a second.
+//! Public TCP routes: each routed port listens on `127.0.0.1:PORT` (one `SO_REUSEPORT` set, a
+//! socket per worker, bound when the route is created) and carries each connection as a
+//! `StreamKind::Tcp` stream whose OPEN metadata is the port in ASCII. New and deleted routes are
+//! picked up by polling the routes version once a second.
 //!
 //! A connection holds a place in its client IP's count (`--max-connections-per-ip`) and its
 //! stream one in its tunnel's (`--tunnel-stream-limit`); over either limit it is closed at once.
 //! It is closed when no byte moved either way for `--tcp-idle-timeout`, or when a write to the
 //! client makes no progress for `--client-write-timeout` (see `docs/limits.md`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -17,58 +18,75 @@ use uuid::Uuid;
 use bytes::{Bytes, BytesMut};
 use compio::net::{TcpListener, TcpStream};
 use ringtun_core::mux::StreamKind;
-use ringtun_core::rt::net::{DEFAULT_BACKLOG, reuseport_listener};
+use ringtun_core::rt::net::ListenerSet;
 
 use super::limits::ClientSlot;
 use super::pipe::pipe;
 use super::watchdog::{Watch, watchdog};
 use super::worker::{HandoffKind, Pick, Worker};
 
-/// Binds listeners for TCP routes as they appear.
+/// Listens on TCP routes' ports as they appear, and stops when they go.
+///
+/// A route's listeners are normally bound when the admin API creates it (so a port held by
+/// another process fails the request); routes read from the database at start are bound here.
+/// A port that cannot be listened on is retried every second, logged once (by worker 0) until
+/// it succeeds.
 pub(crate) async fn route_watch(w: Rc<Worker>) {
-    let mut tried: HashSet<u16> = HashSet::new();
+    let mut active: HashMap<u16, Arc<ListenerSet>> = HashMap::new();
+    let mut failing: HashSet<u16> = HashSet::new();
     loop {
         if w.plane.is_draining() {
             return;
         }
+        // A deleted route's set was shut down: its accept loops end by themselves.
+        active.retain(|_, set| !set.is_shut_down());
         let table = w.routes();
         for (port, _) in table.tcp_ports() {
-            if !tried.insert(port) {
+            if active.contains_key(&port) {
                 continue;
             }
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            match reuseport_listener(addr, DEFAULT_BACKLOG) {
-                Ok(l) => {
-                    if w.index == 0 {
-                        tracing::info!(public_tcp = %addr, "public TCP listening");
+            let set = match w.plane.tcp_listeners(port) {
+                Ok(set) => set,
+                Err(reason) => {
+                    if failing.insert(port) && w.index == 0 {
+                        tracing::error!(port, %reason, "cannot listen for a TCP route; retrying every second");
                     }
-                    // At the edge's drain the listener stops like the others: shutting a
-                    // duplicate down makes the kernel refuse new connections and ends the loop.
-                    match socket2::SockRef::from(&l).try_clone() {
-                        Ok(dup) => {
-                            let w = Rc::clone(&w);
-                            let stop = async move {
-                                w.plane.draining.wait().await;
-                                let _ = dup.shutdown(std::net::Shutdown::Read);
-                            };
-                            compio::runtime::spawn(stop).detach();
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, port, "cannot duplicate a TCP route listener; it will not stop at drain");
-                        }
-                    }
-                    compio::runtime::spawn(accept_loop(Rc::clone(&w), l, port)).detach();
+                    continue;
                 }
+            };
+            failing.remove(&port);
+            let listener = match set.take(w.index) {
+                Ok(l) => l,
                 Err(e) => {
-                    tracing::error!(error = %e, public_tcp = %addr, worker = w.index, "cannot listen for a TCP route");
+                    tracing::warn!(error = %e, port, worker = w.index, "no listener for a TCP route on this worker");
+                    active.insert(port, set);
+                    continue;
                 }
+            };
+            if w.index == 0 {
+                tracing::info!(public_tcp = %set.local_addr(), "public TCP listening");
             }
+            active.insert(port, Arc::clone(&set));
+            // At the edge's drain the listeners stop like the others: shutting the set down
+            // makes the kernel refuse new connections and ends the accept loops.
+            // (Weakly: a deleted route's set is freed with its last accept loop.)
+            let stop = {
+                let (w, set) = (Rc::clone(&w), Arc::downgrade(&set));
+                async move {
+                    w.plane.draining.wait().await;
+                    if let Some(set) = set.upgrade() {
+                        set.shut_down();
+                    }
+                }
+            };
+            compio::runtime::spawn(stop).detach();
+            compio::runtime::spawn(accept_loop(Rc::clone(&w), listener, set, port)).detach();
         }
         compio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-async fn accept_loop(w: Rc<Worker>, listener: TcpListener, port: u16) {
+async fn accept_loop(w: Rc<Worker>, listener: TcpListener, set: Arc<ListenerSet>, port: u16) {
     loop {
         match listener.accept().await {
             Ok((s, peer)) => {
@@ -79,7 +97,8 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, port: u16) {
                     compio::runtime::spawn(serve(w, s, peer, port, Some(slot), None)).detach();
                 }
             }
-            Err(_) if w.plane.is_draining() => return,
+            // Drain, or the route was deleted: the listener closes as the loop ends.
+            Err(_) if w.plane.is_draining() || set.is_shut_down() => return,
             Err(e) => {
                 tracing::warn!(error = %e, port, "public TCP accept failed");
                 compio::time::sleep(Duration::from_millis(100)).await;

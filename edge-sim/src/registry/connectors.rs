@@ -9,12 +9,22 @@ use uuid::Uuid;
 use super::types::{Connector, ConnectorRegistration, LinkInfo};
 
 /// Connectors by ID, with what their live links need: the link count each connector declared
-/// at its first link, and per link index the live link's ID and its "replaced" signal.
+/// at its first link, and per link index the live link's ID and its signals.
 #[derive(Debug, Default)]
 pub(crate) struct ConnectorTable {
     by_id: HashMap<Uuid, Connector>,
     declared: HashMap<Uuid, u8>,
-    live: HashMap<(Uuid, u8), (u64, Shutdown)>,
+    live: HashMap<(Uuid, u8), LiveLink>,
+}
+
+/// A live link's record: its ID and the signals its link server waits on.
+#[derive(Debug)]
+pub(crate) struct LiveLink {
+    pub(crate) id: u64,
+    /// A newer link of the same connector took the index: drain this one.
+    pub(crate) replaced: Shutdown,
+    /// The tunnel was deleted or the connector cleaned up: close the link at once.
+    pub(crate) revoked: Shutdown,
 }
 
 /// What registering a link did.
@@ -102,23 +112,38 @@ impl ConnectorTable {
         self.declared.insert(connector, n);
     }
 
-    /// Makes link `id` the live one at `index`; returns the signal of the link it replaces.
+    /// Makes `link` the live one at `index`; returns the "replaced" signal of the link it
+    /// replaces.
     pub(crate) fn set_live_link(
         &mut self,
         connector: Uuid,
         index: u8,
-        id: u64,
-        replaced: Shutdown,
+        link: LiveLink,
     ) -> Option<Shutdown> {
         self.live
-            .insert((connector, index), (id, replaced))
-            .map(|(_, old)| old)
+            .insert((connector, index), link)
+            .map(|old| old.replaced)
+    }
+
+    /// Whether the connector has a live link (one a link server is serving).
+    pub(crate) fn has_live_link(&self, connector: Uuid) -> bool {
+        self.live.keys().any(|(c, _)| *c == connector)
+    }
+
+    /// Closes every live link of the connector (their link servers close them at once and
+    /// then unregister them, which removes the record with the last one).
+    pub(crate) fn revoke(&self, connector: Uuid) {
+        for ((c, _), link) in &self.live {
+            if *c == connector {
+                link.revoked.trigger();
+            }
+        }
     }
 
     /// Removes link `index` if it is still link `id`; returns whether the connector is gone.
     pub(crate) fn remove_live_link(&mut self, connector: Uuid, index: u8, id: u64) -> bool {
         match self.live.get(&(connector, index)) {
-            Some((live, _)) if *live == id => self.remove_link(connector, index),
+            Some(live) if live.id == id => self.remove_link(connector, index),
             _ => false,
         }
     }
@@ -179,17 +204,17 @@ impl ConnectorTable {
         }
     }
 
-    /// Removes the tunnel's connectors (all, or the one given); returns the removed IDs.
-    pub(crate) fn remove_of_tunnel(&mut self, tunnel: Uuid, only: Option<Uuid>) -> Vec<Uuid> {
-        let ids: Vec<Uuid> = self
-            .by_id
-            .values()
-            .filter(|c| c.tunnel_id == tunnel && only.is_none_or(|id| id == c.id))
+    /// The tunnel's connectors (all, or the one given), oldest first.
+    pub(crate) fn ids_of_tunnel(&self, tunnel: Uuid, only: Option<Uuid>) -> Vec<Uuid> {
+        self.of_tunnel(tunnel)
+            .into_iter()
+            .filter(|c| only.is_none_or(|id| id == c.id))
             .map(|c| c.id)
-            .collect();
-        for id in &ids {
-            self.forget(*id);
-        }
-        ids
+            .collect()
+    }
+
+    /// Removes a connector's record (its links, if any, are revoked first by the caller).
+    pub(crate) fn remove(&mut self, connector: Uuid) {
+        self.forget(connector);
     }
 }

@@ -36,14 +36,14 @@ use uuid::Uuid;
 
 pub use route_table::{RouteTable, normalize_hostname, validate_tunnel_name};
 pub use types::{
-    Connector, ConnectorRegistration, DnsRoute, LinkInfo, LiveLoad, LiveLoads, TcpRoute, Tunnel,
-    TunnelSecret, edge_summary,
+    Cleanup, Connector, ConnectorRegistration, DnsRoute, LinkInfo, LiveLoad, LiveLoads,
+    RouteChange, TcpPorts, TcpRoute, Tunnel, TunnelSecret, edge_summary,
 };
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::settings::LbPolicy;
-use connectors::{ConnectorTable, Registered};
+use connectors::{ConnectorTable, LiveLink, Registered};
 use store::Store;
 use view::View;
 
@@ -61,6 +61,9 @@ pub struct LinkSlot {
     pub ha_connections: u8,
     /// Triggered when a newer link of the same connector takes this link's index.
     pub replaced: ringtun_core::rt::Shutdown,
+    /// Triggered when the link must close at once: its tunnel was deleted, or its connector
+    /// disconnected by a cleanup.
+    pub revoked: ringtun_core::rt::Shutdown,
 }
 
 impl Default for LinkSlot {
@@ -68,6 +71,7 @@ impl Default for LinkSlot {
         LinkSlot {
             ha_connections: MAX_LINKS_PER_CONNECTOR,
             replaced: ringtun_core::rt::Shutdown::new(),
+            revoked: ringtun_core::rt::Shutdown::new(),
         }
     }
 }
@@ -83,6 +87,7 @@ pub struct Registry {
     link_ids: AtomicU64,
     metrics: Arc<Metrics>,
     live: OnceLock<Weak<dyn LiveLoads>>,
+    tcp_ports: OnceLock<Weak<dyn TcpPorts>>,
 }
 
 impl Registry {
@@ -112,6 +117,7 @@ impl Registry {
             link_ids: AtomicU64::new(0),
             metrics,
             live: OnceLock::new(),
+            tcp_ports: OnceLock::new(),
         })
     }
 
@@ -193,7 +199,9 @@ impl Registry {
     }
 
     /// Deletes a tunnel and its routes. Refuses while connectors are connected unless `force`,
-    /// which also drops their records (the link servers then close their links).
+    /// which also closes their links at once and drops their records: the tunnel's credentials
+    /// stop working the moment it is gone (a reconnecting connector is refused as an unknown
+    /// tunnel), and its TCP route ports stop listening.
     pub fn delete_tunnel(&self, id_or_name: &str, force: bool) -> Result<Tunnel> {
         let db = self.db();
         let tunnel = self.find(id_or_name)?;
@@ -205,48 +213,196 @@ impl Registry {
                 count,
             });
         }
+        let ports: Vec<u16> = self
+            .view()
+            .tcp_routes()
+            .iter()
+            .filter(|r| r.tunnel_id == tunnel.id)
+            .map(|r| r.port)
+            .collect();
         db.delete_tunnel(tunnel.id)?;
         self.update_view(|v| v.remove_tunnel(tunnel.id));
-        table.remove_of_tunnel(tunnel.id, None);
+        for id in table.ids_of_tunnel(tunnel.id, None) {
+            table.revoke(id);
+            table.remove(id);
+        }
         self.update_connector_gauge(&table);
+        for port in ports {
+            self.close_tcp_port(port);
+        }
         self.metrics.tunnels_deleted.inc();
         self.metrics.tunnels.dec();
         self.routes_version.fetch_add(1, Ordering::Release);
         Ok(tunnel)
     }
 
-    /// Removes stale connector records of a tunnel (all, or only `connector`); returns the
-    /// removed connector IDs.
-    pub fn cleanup(&self, id_or_name: &str, connector: Option<Uuid>) -> Result<Vec<Uuid>> {
+    /// Cleans a tunnel's connector records up (all, or only `connector`): a record without a
+    /// live link is removed; a connector with live links is kept, or with `disconnect` has its
+    /// links closed at once (its record goes with its last link, so the connector limit holds
+    /// throughout; the connector may reconnect, as it would after a network failure).
+    pub fn cleanup(
+        &self,
+        id_or_name: &str,
+        connector: Option<Uuid>,
+        disconnect: bool,
+    ) -> Result<Cleanup> {
         let tunnel = self.find(id_or_name)?;
         let mut table = self.table();
-        let removed = table.remove_of_tunnel(tunnel.id, connector);
+        let mut done = Cleanup::default();
+        for id in table.ids_of_tunnel(tunnel.id, connector) {
+            if !table.has_live_link(id) {
+                table.remove(id);
+                done.removed.push(id);
+            } else if disconnect {
+                table.revoke(id);
+                done.disconnected.push(id);
+            } else {
+                done.kept.push(id);
+            }
+        }
         self.update_connector_gauge(&table);
-        Ok(removed)
+        Ok(done)
     }
 
-    /// Routes a hostname (lowercased; `*.example.com` allowed) to a tunnel.
+    /// Routes a hostname (lowercased; `*.example.com` allowed) to a tunnel. The same route
+    /// again changes nothing ([`RouteChange::Exists`]); a hostname routed to another tunnel is
+    /// [`Error::DnsRouteExists`] unless `overwrite`, which moves it ([`RouteChange::Replaced`]).
     pub fn route_dns(&self, id_or_name: &str, hostname: &str) -> Result<DnsRoute> {
+        self.route_dns_with(id_or_name, hostname, false)
+            .map(|(route, _)| route)
+    }
+
+    /// [`Registry::route_dns`], saying what changed and with `overwrite`.
+    pub fn route_dns_with(
+        &self,
+        id_or_name: &str,
+        hostname: &str,
+        overwrite: bool,
+    ) -> Result<(DnsRoute, RouteChange)> {
         let hostname = normalize_hostname(hostname)?;
         let db = self.db();
         let tunnel = self.find(id_or_name)?;
-        let route = db.add_dns_route(&tunnel, &hostname)?;
-        self.update_view(|v| v.add_dns(route.clone()));
+        let existing = self
+            .view()
+            .dns_routes()
+            .iter()
+            .find(|r| r.hostname == hostname)
+            .cloned();
+        let (route, change) = match existing {
+            Some(r) if r.tunnel_id == tunnel.id => return Ok((r, RouteChange::Exists)),
+            Some(r) if !overwrite => {
+                return Err(Error::DnsRouteExists {
+                    hostname,
+                    tunnel: r.tunnel_name,
+                });
+            }
+            Some(_) => (
+                db.move_dns_route(&tunnel, &hostname)?,
+                RouteChange::Replaced,
+            ),
+            None => (db.add_dns_route(&tunnel, &hostname)?, RouteChange::Added),
+        };
+        self.update_view(|v| {
+            v.remove_dns(&route.hostname);
+            v.add_dns(route.clone());
+        });
         self.routes_version.fetch_add(1, Ordering::Release);
-        Ok(route)
+        Ok((route, change))
     }
 
-    /// Routes a public TCP port (1..=65535) to a tunnel.
+    /// Routes a public TCP port (1..=65535) to a tunnel ([`Registry::route_tcp_with`]).
     pub fn route_tcp(&self, id_or_name: &str, port: u16) -> Result<TcpRoute> {
+        self.route_tcp_with(id_or_name, port)
+            .map(|(route, _)| route)
+    }
+
+    /// Routes a public TCP port (1..=65535) to a tunnel. The route is stored only once the data
+    /// plane listens on the port ([`TcpPorts::open`]): a port held by another process, or by
+    /// another listener of this edge, is [`Error::TcpPortUnavailable`] and nothing is stored.
+    /// The same route again changes nothing; a port routed to another tunnel is
+    /// [`Error::TcpRouteExists`].
+    pub fn route_tcp_with(&self, id_or_name: &str, port: u16) -> Result<(TcpRoute, RouteChange)> {
         if port == 0 {
             return Err(Error::Invalid("tcp port must be 1 to 65535".into()));
         }
         let db = self.db();
         let tunnel = self.find(id_or_name)?;
-        let route = db.add_tcp_route(&tunnel, port)?;
+        let existing = self
+            .view()
+            .tcp_routes()
+            .iter()
+            .find(|r| r.port == port)
+            .cloned();
+        match existing {
+            Some(r) if r.tunnel_id == tunnel.id => return Ok((r, RouteChange::Exists)),
+            Some(r) => {
+                return Err(Error::TcpRouteExists {
+                    port,
+                    tunnel: r.tunnel_name,
+                });
+            }
+            None => {}
+        }
+        if let Some(ports) = self.tcp_ports.get().and_then(Weak::upgrade) {
+            ports
+                .open(port)
+                .map_err(|reason| Error::TcpPortUnavailable { port, reason })?;
+        }
+        let route = match db.add_tcp_route(&tunnel, port) {
+            Ok(route) => route,
+            Err(e) => {
+                self.close_tcp_port(port);
+                return Err(e);
+            }
+        };
         self.update_view(|v| v.add_tcp(route.clone()));
         self.routes_version.fetch_add(1, Ordering::Release);
+        Ok((route, RouteChange::Added))
+    }
+
+    /// Removes the DNS route of `hostname`; returns it.
+    pub fn delete_dns_route(&self, hostname: &str) -> Result<DnsRoute> {
+        let hostname = normalize_hostname(hostname)?;
+        let db = self.db();
+        let route = self
+            .view()
+            .dns_routes()
+            .iter()
+            .find(|r| r.hostname == hostname)
+            .cloned()
+            .ok_or_else(|| Error::RouteNotFound(format!("hostname {hostname}")))?;
+        db.delete_dns_route(&hostname)?;
+        self.update_view(|v| v.remove_dns(&hostname));
+        self.routes_version.fetch_add(1, Ordering::Release);
         Ok(route)
+    }
+
+    /// Removes the TCP route of `port` and stops listening on it; returns it.
+    pub fn delete_tcp_route(&self, port: u16) -> Result<TcpRoute> {
+        let db = self.db();
+        let route = self
+            .view()
+            .tcp_routes()
+            .iter()
+            .find(|r| r.port == port)
+            .cloned()
+            .ok_or_else(|| Error::RouteNotFound(format!("tcp port {port}")))?;
+        db.delete_tcp_route(port)?;
+        self.update_view(|v| v.remove_tcp(port));
+        self.routes_version.fetch_add(1, Ordering::Release);
+        self.close_tcp_port(port);
+        Ok(route)
+    }
+
+    fn close_tcp_port(&self, port: u16) {
+        if let Some(ports) = self.tcp_ports.get().and_then(Weak::upgrade) {
+            ports.close(port);
+        }
+    }
+
+    /// Connects the data plane's TCP-route listeners (see [`TcpPorts`]); the first call wins.
+    pub fn set_tcp_ports(&self, ports: Weak<dyn TcpPorts>) {
+        let _ = self.tcp_ports.set(ports);
     }
 
     /// Sets (or with `None` clears) a tunnel's load-balancing policy; returns the tunnel. The
@@ -343,8 +499,7 @@ impl Registry {
         registration: ConnectorRegistration,
         link: LinkInfo,
     ) -> Result<()> {
-        self.register_link(tunnel_id, registration, link, LinkSlot::default())
-            .map(|_| ())
+        self.admit(tunnel_id, registration, link, None).map(|_| ())
     }
 
     /// [`Registry::register_connector`] for a live link: also enforces the connector's link
@@ -361,6 +516,22 @@ impl Registry {
         link: LinkInfo,
         slot: LinkSlot,
     ) -> Result<u64> {
+        self.admit(tunnel_id, registration, link, Some(slot))
+    }
+
+    /// Registers a link; `slot` is `None` for a record without a live link (which a cleanup
+    /// may remove).
+    fn admit(
+        &self,
+        tunnel_id: Uuid,
+        registration: ConnectorRegistration,
+        link: LinkInfo,
+        live: Option<LinkSlot>,
+    ) -> Result<u64> {
+        let connector = registration.connector_id;
+        // The tunnel is looked up with the table locked, so a deletion (which takes the table
+        // lock too) either comes first and refuses this link, or comes after and revokes it.
+        let mut table = self.table();
         let tunnel = match self.find(&tunnel_id.to_string()) {
             Ok(t) => t,
             Err(e) => {
@@ -368,8 +539,7 @@ impl Registry {
                 return Err(e);
             }
         };
-        let connector = registration.connector_id;
-        let mut table = self.table();
+        let slot = live.clone().unwrap_or_default();
         let declared = match table.get(connector) {
             Some(c) if c.tunnel_id != tunnel.id => {
                 self.metrics.connectors_rejected.inc();
@@ -408,8 +578,15 @@ impl Registry {
             table.set_declared_links(connector, slot.ha_connections);
         }
         let id = self.link_ids.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(old) = table.set_live_link(connector, index, id, slot.replaced) {
-            old.trigger();
+        if let Some(slot) = live {
+            let link = LiveLink {
+                id,
+                replaced: slot.replaced,
+                revoked: slot.revoked,
+            };
+            if let Some(old) = table.set_live_link(connector, index, link) {
+                old.trigger();
+            }
         }
         self.update_connector_gauge(&table);
         Ok(id)

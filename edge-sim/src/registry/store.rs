@@ -98,13 +98,15 @@ impl Store {
                 ),
             });
         }
+        // A brand-new database gets every column from the migrations below: nothing to report.
+        let fresh = version == 0;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.transaction()?;
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", i + 1)?;
             tx.commit()?;
         }
-        add_missing_columns(&conn)?;
+        add_missing_columns(&conn, fresh)?;
         Ok(Store { conn })
     }
 
@@ -182,6 +184,31 @@ impl Store {
     pub(crate) fn delete_tunnel(&self, id: Uuid) -> Result<()> {
         self.conn
             .execute("DELETE FROM tunnels WHERE id = ?1", [id.to_string()])?;
+        Ok(())
+    }
+
+    pub(crate) fn delete_dns_route(&self, hostname: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM dns_routes WHERE hostname = ?1", [hostname])?;
+        Ok(())
+    }
+
+    /// Points an existing DNS route at `tunnel` (one statement: the route is never missing).
+    pub(crate) fn move_dns_route(&self, tunnel: &Tunnel, hostname: &str) -> Result<DnsRoute> {
+        self.conn.execute(
+            "UPDATE dns_routes SET tunnel_id = ?1 WHERE hostname = ?2",
+            params![tunnel.id.to_string(), hostname],
+        )?;
+        Ok(DnsRoute {
+            hostname: hostname.to_owned(),
+            tunnel_id: tunnel.id,
+            tunnel_name: tunnel.name.clone(),
+        })
+    }
+
+    pub(crate) fn delete_tcp_route(&self, port: u16) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM tcp_routes WHERE port = ?1", [port])?;
         Ok(())
     }
 
@@ -273,14 +300,17 @@ impl Store {
 }
 
 /// Adds the columns newer than a database's schema: `tunnels.lb_policy` (NULL = edge default).
-fn add_missing_columns(conn: &Connection) -> Result<()> {
+/// Logs the migration only for a database an older edge wrote (`fresh` is false).
+fn add_missing_columns(conn: &Connection, fresh: bool) -> Result<()> {
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('tunnels')")?;
     let columns = stmt
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     if !columns.iter().any(|c| c == "lb_policy") {
         conn.execute_batch("ALTER TABLE tunnels ADD COLUMN lb_policy TEXT")?;
-        tracing::info!("registry database migrated: tunnels.lb_policy added");
+        if !fresh {
+            tracing::info!("registry database migrated: tunnels.lb_policy added");
+        }
     }
     Ok(())
 }

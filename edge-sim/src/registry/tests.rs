@@ -188,11 +188,103 @@ fn cleanup_removes_stale_connectors() {
         .expect("c1");
     r.register_connector(t.id, reg(c2), link(0, "mci"))
         .expect("c2");
-    assert_eq!(r.cleanup("web", Some(c1)).expect("one"), vec![c1]);
+    assert_eq!(
+        r.cleanup("web", Some(c1), false).expect("one").removed,
+        vec![c1]
+    );
     assert_eq!(r.connector_count(t.id), 1);
-    assert_eq!(r.cleanup("web", None).expect("all"), vec![c2]);
+    assert_eq!(
+        r.cleanup("web", None, false).expect("all").removed,
+        vec![c2]
+    );
     assert_eq!(r.connector_count(t.id), 0);
     r.delete_tunnel("web", false).expect("now deletable");
+}
+
+#[test]
+fn cleanup_keeps_live_connectors_unless_asked_to_disconnect_them() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = open(tmp.path(), 1);
+    let (t, _) = r.create_tunnel("web").expect("create");
+    let live = Uuid::new_v4();
+    let slot = LinkSlot::default();
+    r.register_link(t.id, reg(live), link(0, "dfw"), slot.clone())
+        .expect("live");
+    let done = r.cleanup("web", None, false).expect("cleanup");
+    assert_eq!((done.removed, done.kept), (vec![], vec![live]));
+    assert!(!slot.revoked.is_triggered());
+    // The limit of 1 still holds: a live connector was not forgotten.
+    assert!(matches!(
+        r.register_connector(t.id, reg(Uuid::new_v4()), link(0, "dfw")),
+        Err(Error::ConnectorLimit { .. })
+    ));
+    let done = r.cleanup("web", None, true).expect("disconnect");
+    assert_eq!(done.disconnected, vec![live]);
+    assert!(
+        slot.revoked.is_triggered(),
+        "the link server is told to close"
+    );
+    // The record goes with the link, when its server unregisters it.
+    assert_eq!(r.connector_count(t.id), 1);
+}
+
+#[test]
+fn forced_delete_revokes_the_tunnels_links() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = open(tmp.path(), 100);
+    let (t, _) = r.create_tunnel("web").expect("create");
+    let slot = LinkSlot::default();
+    r.register_link(t.id, reg(Uuid::new_v4()), link(0, "dfw"), slot.clone())
+        .expect("live");
+    r.delete_tunnel("web", true).expect("forced");
+    assert!(slot.revoked.is_triggered());
+    // Its credentials no longer register anything.
+    assert!(matches!(
+        r.register_link(
+            t.id,
+            reg(Uuid::new_v4()),
+            link(0, "dfw"),
+            LinkSlot::default()
+        ),
+        Err(Error::TunnelNotFound(_))
+    ));
+}
+
+#[test]
+fn dns_routes_are_idempotent_and_move_only_when_overwritten() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = open(tmp.path(), 100);
+    r.create_tunnel("a").expect("a");
+    r.create_tunnel("b").expect("b");
+    let (_, change) = r.route_dns_with("a", "x.example.com", false).expect("new");
+    assert_eq!(change, RouteChange::Added);
+    let (_, change) = r
+        .route_dns_with("a", "X.example.com", false)
+        .expect("again");
+    assert_eq!(change, RouteChange::Exists);
+    assert!(matches!(
+        r.route_dns_with("b", "x.example.com", false),
+        Err(Error::DnsRouteExists { .. })
+    ));
+    let (route, change) = r.route_dns_with("b", "x.example.com", true).expect("moved");
+    assert_eq!(
+        (change, route.tunnel_name.as_str()),
+        (RouteChange::Replaced, "b")
+    );
+    assert_eq!(r.dns_routes().expect("list").len(), 1);
+    let table = r.route_table().expect("table");
+    assert_eq!(
+        table.tunnel_for_host("x.example.com"),
+        Some(route.tunnel_id)
+    );
+    r.delete_dns_route("x.example.com").expect("delete");
+    assert!(matches!(
+        r.delete_dns_route("x.example.com"),
+        Err(Error::RouteNotFound(_))
+    ));
+    r.route_tcp("a", 2222).expect("tcp");
+    r.delete_tcp_route(2222).expect("delete tcp");
+    assert!(r.tcp_routes().expect("list").is_empty());
 }
 
 #[test]
@@ -368,7 +460,7 @@ fn a_reregistered_index_signals_the_old_link_and_keeps_the_new_record() {
     let c = Uuid::new_v4();
     let slot = |n| LinkSlot {
         ha_connections: n,
-        replaced: ringtun_core::rt::Shutdown::new(),
+        ..LinkSlot::default()
     };
     let first = slot(2);
     let a = r

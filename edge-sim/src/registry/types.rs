@@ -165,6 +165,41 @@ pub trait LiveLoads: Send + Sync + fmt::Debug {
     fn live_load(&self, connector: Uuid) -> Option<LiveLoad>;
 }
 
+/// The data plane's listeners of TCP routes: the registry stores a route only once its port
+/// listens, and a removed route's port stops listening. Implemented by the data plane; the
+/// registry holds it weakly (no cycle).
+pub trait TcpPorts: Send + Sync + fmt::Debug {
+    /// Listens on `port` on every worker (nothing to do when it already does); the reason when
+    /// the port cannot be listened on (another process holds it, or another listener of the
+    /// edge does).
+    fn open(&self, port: u16) -> std::result::Result<(), String>;
+    /// Stops listening on `port`.
+    fn close(&self, port: u16);
+}
+
+/// What [`Registry::cleanup`](super::Registry::cleanup) did to a tunnel's connectors.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Cleanup {
+    /// Records without a live link, removed.
+    pub removed: Vec<Uuid>,
+    /// Connectors with live links whose links were closed (asked for); their records go with
+    /// their links.
+    pub disconnected: Vec<Uuid>,
+    /// Connectors with live links, kept.
+    pub kept: Vec<Uuid>,
+}
+
+/// What a route request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteChange {
+    /// The route is new.
+    Added,
+    /// The same route already existed; nothing changed.
+    Exists,
+    /// The host was routed to another tunnel and now routes to this one (`overwrite`).
+    Replaced,
+}
+
 impl Connector {
     /// Links per data center, like `2xdfw, 2xmci`.
     pub fn edge_summary(&self) -> String {

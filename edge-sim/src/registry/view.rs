@@ -83,6 +83,14 @@ impl View {
         self.dns.sort_by(|a, b| a.hostname.cmp(&b.hostname));
     }
 
+    pub(crate) fn remove_dns(&mut self, hostname: &str) {
+        self.dns.retain(|r| r.hostname != hostname);
+    }
+
+    pub(crate) fn remove_tcp(&mut self, port: u16) {
+        self.tcp.retain(|r| r.port != port);
+    }
+
     pub(crate) fn add_tcp(&mut self, route: TcpRoute) {
         self.tcp.push(route);
         self.tcp.sort_by_key(|r| r.port);
