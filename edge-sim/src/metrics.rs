@@ -3,10 +3,16 @@
 //!
 //! Counters are atomics (`prometheus-client`), so bumping one takes no lock; the registry of
 //! metric descriptions is only read when scraped. On the request path a labelled counter is
-//! resolved once and then cloned (a `Counter` is an `Arc` of an atomic): the byte and retry
+//! resolved once and then cloned (a counter is an `Arc` of its atomics): the byte and retry
 //! counters here are resolved up front, per-hostname counters are cached per worker by the
-//! caller ([`Metrics::host_requests`] takes the family's lock only on a cache miss). The
-//! latency histogram is [`AtomicHistogram`], lock-free unlike `prometheus-client`'s own.
+//! caller ([`Metrics::host_requests`] takes the family's lock only on a cache miss).
+//!
+//! The counters and the latency histogram bumped on every public request are per worker:
+//! [`WorkerCounter`] and [`AtomicHistogram`] keep one cache line of atomics per thread slot
+//! and sum them when scraped, so workers serving requests at once never write the same cache
+//! line. A new counter on the request path should be a [`WorkerCounter`] too.
+use std::cell::Cell;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -149,12 +155,96 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A histogram of durations whose `observe` is a few relaxed atomic adds (no lock). Clones
-/// share the counts.
-#[derive(Debug, Default, Clone)]
-pub struct AtomicHistogram(std::sync::Arc<HistogramCounts>);
+/// How many slots a per-worker metric has: one per core the process may run on (at least 1,
+/// at most 64). Threads share slots round-robin beyond that, which stays correct (the slots
+/// are atomics) and only shares cache lines again.
+fn slot_count() -> usize {
+    static SLOTS: OnceLock<usize> = OnceLock::new();
+    *SLOTS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+            .clamp(1, 64)
+    })
+}
 
-/// The counts behind an [`AtomicHistogram`].
+/// The calling thread's slot in per-worker metrics: threads take slots in the order they first
+/// count, so the workers, started together, get slots of their own.
+fn my_slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SLOT.with(|s| {
+        if s.get() == usize::MAX {
+            s.set(NEXT.fetch_add(1, Ordering::Relaxed) % slot_count());
+        }
+        s.get()
+    })
+}
+
+/// One slot of a per-worker metric, alone on its cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Padded<T>(T);
+
+/// A counter that each worker bumps in a slot of its own (no cache line shared between
+/// workers), summed when scraped. Encodes as a Prometheus counter. Clones share the counts.
+#[derive(Debug, Clone)]
+pub struct WorkerCounter(std::sync::Arc<[Padded<AtomicU64>]>);
+
+impl Default for WorkerCounter {
+    fn default() -> Self {
+        WorkerCounter((0..slot_count()).map(|_| Padded::default()).collect())
+    }
+}
+
+impl WorkerCounter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.inc_by(1);
+    }
+
+    /// Adds `n`.
+    pub fn inc_by(&self, n: u64) {
+        if let Some(slot) = self.0.get(my_slot()) {
+            slot.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The total over every worker.
+    pub fn get(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl TypedMetric for WorkerCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for WorkerCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&self.get(), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
+/// A histogram of durations whose `observe` is a few relaxed atomic adds in the calling
+/// worker's own slot (no lock, no cache line shared between workers), summed when scraped.
+/// Clones share the counts.
+#[derive(Debug, Clone)]
+pub struct AtomicHistogram(std::sync::Arc<[Padded<HistogramCounts>]>);
+
+impl Default for AtomicHistogram {
+    fn default() -> Self {
+        AtomicHistogram((0..slot_count()).map(|_| Padded::default()).collect())
+    }
+}
+
+/// The counts of one slot of an [`AtomicHistogram`].
 #[derive(Debug, Default)]
 pub struct HistogramCounts {
     /// Per bucket (non-cumulative), the last one is `+Inf`.
@@ -166,12 +256,14 @@ pub struct HistogramCounts {
 impl AtomicHistogram {
     /// Records one duration.
     pub fn observe(&self, d: Duration) {
+        let Some(Padded(c)) = self.0.get(my_slot()) else {
+            return;
+        };
         let secs = d.as_secs_f64();
         let i = LATENCY_BUCKETS
             .iter()
             .position(|b| secs <= *b)
             .unwrap_or(LATENCY_BUCKETS.len());
-        let c = &self.0;
         if let Some(b) = c.buckets.get(i) {
             b.fetch_add(1, Ordering::Relaxed);
         }
@@ -182,7 +274,10 @@ impl AtomicHistogram {
 
     /// Durations recorded.
     pub fn count(&self) -> u64 {
-        self.0.count.load(Ordering::Relaxed)
+        self.0
+            .iter()
+            .map(|s| s.0.count.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -192,15 +287,23 @@ impl TypedMetric for AtomicHistogram {
 
 impl EncodeMetric for AtomicHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut counts = [0u64; LATENCY_BUCKETS.len() + 1];
+        let mut sum_micros = 0u64;
+        for Padded(slot) in self.0.iter() {
+            for (n, b) in counts.iter_mut().zip(&slot.buckets) {
+                *n += b.load(Ordering::Relaxed);
+            }
+            sum_micros = sum_micros.saturating_add(slot.sum_micros.load(Ordering::Relaxed));
+        }
         let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
             .iter()
             .copied()
             .chain(std::iter::once(f64::MAX))
-            .zip(self.0.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .zip(counts)
             .collect();
         // The count is the buckets' total, so the encoded histogram is self-consistent.
         let count = buckets.iter().map(|(_, n)| n).sum();
-        let sum = self.0.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = sum_micros as f64 / 1e6;
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 
@@ -232,20 +335,20 @@ pub struct Metrics {
     /// Live links per data center.
     pub links: Family<DcLabels, Gauge>,
     /// Public HTTP requests received.
-    pub public_requests: Counter,
+    pub public_requests: WorkerCounter,
     /// Public TCP connections received.
-    pub public_tcp_connections: Counter,
+    pub public_tcp_connections: WorkerCounter,
     /// Public connections handed to another worker (no link of their tunnel on theirs).
-    pub public_handoffs: Counter,
+    pub public_handoffs: WorkerCounter,
     /// Public requests that failed, by cause.
     pub public_errors: Family<CauseLabels, Counter>,
     /// Public HTTP requests per routed hostname (`ringtun_edge_requests_total{hostname}`).
-    pub requests: Family<HostLabels, Counter>,
+    pub requests: Family<HostLabels, WorkerCounter>,
     hostname_labels: AtomicUsize,
     /// Payload bytes from public clients (request bodies, upgraded and TCP bytes).
-    pub bytes_in: Counter,
+    pub bytes_in: WorkerCounter,
     /// Payload bytes to public clients (response bodies, upgraded and TCP bytes).
-    pub bytes_out: Counter,
+    pub bytes_out: WorkerCounter,
     /// Public HTTP request latency, head received to response sent.
     pub request_duration: AtomicHistogram,
     /// Connectors draining now (set when scraped, see [`Metrics::set_draining`]).
@@ -280,14 +383,14 @@ impl Default for Metrics {
             admin_requests: Family::default(),
             control_rejected: Family::default(),
             links: Family::default(),
-            public_requests: Counter::default(),
-            public_tcp_connections: Counter::default(),
-            public_handoffs: Counter::default(),
+            public_requests: WorkerCounter::default(),
+            public_tcp_connections: WorkerCounter::default(),
+            public_handoffs: WorkerCounter::default(),
             public_errors: Family::default(),
             requests: Family::default(),
             hostname_labels: AtomicUsize::new(0),
-            bytes_in: Counter::default(),
-            bytes_out: Counter::default(),
+            bytes_in: WorkerCounter::default(),
+            bytes_out: WorkerCounter::default(),
             request_duration: AtomicHistogram::default(),
             draining_connectors: Gauge::default(),
             retries_refused: Counter::default(),
@@ -356,7 +459,7 @@ impl Default for Metrics {
             "Public HTTP requests per hostname",
             m.requests.clone(),
         );
-        let bytes: Family<DirectionLabels, Counter> = Family::default();
+        let bytes: Family<DirectionLabels, WorkerCounter> = Family::default();
         let dir = |d: &str| DirectionLabels {
             direction: d.to_owned(),
         };
@@ -491,7 +594,7 @@ impl Metrics {
 
     /// The request counter of `hostname` (lowercase, no port), for a per-worker cache: this
     /// takes the family's lock, so call it once per hostname, not per request.
-    pub fn host_requests(&self, hostname: &str) -> Counter {
+    pub fn host_requests(&self, hostname: &str) -> WorkerCounter {
         let other = || HostLabels {
             hostname: "other".to_owned(),
         };
@@ -608,6 +711,33 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches("ringtun_edge_requests_total{").count(), 2);
+    }
+
+    #[test]
+    fn per_worker_metrics_sum_every_thread() {
+        let m = Metrics::default();
+        std::thread::scope(|s| {
+            for _ in 0..5 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        m.public_requests.inc();
+                        m.bytes_out.inc_by(2);
+                        m.request_duration.observe(Duration::from_millis(1));
+                    }
+                });
+            }
+        });
+        assert_eq!(m.public_requests.get(), 5000);
+        assert_eq!(m.request_duration.count(), 5000);
+        let text = m.encode();
+        for want in [
+            "ringtun_edge_public_requests_total 5000",
+            "ringtun_edge_bytes_total{direction=\"out\"} 10000",
+            "ringtun_edge_request_duration_seconds_count 5000",
+            "ringtun_edge_request_duration_seconds_bucket{le=\"0.001\"} 5000",
+        ] {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Request and response heads: parsing with `httparse` (zero-copy: every field is a slice of
 //! the received buffer) and serializing back to HTTP/1.1 bytes.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
@@ -12,6 +13,9 @@ use super::response::reason_phrase;
 /// The most header fields a head may have, whatever [`HeadLimits::max_headers`] says: the
 /// parser's field slots live on the stack.
 pub const MAX_HEADERS_CAP: usize = 256;
+
+/// Request heads with at most this many fields are parsed without a temporary allocation.
+const SMALL_HEAD_FIELDS: usize = 24;
 
 /// Limits on a head being parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,10 +199,12 @@ pub fn parse_request(
 ) -> Result<Option<RequestHead>, HttpError> {
     let from = Fault::Client;
     let window = &buf[..buf.len().min(limits.max_head_bytes)];
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    // Uninitialised slots: the parser writes only the fields it finds, so a small head does not
+    // pay for clearing all [`MAX_HEADERS_CAP`] of them.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CAP];
     let max_headers = limits.max_headers.min(MAX_HEADERS_CAP);
-    let mut req = httparse::Request::new(&mut slots[..max_headers]);
-    let len = match req.parse(window) {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(window, &mut slots[..max_headers]) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return partial(buf.len(), limits, from),
         Err(e) => return Err(parse_error(e, limits, from)),
@@ -213,22 +219,46 @@ pub fn parse_request(
             reason: "incomplete request line",
         });
     };
-    let fields = field_ranges(base, req.headers);
-    let head = buf.split_to(len).freeze();
-    let headers = build_headers(&head, fields);
-    let req = RequestHead {
-        method: head.slice(method),
-        target: head.slice(target),
-        version,
-        headers,
-    };
-    if req.version == Version::Http11 && req.headers.get_all("host").count() != 1 {
+    let hosts = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+        .count();
+    if version == Version::Http11 && hosts != 1 {
         return Err(HttpError::MalformedHead {
             from,
             reason: "an HTTP/1.1 request needs exactly one Host header",
         });
     }
-    Ok(Some(req))
+    // The fields' places are taken before the head's bytes are split off (which ends the
+    // parser's borrow of `buf`): on the stack for a usual head, else in a vector.
+    let n = req.headers.len();
+    let place = |h: &httparse::Header<'_>| {
+        let (name, value) = (range(base, h.name.as_bytes()), range(base, h.value));
+        [name.start, name.end, value.start, value.end]
+    };
+    let mut small = [[0usize; 4]; SMALL_HEAD_FIELDS];
+    let large: Vec<[usize; 4]>;
+    let places: &[[usize; 4]] = if n <= SMALL_HEAD_FIELDS {
+        for (slot, h) in small.iter_mut().zip(req.headers.iter()) {
+            *slot = place(h);
+        }
+        &small[..n]
+    } else {
+        large = req.headers.iter().map(place).collect();
+        &large
+    };
+    let head = buf.split_to(len).freeze();
+    let mut headers = Headers::with_capacity(n);
+    for &[ns, ne, vs, ve] in places {
+        headers.append(head.slice(ns..ne), head.slice(vs..ve));
+    }
+    Ok(Some(RequestHead {
+        method: head.slice(method),
+        target: head.slice(target),
+        version,
+        headers,
+    }))
 }
 
 /// Parses a response head from the front of `buf`; like [`parse_request`], but errors are

@@ -138,10 +138,104 @@ pub enum ResponseMeta {
 /// `extra.host` must be normalised ([`crate::http::RequestRoute`]), or the connector refuses
 /// the metadata.
 pub fn encode_request_meta(head: &RequestHead, extra: &RequestExtra) -> Bytes {
-    let mut out = Vec::with_capacity(head.encoded_len() + 32);
-    out.extend_from_slice(&[META_VERSION, KIND_REQUEST, flags(head.version)]);
-    put_framing(&mut out, extra.body);
-    match extra.client_ip {
+    /// The head's fields as they are.
+    struct AsIs<'a>(&'a Headers);
+    impl EmitFields for AsIs<'_> {
+        fn emit<S: FieldSink>(&self, sink: &mut S) {
+            for f in self.0 {
+                sink.field(&f.name, std::iter::once(&f.value[..]));
+            }
+        }
+    }
+    let start = RequestStart {
+        version: head.version,
+        body: extra.body,
+        client_ip: extra.client_ip,
+        method: &head.method,
+        host: extra.host.as_bytes(),
+        target: &head.target,
+    };
+    encode_request_fields(&start, &AsIs(&head.headers))
+}
+
+/// Everything of OPEN metadata before the header fields.
+pub(crate) struct RequestStart<'a> {
+    pub(crate) version: Version,
+    pub(crate) body: BodyFraming,
+    pub(crate) client_ip: Option<IpAddr>,
+    pub(crate) method: &'a [u8],
+    pub(crate) host: &'a [u8],
+    pub(crate) target: &'a [u8],
+}
+
+/// Where header fields go while OPEN metadata is written: a field is a name and its value in
+/// pieces (written one after the other, so a joined value needs no buffer of its own).
+pub(crate) trait FieldSink {
+    fn field<'v>(&mut self, name: &[u8], value: impl Iterator<Item = &'v [u8]> + Clone);
+}
+
+/// The header fields of a head being encoded, emitted the same way each time they are asked
+/// for (once to size the output, once to write it).
+pub(crate) trait EmitFields {
+    fn emit<S: FieldSink>(&self, sink: &mut S);
+}
+
+/// Counts fields and their encoded bytes.
+#[derive(Default)]
+struct Sizer {
+    fields: usize,
+    bytes: usize,
+}
+
+impl FieldSink for Sizer {
+    fn field<'v>(&mut self, name: &[u8], value: impl Iterator<Item = &'v [u8]> + Clone) {
+        let vlen: usize = value.map(<[u8]>::len).sum();
+        self.fields += 1;
+        self.bytes += str_len(name.len()) + str_len(vlen);
+    }
+}
+
+/// Writes fields in the metadata encoding.
+struct Writer<'o>(&'o mut Vec<u8>);
+
+impl FieldSink for Writer<'_> {
+    fn field<'v>(&mut self, name: &[u8], value: impl Iterator<Item = &'v [u8]> + Clone) {
+        put_str(self.0, name);
+        put_varint(self.0, value.clone().map(<[u8]>::len).sum::<usize>() as u64);
+        for part in value {
+            self.0.extend_from_slice(part);
+        }
+    }
+}
+
+/// OPEN metadata from its start and the fields `fields` emits, in one buffer of exactly the
+/// encoded size (sized by a first pass over the fields, so nothing is reallocated or copied
+/// again when it becomes `Bytes`).
+pub(crate) fn encode_request_fields(start: &RequestStart<'_>, fields: &impl EmitFields) -> Bytes {
+    let mut size = Sizer::default();
+    fields.emit(&mut size);
+    let ip_len = match start.client_ip {
+        None => 0,
+        Some(IpAddr::V4(_)) => 4,
+        Some(IpAddr::V6(_)) => 16,
+    };
+    let framing_len = match start.body {
+        BodyFraming::Length(n) => 1 + varint_len(n),
+        _ => 1,
+    };
+    let total = 3
+        + framing_len
+        + 1
+        + ip_len
+        + str_len(start.method.len())
+        + str_len(start.host.len())
+        + str_len(start.target.len())
+        + varint_len(size.fields as u64)
+        + size.bytes;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&[META_VERSION, KIND_REQUEST, flags(start.version)]);
+    put_framing(&mut out, start.body);
+    match start.client_ip {
         None => out.push(0),
         Some(IpAddr::V4(ip)) => {
             out.push(4);
@@ -152,11 +246,27 @@ pub fn encode_request_meta(head: &RequestHead, extra: &RequestExtra) -> Bytes {
             out.extend_from_slice(&ip.octets());
         }
     }
-    put_str(&mut out, &head.method);
-    put_str(&mut out, extra.host.as_bytes());
-    put_str(&mut out, &head.target);
-    put_headers(&mut out, &head.headers);
+    put_str(&mut out, start.method);
+    put_str(&mut out, start.host);
+    put_str(&mut out, start.target);
+    put_varint(&mut out, size.fields as u64);
+    fields.emit(&mut Writer(&mut out));
+    debug_assert_eq!(
+        out.len(),
+        total,
+        "the sizing pass and the writing pass agree"
+    );
     Bytes::from(out)
+}
+
+/// The encoded size of a varint.
+fn varint_len(n: u64) -> usize {
+    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// The encoded size of a string of `n` bytes (length prefix included).
+fn str_len(n: usize) -> usize {
+    varint_len(n as u64) + n
 }
 
 /// Decodes OPEN metadata written by [`encode_request_meta`]. Errors are

@@ -49,10 +49,10 @@ pub use meta::{
     encode_request_meta, encode_response_meta, tunnel_link_config,
 };
 pub use proxy::{
-    CONNECTOR_ID_HEADER, END_TO_END, HOP_BY_HOP, append_forwarded_for, expects_continue,
-    is_switching_protocols, is_upgrade_request, is_websocket_upgrade, keep_alive, override_host,
-    remove_hop_by_hop, request_keep_alive, response_keep_alive, set_connector_id,
-    set_forwarded_proto,
+    CONNECTOR_ID_HEADER, END_TO_END, HOP_BY_HOP, append_forwarded_for, encode_client_response,
+    expects_continue, forward_request_meta, is_switching_protocols, is_upgrade_request,
+    is_websocket_upgrade, keep_alive, override_host, remove_hop_by_hop, request_keep_alive,
+    response_keep_alive, set_connector_id, set_forwarded_proto,
 };
 pub use response::{
     NO_CONNECTOR_DETAIL, error_response, error_response_bytes, no_route_detail,

@@ -2,11 +2,14 @@
 //! header, `Host` override, and the questions a proxy asks of a head (upgrade? 100-continue?
 //! keep-alive?).
 //!
-//! The split of work along the request path: the edge calls [`remove_hop_by_hop`],
-//! [`append_forwarded_for`] and [`set_forwarded_proto`], then sets the routed target and `Host`
-//! ([`crate::http::RequestRoute::apply`]), before it encodes the request into the stream's OPEN
-//! metadata; the connector calls [`set_connector_id`], [`override_host`] and
-//! [`crate::http::set_framing_headers`] before it writes the request to the origin.
+//! The split of work along the request path: the edge rewrites the request and encodes it
+//! into the stream's OPEN metadata in one pass over the parsed fields
+//! ([`forward_request_meta`]: what [`remove_hop_by_hop`], dropping `Expect`,
+//! [`append_forwarded_for`], [`set_forwarded_proto`] and [`crate::http::RequestRoute::apply`]
+//! would do to a copy, without the copy), and writes the connector's response head for the
+//! client the same way ([`encode_client_response`]); the connector calls [`set_connector_id`],
+//! [`override_host`] and [`crate::http::set_framing_headers`] before it writes the request to
+//! the origin.
 
 use std::net::IpAddr;
 
@@ -14,7 +17,9 @@ use bytes::Bytes;
 
 use super::framing::BodyFraming;
 use super::head::{RequestHead, ResponseHead, Version};
-use super::headers::{Headers, tokens};
+use super::headers::{Header, Headers, tokens};
+use super::meta::{EmitFields, FieldSink, RequestStart, encode_request_fields};
+use super::route::RequestRoute;
 
 /// The header that names the connector that served a request, towards the origin. Chosen over
 /// a `Cf-` name because it is ringtun's own, and spelled like `X-Forwarded-For` so origins log it
@@ -110,6 +115,211 @@ pub fn override_host(headers: &mut Headers, host: impl Into<Bytes>) {
     headers.set("Host", host);
 }
 
+/// Whether `h` is a hop-by-hop field of `all` (the fields it came with): one of [`HOP_BY_HOP`]
+/// or listed in a `Connection` field, never one of [`END_TO_END`]. With `keep_upgrade`,
+/// `Upgrade` is kept. The rule of [`remove_hop_by_hop`], asked of one field.
+fn is_hop(h: &Header, all: &Headers, keep_upgrade: bool) -> bool {
+    if keep_upgrade && h.is("upgrade") {
+        return false;
+    }
+    if HOP_BY_HOP.iter().any(|n| h.is(n)) {
+        return true;
+    }
+    !END_TO_END.iter().any(|n| h.is(n))
+        && all
+            .get_all("connection")
+            .any(|v| tokens(v).any(|t| h.name.eq_ignore_ascii_case(t)))
+}
+
+/// The OPEN metadata for a request the edge forwards (`docs/http-meta.md`): the head as the
+/// client sent it, with the hop-by-hop fields removed ([`remove_hop_by_hop`], `Upgrade` kept
+/// for an `upgrade` request), `Expect` removed, `client` appended to `X-Forwarded-For`
+/// ([`append_forwarded_for`]), `X-Forwarded-Proto` set to `proto`, and the routed target and
+/// `Host` of `route` ([`RequestRoute::apply`]). The result is the same as applying those steps
+/// to a copy of the head and calling [`crate::http::encode_request_meta`], but the fields are
+/// written straight from the parsed slices into one buffer of the right size: no copy of the
+/// field list, no strings for the new values.
+pub fn forward_request_meta(
+    head: &RequestHead,
+    route: &RequestRoute,
+    client: IpAddr,
+    proto: &'static str,
+    upgrade: bool,
+    body: BodyFraming,
+) -> Bytes {
+    let mut ip = [0u8; 64];
+    let ip_len = {
+        use std::io::Write;
+        let mut rest = &mut ip[..];
+        // An address's text is at most 45 bytes: the buffer always takes it.
+        let _ = write!(rest, "{client}");
+        64 - rest.len()
+    };
+    let fields = Forwarded {
+        head,
+        host: route.host().as_bytes(),
+        client: &ip[..ip_len],
+        proto: proto.as_bytes(),
+        upgrade,
+    };
+    let start = RequestStart {
+        version: head.version,
+        body,
+        client_ip: Some(client),
+        method: &head.method,
+        host: route.host().as_bytes(),
+        target: route.target(),
+    };
+    encode_request_fields(&start, &fields)
+}
+
+/// The fields of a forwarded request (see [`forward_request_meta`]).
+struct Forwarded<'a> {
+    head: &'a RequestHead,
+    host: &'a [u8],
+    client: &'a [u8],
+    proto: &'a [u8],
+    upgrade: bool,
+}
+
+impl Forwarded<'_> {
+    /// The fields that stay, in order.
+    fn kept(&self) -> impl Iterator<Item = &Header> + Clone {
+        let all = &self.head.headers;
+        all.iter()
+            .filter(move |h| !h.is("expect") && !is_hop(h, all, self.upgrade))
+    }
+}
+
+impl EmitFields for Forwarded<'_> {
+    fn emit<S: FieldSink>(&self, sink: &mut S) {
+        // `X-Forwarded-For`: the values that stay, joined, then the client.
+        let xff = self
+            .kept()
+            .filter(|h| h.is("x-forwarded-for") && !h.value.is_empty())
+            .flat_map(|h| [&h.value[..], b", "])
+            .chain(std::iter::once(self.client));
+        let (mut seen_xff, mut seen_proto, mut seen_host, mut kept_upgrade) =
+            (false, false, false, false);
+        // Replaced fields keep the first one's place and spelling; later ones go.
+        for h in self.kept() {
+            if h.is("x-forwarded-for") {
+                if !std::mem::replace(&mut seen_xff, true) {
+                    sink.field(&h.name, xff.clone());
+                }
+            } else if h.is("x-forwarded-proto") {
+                if !std::mem::replace(&mut seen_proto, true) {
+                    sink.field(&h.name, std::iter::once(self.proto));
+                }
+            } else if h.is("host") {
+                if !std::mem::replace(&mut seen_host, true) {
+                    sink.field(&h.name, std::iter::once(self.host));
+                }
+            } else {
+                kept_upgrade |= h.is("upgrade");
+                sink.field(&h.name, std::iter::once(&h.value[..]));
+            }
+        }
+        if self.upgrade && kept_upgrade {
+            sink.field(b"Connection", std::iter::once(&b"upgrade"[..]));
+        }
+        if !seen_xff {
+            sink.field(b"X-Forwarded-For", xff);
+        }
+        if !seen_proto {
+            sink.field(b"X-Forwarded-Proto", std::iter::once(self.proto));
+        }
+        if !seen_host {
+            sink.field(b"Host", std::iter::once(self.host));
+        }
+    }
+}
+
+/// The head of a response forwarded to a client (`HTTP/1.1`, whatever version the origin
+/// spoke): the hop-by-hop fields removed ([`remove_hop_by_hop`]), with `framing` (when `Some`)
+/// announced in place of the origin's `Content-Length` and `Transfer-Encoding`
+/// ([`crate::http::set_framing_headers`]), and `Connection: close` when `close`. The same bytes
+/// as applying those steps to the head and encoding it, written in one pass from its fields
+/// into one buffer of the right size.
+pub fn encode_client_response(
+    head: &ResponseHead,
+    framing: Option<BodyFraming>,
+    close: bool,
+) -> Bytes {
+    const CLOSE: &[u8] = b"Connection: close\r\n";
+    const CHUNKED: &[u8] = b"Transfer-Encoding: chunked\r\n";
+    const LENGTH: &[u8] = b"Content-Length: ";
+    let all = &head.headers;
+    let reframed =
+        |h: &Header| framing.is_some() && (h.is("content-length") || h.is("transfer-encoding"));
+    let kept = || {
+        all.iter()
+            .filter(|h| !is_hop(h, all, false) && !reframed(h))
+    };
+    let mut digits = [0u8; 20];
+    let length = match framing {
+        Some(BodyFraming::Length(n)) => decimal(n, &mut digits),
+        _ => &[],
+    };
+    let size = head.reason.len()
+        + 15
+        + kept()
+            .map(|h| h.name.len() + h.value.len() + 4)
+            .sum::<usize>()
+        + match framing {
+            Some(BodyFraming::Length(_)) => LENGTH.len() + length.len() + 2,
+            Some(BodyFraming::Chunked) => CHUNKED.len(),
+            _ => 0,
+        }
+        + if close { CLOSE.len() } else { 0 }
+        + 2;
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let s = head.status.min(999);
+    out.extend_from_slice(&[
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]);
+    out.push(b' ');
+    out.extend_from_slice(&head.reason);
+    out.extend_from_slice(b"\r\n");
+    for h in kept() {
+        out.extend_from_slice(&h.name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(&h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Some(BodyFraming::Length(_)) => {
+            out.extend_from_slice(LENGTH);
+            out.extend_from_slice(length);
+            out.extend_from_slice(b"\r\n");
+        }
+        Some(BodyFraming::Chunked) => out.extend_from_slice(CHUNKED),
+        _ => {}
+    }
+    if close {
+        out.extend_from_slice(CLOSE);
+    }
+    out.extend_from_slice(b"\r\n");
+    debug_assert_eq!(out.len(), size, "the head was sized exactly");
+    Bytes::from(out)
+}
+
+/// `n` in decimal, in the tail of `digits`.
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[i..];
+        }
+    }
+}
+
 /// Whether the request asks for a WebSocket: `Upgrade: websocket` and `Connection: upgrade`
 /// on an HTTP/1.1 request.
 pub fn is_websocket_upgrade(head: &RequestHead) -> bool {
@@ -168,6 +378,8 @@ pub fn response_keep_alive(head: &ResponseHead, framing: BodyFraming) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn names(h: &Headers) -> Vec<String> {
@@ -255,6 +467,115 @@ mod tests {
             Some(&b"abc"[..])
         );
         assert_eq!(h.get("host").map(|v| &v[..]), Some(&b"origin.local"[..]));
+    }
+
+    /// The fields of the heads the one-pass rewrites are checked on: hop-by-hop fields, fields
+    /// named in `Connection` (also the end-to-end ones and the `X-Forwarded-*` ones), several
+    /// `X-Forwarded-For`, `Expect`, framing fields.
+    fn field() -> impl Strategy<Value = (String, String)> {
+        let names = prop::sample::select(vec![
+            "Host",
+            "host",
+            "Connection",
+            "connection",
+            "Keep-Alive",
+            "TE",
+            "Trailer",
+            "Transfer-Encoding",
+            "Upgrade",
+            "Proxy-Authorization",
+            "X-Forwarded-For",
+            "x-forwarded-for",
+            "X-Forwarded-Proto",
+            "Expect",
+            "Content-Length",
+            "Accept",
+            "X-A",
+        ]);
+        let values = prop::sample::select(vec![
+            "",
+            "1.1.1.1",
+            "close",
+            "upgrade",
+            "keep-alive, X-A",
+            "X-Forwarded-For",
+            "x-forwarded-proto, Upgrade",
+            "host, content-length",
+            "websocket",
+            "chunked",
+            "5",
+            "100-continue",
+            "*/*",
+        ]);
+        (names, values).prop_map(|(n, v)| (n.to_owned(), v.to_owned()))
+    }
+
+    proptest! {
+        #[test]
+        fn forward_request_meta_is_the_steps_in_one_pass(
+            fields in prop::collection::vec(field(), 0..12),
+            upgrade in any::<bool>(),
+            v6 in any::<bool>(),
+        ) {
+            let mut head = RequestHead::new("GET", "/a/b?c");
+            head.version = Version::Http10;
+            for (n, v) in &fields {
+                head.headers.append(n.clone(), v.clone());
+            }
+            let mut routed = head.clone();
+            routed.headers.retain(|h| !h.is("host"));
+            routed.headers.append("Host", "App.Example.com:8080");
+            let route = RequestRoute::of(&routed).unwrap();
+            let client: IpAddr = if v6 { "2001:db8::1".parse().unwrap() } else { "10.1.2.3".parse().unwrap() };
+            let body = BodyFraming::Length(7);
+            let mut fwd = head.clone();
+            remove_hop_by_hop(&mut fwd.headers, upgrade);
+            fwd.headers.remove("expect");
+            append_forwarded_for(&mut fwd.headers, client);
+            set_forwarded_proto(&mut fwd.headers, "http");
+            route.apply(&mut fwd);
+            let extra = crate::http::RequestExtra {
+                host: route.host().to_owned(),
+                client_ip: Some(client),
+                body,
+            };
+            let want = crate::http::encode_request_meta(&fwd, &extra);
+            let got = forward_request_meta(&head, &route, client, "http", upgrade, body);
+            prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn encode_client_response_is_the_steps_in_one_pass(
+            fields in prop::collection::vec(field(), 0..12),
+            framing in prop::sample::select(vec![
+                None,
+                Some(BodyFraming::Length(0)),
+                Some(BodyFraming::Length(1234567)),
+                Some(BodyFraming::Chunked),
+                Some(BodyFraming::CloseDelimited),
+                Some(BodyFraming::Empty),
+            ]),
+            close in any::<bool>(),
+            v10 in any::<bool>(),
+        ) {
+            let mut rh = ResponseHead::new(200);
+            if v10 {
+                rh.version = Version::Http10;
+            }
+            for (n, v) in &fields {
+                rh.headers.append(n.clone(), v.clone());
+            }
+            let mut want = rh.clone();
+            remove_hop_by_hop(&mut want.headers, false);
+            if let Some(f) = framing {
+                crate::http::set_framing_headers(&mut want.headers, f);
+            }
+            if close {
+                want.headers.append("Connection", "close");
+            }
+            want.version = Version::Http11;
+            prop_assert_eq!(encode_client_response(&rh, framing, close), want.to_bytes());
+        }
     }
 
     #[test]

@@ -3,17 +3,42 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use prometheus_client::metrics::counter::Counter;
-
 use crate::dataplane::worker::Worker;
+use crate::metrics::WorkerCounter;
+
+/// FNV-1a: hashing a hostname on every request costs a few instructions per byte instead of
+/// SipHash's setup and rounds. The keys are hostnames this worker routed (a route exists for
+/// each), and the cache is bounded by [`HOST_CACHE_MAX`], so flooding resistance is not needed.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type HostMap = HashMap<String, WorkerCounter, BuildHasherDefault<Fnv>>;
 
 thread_local! {
     /// Per worker: the request counter of each hostname, resolved once (see `metrics`), keyed
     /// by the metrics instance it belongs to (tests run several edges in one process).
-    static HOST_COUNTERS: RefCell<(usize, HashMap<String, Counter>)> =
-        RefCell::new((0, HashMap::new()));
+    static HOST_COUNTERS: RefCell<(usize, HostMap)> = RefCell::new((0, HostMap::default()));
 }
 
 /// Most hostnames one worker caches counters for.
@@ -28,7 +53,7 @@ pub(crate) fn count_host_request(w: &Worker, host: &str) {
     HOST_COUNTERS.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.0 != id {
-            *cache = (id, HashMap::new());
+            *cache = (id, HostMap::default());
         }
         if let Some(c) = cache.1.get(name.as_ref()) {
             c.inc();

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ringtun_core::http::io::CONTINUE_RESPONSE;
 use ringtun_core::http::{
-    BodyFraming, RequestExtra, RequestHead, RequestRoute, append_forwarded_for,
-    encode_request_meta, expects_continue, is_upgrade_request, is_websocket_upgrade,
-    no_route_detail, remove_hop_by_hop, request_framing, request_keep_alive, set_forwarded_proto,
+    BodyFraming, RequestHead, RequestRoute, expects_continue, forward_request_meta,
+    is_upgrade_request, is_websocket_upgrade, no_route_detail, request_framing, request_keep_alive,
 };
 use ringtun_core::link::{Link, LinkError, Stream};
 use ringtun_core::mux::StreamKind;
@@ -70,25 +69,14 @@ pub(crate) async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, coun
     } else {
         StreamKind::Http
     };
-    let mut fwd = head.clone();
-    remove_hop_by_hop(&mut fwd.headers, upgrade);
-    fwd.headers.remove("expect");
-    append_forwarded_for(&mut fwd.headers, c.peer.ip());
-    set_forwarded_proto(&mut fwd.headers, "http");
-    target.apply(&mut fwd);
     let body_framing = match framing {
         BodyFraming::Length(n) if n > 0 => BodyFraming::Length(n),
         BodyFraming::Empty | BodyFraming::Length(_) => BodyFraming::Empty,
         _ => BodyFraming::Chunked,
     };
-    let meta = encode_request_meta(
-        &fwd,
-        &RequestExtra {
-            host: host.to_owned(),
-            client_ip: Some(c.peer.ip()),
-            body: body_framing,
-        },
-    );
+    // The head rewritten for the connector (hop-by-hop fields and `Expect` dropped,
+    // `X-Forwarded-*` added, the routed target and host) straight into OPEN metadata.
+    let meta = forward_request_meta(&head, &target, c.peer.ip(), "http", upgrade, body_framing);
 
     // Before the body is read: is there a replica at all, and is it on this worker?
     // A fresh connection's first choice runs over every replica (it may move once).
@@ -154,7 +142,7 @@ pub(crate) async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, coun
         }
     };
     let open = Opened {
-        stream: Rc::new(stream),
+        stream,
         guard,
         early_reply,
         request_open: upgrade && !has_body,
@@ -217,7 +205,7 @@ async fn fail(w: &Worker, c: &mut Conn, f: &Failure, close: bool) -> Next {
 
 /// A stream opened for a request.
 struct Opened {
-    stream: Rc<Stream>,
+    stream: Stream,
     guard: StreamGuard,
     /// The REPLY, when it came before the body streamed.
     early_reply: Option<Bytes>,
@@ -227,10 +215,10 @@ struct Opened {
 
 /// Streams the body (if it streams) while the response is written.
 async fn exchange(w: &Worker, c: &mut Conn, head: &RequestHead, body: ReqBody, o: Opened) -> Next {
-    let stream = o.stream;
-    // A streamed body flows on its own task, which owns the read half until the body ends.
+    // A streamed body flows on its own task, which owns the read half until the body ends and
+    // shares the stream; otherwise the stream stays owned here (no shared handle to allocate).
     let streamed = matches!(body, ReqBody::Streamed { .. });
-    let pump = match body {
+    let (stream, pump) = match body {
         ReqBody::Streamed {
             prefix,
             dec,
@@ -247,17 +235,16 @@ async fn exchange(w: &Worker, c: &mut Conn, head: &RequestHead, body: ReqBody, o
             }
             let rd = c.rd.clone();
             let buf = std::mem::take(&mut c.buf);
-            let s = Rc::clone(&stream);
+            let s = Rc::new(o.stream);
             let ctx = PumpCtx {
                 watch: Rc::clone(&c.watch),
                 pace,
                 metrics: Arc::clone(w.plane.registry.metrics()),
             };
-            Some(compio::runtime::spawn(pump_body(
-                rd, buf, dec, s, prefix, ctx,
-            )))
+            let pump = compio::runtime::spawn(pump_body(rd, buf, dec, Rc::clone(&s), prefix, ctx));
+            (Held::Shared(s), Some(pump))
         }
-        _ => None,
+        _ => (Held::Owned(o.stream), None),
     };
     let meta = match o.early_reply {
         Some(m) => Ok(m),
@@ -271,7 +258,7 @@ async fn exchange(w: &Worker, c: &mut Conn, head: &RequestHead, body: ReqBody, o
             );
             reply_error(w, c, "refused_large_body", 502, &detail, true).await
         }
-        meta => respond(w, c, head, &stream, o.guard, meta, o.request_open).await,
+        meta => respond(w, c, head, stream, o.guard, meta, o.request_open).await,
     };
     if let Some(p) = pump {
         match p.await {
@@ -285,6 +272,34 @@ async fn exchange(w: &Worker, c: &mut Conn, head: &RequestHead, body: ReqBody, o
         }
     }
     next
+}
+
+/// A request's stream: shared with the body pump while a body streams, else owned.
+pub(crate) enum Held {
+    /// Only the response side uses it.
+    Owned(Stream),
+    /// The body pump holds it too.
+    Shared(Rc<Stream>),
+}
+
+impl Held {
+    /// A shared handle (for the raw pipe after a `101`).
+    pub(crate) fn into_rc(self) -> Rc<Stream> {
+        match self {
+            Held::Owned(s) => Rc::new(s),
+            Held::Shared(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for Held {
+    type Target = Stream;
+    fn deref(&self) -> &Stream {
+        match self {
+            Held::Owned(s) => s,
+            Held::Shared(s) => s,
+        }
+    }
 }
 
 /// Why one attempt did not produce a reply.

@@ -3,19 +3,23 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use ringtun_core::http::io::MAX_IOVECS;
 use ringtun_core::http::{
     BodyEncoder, BodyFraming, RequestHead, ResponseHead, ResponseMeta, Version,
-    decode_response_meta, is_upgrade_request, remove_hop_by_hop, request_keep_alive,
-    set_framing_headers, tokens,
+    decode_response_meta, encode_client_response, is_upgrade_request, remove_hop_by_hop,
+    request_keep_alive, tokens,
 };
-use ringtun_core::link::{LinkError, Stream};
+use ringtun_core::link::LinkError;
 
+use super::request::Held;
 use super::{Conn, Next, reply_error};
 use crate::dataplane::lb::StreamGuard;
 use crate::dataplane::pipe::pipe;
 use crate::dataplane::worker::Worker;
+use crate::metrics::Metrics;
 
 /// Answers the client from the stream's REPLY (`meta`) and body. `request_open`: the request
 /// direction was left open for an upgrade (ended here when the upgrade is declined).
@@ -23,7 +27,7 @@ pub(crate) async fn respond(
     w: &Worker,
     c: &mut Conn,
     req: &RequestHead,
-    stream: &Rc<Stream>,
+    stream: Held,
     guard: StreamGuard,
     meta: Result<Bytes, LinkError>,
     request_open: bool,
@@ -71,7 +75,7 @@ pub(crate) async fn respond(
         let metrics = Arc::clone(w.plane.registry.metrics());
         c.watch.set_idle(w.plane.limits.upgrade_idle_timeout);
         let watch = Rc::clone(&c.watch);
-        pipe(c.stream.clone(), buf, Rc::clone(stream), metrics, watch).await;
+        pipe(c.stream.clone(), buf, stream.into_rc(), metrics, watch).await;
         drop(guard);
         return Next::Close;
     }
@@ -91,38 +95,34 @@ pub(crate) async fn respond(
         }
     };
     let keep = keep_client && out != BodyFraming::CloseDelimited;
-    remove_hop_by_hop(&mut rh.headers, false);
-    if !no_body {
-        set_framing_headers(&mut rh.headers, out);
-    }
-    if !keep {
-        rh.headers.append(
-            Bytes::from_static(b"Connection"),
-            Bytes::from_static(b"close"),
-        );
-    }
-    rh.version = Version::Http11;
+    let head = encode_client_response(&rh, (!no_body).then_some(out), !keep);
     let mut enc = BodyEncoder::new(out);
-    let mut bufs = vec![rh.to_bytes()];
+    let mut bufs = Vec::with_capacity(8);
+    bufs.push(head);
+    let metrics = w.plane.registry.metrics();
+    // Each write carries the head (the first time) and every piece of the body that has
+    // arrived by then, up to [`BATCH_BYTES`]: a response that came in one go leaves in one
+    // write, its end included.
     loop {
-        match stream.read().await {
-            Ok(Some(chunk)) if !no_body => {
-                w.plane
-                    .registry
-                    .metrics()
-                    .bytes_out
-                    .inc_by(chunk.len() as u64);
-                if enc.encode(chunk, &mut bufs).is_err() {
-                    w.plane.registry.metrics().public_error("connector");
-                    return Next::Close;
-                }
+        let mut step = take(stream.read().await, no_body, &mut enc, &mut bufs, metrics);
+        let mut batched = 0;
+        while let Take::More(n) = step {
+            batched += n;
+            if batched >= BATCH_BYTES || bufs.len() >= MAX_IOVECS {
+                break;
             }
-            Ok(Some(_)) => {}
-            Ok(None) => break,
-            Err(e) => {
-                tracing::debug!(error = %e, "response body from the connector failed");
-                w.plane.registry.metrics().public_error("connector");
-                let _ = c.write(bufs).await;
+            match ready_now(stream.read()) {
+                Some(r) => step = take(r, no_body, &mut enc, &mut bufs, metrics),
+                None => break,
+            }
+        }
+        match step {
+            Take::More(_) => {}
+            Take::End => break,
+            Take::Failed { flush } => {
+                if flush {
+                    let _ = c.write(bufs).await;
+                }
                 return Next::Close;
             }
         }
@@ -135,11 +135,68 @@ pub(crate) async fn respond(
         let _ = c.write(bufs).await;
         return Next::Close;
     }
-    if c.write(bufs).await.is_err() {
+    if !bufs.is_empty() && c.write(bufs).await.is_err() {
         return Next::Close;
     }
     drop(guard);
     if keep { Next::KeepAlive } else { Next::Close }
+}
+
+/// The most body bytes gathered for one write to the client. Taking a piece from the stream
+/// returns its credit to the connector, so the batch bounds what the edge holds beyond the
+/// stream's window.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// What one read from the stream left to do.
+#[derive(Clone, Copy)]
+enum Take {
+    /// A piece of this many bytes (0 for a piece dropped or empty) was framed onto the batch.
+    More(usize),
+    /// The body ended.
+    End,
+    /// The response failed; `flush`: write what was batched before closing.
+    Failed { flush: bool },
+}
+
+/// Frames one read's result onto `bufs`.
+fn take(
+    r: Result<Option<Bytes>, LinkError>,
+    no_body: bool,
+    enc: &mut BodyEncoder,
+    bufs: &mut Vec<Bytes>,
+    metrics: &Metrics,
+) -> Take {
+    match r {
+        Ok(Some(chunk)) if !no_body => {
+            let n = chunk.len();
+            metrics.bytes_out.inc_by(n as u64);
+            if enc.encode(chunk, bufs).is_err() {
+                metrics.public_error("connector");
+                return Take::Failed { flush: false };
+            }
+            Take::More(n)
+        }
+        Ok(Some(_)) => Take::More(0),
+        Ok(None) => Take::End,
+        Err(e) => {
+            tracing::debug!(error = %e, "response body from the connector failed");
+            metrics.public_error("connector");
+            Take::Failed { flush: true }
+        }
+    }
+}
+
+/// The output of `f` if it is ready at once, without waiting. For futures that hold no IO in
+/// flight (a stream read is a poll of the session's buffers), so dropping one is harmless.
+fn ready_now<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    match f
+        .as_mut()
+        .poll(&mut Context::from_waker(std::task::Waker::noop()))
+    {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
 }
 
 /// Whether a `101` answers an upgrade the client asked for: the request carried `Connection:
