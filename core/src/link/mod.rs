@@ -13,9 +13,11 @@
 //! dropped half-way (data would be lost). The link therefore runs one long-lived **reader
 //! task**, which only ever reads, feeds the session and wakes whoever waits, and one **writer
 //! task**, which keeps exactly one vectored write in flight and sleeps on a notification or the
-//! session's next timer. Dropping a sleep or a notification is harmless; no IO future is ever
-//! raced in a `select!`. To stop the reader, the socket is shut down, which completes the
-//! pending read with end of file.
+//! session's next timer. The writer is notified only when the session has frames to send (or a
+//! deadline earlier than its timer's), and its timer lives across idle periods, so a stream
+//! operation that sends nothing costs no wake-up and going idle creates no timer. Dropping a
+//! sleep or a notification is harmless; no IO future is ever raced in a `select!`. To stop the
+//! reader, the socket is shut down, which completes the pending read with end of file.
 //!
 //! # Threading
 //!

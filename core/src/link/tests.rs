@@ -208,3 +208,43 @@ fn a_link_that_accepts_no_streams_closes_on_the_first_open() {
         Some(ErrorCode::PROTOCOL_ERROR)
     );
 }
+
+/// A link pair with `config` on both sides.
+async fn pair_with(config: Config) -> (Link, Link) {
+    let listener = compio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let (client, server) =
+        futures_util::join!(compio::net::TcpStream::connect(addr), listener.accept());
+    let client = Link::spawn(client.expect("connect"), Role::Client, config.clone());
+    let server = Link::spawn(server.expect("accept").0, Role::Server, config);
+    (client, server)
+}
+
+#[test]
+fn keepalive_pings_keep_an_idle_link_open_across_many_intervals() {
+    // The writer's timer lives across idle periods and is moved earlier only when the session
+    // asks: a PING's ACK makes the next PING (one interval away) due before the idle timeout
+    // the timer was set for. Were the writer not woken for that, the next PING would leave at
+    // the idle deadline and the link would close idle. The idle timeout is many intervals, so a
+    // busy machine does not break this.
+    let rt = compio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let config = Config {
+            ping_interval: Some(Duration::from_millis(100)),
+            idle_timeout: Duration::from_secs(2),
+            ..Config::default()
+        };
+        let (client, server) = pair_with(config).await;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            compio::time::sleep(Duration::from_millis(250)).await;
+            assert!(!client.is_closed(), "the client's link closed while idle");
+            assert!(!server.is_closed(), "the server's link closed while idle");
+        }
+        assert!(client.stats().rtt.is_some(), "no PING round trip measured");
+        client.close(ErrorCode::NO_ERROR);
+        within("the server's link to end", server.closed()).await;
+    });
+}
