@@ -5,7 +5,8 @@
 //! over it. It gives the rest of the code an async stream API: [`Link::open`],
 //! [`Link::accept`], and on each [`Stream`] `read` (yields [`Bytes`](bytes::Bytes) slices of the
 //! receive buffer), `write` (takes `Bytes`, no copy), `finish` and `reset`; plus link-level
-//! [`Link::drain`] and [`Link::close`].
+//! [`Link::drain`] and [`Link::close`]. [`pipe`] moves raw bytes between a socket and a
+//! stream (TCP routes, upgraded HTTP connections), for the edge and the connector alike.
 //!
 //! # Why two tasks per link
 //!
@@ -27,6 +28,7 @@
 
 mod driver;
 mod error;
+pub mod pipe;
 mod shared;
 mod stream;
 mod transport;

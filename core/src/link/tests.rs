@@ -248,3 +248,103 @@ fn keepalive_pings_keep_an_idle_link_open_across_many_intervals() {
         within("the server's link to end", server.closed()).await;
     });
 }
+
+#[test]
+fn the_pipe_carries_bursts_and_pauses_both_ways_and_half_closes() {
+    use std::rc::Rc;
+
+    use super::pipe::{ReadEnd, WriteEnd, socket_to_stream, stream_to_socket};
+    use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+    let rt = compio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (client, server) = pair().await;
+        // `far` stands for a public client or an origin; `near` is the socket piped to `out`.
+        let listener = compio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (far, near) =
+            futures_util::join!(compio::net::TcpStream::connect(addr), listener.accept());
+        let far = far.expect("connect");
+        let (mut rd, mut wr) = near.expect("accept").0.into_split();
+        let out = Rc::new(
+            client
+                .open(StreamKind::Tcp, Bytes::from_static(b"p"))
+                .expect("open"),
+        );
+        let inc = within("the stream", server.accept())
+            .await
+            .expect("accepted");
+        inc.stream.reply(Bytes::new()).expect("reply");
+        within("the reply", out.reply_meta())
+            .await
+            .expect("reply meta");
+
+        // Socket to stream: bytes read past a head, a burst larger than many reads (the large
+        // buffer), a pause (back to the small one), a few more bytes, end of file.
+        let burst: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        let tail = b"after a pause".to_vec();
+        let up = {
+            let out = Rc::clone(&out);
+            compio::runtime::spawn(async move {
+                let end = socket_to_stream(&mut rd, &out, Bytes::from_static(b"head"), &()).await;
+                assert!(matches!(end, ReadEnd::Eof), "{end:?}");
+                out.finish().expect("finish");
+            })
+        };
+        let (mut far_rd, mut far_wr) = far.into_split();
+        let writer = {
+            let (burst, tail) = (burst.clone(), tail.clone());
+            compio::runtime::spawn(async move {
+                let compio::BufResult(r, _) = far_wr.write_all(burst).await;
+                r.expect("write burst");
+                compio::time::sleep(Duration::from_millis(50)).await;
+                let compio::BufResult(r, _) = far_wr.write_all(tail).await;
+                r.expect("write tail");
+                far_wr.shutdown().await.expect("shutdown");
+            })
+        };
+        let mut got = Vec::new();
+        while let Some(c) = within("data", inc.stream.read()).await.expect("read") {
+            got.extend_from_slice(&c);
+        }
+        let mut want = b"head".to_vec();
+        want.extend_from_slice(&burst);
+        want.extend_from_slice(&tail);
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the bytes differ");
+        within("the up direction", up).await.expect("up task");
+        within("the writer", writer).await.expect("writer task");
+
+        // Stream to socket: the stream's data, then its FIN as the socket's end of file.
+        let back: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        let down = {
+            let out = Rc::clone(&out);
+            compio::runtime::spawn(async move {
+                let end = stream_to_socket(&out, &mut wr, &()).await;
+                assert!(matches!(end, WriteEnd::Fin), "{end:?}");
+                wr.shutdown().await.expect("shutdown");
+            })
+        };
+        for piece in back.chunks(7_000) {
+            inc.stream
+                .write(Bytes::copy_from_slice(piece))
+                .await
+                .expect("write");
+        }
+        inc.stream.finish().expect("finish");
+        let mut got = Vec::new();
+        loop {
+            let compio::BufResult(r, buf) =
+                within("socket data", far_rd.read(Vec::<u8>::with_capacity(64 * 1024))).await;
+            if r.expect("read") == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf);
+        }
+        assert_eq!(got.len(), back.len());
+        assert!(got == back, "the bytes differ");
+        within("the down direction", down).await.expect("down task");
+    });
+}
