@@ -209,16 +209,16 @@ fn a_link_that_accepts_no_streams_closes_on_the_first_open() {
     );
 }
 
-/// A link pair with `config` on both sides.
-async fn pair_with(config: Config) -> (Link, Link) {
+/// A link pair with `client` and `server` configurations.
+async fn pair_with(client_cfg: Config, server_cfg: Config) -> (Link, Link) {
     let listener = compio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
-    let (client, server) =
+    let (client_sock, server_sock) =
         futures_util::join!(compio::net::TcpStream::connect(addr), listener.accept());
-    let client = Link::spawn(client.expect("connect"), Role::Client, config.clone());
-    let server = Link::spawn(server.expect("accept").0, Role::Server, config);
+    let client = Link::spawn(client_sock.expect("connect"), Role::Client, client_cfg);
+    let server = Link::spawn(server_sock.expect("accept").0, Role::Server, server_cfg);
     (client, server)
 }
 
@@ -226,17 +226,23 @@ async fn pair_with(config: Config) -> (Link, Link) {
 fn keepalive_pings_keep_an_idle_link_open_across_many_intervals() {
     // The writer's timer lives across idle periods and is moved earlier only when the session
     // asks: a PING's ACK makes the next PING (one interval away) due before the idle timeout
-    // the timer was set for. Were the writer not woken for that, the next PING would leave at
-    // the idle deadline and the link would close idle. The idle timeout is many intervals, so a
-    // busy machine does not break this.
+    // the client's timer was set for. Were the writer not woken for that, the client's next
+    // PING would leave only at its own (long) idle deadline, and the server, which sends no
+    // PINGs and has a short idle timeout, would close the link. The margins are twenty
+    // intervals, so a busy machine does not break this.
     let rt = compio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let config = Config {
+        let client_cfg = Config {
             ping_interval: Some(Duration::from_millis(100)),
+            idle_timeout: Duration::from_secs(60),
+            ..Config::default()
+        };
+        let server_cfg = Config {
+            ping_interval: None,
             idle_timeout: Duration::from_secs(2),
             ..Config::default()
         };
-        let (client, server) = pair_with(config).await;
+        let (client, server) = pair_with(client_cfg, server_cfg).await;
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5) {
             compio::time::sleep(Duration::from_millis(250)).await;
@@ -336,8 +342,11 @@ fn the_pipe_carries_bursts_and_pauses_both_ways_and_half_closes() {
         inc.stream.finish().expect("finish");
         let mut got = Vec::new();
         loop {
-            let compio::BufResult(r, buf) =
-                within("socket data", far_rd.read(Vec::<u8>::with_capacity(64 * 1024))).await;
+            let compio::BufResult(r, buf) = within(
+                "socket data",
+                far_rd.read(Vec::<u8>::with_capacity(64 * 1024)),
+            )
+            .await;
             if r.expect("read") == 0 {
                 break;
             }
