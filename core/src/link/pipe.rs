@@ -107,7 +107,7 @@ pub async fn socket_to_stream<R: AsyncRead, H: PipeHooks>(
         let fresh = if want == READ_SIZE {
             spare < READ_SIZE / 4
         } else {
-            spare < IDLE_READ / 2 || spare > IDLE_READ
+            !(IDLE_READ / 2..=IDLE_READ).contains(&spare)
         };
         if fresh {
             buf = BytesMut::with_capacity(want);
