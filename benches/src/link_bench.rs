@@ -56,6 +56,10 @@ pub struct LinkArgs {
     /// Also write the report (markdown) to this file.
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    /// Run only the rr workload over the link (no bulk, no plain TCP, no idle cost) and print
+    /// the number of exchanges: for counting instructions per exchange under callgrind.
+    #[arg(long)]
+    pub rr_only: bool,
 }
 
 const CHUNK: usize = 64 * 1024;
@@ -67,6 +71,8 @@ const TAG_IDLE: u8 = b'I';
 #[derive(Debug, Clone)]
 struct CaseResult {
     bytes_per_s: f64,
+    /// Exchanges completed (rr cases).
+    exchanges: f64,
     exchanges_per_s: f64,
     p50_us: f64,
     p99_us: f64,
@@ -253,6 +259,17 @@ async fn client(args: &LinkArgs, link_addr: SocketAddr, tcp_addr: SocketAddr) ->
         "| workload | streams | link | plain TCP | link / TCP | link p50 / p99 | TCP p50 / p99 |\n",
     );
     out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+    if args.rr_only {
+        for &n in &args.streams {
+            let l = link_rr(args, link_addr, n, dur).await?;
+            let secs = dur.as_secs_f64();
+            out.push_str(&format!(
+                "rr over the link, {n} streams: {:.0} exchanges in about {secs:.1} s\n",
+                l.exchanges
+            ));
+        }
+        return Ok(out);
+    }
     for &n in &args.streams {
         let l = link_bulk(args, link_addr, n, dur).await?;
         let t = tcp_bulk(tcp_addr, n, dur).await?;
@@ -330,6 +347,7 @@ async fn link_bulk(
     link.closed().await;
     Ok(CaseResult {
         bytes_per_s: total as f64 / secs,
+        exchanges: 0.0,
         exchanges_per_s: 0.0,
         p50_us: 0.0,
         p99_us: 0.0,
@@ -366,6 +384,7 @@ async fn tcp_bulk(addr: SocketAddr, n: usize, dur: Duration) -> Result<CaseResul
     let secs = start.elapsed().as_secs_f64();
     Ok(CaseResult {
         bytes_per_s: total as f64 / secs,
+        exchanges: 0.0,
         exchanges_per_s: 0.0,
         p50_us: 0.0,
         p99_us: 0.0,
@@ -379,6 +398,7 @@ fn new_hist() -> Result<Histogram<u64>> {
 fn rr_result(count: u64, secs: f64, h: &Histogram<u64>) -> CaseResult {
     CaseResult {
         bytes_per_s: 0.0,
+        exchanges: count as f64,
         exchanges_per_s: count as f64 / secs,
         p50_us: h.value_at_quantile(0.50) as f64,
         p99_us: h.value_at_quantile(0.99) as f64,

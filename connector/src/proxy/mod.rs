@@ -62,13 +62,29 @@ pub struct ProxyCtx {
     pub metrics: WorkerMetrics,
 }
 
-/// Serves one stream the edge opened, to its end.
-pub async fn serve(incoming: Incoming, ctx: Rc<ProxyCtx>) {
-    let _active = ctx.metrics.stream();
+/// Serves one stream the edge opened, to its end, on a task of its own; `guard` is dropped
+/// when the stream is done.
+///
+/// Each kind gets a task sized for its own future: a TCP route's connection may stay open and
+/// idle for hours, and must not hold the HTTP path's future (several KiB) all that time.
+pub fn spawn_serve<G: 'static>(incoming: Incoming, ctx: Rc<ProxyCtx>, guard: G) {
     let Incoming { kind, meta, stream } = incoming;
     let stream = Rc::new(stream);
-    match kind {
-        StreamKind::Http | StreamKind::WebSocket => http::serve(meta, stream, &ctx).await,
-        StreamKind::Tcp => tcp::serve(meta, stream, &ctx).await,
-    }
+    let task = match kind {
+        StreamKind::Http | StreamKind::WebSocket => compio::runtime::spawn(async move {
+            {
+                let _active = ctx.metrics.stream();
+                http::serve(meta, stream, &ctx).await;
+            }
+            drop(guard);
+        }),
+        StreamKind::Tcp => compio::runtime::spawn(async move {
+            {
+                let _active = ctx.metrics.stream();
+                tcp::serve(meta, stream, &ctx).await;
+            }
+            drop(guard);
+        }),
+    };
+    task.detach();
 }

@@ -345,12 +345,7 @@ fn start_acceptor(link: &Link, ctx: &Rc<ProxyCtx>, shared: &Arc<Shared>, worker:
     compio::runtime::spawn(async move {
         while let Some(incoming) = link.accept().await {
             let open = OpenStream::new(&counter);
-            let ctx = ctx.clone();
-            compio::runtime::spawn(async move {
-                proxy::serve(incoming, ctx).await;
-                drop(open);
-            })
-            .detach();
+            proxy::spawn_serve(incoming, ctx.clone(), open);
         }
     })
     .detach();

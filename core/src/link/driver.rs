@@ -1,8 +1,8 @@
 //! [`Link`]: spawns the reader and writer tasks of one link and hands out streams.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
-use std::pin::pin;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -255,6 +255,7 @@ where
     S: Shutdown,
 {
     let mut bufs: Vec<Bytes> = Vec::with_capacity(MAX_IOVECS);
+    let mut timer = None;
     loop {
         let (n, deadline, closed) = {
             let mut s = shared.borrow_mut();
@@ -285,7 +286,7 @@ where
         if closed {
             break;
         }
-        wait_for_work(&shared, deadline).await;
+        wait_for_work(&shared, deadline, &mut timer).await;
     }
     // Graceful close: FIN after the last frame, then let the reader drain the peer's last
     // bytes until its FIN, so closing the socket never resets frames the peer has not read
@@ -306,7 +307,10 @@ where
 }
 
 /// Writes `bufs` fully, at most [`MAX_IOVECS`] buffers per system call.
-async fn write_batch<W: AsyncWrite>(writer: &mut W, bufs: &mut Vec<Bytes>) -> std::io::Result<()> {
+pub(super) async fn write_batch<W: AsyncWrite>(
+    writer: &mut W,
+    bufs: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
     let mut all = std::mem::take(bufs);
     while !all.is_empty() {
         let rest = if all.len() > MAX_IOVECS {
@@ -326,8 +330,20 @@ async fn write_batch<W: AsyncWrite>(writer: &mut W, bufs: &mut Vec<Bytes>) -> st
     Ok(())
 }
 
+/// The writer's timer: the deadline it was set for, and the sleep.
+type Timer = (Instant, Pin<Box<dyn Future<Output = ()>>>);
+
 /// Returns when the writer was notified or `deadline` passed.
-async fn wait_for_work(shared: &Rc<RefCell<Shared>>, deadline: Option<Instant>) {
+///
+/// The timer outlives the call: it is set again only when the session's deadline moved earlier
+/// than it, or after it fired. The session's deadline mostly moves later (input pushes the
+/// idle timeout back), so a busy link does not create a timer each time its writer goes idle;
+/// a timer that fires before the (later) deadline costs one pass that finds nothing due.
+async fn wait_for_work(
+    shared: &Rc<RefCell<Shared>>,
+    deadline: Option<Instant>,
+    timer: &mut Option<Timer>,
+) {
     let notified = poll_fn(|cx| {
         let mut s = shared.borrow_mut();
         if s.writer_notified {
@@ -337,14 +353,20 @@ async fn wait_for_work(shared: &Rc<RefCell<Shared>>, deadline: Option<Instant>) 
         s.writer_waker = Some(cx.waker().clone());
         Poll::Pending
     });
-    match deadline {
-        None => notified.await,
-        Some(at) => {
-            let sleep = pin!(compio::time::sleep_until(at));
-            let notified = pin!(notified);
-            match select(notified, sleep).await {
-                Either::Left(_) | Either::Right(_) => {}
-            }
-        }
+    let Some(at) = deadline else {
+        *timer = None;
+        shared.borrow_mut().writer_deadline = None;
+        notified.await;
+        return;
+    };
+    if timer.as_ref().is_none_or(|(armed, _)| *armed > at) {
+        *timer = Some((at, Box::pin(compio::time::sleep_until(at))));
+    }
+    let Some((armed, sleep)) = timer.as_mut() else {
+        return;
+    };
+    shared.borrow_mut().writer_deadline = Some(*armed);
+    if let Either::Right(_) = select(pin!(notified), sleep.as_mut()).await {
+        *timer = None;
     }
 }

@@ -11,14 +11,16 @@
 //! pending stream stays open in the session until then, so it counts against the stream
 //! limit: whatever the peer opens and resets, this state stays within that limit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::task::Waker;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::error::LinkError;
-use crate::mux::{Error as MuxError, ErrorCode, Event, Fault, Session, StreamId, StreamKind};
+use crate::mux::{
+    Error as MuxError, ErrorCode, Event, Fault, Session, StreamId, StreamKind, StreamMap,
+};
 
 /// What the handles of one stream wait on.
 #[derive(Debug, Default)]
@@ -66,13 +68,16 @@ pub(crate) struct Pending {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) session: Session,
-    pub(crate) slots: HashMap<StreamId, Slot>,
+    pub(crate) slots: StreamMap<Slot>,
     /// Streams the peer opened and the application has not accepted yet, by ID: the peer's
     /// IDs increase (protocol.md §2), so the first entry is the oldest.
     pub(crate) incoming: BTreeMap<StreamId, Pending>,
     pub(crate) accept_waker: Option<Waker>,
     pub(crate) writer_waker: Option<Waker>,
     pub(crate) writer_notified: bool,
+    /// The deadline the sleeping writer's timer is set for (`None`: no timer). A session
+    /// deadline earlier than this wakes the writer to set it earlier.
+    pub(crate) writer_deadline: Option<Instant>,
     /// Set once the session closed or the socket failed.
     pub(crate) closed: Option<LinkError>,
     /// Wakers of [`Link::closed`](super::Link::closed) callers.
@@ -95,11 +100,12 @@ impl Shared {
     pub(crate) fn new(session: Session) -> Shared {
         Shared {
             session,
-            slots: HashMap::new(),
+            slots: StreamMap::default(),
             incoming: BTreeMap::new(),
             accept_waker: None,
             writer_waker: None,
             writer_notified: false,
+            writer_deadline: None,
             closed: None,
             close_wakers: Vec::new(),
             tasks_left: 2,
@@ -113,12 +119,22 @@ impl Shared {
         }
     }
 
-    /// Call after every session operation: dispatches events and nudges the writer.
+    /// Call after every session operation: dispatches events, and wakes the writer when the
+    /// session has frames to send or a deadline earlier than the writer's timer. An operation
+    /// that leaves nothing to send (most reads, a write while the stream has no credit) costs
+    /// no wake-up.
     pub(crate) fn after_op(&mut self) {
         while let Some(ev) = self.session.poll_event() {
             self.on_event(ev);
         }
-        self.notify_writer();
+        let earlier = match (self.session.poll_timeout(), self.writer_deadline) {
+            (Some(t), Some(armed)) => t < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if self.session.wants_transmit() || earlier {
+            self.notify_writer();
+        }
     }
 
     pub(crate) fn notify_writer(&mut self) {

@@ -208,3 +208,152 @@ fn a_link_that_accepts_no_streams_closes_on_the_first_open() {
         Some(ErrorCode::PROTOCOL_ERROR)
     );
 }
+
+/// A link pair with `client` and `server` configurations.
+async fn pair_with(client_cfg: Config, server_cfg: Config) -> (Link, Link) {
+    let listener = compio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let (client_sock, server_sock) =
+        futures_util::join!(compio::net::TcpStream::connect(addr), listener.accept());
+    let client = Link::spawn(client_sock.expect("connect"), Role::Client, client_cfg);
+    let server = Link::spawn(server_sock.expect("accept").0, Role::Server, server_cfg);
+    (client, server)
+}
+
+#[test]
+fn keepalive_pings_keep_an_idle_link_open_across_many_intervals() {
+    // The writer's timer lives across idle periods and is moved earlier only when the session
+    // asks: a PING's ACK makes the next PING (one interval away) due before the idle timeout
+    // the client's timer was set for. Were the writer not woken for that, the client's next
+    // PING would leave only at its own (long) idle deadline, and the server, which sends no
+    // PINGs and has a short idle timeout, would close the link. The margins are twenty
+    // intervals, so a busy machine does not break this.
+    let rt = compio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client_cfg = Config {
+            ping_interval: Some(Duration::from_millis(100)),
+            idle_timeout: Duration::from_secs(60),
+            ..Config::default()
+        };
+        let server_cfg = Config {
+            ping_interval: None,
+            idle_timeout: Duration::from_secs(2),
+            ..Config::default()
+        };
+        let (client, server) = pair_with(client_cfg, server_cfg).await;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            compio::time::sleep(Duration::from_millis(250)).await;
+            assert!(!client.is_closed(), "the client's link closed while idle");
+            assert!(!server.is_closed(), "the server's link closed while idle");
+        }
+        assert!(client.stats().rtt.is_some(), "no PING round trip measured");
+        client.close(ErrorCode::NO_ERROR);
+        within("the server's link to end", server.closed()).await;
+    });
+}
+
+#[test]
+fn the_pipe_carries_bursts_and_pauses_both_ways_and_half_closes() {
+    use std::rc::Rc;
+
+    use super::pipe::{ReadEnd, WriteEnd, socket_to_stream, stream_to_socket};
+    use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+    let rt = compio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (client, server) = pair().await;
+        // `far` stands for a public client or an origin; `near` is the socket piped to `out`.
+        let listener = compio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (far, near) =
+            futures_util::join!(compio::net::TcpStream::connect(addr), listener.accept());
+        let far = far.expect("connect");
+        let (mut rd, mut wr) = near.expect("accept").0.into_split();
+        let out = Rc::new(
+            client
+                .open(StreamKind::Tcp, Bytes::from_static(b"p"))
+                .expect("open"),
+        );
+        let inc = within("the stream", server.accept())
+            .await
+            .expect("accepted");
+        inc.stream.reply(Bytes::new()).expect("reply");
+        within("the reply", out.reply_meta())
+            .await
+            .expect("reply meta");
+
+        // Socket to stream: bytes read past a head, a burst larger than many reads (the large
+        // buffer), a pause (back to the small one), a few more bytes, end of file.
+        let burst: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        let tail = b"after a pause".to_vec();
+        let up = {
+            let out = Rc::clone(&out);
+            compio::runtime::spawn(async move {
+                let end = socket_to_stream(&mut rd, &out, Bytes::from_static(b"head"), &()).await;
+                assert!(matches!(end, ReadEnd::Eof), "{end:?}");
+                out.finish().expect("finish");
+            })
+        };
+        let (mut far_rd, mut far_wr) = far.into_split();
+        let writer = {
+            let (burst, tail) = (burst.clone(), tail.clone());
+            compio::runtime::spawn(async move {
+                let compio::BufResult(r, _) = far_wr.write_all(burst).await;
+                r.expect("write burst");
+                compio::time::sleep(Duration::from_millis(50)).await;
+                let compio::BufResult(r, _) = far_wr.write_all(tail).await;
+                r.expect("write tail");
+                far_wr.shutdown().await.expect("shutdown");
+            })
+        };
+        let mut got = Vec::new();
+        while let Some(c) = within("data", inc.stream.read()).await.expect("read") {
+            got.extend_from_slice(&c);
+        }
+        let mut want = b"head".to_vec();
+        want.extend_from_slice(&burst);
+        want.extend_from_slice(&tail);
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the bytes differ");
+        within("the up direction", up).await.expect("up task");
+        within("the writer", writer).await.expect("writer task");
+
+        // Stream to socket: the stream's data, then its FIN as the socket's end of file.
+        let back: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        let down = {
+            let out = Rc::clone(&out);
+            compio::runtime::spawn(async move {
+                let end = stream_to_socket(&out, &mut wr, &()).await;
+                assert!(matches!(end, WriteEnd::Fin), "{end:?}");
+                wr.shutdown().await.expect("shutdown");
+            })
+        };
+        for piece in back.chunks(7_000) {
+            inc.stream
+                .write(Bytes::copy_from_slice(piece))
+                .await
+                .expect("write");
+        }
+        inc.stream.finish().expect("finish");
+        let mut got = Vec::new();
+        loop {
+            let compio::BufResult(r, buf) = within(
+                "socket data",
+                far_rd.read(Vec::<u8>::with_capacity(64 * 1024)),
+            )
+            .await;
+            if r.expect("read") == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf);
+        }
+        assert_eq!(got.len(), back.len());
+        assert!(got == back, "the bytes differ");
+        within("the down direction", down).await.expect("down task");
+    });
+}

@@ -36,5 +36,10 @@ pub use stream::StreamState;
 /// 0 for the link itself (protocol.md §2).
 pub type StreamId = u64;
 
+/// A map keyed by stream ID. Streams are looked up on every frame and every stream operation,
+/// so this uses foldhash instead of SipHash; it is randomly seeded per map, so a peer that
+/// picks stream IDs cannot aim them at one bucket.
+pub type StreamMap<V> = std::collections::HashMap<StreamId, V, foldhash::fast::RandomState>;
+
 #[cfg(test)]
 mod tests;

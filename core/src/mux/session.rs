@@ -22,7 +22,7 @@
 //! - Readiness events are edge-triggered and deduplicated by per-stream flags, so the event
 //!   queue grows with the input processed, never with time.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -33,7 +33,7 @@ use super::frame::{
     StreamKind, Window,
 };
 use super::stream::{Stream, StreamState};
-use super::{Error, ErrorCode, StreamId};
+use super::{Error, ErrorCode, StreamId, StreamMap};
 
 /// Logs a peer protocol violation: one constant message at debug level, so a hostile peer
 /// cannot flood the log (there is at most one per session, as the session then closes).
@@ -216,7 +216,9 @@ pub struct Session {
     peer_settings_seen: bool,
     settings_acked: bool,
 
-    streams: HashMap<StreamId, Stream>,
+    /// Looked up on every frame and stream operation: a fast hasher (randomly seeded), not
+    /// SipHash.
+    streams: StreamMap<Stream>,
     next_local_id: StreamId,
     /// Highest ID the peer opened (0: none).
     highest_peer_id: StreamId,
@@ -291,7 +293,7 @@ impl Session {
             peer: PeerSettings::default(),
             peer_settings_seen: false,
             settings_acked: false,
-            streams: HashMap::new(),
+            streams: StreamMap::default(),
             next_local_id: role.first_stream_id(),
             highest_peer_id: 0,
             last_accepted_peer_id: 0,
@@ -916,6 +918,26 @@ impl Session {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Whether [`poll_transmit`](Self::poll_transmit) may have frames to send now. A driver
+    /// wakes its writer only when this is true (or the session closed, or
+    /// [`poll_timeout`](Self::poll_timeout) moved earlier), so stream operations that leave
+    /// nothing to send cost no wake-up. It may say `true` when `poll_transmit` then finds
+    /// nothing (a queued OPEN before the peer's SETTINGS, a WINDOW without credit to return),
+    /// never `false` when it would send something.
+    #[must_use]
+    pub fn wants_transmit(&self) -> bool {
+        if !self.ctrl.is_empty() {
+            return true;
+        }
+        if self.closed.is_some() || !self.peer_settings_seen {
+            return false;
+        }
+        (self.link_window_due && self.link_pending_credit > 0)
+            || !self.window_queue.is_empty()
+            || !self.sendable.is_empty()
+            || (self.link_send_credit > 0 && !self.link_blocked.is_empty())
     }
 
     /// Appends frames for one vectored write to `out` and returns their total byte length;

@@ -51,7 +51,13 @@ impl Pair {
     /// Moves output one way; returns the bytes moved.
     fn transfer(from: &mut Session, to: &mut Session, buf: &mut BytesMut, now: Instant) -> usize {
         let mut out = Vec::new();
+        // A driver wakes its writer only on `wants_transmit`: it must never miss output.
+        let wants = from.wants_transmit();
         let n = from.poll_transmit(now, &mut out, 256 * 1024);
+        assert!(
+            wants || n == 0,
+            "{n} bytes to send but wants_transmit was false"
+        );
         assert_eq!(n, out.iter().map(Bytes::len).sum::<usize>());
         for b in out {
             buf.extend_from_slice(&b);
@@ -959,6 +965,13 @@ fn run_ops(role: Role, first_settings: bool, ops: Vec<Op>) -> Result<(), TestCas
             if let Event::StreamOpened { id, .. } = e {
                 ids.push(id);
             }
+        }
+        // The link driver wakes its writer only when `wants_transmit` says so: whatever the
+        // sequence, it must never say no while there is something to send.
+        if !s.wants_transmit() {
+            let mut out = Vec::new();
+            let n = s.poll_transmit(now, &mut out, 64 * 1024);
+            prop_assert_eq!(n, 0, "frames to send but wants_transmit was false");
         }
         prop_assert!(
             s.memory_estimate() <= memory_bound(),
