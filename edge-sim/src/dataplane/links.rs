@@ -437,7 +437,7 @@ pub(crate) enum Moving {
     /// `--danger-plaintext-links`: the socket.
     Plain(std::net::TcpStream),
     /// The socket and the TLS session.
-    Tls(TlsParts),
+    Tls(Box<TlsParts>),
 }
 
 /// A link transport that can move to another worker.
@@ -456,7 +456,7 @@ impl Movable for TcpStream {
 
 impl Movable for TlsStream {
     fn into_moving(self) -> std::io::Result<Moving> {
-        self.into_parts().map(Moving::Tls)
+        self.into_parts().map(|p| Moving::Tls(Box::new(p)))
     }
 }
 
@@ -504,7 +504,7 @@ pub(crate) async fn adopt(w: Rc<Worker>, moved: MovedLink) {
                 registered.abandon(&w.plane.registry);
             }
         },
-        Moving::Tls(parts) => match TlsStream::from_parts(parts) {
+        Moving::Tls(parts) => match TlsStream::from_parts(*parts) {
             Ok(tls) => serve_registered(&w, tls, registered).await,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot take a moved link's socket; closed (the connector reconnects)");
