@@ -406,7 +406,7 @@ async fn finish<S: Movable, E>(
         }
         Err(e) => {
             tracing::warn!(error = %e, %connector, "cannot move a link to its worker; closed (the connector reconnects)");
-            registry.unregister_link_id(connector, registered.reg.link_index, link_id);
+            registered.abandon(registry);
         }
     }
 }

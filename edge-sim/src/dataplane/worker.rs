@@ -1,5 +1,6 @@
 //! One worker's state: its live links per connector, its snapshots of the routes and of the
-//! connectors per tunnel, and the hand-off of public connections between workers.
+//! connectors per tunnel, the hand-off of public connections between workers, and the
+//! arrival of links seated here by the worker that accepted them (`super::placement`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
