@@ -113,6 +113,13 @@ pub struct DcLabels {
     pub data_center: String,
 }
 
+/// Labels of a per-worker counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    /// The worker's index.
+    pub worker: String,
+}
+
 /// Labels of a public request error.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CauseLabels {
@@ -338,8 +345,12 @@ pub struct Metrics {
     pub public_requests: WorkerCounter,
     /// Public TCP connections received.
     pub public_tcp_connections: WorkerCounter,
-    /// Public connections handed to another worker (no link of their tunnel on theirs).
-    pub public_handoffs: WorkerCounter,
+    /// Public connections handed to another worker (no link of their tunnel on theirs):
+    /// `ringtun_edge_handoffs_total`.
+    pub handoffs: WorkerCounter,
+    /// Public requests and TCP-route connections served, per worker (counted by the worker
+    /// that opens their stream): `ringtun_edge_worker_requests_total{worker}`.
+    pub worker_requests: Family<WorkerLabels, Counter>,
     /// Public requests that failed, by cause.
     pub public_errors: Family<CauseLabels, Counter>,
     /// Public HTTP requests per routed hostname (`ringtun_edge_requests_total{hostname}`).
@@ -385,7 +396,8 @@ impl Default for Metrics {
             links: Family::default(),
             public_requests: WorkerCounter::default(),
             public_tcp_connections: WorkerCounter::default(),
-            public_handoffs: WorkerCounter::default(),
+            handoffs: WorkerCounter::default(),
+            worker_requests: Family::default(),
             public_errors: Family::default(),
             requests: Family::default(),
             hostname_labels: AtomicUsize::new(0),
@@ -445,9 +457,14 @@ impl Default for Metrics {
             m.public_tcp_connections.clone(),
         );
         registry.register(
-            "public_handoffs",
+            "handoffs",
             "Public connections handed to another worker",
-            m.public_handoffs.clone(),
+            m.handoffs.clone(),
+        );
+        registry.register(
+            "worker_requests",
+            "Public requests and TCP-route connections served, per worker",
+            m.worker_requests.clone(),
         );
         registry.register(
             "public_errors",

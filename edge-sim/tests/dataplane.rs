@@ -370,7 +370,7 @@ fn connections_without_a_local_link_are_handed_off() {
     let metrics = edge.registry().metrics().encode();
     let handoffs: u64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("ringtun_edge_public_handoffs_total "))
+        .find_map(|l| l.strip_prefix("ringtun_edge_handoffs_total "))
         .and_then(|v| v.trim().parse().ok())
         .expect("the hand-off counter");
     assert!(handoffs > 0, "{metrics}");

@@ -69,6 +69,13 @@ pub struct DirectionLabels {
     pub direction: &'static str,
 }
 
+/// Labels of a per-worker counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    /// The worker's index.
+    pub worker: String,
+}
+
 /// Labels of `ringtun_links`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DataCenterLabels {
@@ -181,6 +188,7 @@ pub struct Observer {
     reloads_rejected: Counter,
     resolutions_ok: Counter,
     resolutions_failed: Counter,
+    worker_streams: Family<WorkerLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -270,6 +278,12 @@ impl Observer {
             ringtun_core::alloc::ALLOCATIONS_HELP,
             ringtun_core::alloc::AllocationsMetric,
         );
+        let worker_streams = Family::<WorkerLabels, Counter>::default();
+        registry.register(
+            "worker_streams",
+            "Streams the edge opened, by the connector worker that served them",
+            worker_streams.clone(),
+        );
         Observer {
             connector_id: connector_id.into(),
             registry,
@@ -288,7 +302,17 @@ impl Observer {
             reloads_rejected,
             resolutions_ok,
             resolutions_failed,
+            worker_streams,
         }
+    }
+
+    /// The stream counter of worker `worker` (`ringtun_worker_streams_total{worker}`), to
+    /// resolve once per link and bump per stream: each worker has its own, so counting
+    /// touches no counter another core writes.
+    pub fn worker_streams(&self, worker: usize) -> Counter {
+        self.worker_streams.get_or_create_owned(&WorkerLabels {
+            worker: worker.to_string(),
+        })
     }
 
     /// The connector ID `/ready` reports.

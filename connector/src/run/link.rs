@@ -342,8 +342,10 @@ fn start_acceptor(link: &Link, ctx: &Rc<ProxyCtx>, shared: &Arc<Shared>, worker:
     let ctx = ctx.clone();
     // Cloned per stream: an `Rc`, so counting touches nothing shared with other cores.
     let counter = Rc::new(StreamCounter(shared.clone(), worker));
+    let served = shared.observer.worker_streams(worker);
     compio::runtime::spawn(async move {
         while let Some(incoming) = link.accept().await {
+            served.inc();
             let open = OpenStream::new(&counter);
             proxy::spawn_serve(incoming, ctx.clone(), open);
         }

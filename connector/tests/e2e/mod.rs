@@ -66,6 +66,8 @@ pub struct EdgeOptions {
     pub plaintext: bool,
     /// `--connector-limit`.
     pub connector_limit: Option<usize>,
+    /// `--workers` (default: one per core).
+    pub workers: Option<usize>,
 }
 
 /// The addresses an edge logged.
@@ -145,6 +147,9 @@ impl Edge {
         }
         if let Some(limit) = options.connector_limit {
             cmd.args(["--connector-limit", &limit.to_string()]);
+        }
+        if let Some(workers) = options.workers {
+            cmd.args(["--workers", &workers.to_string()]);
         }
         let log = dir.join(format!("edge-{restarts}.log"));
         let proc = Proc::spawn("ringtun-edge", cmd, &log, false)

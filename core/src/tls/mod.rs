@@ -26,6 +26,10 @@
 //!   reader then notifies a small *flusher* task, spawned by `split`, which takes the port and
 //!   sends it even when the application writes nothing.
 //!
+//! A stream whose handshakes are done can move to another worker thread:
+//! [`TlsStream::into_parts`] gives a `Send` [`TlsParts`] (a duplicate of the socket, the
+//! rustls connection, unread ciphertext) and [`TlsStream::from_parts`] rebuilds it there.
+//!
 //! End of stream: a received `close_notify` reads as end of file; a TCP end without it is an
 //! `UnexpectedEof` error (a possible truncation), unless this side shut the stream down.
 //! Shutting the writer down sends `close_notify`.
@@ -43,4 +47,4 @@ pub use config::{
     server_config, server_config_pem,
 };
 pub use error::TlsError;
-pub use stream::{TlsReader, TlsShutdown, TlsStream, TlsWriter};
+pub use stream::{TlsParts, TlsReader, TlsShutdown, TlsStream, TlsWriter};

@@ -175,6 +175,69 @@ impl TlsStream {
         })
     }
 
+    /// Takes the stream apart so that another thread can go on with it
+    /// ([`TlsStream::from_parts`]): a duplicate of the socket, the rustls connection (with any
+    /// plaintext it holds) and the ciphertext read but not yet given to rustls. Only between
+    /// operations: it fails while a write is in flight. The original socket handles close
+    /// here; the duplicate keeps the connection.
+    pub fn into_parts(self) -> io::Result<TlsParts> {
+        let socket = socket2::SockRef::from(&self.reader.tcp).try_clone()?;
+        let cipher = self.reader.cipher[self.reader.pos..].to_vec();
+        let eof = self.reader.eof;
+        let state = Rc::clone(&self.reader.state);
+        drop(self);
+        let state = Rc::try_unwrap(state)
+            .map_err(|_| io::Error::other("the tls stream is still in use"))?
+            .into_inner();
+        let Some(port) = state.port else {
+            return Err(io::Error::other("a tls write is in flight"));
+        };
+        Ok(TlsParts {
+            socket: socket.into(),
+            conn: state.conn,
+            cipher,
+            eof,
+            out: port.buf,
+        })
+    }
+
+    /// Puts a stream taken apart by [`TlsStream::into_parts`] together again, on the calling
+    /// thread's runtime.
+    pub fn from_parts(parts: TlsParts) -> io::Result<TlsStream> {
+        let tcp = TcpStream::from_std(parts.socket)?;
+        let (rd, wr) = tcp.into_split();
+        let flush_wanted = parts.conn.wants_write() || !parts.out.is_empty();
+        let state = Rc::new(RefCell::new(State {
+            conn: parts.conn,
+            port: Some(WritePort {
+                tcp: wr.clone(),
+                buf: parts.out,
+            }),
+            port_waiters: Vec::new(),
+            flush_wanted,
+            flusher: None,
+            done: false,
+            local_shutdown: false,
+            write_failed: None,
+        }));
+        let mut cipher = parts.cipher;
+        cipher.reserve(READ_CHUNK.saturating_sub(cipher.len()));
+        Ok(TlsStream {
+            reader: TlsReader {
+                tcp: rd,
+                state: state.clone(),
+                cipher,
+                pos: 0,
+                eof: parts.eof,
+                plain: Vec::with_capacity(READ_CHUNK),
+            },
+            writer: TlsWriter {
+                state: state.clone(),
+            },
+            shutdown: TlsShutdown { tcp: wr, state },
+        })
+    }
+
     /// The ALPN protocol the peers agreed on.
     pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
         self.reader
@@ -307,6 +370,23 @@ async fn drain(state: &Rc<RefCell<State>>, port: &mut WritePort) -> io::Result<(
         b.clear();
         port.buf = b;
         res?;
+    }
+}
+
+/// A [`TlsStream`] between two threads (`Send`): see [`TlsStream::into_parts`].
+pub struct TlsParts {
+    socket: std::net::TcpStream,
+    conn: Connection,
+    /// Ciphertext read from the socket and not yet given to rustls.
+    cipher: Vec<u8>,
+    eof: bool,
+    /// TLS output not yet written (empty between operations).
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsParts").finish_non_exhaustive()
     }
 }
 

@@ -1,6 +1,9 @@
 //! Link servers: accept a connector's TCP connection, TLS (unless `--danger-plaintext-links`),
 //! the registration handshake (`core::handshake::edge_accept`) under a deadline, then
-//! `Link::spawn(.., Role::Server, ..)` on this worker until the link ends.
+//! `Link::spawn(.., Role::Server, ..)` until the link ends, on the worker that
+//! [`Placement`](super::placement::Placement) seats it on: the registered link (its socket and
+//! TLS session, [`MovedLink`]) moves there through that worker's mailbox when it is not the
+//! worker that accepted it, so a connector's links spread over the workers.
 //!
 //! Each link also gets a small watcher task: the first GOAWAY the connector sends on **any**
 //! of its links marks the whole connector draining (its `ConnectorLoad`, so no worker opens
@@ -56,11 +59,12 @@ use ringtun_core::link::{Link, LinkError, Transport};
 use ringtun_core::mux::{Config, ErrorCode, Role};
 use ringtun_core::rt::Shutdown;
 use ringtun_core::rt::net::{SocketTuning, tune_stream};
-use ringtun_core::tls::TlsStream;
+use ringtun_core::tls::{TlsParts, TlsStream};
 use uuid::Uuid;
 
 use super::ServerInfo;
 use super::lb::ConnectorLoad;
+use super::placement::Seat;
 use super::worker::Worker;
 use crate::error::Error;
 use crate::limit::Limit;
@@ -358,7 +362,7 @@ async fn serve_link(
     }
 }
 
-async fn finish<S: Transport, E>(
+async fn finish<S: Movable, E>(
     w: &Worker,
     res: Result<Result<(S, Register), String>, E>,
     peer: SocketAddr,
@@ -390,6 +394,159 @@ async fn finish<S: Transport, E>(
     };
     let tunnel = Uuid::from_bytes(reg.tunnel_id);
     let connector = Uuid::from_bytes(reg.connector_id);
+    let home = info.data_center == w.plane.public_dc;
+    let seat = w.plane.placement.seat(tunnel, connector, home, w.index);
+    let registered = Registered {
+        reg,
+        link_id,
+        peer,
+        info: info.clone(),
+        kill,
+        replaced,
+        seat,
+    };
+    if registered.seat.worker() == w.index {
+        serve_registered(w, stream, registered).await;
+        return;
+    }
+    let to = registered.seat.worker();
+    match stream.into_moving() {
+        Ok(transport) => {
+            tracing::debug!(%tunnel, %connector, from = w.index, to, "link moves to its worker");
+            w.move_link(
+                to,
+                MovedLink {
+                    transport,
+                    registered,
+                },
+            )
+            .await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, %connector, "cannot move a link to its worker; closed (the connector reconnects)");
+            registered.abandon(registry);
+        }
+    }
+}
+
+/// A registered link, before `Link::spawn`: what its worker needs to serve it.
+pub(crate) struct Registered {
+    reg: Register,
+    /// The registry's ID of the link.
+    link_id: u64,
+    peer: SocketAddr,
+    info: ServerInfo,
+    kill: Option<KillSwitch>,
+    replaced: Shutdown,
+    /// Its place among the workers, held until it ends.
+    seat: Seat,
+}
+
+impl Registered {
+    /// Gives up on the link before it served anything (its worker could not take it).
+    pub(crate) fn abandon(self, registry: &crate::registry::Registry) {
+        let connector = Uuid::from_bytes(self.reg.connector_id);
+        registry.unregister_link_id(connector, self.reg.link_index, self.link_id);
+    }
+}
+
+/// A link's transport on its way to another worker (`Send`).
+pub(crate) enum Moving {
+    /// `--danger-plaintext-links`: the socket.
+    Plain(std::net::TcpStream),
+    /// The socket and the TLS session.
+    Tls(Box<TlsParts>),
+}
+
+/// A link transport that can move to another worker.
+pub(crate) trait Movable: Transport + Sized {
+    /// Takes the transport apart for the move (only between operations).
+    fn into_moving(self) -> std::io::Result<Moving>;
+}
+
+impl Movable for TcpStream {
+    fn into_moving(self) -> std::io::Result<Moving> {
+        // The duplicate keeps the connection; this worker's handle closes with `self`.
+        let socket = socket2::SockRef::from(&self).try_clone()?;
+        Ok(Moving::Plain(socket.into()))
+    }
+}
+
+impl Movable for TlsStream {
+    fn into_moving(self) -> std::io::Result<Moving> {
+        self.into_parts().map(|p| Moving::Tls(Box::new(p)))
+    }
+}
+
+/// A registered link moving to the worker it was seated on (see [`super::placement`]).
+pub struct MovedLink {
+    transport: Moving,
+    registered: Registered,
+}
+
+impl std::fmt::Debug for MovedLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MovedLink")
+            .field(
+                "connector",
+                &Uuid::from_bytes(self.registered.reg.connector_id),
+            )
+            .field("worker", &self.registered.seat.worker())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MovedLink {
+    /// Its registry entry: connector, link index, link ID.
+    pub(crate) fn registry_key(&self) -> (Uuid, u8, u64) {
+        let reg = &self.registered.reg;
+        (
+            Uuid::from_bytes(reg.connector_id),
+            reg.link_index,
+            self.registered.link_id,
+        )
+    }
+}
+
+/// Serves a link that moved here from the worker that accepted it.
+pub(crate) async fn adopt(w: Rc<Worker>, moved: MovedLink) {
+    let MovedLink {
+        transport,
+        registered,
+    } = moved;
+    match transport {
+        Moving::Plain(socket) => match TcpStream::from_std(socket) {
+            Ok(tcp) => serve_registered(&w, tcp, registered).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take a moved link's socket; closed (the connector reconnects)");
+                registered.abandon(&w.plane.registry);
+            }
+        },
+        Moving::Tls(parts) => match TlsStream::from_parts(*parts) {
+            Ok(tls) => serve_registered(&w, tls, registered).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take a moved link's socket; closed (the connector reconnects)");
+                registered.abandon(&w.plane.registry);
+            }
+        },
+    }
+}
+
+/// Runs a registered link on this worker (the one its seat names) until it ends.
+async fn serve_registered<S: Transport>(w: &Worker, stream: S, r: Registered) {
+    let Registered {
+        reg,
+        link_id,
+        peer,
+        info,
+        kill,
+        replaced,
+        seat,
+    } = r;
+    let registry = &w.plane.registry;
+    let tunnel = Uuid::from_bytes(reg.tunnel_id);
+    let connector = Uuid::from_bytes(reg.connector_id);
+    let info = &info;
     // Only the edge opens streams on a tunnel link (protocol.md §2.1).
     let config = Config {
         peer_opens_streams: false,
@@ -429,6 +586,7 @@ async fn finish<S: Transport, E>(
     w.plane.connector_link_gone(&load);
     registry.metrics().link_down(&info.data_center);
     let gone = registry.unregister_link_id(connector, reg.link_index, link_id);
+    drop(seat);
     tracing::info!(
         %tunnel, %connector, index = reg.link_index, data_center = %info.data_center,
         reason = %why, connector_gone = gone, "link unregistered"

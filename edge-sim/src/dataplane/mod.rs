@@ -11,8 +11,11 @@
 //! request instead of being stored.
 //!
 //! # Links and load balancing
-//! A [`Link`](ringtun_core::link::Link) is `Rc`-based: it lives on the worker that accepted it,
-//! in that worker's `worker::Worker` (live links per connector). What load balancing needs
+//! A [`Link`](ringtun_core::link::Link) is `Rc`-based: it lives on one worker, in that
+//! worker's `worker::Worker` (live links per connector). Which worker is decided once, when
+//! the link has registered: `placement` spreads each connector's links over the workers (a
+//! link accepted elsewhere moves there once, before it carries a stream), so with at least as
+//! many links per connector as workers every worker serves the tunnel's requests itself. What load balancing needs
 //! across workers sits in one [`lb::ConnectorLoad`] per connector, an `Arc` of atomics
 //! (outstanding streams, draining, live links per worker). The set of connectors per tunnel is
 //! control-plane state behind a `Mutex` with an atomic version: a worker checks the version
@@ -37,6 +40,7 @@
 //!
 //! # Layout
 //! - [`links`]: TLS, registration handshake under a deadline, `Link::spawn`, unregistration.
+//! - `placement`: which worker serves each link.
 //! - [`lb`]: per-connector load atomics and the policies.
 //! - [`worker`]: per-worker state: live links, snapshots of routes and connectors.
 //! - [`http`]: the public HTTP/1.1 ingress.
@@ -52,6 +56,7 @@ pub mod lb;
 pub mod limits;
 pub mod links;
 mod pipe;
+mod placement;
 pub mod tcp;
 mod watchdog;
 pub mod worker;
@@ -86,6 +91,8 @@ pub struct ServerInfo {
 pub enum WorkerMsg {
     /// A public connection handed over by a worker without a link of its tunnel.
     Handoff(worker::Handoff),
+    /// A registered link seated on this worker by another that accepted it.
+    Link(Box<links::MovedLink>),
 }
 
 /// What every worker shares (read-mostly; no lock on the request path).
@@ -115,6 +122,8 @@ pub struct Plane {
     pub(crate) grace: std::time::Duration,
     /// Triggered when the edge starts its graceful shutdown ([`DataPlane::drain`]).
     pub(crate) draining: ringtun_core::rt::Shutdown,
+    /// Which worker serves each link (see [`placement`]).
+    pub(crate) placement: Arc<placement::Placement>,
     conns_version: AtomicU64,
     conns: Mutex<HashMap<Uuid, Arc<ConnectorLoad>>>,
     /// The listeners of TCP routes, one set (one socket per worker) per port.
@@ -328,6 +337,7 @@ impl DataPlane {
             public_dc: settings.public_dc.clone(),
             tls,
             workers: n,
+            placement: Arc::new(placement::Placement::new(n)),
             conns_version: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             tcp_listeners: Mutex::new(HashMap::new()),

@@ -1,5 +1,6 @@
 //! One worker's state: its live links per connector, its snapshots of the routes and of the
-//! connectors per tunnel, and the hand-off of public connections between workers.
+//! connectors per tunnel, the hand-off of public connections between workers, and the
+//! arrival of links seated here by the worker that accepted them (`super::placement`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -20,8 +21,10 @@ use super::lb::{ConnectorLoad, choose};
 use super::limits::{ClientSlot, TunnelSlot};
 use super::{Plane, ServerInfo, WorkerMsg};
 use crate::limit::Limit;
+use crate::metrics::WorkerLabels;
 use crate::registry::RouteTable;
 use crate::settings::LbPolicy;
+use prometheus_client::metrics::counter::Counter;
 
 /// A public connection moving to another worker: a duplicate of its socket (`Send`) and the
 /// bytes already read from it.
@@ -93,6 +96,8 @@ pub(crate) struct Worker {
     routes: RefCell<Option<(u64, Rc<RouteTable>)>>,
     /// This worker's handles on the per-tunnel stream counters.
     tunnel_counters: RefCell<HashMap<Uuid, Arc<AtomicUsize>>>,
+    /// `ringtun_edge_worker_requests_total{worker}` of this worker.
+    requests: Counter,
 }
 
 impl Worker {
@@ -154,7 +159,24 @@ impl Worker {
     /// the choice was counted once already, and counting it again (or choosing another
     /// connector) would skew round-robin and weights against connectors whose links sit on
     /// few workers.
+    ///
+    /// A [`Pick::Local`] for a first try (`exclude` empty) counts one request served by this
+    /// worker (`ringtun_edge_worker_requests_total{worker}`).
     pub(crate) fn pick(
+        &self,
+        tunnel: Uuid,
+        exclude: &[Uuid],
+        may_hand_off: bool,
+        prefer: Option<Uuid>,
+    ) -> Pick {
+        let pick = self.pick_uncounted(tunnel, exclude, may_hand_off, prefer);
+        if exclude.is_empty() && matches!(pick, Pick::Local { .. }) {
+            self.requests.inc();
+        }
+        pick
+    }
+
+    fn pick_uncounted(
         &self,
         tunnel: Uuid,
         exclude: &[Uuid],
@@ -364,7 +386,7 @@ impl Worker {
         });
         match self.senders.try_send(to, msg) {
             Ok(()) => {
-                self.plane.registry.metrics().public_handoffs.inc();
+                self.plane.registry.metrics().handoffs.inc();
                 tracing::debug!(from = self.index, to, %peer, "public connection handed off");
                 true
             }
@@ -372,6 +394,18 @@ impl Worker {
                 tracing::warn!(error = %e, to, "cannot hand a public connection off");
                 false
             }
+        }
+    }
+
+    /// Sends a registered link to worker `to`, which serves it from then on (see
+    /// [`super::placement`]). Waits while that worker's mailbox is full; when the worker is gone
+    /// (shutdown), the link is closed and unregistered.
+    pub(crate) async fn move_link(&self, to: usize, link: super::links::MovedLink) {
+        let (connector, index, id) = link.registry_key();
+        if let Err(e) = self.senders.send(to, WorkerMsg::Link(Box::new(link))).await {
+            tracing::warn!(error = %e, to, "cannot move a link to its worker; closed (the connector reconnects)");
+            // The failed send dropped the link; its registry entry is left to undo.
+            self.plane.registry.unregister_link_id(connector, index, id);
         }
     }
 
@@ -442,13 +476,21 @@ pub(crate) async fn run(
     let (mailbox, senders, shutdown) = ctx.into_parts();
     let w = Rc::new(Worker {
         index,
-        plane,
+        plane: Arc::clone(&plane),
         senders,
         links: RefCell::new(HashMap::new()),
         next_link: Cell::new(0),
         view: RefCell::new(None),
         routes: RefCell::new(None),
         tunnel_counters: RefCell::new(HashMap::new()),
+        requests: plane
+            .registry
+            .metrics()
+            .worker_requests
+            .get_or_create(&WorkerLabels {
+                worker: index.to_string(),
+            })
+            .clone(),
     });
     // Duplicates of this worker's listening sockets: at drain, shutting them down makes the
     // kernel refuse new connections and ends the accept loops.
@@ -486,6 +528,9 @@ pub(crate) async fn run(
             while let Some(msg) = mailbox.recv().await {
                 match msg {
                     WorkerMsg::Handoff(h) => w.take_handoff(h),
+                    WorkerMsg::Link(l) => {
+                        compio::runtime::spawn(super::links::adopt(Rc::clone(&w), *l)).detach();
+                    }
                 }
             }
         })
