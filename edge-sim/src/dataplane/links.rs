@@ -403,6 +403,7 @@ async fn finish<S: Movable, E>(
         info: info.clone(),
         kill,
         replaced,
+        revoked,
         seat,
     };
     if registered.seat.worker() == w.index {
@@ -438,6 +439,8 @@ pub(crate) struct Registered {
     info: ServerInfo,
     kill: Option<KillSwitch>,
     replaced: Shutdown,
+    /// Fires when the tunnel is deleted (`tunnel delete -f`): the link closes at once.
+    revoked: Shutdown,
     /// Its place among the workers, held until it ends.
     seat: Seat,
 }
@@ -541,6 +544,7 @@ async fn serve_registered<S: Transport>(w: &Worker, stream: S, r: Registered) {
         info,
         kill,
         replaced,
+        revoked,
         seat,
     } = r;
     let registry = &w.plane.registry;
