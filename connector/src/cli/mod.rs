@@ -363,7 +363,7 @@ pub struct CreateArgs {
     pub credentials_file: Option<PathBuf>,
 }
 
-/// Output formats of `tunnel info` and `tunnel list`.
+/// Output formats of `tunnel info`, `tunnel list` and `tunnel route list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     /// JSON.

@@ -12,7 +12,8 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::{
     CleanupArgs, CreateArgs, DeleteArgs, GlobalArgs, InfoArgs, LbArgs, ListArgs, OutputFormat,
-    ReadyArgs, RouteDeleteArgs, RouteDnsArgs, RouteListArgs, RouteTcpArgs, RunArgs, TokenArgs, table,
+    ReadyArgs, RouteDeleteArgs, RouteDnsArgs, RouteListArgs, RouteTcpArgs, RunArgs, TokenArgs,
+    table,
 };
 use crate::admin_client::{AdminClient, ConnectorInfo, TunnelDetail};
 use crate::credentials::{Credentials, TunnelSecret, TunnelToken, default_credentials_path};
@@ -374,13 +375,12 @@ fn print_route(what: &str, route: &serde_json::Value, tunnel: &str) {
 pub fn route_list(global: &GlobalArgs, args: &RouteListArgs) -> Result<()> {
     let client = AdminClient::from_global(global)?;
     let routes = client.routes()?;
-    if args.output == Some(OutputFormat::Json) {
-        let text = serde_json::to_string_pretty(&routes).map_err(|e| Error::EdgeBadResponse {
+    if let Some(format) = args.output {
+        let value = serde_json::to_value(&routes).map_err(|e| Error::EdgeBadResponse {
             request: "GET /routes".to_owned(),
             reason: e.to_string(),
         })?;
-        println!("{text}");
-        return Ok(());
+        return print_structured(&value, format, "GET /routes");
     }
     print!("{}", render_routes(&routes));
     Ok(())
