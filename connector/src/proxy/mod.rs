@@ -24,6 +24,7 @@
 //! Not served yet: `unix:` services.
 
 mod conn;
+mod deadline;
 mod http;
 mod pipe;
 mod pool;
@@ -38,7 +39,7 @@ use ringtun_core::link::Incoming;
 use ringtun_core::mux::StreamKind;
 
 pub use pipe::{READ_SIZE, socket_to_stream, stream_to_socket};
-pub use pool::{Pool, PoolKey};
+pub use pool::{Pool, PoolKey, Slot};
 pub use resolver::{Resolver, WorkerResolver};
 
 use crate::ingress::WorkerRules;
