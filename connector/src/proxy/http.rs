@@ -324,7 +324,7 @@ async fn open(
                 warn_no_verify_once(origin.authority);
             }
             match compio::time::timeout(timeout, OriginConn::tls(c, name, origin.danger_no_verify))
-            .await
+                .await
             {
                 Ok(Ok(conn)) => Ok(conn),
                 Ok(Err(e)) => {
@@ -415,10 +415,7 @@ enum Sender {
     /// The head was written (or failed to be).
     Done(ConnWriter, Result<(), HttpError>),
     /// The task, and its progress.
-    Task(
-        JoinHandle<(ConnWriter, Result<(), HttpError>)>,
-        Rc<Sending>,
-    ),
+    Task(JoinHandle<(ConnWriter, Result<(), HttpError>)>, Rc<Sending>),
 }
 
 impl Sender {
