@@ -16,7 +16,8 @@
 //! An origin that accepts a request but sends no response head within
 //! `--origin-response-timeout` (default 100 s, Cloudflare's proxy read timeout; cloudflared has
 //! no such `originRequest` field) is answered with 504. The clock restarts while the request
-//! body is still being written, so a long upload is not cut short.
+//! body is still being written, so a long upload is not cut short. One sweep per worker keeps
+//! every exchange's deadline (`deadline.rs`), to within a tenth of the timeout (at most 1 s).
 //!
 //! Every stream is counted in the worker's [`WorkerMetrics`] (crate::observe): requests and
 //! latency per ingress rule, payload bytes each way, failures by cause, streams in flight.
