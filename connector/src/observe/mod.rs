@@ -5,12 +5,14 @@
 //! going up and down, the signal thread flips [`Observer::set_draining`], and each worker's
 //! proxy holds a [`WorkerMetrics`] that counts requests, bytes, errors and latency.
 //!
-//! The request path stays cheap: every counter is an atomic, and the per-rule handles
-//! (`ringtun_requests_total{rule,hostname}`, `ringtun_request_duration_seconds{rule}`) are looked
-//! up in the shared families once per worker and rule set, then cached in the worker, so a
-//! request allocates nothing for its metrics. The labels are the ingress rule's number (from 1,
-//! as `ringtun ingress rule` prints it) and the rule's hostname pattern (`*` for a catch-all),
-//! not the request's `Host`, so a client cannot grow the label space.
+//! The request path stays cheap: the request metrics (`ringtun_requests_total{rule,hostname}`,
+//! `ringtun_request_duration_seconds{rule}`, `ringtun_request_errors_total{cause}`,
+//! `ringtun_bytes_total{direction}`, `ringtun_active_streams`) are kept per worker, written only
+//! by that worker (no lock, no cache line shared with other cores), and summed at scrape time.
+//! The per-rule series are looked up once per worker and rule set, then cached in the worker,
+//! so a request allocates nothing for its metrics. The labels are the ingress rule's number
+//! (from 1, as `ringtun ingress rule` prints it) and the rule's hostname pattern (`*` for a
+//! catch-all), not the request's `Host`, so a client cannot grow the label space.
 //!
 //! The HTTP side ([`server`]) runs on a small std thread of its own, never on the io_uring
 //! workers.
@@ -18,15 +20,17 @@
 pub mod server;
 
 use std::cell::RefCell;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use ringtun_core::http::ReplyErrorKind;
 
@@ -40,7 +44,7 @@ const DURATION_BUCKETS: [f64; 15] = [
 ];
 
 /// Labels of `ringtun_requests_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct RuleHostLabels {
     /// The ingress rule's number, from 1.
     pub rule: String,
@@ -49,7 +53,7 @@ pub struct RuleHostLabels {
 }
 
 /// Labels of `ringtun_request_duration_seconds`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct RuleLabels {
     /// The ingress rule's number, from 1.
     pub rule: String,
@@ -175,15 +179,11 @@ pub struct Observer {
     registry: Registry,
     draining_flag: AtomicBool,
     ready_count: AtomicI64,
-    requests: Family<RuleHostLabels, Counter>,
-    durations: Family<RuleLabels, Histogram, fn() -> Histogram>,
-    errors: [Counter; ErrorCause::ALL.len()],
-    to_origin: Counter,
-    from_origin: Counter,
+    /// The request metrics of every worker (the first: those counted off the workers).
+    counts: Arc<WorkerList>,
     links: Family<DataCenterLabels, Gauge>,
     ready_links: Gauge,
     draining: Gauge,
-    active_streams: Gauge,
     reloads_ok: Counter,
     reloads_rejected: Counter,
     resolutions_ok: Counter,
@@ -191,31 +191,15 @@ pub struct Observer {
     worker_streams: Family<WorkerLabels, Counter>,
 }
 
-fn duration_histogram() -> Histogram {
-    Histogram::new(DURATION_BUCKETS)
-}
-
 impl Observer {
     /// A fresh observer for connector `connector_id` (shown by `/ready`): no links, not draining.
     pub fn new(connector_id: impl Into<String>) -> Observer {
         let mut registry = Registry::with_prefix("ringtun");
-        let requests = Family::<RuleHostLabels, Counter>::default();
-        let durations: Family<RuleLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(duration_histogram);
-        let errors_family = Family::<CauseLabels, Counter>::default();
-        let errors = ErrorCause::ALL
-            .map(|c| errors_family.get_or_create_owned(&CauseLabels { cause: c.as_str() }));
-        let bytes = Family::<DirectionLabels, Counter>::default();
-        let to_origin = bytes.get_or_create_owned(&DirectionLabels {
-            direction: "to_origin",
-        });
-        let from_origin = bytes.get_or_create_owned(&DirectionLabels {
-            direction: "from_origin",
-        });
+        let counts = Arc::new(WorkerList::default());
+        counts.add();
         let links = Family::<DataCenterLabels, Gauge>::default();
         let ready_links = Gauge::default();
         let draining = Gauge::default();
-        let active_streams = Gauge::default();
         let reloads = Family::<ResultLabels, Counter>::default();
         let reloads_ok = reloads.get_or_create_owned(&ResultLabels { result: "ok" });
         let reloads_rejected = reloads.get_or_create_owned(&ResultLabels { result: "rejected" });
@@ -223,26 +207,7 @@ impl Observer {
         let resolutions_ok = resolutions.get_or_create_owned(&ResultLabels { result: "ok" });
         let resolutions_failed =
             resolutions.get_or_create_owned(&ResultLabels { result: "failed" });
-        registry.register(
-            "requests",
-            "Requests served, by ingress rule number and the rule's hostname pattern",
-            requests.clone(),
-        );
-        registry.register(
-            "request_errors",
-            "Requests and streams that failed, by cause",
-            errors_family,
-        );
-        registry.register(
-            "bytes",
-            "Payload bytes moved between the edge and origins",
-            bytes,
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Time from a stream's arrival to the end of its response, by ingress rule number",
-            durations.clone(),
-        );
+        registry.register_collector(Box::new(counts.clone()));
         registry.register(
             "links",
             "Registered links to the edge, by data center",
@@ -257,11 +222,6 @@ impl Observer {
             "draining",
             "1 once SIGTERM/SIGINT started the drain",
             draining.clone(),
-        );
-        registry.register(
-            "active_streams",
-            "Streams being served now",
-            active_streams.clone(),
         );
         registry.register(
             "config_reloads",
@@ -289,15 +249,10 @@ impl Observer {
             registry,
             draining_flag: AtomicBool::new(false),
             ready_count: AtomicI64::new(0),
-            requests,
-            durations,
-            errors,
-            to_origin,
-            from_origin,
+            counts,
             links,
             ready_links,
             draining,
-            active_streams,
             reloads_ok,
             reloads_rejected,
             resolutions_ok,
@@ -381,18 +336,15 @@ impl Observer {
         }
     }
 
-    /// Counts a failed request or stream.
+    /// Counts a failed request or stream (off the workers; a worker counts in its own
+    /// [`WorkerMetrics`]).
     pub fn error(&self, cause: ErrorCause) {
-        self.errors[cause.index()].inc();
+        self.counts.first().error(cause);
     }
 
-    /// Counts payload bytes.
+    /// Counts payload bytes (off the workers, like [`Observer::error`]).
     pub fn bytes(&self, direction: Direction, n: usize) {
-        let n = n as u64;
-        match direction {
-            Direction::ToOrigin => self.to_origin.inc_by(n),
-            Direction::FromOrigin => self.from_origin.inc_by(n),
-        };
+        self.counts.first().bytes(direction, n);
     }
 
     /// The Prometheus text exposition of every family.
@@ -403,30 +355,209 @@ impl Observer {
         }
         out
     }
+}
 
+/// One worker's request metrics, written only by that worker (plain atomics, no lock) and
+/// summed over the workers at scrape time.
+#[derive(Debug, Default)]
+struct WorkerCounts {
+    errors: [Counter; ErrorCause::ALL.len()],
+    to_origin: Counter,
+    from_origin: Counter,
+    active_streams: Gauge,
+    /// The worker's per-rule series by label set; locked only to add a series (once per rule
+    /// and rule set) and to scrape.
+    rules: Mutex<RuleSeries>,
+}
+
+#[derive(Debug, Default)]
+struct RuleSeries {
+    requests: HashMap<RuleHostLabels, Counter>,
+    durations: HashMap<RuleLabels, Arc<Durations>>,
+}
+
+impl WorkerCounts {
+    fn error(&self, cause: ErrorCause) {
+        self.errors[cause.index()].inc();
+    }
+
+    fn bytes(&self, direction: Direction, n: usize) {
+        self.counter(direction).inc_by(n as u64);
+    }
+
+    fn counter(&self, direction: Direction) -> &Counter {
+        match direction {
+            Direction::ToOrigin => &self.to_origin,
+            Direction::FromOrigin => &self.from_origin,
+        }
+    }
+
+    /// The series of rule `number` (from 1) with hostname pattern `hostname`.
     fn rule_handles(&self, number: usize, hostname: String) -> RuleHandles {
         let rule = number.to_string();
-        RuleHandles {
-            requests: self.requests.get_or_create_owned(&RuleHostLabels {
-                rule: rule.clone(),
-                hostname,
-            }),
-            duration: self.durations.get_or_create_owned(&RuleLabels { rule }),
-        }
+        let mut series = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        let duration = series
+            .durations
+            .entry(RuleLabels { rule: rule.clone() })
+            .or_default()
+            .clone();
+        let requests = series
+            .requests
+            .entry(RuleHostLabels { rule, hostname })
+            .or_default()
+            .clone();
+        RuleHandles { requests, duration }
     }
 }
 
-/// The metric handles of one ingress rule.
+/// A request duration histogram written by one worker: [`DURATION_BUCKETS`] plus `+Inf`.
+#[derive(Debug, Default)]
+struct Durations {
+    /// Per bucket (not cumulative), the last one `+Inf`.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    count: AtomicU64,
+    /// The sum of the observations in seconds, as `f64` bits.
+    sum: AtomicU64,
+}
+
+impl Durations {
+    /// Records `secs`. One writer per histogram (its worker), so load-then-store loses nothing.
+    fn observe(&self, secs: f64) {
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        bump(&self.buckets[i], 1);
+        bump(&self.count, 1);
+        let sum = f64::from_bits(self.sum.load(Ordering::Relaxed)) + secs;
+        self.sum.store(sum.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// Adds `n` to a counter that only the calling worker writes.
+fn bump(a: &AtomicU64, n: u64) {
+    a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// Every worker's [`WorkerCounts`], the collector that sums them at scrape time.
+#[derive(Debug, Default)]
+struct WorkerList {
+    workers: Mutex<Vec<Arc<WorkerCounts>>>,
+}
+
+impl WorkerList {
+    fn add(&self) -> Arc<WorkerCounts> {
+        let counts = Arc::new(WorkerCounts::default());
+        self.lock().push(counts.clone());
+        counts
+    }
+
+    /// The counts taken off the workers (made by [`Observer::new`]).
+    fn first(&self) -> Arc<WorkerCounts> {
+        self.lock()
+            .first()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(WorkerCounts::default()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<WorkerCounts>>> {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Collector for WorkerList {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let workers = self.lock().clone();
+        let mut requests = BTreeMap::<RuleHostLabels, u64>::new();
+        let mut durations = BTreeMap::<RuleLabels, (f64, u64, Vec<u64>)>::new();
+        for w in &workers {
+            let series = w.rules.lock().unwrap_or_else(|e| e.into_inner());
+            for (labels, c) in &series.requests {
+                *requests.entry(labels.clone()).or_default() += c.get();
+            }
+            for (labels, d) in &series.durations {
+                let e = durations
+                    .entry(labels.clone())
+                    .or_insert_with(|| (0.0, 0, vec![0; DURATION_BUCKETS.len() + 1]));
+                e.0 += f64::from_bits(d.sum.load(Ordering::Relaxed));
+                e.1 += d.count.load(Ordering::Relaxed);
+                for (sum, b) in e.2.iter_mut().zip(&d.buckets) {
+                    *sum += b.load(Ordering::Relaxed);
+                }
+            }
+        }
+        let mut m = encoder.encode_descriptor(
+            "requests",
+            "Requests served, by ingress rule number and the rule's hostname pattern",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, n) in &requests {
+            m.encode_family(labels)?
+                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "request_errors",
+            "Requests and streams that failed, by cause",
+            None,
+            MetricType::Counter,
+        )?;
+        for cause in ErrorCause::ALL {
+            let n: u64 = workers.iter().map(|w| w.errors[cause.index()].get()).sum();
+            m.encode_family(&CauseLabels {
+                cause: cause.as_str(),
+            })?
+            .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "bytes",
+            "Payload bytes moved between the edge and origins",
+            None,
+            MetricType::Counter,
+        )?;
+        for (direction, name) in [
+            (Direction::ToOrigin, "to_origin"),
+            (Direction::FromOrigin, "from_origin"),
+        ] {
+            let n: u64 = workers.iter().map(|w| w.counter(direction).get()).sum();
+            m.encode_family(&DirectionLabels { direction: name })?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "request_duration_seconds",
+            "Time from a stream's arrival to the end of its response, by ingress rule number",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (labels, (sum, count, buckets)) in &durations {
+            let bounds = DURATION_BUCKETS.iter().copied().chain([f64::MAX]);
+            let buckets: Vec<(f64, u64)> = bounds.zip(buckets.iter().copied()).collect();
+            m.encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(*sum, *count, &buckets, None)?;
+        }
+        let active: i64 = workers.iter().map(|w| w.active_streams.get()).sum();
+        encoder
+            .encode_descriptor(
+                "active_streams",
+                "Streams being served now",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&active)
+    }
+}
+
+/// The metric handles of one ingress rule on one worker.
 #[derive(Debug, Clone)]
 pub struct RuleHandles {
     requests: Counter,
-    duration: Histogram,
+    duration: Arc<Durations>,
 }
 
 impl RuleHandles {
     /// Counts a request matched to the rule.
     pub fn request(&self) {
-        self.requests.inc();
+        bump(self.requests.inner(), 1);
     }
 
     /// Records how long a request of the rule took.
@@ -448,14 +579,17 @@ struct RuleCache {
 #[derive(Debug)]
 pub struct WorkerMetrics {
     observer: Arc<Observer>,
+    counts: Arc<WorkerCounts>,
     cache: RefCell<RuleCache>,
 }
 
 impl WorkerMetrics {
     /// A worker's metrics reporting into `observer`.
     pub fn new(observer: Arc<Observer>) -> WorkerMetrics {
+        let counts = observer.counts.add();
         WorkerMetrics {
             observer,
+            counts,
             cache: RefCell::new(RuleCache::default()),
         }
     }
@@ -498,34 +632,32 @@ impl WorkerMetrics {
                 .get(index)
                 .map(|r| r.hostname.to_string())
                 .unwrap_or_else(|| "*".to_owned());
-            self.observer.rule_handles(index + 1, hostname)
+            self.counts.rule_handles(index + 1, hostname)
         });
         f(handles)
     }
 
     /// Counts a failed request or stream.
     pub fn error(&self, cause: ErrorCause) {
-        self.observer.error(cause);
+        self.counts.error(cause);
     }
 
     /// Counts payload bytes.
     pub fn bytes(&self, direction: Direction, n: usize) {
-        self.observer.bytes(direction, n);
+        self.counts.bytes(direction, n);
     }
 
-    /// The byte counter of `direction`, for tasks that outlive a borrow of the worker's context.
+    /// The worker's byte counter of `direction`, for tasks that outlive a borrow of the
+    /// worker's context.
     pub fn counter(&self, direction: Direction) -> Counter {
-        match direction {
-            Direction::ToOrigin => self.observer.to_origin.clone(),
-            Direction::FromOrigin => self.observer.from_origin.clone(),
-        }
+        self.counts.counter(direction).clone()
     }
 
     /// Marks a stream as being served until the returned guard drops.
     pub fn stream(&self) -> StreamGuard<'_> {
-        self.observer.active_streams.inc();
+        self.counts.active_streams.inc();
         StreamGuard {
-            gauge: &self.observer.active_streams,
+            gauge: &self.counts.active_streams,
         }
     }
 }

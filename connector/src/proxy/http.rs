@@ -5,27 +5,32 @@
 //! `docs/routing.md`), never a `Host` field; the origin gets that same host in `Host` (unless the
 //! rule sets `httpHostHeader`) and that same target in its request line.
 //!
-//! Towards an `http://` or `https://` origin, one exchange uses two tasks on the origin socket: a *sender*
-//! writes the head and streams the request body from the link stream (re-framed: Content-Length
-//! when known, else chunked), while this task reads the response head, replies, and streams the
-//! decoded response body back. The connection goes back to the worker's pool only when both
-//! halves completed cleanly and keep-alive allows.
+//! Towards an `http://` or `https://` origin, a request without a body is written by the
+//! stream's own task, which then reads the response head, replies, and streams the decoded
+//! response body back. A request with a body gets a *sender* task that writes the head and
+//! streams the body from the link stream (re-framed: Content-Length when known, else chunked)
+//! while the stream's task reads the response. The connection goes back to the worker's pool,
+//! with its read buffer, only when both directions completed cleanly and keep-alive allows.
 //!
 //! `Expect: 100-continue` is removed towards the origin: the body is streamed as it comes, the
 //! edge speaks to the client. A `101 Switching Protocols` answer to an upgrade request turns the
 //! stream into raw bytes both ways (WebSocket).
 //!
 //! Once the request is on its way, the origin has the connector's origin response timeout to
-//! send a response head, else the answer is 504. The bound is kept by a timer task that shuts
-//! the connection down, which ends the read in flight instead of dropping it.
+//! send a response head, else the answer is 504. The bound is kept by the worker's deadline
+//! sweep (`deadline.rs`), which shuts the connection down: that ends the read in flight instead
+//! of dropping it.
 
-use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use compio::BufResult;
+use compio::io::AsyncWriteExt;
+use compio::runtime::JoinHandle;
 use prometheus_client::metrics::counter::Counter;
-use ringtun_core::http::io::{read_body_chunk, read_response_head, write_bufs};
+use ringtun_core::http::io::{READ_CHUNK, read_body_chunk, read_response_head, write_bufs};
 use ringtun_core::http::{
     BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, CONNECTOR_ID_HEADER, Fault, HeadLimits,
     HttpError, ReplyError, ReplyErrorKind, RequestHead, ResponseHead, Version, decode_request_meta,
@@ -39,10 +44,11 @@ use ringtun_core::rt::net::{SocketTuning, connect};
 
 use super::ProxyCtx;
 use super::conn::{ConnWriter, OriginConn, warn_no_verify_once};
+use super::deadline::Sending;
 use super::pipe::{socket_to_stream, stream_to_socket};
-use super::pool::PoolKey;
+use super::pool::{PoolKey, ReadBuf, Slot};
 use crate::config::OriginRequest;
-use crate::ingress::{HttpService, RuleMatch, Service};
+use crate::ingress::{HttpService, IngressRules, RuleMatch, Service};
 use crate::observe::{Direction, ErrorCause, WorkerMetrics};
 
 /// The page `hello_world` serves.
@@ -73,7 +79,7 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
     override_host(&mut head.headers, extra.host.clone());
     let index = m.index;
     ctx.metrics.request(&rules, index);
-    answer(head, extra.body, &stream, m, ctx).await;
+    answer(head, extra.body, &stream, &rules, m, ctx).await;
     ctx.metrics.observe(&rules, index, started.elapsed());
 }
 
@@ -82,13 +88,16 @@ async fn answer(
     head: RequestHead,
     body: BodyFraming,
     stream: &Rc<Stream>,
+    rules: &Arc<IngressRules>,
     m: RuleMatch<'_>,
     ctx: &ProxyCtx,
 ) {
     let rule = m.rule;
     match &rule.service {
         Service::Http(svc) => {
-            proxy(head, body, stream.clone(), svc, &rule.origin_request, ctx).await;
+            let or = &rule.origin_request;
+            let slot = ctx.pool.slot(rules, m.index, || pool_key(svc, or));
+            proxy(head, body, stream.clone(), svc, or, slot, ctx).await;
         }
         Service::HttpStatus(n) => {
             drain(stream).await;
@@ -169,13 +178,31 @@ enum Failed {
     Stale,
 }
 
-/// Proxies to an `http://` or `https://` origin.
+/// What makes connections to `svc` under `or` interchangeable.
+fn pool_key(svc: &HttpService, or: &OriginRequest) -> PoolKey {
+    PoolKey {
+        tls: svc.tls,
+        host: svc.host.clone(),
+        port: svc.port,
+        server_name: if svc.tls {
+            or.origin_server_name
+                .clone()
+                .unwrap_or_else(|| svc.host.clone())
+        } else {
+            String::new()
+        },
+        danger_no_verify: svc.tls && or.danger_no_tls_verify,
+    }
+}
+
+/// Proxies to an `http://` or `https://` origin, whose connections are pooled in `slot`.
 async fn proxy(
     mut head: RequestHead,
     body: BodyFraming,
     stream: Rc<Stream>,
     svc: &HttpService,
     or: &OriginRequest,
+    slot: Slot,
     ctx: &ProxyCtx,
 ) {
     let addr = match ctx.resolver.addr(&svc.host, svc.port).await {
@@ -207,22 +234,15 @@ async fn proxy(
     head.version = Version::Http11;
     let head_bytes = head.to_bytes();
     let method = head.method.clone();
-    let key = PoolKey {
-        tls: svc.tls,
-        host: svc.host.clone(),
-        port: svc.port,
-        server_name: if svc.tls {
-            or.origin_server_name
-                .clone()
-                .unwrap_or_else(|| svc.host.clone())
-        } else {
-            String::new()
-        },
-        danger_no_verify: svc.tls && or.danger_no_tls_verify,
-    };
     let origin = Origin {
         addr,
-        key: &key,
+        tls: svc.tls,
+        server_name: match &or.origin_server_name {
+            Some(name) if svc.tls => name,
+            _ => &svc.host,
+        },
+        danger_no_verify: svc.tls && or.danger_no_tls_verify,
+        slot,
         authority: &svc.authority,
     };
     // A request without a body may be sent twice: once on a reused connection that turns out
@@ -230,7 +250,7 @@ async fn proxy(
     let mut allow_reuse = true;
     loop {
         let pooled = if allow_reuse {
-            ctx.pool.take(&key, or.keep_alive_timeout)
+            ctx.pool.take(slot, or.keep_alive_timeout)
         } else {
             None
         };
@@ -238,7 +258,7 @@ async fn proxy(
         let conn = match pooled {
             Some(c) => c,
             None => match open(&origin, or.connect_timeout).await {
-                Ok(c) => c,
+                Ok(c) => (c, ReadBuf::default()),
                 Err((kind, msg)) => {
                     ctx.resolver.connect_failed(&svc.host);
                     drain(&stream).await;
@@ -279,8 +299,14 @@ async fn proxy(
 struct Origin<'a> {
     /// The resolved address.
     addr: std::net::SocketAddr,
-    /// The pool key (scheme, host, port, TLS settings).
-    key: &'a PoolKey,
+    /// `https`: TLS towards the origin.
+    tls: bool,
+    /// The TLS server name (SNI and verified name).
+    server_name: &'a str,
+    /// Whether the origin's certificate goes unverified (`noTLSVerify`).
+    danger_no_verify: bool,
+    /// Where its connections are pooled.
+    slot: Slot,
     /// `host[:port]` of the service, for messages.
     authority: &'a str,
 }
@@ -304,16 +330,13 @@ async fn open(
 ) -> Result<OriginConn, (ReplyErrorKind, String)> {
     let addr = origin.addr;
     match compio::time::timeout(timeout, connect(addr, &SocketTuning::default())).await {
-        Ok(Ok(c)) if origin.key.tls => {
-            let name = &origin.key.server_name;
-            if origin.key.danger_no_verify {
+        Ok(Ok(c)) if origin.tls => {
+            let name = origin.server_name;
+            if origin.danger_no_verify {
                 warn_no_verify_once(origin.authority);
             }
-            match compio::time::timeout(
-                timeout,
-                OriginConn::tls(c, name, origin.key.danger_no_verify),
-            )
-            .await
+            match compio::time::timeout(timeout, OriginConn::tls(c, name, origin.danger_no_verify))
+                .await
             {
                 Ok(Ok(conn)) => Ok(conn),
                 Ok(Err(e)) => {
@@ -350,15 +373,6 @@ async fn open(
             origin_timeout_detail(&addr.to_string()),
         )),
     }
-}
-
-/// How far the sender got, for the reader and the response timer.
-#[derive(Debug, Default)]
-struct Sending {
-    /// The request body ended cleanly.
-    done: Cell<bool>,
-    /// Writes completed so far: while the request body still flows, the origin is not late.
-    writes: Cell<u64>,
 }
 
 /// Sends the head and streams the request body, recording progress in `sending`. Gives the
@@ -408,11 +422,73 @@ async fn send_request_on(
     Ok(())
 }
 
-/// One request/response exchange on `conn`. Errors before the reply come back to the caller;
-/// after the reply, failures reset the stream.
+/// The request's writing side: done already (a request without a body, written by the stream's
+/// task), or a sender task streaming the body.
+enum Sender {
+    /// The head was written (or failed to be).
+    Done(ConnWriter, Result<(), HttpError>),
+    /// The task, and its progress.
+    Task(JoinHandle<(ConnWriter, Result<(), HttpError>)>, Rc<Sending>),
+}
+
+impl Sender {
+    /// Starts sending `head` and the request `body`: inline when there is no body (`sending`
+    /// is `None`), else on a task of its own that records its progress in `sending`.
+    async fn start(
+        mut w: ConnWriter,
+        head: Bytes,
+        body: BodyFraming,
+        sending: Option<Rc<Sending>>,
+        stream: &Rc<Stream>,
+        ctx: &ProxyCtx,
+    ) -> Sender {
+        let Some(sending) = sending else {
+            let BufResult(res, _) = w.write_all(head).await;
+            return Sender::Done(w, res.map_err(HttpError::Io));
+        };
+        let task = compio::runtime::spawn(send_request(
+            w,
+            head,
+            body,
+            stream.clone(),
+            sending.clone(),
+            ctx.metrics.counter(Direction::ToOrigin),
+        ));
+        Sender::Task(task, sending)
+    }
+
+    /// The write half once the head went out, whether or not the write succeeded (an upgrade
+    /// request has no body).
+    async fn writer(self) -> Option<ConnWriter> {
+        match self {
+            Sender::Done(w, _) => Some(w),
+            Sender::Task(task, _) => task.await.ok().map(|(w, _)| w),
+        }
+    }
+
+    /// The write half for reuse, if the whole request went out cleanly. The request body usually
+    /// ended before the response did; it gets [`SENDER_GRACE`] otherwise.
+    async fn finish(self) -> Option<ConnWriter> {
+        match self {
+            Sender::Done(w, Ok(())) => Some(w),
+            Sender::Done(_, Err(_)) => None,
+            Sender::Task(task, sending) if sending.done.get() => match task.await {
+                Ok((w, Ok(()))) => Some(w),
+                _ => None,
+            },
+            Sender::Task(task, _) => match compio::time::timeout(SENDER_GRACE, task).await {
+                Ok(Ok((w, Ok(())))) => Some(w),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// One request/response exchange on `conn`, reading into `rb`. Errors before the reply come
+/// back to the caller; after the reply, failures reset the stream.
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
-    conn: OriginConn,
+    (conn, mut rb): (OriginConn, ReadBuf),
     origin: &Origin<'_>,
     head: Bytes,
     method: &[u8],
@@ -429,49 +505,29 @@ async fn exchange(
         writer,
         closer,
     } = conn;
-    let sending = Rc::new(Sending::default());
-    let sender = compio::runtime::spawn(send_request(
-        writer,
-        head,
-        body,
-        stream.clone(),
-        sending.clone(),
-        ctx.metrics.counter(Direction::ToOrigin),
-    ));
     // The response timeout: a whole period without a response head and without request body
-    // progress shuts the connection down, which ends the head read below.
-    let timed_out = Rc::new(Cell::new(false));
-    let timer = {
-        let closer = closer.clone();
-        let timed_out = timed_out.clone();
-        let sending = sending.clone();
-        let limit = ctx.origin_response_timeout;
-        compio::runtime::spawn(async move {
-            let mut seen = sending.writes.get();
-            loop {
-                compio::time::sleep(limit).await;
-                let now = sending.writes.get();
-                if now == seen {
-                    break;
-                }
-                seen = now;
-            }
-            timed_out.set(true);
-            let _ = closer.shutdown();
-        })
-    };
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    // progress shuts the connection down, which ends the head read below (or a head write the
+    // origin does not take).
+    let sending = (!body.is_empty()).then(|| Rc::new(Sending::default()));
+    let watch = ctx
+        .pool
+        .deadlines()
+        .watch(&closer, ctx.origin_response_timeout, sending.clone());
+    let sender = Sender::start(writer, head, body, sending, stream, ctx).await;
+    rb.make_room();
+    let buf = &mut rb.buf;
     let limits = HeadLimits::default();
     let head_res = loop {
-        match read_response_head(&mut r, &mut buf, &limits).await {
+        match read_response_head(&mut r, buf, &limits).await {
             Ok(h) if h.is_informational() && h.status != 101 => continue,
             other => break other,
         }
     };
-    drop(timer);
+    let timed_out = watch.fired();
+    drop(watch);
     let mut res = match head_res {
         Ok(h) => h,
-        Err(_) if timed_out.get() => {
+        Err(_) if timed_out => {
             drop(sender);
             tracing::info!(origin = %addr, "origin sent no response head in time");
             return Err(Failed::Reply(
@@ -504,7 +560,7 @@ async fn exchange(
             ));
         }
         // The sender wrote only the head (an upgrade request has no body).
-        let Ok((mut w, _)) = sender.await else {
+        let Some(mut w) = sender.writer().await else {
             return Ok(());
         };
         remove_hop_by_hop(&mut res.headers, true);
@@ -541,9 +597,15 @@ async fn exchange(
         return Ok(());
     }
     let mut dec = BodyDecoder::new(framing, BodyLimits::default(), Fault::Origin);
+    let mut received = 0usize;
     loop {
-        match read_body_chunk(&mut r, &mut buf, &mut dec).await {
+        if rb.buf.is_empty() {
+            // Nothing buffered to copy: the room can come from a fresh allocation if need be.
+            rb.make_room();
+        }
+        match read_body_chunk(&mut r, &mut rb.buf, &mut dec).await {
             Ok(Some(chunk)) => {
+                received += chunk.len();
                 ctx.metrics.bytes(Direction::FromOrigin, chunk.len());
                 if let Err(e) = stream.write(chunk).await {
                     tracing::debug!(error = %e, "stream failed while sending the response body");
@@ -563,24 +625,17 @@ async fn exchange(
     if stream.finish().is_err() {
         return Ok(());
     }
-    // The request body usually ended before the response did; give it a moment otherwise.
-    let writer = if sending.done.get() {
-        match sender.await {
-            Ok((w, Ok(()))) => Some(w),
-            _ => None,
-        }
-    } else {
-        match compio::time::timeout(SENDER_GRACE, sender).await {
-            Ok(Ok((w, Ok(())))) => Some(w),
-            _ => None,
-        }
-    };
+    let writer = sender.finish().await;
     if body.is_empty() {
         // No body was read by the sender: consume the stream's FIN.
         drain(stream).await;
     }
+    if received > READ_CHUNK / 2 {
+        // Responses this big read into more room from now on.
+        rb.grow();
+    }
     if let Some(writer) = writer
-        && buf.is_empty()
+        && rb.buf.is_empty()
         && keep_alive
     {
         let conn = OriginConn {
@@ -588,7 +643,8 @@ async fn exchange(
             writer,
             closer,
         };
-        ctx.pool.put(origin.key, conn, or.keep_alive_connections);
+        ctx.pool
+            .put(origin.slot, conn, rb, or.keep_alive_connections);
     }
     Ok(())
 }

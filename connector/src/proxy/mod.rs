@@ -16,7 +16,8 @@
 //! An origin that accepts a request but sends no response head within
 //! `--origin-response-timeout` (default 100 s, Cloudflare's proxy read timeout; cloudflared has
 //! no such `originRequest` field) is answered with 504. The clock restarts while the request
-//! body is still being written, so a long upload is not cut short.
+//! body is still being written, so a long upload is not cut short. One sweep per worker keeps
+//! every exchange's deadline (`deadline.rs`), to within a tenth of the timeout (at most 1 s).
 //!
 //! Every stream is counted in the worker's [`WorkerMetrics`] (crate::observe): requests and
 //! latency per ingress rule, payload bytes each way, failures by cause, streams in flight.
@@ -24,6 +25,7 @@
 //! Not served yet: `unix:` services.
 
 mod conn;
+mod deadline;
 mod http;
 mod pipe;
 mod pool;
@@ -38,7 +40,7 @@ use ringtun_core::link::Incoming;
 use ringtun_core::mux::StreamKind;
 
 pub use pipe::{READ_SIZE, socket_to_stream, stream_to_socket};
-pub use pool::{Pool, PoolKey};
+pub use pool::{Pool, PoolKey, Slot};
 pub use resolver::{Resolver, WorkerResolver};
 
 use crate::ingress::WorkerRules;

@@ -5,12 +5,29 @@
 //! TLS server name and verify mode, so a connection is never reused under other security
 //! settings. An idle connection older than the rule's `keepAliveTimeout` is closed instead of
 //! reused, and at most `keepAliveConnections` idle ones are kept per key.
+//!
+//! The key is built and hashed once per ingress rule and rule set ([`Pool::slot`]), not per
+//! request: requests find their origin's idle list by index. An idle connection keeps its read
+//! buffer ([`ReadBuf`]), so the next exchange on it reads into memory it already has.
+//!
+//! The pool also holds the worker's [`Deadlines`]: the origin response timeout of the
+//! connections in use.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+use ringtun_core::http::io::READ_CHUNK;
+
 use super::conn::OriginConn;
+use super::deadline::Deadlines;
+use crate::ingress::IngressRules;
+
+/// The most one read from an origin asks for once its responses outgrew [`READ_CHUNK`]: a
+/// 64 KiB body and its head in one read.
+pub const BIG_READ: usize = 64 * 1024 + 4 * 1024;
 
 /// What makes two origin connections interchangeable.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -27,10 +44,60 @@ pub struct PoolKey {
     pub danger_no_verify: bool,
 }
 
+/// An origin's place in the pool, found once per rule ([`Pool::slot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot(usize);
+
+/// The receive buffer of one origin connection. Reads get at least [`READ_CHUNK`] of room, or
+/// [`BIG_READ`] once a response did not fit in one read, so a connection that serves large
+/// responses reads each in one go while one serving small ones keeps a small buffer.
+#[derive(Debug, Default)]
+pub struct ReadBuf {
+    /// Bytes received and not yet consumed.
+    pub buf: BytesMut,
+    /// The room the next read gets.
+    pub room: usize,
+}
+
+impl ReadBuf {
+    /// Makes room for the next read: reuses the buffer's memory when the bytes handed out of it
+    /// are gone, else allocates.
+    pub fn make_room(&mut self) {
+        let room = self.room.max(READ_CHUNK);
+        if self.buf.capacity() - self.buf.len() < room {
+            self.buf.reserve(room);
+        }
+    }
+
+    /// The next reads get [`BIG_READ`] of room.
+    pub fn grow(&mut self) {
+        self.room = BIG_READ;
+    }
+}
+
+/// An idle connection.
+#[derive(Debug)]
+struct Idle {
+    conn: OriginConn,
+    buf: ReadBuf,
+    since: Instant,
+}
+
+/// The slots of one rule set's rules, cached while the rule set is current.
+#[derive(Debug, Default)]
+struct RuleSlots {
+    /// The rule set the slots belong to; holding it keeps its address from being reused.
+    rules: Option<Arc<IngressRules>>,
+    slots: Vec<Option<Slot>>,
+}
+
 /// Idle origin connections of one worker.
 #[derive(Debug, Default)]
 pub struct Pool {
-    idle: RefCell<HashMap<PoolKey, Vec<(OriginConn, Instant)>>>,
+    idle: RefCell<Vec<Vec<Idle>>>,
+    keys: RefCell<HashMap<PoolKey, Slot>>,
+    by_rule: RefCell<RuleSlots>,
+    deadlines: Deadlines,
 }
 
 impl Pool {
@@ -39,22 +106,70 @@ impl Pool {
         Pool::default()
     }
 
-    /// The most recently returned idle connection for `key` that is younger than `max_idle`.
-    pub fn take(&self, key: &PoolKey, max_idle: Duration) -> Option<OriginConn> {
+    /// The slot of rule `index` of `rules`, whose connections are keyed by `key()`: looked up
+    /// on the first request of a rule set, then cached until the rules are replaced.
+    pub fn slot(
+        &self,
+        rules: &Arc<IngressRules>,
+        index: usize,
+        key: impl FnOnce() -> PoolKey,
+    ) -> Slot {
+        let mut cache = self.by_rule.borrow_mut();
+        if !cache.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, rules)) {
+            cache.rules = Some(rules.clone());
+            cache.slots.clear();
+        }
+        if cache.slots.len() <= index {
+            cache.slots.resize(index + 1, None);
+        }
+        if let Some(Some(slot)) = cache.slots.get(index) {
+            return *slot;
+        }
+        let slot = self.key_slot(key());
+        cache.slots[index] = Some(slot);
+        slot
+    }
+
+    /// The slot of `key`, made on first use.
+    fn key_slot(&self, key: PoolKey) -> Slot {
+        let mut keys = self.keys.borrow_mut();
+        let next = keys.len();
+        let slot = *keys.entry(key).or_insert(Slot(next));
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(key)?;
+        if idle.len() <= slot.0 {
+            idle.resize_with(slot.0 + 1, Vec::new);
+        }
+        slot
+    }
+
+    /// The most recently returned idle connection of `slot` that is younger than `max_idle`,
+    /// with its read buffer.
+    pub fn take(&self, slot: Slot, max_idle: Duration) -> Option<(OriginConn, ReadBuf)> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(slot.0)?;
         let now = Instant::now();
         // Expired connections are dropped (closed) here.
-        list.retain(|(_, since)| now.duration_since(*since) < max_idle);
-        list.pop().map(|(c, _)| c)
+        list.retain(|i| now.duration_since(i.since) < max_idle);
+        list.pop().map(|i| (i.conn, i.buf))
     }
 
     /// Returns a connection after a clean exchange; closes it when `max` are already idle.
-    pub fn put(&self, key: &PoolKey, conn: OriginConn, max: usize) {
+    pub fn put(&self, slot: Slot, conn: OriginConn, buf: ReadBuf, max: usize) {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(key.clone()).or_default();
+        let Some(list) = idle.get_mut(slot.0) else {
+            return;
+        };
         if list.len() < max {
-            list.push((conn, Instant::now()));
+            list.push(Idle {
+                conn,
+                buf,
+                since: Instant::now(),
+            });
         }
+    }
+
+    /// The response deadlines of the worker's exchanges.
+    pub fn deadlines(&self) -> &Deadlines {
+        &self.deadlines
     }
 }
