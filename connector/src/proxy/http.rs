@@ -5,7 +5,7 @@
 //! `docs/routing.md`), never a `Host` field; the origin gets that same host in `Host` (unless the
 //! rule sets `httpHostHeader`) and that same target in its request line.
 //!
-//! Towards an `http://` or `https://` origin, one exchange uses two tasks on the origin socket: a *sender*
+//! Towards an `http://`, `https://`, `unix:` or `unix+tls:` origin, one exchange uses two tasks on the origin socket: a *sender*
 //! writes the head and streams the request body from the link stream (re-framed: Content-Length
 //! when known, else chunked), while this task reads the response head, replies, and streams the
 //! decoded response body back. The connection goes back to the worker's pool only when both
@@ -29,20 +29,20 @@ use ringtun_core::http::io::{read_body_chunk, read_response_head, write_bufs};
 use ringtun_core::http::{
     BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, CONNECTOR_ID_HEADER, Fault, HeadLimits,
     HttpError, ReplyError, ReplyErrorKind, RequestHead, ResponseHead, Version, decode_request_meta,
-    encode_reply_error, encode_response_meta, is_upgrade_request, origin_refused_detail,
-    origin_timeout_detail, override_host, remove_hop_by_hop, response_framing, response_keep_alive,
-    set_connector_id, set_framing_headers, target_path,
+    encode_reply_error, encode_response_meta, is_upgrade_request, origin_timeout_detail,
+    override_host, remove_hop_by_hop, response_framing, response_keep_alive, set_connector_id,
+    set_framing_headers, target_path,
 };
 use ringtun_core::link::Stream;
 use ringtun_core::mux::ErrorCode;
-use ringtun_core::rt::net::{SocketTuning, connect};
 
 use super::ProxyCtx;
-use super::conn::{ConnWriter, OriginConn, warn_no_verify_once};
+use super::conn::{ConnWriter, Dial, OriginConn, open};
 use super::pipe::{socket_to_stream, stream_to_socket};
-use super::pool::PoolKey;
+use super::pool::{OriginTarget, PoolKey};
+use super::unchunk;
 use crate::config::OriginRequest;
-use crate::ingress::{HttpService, RuleMatch, Service};
+use crate::ingress::{RuleMatch, Service};
 use crate::observe::{Direction, ErrorCause, WorkerMetrics};
 
 /// The page `hello_world` serves.
@@ -87,7 +87,8 @@ async fn answer(
 ) {
     let rule = m.rule;
     match &rule.service {
-        Service::Http(svc) => {
+        Service::Http(_) | Service::Unix { .. } => {
+            let svc = &rule.service;
             proxy(head, body, stream.clone(), svc, &rule.origin_request, ctx).await;
         }
         Service::HttpStatus(n) => {
@@ -129,18 +130,6 @@ async fn answer(
                 format!("rule {} serves TCP ({}), not HTTP", m.number(), t.authority),
             );
         }
-        Service::Unix { path, .. } => {
-            drain(stream).await;
-            reply_error(
-                stream,
-                &ctx.metrics,
-                ReplyErrorKind::OriginInvalid,
-                format!(
-                    "unix socket origins are not supported yet ({})",
-                    path.display()
-                ),
-            );
-        }
     }
 }
 
@@ -150,8 +139,19 @@ async fn drain(stream: &Stream) {
 }
 
 fn reply_error(stream: &Stream, metrics: &WorkerMetrics, kind: ReplyErrorKind, message: String) {
+    reply_error_as(stream, metrics, kind, ErrorCause::from(kind), message);
+}
+
+/// [`reply_error`] counted under a cause of its own (a timeout with its own label).
+fn reply_error_as(
+    stream: &Stream,
+    metrics: &WorkerMetrics,
+    kind: ReplyErrorKind,
+    cause: ErrorCause,
+    message: String,
+) {
     tracing::debug!(?kind, %message, "answering with an error");
-    metrics.error(ErrorCause::from(kind));
+    metrics.error(cause);
     if stream
         .reply(encode_reply_error(&ReplyError { kind, message }))
         .is_ok()
@@ -169,28 +169,56 @@ enum Failed {
     Stale,
 }
 
-/// Proxies to an `http://` or `https://` origin.
+/// Proxies to an HTTP origin: `http://`, `https://`, `unix:` or `unix+tls:`.
 async fn proxy(
     mut head: RequestHead,
-    body: BodyFraming,
+    mut body: BodyFraming,
     stream: Rc<Stream>,
-    svc: &HttpService,
+    svc: &Service,
     or: &OriginRequest,
     ctx: &ProxyCtx,
 ) {
-    let addr = match ctx.resolver.addr(&svc.host, svc.port).await {
-        Ok(a) => a,
-        Err(why) => {
+    // The routed host (set in `serve`): the default TLS server name of a Unix socket origin.
+    let host = head
+        .headers
+        .get("host")
+        .map(|h| String::from_utf8_lossy(h).into_owned());
+    let (key, authority) = match PoolKey::for_service(svc, or, host.as_deref().unwrap_or("")) {
+        Ok(k) => k,
+        Err(e) => {
             drain(&stream).await;
-            reply_error(
-                &stream,
-                &ctx.metrics,
-                ReplyErrorKind::OriginRefused,
-                format!("origin {} does not resolve: {why}", svc.authority),
-            );
+            reply_error(&stream, &ctx.metrics, ReplyErrorKind::OriginInvalid, e);
             return;
         }
     };
+    let dial = match &key.target {
+        OriginTarget::Tcp { host, port } => match ctx.resolver.addr(host, *port).await {
+            Ok(a) => Dial::Tcp(a),
+            Err(why) => {
+                drain(&stream).await;
+                reply_error(
+                    &stream,
+                    &ctx.metrics,
+                    ReplyErrorKind::OriginRefused,
+                    format!("origin {authority} does not resolve: {why}"),
+                );
+                return;
+            }
+        },
+        OriginTarget::Unix(path) => Dial::Unix(path),
+    };
+    // `disableChunkedEncoding`: a chunked body is read whole (up to a limit) and sent with a
+    // Content-Length; a body of known length is sent as it is.
+    let mut buffered = Vec::new();
+    if or.disable_chunked_encoding && body == BodyFraming::Chunked {
+        match unchunk::buffer(&stream, or.buffered_body_limit, &ctx.metrics).await {
+            Some((chunks, len)) => {
+                buffered = chunks;
+                body = BodyFraming::Length(len);
+            }
+            None => return,
+        }
+    }
     let upgrade = is_upgrade_request(&head);
     remove_hop_by_hop(&mut head.headers, upgrade);
     head.headers.remove("expect");
@@ -207,23 +235,10 @@ async fn proxy(
     head.version = Version::Http11;
     let head_bytes = head.to_bytes();
     let method = head.method.clone();
-    let key = PoolKey {
-        tls: svc.tls,
-        host: svc.host.clone(),
-        port: svc.port,
-        server_name: if svc.tls {
-            or.origin_server_name
-                .clone()
-                .unwrap_or_else(|| svc.host.clone())
-        } else {
-            String::new()
-        },
-        danger_no_verify: svc.tls && or.danger_no_tls_verify,
-    };
     let origin = Origin {
-        addr,
+        dial,
         key: &key,
-        authority: &svc.authority,
+        authority: &authority,
     };
     // A request without a body may be sent twice: once on a reused connection that turns out
     // closed, then on a fresh one.
@@ -237,12 +252,14 @@ async fn proxy(
         let reused = pooled.is_some();
         let conn = match pooled {
             Some(c) => c,
-            None => match open(&origin, or.connect_timeout).await {
+            None => match open(origin.dial, key.tls.as_ref(), &authority, or).await {
                 Ok(c) => c,
-                Err((kind, msg)) => {
-                    ctx.resolver.connect_failed(&svc.host);
+                Err(e) => {
+                    if let OriginTarget::Tcp { host, .. } = &key.target {
+                        ctx.resolver.connect_failed(host);
+                    }
                     drain(&stream).await;
-                    reply_error(&stream, &ctx.metrics, kind, msg);
+                    reply_error_as(&stream, &ctx.metrics, e.kind, e.cause, e.message);
                     return;
                 }
             },
@@ -253,6 +270,7 @@ async fn proxy(
             head_bytes.clone(),
             &method,
             body,
+            buffered.clone(),
             upgrade,
             reused,
             &stream,
@@ -263,7 +281,7 @@ async fn proxy(
         match outcome {
             Ok(()) => return,
             Err(Failed::Stale) => {
-                tracing::debug!(origin = %addr, "pooled origin connection was closed; retrying on a new one");
+                tracing::debug!(origin = %authority, "pooled origin connection was closed; retrying on a new one");
                 allow_reuse = false;
             }
             Err(Failed::Reply(kind, msg)) => {
@@ -277,66 +295,12 @@ async fn proxy(
 
 /// Where one request goes.
 struct Origin<'a> {
-    /// The resolved address.
-    addr: std::net::SocketAddr,
-    /// The pool key (scheme, host, port, TLS settings).
+    /// The resolved address or the socket path.
+    dial: Dial<'a>,
+    /// The pool key (target and TLS settings).
     key: &'a PoolKey,
-    /// `host[:port]` of the service, for messages.
+    /// The origin as messages show it (`host[:port]`, `unix:/path`).
     authority: &'a str,
-}
-
-/// Connects to the origin (and runs the TLS handshake for `https://`) within `timeout`.
-async fn open(
-    origin: &Origin<'_>,
-    timeout: Duration,
-) -> Result<OriginConn, (ReplyErrorKind, String)> {
-    let addr = origin.addr;
-    match compio::time::timeout(timeout, connect(addr, &SocketTuning::default())).await {
-        Ok(Ok(c)) if origin.key.tls => {
-            let name = &origin.key.server_name;
-            if origin.key.danger_no_verify {
-                warn_no_verify_once(origin.authority);
-            }
-            match compio::time::timeout(
-                timeout,
-                OriginConn::tls(c, name, origin.key.danger_no_verify),
-            )
-            .await
-            {
-                Ok(Ok(conn)) => Ok(conn),
-                Ok(Err(e)) => {
-                    tracing::info!(origin = %origin.authority, server_name = %name, error = %e, "origin tls handshake failed");
-                    Err((
-                        ReplyErrorKind::OriginInvalid,
-                        format!(
-                            "tls handshake with origin {} (server name {name}) failed: {e}",
-                            origin.authority
-                        ),
-                    ))
-                }
-                Err(_) => Err((
-                    ReplyErrorKind::OriginTimeout,
-                    origin_timeout_detail(origin.authority),
-                )),
-            }
-        }
-        Ok(Ok(c)) => Ok(OriginConn::plain(c)),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => Err((
-            ReplyErrorKind::OriginTimeout,
-            origin_timeout_detail(&addr.to_string()),
-        )),
-        Ok(Err(e)) => {
-            tracing::info!(origin = %addr, error = %e, "origin connect failed");
-            Err((
-                ReplyErrorKind::OriginRefused,
-                origin_refused_detail(&addr.to_string()),
-            ))
-        }
-        Err(_) => Err((
-            ReplyErrorKind::OriginTimeout,
-            origin_timeout_detail(&addr.to_string()),
-        )),
-    }
 }
 
 /// How far the sender got, for the reader and the response timer.
@@ -354,18 +318,22 @@ async fn send_request(
     mut w: ConnWriter,
     head: Bytes,
     body: BodyFraming,
+    buffered: Vec<Bytes>,
     stream: Rc<Stream>,
     sending: Rc<Sending>,
     sent: Counter,
 ) -> (ConnWriter, Result<(), HttpError>) {
-    let res = send_request_on(&mut w, head, body, &stream, &sending, &sent).await;
+    let res = send_request_on(&mut w, head, body, buffered, &stream, &sending, &sent).await;
     (w, res)
 }
 
+/// Writes the head, then the body: first `buffered` (a body read whole before, see
+/// [`unchunk`]), then what the stream still brings.
 async fn send_request_on(
     w: &mut ConnWriter,
     head: Bytes,
     body: BodyFraming,
+    buffered: Vec<Bytes>,
     stream: &Stream,
     sending: &Sending,
     sent: &Counter,
@@ -373,6 +341,10 @@ async fn send_request_on(
     let mut out = write_bufs(w, vec![head]).await?;
     if !body.is_empty() {
         let mut enc = BodyEncoder::new(body);
+        for chunk in buffered {
+            sent.inc_by(chunk.len() as u64);
+            enc.encode(chunk, &mut out)?;
+        }
         loop {
             match stream.read().await {
                 Ok(Some(chunk)) => {
@@ -404,6 +376,7 @@ async fn exchange(
     head: Bytes,
     method: &[u8],
     body: BodyFraming,
+    buffered: Vec<Bytes>,
     upgrade: bool,
     reused: bool,
     stream: &Rc<Stream>,
@@ -421,6 +394,7 @@ async fn exchange(
         writer,
         head,
         body,
+        buffered,
         stream.clone(),
         sending.clone(),
         ctx.metrics.counter(Direction::ToOrigin),

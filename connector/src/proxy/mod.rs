@@ -29,6 +29,7 @@ mod pipe;
 mod pool;
 pub mod resolver;
 mod tcp;
+mod unchunk;
 
 use std::rc::Rc;
 use std::time::Duration;
