@@ -5,10 +5,13 @@
 //! The file is read and checked once, when the config is loaded (`tunnel run`, `ingress
 //! validate`, a reload), so a missing file or a PEM without a certificate is a config error,
 //! never a 502 at the first request. The rustls client configuration is built then too and
-//! shared by every connection to origins that name the file.
+//! shared by every connection to origins that name the file. It is interned by the
+//! certificates it trusts: a reload of the same file gives the same configuration, so pooled
+//! origin connections (keyed by it, `proxy/pool.rs`) survive the reload.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ringtun_core::tls::origin_client_config;
 use rustls::ClientConfig;
@@ -46,18 +49,11 @@ impl OriginCaPool {
         if certs.is_empty() {
             return Err(bad("it holds no PEM CERTIFICATE block".into()));
         }
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        for (i, cert) in certs.iter().enumerate() {
-            roots
-                .add(cert.clone())
-                .map_err(|e| bad(format!("certificate {} is invalid: {e}", i + 1)))?;
-        }
-        let config = origin_client_config(roots).map_err(|e| bad(e.to_string()))?;
+        let certs: Arc<[CertificateDer<'static>]> = certs.into();
+        let config = interned_config(&certs).map_err(bad)?;
         Ok(OriginCaPool {
             path: path.to_owned(),
-            certs: certs.into(),
+            certs,
             config,
         })
     }
@@ -66,6 +62,29 @@ impl OriginCaPool {
     pub fn client_config(&self) -> &Arc<ClientConfig> {
         &self.config
     }
+}
+
+/// The client configuration trusting the web PKI roots and `certs`, built once per distinct
+/// set of certificates in the process (a handful: one per CA file an operator names).
+fn interned_config(certs: &Arc<[CertificateDer<'static>]>) -> Result<Arc<ClientConfig>, String> {
+    type Interned = HashMap<Arc<[CertificateDer<'static>]>, Arc<ClientConfig>>;
+    static BUILT: Mutex<Option<Interned>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(config) = built.get(certs) {
+        return Ok(config.clone());
+    }
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for (i, cert) in certs.iter().enumerate() {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("certificate {} is invalid: {e}", i + 1))?;
+    }
+    let config = origin_client_config(roots).map_err(|e| e.to_string())?;
+    built.insert(certs.clone(), config.clone());
+    Ok(config)
 }
 
 impl std::fmt::Debug for OriginCaPool {
@@ -109,9 +128,11 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let pool = OriginCaPool::load(&file).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(pool.certs.len(), 2);
-        assert_eq!(
-            pool,
-            OriginCaPool::load(&file).unwrap_or_else(|e| panic!("{e}"))
+        let again = OriginCaPool::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pool, again);
+        assert!(
+            Arc::ptr_eq(pool.client_config(), again.client_config()),
+            "the same certificates share one configuration"
         );
     }
 

@@ -5,10 +5,11 @@
 //! `docs/routing.md`), never a `Host` field; the origin gets that same host in `Host` (unless the
 //! rule sets `httpHostHeader`) and that same target in its request line.
 //!
-//! Towards an `http://`, `https://`, `unix:` or `unix+tls:` origin, one exchange uses two tasks on the origin socket: a *sender*
-//! writes the head and streams the request body from the link stream (re-framed: Content-Length
-//! when known, else chunked), while this task reads the response head, replies, and streams the
-//! decoded response body back. The connection goes back to the worker's pool only when both
+//! Towards an `http://`, `https://`, `unix:` or `unix+tls:` origin, one exchange uses two tasks
+//! on the origin socket: a *sender* writes the head and streams the request body from the link
+//! stream (re-framed: Content-Length when known, else chunked; with `disableChunkedEncoding` a
+//! chunked body is first read whole, see `unchunk`), while this task reads the response head,
+//! replies, and streams the decoded response body back. The connection goes back to the worker's pool only when both
 //! halves completed cleanly and keep-alive allows.
 //!
 //! `Expect: 100-continue` is removed towards the origin: the body is streamed as it comes, the
@@ -182,8 +183,8 @@ async fn proxy(
     let host = head
         .headers
         .get("host")
-        .map(|h| String::from_utf8_lossy(h).into_owned());
-    let (key, authority) = match PoolKey::for_service(svc, or, host.as_deref().unwrap_or("")) {
+        .and_then(|h| std::str::from_utf8(h).ok());
+    let (key, authority) = match PoolKey::for_service(svc, or, host.unwrap_or("")) {
         Ok(k) => k,
         Err(e) => {
             drain(&stream).await;
