@@ -7,7 +7,8 @@
 //! - `caPool`, `originServerName`, `tlsTimeout`: trusted, refused (502 naming the fix) and
 //!   stalled (502 naming the timeout) handshakes;
 //! - `disableChunkedEncoding`: a chunked upload reaches an origin that cannot read chunked
-//!   bodies with a Content-Length; over `bufferedBodyLimit` the client gets 413;
+//!   bodies with a Content-Length (the in-test origin, and Python's `http.server` when
+//!   `python3` is installed); over `bufferedBodyLimit` the client gets 413;
 //! - config errors (a missing or bad `caPool`, a relative socket path) at `ingress validate`,
 //!   `tunnel run` and on reload.
 #![allow(clippy::unwrap_used)]
@@ -533,4 +534,92 @@ fn bad_ca_pools_and_relative_socket_paths_are_refused_at_load_and_on_reload() {
     );
     let r = http_get(public, UNIX, "/cl");
     assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+}
+
+/// A Python `http.server` origin whose POST handler reads `Content-Length` bytes, as WSGI-style
+/// servers do (it cannot read a chunked body), and answers with what it got. Threaded: a
+/// connection the connector keeps alive in one worker's pool must not block another worker's.
+/// Stopped on drop.
+struct PythonOrigin {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PythonOrigin {
+    /// `None` when `python3` is not installed.
+    fn start() -> Option<PythonOrigin> {
+        const SCRIPT: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        n = int(self.headers["Content-Length"])
+        body = self.rfile.read(n)
+        te = self.headers.get("Transfer-Encoding", "none")
+        out = ("got %d bytes, transfer-encoding %s" % (len(body), te)).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", SCRIPT])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("python3 printed {line:?}"));
+        Some(PythonOrigin { child, port })
+    }
+}
+
+impl Drop for PythonOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const WSGI: &str = "wsgi.origins.test";
+const WSGI_CHUNKED: &str = "wsgi-chunked.origins.test";
+
+/// A real origin that cannot read chunked bodies: with `disableChunkedEncoding` a chunked
+/// upload reaches it whole with a Content-Length; without, it fails (502).
+#[test]
+fn python_http_server_reads_chunked_uploads_with_disable_chunked_encoding() {
+    let Some(py) = PythonOrigin::start() else {
+        eprintln!("python3 is not installed; skipping the Python origin test");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "ingress:\n  - hostname: {WSGI}\n    service: http://127.0.0.1:{port}\n    originRequest:\n      disableChunkedEncoding: true\n\
+             \x20 - hostname: {WSGI_CHUNKED}\n    service: http://127.0.0.1:{port}\n\
+             \x20 - service: http_status:404\n",
+            port = py.port
+        ),
+    )
+    .unwrap();
+    let site = Site::start(dir.path(), "wsgi", &[], &Service::Config(config), &[]);
+    site.tunnel.route_dns(&site.edge, WSGI);
+    site.tunnel.route_dns(&site.edge, WSGI_CHUNKED);
+    let body = payload(50_000);
+    let r = Client::connect(site.public).request(&chunked_post(WSGI, "/upload", &body));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "got 50000 bytes, transfer-encoding none");
+    // Without the option the handler finds no Content-Length and fails.
+    let r = Client::connect(site.public).request(&chunked_post(WSGI_CHUNKED, "/upload", &body));
+    assert_eq!(r.status, 502, "{}", r.text());
 }
