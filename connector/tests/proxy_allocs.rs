@@ -191,16 +191,19 @@ fn a_proxied_request_makes_few_heap_allocations_on_the_connector() {
         for _ in 0..total {
             let incoming = link.accept().await.expect("the link stays up");
             let (ctx, done, marks) = (ctx.clone(), done.clone(), marks.clone());
-            compio::runtime::spawn(async move {
-                proxy::serve(incoming, ctx).await;
-                done.set(done.get() + 1);
-                if done.get() == WARMUP {
-                    marks.set((allocations(), 0));
-                } else if done.get() == total {
-                    marks.set((marks.get().0, allocations()));
-                }
-            })
-            .detach();
+            // The guard is dropped when the stream's task ends: the request is done.
+            proxy::spawn_serve(
+                incoming,
+                ctx,
+                OnDrop(Some(move || {
+                    done.set(done.get() + 1);
+                    if done.get() == WARMUP {
+                        marks.set((allocations(), 0));
+                    } else if done.get() == total {
+                        marks.set((marks.get().0, allocations()));
+                    }
+                })),
+            );
         }
         while done.get() < total {
             compio::time::sleep(Duration::from_millis(10)).await;
@@ -221,4 +224,15 @@ fn a_proxied_request_makes_few_heap_allocations_on_the_connector() {
         )),
         "{text}"
     );
+}
+
+/// Runs its closure when dropped.
+struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //!
 //! Where the file is found when `--config` is absent: see [`discover`].
 
+mod ca_pool;
 mod discover;
 mod duration;
 mod origin_request;
@@ -18,9 +19,10 @@ mod unknown;
 
 use std::path::{Path, PathBuf};
 
+pub use ca_pool::OriginCaPool;
 pub use discover::{default_locations, discover};
 pub use duration::{ConfigDuration, parse_duration};
-pub use origin_request::OriginRequest;
+pub use origin_request::{DEFAULT_BUFFERED_BODY_LIMIT, OriginRequest};
 pub use unknown::ConfigWarning;
 
 use crate::error::{Error, Result};
@@ -117,7 +119,8 @@ impl Config {
                 field: "ha-connections".into(),
                 message,
             })?;
-        let origin_request = OriginRequest::default().overlay(&raw.origin_request);
+        let origin_request =
+            OriginRequest::default().overlay(&raw.origin_request, "originRequest")?;
         let ingress = if raw.ingress.is_empty() {
             None
         } else {

@@ -2,7 +2,13 @@
 
 use std::time::Duration;
 
+use super::ca_pool::OriginCaPool;
 use super::raw::RawOriginRequest;
+use crate::error::{Error, Result};
+
+/// The default of `bufferedBodyLimit`: the most of a chunked request body that
+/// `disableChunkedEncoding` buffers to send it with a `Content-Length`.
+pub const DEFAULT_BUFFERED_BODY_LIMIT: u64 = 8 * 1024 * 1024;
 
 /// How the connector talks to an origin service: the global `originRequest` block with a rule's
 /// own `originRequest` laid over it, field by field, as cloudflared does.
@@ -20,6 +26,16 @@ pub struct OriginRequest {
     pub http_host_header: Option<String>,
     /// `originServerName`: the TLS server name expected from an `https://` origin.
     pub origin_server_name: Option<String>,
+    /// `caPool`: CA certificates trusted for the origin's certificate, besides the web PKI.
+    pub ca_pool: Option<OriginCaPool>,
+    /// `tlsTimeout`: how long the TLS handshake with an origin may take. Default 10 s.
+    pub tls_timeout: Duration,
+    /// `disableChunkedEncoding`: a request body the client sends chunked is buffered and sent
+    /// with a `Content-Length` (for origins that cannot read chunked bodies, like WSGI servers).
+    pub disable_chunked_encoding: bool,
+    /// `bufferedBodyLimit` (ringtun's own): the most such a body may hold; beyond it the client
+    /// gets 413. Default [`DEFAULT_BUFFERED_BODY_LIMIT`].
+    pub buffered_body_limit: u64,
 }
 
 impl Default for OriginRequest {
@@ -32,14 +48,33 @@ impl Default for OriginRequest {
             danger_no_tls_verify: false,
             http_host_header: None,
             origin_server_name: None,
+            ca_pool: None,
+            tls_timeout: Duration::from_secs(10),
+            disable_chunked_encoding: false,
+            buffered_body_limit: DEFAULT_BUFFERED_BODY_LIMIT,
         }
     }
 }
 
 impl OriginRequest {
-    /// These settings with every field that `raw` names replaced.
-    pub(crate) fn overlay(&self, raw: &RawOriginRequest) -> OriginRequest {
-        OriginRequest {
+    /// These settings with every field that `raw` names replaced. `at` is the block's path in
+    /// the file (`originRequest`, `ingress[2].originRequest`), for errors: a `caPool` file is
+    /// read here, so a missing or bad one fails the load.
+    pub(crate) fn overlay(&self, raw: &RawOriginRequest, at: &str) -> Result<OriginRequest> {
+        let ca_pool = match &raw.ca_pool {
+            None => self.ca_pool.clone(),
+            Some(p) => Some(OriginCaPool::load(p).map_err(|message| Error::ConfigField {
+                field: format!("{at}.caPool"),
+                message,
+            })?),
+        };
+        if raw.buffered_body_limit == Some(0) {
+            return Err(Error::ConfigField {
+                field: format!("{at}.bufferedBodyLimit"),
+                message: "must be at least 1 byte".into(),
+            });
+        }
+        Ok(OriginRequest {
             connect_timeout: raw.connect_timeout.map_or(self.connect_timeout, |d| d.0),
             keep_alive_connections: raw
                 .keep_alive_connections
@@ -56,7 +91,13 @@ impl OriginRequest {
                 .origin_server_name
                 .clone()
                 .or_else(|| self.origin_server_name.clone()),
-        }
+            ca_pool,
+            tls_timeout: raw.tls_timeout.map_or(self.tls_timeout, |d| d.0),
+            disable_chunked_encoding: raw
+                .disable_chunked_encoding
+                .unwrap_or(self.disable_chunked_encoding),
+            buffered_body_limit: raw.buffered_body_limit.unwrap_or(self.buffered_body_limit),
+        })
     }
 }
 
@@ -76,11 +117,31 @@ mod tests {
             no_tls_verify: Some(true),
             ..RawOriginRequest::default()
         };
-        let merged = base.overlay(&raw);
+        let merged = base
+            .overlay(&raw, "originRequest")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(merged.connect_timeout, Duration::from_secs(5));
         assert!(merged.danger_no_tls_verify);
         assert_eq!(merged.keep_alive_connections, 100);
         assert_eq!(merged.keep_alive_timeout, Duration::from_secs(90));
         assert_eq!(merged.http_host_header.as_deref(), Some("base"));
+        assert_eq!(merged.tls_timeout, Duration::from_secs(10));
+        assert!(!merged.disable_chunked_encoding);
+        assert_eq!(merged.buffered_body_limit, DEFAULT_BUFFERED_BODY_LIMIT);
+    }
+
+    #[test]
+    fn a_missing_ca_pool_names_the_field_and_the_file() {
+        let raw = RawOriginRequest {
+            ca_pool: Some("/nonexistent/ca.pem".into()),
+            ..RawOriginRequest::default()
+        };
+        let e = OriginRequest::default()
+            .overlay(&raw, "ingress[1].originRequest")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("ingress[1].originRequest.caPool"), "{e}");
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
     }
 }

@@ -28,6 +28,10 @@ pub(crate) const ORIGIN_KEYS: &[&str] = &[
     "noTLSVerify",
     "httpHostHeader",
     "originServerName",
+    "caPool",
+    "tlsTimeout",
+    "disableChunkedEncoding",
+    "bufferedBodyLimit",
 ];
 
 /// The whole file.
@@ -72,4 +76,12 @@ pub(crate) struct RawOriginRequest {
     pub http_host_header: Option<String>,
     #[serde(rename = "originServerName")]
     pub origin_server_name: Option<String>,
+    #[serde(rename = "caPool")]
+    pub ca_pool: Option<PathBuf>,
+    #[serde(rename = "tlsTimeout")]
+    pub tls_timeout: Option<ConfigDuration>,
+    #[serde(rename = "disableChunkedEncoding")]
+    pub disable_chunked_encoding: Option<bool>,
+    #[serde(rename = "bufferedBodyLimit")]
+    pub buffered_body_limit: Option<u64>,
 }

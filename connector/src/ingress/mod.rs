@@ -14,6 +14,7 @@ mod rules;
 mod service;
 
 pub use hostname::HostPattern;
+pub(crate) use hostname::host_without_port;
 pub use live::{LiveRules, StreamRules, WorkerRules};
 pub use rule::Rule;
 pub use rules::{IngressRules, RuleMatch};

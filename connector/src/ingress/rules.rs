@@ -129,7 +129,8 @@ impl IngressRules {
                 hostname,
                 path,
                 service,
-                origin_request: defaults.overlay(&r.origin_request),
+                origin_request: defaults
+                    .overlay(&r.origin_request, &format!("ingress[{i}].originRequest"))?,
             });
         }
         Ok(IngressRules { rules })

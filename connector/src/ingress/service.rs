@@ -8,7 +8,8 @@ use std::path::PathBuf;
 /// Accepted forms, as in cloudflared:
 /// - `http://host[:port]`, `https://host[:port]` (also `ws://`, `wss://`, which are the same);
 /// - `tcp://host:port` (and `ssh://`, `rdp://`, `smb://`, with their default ports);
-/// - `unix:/path` and `unix+tls:/path` (parsed; not served yet);
+/// - `unix:/path` and `unix+tls:/path`: HTTP (and WebSocket) over a Unix socket, the latter with
+///   TLS; the path must be absolute;
 /// - `http_status:NNN`;
 /// - `hello_world` (also `hello-world`, `helloworld`).
 ///
@@ -21,7 +22,7 @@ pub enum Service {
     Http(HttpService),
     /// A raw TCP origin: the stream's bytes are piped to it.
     Tcp(TcpService),
-    /// An HTTP origin on a Unix socket. Parsed so configs load; not served yet.
+    /// An HTTP origin on a Unix socket.
     Unix {
         /// The socket's path.
         path: PathBuf,
@@ -65,16 +66,10 @@ impl Service {
     /// address, ".
     pub fn parse(text: &str) -> Result<Service, String> {
         if let Some(path) = text.strip_prefix("unix:") {
-            return Ok(Service::Unix {
-                path: PathBuf::from(path),
-                tls: false,
-            });
+            return unix(path, false);
         }
         if let Some(path) = text.strip_prefix("unix+tls:") {
-            return Ok(Service::Unix {
-                path: PathBuf::from(path),
-                tls: true,
-            });
+            return unix(path, true);
         }
         if let Some(code) = text.strip_prefix("http_status:") {
             return match code.trim().parse::<u16>() {
@@ -149,11 +144,34 @@ impl Service {
             }),
         })
     }
+}
 
-    /// Whether `tunnel run` can serve this service. Unix sockets are parsed but not served yet.
-    pub fn is_supported(&self) -> bool {
-        !matches!(self, Service::Unix { .. })
+/// The longest Unix socket path Linux takes (`sun_path` is 108 bytes with the final NUL).
+const MAX_UNIX_PATH: usize = 107;
+
+/// A `unix:` or `unix+tls:` service: the path must be absolute, so the origin does not depend
+/// on the directory the connector happens to start in, and must fit a socket address.
+fn unix(path: &str, tls: bool) -> Result<Service, String> {
+    if path.is_empty() {
+        return Err("a unix: service needs the socket's path, like unix:/run/app.sock".into());
     }
+    if !path.starts_with('/') {
+        return Err(format!(
+            "the socket path {path:?} is not absolute; write it from the root, like unix:/run/app.sock"
+        ));
+    }
+    if path.contains('\0') {
+        return Err("the socket path contains a NUL byte".into());
+    }
+    if path.len() > MAX_UNIX_PATH {
+        return Err(format!(
+            "the socket path is longer than the {MAX_UNIX_PATH} bytes a Unix socket address holds"
+        ));
+    }
+    Ok(Service::Unix {
+        path: PathBuf::from(path),
+        tls,
+    })
 }
 
 /// Splits `host[:port]` or `[v6]:port`; `None` when malformed.
@@ -245,7 +263,17 @@ mod tests {
                 tls: false
             }
         );
-        assert!(!ok("unix+tls:/run/app.sock").is_supported());
+        assert_eq!(
+            ok("unix+tls:/run/app.sock"),
+            Service::Unix {
+                path: "/run/app.sock".into(),
+                tls: true
+            }
+        );
+        assert_eq!(
+            ok("unix+tls:/run/app.sock").to_string(),
+            "unix+tls:/run/app.sock"
+        );
         assert_eq!(ok("http_status:404"), Service::HttpStatus(404));
         assert_eq!(ok("hello_world"), Service::HelloWorld);
         assert_eq!(ok("hello-world"), Service::HelloWorld);
@@ -262,5 +290,9 @@ mod tests {
         assert!(err("http_status:abc").contains("invalid HTTP status"));
         assert!(err("http_status:1000").contains("invalid HTTP status"));
         assert!(err("bastion").contains("not supported"));
+        assert!(err("unix:").contains("needs the socket's path"));
+        assert!(err("unix:run/app.sock").contains("not absolute"));
+        assert!(err("unix+tls:./app.sock").contains("not absolute"));
+        assert!(err(&format!("unix:/{}", "a".repeat(200))).contains("107 bytes"));
     }
 }

@@ -111,11 +111,16 @@ pub enum ErrorCause {
     Unavailable,
     /// A TCP stream with no `tcp://` rule to serve it.
     NoTcpRule,
+    /// The TLS handshake with the origin did not finish within `tlsTimeout` (502).
+    OriginTlsTimeout,
+    /// A chunked request body for a `disableChunkedEncoding` origin went over
+    /// `bufferedBodyLimit` (413).
+    RequestBodyTooLarge,
 }
 
 impl ErrorCause {
     /// Every cause, in [`ErrorCause::index`] order.
-    pub const ALL: [ErrorCause; 7] = [
+    pub const ALL: [ErrorCause; 9] = [
         ErrorCause::OriginRefused,
         ErrorCause::OriginTimeout,
         ErrorCause::OriginInvalid,
@@ -123,6 +128,8 @@ impl ErrorCause {
         ErrorCause::StreamReset,
         ErrorCause::Unavailable,
         ErrorCause::NoTcpRule,
+        ErrorCause::OriginTlsTimeout,
+        ErrorCause::RequestBodyTooLarge,
     ];
 
     /// The label value.
@@ -135,6 +142,8 @@ impl ErrorCause {
             ErrorCause::StreamReset => "stream_reset",
             ErrorCause::Unavailable => "unavailable",
             ErrorCause::NoTcpRule => "no_tcp_rule",
+            ErrorCause::OriginTlsTimeout => "origin_tls_timeout",
+            ErrorCause::RequestBodyTooLarge => "request_body_too_large",
         }
     }
 
@@ -147,6 +156,8 @@ impl ErrorCause {
             ErrorCause::StreamReset => 4,
             ErrorCause::Unavailable => 5,
             ErrorCause::NoTcpRule => 6,
+            ErrorCause::OriginTlsTimeout => 7,
+            ErrorCause::RequestBodyTooLarge => 8,
         }
     }
 }

@@ -1,33 +1,50 @@
-//! One origin connection, plain TCP or TLS, split into the halves an exchange drives from two
-//! tasks, plus a handle that shuts it down from outside (which completes a read in flight, so
-//! no read is ever dropped while the kernel owns its buffer).
+//! One origin connection (plain TCP, TLS over TCP, a Unix socket, or TLS over a Unix socket)
+//! split into the halves an exchange drives from two tasks, plus a handle that shuts it down
+//! from outside (which completes a read in flight, so no read is ever dropped while the kernel
+//! owns its buffer). [`open`] dials one: the connect within `connectTimeout`, then the TLS
+//! handshake within `tlsTimeout`.
 //!
-//! `https://` origins get a rustls client: the web PKI roots, or with `noTLSVerify` a verifier
-//! that accepts any certificate (warned about once per origin). The server name (SNI and the
-//! name verified) is `originServerName`, else the service URL's host.
+//! `https://` and `unix+tls:` origins get a rustls client ([`OriginTls`]): the web PKI roots
+//! plus the rule's `caPool` when it names one, or with `noTLSVerify` a verifier that accepts any
+//! certificate (warned about once per origin). The server name (SNI and the name verified) is
+//! `originServerName`, else the service URL's host, else (Unix sockets, which have none) the
+//! request's host, as cloudflared does.
 
 use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use compio::BufResult;
 use compio::buf::{IoBuf, IoBufMut, IoVectoredBuf};
 use compio::io::{AsyncRead, AsyncWrite};
-use compio::net::TcpStream;
+use compio::net::{TcpStream, UnixStream};
+use ringtun_core::http::{ReplyErrorKind, origin_refused_detail, origin_timeout_detail};
 use ringtun_core::link::{Shutdown, Transport};
+use ringtun_core::rt::net::{SocketTuning, connect};
 use ringtun_core::tls::{
     TlsError, TlsReader, TlsStream, TlsWriter, danger_origin_client_config_no_verify,
     origin_client_config,
 };
 use rustls::ClientConfig;
 
+use crate::config::OriginRequest;
+use crate::observe::ErrorCause;
+
 /// The read half of an origin connection.
 #[derive(Debug)]
 pub enum ConnReader {
     /// Plain TCP.
     Plain(TcpStream),
-    /// TLS.
+    /// TLS over TCP.
     Tls(TlsReader),
+    /// A plain Unix socket.
+    Unix(UnixStream),
+    /// TLS over a Unix socket.
+    UnixTls(TlsReader<UnixStream>),
 }
 
 /// The write half of an origin connection.
@@ -35,8 +52,12 @@ pub enum ConnReader {
 pub enum ConnWriter {
     /// Plain TCP.
     Plain(TcpStream),
-    /// TLS.
+    /// TLS over TCP.
     Tls(TlsWriter),
+    /// A plain Unix socket.
+    Unix(UnixStream),
+    /// TLS over a Unix socket.
+    UnixTls(TlsWriter<UnixStream>),
 }
 
 /// An open origin connection.
@@ -57,36 +78,68 @@ impl std::fmt::Debug for OriginConn {
     }
 }
 
-impl OriginConn {
-    /// A plain TCP connection.
-    pub fn plain(tcp: TcpStream) -> OriginConn {
-        let (r, w, s) = tcp.split();
-        OriginConn {
-            reader: ConnReader::Plain(r),
-            writer: ConnWriter::Plain(w),
-            closer: Rc::new(s),
-        }
-    }
+/// The TLS side of an origin connection: the server name and the client configuration (trusted
+/// roots and verify mode). Two are equal when they use the same name and the very same
+/// configuration, so pooled connections never cross a `caPool` or `noTLSVerify` boundary; the
+/// configuration is held here, so its address is not reused while a pool key names it.
+#[derive(Clone)]
+pub struct OriginTls {
+    /// SNI and the name the certificate must hold.
+    pub server_name: String,
+    config: Arc<ClientConfig>,
+    /// `noTLSVerify`: the certificate is not checked.
+    pub danger_no_verify: bool,
+}
 
-    /// Runs the TLS handshake over `tcp` for `server_name`.
-    pub async fn tls(
-        tcp: TcpStream,
-        server_name: &str,
-        danger_no_verify: bool,
-    ) -> Result<OriginConn, TlsError> {
-        let config = client_config(danger_no_verify)?;
-        let tls = TlsStream::connect(tcp, config, server_name).await?;
-        let (r, w, s) = tls.split();
-        Ok(OriginConn {
-            reader: ConnReader::Tls(r),
-            writer: ConnWriter::Tls(w),
-            closer: Rc::new(s),
+impl OriginTls {
+    /// The TLS settings of a rule for an origin whose default server name is `default_name`
+    /// (the URL's host, or for a Unix socket the request's host).
+    pub fn new(or: &OriginRequest, default_name: &str) -> Result<OriginTls, TlsError> {
+        let config = if or.danger_no_tls_verify {
+            process_config(true)?
+        } else if let Some(pool) = &or.ca_pool {
+            pool.client_config().clone()
+        } else {
+            process_config(false)?
+        };
+        Ok(OriginTls {
+            server_name: or
+                .origin_server_name
+                .clone()
+                .unwrap_or_else(|| default_name.to_owned()),
+            config,
+            danger_no_verify: or.danger_no_tls_verify,
         })
     }
 }
 
-/// The process-wide origin client configuration for a verify mode, built once.
-fn client_config(danger_no_verify: bool) -> Result<Arc<ClientConfig>, TlsError> {
+impl std::fmt::Debug for OriginTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OriginTls")
+            .field("server_name", &self.server_name)
+            .field("danger_no_verify", &self.danger_no_verify)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for OriginTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.server_name == other.server_name && Arc::ptr_eq(&self.config, &other.config)
+    }
+}
+
+impl Eq for OriginTls {}
+
+impl Hash for OriginTls {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.server_name.hash(state);
+        Arc::as_ptr(&self.config).hash(state);
+    }
+}
+
+/// The process-wide origin client configuration for a verify mode (web PKI roots, or none),
+/// built once.
+fn process_config(danger_no_verify: bool) -> Result<Arc<ClientConfig>, TlsError> {
     static VERIFIED: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
     static DANGER: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
     let cell = if danger_no_verify { &DANGER } else { &VERIFIED };
@@ -103,6 +156,188 @@ fn client_config(danger_no_verify: bool) -> Result<Arc<ClientConfig>, TlsError> 
     })
     .clone()
     .map_err(TlsError::Config)
+}
+
+/// Where to dial.
+#[derive(Debug, Clone, Copy)]
+pub enum Dial<'a> {
+    /// A resolved TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket.
+    Unix(&'a Path),
+}
+
+/// Why an origin connection could not be opened: the reply for the client and the metric
+/// cause.
+#[derive(Debug)]
+pub struct OpenFailed {
+    /// The error reply (its status).
+    pub kind: ReplyErrorKind,
+    /// `ringtun_request_errors_total{cause}`.
+    pub cause: ErrorCause,
+    /// The detail for the client.
+    pub message: String,
+}
+
+impl OpenFailed {
+    fn new(kind: ReplyErrorKind, message: String) -> OpenFailed {
+        OpenFailed {
+            kind,
+            cause: ErrorCause::from(kind),
+            message,
+        }
+    }
+}
+
+/// Connects to an origin within the rule's `connectTimeout`, then runs the TLS handshake (when
+/// `tls` is given) within its `tlsTimeout`. `name` is the origin as messages show it
+/// (`host:port` or `unix:/path`).
+pub async fn open(
+    dial: Dial<'_>,
+    tls: Option<&OriginTls>,
+    name: &str,
+    or: &OriginRequest,
+) -> Result<OriginConn, OpenFailed> {
+    let connected = match dial {
+        Dial::Tcp(addr) => {
+            compio::time::timeout(or.connect_timeout, connect(addr, &SocketTuning::default()))
+                .await
+                .map(|r| r.map(Socket::Tcp))
+        }
+        Dial::Unix(path) => compio::time::timeout(or.connect_timeout, UnixStream::connect(path))
+            .await
+            .map(|r| r.map(Socket::Unix)),
+    };
+    let socket = match connected {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+            return Err(OpenFailed::new(
+                ReplyErrorKind::OriginTimeout,
+                origin_timeout_detail(name),
+            ));
+        }
+        Ok(Err(e)) => {
+            tracing::info!(origin = %name, error = %e, "origin connect failed");
+            return Err(OpenFailed::new(
+                ReplyErrorKind::OriginRefused,
+                origin_refused_detail(name),
+            ));
+        }
+        Err(_) => {
+            return Err(OpenFailed::new(
+                ReplyErrorKind::OriginTimeout,
+                origin_timeout_detail(name),
+            ));
+        }
+    };
+    let Some(tls) = tls else {
+        return Ok(match socket {
+            Socket::Tcp(s) => {
+                OriginConn::from_parts(s.split(), ConnReader::Plain, ConnWriter::Plain)
+            }
+            Socket::Unix(s) => {
+                let (r, w) = s.into_split();
+                let closer = Rc::new(UnixShutdown(w.clone()));
+                OriginConn {
+                    reader: ConnReader::Unix(r),
+                    writer: ConnWriter::Unix(w),
+                    closer,
+                }
+            }
+        });
+    };
+    if tls.danger_no_verify {
+        warn_no_verify_once(name);
+    }
+    let handshake = async {
+        match socket {
+            Socket::Tcp(s) => TlsStream::connect(s, tls.config.clone(), &tls.server_name)
+                .await
+                .map(|t| OriginConn::from_parts(t.split(), ConnReader::Tls, ConnWriter::Tls)),
+            Socket::Unix(s) => TlsStream::connect(s, tls.config.clone(), &tls.server_name)
+                .await
+                .map(|t| {
+                    OriginConn::from_parts(t.split(), ConnReader::UnixTls, ConnWriter::UnixTls)
+                }),
+        }
+    };
+    match compio::time::timeout(or.tls_timeout, handshake).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => {
+            tracing::info!(origin = %name, server_name = %tls.server_name, error = %e, "origin tls handshake failed");
+            Err(OpenFailed::new(
+                ReplyErrorKind::OriginInvalid,
+                tls_failure_detail(name, &tls.server_name, &e),
+            ))
+        }
+        Err(_) => {
+            tracing::debug!(origin = %name, timeout = ?or.tls_timeout, "origin tls handshake timed out");
+            Err(OpenFailed {
+                kind: ReplyErrorKind::OriginInvalid,
+                cause: ErrorCause::OriginTlsTimeout,
+                message: format!(
+                    "tls handshake with origin {name} did not finish within tlsTimeout ({})",
+                    humanize(or.tls_timeout)
+                ),
+            })
+        }
+    }
+}
+
+/// The 502 detail for a failed handshake; a rejected certificate names the settings that fix
+/// it.
+fn tls_failure_detail(name: &str, server_name: &str, e: &TlsError) -> String {
+    match e {
+        TlsError::BadCertificate(why) => format!(
+            "tls handshake with origin {name} (server name {server_name}) failed: its \
+             certificate was rejected: {why}; trust its CA with originRequest.caPool, or set \
+             originRequest.originServerName to a name the certificate holds"
+        ),
+        other => {
+            format!("tls handshake with origin {name} (server name {server_name}) failed: {other}")
+        }
+    }
+}
+
+/// `1.5s`, `10s`, `250ms`: a timeout as the config writes it.
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// A connected socket before the TLS decision.
+enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl OriginConn {
+    fn from_parts<R, W, S: Shutdown>(
+        (r, w, s): (R, W, S),
+        reader: impl FnOnce(R) -> ConnReader,
+        writer: impl FnOnce(W) -> ConnWriter,
+    ) -> OriginConn {
+        OriginConn {
+            reader: reader(r),
+            writer: writer(w),
+            closer: Rc::new(s),
+        }
+    }
+}
+
+/// Shuts a Unix socket down with `shutdown(2)`, which completes a read in flight on it.
+struct UnixShutdown(UnixStream);
+
+impl Shutdown for UnixShutdown {
+    fn shutdown(&self) -> std::io::Result<()> {
+        match socket2::SockRef::from(&self.0).shutdown(std::net::Shutdown::Both) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotConnected => Ok(()),
+            other => other,
+        }
+    }
 }
 
 /// Logs, once per origin and process, that its certificate is not checked.
@@ -127,6 +362,8 @@ impl AsyncRead for ConnReader {
         match self {
             ConnReader::Plain(t) => t.read(buf).await,
             ConnReader::Tls(t) => t.read(buf).await,
+            ConnReader::Unix(t) => t.read(buf).await,
+            ConnReader::UnixTls(t) => t.read(buf).await,
         }
     }
 }
@@ -136,6 +373,8 @@ impl AsyncWrite for ConnWriter {
         match self {
             ConnWriter::Plain(t) => t.write(buf).await,
             ConnWriter::Tls(t) => t.write(buf).await,
+            ConnWriter::Unix(t) => t.write(buf).await,
+            ConnWriter::UnixTls(t) => t.write(buf).await,
         }
     }
 
@@ -143,6 +382,8 @@ impl AsyncWrite for ConnWriter {
         match self {
             ConnWriter::Plain(t) => t.write_vectored(buf).await,
             ConnWriter::Tls(t) => t.write_vectored(buf).await,
+            ConnWriter::Unix(t) => t.write_vectored(buf).await,
+            ConnWriter::UnixTls(t) => t.write_vectored(buf).await,
         }
     }
 
@@ -150,6 +391,8 @@ impl AsyncWrite for ConnWriter {
         match self {
             ConnWriter::Plain(t) => t.flush().await,
             ConnWriter::Tls(t) => t.flush().await,
+            ConnWriter::Unix(t) => t.flush().await,
+            ConnWriter::UnixTls(t) => t.flush().await,
         }
     }
 
@@ -157,6 +400,8 @@ impl AsyncWrite for ConnWriter {
         match self {
             ConnWriter::Plain(t) => t.shutdown().await,
             ConnWriter::Tls(t) => t.shutdown().await,
+            ConnWriter::Unix(t) => t.shutdown().await,
+            ConnWriter::UnixTls(t) => t.shutdown().await,
         }
     }
 }

@@ -5,11 +5,12 @@
 //! `docs/routing.md`), never a `Host` field; the origin gets that same host in `Host` (unless the
 //! rule sets `httpHostHeader`) and that same target in its request line.
 //!
-//! Towards an `http://` or `https://` origin, a request without a body is written by the
+//! Towards an `http://`, `https://`, `unix:` or `unix+tls:` origin, a request without a body is written by the
 //! stream's own task, which then reads the response head, replies, and streams the decoded
 //! response body back. A request with a body gets a *sender* task that writes the head and
-//! streams the body from the link stream (re-framed: Content-Length when known, else chunked)
-//! while the stream's task reads the response. The connection goes back to the worker's pool,
+//! streams the body from the link stream (re-framed: Content-Length when known, else chunked;
+//! with `disableChunkedEncoding` a chunked body is first read whole, see `unchunk`) while the
+//! stream's task reads the response. The connection goes back to the worker's pool,
 //! with its read buffer, only when both directions completed cleanly and keep-alive allows.
 //!
 //! `Expect: 100-continue` is removed towards the origin: the body is streamed as it comes, the
@@ -34,21 +35,21 @@ use ringtun_core::http::io::{READ_CHUNK, read_body_chunk, read_response_head, wr
 use ringtun_core::http::{
     BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, CONNECTOR_ID_HEADER, Fault, HeadLimits,
     HttpError, ReplyError, ReplyErrorKind, RequestHead, ResponseHead, Version, decode_request_meta,
-    encode_reply_error, encode_response_meta, is_upgrade_request, origin_refused_detail,
-    origin_timeout_detail, override_host, remove_hop_by_hop, response_framing, response_keep_alive,
-    set_connector_id, set_framing_headers, target_path,
+    encode_reply_error, encode_response_meta, is_upgrade_request, origin_timeout_detail,
+    override_host, remove_hop_by_hop, response_framing, response_keep_alive, set_connector_id,
+    set_framing_headers, target_path,
 };
 use ringtun_core::link::Stream;
 use ringtun_core::mux::ErrorCode;
-use ringtun_core::rt::net::{SocketTuning, connect};
 
 use super::ProxyCtx;
-use super::conn::{ConnWriter, OriginConn, warn_no_verify_once};
+use super::conn::{ConnWriter, Dial, OriginConn, open};
 use super::deadline::Sending;
 use super::pipe::{socket_to_stream, stream_to_socket};
 use super::pool::{PoolKey, ReadBuf, Slot};
+use super::unchunk;
 use crate::config::OriginRequest;
-use crate::ingress::{HttpService, IngressRules, RuleMatch, Service};
+use crate::ingress::{IngressRules, RuleMatch, Service};
 use crate::observe::{Direction, ErrorCause, WorkerMetrics};
 
 /// The page `hello_world` serves.
@@ -94,10 +95,31 @@ async fn answer(
 ) {
     let rule = m.rule;
     match &rule.service {
-        Service::Http(svc) => {
+        Service::Http(_) | Service::Unix { .. } => {
+            let svc = &rule.service;
             let or = &rule.origin_request;
-            let slot = ctx.pool.slot(rules, m.index, || pool_key(svc, or));
-            proxy(head, body, stream.clone(), svc, or, slot, ctx).await;
+            // The key is the rule's, found once per rule set; only a `unix+tls:` origin without
+            // `originServerName` takes its TLS server name from the request's routed host.
+            let keyed = match svc {
+                Service::Unix { tls: true, .. } if or.origin_server_name.is_none() => {
+                    let host = head
+                        .headers
+                        .get("host")
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .unwrap_or("");
+                    PoolKey::for_service(svc, or, host).map(|(k, _)| ctx.pool.key_slot(k))
+                }
+                _ => ctx.pool.slot(rules, m.index, || {
+                    PoolKey::for_service(svc, or, "").map(|(k, _)| k)
+                }),
+            };
+            match keyed {
+                Ok(slot) => proxy(head, body, stream.clone(), svc, or, slot, ctx).await,
+                Err(e) => {
+                    drain(stream).await;
+                    reply_error(stream, &ctx.metrics, ReplyErrorKind::OriginInvalid, e);
+                }
+            }
         }
         Service::HttpStatus(n) => {
             drain(stream).await;
@@ -138,18 +160,6 @@ async fn answer(
                 format!("rule {} serves TCP ({}), not HTTP", m.number(), t.authority),
             );
         }
-        Service::Unix { path, .. } => {
-            drain(stream).await;
-            reply_error(
-                stream,
-                &ctx.metrics,
-                ReplyErrorKind::OriginInvalid,
-                format!(
-                    "unix socket origins are not supported yet ({})",
-                    path.display()
-                ),
-            );
-        }
     }
 }
 
@@ -159,8 +169,19 @@ async fn drain(stream: &Stream) {
 }
 
 fn reply_error(stream: &Stream, metrics: &WorkerMetrics, kind: ReplyErrorKind, message: String) {
+    reply_error_as(stream, metrics, kind, ErrorCause::from(kind), message);
+}
+
+/// [`reply_error`] counted under a cause of its own (a timeout with its own label).
+fn reply_error_as(
+    stream: &Stream,
+    metrics: &WorkerMetrics,
+    kind: ReplyErrorKind,
+    cause: ErrorCause,
+    message: String,
+) {
     tracing::debug!(?kind, %message, "answering with an error");
-    metrics.error(ErrorCause::from(kind));
+    metrics.error(cause);
     if stream
         .reply(encode_reply_error(&ReplyError { kind, message }))
         .is_ok()
@@ -178,46 +199,59 @@ enum Failed {
     Stale,
 }
 
-/// What makes connections to `svc` under `or` interchangeable.
-fn pool_key(svc: &HttpService, or: &OriginRequest) -> PoolKey {
-    PoolKey {
-        tls: svc.tls,
-        host: svc.host.clone(),
-        port: svc.port,
-        server_name: if svc.tls {
-            or.origin_server_name
-                .clone()
-                .unwrap_or_else(|| svc.host.clone())
-        } else {
-            String::new()
-        },
-        danger_no_verify: svc.tls && or.danger_no_tls_verify,
-    }
-}
-
-/// Proxies to an `http://` or `https://` origin, whose connections are pooled in `slot`.
+/// Proxies to an HTTP origin (`http://`, `https://`, `unix:` or `unix+tls:`), whose
+/// connections are pooled in `slot`.
 async fn proxy(
     mut head: RequestHead,
-    body: BodyFraming,
+    mut body: BodyFraming,
     stream: Rc<Stream>,
-    svc: &HttpService,
+    svc: &Service,
     or: &OriginRequest,
     slot: Slot,
     ctx: &ProxyCtx,
 ) {
-    let addr = match ctx.resolver.addr(&svc.host, svc.port).await {
-        Ok(a) => a,
-        Err(why) => {
+    let unix_name;
+    let (dial, authority): (Dial<'_>, &str) = match svc {
+        Service::Http(h) => match ctx.resolver.addr(&h.host, h.port).await {
+            Ok(a) => (Dial::Tcp(a), &h.authority),
+            Err(why) => {
+                drain(&stream).await;
+                reply_error(
+                    &stream,
+                    &ctx.metrics,
+                    ReplyErrorKind::OriginRefused,
+                    format!("origin {} does not resolve: {why}", h.authority),
+                );
+                return;
+            }
+        },
+        Service::Unix { path, .. } => {
+            unix_name = svc.to_string();
+            (Dial::Unix(path), &unix_name)
+        }
+        other => {
             drain(&stream).await;
             reply_error(
                 &stream,
                 &ctx.metrics,
-                ReplyErrorKind::OriginRefused,
-                format!("origin {} does not resolve: {why}", svc.authority),
+                ReplyErrorKind::OriginInvalid,
+                format!("{other} is not an HTTP origin"),
             );
             return;
         }
     };
+    // `disableChunkedEncoding`: a chunked body is read whole (up to a limit) and sent with a
+    // Content-Length; a body of known length is sent as it is.
+    let mut buffered = Vec::new();
+    if or.disable_chunked_encoding && body == BodyFraming::Chunked {
+        match unchunk::buffer(&stream, or.buffered_body_limit, &ctx.metrics).await {
+            Some((chunks, len)) => {
+                buffered = chunks;
+                body = BodyFraming::Length(len);
+            }
+            None => return,
+        }
+    }
     let upgrade = is_upgrade_request(&head);
     remove_hop_by_hop(&mut head.headers, upgrade);
     head.headers.remove("expect");
@@ -234,17 +268,7 @@ async fn proxy(
     head.version = Version::Http11;
     let head_bytes = head.to_bytes();
     let method = head.method.clone();
-    let origin = Origin {
-        addr,
-        tls: svc.tls,
-        server_name: match &or.origin_server_name {
-            Some(name) if svc.tls => name,
-            _ => &svc.host,
-        },
-        danger_no_verify: svc.tls && or.danger_no_tls_verify,
-        slot,
-        authority: &svc.authority,
-    };
+    let origin = Origin { slot, authority };
     // A request without a body may be sent twice: once on a reused connection that turns out
     // closed, then on a fresh one.
     let mut allow_reuse = true;
@@ -257,12 +281,14 @@ async fn proxy(
         let reused = pooled.is_some();
         let conn = match pooled {
             Some(c) => c,
-            None => match open(&origin, or.connect_timeout).await {
+            None => match open(dial, ctx.pool.key(slot).tls.as_ref(), authority, or).await {
                 Ok(c) => (c, ReadBuf::default()),
-                Err((kind, msg)) => {
-                    ctx.resolver.connect_failed(&svc.host);
+                Err(e) => {
+                    if let Service::Http(h) = svc {
+                        ctx.resolver.connect_failed(&h.host);
+                    }
                     drain(&stream).await;
-                    reply_error(&stream, &ctx.metrics, kind, msg);
+                    reply_error_as(&stream, &ctx.metrics, e.kind, e.cause, e.message);
                     return;
                 }
             },
@@ -273,6 +299,7 @@ async fn proxy(
             head_bytes.clone(),
             &method,
             body,
+            buffered.clone(),
             upgrade,
             reused,
             &stream,
@@ -283,7 +310,7 @@ async fn proxy(
         match outcome {
             Ok(()) => return,
             Err(Failed::Stale) => {
-                tracing::debug!(origin = %addr, "pooled origin connection was closed; retrying on a new one");
+                tracing::debug!(origin = %authority, "pooled origin connection was closed; retrying on a new one");
                 allow_reuse = false;
             }
             Err(Failed::Reply(kind, msg)) => {
@@ -297,82 +324,10 @@ async fn proxy(
 
 /// Where one request goes.
 struct Origin<'a> {
-    /// The resolved address.
-    addr: std::net::SocketAddr,
-    /// `https`: TLS towards the origin.
-    tls: bool,
-    /// The TLS server name (SNI and verified name).
-    server_name: &'a str,
-    /// Whether the origin's certificate goes unverified (`noTLSVerify`).
-    danger_no_verify: bool,
     /// Where its connections are pooled.
     slot: Slot,
-    /// `host[:port]` of the service, for messages.
+    /// The origin as messages show it (`host[:port]`, `unix:/path`).
     authority: &'a str,
-}
-
-/// What to check when an origin's certificate is refused, naming the settings that exist.
-fn origin_tls_hint(e: &ringtun_core::tls::TlsError) -> &'static str {
-    match e {
-        ringtun_core::tls::TlsError::BadCertificate(_) => {
-            " (the origin's certificate must be signed by a public CA and valid for the server \
-             name; set originRequest.originServerName when it names another host, or \
-             originRequest.noTLSVerify to skip the check)"
-        }
-        _ => "",
-    }
-}
-
-/// Connects to the origin (and runs the TLS handshake for `https://`) within `timeout`.
-async fn open(
-    origin: &Origin<'_>,
-    timeout: Duration,
-) -> Result<OriginConn, (ReplyErrorKind, String)> {
-    let addr = origin.addr;
-    match compio::time::timeout(timeout, connect(addr, &SocketTuning::default())).await {
-        Ok(Ok(c)) if origin.tls => {
-            let name = origin.server_name;
-            if origin.danger_no_verify {
-                warn_no_verify_once(origin.authority);
-            }
-            match compio::time::timeout(timeout, OriginConn::tls(c, name, origin.danger_no_verify))
-                .await
-            {
-                Ok(Ok(conn)) => Ok(conn),
-                Ok(Err(e)) => {
-                    tracing::info!(origin = %origin.authority, server_name = %name, error = %e, "origin tls handshake failed");
-                    Err((
-                        ReplyErrorKind::OriginInvalid,
-                        format!(
-                            "tls handshake with origin {} (server name {name}) failed: {e}{}",
-                            origin.authority,
-                            origin_tls_hint(&e)
-                        ),
-                    ))
-                }
-                Err(_) => Err((
-                    ReplyErrorKind::OriginTimeout,
-                    origin_timeout_detail(origin.authority),
-                )),
-            }
-        }
-        Ok(Ok(c)) => Ok(OriginConn::plain(c)),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => Err((
-            ReplyErrorKind::OriginTimeout,
-            origin_timeout_detail(&addr.to_string()),
-        )),
-        Ok(Err(e)) => {
-            tracing::info!(origin = %addr, error = %e, "origin connect failed");
-            Err((
-                ReplyErrorKind::OriginRefused,
-                origin_refused_detail(&addr.to_string()),
-            ))
-        }
-        Err(_) => Err((
-            ReplyErrorKind::OriginTimeout,
-            origin_timeout_detail(&addr.to_string()),
-        )),
-    }
 }
 
 /// Sends the head and streams the request body, recording progress in `sending`. Gives the
@@ -381,18 +336,22 @@ async fn send_request(
     mut w: ConnWriter,
     head: Bytes,
     body: BodyFraming,
+    buffered: Vec<Bytes>,
     stream: Rc<Stream>,
     sending: Rc<Sending>,
     sent: Counter,
 ) -> (ConnWriter, Result<(), HttpError>) {
-    let res = send_request_on(&mut w, head, body, &stream, &sending, &sent).await;
+    let res = send_request_on(&mut w, head, body, buffered, &stream, &sending, &sent).await;
     (w, res)
 }
 
+/// Writes the head, then the body: first `buffered` (a body read whole before, see
+/// [`unchunk`]), then what the stream still brings.
 async fn send_request_on(
     w: &mut ConnWriter,
     head: Bytes,
     body: BodyFraming,
+    buffered: Vec<Bytes>,
     stream: &Stream,
     sending: &Sending,
     sent: &Counter,
@@ -400,6 +359,10 @@ async fn send_request_on(
     let mut out = write_bufs(w, vec![head]).await?;
     if !body.is_empty() {
         let mut enc = BodyEncoder::new(body);
+        for chunk in buffered {
+            sent.inc_by(chunk.len() as u64);
+            enc.encode(chunk, &mut out)?;
+        }
         loop {
             match stream.read().await {
                 Ok(Some(chunk)) => {
@@ -437,7 +400,7 @@ impl Sender {
     async fn start(
         mut w: ConnWriter,
         head: Bytes,
-        body: BodyFraming,
+        (body, buffered): (BodyFraming, Vec<Bytes>),
         sending: Option<Rc<Sending>>,
         stream: &Rc<Stream>,
         ctx: &ProxyCtx,
@@ -450,6 +413,7 @@ impl Sender {
             w,
             head,
             body,
+            buffered,
             stream.clone(),
             sending.clone(),
             ctx.metrics.counter(Direction::ToOrigin),
@@ -493,6 +457,7 @@ async fn exchange(
     head: Bytes,
     method: &[u8],
     body: BodyFraming,
+    buffered: Vec<Bytes>,
     upgrade: bool,
     reused: bool,
     stream: &Rc<Stream>,
@@ -513,7 +478,7 @@ async fn exchange(
         .pool
         .deadlines()
         .watch(&closer, ctx.origin_response_timeout, sending.clone());
-    let sender = Sender::start(writer, head, body, sending, stream, ctx).await;
+    let sender = Sender::start(writer, head, (body, buffered), sending, stream, ctx).await;
     rb.make_room();
     let buf = &mut rb.buf;
     let limits = HeadLimits::default();

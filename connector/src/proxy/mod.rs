@@ -7,11 +7,15 @@
 //! leaves to others: links and registration ([`crate::run`]), head parsing and body codecs
 //! (`ringtun_core::http`).
 //!
-//! `https://` origins get TLS 1.2/1.3 with ALPN `http/1.1`, trusting the web PKI roots
-//! (`webpki-roots`); `originRequest.noTLSVerify` accepts any certificate (a warning is logged
-//! once per origin) and `originServerName` replaces the URL's host as SNI and verified name. A
-//! failed handshake is answered with an invalid-origin error (502) that quotes the TLS error.
-//! Pooled connections are keyed by scheme, host, port, server name and verify mode.
+//! HTTP origins are `http://` and `https://` over TCP, `unix:` and `unix+tls:` over a Unix
+//! socket (`conn`). TLS is 1.2/1.3 with ALPN `http/1.1`, trusting the web PKI roots
+//! (`webpki-roots`) plus the rule's `caPool`; `originRequest.noTLSVerify` accepts any
+//! certificate (a warning is logged once per origin) and `originServerName` replaces the
+//! default server name. A failed handshake is answered with an invalid-origin error (502) that
+//! quotes the TLS error; one that does not finish within `tlsTimeout` with a 502 naming it.
+//! Pooled connections are keyed by target (host and port, or socket path) and TLS settings
+//! (`pool`). `disableChunkedEncoding` buffers a chunked request body to send it with a
+//! Content-Length (`unchunk`). `docs/origins.md` lists every setting.
 //!
 //! An origin that accepts a request but sends no response head within
 //! `--origin-response-timeout` (default 100 s, Cloudflare's proxy read timeout; cloudflared has
@@ -21,8 +25,6 @@
 //!
 //! Every stream is counted in the worker's [`WorkerMetrics`] (crate::observe): requests and
 //! latency per ingress rule, payload bytes each way, failures by cause, streams in flight.
-//!
-//! Not served yet: `unix:` services.
 
 mod conn;
 mod deadline;
@@ -31,6 +33,7 @@ mod pipe;
 mod pool;
 pub mod resolver;
 mod tcp;
+mod unchunk;
 
 use std::rc::Rc;
 use std::time::Duration;

@@ -1,9 +1,10 @@
 //! The per-worker keep-alive pool of origin connections.
 //!
 //! One pool per worker, reached through an `Rc`: origin sockets never leave the worker that
-//! opened them, so there is no lock. Connections are keyed by [`PoolKey`]: scheme, host, port,
-//! TLS server name and verify mode, so a connection is never reused under other security
-//! settings. An idle connection older than the rule's `keepAliveTimeout` is closed instead of
+//! opened them, so there is no lock. Connections are keyed by [`PoolKey`]: where the socket
+//! goes (TCP host and port, or a Unix socket path) and its TLS settings (server name and the
+//! client configuration, which holds the trusted roots and the verify mode), so a connection is
+//! never reused for another origin or under other security settings. An idle connection older than the rule's `keepAliveTimeout` is closed instead of
 //! reused, and at most `keepAliveConnections` idle ones are kept per key.
 //!
 //! The key is built and hashed once per ingress rule and rule set ([`Pool::slot`]), not per
@@ -15,15 +16,17 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ringtun_core::http::io::READ_CHUNK;
 
-use super::conn::OriginConn;
+use super::conn::{OriginConn, OriginTls};
 use super::deadline::Deadlines;
-use crate::ingress::IngressRules;
+use crate::config::OriginRequest;
+use crate::ingress::{IngressRules, Service, host_without_port};
 
 /// The most one read from an origin asks for once its responses outgrew [`READ_CHUNK`]: a
 /// 64 KiB body and its head in one read.
@@ -32,16 +35,62 @@ pub const BIG_READ: usize = 64 * 1024 + 4 * 1024;
 /// What makes two origin connections interchangeable.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
-    /// `https`: TLS towards the origin.
-    pub tls: bool,
-    /// The service's host.
-    pub host: String,
-    /// The service's port.
-    pub port: u16,
-    /// The TLS server name (SNI and verified name); empty without TLS.
-    pub server_name: String,
-    /// Whether the origin's certificate went unverified (`noTLSVerify`).
-    pub danger_no_verify: bool,
+    /// Where the socket goes.
+    pub target: OriginTarget,
+    /// TLS towards the origin (`https://`, `unix+tls:`); `None` for plain HTTP.
+    pub tls: Option<OriginTls>,
+}
+
+/// Where an origin socket goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OriginTarget {
+    /// A TCP origin by the service's host (a name or an IP literal) and port.
+    Tcp {
+        /// The service's host.
+        host: String,
+        /// The service's port.
+        port: u16,
+    },
+    /// A Unix socket origin by its path.
+    Unix(PathBuf),
+}
+
+impl PoolKey {
+    /// The key of an HTTP origin service under a rule's settings, and the origin's name for
+    /// messages (`host[:port]`, `unix:/path`). `request_host` (the routed `Host`) is the TLS
+    /// server name of a `unix+tls:` origin without `originServerName`, as in cloudflared. The
+    /// error (a TLS configuration that cannot be built) is the reason.
+    pub fn for_service(
+        service: &Service,
+        or: &OriginRequest,
+        request_host: &str,
+    ) -> Result<(PoolKey, String), String> {
+        let tls = |tls: bool, default_name: &str| {
+            tls.then(|| OriginTls::new(or, default_name))
+                .transpose()
+                .map_err(|e| e.to_string())
+        };
+        match service {
+            Service::Http(h) => Ok((
+                PoolKey {
+                    target: OriginTarget::Tcp {
+                        host: h.host.clone(),
+                        port: h.port,
+                    },
+                    tls: tls(h.tls, &h.host)?,
+                },
+                h.authority.clone(),
+            )),
+            Service::Unix { path, tls: is_tls } => Ok((
+                PoolKey {
+                    target: OriginTarget::Unix(path.clone()),
+                    tls: tls(*is_tls, host_without_port(request_host))?,
+                },
+                service.to_string(),
+            )),
+            other => Err(format!("{other} is not an HTTP origin")),
+        }
+    }
 }
 
 /// An origin's place in the pool, found once per rule ([`Pool::slot`]).
@@ -96,6 +145,8 @@ struct RuleSlots {
 pub struct Pool {
     idle: RefCell<Vec<Vec<Idle>>>,
     keys: RefCell<HashMap<PoolKey, Slot>>,
+    /// The key of each slot, by index.
+    slot_keys: RefCell<Vec<PoolKey>>,
     by_rule: RefCell<RuleSlots>,
     deadlines: Deadlines,
 }
@@ -107,13 +158,14 @@ impl Pool {
     }
 
     /// The slot of rule `index` of `rules`, whose connections are keyed by `key()`: looked up
-    /// on the first request of a rule set, then cached until the rules are replaced.
+    /// on the first request of a rule set, then cached until the rules are replaced. The error
+    /// is `key()`'s (a TLS configuration that cannot be built), and is not cached.
     pub fn slot(
         &self,
         rules: &Arc<IngressRules>,
         index: usize,
-        key: impl FnOnce() -> PoolKey,
-    ) -> Slot {
+        key: impl FnOnce() -> Result<PoolKey, String>,
+    ) -> Result<Slot, String> {
         let mut cache = self.by_rule.borrow_mut();
         if !cache.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, rules)) {
             cache.rules = Some(rules.clone());
@@ -123,18 +175,22 @@ impl Pool {
             cache.slots.resize(index + 1, None);
         }
         if let Some(Some(slot)) = cache.slots.get(index) {
-            return *slot;
+            return Ok(*slot);
         }
-        let slot = self.key_slot(key());
+        let slot = self.key_slot(key()?);
         cache.slots[index] = Some(slot);
-        slot
+        Ok(slot)
     }
 
-    /// The slot of `key`, made on first use.
-    fn key_slot(&self, key: PoolKey) -> Slot {
+    /// The slot of `key`, made on first use (for keys that depend on the request, looked up
+    /// per request).
+    pub fn key_slot(&self, key: PoolKey) -> Slot {
         let mut keys = self.keys.borrow_mut();
         let next = keys.len();
-        let slot = *keys.entry(key).or_insert(Slot(next));
+        let slot = *keys.entry(key.clone()).or_insert_with(|| {
+            self.slot_keys.borrow_mut().push(key);
+            Slot(next)
+        });
         let mut idle = self.idle.borrow_mut();
         if idle.len() <= slot.0 {
             idle.resize_with(slot.0 + 1, Vec::new);
@@ -166,6 +222,11 @@ impl Pool {
                 since: Instant::now(),
             });
         }
+    }
+
+    /// The key of `slot`: what a new connection for it needs (its TLS settings).
+    pub fn key(&self, slot: Slot) -> PoolKey {
+        self.slot_keys.borrow()[slot.0].clone()
     }
 
     /// The response deadlines of the worker's exchanges.

@@ -23,17 +23,64 @@
 //! - `/nocontent`: `204`; `/notmodified`: `304` with `Content-Length: 1234` and no body;
 //! - `/close`: answers with `Connection: close`, then closes;
 //! - `/bye`: answers, then closes without saying so (an idle close as the pool sees it);
+//! - `/length-only`: like an origin that cannot read chunked bodies (WSGI, Python's
+//!   `http.server`): a chunked request gets `411 Length Required`, else the body back;
 //! - anything else (`/head` for instance): the request head as the body.
 //!
-//! `HEAD` gets the head the `GET` would get, without the body.
+//! `HEAD` gets the head the `GET` would get, without the body. [`TestOrigin::start_unix`]
+//! serves the same on a Unix socket. [`TlsOrigin`] is a smaller HTTPS origin (TCP or Unix
+//! socket) with a certificate from a CA of its own, for `caPool` and `unix+tls:`.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// A connected socket the test origins serve: TCP or Unix.
+pub trait Conn: Read + Write + Send + Sized + 'static {
+    /// A second handle on the same socket.
+    fn try_clone_conn(&self) -> std::io::Result<Self>;
+    /// `shutdown(2)`.
+    fn shut(&self, how: std::net::Shutdown) -> std::io::Result<()>;
+}
+
+impl Conn for TcpStream {
+    fn try_clone_conn(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+    fn shut(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+        self.shutdown(how)
+    }
+}
+
+impl Conn for UnixStream {
+    fn try_clone_conn(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+    fn shut(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+        self.shutdown(how)
+    }
+}
+
+/// Serves every connection of `incoming` on a thread of its own with `serve`.
+fn accept_loop<C: Conn>(
+    incoming: impl Iterator<Item = std::io::Result<C>> + Send + 'static,
+    serve: impl Fn(C) + Send + Sync + 'static,
+) {
+    let serve = Arc::new(serve);
+    std::thread::spawn(move || {
+        for c in incoming {
+            let Ok(c) = c else { return };
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(c));
+        }
+    });
+}
 
 /// What the test origin saw.
 #[derive(Default)]
@@ -64,6 +111,24 @@ impl TestOrigin {
         format!("http://{}", self.addr)
     }
 
+    /// Serves the same routes on a new Unix socket at `path` (`addr` is then a closed port).
+    pub fn start_unix(path: &Path) -> TestOrigin {
+        let l = UnixListener::bind(path).unwrap();
+        let log = Arc::new(OriginLog::default());
+        let log2 = log.clone();
+        accept_loop(
+            std::iter::from_fn(move || Some(l.accept().map(|(c, _)| c))),
+            move |c: UnixStream| {
+                log2.connections.fetch_add(1, Ordering::SeqCst);
+                let _ = serve_origin(c, &log2);
+            },
+        );
+        TestOrigin {
+            addr: closed_port(),
+            log,
+        }
+    }
+
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.log.connections.load(Ordering::SeqCst)
@@ -88,16 +153,13 @@ pub fn origin() -> (SocketAddr, Arc<OriginLog>) {
     let addr = l.local_addr().unwrap();
     let log = Arc::new(OriginLog::default());
     let log2 = log.clone();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(c) = c else { return };
+    accept_loop(
+        std::iter::from_fn(move || Some(l.accept().map(|(c, _)| c))),
+        move |c: TcpStream| {
             log2.connections.fetch_add(1, Ordering::SeqCst);
-            let log = log2.clone();
-            std::thread::spawn(move || {
-                let _ = serve_origin(c, &log);
-            });
-        }
-    });
+            let _ = serve_origin(c, &log2);
+        },
+    );
     (addr, log)
 }
 
@@ -125,8 +187,8 @@ impl Reply {
     }
 }
 
-fn serve_origin(c: TcpStream, log: &OriginLog) -> std::io::Result<()> {
-    let mut r = BufReader::new(c.try_clone()?);
+fn serve_origin<C: Conn>(c: C, log: &OriginLog) -> std::io::Result<()> {
+    let mut r = BufReader::new(c.try_clone_conn()?);
     let mut w = c;
     loop {
         let Some(head) = read_head(&mut r)? else {
@@ -142,7 +204,7 @@ fn serve_origin(c: TcpStream, log: &OriginLog) -> std::io::Result<()> {
             )?;
             w.flush()?;
             std::io::copy(&mut r, &mut w)?;
-            w.shutdown(std::net::Shutdown::Write)?;
+            w.shut(std::net::Shutdown::Write)?;
             return Ok(());
         }
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
@@ -154,6 +216,11 @@ fn serve_origin(c: TcpStream, log: &OriginLog) -> std::io::Result<()> {
                 body: Body::Bytes(b"3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n".to_vec()),
             },
             "/echo" => Reply::fixed("", body),
+            "/length-only" if lower.contains("\r\ntransfer-encoding: chunked") => Reply {
+                head: "HTTP/1.1 411 Length Required\r\nContent-Length: 25\r\n".to_owned(),
+                body: Body::Bytes(b"chunked bodies not read\r\n".to_vec()),
+            },
+            "/length-only" => Reply::fixed("", body),
             "/big" => Reply {
                 head: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n".to_owned(),
                 body: Body::Pattern(number),
@@ -185,7 +252,7 @@ fn serve_origin(c: TcpStream, log: &OriginLog) -> std::io::Result<()> {
             "/eof" => {
                 w.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil close")?;
                 w.flush()?;
-                w.shutdown(std::net::Shutdown::Both)?;
+                w.shut(std::net::Shutdown::Both)?;
                 return Ok(());
             }
             "/nocontent" => Reply {
@@ -202,14 +269,14 @@ fn serve_origin(c: TcpStream, log: &OriginLog) -> std::io::Result<()> {
                     b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nclose",
                 )?;
                 w.flush()?;
-                w.shutdown(std::net::Shutdown::Both)?;
+                w.shut(std::net::Shutdown::Both)?;
                 return Ok(());
             }
             "/bye" => {
                 // Keep-alive by the headers, but the origin closes right after (an idle close).
                 w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye")?;
                 w.flush()?;
-                w.shutdown(std::net::Shutdown::Both)?;
+                w.shut(std::net::Shutdown::Both)?;
                 return Ok(());
             }
             _ => Reply::fixed("Content-Type: text/plain\r\n", head.clone().into_bytes()),
@@ -260,7 +327,7 @@ fn read_body(r: &mut impl BufRead, lower: &str) -> std::io::Result<Vec<u8>> {
     Ok(body)
 }
 
-fn write_reply(w: &mut TcpStream, reply: Reply, head_only: bool) -> std::io::Result<()> {
+fn write_reply(w: &mut impl Write, reply: Reply, head_only: bool) -> std::io::Result<()> {
     w.write_all(reply.head.as_bytes())?;
     w.write_all(b"\r\n")?;
     if !head_only {
@@ -310,4 +377,132 @@ pub fn echo_server() -> SocketAddr {
 pub fn closed_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
+}
+
+/// What a [`TlsOrigin`] saw.
+#[derive(Default)]
+pub struct TlsLog {
+    /// Connections accepted.
+    pub connections: AtomicUsize,
+    /// The SNI of each completed handshake (`None`: none sent).
+    pub server_names: Mutex<Vec<Option<String>>>,
+}
+
+/// An HTTPS/1.1 origin with a certificate for `names`, signed by a CA of its own (`ca_pem`,
+/// for `caPool`). Any request gets 200 `secure hello` (keep-alive); a WebSocket upgrade gets
+/// `101`, then its bytes echoed until EOF.
+pub struct TlsOrigin {
+    /// The CA that signed the origin's certificate, PEM.
+    pub ca_pem: String,
+    /// What it saw.
+    pub log: Arc<TlsLog>,
+    config: Arc<rustls::ServerConfig>,
+}
+
+impl TlsOrigin {
+    /// A CA and a certificate for `names` (not listening yet).
+    pub fn new(names: &[&str]) -> TlsOrigin {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let chain = vec![cert.der().clone()];
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        TlsOrigin {
+            ca_pem: ca.pem(),
+            log: Arc::default(),
+            config: Arc::new(config),
+        }
+    }
+
+    /// Serves on `127.0.0.1:0`; returns the address.
+    pub fn listen_tcp(&self) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        self.serve(std::iter::from_fn(move || Some(l.accept().map(|(c, _)| c))));
+        addr
+    }
+
+    /// Serves on a new Unix socket at `path`.
+    pub fn listen_unix(&self, path: &Path) -> PathBuf {
+        let l = UnixListener::bind(path).unwrap();
+        self.serve(std::iter::from_fn(move || Some(l.accept().map(|(c, _)| c))));
+        path.to_owned()
+    }
+
+    fn serve<C: Conn>(&self, incoming: impl Iterator<Item = std::io::Result<C>> + Send + 'static) {
+        let config = self.config.clone();
+        let log = self.log.clone();
+        accept_loop(incoming, move |c: C| {
+            log.connections.fetch_add(1, Ordering::SeqCst);
+            let _ = serve_tls(c, config.clone(), &log);
+        });
+    }
+}
+
+fn serve_tls<C: Conn>(
+    mut c: C,
+    config: Arc<rustls::ServerConfig>,
+    log: &TlsLog,
+) -> std::io::Result<()> {
+    let mut conn = rustls::ServerConnection::new(config).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut c)?;
+    }
+    log.server_names
+        .lock()
+        .unwrap()
+        .push(conn.server_name().map(str::to_owned));
+    let mut r = BufReader::new(rustls::StreamOwned::new(conn, c));
+    loop {
+        let Some(head) = read_head(&mut r)? else {
+            return Ok(());
+        };
+        let lower = head.to_ascii_lowercase();
+        let body = read_body(&mut r, &lower)?;
+        if lower.contains("\r\nupgrade: websocket") {
+            let w = r.get_mut();
+            w.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            )?;
+            w.flush()?;
+            // One thread: echo what comes, as it comes, until the client's EOF.
+            let mut buf = vec![0; 16 * 1024];
+            loop {
+                let n = match r.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let w = r.get_mut();
+                w.write_all(&buf[..n])?;
+                w.flush()?;
+            }
+            let w = r.get_mut();
+            w.conn.send_close_notify();
+            w.flush()?;
+            return w.sock.shut(std::net::Shutdown::Write);
+        }
+        let text = format!("secure hello ({} body bytes)", body.len());
+        let w = r.get_mut();
+        write!(
+            w,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+            text.len()
+        )?;
+        w.flush()?;
+    }
 }

@@ -1,5 +1,5 @@
-//! TLS for links: rustls over a compio `TcpStream`, splittable into the link's reader and
-//! writer tasks.
+//! TLS for links: rustls over a compio `TcpStream` (or, towards `unix+tls:` origins, a
+//! `UnixStream`: [`TlsSocket`]), splittable into the link's reader and writer tasks.
 //!
 //! A [`TlsStream`] is made by [`TlsStream::connect`] or [`TlsStream::accept`], which run the
 //! whole TLS handshake on the TCP stream first. It is then an ordinary compio
@@ -47,4 +47,4 @@ pub use config::{
     server_config, server_config_pem,
 };
 pub use error::TlsError;
-pub use stream::{TlsParts, TlsReader, TlsShutdown, TlsStream, TlsWriter};
+pub use stream::{TlsParts, TlsReader, TlsShutdown, TlsSocket, TlsStream, TlsWriter};

@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io::{self, BufRead, Write};
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
@@ -10,7 +11,7 @@ use std::task::{Poll, Waker};
 use compio::BufResult;
 use compio::buf::{IoBuf, IoBufMut, IoVectoredBuf};
 use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use compio::net::TcpStream;
+use compio::net::{TcpStream, UnixStream};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
@@ -20,17 +21,25 @@ use crate::link::{Shutdown, Transport};
 /// Ciphertext read from the socket per system call.
 const READ_CHUNK: usize = 128 * 1024;
 
-/// The TCP write half and its ciphertext buffer. Whoever holds it is the only writer.
-struct WritePort {
-    tcp: TcpStream,
+/// A connected stream socket TLS runs over: TCP (links, `https://` origins) or Unix
+/// (`unix+tls:` origins). Cloning gives a second handle on the same socket, which is how the
+/// read and write halves are made (compio's `into_split` does the same).
+pub trait TlsSocket: AsyncRead + AsyncWrite + AsFd + Clone + 'static {}
+
+impl TlsSocket for TcpStream {}
+impl TlsSocket for UnixStream {}
+
+/// The socket's write half and its ciphertext buffer. Whoever holds it is the only writer.
+struct WritePort<S> {
+    tcp: S,
     buf: Vec<u8>,
 }
 
 /// What the halves share.
-struct State {
+struct State<S> {
     conn: Connection,
     /// The write port while no write is in flight.
-    port: Option<WritePort>,
+    port: Option<WritePort<S>>,
     /// Tasks waiting for the port.
     port_waiters: Vec<Waker>,
     /// The reader made rustls want to send (key update answer, alert) and no write may come.
@@ -44,7 +53,7 @@ struct State {
     write_failed: Option<(io::ErrorKind, String)>,
 }
 
-impl State {
+impl<S> State<S> {
     fn want_flush(&mut self) {
         self.flush_wanted = true;
         if let Some(w) = self.flusher.take() {
@@ -64,29 +73,29 @@ fn tls_io_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, TlsError::from_rustls(e))
 }
 
-/// A TLS connection over TCP whose handshake is complete. Read and write it directly (for
-/// the registration handshake), then hand it to [`Link::spawn`](crate::link::Link::spawn),
-/// which splits it.
-pub struct TlsStream {
-    reader: TlsReader,
-    writer: TlsWriter,
-    shutdown: TlsShutdown,
+/// A TLS connection over a stream socket (TCP unless said otherwise) whose handshake is
+/// complete. Read and write it directly (for the registration handshake), then hand it to
+/// [`Link::spawn`](crate::link::Link::spawn), which splits it.
+pub struct TlsStream<S: TlsSocket = TcpStream> {
+    reader: TlsReader<S>,
+    writer: TlsWriter<S>,
+    shutdown: TlsShutdown<S>,
 }
 
-impl std::fmt::Debug for TlsStream {
+impl<S: TlsSocket> std::fmt::Debug for TlsStream<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsStream").finish_non_exhaustive()
     }
 }
 
-impl TlsStream {
+impl<S: TlsSocket> TlsStream<S> {
     /// Runs the client side of the TLS handshake over `tcp`, verifying the server's
     /// certificate for `server_name` (a DNS name or an IP address).
     pub async fn connect(
-        tcp: TcpStream,
+        tcp: S,
         config: Arc<ClientConfig>,
         server_name: &str,
-    ) -> Result<TlsStream, TlsError> {
+    ) -> Result<TlsStream<S>, TlsError> {
         let name = ServerName::try_from(server_name.to_owned())
             .map_err(|e| TlsError::Config(format!("bad server name {server_name:?}: {e}")))?;
         let conn = ClientConnection::new(config, name).map_err(TlsError::Protocol)?;
@@ -94,15 +103,15 @@ impl TlsStream {
     }
 
     /// Runs the server side of the TLS handshake over `tcp`.
-    pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> Result<TlsStream, TlsError> {
+    pub async fn accept(tcp: S, config: Arc<ServerConfig>) -> Result<TlsStream<S>, TlsError> {
         let conn = ServerConnection::new(config).map_err(TlsError::Protocol)?;
         Self::handshake(tcp, conn.into()).await
     }
 
-    async fn handshake(tcp: TcpStream, mut conn: Connection) -> Result<TlsStream, TlsError> {
+    async fn handshake(tcp: S, mut conn: Connection) -> Result<TlsStream<S>, TlsError> {
         // Each write drains what it encrypted, so rustls needs no limit of its own.
         conn.set_buffer_limit(None);
-        let (mut rd, mut wr) = tcp.into_split();
+        let (mut rd, mut wr) = (tcp.clone(), tcp);
         let mut out = Vec::with_capacity(16 * 1024);
         let mut cipher = Vec::with_capacity(READ_CHUNK);
         let mut pos = 0;
@@ -175,6 +184,30 @@ impl TlsStream {
         })
     }
 
+    /// The ALPN protocol the peers agreed on.
+    pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
+        self.reader
+            .state
+            .borrow()
+            .conn
+            .alpn_protocol()
+            .map(<[u8]>::to_vec)
+    }
+
+    /// Asks for fresh traffic keys: sends a TLS 1.3 `KeyUpdate` that also asks the peer to
+    /// update its own. Rustls does this by itself before a key wears out; this is for tests
+    /// and operators. The message leaves with the next write.
+    pub fn refresh_traffic_keys(&mut self) -> Result<(), TlsError> {
+        self.reader
+            .state
+            .borrow_mut()
+            .conn
+            .refresh_traffic_keys()
+            .map_err(TlsError::Protocol)
+    }
+}
+
+impl TlsStream<TcpStream> {
     /// Takes the stream apart so that another thread can go on with it
     /// ([`TlsStream::from_parts`]): a duplicate of the socket, the rustls connection (with any
     /// plaintext it holds) and the ciphertext read but not yet given to rustls. Only between
@@ -237,31 +270,9 @@ impl TlsStream {
             shutdown: TlsShutdown { tcp: wr, state },
         })
     }
-
-    /// The ALPN protocol the peers agreed on.
-    pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
-        self.reader
-            .state
-            .borrow()
-            .conn
-            .alpn_protocol()
-            .map(<[u8]>::to_vec)
-    }
-
-    /// Asks for fresh traffic keys: sends a TLS 1.3 `KeyUpdate` that also asks the peer to
-    /// update its own. Rustls does this by itself before a key wears out; this is for tests
-    /// and operators. The message leaves with the next write.
-    pub fn refresh_traffic_keys(&mut self) -> Result<(), TlsError> {
-        self.reader
-            .state
-            .borrow_mut()
-            .conn
-            .refresh_traffic_keys()
-            .map_err(TlsError::Protocol)
-    }
 }
 
-impl AsyncRead for TlsStream {
+impl<S: TlsSocket> AsyncRead for TlsStream<S> {
     async fn read<B: IoBufMut>(&mut self, buf: B) -> BufResult<usize, B> {
         let res = self.reader.read(buf).await;
         // Not split yet, so no flusher: send what reading made rustls want to send here.
@@ -273,7 +284,7 @@ impl AsyncRead for TlsStream {
     }
 }
 
-impl AsyncWrite for TlsStream {
+impl<S: TlsSocket> AsyncWrite for TlsStream<S> {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         self.writer.write(buf).await
     }
@@ -291,21 +302,21 @@ impl AsyncWrite for TlsStream {
     }
 }
 
-impl Transport for TlsStream {
-    type Reader = TlsReader;
-    type Writer = TlsWriter;
-    type Shutdown = TlsShutdown;
+impl<S: TlsSocket> Transport for TlsStream<S> {
+    type Reader = TlsReader<S>;
+    type Writer = TlsWriter<S>;
+    type Shutdown = TlsShutdown<S>;
 
     /// Splits the stream and spawns its flusher task on the current runtime; the flusher ends
     /// when either half ends.
-    fn split(self) -> (TlsReader, TlsWriter, TlsShutdown) {
+    fn split(self) -> (TlsReader<S>, TlsWriter<S>, TlsShutdown<S>) {
         compio::runtime::spawn(flusher(self.writer.state.clone())).detach();
         (self.reader, self.writer, self.shutdown)
     }
 }
 
 /// Sends TLS output that reading produced, while the application may have nothing to write.
-async fn flusher(state: Rc<RefCell<State>>) {
+async fn flusher<S: TlsSocket>(state: Rc<RefCell<State<S>>>) {
     loop {
         let go = poll_fn(|cx| {
             let mut s = state.borrow_mut();
@@ -328,7 +339,7 @@ async fn flusher(state: Rc<RefCell<State>>) {
 
 /// Takes the write port, writes all pending TLS output (one write in flight), gives it back.
 /// The future must run to completion (like any io_uring write), or the port is lost.
-async fn flush_port(state: &Rc<RefCell<State>>) -> io::Result<()> {
+async fn flush_port<S: TlsSocket>(state: &Rc<RefCell<State<S>>>) -> io::Result<()> {
     let mut port = poll_fn(|cx| {
         let mut s = state.borrow_mut();
         match s.port.take() {
@@ -352,7 +363,10 @@ async fn flush_port(state: &Rc<RefCell<State>>) -> io::Result<()> {
     res
 }
 
-async fn drain(state: &Rc<RefCell<State>>, port: &mut WritePort) -> io::Result<()> {
+async fn drain<S: TlsSocket>(
+    state: &Rc<RefCell<State<S>>>,
+    port: &mut WritePort<S>,
+) -> io::Result<()> {
     loop {
         {
             let mut s = state.borrow_mut();
@@ -390,10 +404,10 @@ impl std::fmt::Debug for TlsParts {
     }
 }
 
-/// The reading half: owns the TCP read half; yields plaintext.
-pub struct TlsReader {
-    tcp: TcpStream,
-    state: Rc<RefCell<State>>,
+/// The reading half: owns the socket's read half; yields plaintext.
+pub struct TlsReader<S: TlsSocket = TcpStream> {
+    tcp: S,
+    state: Rc<RefCell<State<S>>>,
     /// Ciphertext read and not yet given to rustls: `cipher[pos..]`.
     cipher: Vec<u8>,
     pos: usize,
@@ -402,13 +416,13 @@ pub struct TlsReader {
     plain: Vec<u8>,
 }
 
-impl std::fmt::Debug for TlsReader {
+impl<S: TlsSocket> std::fmt::Debug for TlsReader<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsReader").finish_non_exhaustive()
     }
 }
 
-impl TlsReader {
+impl<S: TlsSocket> TlsReader<S> {
     /// Fills `buf` from its start, as compio reads do, with as much plaintext as is at hand,
     /// reading the socket only when nothing is.
     ///
@@ -501,14 +515,14 @@ fn put_at<B: IoBufMut>(buf: &mut B, offset: usize, data: &[u8]) -> io::Result<()
     B::extend_from_slice(buf, &data[over..]).map_err(|e| io::Error::other(e.to_string()))
 }
 
-impl AsyncRead for TlsReader {
+impl<S: TlsSocket> AsyncRead for TlsReader<S> {
     async fn read<B: IoBufMut>(&mut self, mut buf: B) -> BufResult<usize, B> {
         let res = self.read_into(&mut buf).await;
         BufResult(res, buf)
     }
 }
 
-impl Drop for TlsReader {
+impl<S: TlsSocket> Drop for TlsReader<S> {
     fn drop(&mut self) {
         self.state.borrow_mut().finish();
     }
@@ -516,17 +530,17 @@ impl Drop for TlsReader {
 
 /// The writing half: encrypts the caller's buffers and writes the records, one write in
 /// flight.
-pub struct TlsWriter {
-    state: Rc<RefCell<State>>,
+pub struct TlsWriter<S: TlsSocket = TcpStream> {
+    state: Rc<RefCell<State<S>>>,
 }
 
-impl std::fmt::Debug for TlsWriter {
+impl<S: TlsSocket> std::fmt::Debug for TlsWriter<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsWriter").finish_non_exhaustive()
     }
 }
 
-impl TlsWriter {
+impl<S: TlsSocket> TlsWriter<S> {
     /// Encrypts every slice, then writes all the records at once.
     async fn send<'a>(&mut self, slices: impl Iterator<Item = &'a [u8]>) -> io::Result<usize> {
         let mut n = 0;
@@ -546,7 +560,7 @@ impl TlsWriter {
     }
 }
 
-impl AsyncWrite for TlsWriter {
+impl<S: TlsSocket> AsyncWrite for TlsWriter<S> {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         // The slice borrows `buf` only while encrypting, before any await.
         let res = {
@@ -597,26 +611,25 @@ impl AsyncWrite for TlsWriter {
     }
 }
 
-impl Drop for TlsWriter {
+impl<S: TlsSocket> Drop for TlsWriter<S> {
     fn drop(&mut self) {
         self.state.borrow_mut().finish();
     }
 }
 
-/// Ends both halves from outside: shuts the TCP socket down, which completes a read in
-/// flight.
-pub struct TlsShutdown {
-    tcp: TcpStream,
-    state: Rc<RefCell<State>>,
+/// Ends both halves from outside: shuts the socket down, which completes a read in flight.
+pub struct TlsShutdown<S: TlsSocket = TcpStream> {
+    tcp: S,
+    state: Rc<RefCell<State<S>>>,
 }
 
-impl std::fmt::Debug for TlsShutdown {
+impl<S: TlsSocket> std::fmt::Debug for TlsShutdown<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsShutdown").finish_non_exhaustive()
     }
 }
 
-impl Shutdown for TlsShutdown {
+impl<S: TlsSocket> Shutdown for TlsShutdown<S> {
     fn shutdown(&self) -> io::Result<()> {
         {
             let mut s = self.state.borrow_mut();
