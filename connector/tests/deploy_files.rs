@@ -938,7 +938,8 @@ fn invocation_scanner_finds_commands_and_flags() {
 // Grafana dashboard
 
 /// Every metric name the code registers, as `PREFIX_NAME`: each `Registry::with_prefix("P")` of a
-/// source file of the connector and the edge, with every `.register("NAME", ...)` of that file.
+/// source file of the connector and the edge, with every `.register("NAME", ...)` (or a
+/// collector's `.encode_descriptor("NAME", ...)`) of that file.
 fn registered_metrics() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for dir in ["connector/src", "edge-sim/src"] {
@@ -957,9 +958,11 @@ fn registered_metrics() -> BTreeSet<String> {
                     .collect()
             };
             let prefixes = literal_after("with_prefix(");
+            // Families a collector writes at scrape time (`encode_descriptor`) count too.
             let registered: Vec<String> = literal_after(".register(")
                 .into_iter()
                 .chain(literal_after(".register_with_unit("))
+                .chain(literal_after(".encode_descriptor("))
                 .collect();
             for p in &prefixes {
                 for r in &registered {
