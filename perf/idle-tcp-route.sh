@@ -8,7 +8,7 @@
 # The binaries must already be built (`cargo build --release --locked`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-B=${1:-target/release}
+B=$(cd "${1:-target/release}" && pwd)   # absolute: the connector runs from another directory
 N=${2:-1000}
 D=$(mktemp -d)
 PIDS=()
