@@ -101,6 +101,17 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// Every link this worker serves, of every connector (taken out of the borrow, so the
+    /// caller may await on them).
+    fn all_links(&self) -> Vec<Link> {
+        self.links
+            .borrow()
+            .values()
+            .flatten()
+            .map(|l| l.link.clone())
+            .collect()
+    }
+
     /// The current route table: one atomic load, and a refresh only when routes changed.
     pub(crate) fn routes(&self) -> Rc<RouteTable> {
         let version = self.plane.registry.routes_version();
@@ -453,13 +464,7 @@ async fn drain_on_signal(w: Rc<Worker>, listening: Vec<socket2::Socket>) {
     for l in &listening {
         let _ = l.shutdown(std::net::Shutdown::Read);
     }
-    let links: Vec<Link> = w
-        .links
-        .borrow()
-        .values()
-        .flatten()
-        .map(|l| l.link.clone())
-        .collect();
+    let links = w.all_links();
     for l in &links {
         l.drain();
     }
@@ -537,13 +542,7 @@ pub(crate) async fn run(
         .detach();
     }
     shutdown.wait().await;
-    let links: Vec<Link> = w
-        .links
-        .borrow()
-        .values()
-        .flatten()
-        .map(|l| l.link.clone())
-        .collect();
+    let links = w.all_links();
     for l in &links {
         l.close(ErrorCode::NO_ERROR);
     }
