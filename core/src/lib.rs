@@ -12,9 +12,12 @@
 //! - [`handshake`]: registration before a link starts: the connector proves it holds the
 //!   tunnel secret (HMAC over the edge's challenge), the edge accepts or refuses.
 //! - [`tls`]: TLS links with rustls, splittable into a link's reader and writer tasks.
+//! - [`error`]: the vocabulary of every error type: whose fault it was ([`error::Fault`]) and
+//!   whether a retry is safe ([`error::Classify`]).
 //! - [`alloc`]: the counting global allocator both binaries install, and its metric.
 
 pub mod alloc;
+pub mod error;
 pub mod handshake;
 pub mod http;
 pub mod link;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use compio::BufResult;
 use compio::io::{AsyncWrite, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
+use ringtun_core::error::Classify;
 use ringtun_core::handshake::{
     Accepted, HandshakeError, RegisterFlags, RegisterRequest, RejectCode, Rejected, TunnelSecret,
     connector_register, edge_accept,

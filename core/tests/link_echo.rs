@@ -11,6 +11,7 @@ use compio::net::{TcpListener, TcpStream};
 use futures_util::future::join_all;
 use link_common::{exchange, payload, run_two_workers, serve, spawn_echo};
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use ringtun_core::error::Classify;
 use ringtun_core::link::Link;
 use ringtun_core::mux::{Config, ErrorCode, Role, StreamKind};
 

@@ -15,8 +15,9 @@ use compio::net::{TcpListener, TcpStream};
 use futures_util::future::join_all;
 use link_common::{exchange, payload, run_two_workers, serve};
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use ringtun_core::error::{Classify, Fault};
 use ringtun_core::link::Link;
-use ringtun_core::mux::{Config, ErrorCode, Fault, Role, StreamKind};
+use ringtun_core::mux::{Config, ErrorCode, Role, StreamKind};
 use ringtun_core::tls::{ALPN, TlsError, TlsStream};
 use tls_common::{SERVER_NAME, pki};
 

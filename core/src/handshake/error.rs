@@ -3,7 +3,7 @@
 use std::io;
 
 use super::message::{RejectCode, Rejected};
-use crate::mux::Fault;
+use crate::error::{Classify, Fault};
 
 /// Why registration failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,10 +40,10 @@ pub enum HandshakeError {
     Random,
 }
 
-impl HandshakeError {
-    /// Whose fault it was, seen from the side that got the error. A refusal by the edge is the
-    /// connector's own (wrong secret, limit reached), so `Local` there.
-    pub fn fault(&self) -> Fault {
+/// Whose fault it is is seen from the side that got the error: a refusal by the edge is the
+/// connector's own (wrong secret, limit reached), so [`Fault::Local`] there.
+impl Classify for HandshakeError {
+    fn fault(&self) -> Fault {
         match self {
             HandshakeError::Io(_) | HandshakeError::Closed => Fault::Network,
             HandshakeError::Malformed(_)
@@ -56,15 +56,64 @@ impl HandshakeError {
         }
     }
 
-    /// Whether a new connection (perhaps to another server) may succeed. A wrong secret, an
+    /// Safe when a new connection (perhaps to another server) may succeed. A wrong secret, an
     /// unknown tunnel or a full connector limit will not change by retrying at once.
-    pub fn is_retry_safe(&self) -> bool {
+    fn is_retry_safe(&self) -> bool {
         match self {
             HandshakeError::Io(_) | HandshakeError::Closed | HandshakeError::Random => true,
             HandshakeError::Rejected(r) => {
                 matches!(r.code, RejectCode::Unavailable | RejectCode::TryAgain)
             }
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant, and every refusal code: whose fault and whether a new connection may work.
+    #[test]
+    fn every_error_has_a_fault_and_a_retry_answer() {
+        let refusal = |code| Rejected {
+            code,
+            message: "m".into(),
+        };
+        let mut table = vec![
+            (
+                HandshakeError::Io(io::Error::other("x")),
+                Fault::Network,
+                true,
+            ),
+            (HandshakeError::Closed, Fault::Network, true),
+            (HandshakeError::Malformed("x"), Fault::Peer, false),
+            (HandshakeError::TooLarge(1), Fault::Peer, false),
+            (HandshakeError::Unexpected("x"), Fault::Peer, false),
+            (HandshakeError::UnsupportedVersion(9), Fault::Peer, false),
+            (HandshakeError::BadProof, Fault::Peer, false),
+            (
+                HandshakeError::Refused(refusal(RejectCode::BadSecret)),
+                Fault::Peer,
+                false,
+            ),
+            (HandshakeError::Random, Fault::Local, true),
+        ];
+        for (code, retry) in [
+            (RejectCode::BadSecret, false),
+            (RejectCode::UnknownTunnel, false),
+            (RejectCode::ConnectorLimit, false),
+            (RejectCode::UnsupportedVersion, false),
+            (RejectCode::Unavailable, true),
+            (RejectCode::LinkLimit, false),
+            (RejectCode::TryAgain, true),
+            (RejectCode::Other(99), false),
+        ] {
+            table.push((HandshakeError::Rejected(refusal(code)), Fault::Local, retry));
+        }
+        for (e, fault, retry) in table {
+            assert_eq!(e.fault(), fault, "{e:?}");
+            assert_eq!(e.is_retry_safe(), retry, "{e:?}");
         }
     }
 }

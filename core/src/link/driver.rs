@@ -16,7 +16,8 @@ use super::error::LinkError;
 use super::shared::{Shared, Slot};
 use super::stream::{Incoming, Stream};
 use super::transport::{Shutdown, Transport};
-use crate::mux::{Config, ErrorCode, Fault, Role, Session, StreamKind};
+use crate::error::Fault;
+use crate::mux::{Config, ErrorCode, Role, Session, StreamKind};
 
 /// How much the reader asks the kernel for per read.
 const READ_CHUNK: usize = 256 * 1024;

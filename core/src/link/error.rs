@@ -1,6 +1,7 @@
 //! The link's error type: what went wrong, whose fault it was, and whether a retry is safe.
 
-use crate::mux::{self, ErrorCode, Fault};
+use crate::error::{Classify, Fault};
+use crate::mux::{self, ErrorCode};
 
 /// Why a link or stream operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -29,9 +30,8 @@ pub enum LinkError {
     Mux(#[from] mux::Error),
 }
 
-impl LinkError {
-    /// Whose fault it was.
-    pub fn fault(&self) -> Fault {
+impl Classify for LinkError {
+    fn fault(&self) -> Fault {
         match self {
             LinkError::Closed { fault, .. } => *fault,
             LinkError::Reset(_) | LinkError::Refused => Fault::Peer,
@@ -40,12 +40,44 @@ impl LinkError {
         }
     }
 
-    /// Whether the operation may be retried on another link without risk of running twice.
-    pub fn is_retry_safe(&self) -> bool {
+    /// Safe when the peer refused the stream before processing it, or the session could not
+    /// open it: retry on another link.
+    fn is_retry_safe(&self) -> bool {
         match self {
             LinkError::Refused => true,
             LinkError::Mux(e) => e.is_retry_safe(),
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant: whose fault and whether retrying on another link is safe.
+    #[test]
+    fn every_error_has_a_fault_and_a_retry_answer() {
+        let closed = |fault| LinkError::Closed {
+            fault,
+            reason: "x".into(),
+        };
+        let table = [
+            (closed(Fault::Peer), Fault::Peer, false),
+            (closed(Fault::Network), Fault::Network, false),
+            (LinkError::Reset(ErrorCode::CANCEL), Fault::Peer, false),
+            (LinkError::Refused, Fault::Peer, true),
+            (LinkError::StreamGone, Fault::Local, false),
+            (LinkError::Mux(mux::Error::GoingAway), Fault::Local, true),
+            (
+                LinkError::Mux(mux::Error::IdleTimeout),
+                Fault::Network,
+                false,
+            ),
+        ];
+        for (e, fault, retry) in table {
+            assert_eq!(e.fault(), fault, "{e:?}");
+            assert_eq!(e.is_retry_safe(), retry, "{e:?}");
         }
     }
 }

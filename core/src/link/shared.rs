@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::error::LinkError;
-use crate::mux::{
-    Error as MuxError, ErrorCode, Event, Fault, Session, StreamId, StreamKind, StreamMap,
-};
+use crate::error::{Classify, Fault};
+use crate::mux::{Error as MuxError, ErrorCode, Event, Session, StreamId, StreamKind, StreamMap};
 
 /// What the handles of one stream wait on.
 #[derive(Debug, Default)]

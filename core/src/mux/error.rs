@@ -1,13 +1,14 @@
 //! The one error type of the mux, and the wire error codes.
 //!
-//! Every [`Error`] answers two questions: whose fault was it ([`Error::fault`]) and may
-//! the caller retry the work elsewhere ([`Error::is_retry_safe`]). Wire error codes
+//! Every [`Error`] answers the two questions of [`Classify`]: whose fault was it and may the
+//! caller retry the work elsewhere. Wire error codes
 //! ([`ErrorCode`]) are an open set, as they travel in RESET and GOAWAY frames: an unknown code
 //! from a peer is kept as it is, not rejected (protocol.md §6).
 
 use std::fmt;
 
 use super::StreamId;
+use crate::error::{Classify, Fault};
 
 /// A 32-bit error code carried in RESET and GOAWAY frames (protocol.md §6).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,17 +63,6 @@ impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
     }
-}
-
-/// Who caused an [`Error`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The peer at the other end of the link (it broke the protocol or closed the link).
-    Peer,
-    /// This side: the caller used the API wrongly, or chose to close.
-    Local,
-    /// Nobody in particular: the network went quiet.
-    Network,
 }
 
 /// Every error of the mux.
@@ -140,9 +130,8 @@ pub enum Error {
     Blocked,
 }
 
-impl Error {
-    /// Whose fault it was.
-    pub fn fault(&self) -> Fault {
+impl Classify for Error {
+    fn fault(&self) -> Fault {
         match self {
             Error::Protocol { .. } | Error::PeerClosed { .. } => Fault::Peer,
             Error::IdleTimeout => Fault::Network,
@@ -150,15 +139,16 @@ impl Error {
         }
     }
 
-    /// Whether the work that failed may be retried, on this link or another, without risk of
-    /// doing it twice.
-    pub fn is_retry_safe(&self) -> bool {
+    /// Safe for the work not yet started: a stream that could not be opened or read.
+    fn is_retry_safe(&self) -> bool {
         matches!(
             self,
             Error::GoingAway | Error::TooManyStreams { .. } | Error::Blocked | Error::LinkClosed
         )
     }
+}
 
+impl Error {
     /// The wire code that describes this error in a GOAWAY.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -167,6 +157,70 @@ impl Error {
             | Error::LocallyClosed { code } => *code,
             Error::IdleTimeout => ErrorCode::IDLE_TIMEOUT,
             _ => ErrorCode::NO_ERROR,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant: whose fault, whether a retry is safe, and its GOAWAY code.
+    #[test]
+    fn every_error_has_a_fault_a_retry_answer_and_a_code() {
+        let id: StreamId = 1;
+        let p = ErrorCode::PROTOCOL_ERROR;
+        let table = [
+            (
+                Error::Protocol {
+                    code: p,
+                    reason: "x",
+                },
+                Fault::Peer,
+                false,
+                p,
+            ),
+            (Error::PeerClosed { code: p }, Fault::Peer, false, p),
+            (Error::LocallyClosed { code: p }, Fault::Local, false, p),
+            (
+                Error::IdleTimeout,
+                Fault::Network,
+                false,
+                ErrorCode::IDLE_TIMEOUT,
+            ),
+            (Error::Drained, Fault::Local, false, ErrorCode::NO_ERROR),
+            (Error::LinkClosed, Fault::Local, true, ErrorCode::NO_ERROR),
+            (Error::GoingAway, Fault::Local, true, ErrorCode::NO_ERROR),
+            (
+                Error::TooManyStreams { max: 1 },
+                Fault::Local,
+                true,
+                ErrorCode::NO_ERROR,
+            ),
+            (
+                Error::UnknownStream(id),
+                Fault::Local,
+                false,
+                ErrorCode::NO_ERROR,
+            ),
+            (
+                Error::InvalidState { id, reason: "x" },
+                Fault::Local,
+                false,
+                ErrorCode::NO_ERROR,
+            ),
+            (
+                Error::MetadataTooLarge { len: 2, max: 1 },
+                Fault::Local,
+                false,
+                ErrorCode::NO_ERROR,
+            ),
+            (Error::Blocked, Fault::Local, true, ErrorCode::NO_ERROR),
+        ];
+        for (e, fault, retry, code) in table {
+            assert_eq!(e.fault(), fault, "{e:?}");
+            assert_eq!(e.is_retry_safe(), retry, "{e:?}");
+            assert_eq!(e.code(), code, "{e:?}");
         }
     }
 }

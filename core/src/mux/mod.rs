@@ -27,7 +27,7 @@ pub use config::{
     DEFAULT_MAX_METADATA_SIZE, DEFAULT_MAX_STREAM_WINDOW, DEFAULT_STREAM_WINDOW,
     MAX_MAX_FRAME_SIZE, MIN_MAX_FRAME_SIZE, Role,
 };
-pub use error::{Error, ErrorCode, Fault};
+pub use error::{Error, ErrorCode};
 pub use frame::StreamKind;
 pub use session::{Event, Session, Stats};
 pub use stream::StreamState;

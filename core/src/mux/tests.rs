@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 
 use super::frame::{self, Encoder, Frame};
 use super::*;
+use crate::error::{Classify, Fault};
 
 /// Two sessions and the bytes in flight between them.
 struct Pair {

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::mux::Fault;
+use crate::error::{Classify, Fault};
 
 /// Why a TLS connection could not be set up or failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +42,10 @@ impl TlsError {
         }
     }
 
-    /// Whose fault it was.
-    pub fn fault(&self) -> Fault {
+}
+
+impl Classify for TlsError {
+    fn fault(&self) -> Fault {
         match self {
             TlsError::Io(_) | TlsError::ClosedDuringHandshake => Fault::Network,
             TlsError::BadCertificate(_) | TlsError::PeerAlert(_) | TlsError::Protocol(_) => {
@@ -53,12 +55,49 @@ impl TlsError {
         }
     }
 
-    /// Whether trying again (another server, a new connection) may succeed. Certificate and
+    /// Safe when trying again (another server, a new connection) may succeed. Certificate and
     /// configuration problems do not go away by themselves.
-    pub fn is_retry_safe(&self) -> bool {
+    fn is_retry_safe(&self) -> bool {
         matches!(
             self,
             TlsError::Io(_) | TlsError::ClosedDuringHandshake | TlsError::Protocol(_)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant, and how rustls errors are sorted into them: whose fault and whether
+    /// another attempt may work.
+    #[test]
+    fn every_error_has_a_fault_and_a_retry_answer() {
+        let table = [
+            (TlsError::Io(io::Error::other("x")), Fault::Network, true),
+            (TlsError::ClosedDuringHandshake, Fault::Network, true),
+            (
+                TlsError::from_rustls(rustls::Error::NoCertificatesPresented),
+                Fault::Peer,
+                false,
+            ),
+            (
+                TlsError::from_rustls(rustls::Error::AlertReceived(
+                    rustls::AlertDescription::BadCertificate,
+                )),
+                Fault::Peer,
+                false,
+            ),
+            (
+                TlsError::from_rustls(rustls::Error::DecryptError),
+                Fault::Peer,
+                true,
+            ),
+            (TlsError::Config("x".into()), Fault::Local, false),
+        ];
+        for (e, fault, retry) in table {
+            assert_eq!(e.fault(), fault, "{e:?}");
+            assert_eq!(e.is_retry_safe(), retry, "{e:?}");
+        }
     }
 }
