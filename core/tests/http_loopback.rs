@@ -17,7 +17,7 @@ use ringtun_core::http::io::{
 use ringtun_core::http::{
     BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, Fault, HeadLimits, ResponseHead,
     error_response, expects_continue, no_route_detail, request_framing, request_keep_alive,
-    response_framing,
+    response_framing, response_of, status_of,
 };
 use ringtun_core::rt::{Runtime, RuntimeConfig, WorkerCtx};
 
@@ -186,8 +186,8 @@ fn oversized_head_gets_431_over_loopback() {
                     .await
                     .err()
                     .ok_or("an oversized head was accepted")?;
-                assert_eq!(err.status(), 431);
-                let (h, b) = err.to_response();
+                assert_eq!(status_of(&err), 431);
+                let (h, b) = response_of(&err);
                 write_bufs(&mut s, vec![h.to_bytes(), b])
                     .await
                     .map_err(|e| e.to_string())?;

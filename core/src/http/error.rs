@@ -1,27 +1,17 @@
-//! [`HttpError`]: every error of [`crate::http`], with whose fault it was and the response
-//! status it maps to.
+//! [`HttpError`]: every error of [`crate::http`], with whose fault it was ([`Classify`]). The
+//! response status each maps to is decided apart, in [`super::status_of`].
 
-/// Who caused an HTTP error. The edge and the connector use it to pick a status, a log level and
-/// a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Fault {
-    /// The public client sent something wrong (a malformed or hostile request).
-    Client,
-    /// The origin service answered with something wrong.
-    Origin,
-    /// The other end of the tunnel (edge or connector) sent bad stream metadata.
-    Peer,
-    /// This side misused the API (for example wrote more body than it announced).
-    Local,
-    /// The socket failed; nobody in particular is known to be at fault.
-    Network,
-}
+use crate::error::Classify;
+
+/// Who sent the message an error is about; re-exported here because [`super::BodyDecoder`] and
+/// the head parsers take it.
+pub use crate::error::Fault;
 
 /// Every error of [`crate::http`].
 ///
 /// Parse and framing errors carry `from`: [`Fault::Client`] when the message came from a public
 /// client (parse_request, request framing, request bodies), [`Fault::Origin`] when it came from an
-/// origin. [`HttpError::status`] maps client faults to 4xx and everything else to a 5xx.
+/// origin. [`super::status_of`] maps client faults to 4xx and everything else to a 5xx.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The head grew over the configured limit before it was complete (431 for a client).
@@ -96,9 +86,8 @@ pub enum HttpError {
     Io(#[from] std::io::Error),
 }
 
-impl HttpError {
-    /// Whose fault the error was.
-    pub fn fault(&self) -> Fault {
+impl Classify for HttpError {
+    fn fault(&self) -> Fault {
         match self {
             HttpError::HeadTooLarge { from, .. }
             | HttpError::TooManyHeaders { from, .. }
@@ -113,66 +102,17 @@ impl HttpError {
         }
     }
 
-    /// The status of the response to send to the public client because of this error:
-    /// 431 for an oversized client head, 400 for other client faults, 502 otherwise (the
-    /// upstream side of the request path failed).
-    pub fn status(&self) -> u16 {
-        match (self, self.fault()) {
-            (HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders { .. }, Fault::Client) => {
-                431
-            }
-            (_, Fault::Client) => 400,
-            _ => 502,
-        }
-    }
-
-    /// Whether the whole exchange may be retried without risk of the origin processing the
-    /// request twice. Never true at this level: every error here can happen after the request
-    /// left; the callers that know better (a refused stream, a failed connect) decide themselves.
-    pub fn is_retry_safe(&self) -> bool {
+    /// Never safe at this level: every error here can happen after the request left; the
+    /// callers that know better (a refused stream, a failed connect) decide themselves.
+    fn is_retry_safe(&self) -> bool {
         false
     }
+}
 
-    /// The response to send the public client: [`HttpError::status`], the error's message as
-    /// the body, and `Connection: close` (see [`HttpError::closes_connection`]).
-    pub fn to_response(&self) -> (super::ResponseHead, bytes::Bytes) {
-        super::error_response(self.status(), &self.to_string(), true)
-    }
-
+impl HttpError {
     /// Whether the connection the error happened on must be closed (it is out of sync, or gone).
     /// Every error of this module leaves the connection unusable.
     pub fn closes_connection(&self) -> bool {
         true
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statuses_follow_fault() {
-        let e = HttpError::HeadTooLarge {
-            from: Fault::Client,
-            limit: 10,
-        };
-        assert_eq!(e.status(), 431);
-        let e = HttpError::HeadTooLarge {
-            from: Fault::Origin,
-            limit: 10,
-        };
-        assert_eq!(e.status(), 502);
-        let e = HttpError::InvalidFraming {
-            from: Fault::Client,
-            reason: "x",
-        };
-        assert_eq!(e.status(), 400);
-        assert_eq!(HttpError::InvalidMeta("x").fault(), Fault::Peer);
-        assert_eq!(e.to_string(), "invalid message framing: x");
-        let (head, body) = e.to_response();
-        assert_eq!(head.status, 400);
-        assert!(head.headers.has_token("connection", "close"));
-        assert_eq!(&body[..], b"400 Bad Request: invalid message framing: x\n");
     }
 }

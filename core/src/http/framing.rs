@@ -170,6 +170,8 @@ pub fn set_framing_headers(headers: &mut Headers, framing: BodyFraming) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::error::Classify;
+    use crate::http::status_of;
 
     fn req(fields: &[(&'static str, &'static str)]) -> RequestHead {
         let mut h = RequestHead::new("POST", "/");
@@ -230,11 +232,11 @@ mod tests {
         ];
         let mut old = req(&[("Transfer-Encoding", "chunked")]);
         old.version = Version::Http10;
-        assert_eq!(request_framing(&old).unwrap_err().status(), 400);
+        assert_eq!(status_of(&request_framing(&old).unwrap_err()), 400);
         for shape in shapes {
             let head = req(shape);
             let e = request_framing(&head).unwrap_err();
-            assert_eq!(e.status(), 400, "{shape:?}");
+            assert_eq!(status_of(&e), 400, "{shape:?}");
             assert_eq!(e.fault(), Fault::Client);
             assert!(matches!(e, HttpError::InvalidFraming { .. }));
         }
@@ -266,7 +268,7 @@ mod tests {
             b"GET",
         )
         .unwrap_err();
-        assert_eq!(e.status(), 502);
+        assert_eq!(status_of(&e), 502);
         assert_eq!(e.fault(), Fault::Origin);
     }
 

@@ -363,6 +363,8 @@ fn build_headers(head: &Bytes, fields: Vec<(Range<usize>, Range<usize>)>) -> Hea
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::error::Classify;
+    use crate::http::status_of;
     use proptest::prelude::*;
 
     fn buf(s: &[u8]) -> BytesMut {
@@ -430,17 +432,18 @@ mod tests {
         b2.extend_from_slice(&[b'a'; 100]);
         let e = parse_request(&mut b2, &limits).unwrap_err();
         assert!(matches!(e, HttpError::HeadTooLarge { limit: 64, .. }));
-        assert_eq!(e.status(), 431);
+        assert_eq!(status_of(&e), 431);
         // Complete, but longer than the limit.
         b2.extend_from_slice(b"\r\n\r\n");
-        assert_eq!(parse_request(&mut b2, &limits).unwrap_err().status(), 431);
+        assert_eq!(
+            status_of(&parse_request(&mut b2, &limits).unwrap_err()),
+            431
+        );
         // The default limit is 64 KiB.
         let mut big = buf(b"GET / HTTP/1.1\r\nHost: x\r\nX: ");
         big.extend_from_slice(&vec![b'a'; 64 * 1024]);
         assert_eq!(
-            parse_request(&mut big, &HeadLimits::default())
-                .unwrap_err()
-                .status(),
+            status_of(&parse_request(&mut big, &HeadLimits::default()).unwrap_err()),
             431
         );
     }
@@ -454,7 +457,7 @@ mod tests {
         let mut b = buf(b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n");
         let e = parse_request(&mut b, &limits).unwrap_err();
         assert!(matches!(e, HttpError::TooManyHeaders { limit: 3, .. }));
-        assert_eq!(e.status(), 431);
+        assert_eq!(status_of(&e), 431);
     }
 
     #[test]
@@ -469,7 +472,7 @@ mod tests {
         ] {
             let e = parse_request(&mut buf(bad), &HeadLimits::default()).unwrap_err();
             assert_eq!(
-                e.status(),
+                status_of(&e),
                 400,
                 "{e} for {:?}",
                 String::from_utf8_lossy(bad)
@@ -496,7 +499,7 @@ mod tests {
         let e =
             parse_response(&mut buf(b"HTTP/1.1 abc\r\n\r\n"), &HeadLimits::default()).unwrap_err();
         assert_eq!(e.fault(), Fault::Origin);
-        assert_eq!(e.status(), 502);
+        assert_eq!(status_of(&e), 502);
     }
 
     #[test]

@@ -19,9 +19,11 @@
 //!   (`docs/http-meta.md`).
 //! - [`RequestRoute`], [`normalize_host`], [`normalize_path`]: the one host and path a request
 //!   is routed on (`docs/routing.md`).
-//! - [`error_response`]: short plain-text error responses.
+//! - [`error_response`]: short plain-text error responses; [`status_of`] and [`response_of`]:
+//!   the status and response a public client gets for an [`HttpError`].
 //! - [`io`]: async helpers over compio sockets.
-//! - [`HttpError`]: the one error type, with [`HttpError::status`] and [`HttpError::fault`].
+//! - [`HttpError`]: the one error type; whose fault it was through
+//!   [`crate::error::Classify`].
 
 mod decoder;
 mod encoder;
@@ -56,7 +58,7 @@ pub use proxy::{
 };
 pub use response::{
     NO_CONNECTOR_DETAIL, error_response, error_response_bytes, no_route_detail,
-    origin_refused_detail, origin_timeout_detail, reason_phrase,
+    origin_refused_detail, origin_timeout_detail, reason_phrase, response_of, status_of,
 };
 pub use route::{
     MAX_HOST_LEN, RequestRoute, is_normalized_target, normalize_host, normalize_path, target_path,

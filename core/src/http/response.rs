@@ -3,10 +3,15 @@
 //!
 //! The body is plain text and names the failure, so a user running `curl` sees at once whether
 //! the tunnel, the route or the origin is at fault.
+//!
+//! [`status_of`] is the one table from an [`HttpError`] to the status a public client is
+//! answered with; the error itself only says whose fault it was.
 
 use bytes::Bytes;
 
+use super::error::{Fault, HttpError};
 use super::head::ResponseHead;
+use crate::error::Classify;
 
 /// The usual reason phrase of `status` (RFC 9110 §15), empty for an unknown status.
 pub fn reason_phrase(status: u16) -> &'static str {
@@ -98,6 +103,23 @@ pub fn origin_timeout_detail(origin: &str) -> String {
     format!("origin timed out ({origin})")
 }
 
+/// The status of the response to send the public client because of `e`: 431 for an oversized
+/// client head, 400 for other client faults, 502 otherwise (the upstream side of the request
+/// path failed).
+pub fn status_of(e: &HttpError) -> u16 {
+    match (e, e.fault()) {
+        (HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders { .. }, Fault::Client) => 431,
+        (_, Fault::Client) => 400,
+        (_, Fault::Origin | Fault::Peer | Fault::Local | Fault::Network) => 502,
+    }
+}
+
+/// The response to send the public client because of `e`: [`status_of`], the error's message
+/// as the detail, and `Connection: close` (see [`HttpError::closes_connection`]).
+pub fn response_of(e: &HttpError) -> (ResponseHead, Bytes) {
+    error_response(status_of(e), &e.to_string(), true)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -105,6 +127,80 @@ mod tests {
 
     use super::*;
     use crate::http::head::{HeadLimits, parse_response};
+
+    #[test]
+    fn statuses_follow_fault() {
+        let e = HttpError::HeadTooLarge {
+            from: Fault::Client,
+            limit: 10,
+        };
+        assert_eq!(status_of(&e), 431);
+        let e = HttpError::HeadTooLarge {
+            from: Fault::Origin,
+            limit: 10,
+        };
+        assert_eq!(status_of(&e), 502);
+        let e = HttpError::InvalidFraming {
+            from: Fault::Client,
+            reason: "x",
+        };
+        assert_eq!(status_of(&e), 400);
+        assert_eq!(HttpError::InvalidMeta("x").fault(), Fault::Peer);
+        assert_eq!(e.to_string(), "invalid message framing: x");
+        let (head, body) = response_of(&e);
+        assert_eq!(head.status, 400);
+        assert!(head.headers.has_token("connection", "close"));
+        assert_eq!(&body[..], b"400 Bad Request: invalid message framing: x\n");
+    }
+
+    /// Every variant, from every sender that can send it: whose fault, the status, retry.
+    #[test]
+    fn every_error_and_fault_has_one_status() {
+        use std::io;
+        // (error, fault, status)
+        let mut table: Vec<(HttpError, Fault, u16)> = Vec::new();
+        for from in [Fault::Client, Fault::Origin] {
+            let client = from == Fault::Client;
+            let (big, bad) = if client { (431, 400) } else { (502, 502) };
+            table.extend([
+                (HttpError::HeadTooLarge { from, limit: 1 }, from, big),
+                (HttpError::TooManyHeaders { from, limit: 1 }, from, big),
+                (HttpError::MalformedHead { from, reason: "x" }, from, bad),
+                (HttpError::IncompleteHead { from, received: 1 }, from, bad),
+                (HttpError::InvalidFraming { from, reason: "x" }, from, bad),
+                (HttpError::InvalidBody { from, reason: "x" }, from, bad),
+                (HttpError::IncompleteBody { from }, from, bad),
+            ]);
+        }
+        table.extend([
+            (
+                HttpError::BodyLengthMismatch {
+                    expected: 1,
+                    actual: 2,
+                },
+                Fault::Local,
+                502,
+            ),
+            (HttpError::InvalidMeta("x"), Fault::Peer, 502),
+            (HttpError::Io(io::Error::other("x")), Fault::Network, 502),
+        ]);
+        for (e, fault, status) in &table {
+            assert_eq!(e.fault(), *fault, "{e:?}");
+            assert_eq!(status_of(e), *status, "{e:?}");
+            assert!(!e.is_retry_safe(), "{e:?}");
+            assert!(e.closes_connection(), "{e:?}");
+            let (head, body) = response_of(e);
+            assert_eq!(head.status, *status);
+            assert!(head.headers.has_token("connection", "close"));
+            assert!(String::from_utf8_lossy(&body).contains(&e.to_string()));
+        }
+        // A fault no variant carries today still has a status: every sender but a client
+        // means the upstream side failed.
+        for from in [Fault::Peer, Fault::Local, Fault::Network] {
+            let e = HttpError::HeadTooLarge { from, limit: 1 };
+            assert_eq!(status_of(&e), 502, "{from:?}");
+        }
+    }
 
     #[test]
     fn error_responses_parse_and_say_what_failed() {
