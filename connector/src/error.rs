@@ -1,21 +1,12 @@
 //! The crate's one error type.
 //!
-//! Every variant says whose fault it was ([`Fault`]) and whether trying again can help
-//! ([`Error::is_retryable`]). Validation messages follow cloudflared's wording where cloudflared
+//! Every variant says whose fault it was and whether trying again can help, in the workspace's
+//! one vocabulary ([`Classify`]). Validation messages follow cloudflared's wording where cloudflared
 //! has one, lowercased, so that users searching for a cloudflared error find the same rule.
 
 use std::path::PathBuf;
 
-/// Who has to act to fix an [`Error`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The operator: a config file, a flag, a credentials file or the local machine.
-    Local,
-    /// The edge refused or failed.
-    Edge,
-    /// This connector: a feature that is missing or a bug.
-    Connector,
-}
+use ringtun_core::error::{Classify, Fault};
 
 /// Errors of the connector library.
 #[derive(Debug, thiserror::Error)]
@@ -38,12 +29,12 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The config file is not valid YAML.
-    #[error("config file {path} is not valid YAML: {message}")]
+    #[error("config file {path} is not valid YAML: {source}")]
     ConfigYaml {
         /// The file.
         path: PathBuf,
-        /// The parser's message, with line and column.
-        message: String,
+        /// The parser's error, with line and column.
+        source: serde_yaml_ng::Error,
     },
     /// A known field has a value of the wrong type or shape.
     #[error("config field {field}: {message}")]
@@ -275,10 +266,11 @@ pub enum Error {
     )]
     NoTunnel,
     /// The worker runtime could not start.
-    #[error("cannot start the workers: {reason}")]
+    #[error("cannot start the workers: {source}")]
     Runtime {
         /// Why.
-        reason: String,
+        #[from]
+        source: ringtun_core::rt::RtError,
     },
     /// The metrics server (`--metrics ADDR`) could not start.
     #[error("cannot serve metrics on {addr}: {reason} (check --metrics / RINGTUN_METRICS)")]
@@ -356,28 +348,31 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// Whose fault the error is.
-    pub fn fault(&self) -> Fault {
+/// The edge is [`Fault::Peer`]; the operator (a config file, a flag, a credentials file, the
+/// local machine) and this connector itself (a feature not there yet) are [`Fault::Local`].
+impl Classify for Error {
+    fn fault(&self) -> Fault {
         match self {
-            Error::NotImplemented { .. } => Fault::Connector,
             Error::EdgeUnreachable { .. }
             | Error::EdgeFailed { .. }
             | Error::EdgeRefusedConnector { .. }
-            | Error::EdgeBadResponse { .. } => Fault::Edge,
+            | Error::EdgeBadResponse { .. } => Fault::Peer,
             _ => Fault::Local,
         }
     }
 
-    /// Whether trying the same thing again, unchanged, may succeed: only when the edge was down or
-    /// failed. The rest need the operator to change a file, a flag, the request or the build.
-    pub fn is_retryable(&self) -> bool {
+    /// Safe only when the edge was down or failed: trying the same thing again, unchanged, may
+    /// then succeed (the connector retries only reads, [`crate::run::retry_at_start`]). The rest
+    /// need the operator to change a file, a flag, the request or the build.
+    fn is_retry_safe(&self) -> bool {
         matches!(
             self,
             Error::EdgeUnreachable { .. } | Error::EdgeFailed { .. }
         )
     }
+}
 
+impl Error {
     /// The process exit code for this error: 2 for a command that does not exist yet, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -389,3 +384,83 @@ impl Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whose fault, whether `retry_at_start` tries again, and the exit code: the edge's answers
+    /// are the peer's, and only an unreachable or failing edge is worth asking again.
+    #[test]
+    fn faults_retries_and_exit_codes() {
+        let table = [
+            (
+                Error::EdgeUnreachable {
+                    addr: "a".into(),
+                    reason: "r".into(),
+                },
+                Fault::Peer,
+                true,
+                1,
+            ),
+            (
+                Error::EdgeFailed {
+                    status: 500,
+                    message: "m".into(),
+                },
+                Fault::Peer,
+                true,
+                1,
+            ),
+            (
+                Error::EdgeRefusedConnector {
+                    message: "m".into(),
+                },
+                Fault::Peer,
+                false,
+                1,
+            ),
+            (
+                Error::EdgeBadResponse {
+                    request: "GET /".into(),
+                    reason: "r".into(),
+                },
+                Fault::Peer,
+                false,
+                1,
+            ),
+            (
+                Error::EdgeRejected {
+                    status: 409,
+                    message: "m".into(),
+                },
+                Fault::Local,
+                false,
+                1,
+            ),
+            (
+                Error::ApiTokenRefused {
+                    source_name: "--api-token".into(),
+                },
+                Fault::Local,
+                false,
+                1,
+            ),
+            (Error::NoIngressRules, Fault::Local, false, 1),
+            (Error::NoEdgeServers, Fault::Local, false, 1),
+            (
+                Error::NotImplemented {
+                    command: "tunnel x",
+                },
+                Fault::Local,
+                false,
+                2,
+            ),
+        ];
+        for (e, fault, retry, exit) in table {
+            assert_eq!(e.fault(), fault, "{e:?}");
+            assert_eq!(e.is_retry_safe(), retry, "{e:?}");
+            assert_eq!(e.exit_code(), exit, "{e:?}");
+        }
+    }
+}

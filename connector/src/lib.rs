@@ -30,4 +30,4 @@ pub mod observe;
 pub mod proxy;
 pub mod run;
 
-pub use error::{Error, Fault, Result};
+pub use error::{Error, Result};

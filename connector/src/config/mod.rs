@@ -86,9 +86,9 @@ impl Config {
 
     fn parse(text: &str, path: &Path) -> Result<Config> {
         let mut doc: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str(text).map_err(|e| Error::ConfigYaml {
+            serde_yaml_ng::from_str(text).map_err(|source| Error::ConfigYaml {
                 path: path.to_owned(),
-                message: e.to_string(),
+                source,
             })?;
         match doc {
             serde_yaml_ng::Value::Null => doc = serde_yaml_ng::Value::Mapping(Default::default()),

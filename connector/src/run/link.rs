@@ -427,6 +427,7 @@ async fn retire(index: usize, link: Link, grace: Duration, shutdown: &Shutdown, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringtun_core::error::Classify;
     use ringtun_core::handshake::Rejected;
 
     fn refused(code: RejectCode) -> HandshakeError {

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use ringtun_core::error::Classify;
 use ringtun_core::handshake::TunnelSecret;
 use ringtun_core::rt::{Runtime, RuntimeConfig, Shutdown, WorkerCtx};
 
@@ -160,15 +161,11 @@ pub fn run(settings: RunSettings) -> Result<()> {
     let uuid = uuid::Uuid::from_bytes(settings.connector_id);
     let connector_id = Bytes::from(uuid.to_string());
     let links = settings.links.max(1);
-    let mut config = RuntimeConfig::from_env().map_err(|e| Error::Runtime {
-        reason: e.to_string(),
-    })?;
+    let mut config = RuntimeConfig::from_env()?;
     if settings.workers.is_some() {
         config.workers = settings.workers;
     }
-    let workers = config.resolved_workers().map_err(|e| Error::Runtime {
-        reason: e.to_string(),
-    })?;
+    let workers = config.resolved_workers()?;
     let shared = Arc::new(Shared {
         tunnel_id: settings.tunnel_id,
         connector_id: settings.connector_id,
@@ -241,9 +238,6 @@ pub fn run(settings: RunSettings) -> Result<()> {
                 let _ = t.await;
             }
         }
-    })
-    .map_err(|e| Error::Runtime {
-        reason: e.to_string(),
     })?;
     if let Some(signals) = signals {
         watch_signals(
@@ -274,7 +268,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
 
 /// Runs `step`, a start-up call to the edge's admin API (discovery, resolving a tunnel name),
 /// until it succeeds or fails for good. While the edge cannot be reached or fails
-/// ([`Error::is_retryable`]), it waits with the links' backoff (1 s doubling to 32 s, with
+/// ([`Classify::is_retry_safe`]), it waits with the links' backoff (1 s doubling to 32 s, with
 /// jitter) and says so in one warning per attempt, as cloudflared does; any other error (a
 /// refused token, an unknown tunnel) is returned at once.
 pub fn retry_at_start<T>(what: &str, mut step: impl FnMut() -> Result<T>) -> Result<T> {
@@ -288,7 +282,7 @@ pub fn retry_at_start<T>(what: &str, mut step: impl FnMut() -> Result<T>) -> Res
                 }
                 return Ok(v);
             }
-            Err(e) if e.is_retryable() => {
+            Err(e) if e.is_retry_safe() => {
                 let delay = link::jitter(backoff);
                 tracing::warn!(
                     what,
