@@ -1,27 +1,13 @@
 //! The crate's one error type.
 //!
-//! Every variant says whose fault it was ([`Fault`]); the admin API maps that to a status code and
-//! the link servers send [`Error::ConnectorLimit`] and friends to the connector verbatim.
+//! Every variant says whose fault it was and whether retrying can help, in the workspace's one
+//! vocabulary ([`Classify`]). The status an admin API caller gets for each is decided apart, in
+//! [`crate::admin::status_of`]; the link servers send [`Error::ConnectorLimit`] and friends to
+//! the connector verbatim.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Who caused an error, which decides the status code and whether retrying can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The caller (an admin client or a connector) sent something wrong; retrying the same
-    /// request fails the same way.
-    Client,
-    /// The request conflicts with the current state (a name taken, connectors still connected);
-    /// retrying may succeed once the state changes.
-    Conflict,
-    /// The thing asked for does not exist.
-    NotFound,
-    /// The edge itself failed (disk, database, certificates); not the caller's fault.
-    Edge,
-    /// The edge cannot do it now (its database is locked); not the caller's fault, and a retry
-    /// later may succeed.
-    Unavailable,
-}
+use ringtun_core::error::{Classify, Fault};
 
 /// Errors of the edge simulator library.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +113,10 @@ pub enum Error {
     BadProof(String),
     /// The data-plane runtime (worker threads, listeners) failed to start.
     #[error("data plane: {0}")]
-    Runtime(String),
+    Runtime(#[from] ringtun_core::rt::RtError),
+    /// The links' TLS server configuration could not be built from the edge's certificate.
+    #[error("data plane: tls server config: {0}")]
+    TlsConfig(#[source] ringtun_core::tls::TlsError),
     /// A connector registered a link index outside the links it may hold.
     #[error(
         "link index {index} is out of range: this connector may hold {allowed} links (it declared {declared} ha-connections; at most 16)"
@@ -145,38 +134,67 @@ pub enum Error {
     ConnectorConflict(String),
 }
 
-impl Error {
-    /// Whose fault the error is.
-    pub fn fault(&self) -> Fault {
+/// The caller of the admin API, or a connector registering, is [`Fault::Client`]; the edge
+/// itself, its operator's configuration and its host (disk, database, certificates, ports) are
+/// [`Fault::Local`].
+impl Classify for Error {
+    fn fault(&self) -> Fault {
         match self {
-            Error::Config(_) | Error::Invalid(_) | Error::BadProof(_) => Fault::Client,
-            Error::TunnelNotFound(_) | Error::RouteNotFound(_) => Fault::NotFound,
+            Error::Invalid(_)
+            | Error::BadProof(_)
+            | Error::LinkLimit { .. }
+            | Error::TunnelNotFound(_)
+            | Error::RouteNotFound(_)
+            | Error::TunnelExists(_)
+            | Error::TunnelHasConnectors { .. }
+            | Error::DnsRouteExists { .. }
+            | Error::TcpRouteExists { .. }
+            | Error::TcpPortUnavailable { .. }
+            | Error::ConnectorLimit { .. }
+            | Error::ConnectorConflict(_) => Fault::Client,
+            Error::Config(_)
+            | Error::State { .. }
+            | Error::CorruptState { .. }
+            | Error::Certificate(_)
+            | Error::Database(_)
+            | Error::RegistryBusy
+            | Error::Bind { .. }
+            | Error::Runtime(_)
+            | Error::TlsConfig(_) => Fault::Local,
+        }
+    }
+
+    /// Safe when the same operation, unchanged, may succeed later: the request conflicts with
+    /// the current state (a name taken, connectors still connected), which may change, or the
+    /// edge failed or was busy. A bad value, a wrong proof or a missing thing stays so.
+    fn is_retry_safe(&self) -> bool {
+        match self {
             Error::TunnelExists(_)
             | Error::TunnelHasConnectors { .. }
             | Error::DnsRouteExists { .. }
             | Error::TcpRouteExists { .. }
             | Error::TcpPortUnavailable { .. }
             | Error::ConnectorLimit { .. }
-            | Error::ConnectorConflict(_) => Fault::Conflict,
-            Error::LinkLimit { .. } => Fault::Client,
-            Error::State { .. }
+            | Error::ConnectorConflict(_)
+            | Error::State { .. }
             | Error::CorruptState { .. }
             | Error::Certificate(_)
             | Error::Database(_)
+            | Error::RegistryBusy
             | Error::Bind { .. }
-            | Error::Runtime(_) => Fault::Edge,
-            Error::RegistryBusy => Fault::Unavailable,
+            | Error::Runtime(_)
+            | Error::TlsConfig(_) => true,
+            Error::Config(_)
+            | Error::Invalid(_)
+            | Error::BadProof(_)
+            | Error::LinkLimit { .. }
+            | Error::TunnelNotFound(_)
+            | Error::RouteNotFound(_) => false,
         }
     }
+}
 
-    /// Whether retrying the same operation later may succeed without the caller changing it.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.fault(),
-            Fault::Conflict | Fault::Edge | Fault::Unavailable
-        )
-    }
-
+impl Error {
     pub(crate) fn state(
         action: &'static str,
         path: &std::path::Path,

@@ -33,7 +33,7 @@ pub mod shutdown;
 pub mod state;
 
 pub use edge::{Edge, run};
-pub use error::{Error, Fault, Result};
+pub use error::{Error, Result};
 pub use settings::Settings;
 pub use shutdown::Shutdown;
 pub use state::{AdminToken, StateDir, TlsMaterial};

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::error::{Error, Fault};
+use crate::error::Error;
 use crate::registry::{Connector, Registry, RouteChange, Tunnel, edge_summary};
 use crate::settings::{DataCenter, LbPolicy};
 use crate::state::AdminToken;
@@ -56,16 +56,10 @@ impl Reply {
 
 impl From<Error> for Reply {
     fn from(e: Error) -> Reply {
-        let status = match e.fault() {
-            Fault::Client => 400,
-            Fault::NotFound => 404,
-            Fault::Conflict => 409,
-            Fault::Unavailable => 503,
-            Fault::Edge => {
-                tracing::error!(error = %e, "admin API: edge failure");
-                500
-            }
-        };
+        let status = super::status_of(&e);
+        if status == 500 {
+            tracing::error!(error = %e, "admin API: edge failure");
+        }
         Reply::error(status, e.to_string())
     }
 }

@@ -36,11 +36,13 @@
 //! from the server at a limit ([`server::Limits`]) 408, 413, 431 or 503.
 pub mod handler;
 pub mod server;
+mod status;
 
 use std::net::{SocketAddr, TcpListener};
 
 pub use handler::{AdminContext, Reply, handle};
 pub use server::Limits;
+pub use status::status_of;
 
 use crate::error::{Error, Result};
 use server::{Head, HttpServer, Service};

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use ringtun_core::http::{
     BodyDecoder, BodyFraming, BodyLimits, DecodeStep, Fault, HeadLimits, HttpError, RequestHead,
-    expects_continue, parse_request, reason_phrase, request_framing,
+    expects_continue, parse_request, reason_phrase, request_framing, status_of,
 };
 
 use super::handler::Reply;
@@ -446,12 +446,12 @@ impl<'a> Connection<'a> {
                 return;
             }
             Err(ReadError::Invalid(e)) => {
-                let reason = match e.status() {
+                let reason = match status_of(&e) {
                     431 => Rejection::HeadTooLarge,
                     _ => Rejection::BadRequest,
                 };
                 self.shared.reject(reason, self.peer);
-                self.finish(&Reply::error(e.status(), e.to_string()), false);
+                self.finish(&Reply::error(status_of(&e), e.to_string()), false);
                 return;
             }
         };

@@ -272,11 +272,9 @@ impl DataPlane {
     pub fn start(settings: &Settings, registry: Arc<Registry>, tls: &TlsMaterial) -> Result<Self> {
         let config = RuntimeConfig {
             workers: settings.workers,
-            ..RuntimeConfig::from_env().map_err(|e| Error::Runtime(e.to_string()))?
+            ..RuntimeConfig::from_env()?
         };
-        let n = config
-            .resolved_workers()
-            .map_err(|e| Error::Runtime(e.to_string()))?;
+        let n = config.resolved_workers()?;
         let tls = if settings.danger_plaintext_links {
             tracing::warn!(
                 "DANGER: links run WITHOUT TLS (--danger-plaintext-links); anyone on the path can read and forge tunnel traffic; benchmarks only"
@@ -288,7 +286,7 @@ impl DataPlane {
                     tls.cert_chain_der.clone(),
                     tls.key_der.clone_key(),
                 )
-                .map_err(|e| Error::Runtime(format!("tls server config: {e}")))?,
+                .map_err(Error::TlsConfig)?,
             )
         };
         let bind = |what: &'static str, addr: SocketAddr| {
@@ -356,8 +354,7 @@ impl DataPlane {
             async move {
                 worker::run(ctx, plane, &server_sets, &http_set).await;
             }
-        })
-        .map_err(|e| Error::Runtime(e.to_string()))?;
+        })?;
         Ok(DataPlane {
             plane,
             runtime: Some(runtime),

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use bytes::{Bytes, BytesMut};
 use compio::net::{TcpListener, TcpStream};
+use ringtun_core::error::Classify;
 use ringtun_core::mux::StreamKind;
 use ringtun_core::rt::net::ListenerSet;
 

@@ -10,7 +10,7 @@ use compio::net::TcpStream;
 use ringtun_core::http::io::{CONTINUE_RESPONSE, read_body_chunk};
 use ringtun_core::http::{
     BodyDecoder, BodyFraming, BodyLimits, Fault, HttpError, RequestHead, expects_continue,
-    set_framing_headers,
+    response_of, set_framing_headers,
 };
 use ringtun_core::link::{LinkError, Stream};
 use ringtun_core::mux::ErrorCode;
@@ -149,7 +149,7 @@ pub(crate) async fn read_small_body(
                     return Err(Next::Close);
                 }
                 metrics.public_error("bad_request");
-                let (h, b) = e.to_response();
+                let (h, b) = response_of(&e);
                 let _ = c.write(vec![h.to_bytes(), b]).await;
                 return Err(Next::Close);
             }

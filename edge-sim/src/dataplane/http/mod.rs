@@ -58,7 +58,7 @@ use uuid::Uuid;
 use bytes::{Bytes, BytesMut};
 use compio::net::{TcpListener, TcpStream};
 use ringtun_core::http::io::{read_more, read_request_head, write_bufs};
-use ringtun_core::http::{HeadLimits, HttpError, NO_CONNECTOR_DETAIL, error_response};
+use ringtun_core::http::{HeadLimits, HttpError, NO_CONNECTOR_DETAIL, error_response, response_of};
 
 pub use super::watchdog::HEAD_TIMEOUT;
 pub use body::RETRY_BODY_LIMIT;
@@ -178,7 +178,7 @@ pub(crate) async fn serve(
             Err(e) => {
                 if !matches!(e, HttpError::Io(_) | HttpError::IncompleteHead { .. }) {
                     w.plane.registry.metrics().public_error("bad_request");
-                    let (h, b) = e.to_response();
+                    let (h, b) = response_of(&e);
                     let _ = c.write(vec![h.to_bytes(), b]).await;
                 }
                 break;

@@ -6,10 +6,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use ringtun_core::error::Classify;
 use ringtun_core::http::io::CONTINUE_RESPONSE;
 use ringtun_core::http::{
     BodyFraming, RequestHead, RequestRoute, expects_continue, forward_request_meta,
     is_upgrade_request, is_websocket_upgrade, no_route_detail, request_framing, request_keep_alive,
+    response_of,
 };
 use ringtun_core::link::{Link, LinkError, Stream};
 use ringtun_core::mux::StreamKind;
@@ -31,7 +33,7 @@ pub(crate) async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, coun
         Ok(f) => f,
         Err(e) => {
             w.plane.registry.metrics().public_error("bad_request");
-            let (h, b) = e.to_response();
+            let (h, b) = response_of(&e);
             let _ = c.write(vec![h.to_bytes(), b]).await;
             return Next::Close;
         }
