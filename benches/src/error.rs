@@ -1,10 +1,12 @@
 //! [`LoadError`]: the one error type of the `ringtun-benches` library.
 //!
-//! Every variant says whose fault it is. Nothing here is retried automatically: a load run that
+//! Every variant says whose fault it is and whether a retry may work ([`Classify`]). Nothing here
+//! is retried automatically: a load run that
 //! meets an error either counts it (peer faults during a run) or stops (local faults at setup).
 
 use std::io;
 
+use ringtun_core::error::{Classify, Fault};
 use ringtun_core::rt::RtError;
 
 /// What can go wrong in ringtun-load.
@@ -54,14 +56,34 @@ pub enum LoadError {
         /// What was wrong.
         reason: String,
     },
+    /// A JSON report could not be written or parsed (user's or local fault; not retryable).
+    #[error("bad report: {0}")]
+    ReportJson(#[from] serde_json::Error),
+}
+
+impl Classify for LoadError {
+    /// The target's bad HTTP is [`Fault::Origin`]; everything else is [`Fault::Local`] (the
+    /// user's options and files, this machine, or ringtun-load itself).
+    fn fault(&self) -> Fault {
+        match self {
+            Self::Http { .. } => Fault::Origin,
+            Self::Runtime(e) => e.fault(),
+            Self::BadTarget { .. }
+            | Self::BadOption { .. }
+            | Self::Io { .. }
+            | Self::LinkBench(_)
+            | Self::BadReport { .. }
+            | Self::ReportJson(_) => Fault::Local,
+        }
+    }
+
+    /// Safe only for the target's bad HTTP, on a fresh connection.
+    fn is_retry_safe(&self) -> bool {
+        matches!(self, Self::Http { .. })
+    }
 }
 
 impl LoadError {
-    /// Whether the same operation may succeed when retried on a fresh connection.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Http { .. })
-    }
-
     pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
         Self::Io {
             what: what.into(),

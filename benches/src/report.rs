@@ -226,16 +226,12 @@ impl RunReport {
 
     /// The JSON text.
     pub fn to_json(&self) -> Result<String, LoadError> {
-        serde_json::to_string_pretty(self).map_err(|e| LoadError::BadReport {
-            reason: e.to_string(),
-        })
+        Ok(serde_json::to_string_pretty(self)?)
     }
 
     /// Parses a report, checking its format and version.
     pub fn from_json(text: &str) -> Result<Self, LoadError> {
-        let r: Self = serde_json::from_str(text).map_err(|e| LoadError::BadReport {
-            reason: e.to_string(),
-        })?;
+        let r: Self = serde_json::from_str(text)?;
         if r.format != FORMAT || r.version != FORMAT_VERSION {
             return Err(LoadError::BadReport {
                 reason: format!("unsupported format {} v{}", r.format, r.version),

@@ -2,10 +2,12 @@
 
 use std::{io, net::SocketAddr};
 
+use crate::error::{Classify, Fault};
+
 /// Everything that can go wrong in the runtime layer.
 ///
 /// All of these are *local* faults (this process, its configuration or its host); none is caused
-/// by a peer. [`RtError::is_retryable`] says whether trying the same thing again may succeed.
+/// by a peer. [`Classify::is_retry_safe`] says whether trying the same thing again may succeed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RtError {
@@ -123,12 +125,16 @@ pub enum RtError {
     },
 }
 
-impl RtError {
-    /// Whether retrying the same operation may succeed without changing configuration.
-    ///
-    /// A full mailbox drains, and a bind can succeed once the port is released; configuration
-    /// errors, missing kernel features and panics do not go away by retrying.
-    pub fn is_retryable(&self) -> bool {
+impl Classify for RtError {
+    /// Always [`Fault::Local`].
+    fn fault(&self) -> Fault {
+        Fault::Local
+    }
+
+    /// Safe when the same operation may succeed without changing configuration: a full mailbox
+    /// drains, and a bind can succeed once the port is released; configuration errors, missing
+    /// kernel features and panics do not go away by retrying.
+    fn is_retry_safe(&self) -> bool {
         matches!(
             self,
             Self::MailboxFull { .. }
@@ -136,5 +142,62 @@ impl RtError {
                 | Self::PortInUse { .. }
                 | Self::Spawn { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant: always local; a retry is safe for what drains or gets released.
+    #[test]
+    fn every_error_is_local_and_has_a_retry_answer() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let os = || io::Error::other("x");
+        let table = [
+            (RtError::InvalidConfig { reason: "x" }, false),
+            (RtError::InvalidDriverEnv { value: "x".into() }, false),
+            (RtError::IoUringUnavailable { source: os() }, false),
+            (RtError::Driver { source: os() }, false),
+            (
+                RtError::Spawn {
+                    worker: 0,
+                    source: os(),
+                },
+                true,
+            ),
+            (
+                RtError::WorkerPanicked {
+                    worker: 0,
+                    message: "x".into(),
+                },
+                false,
+            ),
+            (RtError::WorkerLost { worker: 0 }, false),
+            (RtError::Aborted { worker: 0 }, false),
+            (
+                RtError::NoSuchWorker {
+                    worker: 2,
+                    workers: 1,
+                },
+                false,
+            ),
+            (
+                RtError::MailboxFull {
+                    worker: 0,
+                    capacity: 1,
+                },
+                true,
+            ),
+            (RtError::MailboxClosed { worker: 0 }, false),
+            (RtError::Bind { addr, source: os() }, true),
+            (RtError::PortInUse { addr }, true),
+            (RtError::ListenerTaken { worker: 0 }, false),
+            (RtError::Register { source: os() }, false),
+        ];
+        for (e, retry) in table {
+            assert_eq!(e.fault(), Fault::Local, "{e:?}");
+            assert_eq!(e.is_retry_safe(), retry, "{e:?}");
+        }
     }
 }
