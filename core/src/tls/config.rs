@@ -39,7 +39,7 @@ pub fn client_config(ca_pem: &[u8]) -> Result<Arc<ClientConfig>, TlsError> {
     }
     let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(TlsError::ConfigRejected)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![ALPN.to_vec()];
@@ -54,7 +54,7 @@ pub const HTTP1_ALPN: &[u8] = b"http/1.1";
 pub fn origin_client_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, TlsError> {
     let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(TlsError::ConfigRejected)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![HTTP1_ALPN.to_vec()];
@@ -69,7 +69,7 @@ pub fn danger_origin_client_config_no_verify() -> Result<Arc<ClientConfig>, TlsE
     let provider = provider();
     let mut cfg = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(TlsError::ConfigRejected)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(DangerAcceptAnyCertificate(provider)))
         .with_no_client_auth();
@@ -133,7 +133,7 @@ pub fn server_config(
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(TlsError::ConfigRejected)?
         .with_no_client_auth()
         .with_single_cert(cert_chain, key)
         .map_err(|e| TlsError::Config(format!("bad certificate or key: {e}")))?;

@@ -28,6 +28,9 @@ pub enum TlsError {
     /// Local TLS material or settings are invalid (PEM, key, server name).
     #[error("invalid tls configuration: {0}")]
     Config(String),
+    /// rustls refused the local settings (the protocol versions asked for).
+    #[error("invalid tls configuration: {0}")]
+    ConfigRejected(#[source] rustls::Error),
 }
 
 impl TlsError {
@@ -41,7 +44,6 @@ impl TlsError {
             other => TlsError::Protocol(other),
         }
     }
-
 }
 
 impl Classify for TlsError {
@@ -51,7 +53,7 @@ impl Classify for TlsError {
             TlsError::BadCertificate(_) | TlsError::PeerAlert(_) | TlsError::Protocol(_) => {
                 Fault::Peer
             }
-            TlsError::Config(_) => Fault::Local,
+            TlsError::Config(_) | TlsError::ConfigRejected(_) => Fault::Local,
         }
     }
 
@@ -94,6 +96,11 @@ mod tests {
                 true,
             ),
             (TlsError::Config("x".into()), Fault::Local, false),
+            (
+                TlsError::ConfigRejected(rustls::Error::General("x".into())),
+                Fault::Local,
+                false,
+            ),
         ];
         for (e, fault, retry) in table {
             assert_eq!(e.fault(), fault, "{e:?}");

@@ -512,7 +512,7 @@ fn put_at<B: IoBufMut>(buf: &mut B, offset: usize, data: &[u8]) -> io::Result<()
     if over == data.len() {
         return Ok(());
     }
-    B::extend_from_slice(buf, &data[over..]).map_err(|e| io::Error::other(e.to_string()))
+    B::extend_from_slice(buf, &data[over..]).map_err(io::Error::other)
 }
 
 impl<S: TlsSocket> AsyncRead for TlsReader<S> {
