@@ -269,7 +269,7 @@ impl AdminClient {
         };
         let mut response = sent.map_err(|e| Error::EdgeUnreachable {
             addr: self.addr.clone(),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
         let status = response.status().as_u16();
         let text = response
@@ -277,12 +277,12 @@ impl AdminClient {
             .read_to_string()
             .map_err(|e| Error::EdgeUnreachable {
                 addr: self.addr.clone(),
-                reason: format!("reading the response: {e}"),
+                source: format!("reading the response: {e}").into(),
             })?;
         if (200..300).contains(&status) {
             return serde_json::from_str(&text).map_err(|e| Error::EdgeBadResponse {
                 request: format!("{method} {path}"),
-                reason: e.to_string(),
+                source: e.into(),
             });
         }
         let message = serde_json::from_str::<Value>(&text)
@@ -322,7 +322,7 @@ impl AdminClient {
         let value = self.tunnel_json(tunnel)?;
         serde_json::from_value(value).map_err(|e| Error::EdgeBadResponse {
             request: format!("GET /tunnels/{tunnel}"),
-            reason: e.to_string(),
+            source: e.into(),
         })
     }
 

@@ -8,6 +8,10 @@ use std::path::PathBuf;
 
 use ringtun_core::error::{Classify, Fault};
 
+/// The error a variant was caused by, kept as its source: a library's error, or a message where
+/// there is none (`String` converts with `.into()`).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Errors of the connector library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -156,14 +160,14 @@ pub enum Error {
     },
     /// The edge's admin API could not be reached (refused, timed out, not HTTP).
     #[error(
-        "cannot reach the edge admin API at {addr}: {reason} (is ringtun-edge running? set \
+        "cannot reach the edge admin API at {addr}: {source} (is ringtun-edge running? set \
          --edge-api or RINGTUN_EDGE_API)"
     )]
     EdgeUnreachable {
         /// The admin API address tried.
         addr: String,
         /// What went wrong.
-        reason: String,
+        source: Cause,
     },
     /// The edge answered 401: the admin API token is wrong.
     #[error(
@@ -191,12 +195,12 @@ pub enum Error {
         message: String,
     },
     /// The edge answered with a body this connector does not understand.
-    #[error("unexpected answer from the edge to {request}: {reason}")]
+    #[error("unexpected answer from the edge to {request}: {source}")]
     EdgeBadResponse {
         /// The request, like `GET /tunnels`.
         request: String,
         /// What did not parse.
-        reason: String,
+        source: Cause,
     },
     /// A step of `ringtun demo` failed.
     #[error("demo step \"{step}\" failed: {reason}")]
@@ -235,12 +239,12 @@ pub enum Error {
         credentials: PathBuf,
     },
     /// The edge CA that was given cannot be read or holds no usable certificate.
-    #[error("the edge CA from {from} cannot be used: {reason}")]
+    #[error("the edge CA from {from} cannot be used: {source}")]
     EdgeCaUnusable {
         /// Where it came from, like `--cacert /etc/ringtun/ca.pem`.
         from: String,
         /// Why.
-        reason: String,
+        source: Cause,
     },
     /// The tunnel ID in the credentials file is not a UUID.
     #[error("tunnel ID {id} in the credentials is not a UUID")]
@@ -273,23 +277,23 @@ pub enum Error {
         source: ringtun_core::rt::RtError,
     },
     /// The metrics server (`--metrics ADDR`) could not start.
-    #[error("cannot serve metrics on {addr}: {reason} (check --metrics / RINGTUN_METRICS)")]
+    #[error("cannot serve metrics on {addr}: {source} (check --metrics / RINGTUN_METRICS)")]
     MetricsServer {
         /// The address given.
         addr: String,
         /// Why.
-        reason: String,
+        source: Cause,
     },
     /// `tunnel ready`: the connector's metrics server could not be asked.
     #[error(
-        "cannot reach the connector's metrics server at {addr}: {reason} (is `ringtun tunnel run \
+        "cannot reach the connector's metrics server at {addr}: {source} (is `ringtun tunnel run \
          --metrics {addr}` running?)"
     )]
     MetricsUnreachable {
         /// The address given.
         addr: String,
         /// Why.
-        reason: String,
+        source: Cause,
     },
     /// `tunnel ready`: the connector answered, but is not ready.
     #[error("connector not ready (HTTP {status} from {addr}/ready): {body}")]
@@ -397,7 +401,7 @@ mod tests {
             (
                 Error::EdgeUnreachable {
                     addr: "a".into(),
-                    reason: "r".into(),
+                    source: "r".into(),
                 },
                 Fault::Peer,
                 true,
@@ -423,7 +427,7 @@ mod tests {
             (
                 Error::EdgeBadResponse {
                     request: "GET /".into(),
-                    reason: "r".into(),
+                    source: "r".into(),
                 },
                 Fault::Peer,
                 false,

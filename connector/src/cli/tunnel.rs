@@ -44,7 +44,7 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<()> {
         .decode(created.secret.trim())
         .map_err(|e| Error::EdgeBadResponse {
             request: "POST /tunnels".to_owned(),
-            reason: format!("secret is not base64: {e}"),
+            source: format!("secret is not base64: {e}").into(),
         })?;
     let credentials = Credentials {
         account_tag: None,
@@ -92,7 +92,7 @@ pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<()> {
     if let Some(format) = args.output {
         let value = serde_json::to_value(&tunnels).map_err(|e| Error::EdgeBadResponse {
             request: "GET /tunnels".to_owned(),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
         return print_structured(&value, format, "GET /tunnels");
     }
@@ -128,15 +128,15 @@ pub fn info(global: &GlobalArgs, args: &InfoArgs) -> Result<()> {
 
 /// Prints the edge's answer to `request` as pretty JSON or as YAML (`-o json|yaml`).
 fn print_structured(value: &serde_json::Value, format: OutputFormat, request: &str) -> Result<()> {
-    let bad = |reason: String| Error::EdgeBadResponse {
+    let bad = |source: crate::error::Cause| Error::EdgeBadResponse {
         request: request.to_owned(),
-        reason,
+        source,
     };
     let text = match format {
         OutputFormat::Json => {
-            serde_json::to_string_pretty(value).map_err(|e| bad(e.to_string()))? + "\n"
+            serde_json::to_string_pretty(value).map_err(|e| bad(e.into()))? + "\n"
         }
-        OutputFormat::Yaml => serde_yaml_ng::to_string(value).map_err(|e| bad(e.to_string()))?,
+        OutputFormat::Yaml => serde_yaml_ng::to_string(value).map_err(|e| bad(e.into()))?,
     };
     print!("{text}");
     Ok(())
@@ -254,19 +254,19 @@ pub fn ready(args: &ReadyArgs) -> Result<()> {
         .timeout_global(Some(READY_TIMEOUT))
         .build()
         .into();
-    let unreachable = |reason: String| Error::MetricsUnreachable {
+    let unreachable = |source: crate::error::Cause| Error::MetricsUnreachable {
         addr: addr.clone(),
-        reason,
+        source,
     };
     let mut response = agent
         .get(&format!("http://{addr}/ready"))
         .call()
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| unreachable(e.into()))?;
     let status = response.status().as_u16();
     let body = response
         .body_mut()
         .read_to_string()
-        .map_err(|e| unreachable(format!("reading the answer: {e}")))?;
+        .map_err(|e| unreachable(format!("reading the answer: {e}").into()))?;
     if status != 200 {
         return Err(Error::NotReady {
             addr,
@@ -378,7 +378,7 @@ pub fn route_list(global: &GlobalArgs, args: &RouteListArgs) -> Result<()> {
     if let Some(format) = args.output {
         let value = serde_json::to_value(&routes).map_err(|e| Error::EdgeBadResponse {
             request: "GET /routes".to_owned(),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
         return print_structured(&value, format, "GET /routes");
     }
@@ -701,7 +701,7 @@ fn edge_ca(
             let from = format!("--cacert {}", file.display());
             let pem = std::fs::read_to_string(file).map_err(|e| Error::EdgeCaUnusable {
                 from: from.clone(),
-                reason: e.to_string(),
+                source: e.into(),
             })?;
             (pem, from)
         }
@@ -720,7 +720,7 @@ fn edge_ca(
     };
     ringtun_core::tls::client_config(pem.as_bytes()).map_err(|e| Error::EdgeCaUnusable {
         from,
-        reason: e.to_string(),
+        source: e.into(),
     })?;
     Ok(Some(pem))
 }

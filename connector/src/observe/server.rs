@@ -39,21 +39,20 @@ impl MetricsServer {
     /// Binds `addr` (`host:port`, port 0 allowed), logs
     /// `metrics server listening metrics=IP:PORT` and serves on a thread of its own.
     pub fn start(addr: &str, observer: Arc<Observer>) -> Result<MetricsServer> {
-        let fail = |reason: String| Error::MetricsServer {
+        let fail = |source: crate::error::Cause| Error::MetricsServer {
             addr: addr.to_owned(),
-            reason,
+            source,
         };
-        let listener = TcpListener::bind(addr).map_err(|e| fail(e.to_string()))?;
-        let local = listener.local_addr().map_err(|e| fail(e.to_string()))?;
-        let server =
-            tiny_http::Server::from_listener(listener, None).map_err(|e| fail(e.to_string()))?;
+        let listener = TcpListener::bind(addr).map_err(|e| fail(e.into()))?;
+        let local = listener.local_addr().map_err(|e| fail(e.into()))?;
+        let server = tiny_http::Server::from_listener(listener, None).map_err(fail)?;
         let server = Arc::new(server);
         let thread = {
             let server = server.clone();
             std::thread::Builder::new()
                 .name("ringtun-metrics".into())
                 .spawn(move || serve(&server, &observer))
-                .map_err(|e| fail(format!("cannot start its thread: {e}")))?
+                .map_err(|e| fail(format!("cannot start its thread: {e}").into()))?
         };
         tracing::info!(metrics = %local, "metrics server listening");
         Ok(MetricsServer {

@@ -49,21 +49,18 @@ pub fn discover(api: &str) -> Result<DiscoveryAnswer> {
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
         .into();
-    let unreachable = |reason: String| Error::EdgeUnreachable {
+    let unreachable = |source: crate::error::Cause| Error::EdgeUnreachable {
         addr: api.to_owned(),
-        reason,
+        source,
     };
-    let mut response = agent
-        .get(&url)
-        .call()
-        .map_err(|e| unreachable(e.to_string()))?;
+    let mut response = agent.get(&url).call().map_err(|e| unreachable(e.into()))?;
     let text = response
         .body_mut()
         .read_to_string()
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| unreachable(e.into()))?;
     serde_json::from_str(&text).map_err(|e| Error::EdgeBadResponse {
         request: "GET /discovery".to_owned(),
-        reason: e.to_string(),
+        source: e.into(),
     })
 }
 
