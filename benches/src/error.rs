@@ -91,3 +91,55 @@ impl LoadError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant: whose fault and whether a retry on a fresh connection may work.
+    #[test]
+    fn every_error_has_a_fault_and_a_retry_answer() {
+        let json = serde_json::from_str::<u8>("x").err();
+        let mut table = vec![
+            (
+                LoadError::BadTarget {
+                    target: "x".into(),
+                    reason: "x",
+                },
+                Fault::Local,
+                false,
+            ),
+            (
+                LoadError::BadOption {
+                    option: "--x",
+                    reason: "x".into(),
+                },
+                Fault::Local,
+                false,
+            ),
+            (LoadError::Http { reason: "x" }, Fault::Origin, true),
+            (
+                LoadError::Runtime(RtError::WorkerLost { worker: 0 }),
+                Fault::Local,
+                false,
+            ),
+            (
+                LoadError::io("x", io::Error::other("x")),
+                Fault::Local,
+                false,
+            ),
+            (LoadError::LinkBench("x".into()), Fault::Local, false),
+            (
+                LoadError::BadReport { reason: "x".into() },
+                Fault::Local,
+                false,
+            ),
+        ];
+        table.extend(json.map(|e| (LoadError::ReportJson(e), Fault::Local, false)));
+        assert_eq!(table.len(), 8, "every variant is in the table");
+        for (e, fault, retry) in table {
+            assert_eq!(e.fault(), fault, "{e:?}");
+            assert_eq!(e.is_retry_safe(), retry, "{e:?}");
+        }
+    }
+}
