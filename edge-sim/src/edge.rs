@@ -38,12 +38,15 @@ impl Edge {
     ) -> Result<Edge> {
         let state = StateDir::open(&settings)?;
         let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::open_with(
-            &state.registry_path(),
-            settings.connector_limit,
-            metrics,
-            settings.registry_busy_timeout,
-        )?);
+        let registry = Arc::new(match &settings.etcd {
+            Some(etcd) => Registry::open_etcd(etcd, settings.connector_limit, metrics)?,
+            None => Registry::open_with(
+                &state.registry_path(),
+                settings.connector_limit,
+                metrics,
+                settings.registry_busy_timeout,
+            )?,
+        });
         // Link servers, public HTTP and TCP routes on the core::rt workers (see `dataplane`).
         // Bound first so `/ready` can say 503 while the rest starts.
         let metrics_server = match metrics_addr {

@@ -57,6 +57,11 @@ pub enum Error {
     /// busy wait (`--registry-busy-timeout-ms`); retrying later may succeed.
     #[error("registry database is busy (locked by another process); retry later")]
     RegistryBusy,
+    /// The registry's shared store (etcd) did not answer within its bound
+    /// (`--etcd-timeout-ms`): unreachable, or its quorum is lost. Reads still answer from the
+    /// last view; retrying the write later may succeed.
+    #[error("registry store unavailable: {0}; retry later")]
+    RegistryUnavailable(String),
     /// A listener could not be bound.
     #[error("{what}: cannot bind {addr}: {reason}")]
     Bind {
@@ -165,7 +170,7 @@ impl Error {
             | Error::Database(_)
             | Error::Bind { .. }
             | Error::Runtime(_) => Fault::Edge,
-            Error::RegistryBusy => Fault::Unavailable,
+            Error::RegistryBusy | Error::RegistryUnavailable(_) => Fault::Unavailable,
         }
     }
 

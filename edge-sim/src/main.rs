@@ -101,6 +101,16 @@ struct Cli {
     /// locked, before it answers 503 [default: 2000].
     #[arg(long, value_name = "MS")]
     registry_busy_timeout_ms: Option<u64>,
+    /// etcd client URLs, http://HOST:PORT[,...]: keep the registry in etcd, shared with the
+    /// other edge nodes given the same URLs (see docs/cluster.md) [default: SQLite, one node].
+    #[arg(long, value_name = "URLS")]
+    etcd: Vec<String>,
+    /// Prefix of every etcd key of this edge cluster [default: /ringtun/].
+    #[arg(long, value_name = "PREFIX")]
+    etcd_prefix: Option<String>,
+    /// Milliseconds one etcd call may take before an admin write answers 503 [default: 2000].
+    #[arg(long, value_name = "MS")]
+    etcd_timeout_ms: Option<u64>,
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT [default: 30].
     #[arg(long, value_name = "SECS")]
     grace_period: Option<u64>,
@@ -162,6 +172,9 @@ fn main() -> anyhow::Result<()> {
             handshake_timeout: cli.handshake_timeout,
             registry_busy_timeout_ms: cli.registry_busy_timeout_ms,
             grace_period: cli.grace_period,
+            etcd: cli.etcd,
+            etcd_prefix: cli.etcd_prefix,
+            etcd_timeout_ms: cli.etcd_timeout_ms,
         },
     )?;
 

@@ -34,7 +34,9 @@
 //! `lb_policy` (`p2c`, `round-robin`, `random`, `same-dc-first` or `null`). Errors are
 //! `{"error": "..."}` with 400 (bad input), 401 (token), 404, 405, 409 (conflict) or 500, and
 //! from the server at a limit ([`server::Limits`]) 408, 413, 431 or 503.
+mod connection;
 pub mod handler;
+pub mod limits;
 pub mod server;
 
 use std::net::{SocketAddr, TcpListener};

@@ -1,0 +1,383 @@
+//! The cluster thread's tokio side: one client, a list-then-watch loop feeding the view, and
+//! the write transactions.
+//!
+//! # The view
+//! The loop lists every key under the prefix, publishes the view and then watches the prefix
+//! from the list's revision + 1, applying each batch of events and publishing again. When the
+//! watch ends (etcd restarted, the connection broke, the revision was compacted) it lists again
+//! and watches from the new revision: a list is complete, so no update is lost whatever happened
+//! in between. Until etcd answers, the last view stays in place: the data plane keeps serving.
+//!
+//! # Writes
+//! Each write is one transaction whose compares make it safe against other nodes (a name or a
+//! route is taken by creating its key: `create_revision == 0`). It is bounded by the timeout,
+//! and then waits (bounded again) until the watch has applied the write's revision, so the
+//! node that wrote reads its own write.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::keys::Keys;
+use super::{EtcdSettings, Op, Request};
+use crate::error::{Error, Result};
+use crate::limit::Limit;
+use crate::metrics::Metrics;
+use crate::registry::ViewCell;
+
+/// Longest pause between two attempts to list and watch again while etcd is away.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// At most one warning per this interval while etcd stays unreachable.
+const LOG_INTERVAL: Duration = crate::limit::LOG_INTERVAL;
+
+pub(super) struct Task {
+    settings: EtcdSettings,
+    keys: Keys,
+    view: Arc<ViewCell>,
+    metrics: Arc<Metrics>,
+}
+
+impl Task {
+    pub(super) fn new(settings: EtcdSettings, view: Arc<ViewCell>, metrics: Arc<Metrics>) -> Task {
+        let keys = Keys::new(&settings.prefix);
+        Task {
+            settings,
+            keys,
+            view,
+            metrics,
+        }
+    }
+
+    /// Connects, loads the first view (then answers `ready`), and serves until `stop`.
+    pub(super) async fn run(
+        self,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        stop: oneshot::Receiver<()>,
+        ready: SyncSender<std::result::Result<(), String>>,
+    ) {
+        let timeout = self.settings.timeout;
+        let options = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
+            // A dead connection (etcd killed, a partition) is noticed within about two
+            // intervals, which ends the watch and starts a new list.
+            .with_keep_alive(Duration::from_secs(1), timeout)
+            .with_keep_alive_while_idle(true);
+        let connect = Client::connect(&self.settings.endpoints, Some(options));
+        let client = match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                let _ = ready.send(Err(e.to_string()));
+                return;
+            }
+            Err(_) => {
+                let _ = ready.send(Err(format!("no connection within {timeout:?}")));
+                return;
+            }
+        };
+        let (applied_tx, applied) = watch::channel(0i64);
+        let this = Arc::new(self);
+        let sync = tokio::spawn(Arc::clone(&this).sync(client.clone(), applied_tx, ready));
+        let serve = async {
+            while let Some(request) = requests.recv().await {
+                let this = Arc::clone(&this);
+                let client = client.clone();
+                let applied = applied.clone();
+                tokio::spawn(async move {
+                    let result = this.write(client, request.op, applied).await;
+                    let _ = request.reply.send(result);
+                });
+            }
+        };
+        tokio::select! {
+            _ = stop => {}
+            () = serve => {}
+        }
+        sync.abort();
+    }
+
+    /// The list-then-watch loop (see the module doc); answers `ready` after the first list.
+    async fn sync(
+        self: Arc<Self>,
+        client: Client,
+        applied: watch::Sender<i64>,
+        ready: SyncSender<std::result::Result<(), String>>,
+    ) {
+        let mut ready = Some(ready);
+        let mut backoff = Duration::from_millis(100);
+        let mut last_log: Option<Instant> = None;
+        let mut failures = 0u64;
+        loop {
+            let reason = match self.list_and_watch(&client, &applied, &mut ready).await {
+                Ok(()) => "the watch ended".to_owned(),
+                Err(e) => e,
+            };
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(Err(reason));
+                return;
+            }
+            failures += 1;
+            if last_log.is_none_or(|t| t.elapsed() >= LOG_INTERVAL) {
+                tracing::warn!(
+                    reason,
+                    failures,
+                    "etcd unreachable; serving from the last registry view"
+                );
+                last_log = Some(Instant::now());
+                failures = 0;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            if applied.borrow().is_positive() && reason.is_empty() {
+                backoff = Duration::from_millis(100);
+            }
+        }
+    }
+
+    /// One list and the watch after it; returns why the watch ended.
+    async fn list_and_watch(
+        &self,
+        client: &Client,
+        applied: &watch::Sender<i64>,
+        ready: &mut Option<SyncSender<std::result::Result<(), String>>>,
+    ) -> std::result::Result<(), String> {
+        let timeout = self.settings.timeout;
+        let prefix = self.keys.prefix().to_owned();
+        let mut kv = client.kv_client();
+        let list = tokio::time::timeout(
+            timeout,
+            kv.get(prefix.clone(), Some(GetOptions::new().with_prefix())),
+        )
+        .await
+        .map_err(|_| format!("list: no answer within {timeout:?}"))?
+        .map_err(|e| format!("list: {e}"))?;
+        let revision = list.header().map_or(0, |h| h.revision());
+        let mut kvs: BTreeMap<Vec<u8>, Vec<u8>> = list
+            .kvs()
+            .iter()
+            .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
+            .collect();
+        self.view.set(self.keys.view(&kvs));
+        applied.send_replace(revision);
+        if let Some(ready) = ready.take() {
+            tracing::info!(revision, keys = kvs.len(), "registry loaded from etcd");
+            let _ = ready.send(Ok(()));
+        }
+        let mut watcher = client.watch_client();
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1);
+        let mut stream = tokio::time::timeout(timeout, watcher.watch(prefix, Some(options)))
+            .await
+            .map_err(|_| format!("watch: no answer within {timeout:?}"))?
+            .map_err(|e| format!("watch: {e}"))?;
+        loop {
+            let response = match stream.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Err("watch: stream closed".into()),
+                Err(e) => return Err(format!("watch: {e}")),
+            };
+            if response.canceled() {
+                return Err(format!(
+                    "watch canceled ({}; compacted at {})",
+                    response.cancel_reason(),
+                    response.compact_revision()
+                ));
+            }
+            if response.events().is_empty() {
+                continue;
+            }
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                match event.event_type() {
+                    EventType::Put => {
+                        kvs.insert(kv.key().to_vec(), kv.value().to_vec());
+                    }
+                    EventType::Delete => {
+                        kvs.remove(kv.key());
+                    }
+                }
+            }
+            self.view.set(self.keys.view(&kvs));
+            if let Some(h) = response.header() {
+                applied.send_replace(h.revision());
+            }
+        }
+    }
+
+    /// Runs one write, then waits until the view shows it.
+    async fn write(&self, client: Client, op: Op, mut applied: watch::Receiver<i64>) -> Result<()> {
+        let timeout = self.settings.timeout;
+        let revision = match tokio::time::timeout(timeout, self.transact(client, op)).await {
+            Ok(Ok(revision)) => revision,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                self.metrics
+                    .limits
+                    .hit(Limit::EtcdTimeout, &self.settings.endpoints.join(","));
+                return Err(Error::RegistryUnavailable(format!(
+                    "etcd did not answer within {timeout:?} (unreachable, or its quorum is lost)"
+                )));
+            }
+        };
+        let caught_up = applied.wait_for(|r| *r >= revision);
+        if tokio::time::timeout(timeout, caught_up).await.is_err() {
+            tracing::warn!(
+                revision,
+                "etcd write done, but the watch has not shown it yet"
+            );
+        }
+        Ok(())
+    }
+
+    /// One write's transaction; returns its revision.
+    async fn transact(&self, client: Client, op: Op) -> Result<i64> {
+        let k = &self.keys;
+        let mut kv = client.kv_client();
+        let exists = |key: String| Compare::version(key, CompareOp::Greater, 0);
+        let free = |key: String| Compare::create_revision(key, CompareOp::Equal, 0);
+        let (txn, refused) = match op {
+            Op::CreateTunnel(tunnel, secret) => (
+                Txn::new().when([free(k.name(&tunnel.name))]).and_then([
+                    TxnOp::put(k.name(&tunnel.name), tunnel.id.to_string(), None),
+                    TxnOp::put(k.tunnel(tunnel.id), Keys::encode_tunnel(&tunnel)?, None),
+                    TxnOp::put(k.secret(tunnel.id), Keys::encode_secret(&secret), None),
+                ]),
+                Error::TunnelExists(tunnel.name),
+            ),
+            Op::DeleteTunnel(tunnel) => {
+                let id = tunnel.id.to_string();
+                let mut ops = vec![
+                    TxnOp::delete(k.tunnel(tunnel.id), None),
+                    TxnOp::delete(k.secret(tunnel.id), None),
+                    TxnOp::delete(k.name(&tunnel.name), None),
+                ];
+                // The tunnel's routes as etcd has them now (not as this node's view has them).
+                for prefix in [k.dns_routes(), k.tcp_routes()] {
+                    let routes = kv
+                        .get(prefix, Some(GetOptions::new().with_prefix()))
+                        .await
+                        .map_err(unavailable)?;
+                    for route in routes.kvs() {
+                        if route.value() == id.as_bytes() {
+                            ops.push(TxnOp::delete(route.key().to_vec(), None));
+                        }
+                    }
+                }
+                (
+                    Txn::new().when([exists(k.tunnel(tunnel.id))]).and_then(ops),
+                    Error::TunnelNotFound(tunnel.name),
+                )
+            }
+            Op::SetPolicy(mut tunnel, policy) => {
+                tunnel.lb_policy = policy;
+                (
+                    Txn::new()
+                        .when([exists(k.tunnel(tunnel.id))])
+                        .and_then([TxnOp::put(
+                            k.tunnel(tunnel.id),
+                            Keys::encode_tunnel(&tunnel)?,
+                            None,
+                        )]),
+                    Error::TunnelNotFound(tunnel.name),
+                )
+            }
+            Op::PutDns(route, overwrite) => {
+                let key = k.dns(&route.hostname);
+                let mut when = vec![exists(k.tunnel(route.tunnel_id))];
+                if !overwrite {
+                    when.push(free(key.clone()));
+                }
+                let txn = Txn::new()
+                    .when(when)
+                    .and_then([TxnOp::put(key.clone(), route.tunnel_id.to_string(), None)])
+                    .or_else([TxnOp::get(key, None)]);
+                let refused = Error::DnsRouteExists {
+                    hostname: route.hostname.clone(),
+                    tunnel: String::new(),
+                };
+                return self.route_txn(&mut kv, txn, refused, route.tunnel_id).await;
+            }
+            Op::AddTcp(route) => {
+                let key = k.tcp(route.port);
+                let txn = Txn::new()
+                    .when([exists(k.tunnel(route.tunnel_id)), free(key.clone())])
+                    .and_then([TxnOp::put(key.clone(), route.tunnel_id.to_string(), None)])
+                    .or_else([TxnOp::get(key, None)]);
+                let refused = Error::TcpRouteExists {
+                    port: route.port,
+                    tunnel: String::new(),
+                };
+                return self.route_txn(&mut kv, txn, refused, route.tunnel_id).await;
+            }
+            Op::DeleteDns(hostname) => (
+                Txn::new()
+                    .when([exists(k.dns(&hostname))])
+                    .and_then([TxnOp::delete(k.dns(&hostname), None)]),
+                Error::RouteNotFound(format!("hostname {hostname}")),
+            ),
+            Op::DeleteTcp(port) => (
+                Txn::new()
+                    .when([exists(k.tcp(port))])
+                    .and_then([TxnOp::delete(k.tcp(port), None)]),
+                Error::RouteNotFound(format!("tcp port {port}")),
+            ),
+        };
+        let response = kv.txn(txn).await.map_err(unavailable)?;
+        if !response.succeeded() {
+            return Err(refused);
+        }
+        Ok(response.header().map_or(0, |h| h.revision()))
+    }
+
+    /// A route's compare-and-set: on refusal, says whose the route is (or that the tunnel has
+    /// gone meanwhile).
+    async fn route_txn(
+        &self,
+        kv: &mut etcd_client::KvClient,
+        txn: Txn,
+        refused: Error,
+        tunnel_id: uuid::Uuid,
+    ) -> Result<i64> {
+        let response = kv.txn(txn).await.map_err(unavailable)?;
+        if response.succeeded() {
+            return Ok(response.header().map_or(0, |h| h.revision()));
+        }
+        let owner = response.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .and_then(|kv| uuid::Uuid::parse_str(kv.value_str().ok()?).ok()),
+            _ => None,
+        });
+        let view = self.view.get();
+        let Some(owner) = owner else {
+            // The route is free: the compare that failed was the tunnel's.
+            return Err(Error::TunnelNotFound(tunnel_id.to_string()));
+        };
+        let owner = crate::registry::tunnel_name(&view, owner);
+        Err(match refused {
+            Error::DnsRouteExists { hostname, .. } => Error::DnsRouteExists {
+                hostname,
+                tunnel: owner,
+            },
+            Error::TcpRouteExists { port, .. } => Error::TcpRouteExists {
+                port,
+                tunnel: owner,
+            },
+            other => other,
+        })
+    }
+}
+
+/// An etcd failure, as the admin API's 503.
+fn unavailable(e: etcd_client::Error) -> Error {
+    Error::RegistryUnavailable(format!("etcd: {e}"))
+}
