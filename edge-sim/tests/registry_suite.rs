@@ -23,7 +23,7 @@ impl Fixture {
     }
 }
 
-fn sqlite() -> Fixture {
+fn sqlite_store() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("registry.db");
     Fixture {
@@ -42,7 +42,7 @@ fn etcd_settings(etcd: &etcd::Etcd) -> EtcdSettings {
     }
 }
 
-fn etcd() -> Fixture {
+fn etcd_store() -> Fixture {
     let etcd = etcd::Etcd::start(1);
     let settings = etcd_settings(&etcd);
     Fixture {
@@ -54,8 +54,8 @@ fn etcd() -> Fixture {
 }
 
 macro_rules! suite {
-    ($store:ident) => {
-        mod $store {
+    ($module:ident, $store:ident) => {
+        mod $module {
             #[test]
             fn tunnels_are_created_found_and_deleted() {
                 super::tunnels_are_created_found_and_deleted(&super::$store());
@@ -90,8 +90,8 @@ macro_rules! suite {
     };
 }
 
-suite!(sqlite);
-suite!(etcd);
+suite!(sqlite, sqlite_store);
+suite!(etcd_store, etcd_store);
 
 fn tunnels_are_created_found_and_deleted(f: &Fixture) {
     let r = f.node();
