@@ -27,9 +27,9 @@ impl Drop for Node {
 }
 
 impl Node {
-    fn start(dir: &Path, name: &str, endpoints: &str, prefix: &str, with_server: bool) -> Node {
+    fn start(dir: &Path, name: &str, endpoints: &str, prefix: &str) -> Node {
         let state = dir.join(name);
-        let mut args = vec![
+        let args = [
             "--etcd",
             endpoints,
             "--etcd-prefix",
@@ -38,10 +38,10 @@ impl Node {
             "1500",
             "--workers",
             "1",
+            // Nodes on one machine: each its own edge server port.
+            "--data-center",
+            "dfw=127.0.1.1:0",
         ];
-        if with_server {
-            args.extend(["--data-center", "dfw=127.0.1.1:0"]);
-        }
         Node(spawn_edge(
             env!("CARGO_BIN_EXE_ringtun-edge"),
             &state,
@@ -79,8 +79,8 @@ fn a_tunnel_and_route_made_on_one_node_are_seen_on_another() {
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
     let prefix = prefix();
-    let a = Node::start(dir.path(), "a", &etcd.endpoints(), &prefix, false);
-    let b = Node::start(dir.path(), "b", &etcd.endpoints(), &prefix, false);
+    let a = Node::start(dir.path(), "a", &etcd.endpoints(), &prefix);
+    let b = Node::start(dir.path(), "b", &etcd.endpoints(), &prefix);
     let (status, body) = a.admin("POST", "/tunnels", Some(r#"{"name":"web"}"#));
     assert_eq!(status, 201, "{body}");
     let id = json(&body)["id"].as_str().expect("id").to_owned();
@@ -115,8 +115,8 @@ fn two_nodes_creating_one_route_at_once_exactly_one_gets_201_the_other_409() {
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
     let prefix = prefix();
-    let a = Node::start(dir.path(), "a", &etcd.endpoints(), &prefix, false);
-    let b = Node::start(dir.path(), "b", &etcd.endpoints(), &prefix, false);
+    let a = Node::start(dir.path(), "a", &etcd.endpoints(), &prefix);
+    let b = Node::start(dir.path(), "b", &etcd.endpoints(), &prefix);
     for (node, name) in [(&a, "one"), (&b, "two")] {
         let (status, body) =
             node.admin("POST", "/tunnels", Some(&format!(r#"{{"name":"{name}"}}"#)));
@@ -168,7 +168,7 @@ fn two_nodes_creating_one_route_at_once_exactly_one_gets_201_the_other_409() {
 fn etcd_down_admin_writes_503_data_plane_keeps_serving_and_writes_resume() {
     let mut etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = Node::start(dir.path(), "a", &etcd.endpoints(), &prefix(), true);
+    let node = Node::start(dir.path(), "a", &etcd.endpoints(), &prefix());
     let (status, body) = node.admin("POST", "/tunnels", Some(r#"{"name":"web"}"#));
     assert_eq!(status, 201, "{body}");
     let created = json(&body);
@@ -245,7 +245,7 @@ fn etcd_down_admin_writes_503_data_plane_keeps_serving_and_writes_resume() {
 fn with_three_members_killing_the_leader_keeps_writes_working() {
     let mut etcd = etcd::Etcd::start(3);
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = Node::start(dir.path(), "a", &etcd.endpoints(), &prefix(), false);
+    let node = Node::start(dir.path(), "a", &etcd.endpoints(), &prefix());
     let (status, body) = node.admin("POST", "/tunnels", Some(r#"{"name":"before"}"#));
     assert_eq!(status, 201, "{body}");
     let leader = etcd.leader().expect("a leader");

@@ -115,10 +115,15 @@ impl Task {
         let mut last_log: Option<Instant> = None;
         let mut failures = 0u64;
         loop {
+            let listed_before = *applied.borrow();
             let reason = match self.list_and_watch(&client, &applied, &mut ready).await {
                 Ok(()) => "the watch ended".to_owned(),
                 Err(e) => e,
             };
+            // A list got through this time: etcd is there, the next try comes soon.
+            if *applied.borrow() != listed_before {
+                backoff = Duration::from_millis(100);
+            }
             if let Some(ready) = ready.take() {
                 let _ = ready.send(Err(reason));
                 return;
@@ -135,9 +140,6 @@ impl Task {
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
-            if applied.borrow().is_positive() && reason.is_empty() {
-                backoff = Duration::from_millis(100);
-            }
         }
     }
 
@@ -150,10 +152,13 @@ impl Task {
     ) -> std::result::Result<(), String> {
         let timeout = self.settings.timeout;
         let prefix = self.keys.prefix().to_owned();
-        let mut kv = client.kv_client();
+        let kv = client.kv_client();
         let list = tokio::time::timeout(
             timeout,
-            kv.get(prefix.clone(), Some(GetOptions::new().with_prefix())),
+            retry_unsent(|| {
+                let (mut kv, prefix) = (kv.clone(), prefix.clone());
+                async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            }),
         )
         .await
         .map_err(|_| format!("list: no answer within {timeout:?}"))?
@@ -240,7 +245,7 @@ impl Task {
     /// One write's transaction; returns its revision.
     async fn transact(&self, client: Client, op: Op) -> Result<i64> {
         let k = &self.keys;
-        let mut kv = client.kv_client();
+        let kv = client.kv_client();
         let exists = |key: String| Compare::version(key, CompareOp::Greater, 0);
         let free = |key: String| Compare::create_revision(key, CompareOp::Equal, 0);
         let (txn, refused) = match op {
@@ -261,10 +266,12 @@ impl Task {
                 ];
                 // The tunnel's routes as etcd has them now (not as this node's view has them).
                 for prefix in [k.dns_routes(), k.tcp_routes()] {
-                    let routes = kv
-                        .get(prefix, Some(GetOptions::new().with_prefix()))
-                        .await
-                        .map_err(unavailable)?;
+                    let routes = retry_unsent(|| {
+                        let (mut kv, prefix) = (kv.clone(), prefix.clone());
+                        async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
+                    })
+                    .await
+                    .map_err(unavailable)?;
                     for route in routes.kvs() {
                         if route.value() == id.as_bytes() {
                             ops.push(TxnOp::delete(route.key().to_vec(), None));
@@ -303,7 +310,7 @@ impl Task {
                     hostname: route.hostname.clone(),
                     tunnel: String::new(),
                 };
-                return self.route_txn(&mut kv, txn, refused, route.tunnel_id).await;
+                return self.route_txn(&kv, txn, refused, route.tunnel_id).await;
             }
             Op::AddTcp(route) => {
                 let key = k.tcp(route.port);
@@ -315,7 +322,7 @@ impl Task {
                     port: route.port,
                     tunnel: String::new(),
                 };
-                return self.route_txn(&mut kv, txn, refused, route.tunnel_id).await;
+                return self.route_txn(&kv, txn, refused, route.tunnel_id).await;
             }
             Op::DeleteDns(hostname) => (
                 Txn::new()
@@ -330,7 +337,12 @@ impl Task {
                 Error::RouteNotFound(format!("tcp port {port}")),
             ),
         };
-        let response = kv.txn(txn).await.map_err(unavailable)?;
+        let response = retry_unsent(|| {
+            let (mut kv, txn) = (kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+        .map_err(unavailable)?;
         if !response.succeeded() {
             return Err(refused);
         }
@@ -341,12 +353,17 @@ impl Task {
     /// gone meanwhile).
     async fn route_txn(
         &self,
-        kv: &mut etcd_client::KvClient,
+        kv: &etcd_client::KvClient,
         txn: Txn,
         refused: Error,
         tunnel_id: uuid::Uuid,
     ) -> Result<i64> {
-        let response = kv.txn(txn).await.map_err(unavailable)?;
+        let response = retry_unsent(|| {
+            let (mut kv, txn) = (kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+        .map_err(unavailable)?;
         if response.succeeded() {
             return Ok(response.header().map_or(0, |h| h.revision()));
         }
@@ -375,6 +392,42 @@ impl Task {
             other => other,
         })
     }
+}
+
+/// Runs `call` until it returns anything but a failure to connect. With several endpoints the
+/// client spreads calls over them, and one whose member is down fails at once with a refused
+/// connection; such a call never reached etcd, so sending it again (to another member) cannot
+/// apply it twice. The caller's timeout bounds the retries.
+async fn retry_unsent<T, F, Fut>(mut call: F) -> std::result::Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    loop {
+        match call().await {
+            Err(e) if never_sent(&e) => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => return other,
+        }
+    }
+}
+
+/// Whether `e` is a failure to connect (the request was never sent).
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        if let etcd_client::Error::GRpcStatus(status) = e
+            && status.message() == "tcp connect error"
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// An etcd failure, as the admin API's 503.
