@@ -340,3 +340,53 @@ fn etcd_down_writes_fail_promptly_reads_still_answer_and_writes_resume() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// etcd only: a tunnel deleted on one node closes its connectors' links on every other node
+/// (its credentials stop working everywhere, as on the node that deleted it).
+#[test]
+fn a_tunnel_deleted_on_another_node_revokes_its_links_here() {
+    use ringtun_edge_sim::registry::{ConnectorRegistration, LinkInfo, LinkSlot};
+    let etcd = etcd::Etcd::start(1);
+    let settings = etcd_settings(&etcd);
+    let here = Registry::open_etcd(&settings, 100, Arc::new(Metrics::default())).expect("open");
+    let there = Registry::open_etcd(&settings, 100, Arc::new(Metrics::default())).expect("open");
+    let (web, _) = here.create_tunnel("web").expect("create");
+    let connector = uuid::Uuid::new_v4();
+    let slot = LinkSlot::default();
+    let revoked = slot.revoked.clone();
+    here.register_link(
+        web.id,
+        ConnectorRegistration {
+            connector_id: connector,
+            arch: "linux_amd64".into(),
+            version: "0.1.0".into(),
+            origin_ip: [127, 0, 0, 1].into(),
+            label: String::new(),
+            weight: 1,
+            standby: false,
+        },
+        LinkInfo {
+            index: 0,
+            data_center: "dfw".into(),
+            server: ([127, 0, 1, 1], 7844).into(),
+        },
+        slot,
+    )
+    .expect("register");
+    // The other node has no connector of it: its delete goes through without force.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while there.tunnel("web").is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the other node never saw the tunnel"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    there.delete_tunnel("web", false).expect("delete there");
+    while !revoked.is_triggered() {
+        assert!(Instant::now() < deadline, "the link here was not revoked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(here.connector_count(web.id), 0);
+    assert!(here.connector(connector).is_none());
+}

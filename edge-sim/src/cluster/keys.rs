@@ -65,16 +65,13 @@ impl Keys {
         format!("{}names/{name}", self.prefix)
     }
 
-    pub(crate) fn dns_routes(&self) -> String {
-        format!("{}routes/dns/", self.prefix)
+    /// Every route, DNS and TCP.
+    pub(crate) fn routes(&self) -> String {
+        format!("{}routes/", self.prefix)
     }
 
     pub(crate) fn dns(&self, hostname: &str) -> String {
         format!("{}routes/dns/{hostname}", self.prefix)
-    }
-
-    pub(crate) fn tcp_routes(&self) -> String {
-        format!("{}routes/tcp/", self.prefix)
     }
 
     pub(crate) fn tcp(&self, port: u16) -> String {

@@ -29,7 +29,7 @@ use super::{EtcdSettings, Op, Request};
 use crate::error::{Error, Result};
 use crate::limit::Limit;
 use crate::metrics::Metrics;
-use crate::registry::ViewCell;
+use crate::registry::{Tunnel, ViewCell};
 
 /// Longest pause between two attempts to list and watch again while etcd is away.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -257,32 +257,7 @@ impl Task {
                 ]),
                 Error::TunnelExists(tunnel.name),
             ),
-            Op::DeleteTunnel(tunnel) => {
-                let id = tunnel.id.to_string();
-                let mut ops = vec![
-                    TxnOp::delete(k.tunnel(tunnel.id), None),
-                    TxnOp::delete(k.secret(tunnel.id), None),
-                    TxnOp::delete(k.name(&tunnel.name), None),
-                ];
-                // The tunnel's routes as etcd has them now (not as this node's view has them).
-                for prefix in [k.dns_routes(), k.tcp_routes()] {
-                    let routes = retry_unsent(|| {
-                        let (mut kv, prefix) = (kv.clone(), prefix.clone());
-                        async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
-                    })
-                    .await
-                    .map_err(unavailable)?;
-                    for route in routes.kvs() {
-                        if route.value() == id.as_bytes() {
-                            ops.push(TxnOp::delete(route.key().to_vec(), None));
-                        }
-                    }
-                }
-                (
-                    Txn::new().when([exists(k.tunnel(tunnel.id))]).and_then(ops),
-                    Error::TunnelNotFound(tunnel.name),
-                )
-            }
+            Op::DeleteTunnel(tunnel) => return self.delete_tunnel(&kv, tunnel).await,
             Op::SetPolicy(mut tunnel, policy) => {
                 tunnel.lb_policy = policy;
                 (
@@ -347,6 +322,57 @@ impl Task {
             return Err(refused);
         }
         Ok(response.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Deletes a tunnel, its secret, its name and every route to it, in one transaction. The
+    /// routes are read first, and the transaction only applies if no route changed since that
+    /// read (a route added meanwhile by another node would otherwise outlive its tunnel); if one
+    /// did, it reads again.
+    async fn delete_tunnel(&self, kv: &etcd_client::KvClient, tunnel: Tunnel) -> Result<i64> {
+        let k = &self.keys;
+        let id = tunnel.id.to_string();
+        loop {
+            let routes = retry_unsent(|| {
+                let (mut kv, prefix) = (kv.clone(), k.routes());
+                async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await
+            .map_err(unavailable)?;
+            let read_at = routes.header().map_or(0, |h| h.revision());
+            let mut ops = vec![
+                TxnOp::delete(k.tunnel(tunnel.id), None),
+                TxnOp::delete(k.secret(tunnel.id), None),
+                TxnOp::delete(k.name(&tunnel.name), None),
+            ];
+            for route in routes.kvs() {
+                if route.value() == id.as_bytes() {
+                    ops.push(TxnOp::delete(route.key().to_vec(), None));
+                }
+            }
+            let txn = Txn::new()
+                .when([
+                    Compare::version(k.tunnel(tunnel.id), CompareOp::Greater, 0),
+                    Compare::mod_revision(k.routes(), CompareOp::Less, read_at + 1).with_prefix(),
+                ])
+                .and_then(ops)
+                .or_else([TxnOp::get(k.tunnel(tunnel.id), None)]);
+            let response = retry_unsent(|| {
+                let (mut kv, txn) = (kv.clone(), txn.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await
+            .map_err(unavailable)?;
+            if response.succeeded() {
+                return Ok(response.header().map_or(0, |h| h.revision()));
+            }
+            let tunnel_there = response.op_responses().into_iter().any(|r| match r {
+                TxnOpResponse::Get(g) => !g.kvs().is_empty(),
+                _ => false,
+            });
+            if !tunnel_there {
+                return Err(Error::TunnelNotFound(tunnel.name));
+            }
+        }
     }
 
     /// A route's compare-and-set: on refusal, says whose the route is (or that the tunnel has

@@ -205,6 +205,11 @@ impl ConnectorTable {
     }
 
     /// The tunnel's connectors (all, or the one given), oldest first.
+    /// The tunnels that have connectors here.
+    pub(crate) fn tunnels(&self) -> std::collections::HashSet<Uuid> {
+        self.by_id.values().map(|c| c.tunnel_id).collect()
+    }
+
     pub(crate) fn ids_of_tunnel(&self, tunnel: Uuid, only: Option<Uuid>) -> Vec<Uuid> {
         self.of_tunnel(tunnel)
             .into_iter()

@@ -7,7 +7,7 @@
 //! [`crate::Error::RegistryUnavailable`].
 use std::sync::Arc;
 
-use super::storage::{Storage, ViewCell};
+use super::storage::{Storage, ViewCell, ViewHook};
 use super::types::{DnsRoute, TcpRoute, Tunnel, TunnelSecret};
 use super::view::View;
 use crate::cluster::{Cluster, EtcdSettings, Op};
@@ -71,5 +71,9 @@ impl Storage for Etcd {
 
     fn delete_tcp_route(&self, port: u16) -> Result<()> {
         self.cluster.call(Op::DeleteTcp(port))
+    }
+
+    fn on_remote_change(&self, hook: ViewHook) {
+        self.view.set_hook(hook);
     }
 }

@@ -91,7 +91,7 @@ pub struct Registry {
     storage: Box<dyn Storage>,
     /// Serialises this node's writes (a check in the view, then the store's write).
     writes: Mutex<()>,
-    connectors: Mutex<ConnectorTable>,
+    connectors: Arc<Mutex<ConnectorTable>>,
     connector_limit: usize,
     link_ids: AtomicU64,
     metrics: Arc<Metrics>,
@@ -141,10 +141,15 @@ impl Registry {
         connector_limit: usize,
         metrics: Arc<Metrics>,
     ) -> Registry {
+        let connectors = Arc::new(Mutex::new(ConnectorTable::default()));
+        storage.on_remote_change(revoke_deleted_tunnels(
+            Arc::clone(&connectors),
+            Arc::clone(&metrics),
+        ));
         let registry = Registry {
             storage,
             writes: Mutex::new(()),
-            connectors: Mutex::new(ConnectorTable::default()),
+            connectors,
             connector_limit,
             link_ids: AtomicU64::new(0),
             metrics,
@@ -439,6 +444,37 @@ impl Registry {
     pub fn route_table(&self) -> Result<RouteTable> {
         Ok(self.view().route_table())
     }
+}
+
+/// The hook that closes, on this node, the links of a tunnel that another node deleted: its
+/// credentials stop working everywhere, as they do on the node that deleted it.
+fn revoke_deleted_tunnels(
+    connectors: Arc<Mutex<ConnectorTable>>,
+    metrics: Arc<Metrics>,
+) -> storage::ViewHook {
+    Box::new(move |view| {
+        let mut table = connectors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut revoked = 0usize;
+        for tunnel in table.tunnels() {
+            if view.secret(tunnel).is_some() {
+                continue;
+            }
+            for id in table.ids_of_tunnel(tunnel, None) {
+                table.revoke(id);
+                table.remove(id);
+                revoked += 1;
+            }
+        }
+        if revoked > 0 {
+            tracing::info!(
+                revoked,
+                "connectors of a tunnel deleted on another node closed"
+            );
+            metrics
+                .connectors
+                .set(i64::try_from(table.total()).unwrap_or(i64::MAX));
+        }
+    })
 }
 
 #[cfg(test)]

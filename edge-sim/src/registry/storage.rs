@@ -8,7 +8,7 @@
 //! refresh — take an `Arc` of a complete view and never wait on the store.
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use uuid::Uuid;
 
@@ -45,13 +45,29 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     fn add_tcp_route(&self, route: &TcpRoute) -> Result<()>;
     /// Removes a TCP route.
     fn delete_tcp_route(&self, port: u16) -> Result<()>;
+    /// Calls `hook` with each view that another writer's change brought (a shared store only;
+    /// this node's own writes are followed up by the registry itself).
+    fn on_remote_change(&self, _hook: ViewHook) {}
 }
 
+/// What [`Storage::on_remote_change`] calls.
+pub(crate) type ViewHook = Box<dyn Fn(&View) + Send + Sync>;
+
 /// A view that is replaced whole (copy on write) and a version bumped with each replacement.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct ViewCell {
     view: RwLock<Arc<View>>,
     version: AtomicU64,
+    hook: OnceLock<ViewHook>,
+}
+
+impl fmt::Debug for ViewCell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ViewCell")
+            .field("version", &self.version())
+            .field("hook", &self.hook.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ViewCell {
@@ -60,6 +76,7 @@ impl ViewCell {
         ViewCell {
             view: RwLock::new(Arc::new(view)),
             version: AtomicU64::new(0),
+            hook: OnceLock::new(),
         }
     }
 
@@ -73,11 +90,23 @@ impl ViewCell {
         self.version.load(Ordering::Acquire)
     }
 
-    /// Publishes `view` in place of the current one.
+    /// Publishes `view` in place of the current one, then calls the hook (if set) with it,
+    /// outside the lock.
     pub(crate) fn set(&self, view: View) {
-        let mut slot = self.view.write().unwrap_or_else(|p| p.into_inner());
-        *slot = Arc::new(view);
-        self.version.fetch_add(1, Ordering::Release);
+        let view = Arc::new(view);
+        {
+            let mut slot = self.view.write().unwrap_or_else(|p| p.into_inner());
+            *slot = Arc::clone(&view);
+            self.version.fetch_add(1, Ordering::Release);
+        }
+        if let Some(hook) = self.hook.get() {
+            hook(&view);
+        }
+    }
+
+    /// Sets the hook [`ViewCell::set`] calls; the first call wins.
+    pub(crate) fn set_hook(&self, hook: ViewHook) {
+        let _ = self.hook.set(hook);
     }
 
     /// Applies `change` to a copy of the current view and publishes it.
