@@ -83,6 +83,15 @@ impl Edge {
                 faults: Arc::clone(data_plane.faults()),
             },
         )?;
+        // With etcd, the other nodes learn where this one is (its record lives under its lease).
+        registry.announce_node(
+            serde_json::json!({
+                "data_center": settings.public_dc,
+                "admin": admin.local_addr().to_string(),
+                "servers": data_plane.servers().iter().map(|s| s.addr.to_string()).collect::<Vec<_>>(),
+            })
+            .to_string(),
+        );
         // Every listener is bound (connections queue until each worker takes its sockets,
         // which it does first thing): ready, before the last start-up line is logged.
         if let Some(m) = &metrics_server {

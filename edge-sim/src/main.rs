@@ -111,6 +111,10 @@ struct Cli {
     /// Milliseconds one etcd call may take before an admin write answers 503 [default: 2000].
     #[arg(long, value_name = "MS")]
     etcd_timeout_ms: Option<u64>,
+    /// Seconds a node's presence in etcd (its record and its links) outlives its last lease
+    /// renewal; renewed every third of it [default: 10].
+    #[arg(long, value_name = "SECS")]
+    etcd_lease_ttl: Option<u64>,
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT [default: 30].
     #[arg(long, value_name = "SECS")]
     grace_period: Option<u64>,
@@ -175,6 +179,7 @@ fn main() -> anyhow::Result<()> {
             etcd: cli.etcd,
             etcd_prefix: cli.etcd_prefix,
             etcd_timeout_ms: cli.etcd_timeout_ms,
+            etcd_lease_ttl: cli.etcd_lease_ttl,
         },
     )?;
 

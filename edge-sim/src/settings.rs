@@ -155,6 +155,8 @@ pub struct Overrides {
     pub etcd_prefix: Option<String>,
     /// `--etcd-timeout-ms MS`.
     pub etcd_timeout_ms: Option<u64>,
+    /// `--etcd-lease-ttl SECS`.
+    pub etcd_lease_ttl: Option<u64>,
 }
 
 /// How the public ingress chooses among a tunnel's connectors (replicas).
@@ -325,6 +327,7 @@ impl Settings {
             &overrides.etcd,
             overrides.etcd_prefix.clone(),
             overrides.etcd_timeout_ms,
+            overrides.etcd_lease_ttl,
         )?;
         let settings = Settings {
             state_dir: overrides

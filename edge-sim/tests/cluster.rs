@@ -28,8 +28,12 @@ impl Drop for Node {
 
 impl Node {
     fn start(dir: &Path, name: &str, endpoints: &str, prefix: &str) -> Node {
+        Node::start_with(dir, name, endpoints, prefix, &[])
+    }
+
+    fn start_with(dir: &Path, name: &str, endpoints: &str, prefix: &str, extra: &[&str]) -> Node {
         let state = dir.join(name);
-        let args = [
+        let mut args = vec![
             "--etcd",
             endpoints,
             "--etcd-prefix",
@@ -42,6 +46,7 @@ impl Node {
             "--data-center",
             "dfw=127.0.1.1:0",
         ];
+        args.extend(extra);
         Node(spawn_edge(
             env!("CARGO_BIN_EXE_ringtun-edge"),
             &state,
@@ -270,4 +275,122 @@ fn with_three_members_killing_the_leader_keeps_writes_working() {
         assert_eq!(status, 201, "{body}");
     }
     node.wait_for("/tunnels", "t4");
+}
+
+/// A tunnel on `node` and a fake connector's link to it; returns the connector (keep it).
+fn link_a_connector(node: &Node, tunnel_name: &str) -> (Uuid, FakeConnector) {
+    let (status, body) = node.admin(
+        "POST",
+        "/tunnels",
+        Some(&format!(r#"{{"name":"{tunnel_name}"}}"#)),
+    );
+    assert_eq!(status, 201, "{body}");
+    let created = json(&body);
+    let tunnel: Uuid = created["id"].as_str().expect("id").parse().expect("uuid");
+    let secret = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(created["secret"].as_str().expect("secret"))
+            .expect("base64")
+    };
+    let ca_pem = json(&node.admin("GET", "/discovery", None).1)["ca_pem"]
+        .as_str()
+        .expect("ca_pem")
+        .to_owned();
+    let connector = FakeConnector::start(FakeOpts {
+        name: "c",
+        server: node.0.server.expect("edge server"),
+        ca_pem: Some(ca_pem),
+        tunnel,
+        secret,
+        connector: Uuid::new_v4(),
+        link_index: 0,
+        refuse: false,
+    });
+    assert!(
+        connector.registered.is_ok(),
+        "{:?}",
+        connector.registered.as_ref().err()
+    );
+    (tunnel, connector)
+}
+
+/// Waits until the keys under `prefix` satisfy `done`; returns them.
+fn wait_keys(
+    etcd: &etcd::Etcd,
+    prefix: &str,
+    what: &str,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(keys) = etcd.keys(prefix)
+            && done(&keys)
+        {
+            return keys;
+        }
+        assert!(Instant::now() < deadline, "{what}: {:?}", etcd.keys(prefix));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_killed_nodes_presence_vanishes_within_its_lease_ttl() {
+    const TTL: Duration = Duration::from_secs(4);
+    let etcd = etcd::Etcd::start(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prefix = prefix();
+    let ttl = TTL.as_secs().to_string();
+    let extra = ["--etcd-lease-ttl", ttl.as_str()];
+    let mut a = Node::start_with(dir.path(), "a", &etcd.endpoints(), &prefix, &extra);
+    let b = Node::start_with(dir.path(), "b", &etcd.endpoints(), &prefix, &extra);
+    let (tunnel, connector) = link_a_connector(&a, "web");
+    let links = format!("{prefix}links/{tunnel}/");
+    let nodes = format!("{prefix}nodes/");
+    let held = wait_keys(
+        &etcd,
+        &links,
+        "the link's presence key never appeared",
+        |k| k.len() == 1,
+    );
+    wait_keys(&etcd, &nodes, "both nodes' records never appeared", |k| {
+        k.len() == 2
+    });
+    // The link key names node A: links/{tunnel}/{node}/{connector}.0
+    let node_a = held[0][links.len()..]
+        .split('/')
+        .next()
+        .expect("node")
+        .to_owned();
+    assert!(held[0].ends_with(".0"), "{held:?}");
+
+    // Stay longer than a TTL: renewals keep the keys.
+    std::thread::sleep(TTL + Duration::from_secs(1));
+    assert_eq!(
+        etcd.keys(&links).map(|k| k.len()),
+        Some(1),
+        "renewed presence must stay"
+    );
+
+    // kill -9: no goodbye; the lease expires.
+    a.0.child.kill().expect("kill");
+    let killed = Instant::now();
+    let _ = a.0.child.wait();
+    let deadline = TTL + Duration::from_secs(1);
+    loop {
+        let keys = etcd.keys(&prefix).unwrap_or_default();
+        let left: Vec<&String> = keys.iter().filter(|k| k.contains(&node_a)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            killed.elapsed() <= deadline,
+            "node A's keys outlived its lease TTL + 1 s: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Node B is still there.
+    assert_eq!(etcd.keys(&nodes).map(|k| k.len()), Some(1));
+    drop(connector);
+    drop(b);
 }

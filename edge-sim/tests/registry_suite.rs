@@ -39,6 +39,7 @@ fn etcd_settings(etcd: &etcd::Etcd) -> EtcdSettings {
         endpoints: etcd.endpoints().split(',').map(str::to_owned).collect(),
         prefix: format!("/test-{}/", uuid::Uuid::new_v4()),
         timeout: Duration::from_secs(2),
+        lease_ttl: Duration::from_secs(10),
     }
 }
 
@@ -389,4 +390,84 @@ fn a_tunnel_deleted_on_another_node_revokes_its_links_here() {
     }
     assert_eq!(here.connector_count(web.id), 0);
     assert!(here.connector(connector).is_none());
+}
+
+/// etcd only: a node's links are announced under its lease and watched into every node's view;
+/// when etcd was away past the TTL (the lease is lost), the node takes a new lease and puts its
+/// links again, so they outlive the old lease.
+#[test]
+fn presence_is_watched_and_put_again_after_the_lease_is_lost() {
+    use ringtun_edge_sim::registry::{ConnectorRegistration, LinkInfo, LinkSlot};
+    const TTL: Duration = Duration::from_secs(2);
+    let mut etcd = etcd::Etcd::start(1);
+    let mut settings = etcd_settings(&etcd);
+    settings.lease_ttl = TTL;
+    let here = Registry::open_etcd(&settings, 100, Arc::new(Metrics::default())).expect("open");
+    let there = Registry::open_etcd(&settings, 100, Arc::new(Metrics::default())).expect("open");
+    let (web, _) = here.create_tunnel("web").expect("create");
+    let connector = uuid::Uuid::new_v4();
+    here.register_link(
+        web.id,
+        ConnectorRegistration {
+            connector_id: connector,
+            arch: "linux_amd64".into(),
+            version: "0.1.0".into(),
+            origin_ip: [127, 0, 0, 1].into(),
+            label: String::new(),
+            weight: 1,
+            standby: false,
+        },
+        LinkInfo {
+            index: 2,
+            data_center: "dfw".into(),
+            server: ([127, 0, 1, 1], 7844).into(),
+        },
+        LinkSlot::default(),
+    )
+    .expect("register");
+    let node = here.node_id().expect("a node ID").to_owned();
+    let link_key = format!("{}links/{}/{node}/{connector}.2", settings.prefix, web.id);
+    let seen_there = |deadline: Instant| loop {
+        let presence = there.cluster_presence().expect("etcd has presence");
+        if presence
+            .links
+            .iter()
+            .any(|l| l.tunnel == web.id && l.node == node && l.link == format!("{connector}.2"))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other node never saw the link: {presence:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    seen_there(Instant::now() + Duration::from_secs(30));
+
+    etcd.kill_all();
+    std::thread::sleep(TTL * 2);
+    etcd.restart_all();
+    // The old lease is gone for good after a TTL or so from the restart; the link must be
+    // there under a new lease well after that.
+    std::thread::sleep(TTL * 3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if etcd
+            .keys(&link_key)
+            .is_some_and(|k| k.iter().any(|k| k == &link_key))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the link was not put again after the lease was lost"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(TTL * 2);
+    assert!(
+        etcd.keys(&link_key).is_some_and(|k| k.contains(&link_key)),
+        "the link must stay under its new, renewed lease"
+    );
+    seen_there(Instant::now() + Duration::from_secs(30));
 }

@@ -10,6 +10,9 @@
 //! | `routes/dns/{hostname}` | the tunnel ID: a hostname is routed by creating this key |
 //! | `routes/tcp/{port}` | the tunnel ID: a port is routed by creating this key |
 //!
+//! | `nodes/{node}` | JSON `{"data_center", "admin", "servers"}`, under the node's lease |
+//! | `links/{tunnel}/{node}/{connector}.{index}` | JSON `{"data_center", "server"}`, under the node's lease |
+//!
 //! A tunnel and its secret and name are written in one transaction, and deleted in one with the
 //! tunnel's routes. A value that does not decode (written by a newer edge, or by hand) is left
 //! out of the view with a warning, never a panic.
@@ -30,6 +33,28 @@ pub const DEFAULT_PREFIX: &str = "/ringtun/";
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     prefix: String,
+}
+
+/// Every node's record and every live link in the cluster, as the watch last saw them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterPresence {
+    /// Node ID → its record (JSON: data center, addresses).
+    pub nodes: BTreeMap<String, String>,
+    /// Every live link of every node.
+    pub links: Vec<ClusterLink>,
+}
+
+/// One live link as a node announced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterLink {
+    /// Its tunnel.
+    pub tunnel: Uuid,
+    /// The node holding it.
+    pub node: String,
+    /// `{connector}.{index}`.
+    pub link: String,
+    /// JSON: data center and edge server of the link.
+    pub value: String,
 }
 
 /// A tunnel's value.
@@ -76,6 +101,58 @@ impl Keys {
 
     pub(crate) fn tcp(&self, port: u16) -> String {
         format!("{}routes/tcp/{port}", self.prefix)
+    }
+
+    /// A node's presence record (under its lease).
+    pub(crate) fn node(&self, node: &str) -> String {
+        format!("{}nodes/{node}", self.prefix)
+    }
+
+    /// A live link's presence key (under its node's lease).
+    pub(crate) fn link(&self, tunnel: Uuid, node: &str, link: &str) -> String {
+        format!("{}links/{tunnel}/{node}/{link}", self.prefix)
+    }
+
+    /// Whether `key` is a presence key (`nodes/`, `links/`) rather than a registry record.
+    pub(crate) fn is_presence(&self, key: &[u8]) -> bool {
+        let Some(rest) = key.strip_prefix(self.prefix.as_bytes()) else {
+            return false;
+        };
+        rest.starts_with(b"nodes/") || rest.starts_with(b"links/")
+    }
+
+    /// The cluster's presence: every node's record and every live link.
+    pub(crate) fn presence(&self, kvs: &BTreeMap<Vec<u8>, Vec<u8>>) -> ClusterPresence {
+        let mut out = ClusterPresence::default();
+        for (key, value) in kvs {
+            let (Ok(key), Ok(value)) = (std::str::from_utf8(key), std::str::from_utf8(value))
+            else {
+                continue;
+            };
+            let Some(rest) = key.strip_prefix(&self.prefix) else {
+                continue;
+            };
+            if let Some(node) = rest.strip_prefix("nodes/") {
+                out.nodes.insert(node.to_owned(), value.to_owned());
+            } else if let Some(link) = rest.strip_prefix("links/") {
+                let mut parts = link.splitn(3, '/');
+                let (Some(tunnel), Some(node), Some(link)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                let Ok(tunnel) = Uuid::parse_str(tunnel) else {
+                    continue;
+                };
+                out.links.push(ClusterLink {
+                    tunnel,
+                    node: node.to_owned(),
+                    link: link.to_owned(),
+                    value: value.to_owned(),
+                });
+            }
+        }
+        out
     }
 
     /// A tunnel's value.

@@ -16,6 +16,7 @@
 //! - [`keys`]: the key layout under the prefix and the records' encoding.
 //! - `task`: the tokio side: the list-then-watch loop and the write transactions.
 mod keys;
+mod presence;
 mod task;
 
 use std::sync::Arc;
@@ -23,7 +24,8 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use keys::DEFAULT_PREFIX;
+pub use keys::{ClusterLink, ClusterPresence, DEFAULT_PREFIX};
+pub(crate) use presence::Presence;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -32,6 +34,9 @@ use crate::settings::LbPolicy;
 
 /// Default bound on one etcd call (`--etcd-timeout-ms`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Default TTL of a node's presence lease (`--etcd-lease-ttl`); renewed every third of it.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// Where the cluster's etcd is and how long to wait for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,15 +48,19 @@ pub struct EtcdSettings {
     /// Bound on one etcd call: connecting, a write, the first read at start
     /// (`--etcd-timeout-ms`).
     pub timeout: Duration,
+    /// TTL of this node's presence lease (`--etcd-lease-ttl`): a node that dies loses its
+    /// `nodes/` and `links/` keys this long after its last renewal.
+    pub lease_ttl: Duration,
 }
 
 impl EtcdSettings {
-    /// Parses `--etcd URL[,URL…]` (repeatable), `--etcd-prefix` and `--etcd-timeout-ms`;
-    /// `None` when no URL was given (SQLite, one node).
+    /// Parses `--etcd URL[,URL…]` (repeatable), `--etcd-prefix`, `--etcd-timeout-ms` and
+    /// `--etcd-lease-ttl`; `None` when no URL was given (SQLite, one node).
     pub fn from_flags(
         urls: &[String],
         prefix: Option<String>,
         timeout_ms: Option<u64>,
+        lease_ttl_secs: Option<u64>,
     ) -> Result<Option<EtcdSettings>> {
         let endpoints: Vec<String> = urls
             .iter()
@@ -61,9 +70,9 @@ impl EtcdSettings {
             .map(str::to_owned)
             .collect();
         if endpoints.is_empty() {
-            if prefix.is_some() || timeout_ms.is_some() {
+            if prefix.is_some() || timeout_ms.is_some() || lease_ttl_secs.is_some() {
                 return Err(Error::Config(
-                    "--etcd-prefix and --etcd-timeout-ms need --etcd".into(),
+                    "--etcd-prefix, --etcd-timeout-ms and --etcd-lease-ttl need --etcd".into(),
                 ));
             }
             return Ok(None);
@@ -91,10 +100,15 @@ impl EtcdSettings {
         if timeout.is_zero() {
             return Err(Error::Config("etcd-timeout-ms must be at least 1".into()));
         }
+        let lease_ttl = Duration::from_secs(lease_ttl_secs.unwrap_or(DEFAULT_LEASE_TTL.as_secs()));
+        if lease_ttl < Duration::from_secs(2) {
+            return Err(Error::Config("etcd-lease-ttl must be at least 2".into()));
+        }
         Ok(Some(EtcdSettings {
             endpoints,
             prefix,
             timeout,
+            lease_ttl,
         }))
     }
 }
@@ -128,6 +142,9 @@ struct Request {
 #[derive(Debug)]
 pub(crate) struct Cluster {
     requests: tokio::sync::mpsc::UnboundedSender<Request>,
+    presence: tokio::sync::mpsc::UnboundedSender<Presence>,
+    /// This node's ID in `nodes/` and `links/` (new at every start).
+    node: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     timeout: Duration,
@@ -146,23 +163,30 @@ impl Cluster {
     pub(crate) fn start(
         settings: &EtcdSettings,
         view: Arc<crate::registry::ViewCell>,
+        presence_view: Arc<std::sync::RwLock<Arc<ClusterPresence>>>,
         metrics: Arc<Metrics>,
     ) -> Result<Cluster> {
         let (requests, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (presence, presence_rx) = tokio::sync::mpsc::unbounded_channel();
+        let node = uuid::Uuid::new_v4().to_string();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let (ready_tx, ready) = sync_channel(1);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::Runtime(format!("cannot start the etcd runtime: {e}")))?;
-        let task = task::Task::new(settings.clone(), view, metrics);
+        let task = task::Task::new(settings.clone(), view, presence_view, metrics);
+        let node_id = node.clone();
         let thread = std::thread::Builder::new()
             .name("cluster".into())
-            .spawn(move || runtime.block_on(task.run(rx, stopped, ready_tx)))
+            .spawn(move || runtime.block_on(task.run(rx, presence_rx, node_id, stopped, ready_tx)))
             .map_err(|e| Error::Runtime(format!("cannot start the cluster thread: {e}")))?;
         let endpoints = settings.endpoints.join(",");
+        tracing::info!(node = %node, "edge node in the etcd cluster");
         let mut cluster = Cluster {
             requests,
+            presence,
+            node,
             stop: Some(stop),
             thread: Some(thread),
             timeout: settings.timeout,
@@ -207,6 +231,16 @@ impl Cluster {
                     self.timeout * 2
                 )))
             })
+    }
+
+    /// Tells the presence task something new (never waits).
+    pub(crate) fn announce(&self, presence: Presence) {
+        let _ = self.presence.send(presence);
+    }
+
+    /// This node's ID in the cluster.
+    pub(crate) fn node(&self) -> &str {
+        &self.node
     }
 
     fn shut_down(&mut self) {

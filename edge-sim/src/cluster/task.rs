@@ -14,8 +14,8 @@
 //! and then waits (bounded again) until the watch has applied the write's revision, so the
 //! node that wrote reads its own write.
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
@@ -24,8 +24,8 @@ use etcd_client::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::keys::Keys;
-use super::{EtcdSettings, Op, Request};
+use super::keys::{ClusterPresence, Keys};
+use super::{EtcdSettings, Op, Presence, Request};
 use crate::error::{Error, Result};
 use crate::limit::Limit;
 use crate::metrics::Metrics;
@@ -41,24 +41,38 @@ pub(super) struct Task {
     settings: EtcdSettings,
     keys: Keys,
     view: Arc<ViewCell>,
+    presence: Arc<RwLock<Arc<ClusterPresence>>>,
     metrics: Arc<Metrics>,
 }
 
 impl Task {
-    pub(super) fn new(settings: EtcdSettings, view: Arc<ViewCell>, metrics: Arc<Metrics>) -> Task {
+    pub(super) fn new(
+        settings: EtcdSettings,
+        view: Arc<ViewCell>,
+        presence: Arc<RwLock<Arc<ClusterPresence>>>,
+        metrics: Arc<Metrics>,
+    ) -> Task {
         let keys = Keys::new(&settings.prefix);
         Task {
             settings,
             keys,
             view,
+            presence,
             metrics,
         }
+    }
+
+    fn publish_presence(&self, kvs: &BTreeMap<Vec<u8>, Vec<u8>>) {
+        let presence = Arc::new(self.keys.presence(kvs));
+        *self.presence.write().unwrap_or_else(|p| p.into_inner()) = presence;
     }
 
     /// Connects, loads the first view (then answers `ready`), and serves until `stop`.
     pub(super) async fn run(
         self,
         mut requests: mpsc::UnboundedReceiver<Request>,
+        presence: mpsc::UnboundedReceiver<Presence>,
+        node: String,
         stop: oneshot::Receiver<()>,
         ready: SyncSender<std::result::Result<(), String>>,
     ) {
@@ -85,6 +99,14 @@ impl Task {
         let (applied_tx, applied) = watch::channel(0i64);
         let this = Arc::new(self);
         let sync = tokio::spawn(Arc::clone(&this).sync(client.clone(), applied_tx, ready));
+        let presence = tokio::spawn(super::presence::run(
+            client.clone(),
+            this.keys.clone(),
+            node,
+            this.settings.lease_ttl,
+            timeout,
+            presence,
+        ));
         let serve = async {
             while let Some(request) = requests.recv().await {
                 let this = Arc::clone(&this);
@@ -101,6 +123,7 @@ impl Task {
             () = serve => {}
         }
         sync.abort();
+        presence.abort();
     }
 
     /// The list-then-watch loop (see the module doc); answers `ready` after the first list.
@@ -170,6 +193,7 @@ impl Task {
             .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
             .collect();
         self.view.set(self.keys.view(&kvs));
+        self.publish_presence(&kvs);
         applied.send_replace(revision);
         if let Some(ready) = ready.take() {
             tracing::info!(revision, keys = kvs.len(), "registry loaded from etcd");
@@ -199,8 +223,14 @@ impl Task {
             if response.events().is_empty() {
                 continue;
             }
+            let (mut records, mut presence) = (false, false);
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
+                if self.keys.is_presence(kv.key()) {
+                    presence = true;
+                } else {
+                    records = true;
+                }
                 match event.event_type() {
                     EventType::Put => {
                         kvs.insert(kv.key().to_vec(), kv.value().to_vec());
@@ -210,7 +240,14 @@ impl Task {
                     }
                 }
             }
-            self.view.set(self.keys.view(&kvs));
+            // Presence churn (links coming and going) does not make the workers rebuild their
+            // route tables: only a change of the records does.
+            if records {
+                self.view.set(self.keys.view(&kvs));
+            }
+            if presence {
+                self.publish_presence(&kvs);
+            }
             if let Some(h) = response.header() {
                 applied.send_replace(h.revision());
             }

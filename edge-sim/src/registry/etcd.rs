@@ -5,12 +5,13 @@
 //! fed by the cluster thread's watch on the key prefix, so it also follows every other node's
 //! writes; when etcd is away it stays as it was, and writes fail with a retryable
 //! [`crate::Error::RegistryUnavailable`].
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use super::connectors::ConnectorTable;
 use super::storage::{Storage, ViewCell, ViewHook};
 use super::types::{DnsRoute, TcpRoute, Tunnel, TunnelSecret};
 use super::view::View;
-use crate::cluster::{Cluster, EtcdSettings, Op};
+use crate::cluster::{Cluster, ClusterPresence, EtcdSettings, Op, Presence};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::settings::LbPolicy;
@@ -19,6 +20,7 @@ use crate::settings::LbPolicy;
 #[derive(Debug)]
 pub(crate) struct Etcd {
     view: Arc<ViewCell>,
+    presence: Arc<RwLock<Arc<ClusterPresence>>>,
     cluster: Cluster,
 }
 
@@ -26,8 +28,13 @@ impl Etcd {
     /// Starts the cluster thread; returns once the first view is loaded.
     pub(crate) fn start(settings: &EtcdSettings, metrics: Arc<Metrics>) -> Result<Etcd> {
         let view = Arc::new(ViewCell::default());
-        let cluster = Cluster::start(settings, Arc::clone(&view), metrics)?;
-        Ok(Etcd { view, cluster })
+        let presence = Arc::new(RwLock::new(Arc::new(ClusterPresence::default())));
+        let cluster = Cluster::start(settings, Arc::clone(&view), Arc::clone(&presence), metrics)?;
+        Ok(Etcd {
+            view,
+            presence,
+            cluster,
+        })
     }
 }
 
@@ -75,5 +82,24 @@ impl Storage for Etcd {
 
     fn on_remote_change(&self, hook: ViewHook) {
         self.view.set_hook(hook);
+    }
+
+    fn links_changed(&self, table: &ConnectorTable) {
+        self.cluster
+            .announce(Presence::Links(table.presence_links()));
+    }
+
+    fn announce_node(&self, record: String) {
+        self.cluster.announce(Presence::Node(record));
+    }
+
+    fn node_id(&self) -> Option<&str> {
+        Some(self.cluster.node())
+    }
+
+    fn presence(&self) -> Option<Arc<ClusterPresence>> {
+        Some(Arc::clone(
+            &self.presence.read().unwrap_or_else(|p| p.into_inner()),
+        ))
     }
 }

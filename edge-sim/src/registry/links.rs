@@ -18,10 +18,13 @@ impl Registry {
         self.connectors.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// After every change to the connector table: the gauge, and (with etcd) this node's
+    /// links for presence.
     pub(super) fn update_connector_gauge(&self, table: &ConnectorTable) {
         self.metrics
             .connectors
             .set(i64::try_from(table.total()).unwrap_or(i64::MAX));
+        self.storage.links_changed(table);
     }
 
     /// Cleans a tunnel's connector records up (all, or only `connector`): a record without a

@@ -160,6 +160,23 @@ impl Registry {
         registry
     }
 
+    /// Announces this node to the other nodes (with etcd: `nodes/{node}`, under its lease;
+    /// nothing with SQLite). `record` is JSON.
+    pub fn announce_node(&self, record: String) {
+        self.storage.announce_node(record);
+    }
+
+    /// This node's ID in the cluster (with etcd; new at every start), as in `nodes/{id}`.
+    pub fn node_id(&self) -> Option<&str> {
+        self.storage.node_id()
+    }
+
+    /// Every node and live link of the cluster, as this node's watch last saw them (with etcd;
+    /// `None` with SQLite).
+    pub fn cluster_presence(&self) -> Option<Arc<crate::cluster::ClusterPresence>> {
+        self.storage.presence()
+    }
+
     /// The metrics the registry counts into.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use uuid::Uuid;
 
+use super::connectors::ConnectorTable;
 use super::types::{DnsRoute, TcpRoute, Tunnel, TunnelSecret};
 use super::view::View;
 use crate::error::Result;
@@ -48,6 +49,18 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     /// Calls `hook` with each view that another writer's change brought (a shared store only;
     /// this node's own writes are followed up by the registry itself).
     fn on_remote_change(&self, _hook: ViewHook) {}
+    /// This node's connector table changed (a shared store announces its links; never waits).
+    fn links_changed(&self, _table: &ConnectorTable) {}
+    /// This node's record for the other nodes, JSON (a shared store announces it).
+    fn announce_node(&self, _record: String) {}
+    /// This node's ID in the cluster (a shared store only).
+    fn node_id(&self) -> Option<&str> {
+        None
+    }
+    /// Every node and live link of the cluster (a shared store only).
+    fn presence(&self) -> Option<Arc<crate::cluster::ClusterPresence>> {
+        None
+    }
 }
 
 /// What [`Storage::on_remote_change`] calls.

@@ -210,6 +210,41 @@ impl Etcd {
     }
 }
 
+impl Etcd {
+    /// Every key under `prefix` (asked of the live members through the JSON gateway); `None`
+    /// when none answers.
+    pub fn keys(&self, prefix: &str) -> Option<Vec<String>> {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let body = format!(
+            r#"{{"key":"{}","range_end":"{}","keys_only":true}}"#,
+            b64(prefix.as_bytes()),
+            b64(&end)
+        );
+        let answer = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .find_map(|m| post(m.client, "/v3/kv/range", &body))?;
+        let v: serde_json::Value = serde_json::from_str(&answer).ok()?;
+        let keys = v["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .filter_map(|kv| kv["key"].as_str())
+                    .filter_map(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
+                    .filter_map(|k| String::from_utf8(k).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(keys)
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill_all();
