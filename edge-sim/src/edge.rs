@@ -38,12 +38,15 @@ impl Edge {
     ) -> Result<Edge> {
         let state = StateDir::open(&settings)?;
         let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::open_with(
-            &state.registry_path(),
-            settings.connector_limit,
-            metrics,
-            settings.registry_busy_timeout,
-        )?);
+        let registry = Arc::new(match &settings.etcd {
+            Some(etcd) => Registry::open_etcd(etcd, settings.connector_limit, metrics)?,
+            None => Registry::open_with(
+                &state.registry_path(),
+                settings.connector_limit,
+                metrics,
+                settings.registry_busy_timeout,
+            )?,
+        });
         // Link servers, public HTTP and TCP routes on the core::rt workers (see `dataplane`).
         // Bound first so `/ready` can say 503 while the rest starts.
         let metrics_server = match metrics_addr {
@@ -80,6 +83,15 @@ impl Edge {
                 faults: Arc::clone(data_plane.faults()),
             },
         )?;
+        // With etcd, the other nodes learn where this one is (its record lives under its lease).
+        registry.announce_node(
+            serde_json::json!({
+                "data_center": settings.public_dc,
+                "admin": admin.local_addr().to_string(),
+                "servers": data_plane.servers().iter().map(|s| s.addr.to_string()).collect::<Vec<_>>(),
+            })
+            .to_string(),
+        );
         // Every listener is bound (connections queue until each worker takes its sockets,
         // which it does first thing): ready, before the last start-up line is logged.
         if let Some(m) = &metrics_server {

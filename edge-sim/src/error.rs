@@ -43,6 +43,20 @@ pub enum Error {
     /// busy wait (`--registry-busy-timeout-ms`); retrying later may succeed.
     #[error("registry database is busy (locked by another process); retry later")]
     RegistryBusy,
+    /// The registry's shared store (etcd) did not answer within its bound
+    /// (`--etcd-timeout-ms`): unreachable, or its quorum is lost. Reads still answer from the
+    /// last view; retrying the write later may succeed.
+    #[error("registry store unavailable: {0}; retry later")]
+    RegistryUnavailable(String),
+    /// A thread or its runtime could not be started (the etcd client's, for one).
+    #[error("cannot start the {what}: {source}")]
+    Start {
+        /// What was being started.
+        what: &'static str,
+        /// The operating system's answer.
+        #[source]
+        source: std::io::Error,
+    },
     /// A listener could not be bound.
     #[error("{what}: cannot bind {addr}: {reason}")]
     Bind {
@@ -158,6 +172,8 @@ impl Classify for Error {
             | Error::Certificate(_)
             | Error::Database(_)
             | Error::RegistryBusy
+            | Error::RegistryUnavailable(_)
+            | Error::Start { .. }
             | Error::Bind { .. }
             | Error::Runtime(_)
             | Error::TlsConfig(_) => Fault::Local,
@@ -181,6 +197,8 @@ impl Classify for Error {
             | Error::Certificate(_)
             | Error::Database(_)
             | Error::RegistryBusy
+            | Error::RegistryUnavailable(_)
+            | Error::Start { .. }
             | Error::Bind { .. }
             | Error::Runtime(_)
             | Error::TlsConfig(_) => true,

@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`settings`]: the operator's config file and flags, validated once into [`Settings`].
 //! - [`state`]: the state directory (admin token, CA and server certificate, registry file).
-//! - [`registry`]: tunnels and routes (SQLite) and connectors (memory).
+//! - [`registry`]: tunnels and routes (SQLite, or etcd with `--etcd`) and connectors (memory).
+//! - [`cluster`]: several edge nodes sharing the registry in etcd (`--etcd`).
 //! - [`admin`]: the admin API server and its routes.
 //! - [`auth`]: registration proofs (HMAC over a challenge), delegating to `core::handshake`.
 //! - [`dataplane`]: link servers, public HTTP and TCP, replica load balancing on `core::rt`
@@ -21,6 +22,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod dataplane;
 pub mod edge;
 pub mod error;

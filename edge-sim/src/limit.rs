@@ -31,11 +31,13 @@ pub enum Limit {
     PendingHandshakes,
     /// A connector asked for more links than it may hold.
     ConnectorLinks,
+    /// An etcd call did not finish within `--etcd-timeout-ms` (the admin write got 503).
+    EtcdTimeout,
 }
 
 impl Limit {
     /// Every limit, in label order.
-    pub const ALL: [Limit; 7] = [
+    pub const ALL: [Limit; 8] = [
         Limit::ClientWriteTimeout,
         Limit::IdleTimeout,
         Limit::RequestBodyTimeout,
@@ -43,6 +45,7 @@ impl Limit {
         Limit::TunnelStreams,
         Limit::PendingHandshakes,
         Limit::ConnectorLinks,
+        Limit::EtcdTimeout,
     ];
 
     /// The metric label and the log field.
@@ -55,6 +58,7 @@ impl Limit {
             Limit::TunnelStreams => "tunnel_streams",
             Limit::PendingHandshakes => "pending_handshakes",
             Limit::ConnectorLinks => "connector_links",
+            Limit::EtcdTimeout => "etcd_timeout",
         }
     }
 

@@ -101,6 +101,20 @@ struct Cli {
     /// locked, before it answers 503 [default: 2000].
     #[arg(long, value_name = "MS")]
     registry_busy_timeout_ms: Option<u64>,
+    /// etcd client URLs, http://HOST:PORT[,...]: keep the registry in etcd, shared with the
+    /// other edge nodes given the same URLs (see docs/cluster.md) [default: SQLite, one node].
+    #[arg(long, value_name = "URLS")]
+    etcd: Vec<String>,
+    /// Prefix of every etcd key of this edge cluster [default: /ringtun/].
+    #[arg(long, value_name = "PREFIX")]
+    etcd_prefix: Option<String>,
+    /// Milliseconds one etcd call may take before an admin write answers 503 [default: 2000].
+    #[arg(long, value_name = "MS")]
+    etcd_timeout_ms: Option<u64>,
+    /// Seconds a node's presence in etcd (its record and its links) outlives its last lease
+    /// renewal; renewed every third of it [default: 10].
+    #[arg(long, value_name = "SECS")]
+    etcd_lease_ttl: Option<u64>,
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT [default: 30].
     #[arg(long, value_name = "SECS")]
     grace_period: Option<u64>,
@@ -162,6 +176,10 @@ fn main() -> anyhow::Result<()> {
             handshake_timeout: cli.handshake_timeout,
             registry_busy_timeout_ms: cli.registry_busy_timeout_ms,
             grace_period: cli.grace_period,
+            etcd: cli.etcd,
+            etcd_prefix: cli.etcd_prefix,
+            etcd_timeout_ms: cli.etcd_timeout_ms,
+            etcd_lease_ttl: cli.etcd_lease_ttl,
         },
     )?;
 

@@ -149,6 +149,14 @@ pub struct Overrides {
     pub registry_busy_timeout_ms: Option<u64>,
     /// `--grace-period SECS`.
     pub grace_period: Option<u64>,
+    /// `--etcd URL[,URL...]`, repeatable: the registry in etcd (several edge nodes).
+    pub etcd: Vec<String>,
+    /// `--etcd-prefix PREFIX`.
+    pub etcd_prefix: Option<String>,
+    /// `--etcd-timeout-ms MS`.
+    pub etcd_timeout_ms: Option<u64>,
+    /// `--etcd-lease-ttl SECS`.
+    pub etcd_lease_ttl: Option<u64>,
 }
 
 /// How the public ingress chooses among a tunnel's connectors (replicas).
@@ -253,6 +261,8 @@ pub struct Settings {
     pub registry_busy_timeout: std::time::Duration,
     /// How long in-flight requests may take to finish at shutdown.
     pub grace_period: std::time::Duration,
+    /// The registry in etcd, shared by several edge nodes; `None` is SQLite (one node).
+    pub etcd: Option<crate::cluster::EtcdSettings>,
 }
 
 impl Default for Settings {
@@ -313,6 +323,12 @@ impl Settings {
                 .map(|dc| dc.name.clone())
                 .unwrap_or_default(),
         };
+        let etcd = crate::cluster::EtcdSettings::from_flags(
+            &overrides.etcd,
+            overrides.etcd_prefix.clone(),
+            overrides.etcd_timeout_ms,
+            overrides.etcd_lease_ttl,
+        )?;
         let settings = Settings {
             state_dir: overrides
                 .state_dir
@@ -366,6 +382,7 @@ impl Settings {
             grace_period: std::time::Duration::from_secs(
                 overrides.grace_period.unwrap_or(DEFAULT_GRACE_PERIOD_SECS),
             ),
+            etcd,
         };
         settings.validate()?;
         Ok(settings)

@@ -32,9 +32,13 @@
 //! data_center, server}], draining, edge, label, weight, standby, state, active_streams,
 //! requests}` with `edge` like `2xdfw, 2xmci` and `state` `ready` or `draining`; a tunnel has
 //! `lb_policy` (`p2c`, `round-robin`, `random`, `same-dc-first` or `null`). Errors are
-//! `{"error": "..."}` with 400 (bad input), 401 (token), 404, 405, 409 (conflict) or 500, and
+//! `{"error": "..."}` with 400 (bad input), 401 (token), 404, 405, 409 (conflict) or 500, 503
+//! when the registry's store cannot answer in time (a database locked by another process; with
+//! `--etcd`, an unreachable etcd or a lost quorum: reads still answer, from the last view), and
 //! from the server at a limit ([`server::Limits`]) 408, 413, 431 or 503.
+mod connection;
 pub mod handler;
+pub mod limits;
 pub mod server;
 mod status;
 

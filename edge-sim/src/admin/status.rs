@@ -5,7 +5,7 @@ use crate::error::Error;
 
 /// The admin API status for `e`: 400 for a bad request (or an invalid edge configuration), 404
 /// for a tunnel or route that does not exist, 409 for a request that conflicts with the current
-/// state, 503 while the registry database is busy, 500 when the edge itself failed.
+/// state, 503 while the registry's store is busy or unreachable, 500 when the edge itself failed.
 pub fn status_of(e: &Error) -> u16 {
     match e {
         Error::Config(_) | Error::Invalid(_) | Error::BadProof(_) | Error::LinkLimit { .. } => 400,
@@ -17,12 +17,13 @@ pub fn status_of(e: &Error) -> u16 {
         | Error::TcpPortUnavailable { .. }
         | Error::ConnectorLimit { .. }
         | Error::ConnectorConflict(_) => 409,
-        Error::RegistryBusy => 503,
+        Error::RegistryBusy | Error::RegistryUnavailable(_) => 503,
         Error::State { .. }
         | Error::CorruptState { .. }
         | Error::Certificate(_)
         | Error::Database(_)
         | Error::Bind { .. }
+        | Error::Start { .. }
         | Error::Runtime(_)
         | Error::TlsConfig(_) => 500,
     }
@@ -73,10 +74,25 @@ mod tests {
             ),
             (Error::RegistryBusy, 503, Fault::Local, true),
             (
+                Error::RegistryUnavailable("etcd timed out".into()),
+                503,
+                Fault::Local,
+                true,
+            ),
+            (
                 Error::Bind {
                     what: "admin API",
                     addr,
                     reason: "x".into(),
+                },
+                500,
+                Fault::Local,
+                true,
+            ),
+            (
+                Error::Start {
+                    what: "cluster thread",
+                    source: std::io::Error::other("x"),
                 },
                 500,
                 Fault::Local,

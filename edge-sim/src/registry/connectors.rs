@@ -205,6 +205,30 @@ impl ConnectorTable {
     }
 
     /// The tunnel's connectors (all, or the one given), oldest first.
+    /// Every link record here, as presence announces them: (tunnel, `{connector}.{index}`) →
+    /// JSON `{"data_center", "server"}`.
+    pub(crate) fn presence_links(&self) -> std::collections::BTreeMap<(Uuid, String), String> {
+        let mut out = std::collections::BTreeMap::new();
+        for c in self.by_id.values() {
+            for l in &c.links {
+                let value = serde_json::json!({
+                    "data_center": l.data_center,
+                    "server": l.server.to_string(),
+                });
+                out.insert(
+                    (c.tunnel_id, format!("{}.{}", c.id, l.index)),
+                    value.to_string(),
+                );
+            }
+        }
+        out
+    }
+
+    /// The tunnels that have connectors here.
+    pub(crate) fn tunnels(&self) -> std::collections::HashSet<Uuid> {
+        self.by_id.values().map(|c| c.tunnel_id).collect()
+    }
+
     pub(crate) fn ids_of_tunnel(&self, tunnel: Uuid, only: Option<Uuid>) -> Vec<Uuid> {
         self.of_tunnel(tunnel)
             .into_iter()

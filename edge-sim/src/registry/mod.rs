@@ -1,51 +1,60 @@
 //! The registry: tunnels, routes and connectors.
 //!
 //! Tunnels (ID, unique name, secret, created) and routes (hostname → tunnel, public TCP port →
-//! tunnel) persist in SQLite at `<state>/registry.db` and survive restarts. Connectors are
-//! ephemeral and live in memory only: a restarted edge has none until they reconnect.
+//! tunnel) are durable and sit behind one [`storage::Storage`] trait with two implementations:
+//! SQLite at `<state>/registry.db` (one edge, the default; [`Registry::open`]) and etcd (several
+//! edge nodes sharing one etcd, `--etcd`; [`Registry::open_etcd`], see `docs/cluster.md`).
+//! Connectors are ephemeral and live in memory on the node that holds their links: a restarted
+//! edge has none until they reconnect.
 //!
 //! # Thread-safety
 //! The registry is control plane: admin requests and link registrations, a few per second at
-//! most. Every read of tunnels, secrets and routes is served from an in-memory [`view`] that
-//! is loaded at start and replaced after each successful write, so a link registration on a
-//! data-plane worker never waits on SQLite. Only writes (the admin API's thread) take the
-//! SQLite connection's `Mutex`, and a write to a database that another process holds locked
-//! waits at most the busy timeout (`--registry-busy-timeout-ms`), then fails with
-//! [`Error::RegistryBusy`] (503 from the admin API). Locks are always taken in the order
-//! database, connectors, view, so they cannot deadlock; the view's lock is held only to swap
-//! or clone an `Arc`. Nothing on the per-request path may call into the registry: the public
+//! most. Every read of tunnels, secrets and routes is served from the store's in-memory view
+//! ([`view`]), so a link registration on a data-plane worker never waits on SQLite or etcd.
+//! Only writes (the admin API's threads) reach the store, one at a time per node (the `writes`
+//! lock); a store that cannot answer in bounded time fails the write with a retryable error
+//! (503 from the admin API): a locked database after `--registry-busy-timeout-ms`, an
+//! unreachable etcd after `--etcd-timeout-ms`. Locks are always taken in the order writes,
+//! connectors, store, so they cannot deadlock; the connector table's lock is never held while
+//! waiting on etcd. Nothing on the per-request path may call into the registry: the public
 //! ingress works from a [`RouteTable`] snapshot, refreshed when [`Registry::routes_version`]
-//! changes. The snapshot also carries the tunnels' own load-balancing policies, so a policy
-//! change reaches the workers the same way.
+//! changes (a change by this node or, with etcd, by another). The snapshot also carries the
+//! tunnels' own load-balancing policies, so a policy change reaches the workers the same way.
 //!
 //! Connector records here are control plane (registration, label, weight, draining); the live
 //! counters (open streams, requests) sit in the data plane's atomics and are joined in through
-//! [`LiveLoads`] when a connector is read.
+//! [`LiveLoads`] when a connector is read ([`links`]).
 mod connectors;
+mod etcd;
+mod links;
 mod route_table;
+mod sqlite;
+mod storage;
 mod store;
 mod types;
 mod view;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use route_table::{RouteTable, normalize_hostname, validate_tunnel_name};
+pub(crate) use storage::{ViewCell, tunnel_name};
 pub use types::{
     Cleanup, Connector, ConnectorRegistration, DnsRoute, LinkInfo, LiveLoad, LiveLoads,
     RouteChange, TcpPorts, TcpRoute, Tunnel, TunnelSecret, edge_summary,
 };
+pub(crate) use view::View;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::settings::LbPolicy;
-use connectors::{ConnectorTable, LiveLink, Registered};
-use store::Store;
-use view::View;
+use connectors::ConnectorTable;
+use storage::Storage;
 
 /// How long a registry write waits for a database that another connection holds locked
 /// (`--registry-busy-timeout-ms`).
@@ -79,11 +88,11 @@ impl Default for LinkSlot {
 /// The edge's registry. Share it as `Arc<Registry>`.
 #[derive(Debug)]
 pub struct Registry {
-    db: Mutex<Store>,
-    view: RwLock<Arc<View>>,
-    connectors: Mutex<ConnectorTable>,
+    storage: Box<dyn Storage>,
+    /// Serialises this node's writes (a check in the view, then the store's write).
+    writes: Mutex<()>,
+    connectors: Arc<Mutex<ConnectorTable>>,
     connector_limit: usize,
-    routes_version: AtomicU64,
     link_ids: AtomicU64,
     metrics: Arc<Metrics>,
     live: OnceLock<Weak<dyn LiveLoads>>,
@@ -103,22 +112,69 @@ impl Registry {
         metrics: Arc<Metrics>,
         busy_timeout: Duration,
     ) -> Result<Registry> {
-        let store = Store::open(path, busy_timeout)?;
-        let view = View::load(&store)?;
-        metrics
-            .tunnels
-            .set(i64::try_from(view.tunnel_count()).unwrap_or(i64::MAX));
-        Ok(Registry {
-            db: Mutex::new(store),
-            view: RwLock::new(Arc::new(view)),
-            connectors: Mutex::new(ConnectorTable::default()),
+        let storage = sqlite::Sqlite::open(path, busy_timeout)?;
+        Ok(Registry::with_storage(
+            Box::new(storage),
             connector_limit,
-            routes_version: AtomicU64::new(0),
+            metrics,
+        ))
+    }
+
+    /// A registry whose durable records live in etcd (see [`crate::cluster`]): it starts the
+    /// cluster thread and returns once the first full view is loaded, or fails after
+    /// `etcd.timeout` when etcd cannot be reached.
+    pub fn open_etcd(
+        etcd: &crate::cluster::EtcdSettings,
+        connector_limit: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Registry> {
+        let storage = etcd::Etcd::start(etcd, Arc::clone(&metrics))?;
+        Ok(Registry::with_storage(
+            Box::new(storage),
+            connector_limit,
+            metrics,
+        ))
+    }
+
+    fn with_storage(
+        storage: Box<dyn Storage>,
+        connector_limit: usize,
+        metrics: Arc<Metrics>,
+    ) -> Registry {
+        let connectors = Arc::new(Mutex::new(ConnectorTable::default()));
+        storage.on_remote_change(revoke_deleted_tunnels(
+            Arc::clone(&connectors),
+            Arc::clone(&metrics),
+        ));
+        let registry = Registry {
+            storage,
+            writes: Mutex::new(()),
+            connectors,
+            connector_limit,
             link_ids: AtomicU64::new(0),
             metrics,
             live: OnceLock::new(),
             tcp_ports: OnceLock::new(),
-        })
+        };
+        registry.update_tunnel_gauge();
+        registry
+    }
+
+    /// Announces this node to the other nodes (with etcd: `nodes/{node}`, under its lease;
+    /// nothing with SQLite). `record` is JSON.
+    pub fn announce_node(&self, record: String) {
+        self.storage.announce_node(record);
+    }
+
+    /// This node's ID in the cluster (with etcd; new at every start), as in `nodes/{id}`.
+    pub fn node_id(&self) -> Option<&str> {
+        self.storage.node_id()
+    }
+
+    /// Every node and live link of the cluster, as this node's watch last saw them (with etcd;
+    /// `None` with SQLite).
+    pub fn cluster_presence(&self) -> Option<Arc<crate::cluster::ClusterPresence>> {
+        self.storage.presence()
     }
 
     /// The metrics the registry counts into.
@@ -131,24 +187,21 @@ impl Registry {
         self.connector_limit
     }
 
-    // A panic while holding a lock leaves plain data behind (no invariant spans a panic point
-    // inside these sections), so a poisoned lock is still usable.
-    fn db(&self) -> MutexGuard<'_, Store> {
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    /// This node's write lock. A panic while holding it leaves nothing half done (the store's
+    /// write either happened or not), so a poisoned lock is still usable.
+    fn writes(&self) -> MutexGuard<'_, ()> {
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The current view (one `Arc` clone under a lock held for no longer than that).
+    /// The store's current view (never waits on the store).
     fn view(&self) -> Arc<View> {
-        Arc::clone(&self.view.read().unwrap_or_else(|p| p.into_inner()))
+        self.storage.view()
     }
 
-    /// Applies `change` to a copy of the view and publishes it. Call it with the database lock
-    /// held, after the database write succeeded.
-    fn update_view(&self, change: impl FnOnce(&mut View)) {
-        let mut slot = self.view.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = View::clone(&slot);
-        change(&mut next);
-        *slot = Arc::new(next);
+    fn update_tunnel_gauge(&self) {
+        self.metrics
+            .tunnels
+            .set(i64::try_from(self.view().tunnel_count()).unwrap_or(i64::MAX));
     }
 
     fn find(&self, id_or_name: &str) -> Result<Tunnel> {
@@ -158,25 +211,25 @@ impl Registry {
             .ok_or_else(|| Error::TunnelNotFound(id_or_name.to_owned()))
     }
 
-    fn table(&self) -> MutexGuard<'_, ConnectorTable> {
-        self.connectors.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn update_connector_gauge(&self, table: &ConnectorTable) {
-        self.metrics
-            .connectors
-            .set(i64::try_from(table.total()).unwrap_or(i64::MAX));
-    }
-
     /// Creates a tunnel with a fresh ID and secret. The secret is returned only here.
     pub fn create_tunnel(&self, name: &str) -> Result<(Tunnel, TunnelSecret)> {
         validate_tunnel_name(name)?;
-        let db = self.db();
-        let created = db.create_tunnel(name)?;
-        self.update_view(|v| v.add_tunnel(created.0.clone(), created.1.clone()));
+        let now = OffsetDateTime::now_utc();
+        let tunnel = Tunnel {
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+            created: now.replace_nanosecond(0).unwrap_or(now),
+            lb_policy: None,
+        };
+        let secret = TunnelSecret::generate();
+        let _writes = self.writes();
+        if self.view().find(name).is_some() {
+            return Err(Error::TunnelExists(name.to_owned()));
+        }
+        self.storage.create_tunnel(&tunnel, &secret)?;
         self.metrics.tunnels_created.inc();
-        self.metrics.tunnels.inc();
-        Ok(created)
+        self.update_tunnel_gauge();
+        Ok((tunnel, secret))
     }
 
     /// Every tunnel, oldest first.
@@ -203,10 +256,9 @@ impl Registry {
     /// stop working the moment it is gone (a reconnecting connector is refused as an unknown
     /// tunnel), and its TCP route ports stop listening.
     pub fn delete_tunnel(&self, id_or_name: &str, force: bool) -> Result<Tunnel> {
-        let db = self.db();
+        let _writes = self.writes();
         let tunnel = self.find(id_or_name)?;
-        let mut table = self.table();
-        let count = table.count(tunnel.id);
+        let count = self.table().count(tunnel.id);
         if count > 0 && !force {
             return Err(Error::TunnelHasConnectors {
                 name: tunnel.name,
@@ -220,48 +272,23 @@ impl Registry {
             .filter(|r| r.tunnel_id == tunnel.id)
             .map(|r| r.port)
             .collect();
-        db.delete_tunnel(tunnel.id)?;
-        self.update_view(|v| v.remove_tunnel(tunnel.id));
+        // The connector table is not locked across the store's write (which may wait on etcd):
+        // a link admitted meanwhile found the tunnel in the view and is revoked below with the
+        // others; one that comes after the write finds no tunnel and is refused.
+        self.storage.delete_tunnel(&tunnel)?;
+        let mut table = self.table();
         for id in table.ids_of_tunnel(tunnel.id, None) {
             table.revoke(id);
             table.remove(id);
         }
         self.update_connector_gauge(&table);
+        drop(table);
         for port in ports {
             self.close_tcp_port(port);
         }
         self.metrics.tunnels_deleted.inc();
-        self.metrics.tunnels.dec();
-        self.routes_version.fetch_add(1, Ordering::Release);
+        self.update_tunnel_gauge();
         Ok(tunnel)
-    }
-
-    /// Cleans a tunnel's connector records up (all, or only `connector`): a record without a
-    /// live link is removed; a connector with live links is kept, or with `disconnect` has its
-    /// links closed at once (its record goes with its last link, so the connector limit holds
-    /// throughout; the connector may reconnect, as it would after a network failure).
-    pub fn cleanup(
-        &self,
-        id_or_name: &str,
-        connector: Option<Uuid>,
-        disconnect: bool,
-    ) -> Result<Cleanup> {
-        let tunnel = self.find(id_or_name)?;
-        let mut table = self.table();
-        let mut done = Cleanup::default();
-        for id in table.ids_of_tunnel(tunnel.id, connector) {
-            if !table.has_live_link(id) {
-                table.remove(id);
-                done.removed.push(id);
-            } else if disconnect {
-                table.revoke(id);
-                done.disconnected.push(id);
-            } else {
-                done.kept.push(id);
-            }
-        }
-        self.update_connector_gauge(&table);
-        Ok(done)
     }
 
     /// Routes a hostname (lowercased; `*.example.com` allowed) to a tunnel. The same route
@@ -280,7 +307,7 @@ impl Registry {
         overwrite: bool,
     ) -> Result<(DnsRoute, RouteChange)> {
         let hostname = normalize_hostname(hostname)?;
-        let db = self.db();
+        let _writes = self.writes();
         let tunnel = self.find(id_or_name)?;
         let existing = self
             .view()
@@ -288,7 +315,12 @@ impl Registry {
             .iter()
             .find(|r| r.hostname == hostname)
             .cloned();
-        let (route, change) = match existing {
+        let route = DnsRoute {
+            hostname: hostname.clone(),
+            tunnel_id: tunnel.id,
+            tunnel_name: tunnel.name.clone(),
+        };
+        let change = match existing {
             Some(r) if r.tunnel_id == tunnel.id => return Ok((r, RouteChange::Exists)),
             Some(r) if !overwrite => {
                 return Err(Error::DnsRouteExists {
@@ -296,17 +328,15 @@ impl Registry {
                     tunnel: r.tunnel_name,
                 });
             }
-            Some(_) => (
-                db.move_dns_route(&tunnel, &hostname)?,
-                RouteChange::Replaced,
-            ),
-            None => (db.add_dns_route(&tunnel, &hostname)?, RouteChange::Added),
+            Some(_) => {
+                self.storage.move_dns_route(&route)?;
+                RouteChange::Replaced
+            }
+            None => {
+                self.storage.add_dns_route(&route)?;
+                RouteChange::Added
+            }
         };
-        self.update_view(|v| {
-            v.remove_dns(&route.hostname);
-            v.add_dns(route.clone());
-        });
-        self.routes_version.fetch_add(1, Ordering::Release);
         Ok((route, change))
     }
 
@@ -325,7 +355,7 @@ impl Registry {
         if port == 0 {
             return Err(Error::Invalid("tcp port must be 1 to 65535".into()));
         }
-        let db = self.db();
+        let _writes = self.writes();
         let tunnel = self.find(id_or_name)?;
         let existing = self
             .view()
@@ -348,22 +378,22 @@ impl Registry {
                 .open(port)
                 .map_err(|reason| Error::TcpPortUnavailable { port, reason })?;
         }
-        let route = match db.add_tcp_route(&tunnel, port) {
-            Ok(route) => route,
-            Err(e) => {
-                self.close_tcp_port(port);
-                return Err(e);
-            }
+        let route = TcpRoute {
+            port,
+            tunnel_id: tunnel.id,
+            tunnel_name: tunnel.name.clone(),
         };
-        self.update_view(|v| v.add_tcp(route.clone()));
-        self.routes_version.fetch_add(1, Ordering::Release);
+        if let Err(e) = self.storage.add_tcp_route(&route) {
+            self.close_tcp_port(port);
+            return Err(e);
+        }
         Ok((route, RouteChange::Added))
     }
 
     /// Removes the DNS route of `hostname`; returns it.
     pub fn delete_dns_route(&self, hostname: &str) -> Result<DnsRoute> {
         let hostname = normalize_hostname(hostname)?;
-        let db = self.db();
+        let _writes = self.writes();
         let route = self
             .view()
             .dns_routes()
@@ -371,15 +401,13 @@ impl Registry {
             .find(|r| r.hostname == hostname)
             .cloned()
             .ok_or_else(|| Error::RouteNotFound(format!("hostname {hostname}")))?;
-        db.delete_dns_route(&hostname)?;
-        self.update_view(|v| v.remove_dns(&hostname));
-        self.routes_version.fetch_add(1, Ordering::Release);
+        self.storage.delete_dns_route(&hostname)?;
         Ok(route)
     }
 
     /// Removes the TCP route of `port` and stops listening on it; returns it.
     pub fn delete_tcp_route(&self, port: u16) -> Result<TcpRoute> {
-        let db = self.db();
+        let _writes = self.writes();
         let route = self
             .view()
             .tcp_routes()
@@ -387,9 +415,7 @@ impl Registry {
             .find(|r| r.port == port)
             .cloned()
             .ok_or_else(|| Error::RouteNotFound(format!("tcp port {port}")))?;
-        db.delete_tcp_route(port)?;
-        self.update_view(|v| v.remove_tcp(port));
-        self.routes_version.fetch_add(1, Ordering::Release);
+        self.storage.delete_tcp_route(port)?;
         self.close_tcp_port(port);
         Ok(route)
     }
@@ -408,34 +434,11 @@ impl Registry {
     /// Sets (or with `None` clears) a tunnel's load-balancing policy; returns the tunnel. The
     /// workers pick it up with their next route-table refresh.
     pub fn set_lb_policy(&self, id_or_name: &str, policy: Option<LbPolicy>) -> Result<Tunnel> {
-        let db = self.db();
+        let _writes = self.writes();
         let mut tunnel = self.find(id_or_name)?;
-        db.set_lb_policy(tunnel.id, policy)?;
-        self.update_view(|v| v.set_policy(tunnel.id, policy));
+        self.storage.set_lb_policy(&tunnel, policy)?;
         tunnel.lb_policy = policy;
-        self.routes_version.fetch_add(1, Ordering::Release);
         Ok(tunnel)
-    }
-
-    /// Connects the data plane's live counters (see [`LiveLoads`]); the first call wins.
-    pub fn set_live_loads(&self, live: Weak<dyn LiveLoads>) {
-        let _ = self.live.set(live);
-    }
-
-    /// Fills in a connector's live counters (and draining, which the data plane may learn
-    /// first) from the data plane.
-    fn join_live(&self, mut c: Connector) -> Connector {
-        if let Some(live) = self
-            .live
-            .get()
-            .and_then(Weak::upgrade)
-            .and_then(|l| l.live_load(c.id))
-        {
-            c.active_streams = live.active_streams;
-            c.requests = live.requests;
-            c.draining |= live.draining;
-        }
-        c
     }
 
     /// Every DNS route, by hostname.
@@ -448,206 +451,47 @@ impl Registry {
         Ok(self.view().tcp_routes().to_vec())
     }
 
-    /// Bumped on every route change (route added, tunnel deleted).
+    /// Bumped on every change of the store's view (a route added, a tunnel deleted, a policy
+    /// set; by this node or, with etcd, by another).
     pub fn routes_version(&self) -> u64 {
-        self.routes_version.load(Ordering::Acquire)
+        self.storage.version()
     }
 
     /// A snapshot of all routes for the request path (from memory).
     pub fn route_table(&self) -> Result<RouteTable> {
         Ok(self.view().route_table())
     }
+}
 
-    /// Checks a connector's registration proof for `nonce` against the tunnel's secret (see
-    /// [`crate::auth`]). Call it before [`Registry::register_connector`]. An unknown tunnel and
-    /// a wrong proof are both refused; the secret never leaves the edge.
-    pub fn authenticate(
-        &self,
-        tunnel_id: Uuid,
-        connector_id: Uuid,
-        nonce: &crate::auth::Nonce,
-        proof: &[u8],
-    ) -> Result<()> {
-        let secret = match self.tunnel_secret(tunnel_id) {
-            Ok(secret) => secret,
-            Err(e) => {
-                self.metrics.connectors_rejected.inc();
-                return Err(e);
+/// The hook that closes, on this node, the links of a tunnel that another node deleted: its
+/// credentials stop working everywhere, as they do on the node that deleted it.
+fn revoke_deleted_tunnels(
+    connectors: Arc<Mutex<ConnectorTable>>,
+    metrics: Arc<Metrics>,
+) -> storage::ViewHook {
+    Box::new(move |view| {
+        let mut table = connectors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut revoked = 0usize;
+        for tunnel in table.tunnels() {
+            if view.secret(tunnel).is_some() {
+                continue;
             }
-        };
-        if crate::auth::verify_registration_proof(
-            &secret.0,
-            nonce,
-            tunnel_id.as_bytes(),
-            connector_id.as_bytes(),
-            proof,
-        ) {
-            Ok(())
-        } else {
-            self.metrics.connectors_rejected.inc();
-            Err(Error::BadProof(tunnel_id.to_string()))
-        }
-    }
-
-    /// Registers one link of a connector (the first link registers the connector). Enforces the
-    /// per-tunnel connector limit: over it, the error's message is meant for the connector,
-    /// e.g. `tunnel web has reached its limit of 100 connectors`. The caller has verified the
-    /// registration proof.
-    pub fn register_connector(
-        &self,
-        tunnel_id: Uuid,
-        registration: ConnectorRegistration,
-        link: LinkInfo,
-    ) -> Result<()> {
-        self.admit(tunnel_id, registration, link, None).map(|_| ())
-    }
-
-    /// [`Registry::register_connector`] for a live link: also enforces the connector's link
-    /// bound (`slot.ha_connections`, at most [`MAX_LINKS_PER_CONNECTOR`]; a link index must be
-    /// below it and below the count the connector's first link declared) and, when the index
-    /// already has a link, triggers that link's `slot.replaced` signal (its link server then
-    /// drains it) before this one takes the index. Returns the link's ID for
-    /// [`Registry::unregister_link_id`]. A refused index is counted as
-    /// [`Limit::ConnectorLinks`](crate::limit::Limit::ConnectorLinks).
-    pub fn register_link(
-        &self,
-        tunnel_id: Uuid,
-        registration: ConnectorRegistration,
-        link: LinkInfo,
-        slot: LinkSlot,
-    ) -> Result<u64> {
-        self.admit(tunnel_id, registration, link, Some(slot))
-    }
-
-    /// Registers a link; `slot` is `None` for a record without a live link (which a cleanup
-    /// may remove).
-    fn admit(
-        &self,
-        tunnel_id: Uuid,
-        registration: ConnectorRegistration,
-        link: LinkInfo,
-        live: Option<LinkSlot>,
-    ) -> Result<u64> {
-        let connector = registration.connector_id;
-        // The tunnel is looked up with the table locked, so a deletion (which takes the table
-        // lock too) either comes first and refuses this link, or comes after and revokes it.
-        let mut table = self.table();
-        let tunnel = match self.find(&tunnel_id.to_string()) {
-            Ok(t) => t,
-            Err(e) => {
-                self.metrics.connectors_rejected.inc();
-                return Err(e);
-            }
-        };
-        let slot = live.clone().unwrap_or_default();
-        let declared = match table.get(connector) {
-            Some(c) if c.tunnel_id != tunnel.id => {
-                self.metrics.connectors_rejected.inc();
-                return Err(Error::ConnectorConflict(connector.to_string()));
-            }
-            Some(_) => table.declared_links(connector),
-            None if table.count(tunnel.id) >= self.connector_limit => {
-                self.metrics.connectors_rejected.inc();
-                return Err(Error::ConnectorLimit {
-                    tunnel: tunnel.name,
-                    limit: self.connector_limit,
-                });
-            }
-            None => None,
-        };
-        let allowed = declared
-            .unwrap_or(slot.ha_connections)
-            .min(slot.ha_connections);
-        if slot.ha_connections == 0
-            || slot.ha_connections > MAX_LINKS_PER_CONNECTOR
-            || link.index >= allowed
-        {
-            self.metrics.connectors_rejected.inc();
-            self.metrics
-                .limits
-                .hit(crate::limit::Limit::ConnectorLinks, &connector);
-            return Err(Error::LinkLimit {
-                index: link.index,
-                declared: slot.ha_connections,
-                allowed: allowed.min(MAX_LINKS_PER_CONNECTOR),
-            });
-        }
-        let index = link.index;
-        if table.add_link(tunnel.id, registration, link) == Registered::NewConnector {
-            self.metrics.connectors_registered.inc();
-            table.set_declared_links(connector, slot.ha_connections);
-        }
-        let id = self.link_ids.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(slot) = live {
-            let link = LiveLink {
-                id,
-                replaced: slot.replaced,
-                revoked: slot.revoked,
-            };
-            if let Some(old) = table.set_live_link(connector, index, link) {
-                old.trigger();
+            for id in table.ids_of_tunnel(tunnel, None) {
+                table.revoke(id);
+                table.remove(id);
+                revoked += 1;
             }
         }
-        self.update_connector_gauge(&table);
-        Ok(id)
-    }
-
-    /// Unregisters link `link_index` of a connector if it is still the link `id` (a link that
-    /// was replaced under the same index leaves its successor's record alone). Returns whether
-    /// the connector went away.
-    pub fn unregister_link_id(&self, connector_id: Uuid, link_index: u8, id: u64) -> bool {
-        let mut table = self.table();
-        let gone = table.remove_live_link(connector_id, link_index, id);
-        self.update_connector_gauge(&table);
-        gone
-    }
-
-    /// Unregisters one link; the connector goes away with its last link. Returns whether the
-    /// connector went away.
-    pub fn unregister_link(&self, connector_id: Uuid, link_index: u8) -> bool {
-        let mut table = self.table();
-        let gone = table.remove_link(connector_id, link_index);
-        self.update_connector_gauge(&table);
-        gone
-    }
-
-    /// Unregisters link `link_index` of a connector if its record is the one on `server` (a
-    /// link replaced under the same index on another server keeps its new record). Returns
-    /// whether the connector went away.
-    pub fn unregister_link_at(
-        &self,
-        connector_id: Uuid,
-        link_index: u8,
-        server: std::net::SocketAddr,
-    ) -> bool {
-        let mut table = self.table();
-        let gone = table.remove_link_at(connector_id, link_index, server);
-        self.update_connector_gauge(&table);
-        gone
-    }
-
-    /// Marks a connector as draining (it gets no new streams). Returns whether it was known.
-    pub fn set_draining(&self, connector_id: Uuid) -> bool {
-        self.table().set_draining(connector_id)
-    }
-
-    /// A connector by ID, with its live counters.
-    pub fn connector(&self, connector_id: Uuid) -> Option<Connector> {
-        let c = self.table().get(connector_id).cloned();
-        c.map(|c| self.join_live(c))
-    }
-
-    /// A tunnel's connectors, oldest first, with their live counters.
-    pub fn connectors(&self, tunnel_id: Uuid) -> Vec<Connector> {
-        // The table's lock is released before the data plane's counters are read.
-        let list = self.table().of_tunnel(tunnel_id);
-        list.into_iter().map(|c| self.join_live(c)).collect()
-    }
-
-    /// How many connectors a tunnel has.
-    pub fn connector_count(&self, tunnel_id: Uuid) -> usize {
-        self.table().count(tunnel_id)
-    }
+        if revoked > 0 {
+            tracing::info!(
+                revoked,
+                "connectors of a tunnel deleted on another node closed"
+            );
+            metrics
+                .connectors
+                .set(i64::try_from(table.total()).unwrap_or(i64::MAX));
+        }
+    })
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The persistent half of the registry: tunnels and routes in SQLite.
 //!
-//! Migrations are an ordered list of SQL batches; `PRAGMA user_version` records how many ran.
-//! Columns added later (`tunnels.lb_policy`) are added with `ALTER TABLE` when a database
-//! lacks them, whatever its version says, so a database from an older edge opens as is.
+//! One migration scheme: an ordered list of steps, `PRAGMA user_version` records how many ran,
+//! and each step runs in its own transaction with the version bump. A step may check the schema
+//! before it changes it (step 2 adds `tunnels.lb_policy` only where an earlier edge, which added
+//! the column outside the numbered steps, has not), so a database from any older edge opens.
 //! Foreign keys are on, so deleting a tunnel deletes its routes.
 use std::path::Path;
 
@@ -18,23 +19,37 @@ use crate::settings::LbPolicy;
 /// The tunnel columns every tunnel query reads, in [`tunnel_from_row`]'s order.
 const TUNNEL_COLUMNS: &str = "id, name, created, lb_policy";
 
+/// One schema step; runs inside the transaction that records it.
+type Migration = fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>;
+
 /// Schema migrations, applied in order; never edit one that shipped, append a new one.
-const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: &[Migration] = &[
     // 1: tunnels and routes.
-    "CREATE TABLE tunnels (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        secret BLOB NOT NULL,
-        created TEXT NOT NULL
-     );
-     CREATE TABLE dns_routes (
-        hostname TEXT PRIMARY KEY,
-        tunnel_id TEXT NOT NULL REFERENCES tunnels(id) ON DELETE CASCADE
-     );
-     CREATE TABLE tcp_routes (
-        port INTEGER PRIMARY KEY,
-        tunnel_id TEXT NOT NULL REFERENCES tunnels(id) ON DELETE CASCADE
-     );",
+    |tx| {
+        tx.execute_batch(
+            "CREATE TABLE tunnels (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL UNIQUE,
+                secret BLOB NOT NULL,
+                created TEXT NOT NULL
+             );
+             CREATE TABLE dns_routes (
+                hostname TEXT PRIMARY KEY,
+                tunnel_id TEXT NOT NULL REFERENCES tunnels(id) ON DELETE CASCADE
+             );
+             CREATE TABLE tcp_routes (
+                port INTEGER PRIMARY KEY,
+                tunnel_id TEXT NOT NULL REFERENCES tunnels(id) ON DELETE CASCADE
+             );",
+        )
+    },
+    // 2: a tunnel's own load-balancing policy (NULL = the edge's default).
+    |tx| {
+        if !has_column(tx, "tunnels", "lb_policy")? {
+            tx.execute_batch("ALTER TABLE tunnels ADD COLUMN lb_policy TEXT")?;
+        }
+        Ok(())
+    },
 ];
 
 /// Tunnels and routes in a SQLite database.
@@ -98,15 +113,20 @@ impl Store {
                 ),
             });
         }
-        // A brand-new database gets every column from the migrations below: nothing to report.
-        let fresh = version == 0;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.transaction()?;
-            tx.execute_batch(sql)?;
+            step(&tx)?;
             tx.pragma_update(None, "user_version", i + 1)?;
             tx.commit()?;
         }
-        add_missing_columns(&conn, fresh)?;
+        // A brand-new database is simply created: only an older edge's database is reported.
+        if version > 0 && version < MIGRATIONS.len() {
+            tracing::info!(
+                from = version,
+                to = MIGRATIONS.len(),
+                "registry database migrated"
+            );
+        }
         Ok(Store { conn })
     }
 
@@ -122,15 +142,7 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) fn create_tunnel(&self, name: &str) -> Result<(Tunnel, TunnelSecret)> {
-        let now = OffsetDateTime::now_utc();
-        let tunnel = Tunnel {
-            id: Uuid::new_v4(),
-            name: name.to_owned(),
-            created: now.replace_nanosecond(0).unwrap_or(now),
-            lb_policy: None,
-        };
-        let secret = TunnelSecret::generate();
+    pub(crate) fn create_tunnel(&self, tunnel: &Tunnel, secret: &TunnelSecret) -> Result<()> {
         let created = tunnel
             .created
             .format(&Rfc3339)
@@ -140,8 +152,8 @@ impl Store {
             params![tunnel.id.to_string(), tunnel.name, &secret.0[..], created],
         );
         match res {
-            Ok(_) => Ok((tunnel, secret)),
-            Err(e) if is_unique_violation(&e) => Err(Error::TunnelExists(name.to_owned())),
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(Error::TunnelExists(tunnel.name.clone())),
             Err(e) => Err(e.into()),
         }
     }
@@ -299,20 +311,13 @@ impl Store {
     }
 }
 
-/// Adds the columns newer than a database's schema: `tunnels.lb_policy` (NULL = edge default).
-/// Logs the migration only for a database an older edge wrote (`fresh` is false).
-fn add_missing_columns(conn: &Connection, fresh: bool) -> Result<()> {
-    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('tunnels')")?;
+/// Whether `table` has a column `column`.
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
     let columns = stmt
-        .query_map([], |r| r.get::<_, String>(0))?
+        .query_map([table], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    if !columns.iter().any(|c| c == "lb_policy") {
-        conn.execute_batch("ALTER TABLE tunnels ADD COLUMN lb_policy TEXT")?;
-        if !fresh {
-            tracing::info!("registry database migrated: tunnels.lb_policy added");
-        }
-    }
-    Ok(())
+    Ok(columns.iter().any(|c| c == column))
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {

@@ -2,16 +2,15 @@
 //! proofs are checked against) and routes.
 //!
 //! Every read of tunnels and routes is served from here, so a link registration or a route-table
-//! refresh on a data-plane worker never waits on SQLite, whatever another process does to the
-//! database file. The view is loaded once at start; a write goes to the database first and,
-//! once it succeeded, into a new copy of the view, which replaces the old one in one step
-//! (copy on write: readers hold an `Arc` of a complete view and never see half a change).
+//! refresh on a data-plane worker never waits on the store (SQLite or etcd, see
+//! [`super::storage`]). A change goes into a new copy of the view, which replaces the old one in
+//! one step (copy on write: readers hold an `Arc` of a complete view and never see half a
+//! change). Adding a record whose key is already there replaces it, so a change applied twice
+//! is applied once.
 use uuid::Uuid;
 
 use super::route_table::RouteTable;
-use super::store::Store;
 use super::types::{DnsRoute, TcpRoute, Tunnel, TunnelSecret};
-use crate::error::Result;
 use crate::settings::LbPolicy;
 
 /// Tunnels (oldest first), DNS routes (by hostname) and TCP routes (by port), as stored.
@@ -23,13 +22,29 @@ pub(crate) struct View {
 }
 
 impl View {
-    /// Reads everything from the database (at start, before any worker runs).
-    pub(crate) fn load(store: &Store) -> Result<View> {
-        Ok(View {
-            tunnels: store.tunnels_with_secrets()?,
-            dns: store.dns_routes()?,
-            tcp: store.tcp_routes()?,
-        })
+    /// A view of these records (in any order). A route whose tunnel is not among `tunnels` is
+    /// left out, as a join in the database would: with a shared store, a route written by one
+    /// node while another deleted its tunnel must not route to nothing.
+    pub(crate) fn new(
+        tunnels: Vec<(Tunnel, TunnelSecret)>,
+        dns: Vec<DnsRoute>,
+        tcp: Vec<TcpRoute>,
+    ) -> View {
+        let mut view = View::default();
+        for (t, s) in tunnels {
+            view.add_tunnel(t, s);
+        }
+        for r in dns {
+            if view.secret(r.tunnel_id).is_some() {
+                view.add_dns(r);
+            }
+        }
+        for r in tcp {
+            if view.secret(r.tunnel_id).is_some() {
+                view.add_tcp(r);
+            }
+        }
+        view
     }
 
     pub(crate) fn tunnels(&self) -> Vec<Tunnel> {
@@ -40,7 +55,7 @@ impl View {
         self.tunnels.len()
     }
 
-    /// A tunnel by ID or, failing that, by name (as [`Store::find_tunnel`]).
+    /// A tunnel by ID or, failing that, by name .
     pub(crate) fn find(&self, id_or_name: &str) -> Option<&Tunnel> {
         let by_id = Uuid::parse_str(id_or_name)
             .ok()
@@ -66,6 +81,7 @@ impl View {
     }
 
     pub(crate) fn add_tunnel(&mut self, tunnel: Tunnel, secret: TunnelSecret) {
+        self.tunnels.retain(|(t, _)| t.id != tunnel.id);
         self.tunnels.push((tunnel, secret));
         self.tunnels
             .sort_by(|(a, _), (b, _)| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
@@ -79,6 +95,7 @@ impl View {
     }
 
     pub(crate) fn add_dns(&mut self, route: DnsRoute) {
+        self.dns.retain(|r| r.hostname != route.hostname);
         self.dns.push(route);
         self.dns.sort_by(|a, b| a.hostname.cmp(&b.hostname));
     }
@@ -92,6 +109,7 @@ impl View {
     }
 
     pub(crate) fn add_tcp(&mut self, route: TcpRoute) {
+        self.tcp.retain(|r| r.port != route.port);
         self.tcp.push(route);
         self.tcp.sort_by_key(|r| r.port);
     }

@@ -1,0 +1,328 @@
+//! The registry's keys in etcd and how their values are encoded.
+//!
+//! Every key starts with the prefix (`/ringtun/` by default, `--etcd-prefix`):
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `tunnels/{id}` | JSON `{"id", "name", "created" (RFC 3339), "lb_policy" (name or null)}` |
+//! | `secrets/{id}` | the tunnel secret, standard base64 (what registration proofs check) |
+//! | `names/{name}` | the tunnel ID: a name is taken by creating this key (compare-and-set) |
+//! | `routes/dns/{hostname}` | the tunnel ID: a hostname is routed by creating this key |
+//! | `routes/tcp/{port}` | the tunnel ID: a port is routed by creating this key |
+//!
+//! | `nodes/{node}` | JSON `{"data_center", "admin", "servers"}`, under the node's lease |
+//! | `links/{tunnel}/{node}/{connector}.{index}` | JSON `{"data_center", "server"}`, under the node's lease |
+//!
+//! A tunnel and its secret and name are written in one transaction, and deleted in one with the
+//! tunnel's routes. A value that does not decode (written by a newer edge, or by hand) is left
+//! out of the view with a warning, never a panic.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::registry::{DnsRoute, TcpRoute, Tunnel, TunnelSecret, View};
+
+/// The default key prefix (`--etcd-prefix`).
+pub const DEFAULT_PREFIX: &str = "/ringtun/";
+
+/// The key layout under one prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+/// Every node's record and every live link in the cluster, as the watch last saw them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterPresence {
+    /// Node ID → its record (JSON: data center, addresses).
+    pub nodes: BTreeMap<String, String>,
+    /// Every live link of every node.
+    pub links: Vec<ClusterLink>,
+}
+
+/// One live link as a node announced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterLink {
+    /// Its tunnel.
+    pub tunnel: Uuid,
+    /// The node holding it.
+    pub node: String,
+    /// `{connector}.{index}`.
+    pub link: String,
+    /// JSON: data center and edge server of the link.
+    pub value: String,
+}
+
+/// A tunnel's value.
+#[derive(Debug, Serialize, Deserialize)]
+struct TunnelRecord {
+    id: Uuid,
+    name: String,
+    created: String,
+    lb_policy: Option<String>,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The prefix every key of the cluster starts with.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(crate) fn tunnel(&self, id: Uuid) -> String {
+        format!("{}tunnels/{id}", self.prefix)
+    }
+
+    pub(crate) fn secret(&self, id: Uuid) -> String {
+        format!("{}secrets/{id}", self.prefix)
+    }
+
+    pub(crate) fn name(&self, name: &str) -> String {
+        format!("{}names/{name}", self.prefix)
+    }
+
+    /// Every route, DNS and TCP.
+    pub(crate) fn routes(&self) -> String {
+        format!("{}routes/", self.prefix)
+    }
+
+    pub(crate) fn dns(&self, hostname: &str) -> String {
+        format!("{}routes/dns/{hostname}", self.prefix)
+    }
+
+    pub(crate) fn tcp(&self, port: u16) -> String {
+        format!("{}routes/tcp/{port}", self.prefix)
+    }
+
+    /// A node's presence record (under its lease).
+    pub(crate) fn node(&self, node: &str) -> String {
+        format!("{}nodes/{node}", self.prefix)
+    }
+
+    /// A live link's presence key (under its node's lease).
+    pub(crate) fn link(&self, tunnel: Uuid, node: &str, link: &str) -> String {
+        format!("{}links/{tunnel}/{node}/{link}", self.prefix)
+    }
+
+    /// Whether `key` is a presence key (`nodes/`, `links/`) rather than a registry record.
+    pub(crate) fn is_presence(&self, key: &[u8]) -> bool {
+        let Some(rest) = key.strip_prefix(self.prefix.as_bytes()) else {
+            return false;
+        };
+        rest.starts_with(b"nodes/") || rest.starts_with(b"links/")
+    }
+
+    /// The cluster's presence: every node's record and every live link.
+    pub(crate) fn presence(&self, kvs: &BTreeMap<Vec<u8>, Vec<u8>>) -> ClusterPresence {
+        let mut out = ClusterPresence::default();
+        for (key, value) in kvs {
+            let (Ok(key), Ok(value)) = (std::str::from_utf8(key), std::str::from_utf8(value))
+            else {
+                continue;
+            };
+            let Some(rest) = key.strip_prefix(&self.prefix) else {
+                continue;
+            };
+            if let Some(node) = rest.strip_prefix("nodes/") {
+                out.nodes.insert(node.to_owned(), value.to_owned());
+            } else if let Some(link) = rest.strip_prefix("links/") {
+                let mut parts = link.splitn(3, '/');
+                let (Some(tunnel), Some(node), Some(link)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                let Ok(tunnel) = Uuid::parse_str(tunnel) else {
+                    continue;
+                };
+                out.links.push(ClusterLink {
+                    tunnel,
+                    node: node.to_owned(),
+                    link: link.to_owned(),
+                    value: value.to_owned(),
+                });
+            }
+        }
+        out
+    }
+
+    /// A tunnel's value.
+    pub(crate) fn encode_tunnel(tunnel: &Tunnel) -> Result<String> {
+        let record = TunnelRecord {
+            id: tunnel.id,
+            name: tunnel.name.clone(),
+            created: tunnel
+                .created
+                .format(&Rfc3339)
+                .map_err(|e| Error::Invalid(format!("cannot format time: {e}")))?,
+            lb_policy: tunnel.lb_policy.map(|p| p.as_str().to_owned()),
+        };
+        serde_json::to_string(&record)
+            .map_err(|e| Error::Invalid(format!("cannot encode tunnel: {e}")))
+    }
+
+    /// A secret's value.
+    pub(crate) fn encode_secret(secret: &TunnelSecret) -> String {
+        secret.to_base64()
+    }
+
+    /// The view of every key under the prefix (`kvs`: key → value).
+    pub(crate) fn view(&self, kvs: &BTreeMap<Vec<u8>, Vec<u8>>) -> View {
+        let mut tunnels = Vec::new();
+        let mut secrets: BTreeMap<Uuid, TunnelSecret> = BTreeMap::new();
+        let mut dns = Vec::new();
+        let mut tcp = Vec::new();
+        for (key, value) in kvs {
+            let (Ok(key), Ok(value)) = (std::str::from_utf8(key), std::str::from_utf8(value))
+            else {
+                continue;
+            };
+            let Some(rest) = key.strip_prefix(&self.prefix) else {
+                continue;
+            };
+            let parsed = if let Some(id) = rest.strip_prefix("tunnels/") {
+                decode_tunnel(id, value).map(|t| tunnels.push(t))
+            } else if let Some(id) = rest.strip_prefix("secrets/") {
+                decode_secret(id, value).map(|(id, s)| {
+                    secrets.insert(id, s);
+                })
+            } else if let Some(host) = rest.strip_prefix("routes/dns/") {
+                parse_id(value).map(|id| dns.push((host.to_owned(), id)))
+            } else if let Some(port) = rest.strip_prefix("routes/tcp/") {
+                port.parse::<u16>()
+                    .map_err(|_| "port is not a number".to_owned())
+                    .and_then(|port| parse_id(value).map(|id| tcp.push((port, id))))
+            } else {
+                Ok(())
+            };
+            if let Err(reason) = parsed {
+                tracing::warn!(
+                    key,
+                    reason,
+                    "etcd key does not decode; left out of the registry"
+                );
+            }
+        }
+        let tunnels: Vec<(Tunnel, TunnelSecret)> = tunnels
+            .into_iter()
+            .filter_map(|t| secrets.remove(&t.id).map(|s| (t, s)))
+            .collect();
+        let name_of = |id: Uuid| {
+            tunnels
+                .iter()
+                .find(|(t, _)| t.id == id)
+                .map(|(t, _)| t.name.clone())
+        };
+        let dns = dns
+            .into_iter()
+            .filter_map(|(hostname, tunnel_id)| {
+                name_of(tunnel_id).map(|tunnel_name| DnsRoute {
+                    hostname,
+                    tunnel_id,
+                    tunnel_name,
+                })
+            })
+            .collect();
+        let tcp = tcp
+            .into_iter()
+            .filter_map(|(port, tunnel_id)| {
+                name_of(tunnel_id).map(|tunnel_name| TcpRoute {
+                    port,
+                    tunnel_id,
+                    tunnel_name,
+                })
+            })
+            .collect();
+        View::new(tunnels, dns, tcp)
+    }
+}
+
+fn parse_id(s: &str) -> std::result::Result<Uuid, String> {
+    Uuid::parse_str(s).map_err(|e| format!("not a tunnel ID: {e}"))
+}
+
+fn decode_tunnel(id: &str, value: &str) -> std::result::Result<Tunnel, String> {
+    let record: TunnelRecord =
+        serde_json::from_str(value).map_err(|e| format!("not a tunnel record: {e}"))?;
+    if parse_id(id)? != record.id {
+        return Err("the key's ID and the record's differ".into());
+    }
+    let created = OffsetDateTime::parse(&record.created, &Rfc3339)
+        .map_err(|e| format!("bad created time: {e}"))?;
+    Ok(Tunnel {
+        id: record.id,
+        name: record.name,
+        created,
+        // An unknown policy (written by a newer edge) falls back to the edge's default.
+        lb_policy: record.lb_policy.and_then(|p| p.parse().ok()),
+    })
+}
+
+fn decode_secret(id: &str, value: &str) -> std::result::Result<(Uuid, TunnelSecret), String> {
+    use base64::Engine as _;
+    let id = parse_id(id)?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .map_err(|e| format!("secret is not base64: {e}"))?;
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| "secret is not 32 bytes".to_owned())?;
+    Ok((id, TunnelSecret(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_bad_values_are_left_out() {
+        let keys = Keys::new("/t/");
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .expect("time");
+        let tunnel = Tunnel {
+            id: Uuid::new_v4(),
+            name: "web".into(),
+            created: now,
+            lb_policy: Some(crate::settings::LbPolicy::Random),
+        };
+        let secret = TunnelSecret::generate();
+        let orphan = Uuid::new_v4();
+        let mut kvs = BTreeMap::new();
+        let mut put = |k: String, v: String| kvs.insert(k.into_bytes(), v.into_bytes());
+        put(
+            keys.tunnel(tunnel.id),
+            Keys::encode_tunnel(&tunnel).expect("encode"),
+        );
+        put(keys.secret(tunnel.id), Keys::encode_secret(&secret));
+        put(keys.dns("a.example.com"), tunnel.id.to_string());
+        put(keys.dns("b.example.com"), orphan.to_string());
+        put(keys.tcp(9000), tunnel.id.to_string());
+        put(keys.tcp(1).replace("/1", "/x"), tunnel.id.to_string());
+        put(keys.tunnel(Uuid::new_v4()), "{not json".into());
+        let view = keys.view(&kvs);
+        assert_eq!(view.tunnels(), vec![tunnel.clone()]);
+        assert_eq!(view.secret(tunnel.id), Some(&secret));
+        let hosts: Vec<_> = view
+            .dns_routes()
+            .iter()
+            .map(|r| r.hostname.as_str())
+            .collect();
+        assert_eq!(
+            hosts,
+            ["a.example.com"],
+            "a route to a missing tunnel is left out"
+        );
+        assert_eq!(view.tcp_routes().len(), 1);
+        assert_eq!(view.tcp_routes()[0].tunnel_name, "web");
+    }
+}

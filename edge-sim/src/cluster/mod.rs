@@ -1,0 +1,266 @@
+//! Several edge nodes sharing one etcd: the etcd client on its own control-plane thread.
+//!
+//! `--etcd http://HOST:PORT[,…]` moves the registry's durable records from SQLite into etcd
+//! (see `docs/cluster.md`). The etcd client (`etcd-client`, on tokio and tonic) runs on one
+//! thread, `cluster`, with its own current-thread tokio runtime; tokio exists nowhere else in
+//! the edge. The rest of the edge talks to it through channels:
+//! - writes go in as an [`Op`] with a reply channel; every one is bounded by
+//!   `--etcd-timeout-ms` on the thread and waited for at most a little longer by the caller, so
+//!   an unreachable etcd or a lost quorum is a prompt [`Error::RegistryUnavailable`] (503 from
+//!   the admin API), never a hang;
+//! - reads never reach this thread: it keeps the registry's in-memory view (see
+//!   [`crate::registry`]) up to date from a watch on the key prefix, so a change made on one node
+//!   reaches every other node, and the data-plane workers read that view without waiting.
+//!
+//! # Layout
+//! - [`keys`]: the key layout under the prefix and the records' encoding.
+//! - `task`: the tokio side: the list-then-watch loop and the write transactions.
+mod keys;
+mod presence;
+mod task;
+
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use keys::{ClusterLink, ClusterPresence, DEFAULT_PREFIX};
+pub(crate) use presence::Presence;
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::registry::{DnsRoute, TcpRoute, Tunnel, TunnelSecret};
+use crate::settings::LbPolicy;
+
+/// Default bound on one etcd call (`--etcd-timeout-ms`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Default TTL of a node's presence lease (`--etcd-lease-ttl`); renewed every third of it.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// Where the cluster's etcd is and how long to wait for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSettings {
+    /// Client URLs of the etcd members, `http://HOST:PORT`.
+    pub endpoints: Vec<String>,
+    /// Every key of this edge cluster starts with it (`--etcd-prefix`, default `/ringtun/`).
+    pub prefix: String,
+    /// Bound on one etcd call: connecting, a write, the first read at start
+    /// (`--etcd-timeout-ms`).
+    pub timeout: Duration,
+    /// TTL of this node's presence lease (`--etcd-lease-ttl`): a node that dies loses its
+    /// `nodes/` and `links/` keys this long after its last renewal.
+    pub lease_ttl: Duration,
+}
+
+impl EtcdSettings {
+    /// Parses `--etcd URL[,URL…]` (repeatable), `--etcd-prefix`, `--etcd-timeout-ms` and
+    /// `--etcd-lease-ttl`; `None` when no URL was given (SQLite, one node).
+    pub fn from_flags(
+        urls: &[String],
+        prefix: Option<String>,
+        timeout_ms: Option<u64>,
+        lease_ttl_secs: Option<u64>,
+    ) -> Result<Option<EtcdSettings>> {
+        let endpoints: Vec<String> = urls
+            .iter()
+            .flat_map(|u| u.split(','))
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if endpoints.is_empty() {
+            if prefix.is_some() || timeout_ms.is_some() || lease_ttl_secs.is_some() {
+                return Err(Error::Config(
+                    "--etcd-prefix, --etcd-timeout-ms and --etcd-lease-ttl need --etcd".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        for url in &endpoints {
+            let rest = url.strip_prefix("http://").ok_or_else(|| {
+                Error::Config(format!(
+                    "etcd endpoint {url:?} must be http://HOST:PORT (TLS to etcd is not supported)"
+                ))
+            })?;
+            if rest.is_empty() || rest.contains('/') {
+                return Err(Error::Config(format!(
+                    "etcd endpoint {url:?} must be http://HOST:PORT"
+                )));
+            }
+        }
+        let prefix = prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+        if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 2 {
+            return Err(Error::Config(format!(
+                "etcd prefix {prefix:?} must start and end with '/', like /ringtun/"
+            )));
+        }
+        let timeout =
+            Duration::from_millis(timeout_ms.unwrap_or(DEFAULT_TIMEOUT.as_millis() as u64));
+        if timeout.is_zero() {
+            return Err(Error::Config("etcd-timeout-ms must be at least 1".into()));
+        }
+        let lease_ttl = Duration::from_secs(lease_ttl_secs.unwrap_or(DEFAULT_LEASE_TTL.as_secs()));
+        if lease_ttl < Duration::from_secs(2) {
+            return Err(Error::Config("etcd-lease-ttl must be at least 2".into()));
+        }
+        Ok(Some(EtcdSettings {
+            endpoints,
+            prefix,
+            timeout,
+            lease_ttl,
+        }))
+    }
+}
+
+/// A write to the registry's records in etcd (see [`keys`] for what each touches).
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    /// A new tunnel; its name must be free.
+    CreateTunnel(Tunnel, TunnelSecret),
+    /// A tunnel, its secret, its name and its routes go.
+    DeleteTunnel(Tunnel),
+    /// A tunnel's load-balancing policy.
+    SetPolicy(Tunnel, Option<LbPolicy>),
+    /// A DNS route whose hostname must be free (`false`) or may be taken (`true`, overwrite).
+    PutDns(DnsRoute, bool),
+    /// A DNS route goes.
+    DeleteDns(String),
+    /// A TCP route whose port must be free.
+    AddTcp(TcpRoute),
+    /// A TCP route goes.
+    DeleteTcp(u16),
+}
+
+/// A write on its way to the cluster thread, with where to answer.
+struct Request {
+    op: Op,
+    reply: SyncSender<Result<()>>,
+}
+
+/// The handle on the cluster thread; dropping it stops the thread.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    requests: tokio::sync::mpsc::UnboundedSender<Request>,
+    presence: tokio::sync::mpsc::UnboundedSender<Presence>,
+    /// This node's ID in `nodes/` and `links/` (new at every start).
+    node: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    timeout: Duration,
+    endpoints: String,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request").field("op", &self.op).finish()
+    }
+}
+
+impl Cluster {
+    /// Starts the cluster thread and waits until it has loaded the first full view into
+    /// `view` (which it then keeps up to date); fails when etcd cannot be reached in time.
+    pub(crate) fn start(
+        settings: &EtcdSettings,
+        view: Arc<crate::registry::ViewCell>,
+        presence_view: Arc<std::sync::RwLock<Arc<ClusterPresence>>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Cluster> {
+        let (requests, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (presence, presence_rx) = tokio::sync::mpsc::unbounded_channel();
+        let node = uuid::Uuid::new_v4().to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let (ready_tx, ready) = sync_channel(1);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Start {
+                what: "etcd runtime",
+                source,
+            })?;
+        let task = task::Task::new(settings.clone(), view, presence_view, metrics);
+        let node_id = node.clone();
+        let thread = std::thread::Builder::new()
+            .name("cluster".into())
+            .spawn(move || runtime.block_on(task.run(rx, presence_rx, node_id, stopped, ready_tx)))
+            .map_err(|source| Error::Start {
+                what: "cluster thread",
+                source,
+            })?;
+        let endpoints = settings.endpoints.join(",");
+        tracing::info!(node = %node, "edge node in the etcd cluster");
+        let mut cluster = Cluster {
+            requests,
+            presence,
+            node,
+            stop: Some(stop),
+            thread: Some(thread),
+            timeout: settings.timeout,
+            endpoints,
+        };
+        // Connecting and the first list each take at most `timeout`.
+        match ready.recv_timeout(settings.timeout * 3 + Duration::from_secs(1)) {
+            Ok(Ok(())) => Ok(cluster),
+            Ok(Err(reason)) => {
+                cluster.shut_down();
+                Err(Error::Config(format!(
+                    "cannot reach etcd at {}: {reason}",
+                    cluster.endpoints
+                )))
+            }
+            Err(_) => {
+                cluster.shut_down();
+                Err(Error::Config(format!(
+                    "cannot reach etcd at {}: no answer within {:?}",
+                    cluster.endpoints,
+                    settings.timeout * 3
+                )))
+            }
+        }
+    }
+
+    /// Runs `op` on the cluster thread. Returns once the view shows it, or with a retryable
+    /// [`Error::RegistryUnavailable`] when etcd does not answer in time.
+    pub(crate) fn call(&self, op: Op) -> Result<()> {
+        let (reply, answer) = sync_channel(1);
+        self.requests
+            .send(Request { op, reply })
+            .map_err(|_| Error::RegistryUnavailable("the cluster thread has stopped".into()))?;
+        // The thread bounds the call itself by `timeout` (twice: the write, then the view
+        // catching up); this bound only guards against the thread itself being stuck.
+        answer
+            .recv_timeout(self.timeout * 2 + Duration::from_secs(1))
+            .unwrap_or_else(|_| {
+                Err(Error::RegistryUnavailable(format!(
+                    "etcd at {} did not answer within {:?}",
+                    self.endpoints,
+                    self.timeout * 2
+                )))
+            })
+    }
+
+    /// Tells the presence task something new (never waits).
+    pub(crate) fn announce(&self, presence: Presence) {
+        let _ = self.presence.send(presence);
+    }
+
+    /// This node's ID in the cluster.
+    pub(crate) fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
