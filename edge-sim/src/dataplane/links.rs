@@ -70,12 +70,12 @@ use crate::error::Error;
 use crate::limit::Limit;
 use crate::registry::{ConnectorRegistration, LinkInfo, LinkSlot};
 
-/// One handshake in progress, counted in [`super::Plane::pending_handshakes`] until dropped.
-struct Pending(Arc<super::Plane>);
+/// One handshake in progress, counted in [`super::SharedState::pending_handshakes`] until dropped.
+struct Pending(Arc<super::SharedState>);
 
 impl Pending {
     /// Counts a new handshake, or `None` when `--max-pending-handshakes` are running.
-    fn start(plane: &Arc<super::Plane>) -> Option<Pending> {
+    fn start(plane: &Arc<super::SharedState>) -> Option<Pending> {
         let before = plane.pending_handshakes.fetch_add(1, Ordering::AcqRel);
         if before >= plane.max_pending_handshakes {
             plane.pending_handshakes.fetch_sub(1, Ordering::AcqRel);
@@ -559,7 +559,8 @@ async fn serve_registered<S: Transport>(w: &Worker, stream: S, r: Registered) {
     let link = Link::spawn(stream, Role::Server, config);
     let load = w
         .plane
-        .connector_load(tunnel, connector, reg.weight, reg.flags.standby());
+        .loads
+        .connector(tunnel, connector, reg.weight, reg.flags.standby());
     let home = info.data_center == w.plane.public_dc;
     let id = w.add_link(connector, link.clone(), home);
     load.link_up(w.index, home);
@@ -587,7 +588,7 @@ async fn serve_registered<S: Transport>(w: &Worker, stream: S, r: Registered) {
     w.remove_link(connector, id);
     load.link_down(w.index, home);
     load.index_down(reg.link_index);
-    w.plane.connector_link_gone(&load);
+    w.plane.loads.link_gone(&load);
     registry.metrics().link_down(&info.data_center);
     let gone = registry.unregister_link_id(connector, reg.link_index, link_id);
     drop(seat);
