@@ -18,7 +18,7 @@
 //! many links per connector as workers every worker serves the tunnel's requests itself. What
 //! the replica choice needs across workers sits in one [`lb::ConnectorLoad`] per connector, an
 //! `Arc` of atomics (outstanding streams, choices served, draining, live links per worker), in
-//! the [`lb::LoadTable`]: control-plane state behind a `Mutex` with an atomic version, so a
+//! the `lb::LoadTable`: control-plane state behind a `Mutex` with an atomic version, so a
 //! worker checks the version per request (one atomic load) and only takes the lock to refresh
 //! its snapshot when connectors came or went.
 //!

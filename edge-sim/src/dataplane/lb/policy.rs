@@ -3,7 +3,7 @@
 //! A policy reads a candidate through [`Replica`] and draws its randomness from the source it
 //! is given (the worker passes its thread's generator, the tests a seeded one), so every rule
 //! here runs in a unit test without links, workers or sockets. It never counts the choice:
-//! [`super::choice`] does, once, when the choice routes a stream.
+//! `choice.rs` does, once, when the choice routes a stream.
 //!
 //! - `p2c`: two distinct random candidates; the lower `outstanding / weight` wins. A tie goes
 //!   to the lower `served / weight` (so sequential traffic, where nothing is ever outstanding,
@@ -88,7 +88,7 @@ impl<T: Replica + ?Sized> Replica for Arc<T> {
 }
 
 /// Chooses one of `candidates` by `policy` (`None` only when there is none), without counting
-/// the choice. The caller has filtered them (see [`super::choice`]).
+/// the choice. The caller has filtered them (see `choice.rs`).
 pub fn choose<'a, C: Replica + ?Sized, R: Rng + ?Sized>(
     policy: LbPolicy,
     candidates: &[&'a C],
