@@ -21,9 +21,10 @@
 //!    has one does it run among those with a link on another worker.
 //!
 //! The choice is counted ([`Replica::count_choice`], what round-robin and p2c ties rotate on)
-//! exactly once per routed stream: when the answer is [`Route::Here`] or [`Route::Elsewhere`],
-//! never for [`Route::Nothing`] (a caller may ask again while a link is being set up), and not
-//! again by the worker a connection was handed to. A choice counted for a stream the connector
+//! exactly once per attempt (a retry after a refusal is another): when the answer is
+//! [`Route::Here`] or [`Route::Elsewhere`], never for [`Route::Nothing`] (a caller may ask
+//! again while a link is being set up), and not again by the worker a connection was handed
+//! to. A choice counted for a stream the connector
 //! does not get would skew round-robin and weights against connectors whose links sit on few
 //! workers: they are handed off more often.
 
