@@ -6,30 +6,31 @@
 //! `SO_REUSEPORT` once per worker, so a connection is served on the worker that accepted it.
 //! Only those workers share it: an address some other socket listens on (another process, or
 //! another listener of this edge) is refused (`ringtun_core::rt::net::ListenerSet::bind`). A TCP
-//! route's listeners are bound when the route is created, through [`Plane`]'s
+//! route's listeners are bound when the route is created, through [`SharedState`]'s
 //! [`TcpPorts`](crate::registry::TcpPorts), so a port that cannot be listened on fails the admin
 //! request instead of being stored.
 //!
-//! # Links and load balancing
+//! # Links and replica choice
 //! A [`Link`](ringtun_core::link::Link) is `Rc`-based: it lives on one worker, in that
 //! worker's `worker::Worker` (live links per connector). Which worker is decided once, when
 //! the link has registered: `placement` spreads each connector's links over the workers (a
 //! link accepted elsewhere moves there once, before it carries a stream), so with at least as
-//! many links per connector as workers every worker serves the tunnel's requests itself. What load balancing needs
-//! across workers sits in one [`lb::ConnectorLoad`] per connector, an `Arc` of atomics
-//! (outstanding streams, draining, live links per worker). The set of connectors per tunnel is
-//! control-plane state behind a `Mutex` with an atomic version: a worker checks the version
-//! per request (one atomic load) and only takes the lock to refresh its snapshot when links
-//! came or went.
+//! many links per connector as workers every worker serves the tunnel's requests itself. What
+//! the replica choice needs across workers sits in one [`lb::ConnectorLoad`] per connector, an
+//! `Arc` of atomics (outstanding streams, choices served, draining, live links per worker), in
+//! the `lb::LoadTable`: control-plane state behind a `Mutex` with an atomic version, so a
+//! worker checks the version per request (one atomic load) and only takes the lock to refresh
+//! its snapshot when connectors came or went.
 //!
-//! Choosing a replica (see [`lb`] and `worker::Worker::pick`): the candidates are the
-//! tunnel's connectors with a live link that are not draining (a connector drains from the
-//! first GOAWAY it sends on any link, see [`links`]); standby connectors only when no active
-//! one is left (both fleet-wide). The tunnel's policy (from the route-table snapshot, else
-//! `--lb`, p2c by default) then runs among the candidates that have a link **on this worker**. Only when none has one is the
-//! public connection handed to a worker that has (the socket is duplicated, and the already
-//! read bytes travel with it through that worker's mailbox). A handed-off connection is never
-//! handed off again (it gets 503 if its new worker lost its links meanwhile).
+//! Choosing a replica ([`lb`]): the candidates are the tunnel's connectors with a live link
+//! that are not draining (a connector drains from the first GOAWAY it sends on any link, see
+//! [`links`]); standby connectors only when no active one is left (both fleet-wide). The
+//! tunnel's policy (from the route-table snapshot, else `--lb`, p2c by default) chooses among
+//! them. When the chosen connector has no link **on this worker**, the public connection is
+//! handed to a worker that has one (the socket is duplicated, and the already read bytes
+//! travel with it through that worker's mailbox), with the choice, which that worker does not
+//! make again. A connection moves at most twice (`http/retry.rs`: once for the first choice,
+//! once more for a retry after a refusal).
 //!
 //! # Shutdown
 //! [`DataPlane::drain`] (SIGTERM/SIGINT, then [`DataPlane::stop`]): every connector is marked
@@ -41,8 +42,9 @@
 //! # Layout
 //! - [`links`]: TLS, registration handshake under a deadline, `Link::spawn`, unregistration.
 //! - `placement`: which worker serves each link.
-//! - [`lb`]: per-connector load atomics and the policies.
-//! - [`worker`]: per-worker state: live links, snapshots of routes and connectors.
+//! - [`lb`]: replica choice: per-connector load, the load table, the policies, and whether
+//!   this worker or another opens the stream.
+//! - [`worker`]: per-worker state: live links, snapshots of routes and connectors, hand-off.
 //! - [`http`]: the public HTTP/1.1 ingress.
 //! - [`tcp`]: the public TCP route listeners.
 //! - [`limits`]: concurrent connections per client IP, concurrent streams per tunnel.
@@ -63,19 +65,16 @@ pub mod worker;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ringtun_core::rt::net::{DEFAULT_BACKLOG, ListenerSet};
 use ringtun_core::rt::{Runtime, RuntimeConfig, WorkerCtx};
 use rustls::ServerConfig;
-use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::registry::{LiveLoad, LiveLoads, Registry};
+use crate::registry::{LiveLoads, Registry};
 use crate::settings::{LbPolicy, Settings};
 use crate::state::TlsMaterial;
-use lb::ConnectorLoad;
 
 /// One edge server: where it listens and which data center it belongs to.
 #[derive(Debug, Clone)]
@@ -95,9 +94,11 @@ pub enum WorkerMsg {
     Link(Box<links::MovedLink>),
 }
 
-/// What every worker shares (read-mostly; no lock on the request path).
+/// The data plane's state every worker shares: settings, registry, TLS, limits, the load
+/// table, link placement and the TCP-route listeners (read-mostly; no lock on the request
+/// path).
 #[derive(Debug)]
-pub struct Plane {
+pub struct SharedState {
     pub(crate) registry: Arc<Registry>,
     pub(crate) policy: LbPolicy,
     /// The data center of the public listeners (`same-dc-first`).
@@ -124,97 +125,18 @@ pub struct Plane {
     pub(crate) draining: ringtun_core::rt::Shutdown,
     /// Which worker serves each link (see [`placement`]).
     pub(crate) placement: Arc<placement::Placement>,
-    conns_version: AtomicU64,
-    conns: Mutex<HashMap<Uuid, Arc<ConnectorLoad>>>,
+    /// Every live connector's load, which the replica choice reads (see [`lb`]).
+    pub(crate) loads: Arc<lb::LoadTable>,
     /// The listeners of TCP routes, one set (one socket per worker) per port.
     tcp_listeners: Mutex<HashMap<u16, Arc<ListenerSet>>>,
 }
 
-impl Plane {
-    /// The connector's load record, created on its first link anywhere (with the weight and
-    /// standby flag of that registration).
-    pub(crate) fn connector_load(
-        &self,
-        tunnel: Uuid,
-        connector: Uuid,
-        weight: u16,
-        standby: bool,
-    ) -> Arc<ConnectorLoad> {
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = conns.get(&connector) {
-            return Arc::clone(c);
-        }
-        let base = lb::fair_base(
-            conns
-                .values()
-                .filter(|c| c.tunnel == tunnel)
-                .map(|c| (c.served(), c.weight())),
-            weight,
-        );
-        self.conns_version.fetch_add(1, Ordering::AcqRel);
-        let load = Arc::new(
-            ConnectorLoad::new(connector, tunnel, self.workers)
-                .with_weight(weight)
-                .with_standby(standby)
-                .with_served_base(base),
-        );
-        conns.insert(connector, Arc::clone(&load));
-        load
-    }
-
-    /// Forgets the connector when its last link (on any worker) is gone.
-    pub(crate) fn connector_link_gone(&self, load: &Arc<ConnectorLoad>) {
-        if load.total_links() > 0 {
-            return;
-        }
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(cur) = conns.get(&load.id)
-            && Arc::ptr_eq(cur, load)
-            && load.total_links() == 0
-        {
-            conns.remove(&load.id);
-            self.conns_version.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-
-    /// The connectors' version: moves whenever a connector appears or goes away.
-    pub(crate) fn conns_version(&self) -> u64 {
-        self.conns_version.load(Ordering::Acquire)
-    }
-
-    /// Streams in flight and live links, over every connector (control plane: takes the lock).
-    fn in_flight(&self) -> (usize, usize) {
-        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.values().fold((0, 0), |(streams, links), c| {
-            (streams + c.outstanding(), links + c.total_links())
-        })
-    }
-
+impl SharedState {
     /// Whether the edge is shutting down (accept loops end instead of retrying).
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.is_triggered()
     }
 
-    /// Marks every connector draining, so no worker opens a new stream to it.
-    fn stop_new_streams(&self) {
-        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        for c in conns.values() {
-            c.set_draining();
-        }
-    }
-
-    /// Connectors per tunnel (control plane: takes the lock).
-    pub(crate) fn conns_snapshot(&self) -> HashMap<Uuid, Vec<Arc<ConnectorLoad>>> {
-        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: HashMap<Uuid, Vec<Arc<ConnectorLoad>>> = HashMap::new();
-        for c in conns.values() {
-            out.entry(c.tunnel).or_default().push(Arc::clone(c));
-        }
-        out
-    }
-}
-
-impl Plane {
     /// The listeners of a TCP route's port, bound now if they are not yet.
     pub(crate) fn tcp_listeners(&self, port: u16) -> std::result::Result<Arc<ListenerSet>, String> {
         let mut sets = self.tcp_listeners.lock().unwrap_or_else(|p| p.into_inner());
@@ -233,7 +155,7 @@ impl Plane {
     }
 }
 
-impl crate::registry::TcpPorts for Plane {
+impl crate::registry::TcpPorts for SharedState {
     fn open(&self, port: u16) -> std::result::Result<(), String> {
         self.tcp_listeners(port).map(drop)
     }
@@ -250,17 +172,10 @@ impl crate::registry::TcpPorts for Plane {
     }
 }
 
-impl LiveLoads for Plane {
-    fn live_load(&self, connector: Uuid) -> Option<LiveLoad> {
-        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.get(&connector).map(|c| c.live())
-    }
-}
-
 /// The running data plane. Dropping it stops the workers.
 #[derive(Debug)]
 pub struct DataPlane {
-    plane: Arc<Plane>,
+    plane: Arc<SharedState>,
     runtime: Option<Runtime<()>>,
     servers: Vec<ServerInfo>,
     public_http: SocketAddr,
@@ -317,7 +232,7 @@ impl DataPlane {
             &servers,
             Arc::clone(registry.metrics()),
         ));
-        let plane = Arc::new(Plane {
+        let plane = Arc::new(SharedState {
             faults: Arc::clone(&faults),
             request_body_timeout: settings.request_body_timeout,
             limits: settings.public_limits.clone(),
@@ -336,11 +251,10 @@ impl DataPlane {
             tls,
             workers: n,
             placement: Arc::new(placement::Placement::new(n)),
-            conns_version: AtomicU64::new(0),
-            conns: Mutex::new(HashMap::new()),
+            loads: Arc::new(lb::LoadTable::new(n)),
             tcp_listeners: Mutex::new(HashMap::new()),
         });
-        let live: std::sync::Weak<dyn LiveLoads> = Arc::downgrade(&plane) as _;
+        let live: std::sync::Weak<dyn LiveLoads> = Arc::downgrade(&plane.loads) as _;
         plane.registry.set_live_loads(live);
         let ports: std::sync::Weak<dyn crate::registry::TcpPorts> = Arc::downgrade(&plane) as _;
         plane.registry.set_tcp_ports(ports);
@@ -385,9 +299,9 @@ impl DataPlane {
     /// `grace` is over. [`DataPlane::stop`] then closes what is left.
     pub fn drain(&self, grace: std::time::Duration) {
         let start = std::time::Instant::now();
-        self.plane.stop_new_streams();
+        self.plane.loads.stop_new_streams();
         self.plane.draining.trigger();
-        let (streams, links) = self.plane.in_flight();
+        let (streams, links) = self.plane.loads.in_flight();
         tracing::info!(
             streams,
             links,
@@ -395,7 +309,7 @@ impl DataPlane {
             "draining: no new connections, links drain"
         );
         loop {
-            let (streams, links) = self.plane.in_flight();
+            let (streams, links) = self.plane.loads.in_flight();
             if streams == 0 && links == 0 {
                 tracing::info!(elapsed_ms = start.elapsed().as_millis() as u64, "drained");
                 return;

@@ -17,13 +17,12 @@ use ringtun_core::rt::net::ListenerSet;
 use ringtun_core::rt::{MailboxSender, WorkerCtx};
 use uuid::Uuid;
 
-use super::lb::{ConnectorLoad, choose};
+use super::lb::{Ask, ByTunnel, ConnectorLoad, Route, choose_replica};
 use super::limits::{ClientSlot, TunnelSlot};
-use super::{Plane, ServerInfo, WorkerMsg};
+use super::{ServerInfo, SharedState, WorkerMsg};
 use crate::limit::Limit;
 use crate::metrics::WorkerLabels;
 use crate::registry::RouteTable;
-use crate::settings::LbPolicy;
 use prometheus_client::metrics::counter::Counter;
 
 /// A public connection moving to another worker: a duplicate of its socket (`Send`) and the
@@ -64,8 +63,8 @@ pub(crate) enum Pick {
         link: Link,
         load: Arc<ConnectorLoad>,
     },
-    /// No connector has a link here; this worker has one. With the connector the policy chose
-    /// (already counted as served), which the receiving worker takes without choosing again.
+    /// The chosen connector has no usable link here; this worker has one. With the connector
+    /// (its choice already counted), which the receiving worker takes without choosing again.
     Elsewhere(usize, Option<Uuid>),
     /// The tunnel has no live connector.
     NoConnector,
@@ -74,8 +73,6 @@ pub(crate) enum Pick {
 /// How long [`Worker::pick_or_wait`] waits for a link being set up: rounds × step.
 const SETUP_WAIT_ROUNDS: u32 = 50;
 const SETUP_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(10);
-
-type ConnView = HashMap<Uuid, Vec<Arc<ConnectorLoad>>>;
 
 /// One live link on this worker.
 struct LocalLink {
@@ -88,11 +85,11 @@ struct LocalLink {
 /// One worker's state; lives in an `Rc` on its worker.
 pub(crate) struct Worker {
     pub(crate) index: usize,
-    pub(crate) plane: Arc<Plane>,
+    pub(crate) plane: Arc<SharedState>,
     senders: MailboxSender<WorkerMsg>,
     links: RefCell<HashMap<Uuid, Vec<LocalLink>>>,
     next_link: Cell<u64>,
-    view: RefCell<Option<(u64, Rc<ConnView>)>>,
+    view: RefCell<Option<(u64, Rc<ByTunnel>)>>,
     routes: RefCell<Option<(u64, Rc<RouteTable>)>>,
     /// This worker's handles on the per-tunnel stream counters.
     tunnel_counters: RefCell<HashMap<Uuid, Arc<AtomicUsize>>>,
@@ -137,39 +134,30 @@ impl Worker {
         }
     }
 
-    fn view(&self) -> Rc<ConnView> {
-        let version = self.plane.conns_version();
+    /// The connectors per tunnel: one atomic load, and a refresh only when they changed.
+    fn view(&self) -> Rc<ByTunnel> {
+        let version = self.plane.loads.version();
         if let Some((v, t)) = &*self.view.borrow()
             && *v == version
         {
             return Rc::clone(t);
         }
-        let t = Rc::new(self.plane.conns_snapshot());
+        let t = Rc::new(self.plane.loads.by_tunnel());
         *self.view.borrow_mut() = Some((version, Rc::clone(&t)));
         t
     }
 
     /// Chooses where a stream of `tunnel` goes, skipping the connectors in `exclude` (already
-    /// tried). Lock-free: the route-table and connector snapshots are versioned (one atomic
-    /// load each), the rest are the connectors' atomics and this worker's own links.
+    /// tried): [`lb::choose_replica`](super::lb::choose_replica) decides, over this worker's
+    /// snapshot of the tunnel's connectors and its own links; the chosen connector's least busy
+    /// usable link here takes the stream. Lock-free: the route-table and connector snapshots
+    /// are versioned (one atomic load each), the rest are the connectors' atomics and this
+    /// worker's own links.
     ///
-    /// 1. Candidates: connectors with a live link anywhere, not draining, not excluded; the
-    ///    standby ones only when no active one is among them.
-    /// 2. `same-dc-first`: narrowed to those with a live link in the public data center, whose
-    ///    links are then the only ones used (if there are none: all candidates, any link).
-    /// 3. When the connection may still move (`may_hand_off`: it was not handed off before and
-    ///    nothing of it is consumed that cannot be replayed), the tunnel's policy runs over all
-    ///    candidates; the chosen connector's least busy link here takes the stream, or, with
-    ///    none here, the connection moves to a worker where it has one.
-    /// 4. Otherwise the policy runs among the candidates with an open-able link on this
-    ///    worker; only when none has one does it pick among the others ([`Pick::Elsewhere`],
-    ///    which such a caller answers with 503).
-    ///
-    /// `prefer`: the connector another worker's policy chose for a connection it handed over.
-    /// It takes the stream here if it still has a usable link here, without a second choice:
-    /// the choice was counted once already, and counting it again (or choosing another
-    /// connector) would skew round-robin and weights against connectors whose links sit on
-    /// few workers.
+    /// `may_hand_off`: the connection may still move (it was not handed off before and nothing
+    /// of it is consumed that cannot be replayed), so the policy runs over every candidate,
+    /// wherever its links are. `prefer`: the connector another worker's policy chose (and
+    /// counted) for a connection it handed over.
     ///
     /// A [`Pick::Local`] for a first try (`exclude` empty) counts one request served by this
     /// worker (`ringtun_edge_worker_requests_total{worker}`).
@@ -198,94 +186,35 @@ impl Worker {
         let Some(all) = view.get(&tunnel) else {
             return Pick::NoConnector;
         };
-        let mut live: Vec<&Arc<ConnectorLoad>> = all
-            .iter()
-            .filter(|c| !c.is_draining() && !exclude.contains(&c.id) && c.total_links() > 0)
-            .collect();
-        if live.iter().any(|c| !c.is_standby()) {
-            live.retain(|c| !c.is_standby());
-        }
-        if live.is_empty() {
-            return Pick::NoConnector;
-        }
-        let mut policy = self.routes().policy(tunnel).unwrap_or(self.plane.policy);
-        let mut home_only = false;
-        if policy == LbPolicy::SameDcFirst {
-            policy = LbPolicy::P2c;
-            if live.iter().any(|c| c.total_home_links() > 0) {
-                live.retain(|c| c.total_home_links() > 0);
-                home_only = true;
-            }
-        }
+        let ask = Ask {
+            policy: self.routes().policy(tunnel).unwrap_or(self.plane.policy),
+            worker: self.index,
+            workers: self.plane.workers,
+            exclude,
+            may_hand_off,
+            prefer,
+        };
         let links = self.links.borrow();
-        let usable = |l: &LocalLink| l.link.can_open() && (l.home || !home_only);
-        let local_link = |c: &ConnectorLoad| {
-            links.get(&c.id).and_then(|ls| {
-                ls.iter()
-                    .filter(|l| usable(l))
-                    .min_by_key(|l| l.link.stats().open_streams)
-                    .map(|l| l.link.clone())
-            })
+        let usable = |l: &LocalLink, home_only: bool| l.link.can_open() && (l.home || !home_only);
+        let here = |c: &Arc<ConnectorLoad>, home_only: bool| {
+            links
+                .get(&c.id)
+                .is_some_and(|ls| ls.iter().any(|l| usable(l, home_only)))
         };
-        let links_on = |c: &ConnectorLoad, i: usize| {
-            if home_only {
-                c.home_links_on(i)
-            } else {
-                c.links_on(i)
-            }
-        };
-        let elsewhere = |c: &ConnectorLoad| {
-            (0..self.plane.workers).find(|&i| i != self.index && links_on(c, i) > 0)
-        };
-        if let Some(id) = prefer
-            && let Some(c) = live.iter().find(|c| c.id == id)
-            && let Some(link) = local_link(c)
-        {
-            return Pick::Local {
-                link,
-                load: Arc::clone(c),
-            };
-        }
-        if may_hand_off {
-            // The policy runs over every candidate, wherever its links are: a connector with
-            // no link on this worker still gets its share (the connection moves to a worker
-            // where it has one). Otherwise a connector whose links all landed on one worker
-            // would only ever get that worker's traffic.
-            return match choose(policy, &live) {
-                Some(c) => match local_link(c) {
-                    Some(link) => Pick::Local {
-                        link,
-                        load: Arc::clone(c),
-                    },
-                    None => {
-                        elsewhere(c).map_or(Pick::NoConnector, |w| Pick::Elsewhere(w, Some(c.id)))
-                    }
-                },
-                None => Pick::NoConnector,
-            };
-        }
-        let local: Vec<&Arc<ConnectorLoad>> = live
-            .iter()
-            .copied()
-            .filter(|c| links.get(&c.id).is_some_and(|ls| ls.iter().any(usable)))
-            .collect();
-        if let Some(c) = choose(policy, &local)
-            && let Some(link) = local_link(c)
-        {
-            return Pick::Local {
-                link,
-                load: Arc::clone(c),
-            };
-        }
-        // None here: the policy runs among the connectors with a link on another worker.
-        let remote: Vec<&Arc<ConnectorLoad>> = live
-            .iter()
-            .copied()
-            .filter(|c| elsewhere(c).is_some())
-            .collect();
-        match choose(policy, &remote).and_then(|c| elsewhere(c).map(|w| (w, c.id))) {
-            Some((w, id)) => Pick::Elsewhere(w, Some(id)),
-            None => Pick::NoConnector,
+        match choose_replica(&ask, all, here, &mut rand::rng()) {
+            Route::Here { replica, home_only } => links
+                .get(&replica.id)
+                .and_then(|ls| {
+                    ls.iter()
+                        .filter(|l| usable(l, home_only))
+                        .min_by_key(|l| l.link.stats().open_streams)
+                })
+                .map_or(Pick::NoConnector, |l| Pick::Local {
+                    link: l.link.clone(),
+                    load: Arc::clone(replica),
+                }),
+            Route::Elsewhere(w, c) => Pick::Elsewhere(w, Some(c.id)),
+            Route::Nothing => Pick::NoConnector,
         }
     }
 
@@ -473,7 +402,7 @@ async fn drain_on_signal(w: Rc<Worker>, listening: Vec<socket2::Socket>) {
 /// A worker's whole life: takes its listeners, serves until shutdown, then closes its links.
 pub(crate) async fn run(
     ctx: WorkerCtx<WorkerMsg>,
-    plane: Arc<Plane>,
+    plane: Arc<SharedState>,
     servers: &[(ServerInfo, ListenerSet)],
     http: &ListenerSet,
 ) {
