@@ -70,11 +70,6 @@ impl From<Error> for Reply {
     }
 }
 
-/// Compares in time independent of where the first difference is.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn authorized(ctx: &AdminContext, authorization: Option<&str>) -> bool {
     let Some(value) = authorization else {
         return false;
@@ -82,8 +77,7 @@ fn authorized(ctx: &AdminContext, authorization: Option<&str>) -> bool {
     let Some((scheme, token)) = value.trim().split_once(' ') else {
         return false;
     };
-    scheme.eq_ignore_ascii_case("bearer")
-        && constant_time_eq(token.trim().as_bytes(), ctx.token.expose().as_bytes())
+    scheme.eq_ignore_ascii_case("bearer") && ctx.token.matches(token.trim())
 }
 
 fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Reply> {
