@@ -15,9 +15,11 @@
 //! - [`alloc`]: the counting global allocator both binaries install, and its metric.
 
 pub mod alloc;
+//! - [`signal`]: sending a signal to a process (the demo's supervisor and the tests).
 pub mod handshake;
 pub mod http;
 pub mod link;
 pub mod mux;
 pub mod rt;
 pub mod tls;
+pub mod signal;
