@@ -12,14 +12,17 @@
 //! - [`handshake`]: registration before a link starts: the connector proves it holds the
 //!   tunnel secret (HMAC over the edge's challenge), the edge accepts or refuses.
 //! - [`tls`]: TLS links with rustls, splittable into a link's reader and writer tasks.
+//! - [`control`]: the small HTTP/1.1 server on std threads behind the edge's admin API and
+//!   both binaries' `--metrics` servers.
 //! - [`alloc`]: the counting global allocator both binaries install, and its metric.
+//! - [`signal`]: sending a signal to a process (the demo's supervisor and the tests).
 
 pub mod alloc;
-//! - [`signal`]: sending a signal to a process (the demo's supervisor and the tests).
+pub mod control;
 pub mod handshake;
 pub mod http;
 pub mod link;
 pub mod mux;
 pub mod rt;
-pub mod tls;
 pub mod signal;
+pub mod tls;

@@ -1,5 +1,5 @@
-//! [`HttpServer`]: the small HTTP/1.1 server of the control plane (the admin API and the
-//! `--metrics` server), on std threads, off the data-plane workers.
+//! [`HttpServer`]: the small HTTP/1.1 server of the control plane (the edge's admin API, the
+//! edge's and the connector's `--metrics` servers), on std threads, off the data-plane workers.
 //!
 //! One acceptor thread, and one thread per connection up to [`Limits::max_connections`], so a
 //! client that stalls holds only its own thread; beyond the cap a connection is answered 503 at
@@ -10,16 +10,17 @@
 //! Every read and write has a deadline: the whole request (head and body) must arrive within
 //! [`Limits::timeout`] of the accept, and the response must be taken within that time again
 //! (`set_read_timeout` / `set_write_timeout` on the socket, re-armed before each read with what
-//! is left). Heads and bodies are parsed by `ringtun_core::http`, the parser of the public
-//! request path (httparse, strict framing), with their own caps here.
+//! is left). Heads and bodies are parsed by [`crate::http`], the parser of the public request
+//! path (httparse, strict framing), with their own caps here.
 //!
 //! A [`Service`] sees each request's head before any body byte is read and may answer at once:
 //! the admin API checks its bearer token there, so an unauthorized client gets 401 without its
 //! body being read, and its connection is closed.
 //!
 //! When a client hits a limit, the answer says so (503, 408, 431, 413), the connection closes,
-//! `ringtun_edge_control_rejected_total{server, reason}` counts it, and at most one warning per
-//! [`LOG_INTERVAL`] and server is logged.
+//! [`Service::rejected`] counts it (the edge's `ringtun_edge_control_rejected_total{server,
+//! reason}`, the connector's `ringtun_metrics_rejected_total{reason}`), and at most one warning
+//! per [`LOG_INTERVAL`] and server is logged.
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -28,14 +29,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use ringtun_core::http::{
+
+use super::Reply;
+use crate::http::{
     BodyDecoder, BodyFraming, BodyLimits, DecodeStep, Fault, HeadLimits, HttpError, RequestHead,
     expects_continue, parse_request, reason_phrase, request_framing,
 };
-
-use super::handler::Reply;
-use crate::error::{Error, Result};
-use crate::metrics::Metrics;
 
 /// Default [`Limits::timeout`], seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
@@ -53,9 +52,10 @@ const MAX_HEADERS: usize = 64;
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 4096;
 
-/// What a client of the admin API or the metrics server may use. Each server applies them on
-/// its own (flags `--admin-timeout`, `--admin-max-connections`, `--admin-max-head-bytes`,
-/// `--admin-max-body-bytes`).
+/// What a client of a control server may use. Each server applies them on its own (the edge's
+/// flags `--admin-timeout`, `--admin-max-connections`, `--admin-max-head-bytes`,
+/// `--admin-max-body-bytes`; the connector's `--metrics-timeout`, `--metrics-max-connections`,
+/// `--metrics-max-head-bytes`, `--metrics-max-body-bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Time to send the whole request, head and body, from the accept; and again to take the
@@ -98,23 +98,24 @@ impl Limits {
         }
     }
 
-    /// A clear message naming the setting when a limit makes no sense.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    /// A clear message naming the setting (`prefix` is the flags' prefix, like `admin`) when a
+    /// limit makes no sense.
+    pub fn validate(&self, prefix: &str) -> std::result::Result<(), String> {
         if self.timeout.is_zero() {
-            return Err("admin-timeout must be at least 1 second".into());
+            return Err(format!("{prefix}-timeout must be at least 1 second"));
         }
         if self.max_connections == 0 {
-            return Err("admin-max-connections must be at least 1".into());
+            return Err(format!("{prefix}-max-connections must be at least 1"));
         }
         if self.max_head_bytes < 1024 {
-            return Err("admin-max-head-bytes must be at least 1024".into());
+            return Err(format!("{prefix}-max-head-bytes must be at least 1024"));
         }
         Ok(())
     }
 }
 
-/// Why a connection was refused or cut short: the `reason` label of
-/// `ringtun_edge_control_rejected_total`.
+/// Why a connection was refused or cut short: the `reason` label of the servers' rejection
+/// counters (see [`Service::rejected`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
     /// Over [`Limits::max_connections`]: 503.
@@ -171,6 +172,10 @@ pub trait Service: Send + Sync + 'static {
     /// Called for every answer to a request whose head was parsed (from `before_body`, `serve`,
     /// or the server's own 408, 413 and 400).
     fn answered(&self, _head: &Head, _status: u16) {}
+
+    /// Called for every connection refused or cut short at a limit, on the thread that saw it:
+    /// count it here.
+    fn rejected(&self, _reason: Rejection) {}
 }
 
 /// A server answering on threads of its own; stops when dropped.
@@ -193,10 +198,11 @@ impl std::fmt::Debug for HttpServer {
 
 /// What the acceptor and the connection threads share.
 struct Shared {
-    /// `admin` or `metrics`: the metric label and log field.
+    /// `admin` or `metrics`: the log field and thread names.
     server: &'static str,
     limits: Limits,
-    metrics: Arc<Metrics>,
+    /// [`Service::rejected`] of the server's service.
+    on_reject: Box<dyn Fn(Rejection) + Send + Sync>,
     /// Connections being served now.
     active: AtomicUsize,
     stopping: AtomicBool,
@@ -206,7 +212,7 @@ struct Shared {
 impl Shared {
     /// Counts a rejection and logs it (at most once per [`LOG_INTERVAL`]).
     fn reject(&self, reason: Rejection, peer: SocketAddr) {
-        self.metrics.control_rejected(self.server, reason.as_str());
+        (self.on_reject)(reason);
         if reason == Rejection::BadRequest {
             tracing::debug!(server = self.server, %peer, "control server: bad request");
             return;
@@ -225,34 +231,35 @@ impl Shared {
 }
 
 impl HttpServer {
-    /// Binds `addr` (`what` names it in errors, `server` in logs, thread names and metric
-    /// labels) and serves `service` under `limits`.
+    /// Serves `service` on `listener` (bound by the caller, who words its own bind errors)
+    /// under `limits`; `server` names it in logs and thread names. Fails only when a thread
+    /// cannot be started.
     pub fn start(
-        what: &'static str,
+        listener: TcpListener,
         server: &'static str,
-        addr: SocketAddr,
         limits: Limits,
-        metrics: Arc<Metrics>,
         service: impl Service,
-    ) -> Result<HttpServer> {
-        let bind_err = |reason: String| Error::Bind { what, addr, reason };
-        let listener = Arc::new(super::bind(what, addr)?);
-        let local = listener.local_addr().map_err(|e| bind_err(e.to_string()))?;
+    ) -> std::io::Result<HttpServer> {
+        let listener = Arc::new(listener);
+        let local = listener.local_addr()?;
+        let service = Arc::new(service);
+        let on_reject: Box<dyn Fn(Rejection) + Send + Sync> = {
+            let service = Arc::clone(&service);
+            Box::new(move |reason| service.rejected(reason))
+        };
         let shared = Arc::new(Shared {
             server,
             limits,
-            metrics,
+            on_reject,
             active: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             log: LogLimiter::new(LOG_INTERVAL),
         });
         let acceptor = {
             let (shared, listener) = (Arc::clone(&shared), Arc::clone(&listener));
-            let service = Arc::new(service);
             std::thread::Builder::new()
                 .name(format!("{server}-accept"))
-                .spawn(move || accept_loop(&listener, &shared, &service))
-                .map_err(|e| bind_err(format!("cannot start its thread: {e}")))?
+                .spawn(move || accept_loop(&listener, &shared, &service))?
         };
         Ok(HttpServer {
             shared,
@@ -688,20 +695,18 @@ mod tests {
         assert_eq!(l.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(l.max_head_bytes, 2048);
         assert_eq!(l.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
-        assert!(l.validate().is_ok());
-        assert!(
-            Limits::from_options(Some(0), None, None, None)
-                .validate()
-                .is_err()
+        assert!(l.validate("admin").is_ok());
+        assert_eq!(
+            Limits::from_options(Some(0), None, None, None).validate("admin"),
+            Err("admin-timeout must be at least 1 second".to_owned())
         );
-        assert!(
-            Limits::from_options(None, Some(0), None, None)
-                .validate()
-                .is_err()
+        assert_eq!(
+            Limits::from_options(None, Some(0), None, None).validate("metrics"),
+            Err("metrics-max-connections must be at least 1".to_owned())
         );
         assert!(
             Limits::from_options(None, None, Some(100), None)
-                .validate()
+                .validate("admin")
                 .is_err()
         );
         assert_eq!(size(64 * 1024), "64 KiB");

@@ -28,29 +28,20 @@ pub struct AdminContext {
     pub faults: Arc<crate::dataplane::faults::Faults>,
 }
 
-/// A response: status, content type and body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// HTTP status code.
-    pub status: u16,
-    /// `Content-Type`.
-    pub content_type: &'static str,
-    /// Body.
-    pub body: String,
+pub use ringtun_core::control::Reply;
+
+/// The admin API's answers are JSON.
+trait JsonReply {
+    fn json(status: u16, value: Value) -> Reply;
 }
 
-impl Reply {
+impl JsonReply for Reply {
     fn json(status: u16, value: Value) -> Reply {
         Reply {
             status,
             content_type: "application/json",
             body: value.to_string(),
         }
-    }
-
-    /// `{"error": message}` with `status`.
-    pub fn error(status: u16, message: impl Into<String>) -> Reply {
-        Reply::json(status, json!({ "error": message.into() }))
     }
 }
 
