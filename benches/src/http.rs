@@ -396,11 +396,6 @@ impl ResponseParser {
         self.body.info
     }
 
-    /// Whether a head was parsed and the body is being read.
-    pub fn in_body(&self) -> bool {
-        self.body.state != BodyState::Head
-    }
-
     /// Feeds bytes. See [`Step`].
     pub fn feed(&mut self, buf: &[u8]) -> Result<Step, LoadError> {
         let mut pos = 0;

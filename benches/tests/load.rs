@@ -13,6 +13,7 @@ use ringtun_benches::{
     http::RequestSpec,
     report::RunReport,
 };
+use ringtun_core::signal::{self, Signal};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringtun-load");
 
@@ -72,18 +73,15 @@ impl Origin {
             .unwrap_or_else(|| panic!("no {kind} listener"))
     }
 
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} failed");
+    fn signal(&self, sig: Signal) {
+        let sent = signal::send(self.child.id(), sig);
+        assert!(sent.is_ok(), "{sig:?}: {sent:?}");
     }
 }
 
 impl Drop for Origin {
     fn drop(&mut self) {
-        self.signal("-CONT");
+        self.signal(Signal::Cont);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -125,13 +123,13 @@ fn config(addr: SocketAddr, rate: f64, conns: usize, duration: Duration) -> Load
 fn stall_is_visible_only_when_corrected() {
     let origin = Origin::start();
     let stopper = {
-        let pid = origin.child.id().to_string();
+        let pid = origin.child.id();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(1000));
-            let stop = Command::new("kill").args(["-STOP", &pid]).status();
+            let stop = signal::send(pid, Signal::Stop);
             std::thread::sleep(Duration::from_millis(1000));
-            let cont = Command::new("kill").args(["-CONT", &pid]).status();
-            stop.is_ok_and(|s| s.success()) && cont.is_ok_and(|s| s.success())
+            let cont = signal::send(pid, Signal::Cont);
+            stop.is_ok() && cont.is_ok()
         })
     };
     let res = engine::run(&config(origin.http, 2000.0, 10, Duration::from_secs(3))).expect("runs");

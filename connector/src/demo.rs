@@ -14,8 +14,8 @@
 //! - Each child is a [`Proc`], whose `Drop` sends SIGTERM, waits a grace period and then kills.
 //!   Early returns, panics and Ctrl-C (SIGINT/SIGTERM set a flag that every wait checks) all
 //!   unwind through those drops, so no process is left behind.
-//! - SIGTERM is sent by running `kill -TERM PID`: the crate forbids `unsafe`, and the one signal
-//!   we send does not justify a `nix`/`libc` dependency.
+//! - SIGTERM is sent with `ringtun_core::signal`, the one place the workspace sends signals
+//!   (`kill(2)` through `rustix`, no `unsafe`).
 //!
 //! [`Proc`] and [`log_field`] are public because the end-to-end test harness
 //! (`connector/tests/e2e/`) drives the same processes the same way.
@@ -27,6 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use ringtun_core::signal::{self, Signal};
 
 use crate::cli::DemoArgs;
 use crate::error::{Error, Result};
@@ -65,7 +67,6 @@ struct Output {
 pub struct Proc {
     name: String,
     child: Child,
-    log: PathBuf,
     output: Arc<(Mutex<Output>, Condvar)>,
     readers: Vec<JoinHandle<()>>,
 }
@@ -123,7 +124,6 @@ impl Proc {
         Ok(Proc {
             name: name.to_owned(),
             child,
-            log: log.to_owned(),
             output,
             readers,
         })
@@ -137,11 +137,6 @@ impl Proc {
     /// The OS process ID.
     pub fn id(&self) -> u32 {
         self.child.id()
-    }
-
-    /// The file that holds everything the child printed.
-    pub fn log_path(&self) -> &Path {
-        &self.log
     }
 
     /// Every line printed so far.
@@ -214,12 +209,8 @@ impl Proc {
             self.join_readers();
             return Some(status);
         }
-        // `kill -TERM`: see the module doc for why not a signal crate.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // The child may have exited since `try_wait`; then there is nothing to stop.
+        let _ = signal::send(self.child.id(), Signal::Term);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Some(status) = self.try_wait() {

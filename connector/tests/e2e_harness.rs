@@ -84,3 +84,22 @@ fn test_origin_answers_and_stops() {
     assert!(status.is_some(), "the origin was reaped");
     assert!(origin.proc.try_wait().is_some());
 }
+
+/// The harness's own response parser (here, in the one test binary about the harness, rather
+/// than in `e2e/mod.rs`, which every end-to-end test binary compiles and would run it again).
+#[test]
+fn harness_parses_length_chunked_and_close_delimited_responses() {
+    let r =
+        e2e::parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nhi").unwrap();
+    assert_eq!(
+        (r.status, r.text().as_str(), r.header("x-a")),
+        (200, "hi", Some("b"))
+    );
+    let r = e2e::parse_response(
+        b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!((r.status, r.text().as_str()), (404, "abcd"));
+    let r = e2e::parse_response(b"HTTP/1.1 502 Bad Gateway\r\n\r\nbye").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (502, "bye"));
+}

@@ -11,7 +11,6 @@
 mod e2e;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::{Connector, Edge, HeadEchoOrigin, Service, Tunnel, http_get, rss_bytes};
@@ -40,9 +39,8 @@ struct Replicas(Vec<Connector>);
 
 impl Drop for Replicas {
     fn drop(&mut self) {
-        let pids: Vec<String> = self.0.iter().map(|c| c.proc.id().to_string()).collect();
-        if !pids.is_empty() {
-            let _ = Command::new("kill").arg("-TERM").args(&pids).status();
+        for c in &self.0 {
+            let _ = ringtun_core::signal::send(c.proc.id(), ringtun_core::signal::Signal::Term);
         }
     }
 }

@@ -66,12 +66,8 @@ fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
 }
 
 fn sigterm(pid: u32) {
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -TERM {pid} failed");
+    let sent = ringtun_core::signal::send(pid, ringtun_core::signal::Signal::Term);
+    assert!(sent.is_ok(), "SIGTERM to {pid}: {sent:?}");
 }
 
 /// An origin that answers a request only once the test says so: it reports each arrived

@@ -31,10 +31,7 @@ fn config(
 
 /// Sends SIGTERM and waits (without blocking the runtime, so the fake edge answers the drain).
 async fn terminate(c: &mut Connector) -> std::process::ExitStatus {
-    let pid = c.proc.id().to_string();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status();
+    let _ = ringtun_core::signal::send(c.proc.id(), ringtun_core::signal::Signal::Term);
     wait_exit(c).await
 }
 

@@ -14,13 +14,18 @@
 //! - [`tls`]: TLS links with rustls, splittable into a link's reader and writer tasks.
 //! - [`error`]: the vocabulary of every error type: whose fault it was ([`error::Fault`]) and
 //!   whether a retry is safe ([`error::Classify`]).
+//! - [`control`]: the small HTTP/1.1 server on std threads behind the edge's admin API and
+//!   both binaries' `--metrics` servers.
 //! - [`alloc`]: the counting global allocator both binaries install, and its metric.
+//! - [`signal`]: sending a signal to a process (the demo's supervisor and the tests).
 
 pub mod alloc;
+pub mod control;
 pub mod error;
 pub mod handshake;
 pub mod http;
 pub mod link;
 pub mod mux;
 pub mod rt;
+pub mod signal;
 pub mod tls;

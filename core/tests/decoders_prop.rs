@@ -416,7 +416,7 @@ proptest! {
             let _ = s.poll_transmit(now, &mut out, 64 * 1024);
             while let Some(e) = s.poll_event() {
                 if let Event::StreamReset { id, .. } = e {
-                    prop_assert!(s.stream_kind(id).is_none());
+                    prop_assert!(s.stream_recv_window(id).is_none());
                 }
             }
             let cap = config.max_concurrent_streams as usize;

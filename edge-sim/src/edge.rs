@@ -1,5 +1,5 @@
-//! The edge as a whole: state directory, registry, admin API, and the seams for the link
-//! servers and the public ingress.
+//! The edge as a whole: state directory, registry, admin API, the data plane (link servers and
+//! public listeners) and the `--metrics` server, started and stopped together.
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -1,8 +1,7 @@
 //! `ringtun-edge-sim`: the edge simulator, a real edge server in one process.
 //!
 //! It plays Cloudflare's part: data centers with edge servers, the registry of tunnels, routes
-//! and connectors, the admin API, and (added by the link and ingress work) the link servers and
-//! the public HTTP and TCP ingress. [`run`] is what the `ringtun-edge` binary calls.
+//! and connectors, the admin API, the link servers and the public HTTP and TCP ingress. [`run`] is what the `ringtun-edge` binary calls.
 //!
 //! # Layout
 //! - [`settings`]: the operator's config file and flags, validated once into [`Settings`].
@@ -10,7 +9,6 @@
 //! - [`registry`]: tunnels and routes (SQLite, or etcd with `--etcd`) and connectors (memory).
 //! - [`cluster`]: several edge nodes sharing the registry in etcd (`--etcd`).
 //! - [`admin`]: the admin API server and its routes.
-//! - [`auth`]: registration proofs (HMAC over a challenge), delegating to `core::handshake`.
 //! - [`dataplane`]: link servers, public HTTP and TCP, replica load balancing on `core::rt`
 //!   workers.
 //! - [`limit`]: counting and logging the limits clients and peers hit.
@@ -21,7 +19,6 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod auth;
 pub mod cluster;
 pub mod dataplane;
 pub mod edge;

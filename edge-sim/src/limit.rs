@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
+use crate::metrics::WorkerCounter;
 
 /// At most one log line per limit in this interval.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -67,25 +67,27 @@ impl Limit {
     }
 }
 
-/// Counts and logs limit hits; shared by every worker (atomics only, no lock).
+/// Counts and logs limit hits; shared by every worker (atomics only, no lock). A hit is one
+/// add in the worker's own slot of a per-worker counter and one read of the last log time; the
+/// shared atomics are written only when a line is logged.
 #[derive(Debug)]
 pub struct LimitHits {
-    counters: [Counter; Limit::ALL.len()],
+    counters: [WorkerCounter; Limit::ALL.len()],
     start: Instant,
     /// Per limit: milliseconds since `start` of the last log line, plus one (0: never logged).
     last_log: [AtomicU64; Limit::ALL.len()],
-    /// Per limit: hits since the last log line.
-    unlogged: [AtomicU64; Limit::ALL.len()],
+    /// Per limit: the hits counted when the last line was logged.
+    logged: [AtomicU64; Limit::ALL.len()],
 }
 
 impl LimitHits {
     /// Reporters over `counters`, one per [`Limit::ALL`] entry in order.
-    pub fn new(counters: [Counter; Limit::ALL.len()]) -> LimitHits {
+    pub fn new(counters: [WorkerCounter; Limit::ALL.len()]) -> LimitHits {
         LimitHits {
             counters,
             start: Instant::now(),
             last_log: Default::default(),
-            unlogged: Default::default(),
+            logged: Default::default(),
         }
     }
 
@@ -94,7 +96,6 @@ impl LimitHits {
     pub fn hit(&self, limit: Limit, detail: &dyn std::fmt::Display) {
         let i = limit.index();
         self.counters[i].inc();
-        self.unlogged[i].fetch_add(1, Ordering::Relaxed);
         let now = u64::try_from(self.start.elapsed().as_millis())
             .unwrap_or(u64::MAX)
             .saturating_add(1);
@@ -110,7 +111,8 @@ impl LimitHits {
         {
             return;
         }
-        let hits = self.unlogged[i].swap(0, Ordering::Relaxed);
+        let total = self.counters[i].get();
+        let hits = total.saturating_sub(self.logged[i].swap(total, Ordering::Relaxed));
         tracing::warn!(
             reason = limit.as_str(),
             hits,
@@ -159,8 +161,9 @@ mod tests {
             hits.last_log[Limit::ClientConnections.index()].load(Ordering::Relaxed),
             first
         );
+        let i = Limit::ClientConnections.index();
         assert_eq!(
-            hits.unlogged[Limit::ClientConnections.index()].load(Ordering::Relaxed),
+            hits.count(Limit::ClientConnections) - hits.logged[i].load(Ordering::Relaxed),
             100
         );
     }

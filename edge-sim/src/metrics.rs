@@ -7,39 +7,48 @@
 //! counters here are resolved up front, per-hostname counters are cached per worker by the
 //! caller ([`Metrics::host_requests`] takes the family's lock only on a cache miss).
 //!
-//! The counters and the latency histogram bumped on every public request are per worker:
-//! [`WorkerCounter`] and [`AtomicHistogram`] keep one cache line of atomics per thread slot
-//! and sum them when scraped, so workers serving requests at once never write the same cache
-//! line. A new counter on the request path should be a [`WorkerCounter`] too.
-use std::cell::Cell;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+//! Every counter bumped per public request, per failed request, per retry, per limit hit or per
+//! chunk of bytes is per worker: [`WorkerCounter`] and [`AtomicHistogram`] keep one cache line
+//! of atomics per thread slot and sum them when scraped, so workers serving requests at once
+//! never write the same cache line. A new counter on the request path should be a
+//! [`WorkerCounter`] too. Plain [`Counter`]s are left to the control plane (tunnels, admin
+//! requests, registrations, fault injection), which changes now and then.
+//!
+//! # Layout
+//! - this file: [`Metrics`] (every metric, registered under `ringtun_edge_`) and [`scrape`].
+//! - [`per_worker`]: [`WorkerCounter`] and [`AtomicHistogram`].
+//! - [`labels`]: the label sets, kept to bounded values whatever clients send.
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-/// Most distinct `hostname` labels of `ringtun_edge_requests_total`; later hostnames (wildcard
-/// routes can match any number) are counted under `other`.
-pub const MAX_HOSTNAME_LABELS: usize = 1000;
+pub mod labels;
+pub mod per_worker;
 
-/// The longest hostname kept as a label (a DNS name's limit); longer ones count as `other`.
-pub const MAX_HOSTNAME_LABEL_LEN: usize = 253;
+use labels::valid_hostname_label;
+pub use labels::{
+    AdminLabels, CauseLabels, DcLabels, DirectionLabels, FaultLabels, HostLabels,
+    MAX_HOSTNAME_LABEL_LEN, MAX_HOSTNAME_LABELS, ReasonLabels, RejectedLabels, STANDARD_METHODS,
+    WorkerLabels,
+};
+pub use per_worker::{AtomicHistogram, HistogramCounts, WorkerCounter};
 
-/// Whether `hostname` may be a label value as is: a DNS name of lowercase letters, digits, `-`,
-/// `_` and `.`, at most [`MAX_HOSTNAME_LABEL_LEN`] bytes. A wildcard route matches whatever
-/// `Host` a client sends, and the encoder writes label values unescaped: a `"` would break the
-/// scrape and a 60 KB name would make every scrape large.
-fn valid_hostname_label(hostname: &str) -> bool {
-    (1..=MAX_HOSTNAME_LABEL_LEN).contains(&hostname.len())
-        && hostname
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
-}
+/// The causes of `ringtun_edge_public_errors_total{cause}` that the data plane reports: each
+/// has a per-worker counter made up front (so every cause shows, at 0 until it happens). A
+/// cause not in this list still counts, through the family's lock.
+pub const PUBLIC_ERROR_CAUSES: [&str; 8] = [
+    "no_route",
+    "no_connector",
+    "tunnel_streams",
+    "connector",
+    "origin",
+    "bad_request",
+    "body_timeout",
+    "refused_large_body",
+];
 
 /// `Content-Type` of the encoded metrics.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -61,262 +70,6 @@ pub fn scrape(registry: &crate::registry::Registry) -> String {
         }
     }
     registry.metrics().encode()
-}
-
-/// Labels of an admin API request. Both come from closed sets whatever the client sends (see
-/// [`AdminLabels::new`]), so made-up methods cannot grow the metrics.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AdminLabels {
-    /// HTTP method: one of [`STANDARD_METHODS`], or `other`.
-    pub method: &'static str,
-    /// Response status code (100 to 599), or `other`.
-    pub code: String,
-}
-
-/// The methods of RFC 9110 §9 and PATCH: the values of the admin `method` label besides `other`.
-pub const STANDARD_METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-];
-
-impl AdminLabels {
-    /// The labels of a request with `method` (as the client sent it) answered with `code`.
-    pub fn new(method: &str, code: u16) -> AdminLabels {
-        AdminLabels {
-            method: STANDARD_METHODS
-                .iter()
-                .find(|m| **m == method)
-                .copied()
-                .unwrap_or("other"),
-            code: if (100..600).contains(&code) {
-                code.to_string()
-            } else {
-                "other".to_owned()
-            },
-        }
-    }
-}
-
-/// Labels of a connection the admin API or the metrics server refused or cut short.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RejectedLabels {
-    /// `admin` or `metrics`.
-    pub server: &'static str,
-    /// The limit hit, e.g. `connections`, `head_timeout`, `body_too_large` (see
-    /// `admin::server::Rejection`).
-    pub reason: &'static str,
-}
-
-/// Labels of a per-data-center gauge.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DcLabels {
-    /// Data center name.
-    pub data_center: String,
-}
-
-/// Labels of a per-worker counter.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WorkerLabels {
-    /// The worker's index.
-    pub worker: String,
-}
-
-/// Labels of a public request error.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CauseLabels {
-    /// What failed, e.g. `no_route`, `no_connector`, `bad_request`, `connector`, `origin`.
-    pub cause: String,
-}
-
-/// Labels of a per-hostname counter.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HostLabels {
-    /// The request's host (lowercase, without port).
-    pub hostname: String,
-}
-
-/// Labels of the byte counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DirectionLabels {
-    /// `in` (from public clients) or `out` (to public clients).
-    pub direction: String,
-}
-
-/// Labels of the retry and limit counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    /// Why: a retry's `refused` or `link_lost`, or a limit's name (`crate::limit::Limit`).
-    pub reason: String,
-}
-
-/// Labels of a fault injection.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FaultLabels {
-    /// `server` or `data_center`.
-    pub target: String,
-    /// `down` or `up`.
-    pub action: String,
-}
-
-/// Upper bounds (seconds) of the request latency buckets.
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// How many slots a per-worker metric has: one per core the process may run on (at least 1,
-/// at most 64). Threads share slots round-robin beyond that, which stays correct (the slots
-/// are atomics) and only shares cache lines again.
-fn slot_count() -> usize {
-    static SLOTS: OnceLock<usize> = OnceLock::new();
-    *SLOTS.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(1)
-            .clamp(1, 64)
-    })
-}
-
-/// The calling thread's slot in per-worker metrics: threads take slots in the order they first
-/// count, so the workers, started together, get slots of their own.
-fn my_slot() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    SLOT.with(|s| {
-        if s.get() == usize::MAX {
-            s.set(NEXT.fetch_add(1, Ordering::Relaxed) % slot_count());
-        }
-        s.get()
-    })
-}
-
-/// One slot of a per-worker metric, alone on its cache line.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-struct Padded<T>(T);
-
-/// A counter that each worker bumps in a slot of its own (no cache line shared between
-/// workers), summed when scraped. Encodes as a Prometheus counter. Clones share the counts.
-#[derive(Debug, Clone)]
-pub struct WorkerCounter(std::sync::Arc<[Padded<AtomicU64>]>);
-
-impl Default for WorkerCounter {
-    fn default() -> Self {
-        WorkerCounter((0..slot_count()).map(|_| Padded::default()).collect())
-    }
-}
-
-impl WorkerCounter {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.inc_by(1);
-    }
-
-    /// Adds `n`.
-    pub fn inc_by(&self, n: u64) {
-        if let Some(slot) = self.0.get(my_slot()) {
-            slot.0.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-
-    /// The total over every worker.
-    pub fn get(&self) -> u64 {
-        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
-    }
-}
-
-impl TypedMetric for WorkerCounter {
-    const TYPE: MetricType = MetricType::Counter;
-}
-
-impl EncodeMetric for WorkerCounter {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        encoder.encode_counter::<NoLabelSet, _, u64>(&self.get(), None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Counter
-    }
-}
-
-/// A histogram of durations whose `observe` is a few relaxed atomic adds in the calling
-/// worker's own slot (no lock, no cache line shared between workers), summed when scraped.
-/// Clones share the counts.
-#[derive(Debug, Clone)]
-pub struct AtomicHistogram(std::sync::Arc<[Padded<HistogramCounts>]>);
-
-impl Default for AtomicHistogram {
-    fn default() -> Self {
-        AtomicHistogram((0..slot_count()).map(|_| Padded::default()).collect())
-    }
-}
-
-/// The counts of one slot of an [`AtomicHistogram`].
-#[derive(Debug, Default)]
-pub struct HistogramCounts {
-    /// Per bucket (non-cumulative), the last one is `+Inf`.
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl AtomicHistogram {
-    /// Records one duration.
-    pub fn observe(&self, d: Duration) {
-        let Some(Padded(c)) = self.0.get(my_slot()) else {
-            return;
-        };
-        let secs = d.as_secs_f64();
-        let i = LATENCY_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        if let Some(b) = c.buckets.get(i) {
-            b.fetch_add(1, Ordering::Relaxed);
-        }
-        c.count.fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        c.sum_micros.fetch_add(micros, Ordering::Relaxed);
-    }
-
-    /// Durations recorded.
-    pub fn count(&self) -> u64 {
-        self.0
-            .iter()
-            .map(|s| s.0.count.load(Ordering::Relaxed))
-            .sum()
-    }
-}
-
-impl TypedMetric for AtomicHistogram {
-    const TYPE: MetricType = MetricType::Histogram;
-}
-
-impl EncodeMetric for AtomicHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let mut counts = [0u64; LATENCY_BUCKETS.len() + 1];
-        let mut sum_micros = 0u64;
-        for Padded(slot) in self.0.iter() {
-            for (n, b) in counts.iter_mut().zip(&slot.buckets) {
-                *n += b.load(Ordering::Relaxed);
-            }
-            sum_micros = sum_micros.saturating_add(slot.sum_micros.load(Ordering::Relaxed));
-        }
-        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
-            .iter()
-            .copied()
-            .chain(std::iter::once(f64::MAX))
-            .zip(counts)
-            .collect();
-        // The count is the buckets' total, so the encoded histogram is self-consistent.
-        let count = buckets.iter().map(|(_, n)| n).sum();
-        let sum = sum_micros as f64 / 1e6;
-        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
-    }
 }
 
 /// The edge's metrics.
@@ -351,8 +104,10 @@ pub struct Metrics {
     /// Public requests and TCP-route connections served, per worker (counted by the worker
     /// that opens their stream): `ringtun_edge_worker_requests_total{worker}`.
     pub worker_requests: Family<WorkerLabels, Counter>,
-    /// Public requests that failed, by cause.
-    pub public_errors: Family<CauseLabels, Counter>,
+    /// Public requests that failed, by cause (see [`Metrics::public_error`]).
+    pub public_errors: Family<CauseLabels, WorkerCounter>,
+    /// The counters of [`PUBLIC_ERROR_CAUSES`], in that order.
+    public_error_counters: [WorkerCounter; PUBLIC_ERROR_CAUSES.len()],
     /// Public HTTP requests per routed hostname (`ringtun_edge_requests_total{hostname}`).
     pub requests: Family<HostLabels, WorkerCounter>,
     hostname_labels: AtomicUsize,
@@ -365,9 +120,9 @@ pub struct Metrics {
     /// Connectors draining now (set when scraped, see [`Metrics::set_draining`]).
     pub draining_connectors: Gauge,
     /// Requests retried on another replica because one refused them before processing.
-    pub retries_refused: Counter,
+    pub retries_refused: WorkerCounter,
     /// Idempotent requests retried on another replica because their link died first.
-    pub retries_link_lost: Counter,
+    pub retries_link_lost: WorkerCounter,
     /// Fault injections by target and action.
     pub faults: Family<FaultLabels, Counter>,
     /// Edge servers down now by fault injection.
@@ -399,14 +154,15 @@ impl Default for Metrics {
             handoffs: WorkerCounter::default(),
             worker_requests: Family::default(),
             public_errors: Family::default(),
+            public_error_counters: Default::default(),
             requests: Family::default(),
             hostname_labels: AtomicUsize::new(0),
             bytes_in: WorkerCounter::default(),
             bytes_out: WorkerCounter::default(),
             request_duration: AtomicHistogram::default(),
             draining_connectors: Gauge::default(),
-            retries_refused: Counter::default(),
-            retries_link_lost: Counter::default(),
+            retries_refused: WorkerCounter::default(),
+            retries_link_lost: WorkerCounter::default(),
             faults: Family::default(),
             servers_down: Gauge::default(),
             fault_links_closed: Counter::default(),
@@ -466,6 +222,17 @@ impl Default for Metrics {
             "Public requests and TCP-route connections served, per worker",
             m.worker_requests.clone(),
         );
+        let public_error_counters = PUBLIC_ERROR_CAUSES.map(|cause| {
+            m.public_errors
+                .get_or_create(&CauseLabels {
+                    cause: cause.to_owned(),
+                })
+                .clone()
+        });
+        let m = Metrics {
+            public_error_counters,
+            ..m
+        };
         registry.register(
             "public_errors",
             "Public requests that failed, by cause",
@@ -504,7 +271,7 @@ impl Default for Metrics {
             "Connectors draining now",
             m.draining_connectors.clone(),
         );
-        let retries: Family<ReasonLabels, Counter> = Family::default();
+        let retries: Family<ReasonLabels, WorkerCounter> = Family::default();
         let reason = |r: &str| ReasonLabels {
             reason: r.to_owned(),
         };
@@ -540,7 +307,7 @@ impl Default for Metrics {
             "Link connections closed at accept because their server is down",
             m.fault_links_refused.clone(),
         );
-        let limit_hits: Family<ReasonLabels, Counter> = Family::default();
+        let limit_hits: Family<ReasonLabels, WorkerCounter> = Family::default();
         let counters = crate::limit::Limit::ALL.map(|l| {
             limit_hits
                 .get_or_create(&ReasonLabels {
@@ -600,13 +367,18 @@ impl Metrics {
             .dec();
     }
 
-    /// Counts one failed public request.
+    /// Counts one failed public request: for a cause of [`PUBLIC_ERROR_CAUSES`], one atomic add
+    /// in this worker's slot (no lock, no allocation).
     pub fn public_error(&self, cause: &str) {
-        self.public_errors
-            .get_or_create(&CauseLabels {
-                cause: cause.to_owned(),
-            })
-            .inc();
+        match PUBLIC_ERROR_CAUSES.iter().position(|c| *c == cause) {
+            Some(i) => self.public_error_counters[i].inc(),
+            None => self
+                .public_errors
+                .get_or_create(&CauseLabels {
+                    cause: cause.to_owned(),
+                })
+                .inc(),
+        }
     }
 
     /// The request counter of `hostname` (lowercase, no port), for a per-worker cache: this
@@ -662,124 +434,4 @@ impl Metrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encodes_counters() {
-        let m = Metrics::default();
-        m.tunnels_created.inc();
-        m.admin_request("GET", 200);
-        let text = m.encode();
-        assert!(
-            text.contains("ringtun_edge_tunnels_created_total 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ringtun_edge_admin_requests_total{method=\"GET\",code=\"200\"} 1"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn admin_labels_are_a_closed_set() {
-        let m = Metrics::default();
-        for i in 0..500 {
-            m.admin_request(&format!("M{i}"), 401);
-            m.admin_request("get", 401);
-        }
-        m.admin_request("PATCH", 1000);
-        let text = m.encode();
-        assert!(
-            text.contains("ringtun_edge_admin_requests_total{method=\"other\",code=\"401\"} 1000"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ringtun_edge_admin_requests_total{method=\"PATCH\",code=\"other\"} 1"),
-            "{text}"
-        );
-        assert_eq!(
-            text.matches("ringtun_edge_admin_requests_total{").count(),
-            2
-        );
-    }
-
-    #[test]
-    fn hostname_labels_are_dns_names() {
-        let m = Metrics::default();
-        let long = format!("{}.example.com", "a".repeat(300));
-        for host in [
-            "a\"}.example.com",
-            "a\\b.example.com",
-            "a b.example.com",
-            long.as_str(),
-            "",
-        ] {
-            m.host_requests(host).inc();
-        }
-        m.host_requests("ok-1_x.example.com").inc();
-        let text = m.encode();
-        assert!(
-            text.contains("ringtun_edge_requests_total{hostname=\"other\"} 5"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ringtun_edge_requests_total{hostname=\"ok-1_x.example.com\"} 1"),
-            "{text}"
-        );
-        assert_eq!(text.matches("ringtun_edge_requests_total{").count(), 2);
-    }
-
-    #[test]
-    fn per_worker_metrics_sum_every_thread() {
-        let m = Metrics::default();
-        std::thread::scope(|s| {
-            for _ in 0..5 {
-                s.spawn(|| {
-                    for _ in 0..1000 {
-                        m.public_requests.inc();
-                        m.bytes_out.inc_by(2);
-                        m.request_duration.observe(Duration::from_millis(1));
-                    }
-                });
-            }
-        });
-        assert_eq!(m.public_requests.get(), 5000);
-        assert_eq!(m.request_duration.count(), 5000);
-        let text = m.encode();
-        for want in [
-            "ringtun_edge_public_requests_total 5000",
-            "ringtun_edge_bytes_total{direction=\"out\"} 10000",
-            "ringtun_edge_request_duration_seconds_count 5000",
-            "ringtun_edge_request_duration_seconds_bucket{le=\"0.001\"} 5000",
-        ] {
-            assert!(text.contains(want), "{want} missing in {text}");
-        }
-    }
-
-    #[test]
-    fn encodes_request_metrics() {
-        let m = Metrics::default();
-        m.host_requests("app.example.com").inc();
-        m.host_requests("app.example.com").inc();
-        m.bytes_in.inc_by(10);
-        m.retries_refused.inc();
-        m.request_duration.observe(Duration::from_millis(3));
-        m.request_duration.observe(Duration::from_secs(60));
-        let text = m.encode();
-        for want in [
-            "ringtun_edge_requests_total{hostname=\"app.example.com\"} 2",
-            "ringtun_edge_bytes_total{direction=\"in\"} 10",
-            "ringtun_edge_bytes_total{direction=\"out\"} 0",
-            "ringtun_edge_retries_total{reason=\"refused\"} 1",
-            "ringtun_edge_retries_total{reason=\"link_lost\"} 0",
-            "ringtun_edge_request_duration_seconds_count 2",
-            "ringtun_edge_request_duration_seconds_bucket{le=\"0.005\"} 1",
-            "ringtun_edge_request_duration_seconds_bucket{le=\"+Inf\"} 2",
-            "ringtun_edge_draining_connectors 0",
-            "ringtun_edge_process_allocations_total ",
-        ] {
-            assert!(text.contains(want), "{want} missing in {text}");
-        }
-    }
-}
+mod tests;

@@ -1,8 +1,8 @@
 //! The `--metrics ADDR` server: `/ready`, `/healthcheck` and `/metrics` for orchestrators and
 //! Prometheus, without the admin token.
 //!
-//! Like the admin API it runs on std threads of its own ([`HttpServer`], with the same
-//! [`Limits`]), off the data-plane workers: probes and scrapes come now and then, and must
+//! Like the admin API it runs on std threads of its own (`ringtun_core::control`'s
+//! [`HttpServer`], with the same [`Limits`]), off the data-plane workers: probes and scrapes come now and then, and must
 //! answer even when the workers are busy, or when another client stalls.
 //!
 //! | route | answer |
@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::admin::Reply;
-use crate::admin::server::{Head, HttpServer, Limits, Service};
+use ringtun_core::control::{Head, HttpServer, Limits, Rejection, Reply, Service};
+
 use crate::error::Result;
 use crate::registry::Registry;
 
@@ -48,13 +48,12 @@ impl MetricsServer {
         registry: Arc<Registry>,
     ) -> Result<MetricsServer> {
         let ready = Arc::new(AtomicBool::new(false));
-        let metrics = Arc::clone(registry.metrics());
         let service = Probes {
             registry,
             ready: Arc::clone(&ready),
         };
         let server =
-            HttpServer::start("metrics server", "metrics", addr, limits, metrics, service)?;
+            crate::admin::start_server("metrics server", "metrics", addr, limits, service)?;
         Ok(MetricsServer { ready, server })
     }
 
@@ -129,5 +128,11 @@ impl Service for Probes {
             content_type,
             body,
         }
+    }
+
+    fn rejected(&self, reason: Rejection) {
+        self.registry
+            .metrics()
+            .control_rejected("metrics", reason.as_str());
     }
 }

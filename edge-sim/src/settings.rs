@@ -448,7 +448,7 @@ impl Settings {
                 "request-body-timeout must be at least 1 second".into(),
             ));
         }
-        self.admin_limits.validate().map_err(Error::Config)?;
+        self.admin_limits.validate("admin").map_err(Error::Config)?;
         if self.workers == Some(0) {
             return Err(Error::Config("workers must be at least 1".into()));
         }

@@ -56,6 +56,13 @@ impl AdminToken {
         &self.0
     }
 
+    /// Whether `presented` is this token, compared in time independent of where the first
+    /// difference is (`subtle`, the crate `hmac` compares its tags with), so a client cannot
+    /// find the token byte by byte from response times.
+    pub fn matches(&self, presented: &str) -> bool {
+        subtle::ConstantTimeEq::ct_eq(self.0.as_bytes(), presented.as_bytes()).into()
+    }
+
     fn generate() -> Self {
         let mut bytes = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
@@ -311,6 +318,15 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).expect("stat").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn admin_token_matches_only_itself() {
+        let t = AdminToken::new("s3cret");
+        assert!(t.matches("s3cret"));
+        for other in ["", "s3cre", "s3cret!", "S3cret", "x3cret"] {
+            assert!(!t.matches(other), "{other:?}");
+        }
     }
 
     #[test]

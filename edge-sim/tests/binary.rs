@@ -68,11 +68,7 @@ fn binary_starts_serves_discovery_and_exits_on_sigterm() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["data_centers"][1]["name"], "mci");
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
+    ringtun_core::signal::send(child.id(), ringtun_core::signal::Signal::Term).expect("SIGTERM");
     let status = child.wait().expect("wait for the edge");
     assert!(status.success(), "exit status {status:?}");
     drain.join().expect("drain thread");

@@ -97,11 +97,7 @@ fn binary_serves_ready_healthcheck_metrics_and_logs_json() {
     assert_eq!(status, 200);
     assert!(admin_body.contains("ringtun_edge_retries_total{reason=\"refused\"} 0"));
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
+    ringtun_core::signal::send(child.id(), ringtun_core::signal::Signal::Term).expect("SIGTERM");
     let status = child.wait().expect("wait for the edge");
     assert!(status.success(), "exit status {status:?}");
     let not_json = drain.join().expect("drain thread");

@@ -6,11 +6,11 @@ mod etcd;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use ringtun_edge_sim::Error;
+use ringtun_edge_sim::admin::status_of;
 use ringtun_edge_sim::cluster::EtcdSettings;
 use ringtun_edge_sim::metrics::Metrics;
 use ringtun_edge_sim::registry::{Registry, RouteChange};
-use ringtun_edge_sim::Error;
-use ringtun_edge_sim::admin::status_of;
 
 /// A store and how to open a registry on it (each call: another node).
 struct Fixture {

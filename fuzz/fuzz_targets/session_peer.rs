@@ -322,7 +322,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 Event::StreamReset { id, .. } | Event::StreamRefused { id } => {
                     assert_eq!(s.stream_state(id), StreamState::Closed);
-                    assert!(s.stream_kind(id).is_none(), "stream {id} kept");
+                    assert!(s.stream_recv_window(id).is_none(), "stream {id} kept");
                 }
                 Event::StreamReadable(id) if !ignores_peer_streams => {
                     while let Ok(Some(_)) = s.read(id, 4096) {}
@@ -334,7 +334,7 @@ fuzz_target!(|data: &[u8]| {
 
         let peer_held = opened_seen
             .iter()
-            .filter(|&&id| s.stream_kind(id).is_some())
+            .filter(|&&id| s.stream_recv_window(id).is_some())
             .count();
         assert!(
             peer_held <= MAX_STREAMS as usize,
@@ -342,7 +342,7 @@ fuzz_target!(|data: &[u8]| {
         );
         let local_held = local
             .iter()
-            .filter(|&&id| s.stream_kind(id).is_some())
+            .filter(|&&id| s.stream_recv_window(id).is_some())
             .count();
         assert_eq!(s.stream_count(), peer_held + local_held);
         // Unread data is bounded by the link window we gave; unsent data by the send buffers.

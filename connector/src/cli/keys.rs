@@ -74,7 +74,7 @@ impl StartupNote {
 
 /// Keys of the config file that are the config's own, not flags.
 fn config_own_key(key: &str) -> bool {
-    key == "config" || crate::config::raw::TOP_KEYS.contains(&key)
+    key == "config" || crate::config::raw::top_keys().contains(&key)
 }
 
 /// Whether `key` is the long name of a flag of some `ringtun` command (so that, at the top of a

@@ -543,6 +543,33 @@ pub struct RunArgs {
     /// picks one, `:PORT` means every interface).
     #[arg(long, env = "RINGTUN_METRICS", value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Seconds a `--metrics` client has to send its request (head and body), and again to take
+    /// the answer; past it: 408 and close [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub metrics_timeout: Option<u64>,
+    /// Connections the `--metrics` server serves at once; more get 503 [default: 64].
+    #[arg(long, value_name = "N")]
+    pub metrics_max_connections: Option<usize>,
+    /// Largest `--metrics` request head in bytes (at least 1024); larger: 431 [default: 16384].
+    #[arg(long, value_name = "BYTES")]
+    pub metrics_max_head_bytes: Option<usize>,
+    /// Largest `--metrics` request body in bytes; larger: 413 [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub metrics_max_body_bytes: Option<usize>,
+}
+
+impl RunArgs {
+    /// The `--metrics` server's limits from the `--metrics-*` flags, checked.
+    pub fn metrics_limits(&self) -> std::result::Result<ringtun_core::control::Limits, String> {
+        let limits = ringtun_core::control::Limits::from_options(
+            self.metrics_timeout,
+            self.metrics_max_connections,
+            self.metrics_max_head_bytes,
+            self.metrics_max_body_bytes,
+        );
+        limits.validate("--metrics")?;
+        Ok(limits)
+    }
 }
 
 /// The most `--weight` may be.

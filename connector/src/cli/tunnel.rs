@@ -560,7 +560,19 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
     let observer = std::sync::Arc::new(Observer::new(connector_id.to_string()));
     // Kept until the run ends: dropping it stops the server.
     let _metrics_server = match &args.metrics {
-        Some(addr) => Some(MetricsServer::start(&bind_addr(addr), observer.clone())?),
+        Some(addr) => {
+            let limits = args
+                .metrics_limits()
+                .map_err(|reason| Error::MetricsServer {
+                    addr: addr.clone(),
+                    source: reason.into(),
+                })?;
+            Some(MetricsServer::start(
+                &bind_addr(addr),
+                limits,
+                observer.clone(),
+            )?)
+        }
         None => None,
     };
 

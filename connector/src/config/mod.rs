@@ -100,17 +100,16 @@ impl Config {
                 });
             }
         }
-        let warnings = unknown::strip_unknown(&mut doc);
-        for w in &warnings {
-            tracing::warn!(field = %w.field, file = %path.display(), "unsupported config field ignored");
-        }
-        let raw: RawConfig = serde_path_to_error::deserialize(doc).map_err(|e| {
+        let (raw, warnings): (RawConfig, _) = unknown::deserialize(doc).map_err(|e| {
             let field = e.path().to_string();
             Error::ConfigField {
                 field,
                 message: e.into_inner().to_string(),
             }
         })?;
+        for w in &warnings {
+            tracing::warn!(field = %w.field, file = %path.display(), "unsupported config field ignored");
+        }
         let ha_connections = raw
             .ha_connections
             .map(|n| check_ha_connections(n.into()))

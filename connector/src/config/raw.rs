@@ -1,8 +1,8 @@
 //! The config file as written: serde structs for the fields ringtun knows.
 //!
-//! Unknown fields have been removed (and warned about) by [`super::unknown`] before these are
-//! deserialized, so `deny_unknown_fields` here only guards against that list and these structs
-//! drifting apart.
+//! These structs are the one list of known fields. They do not deny unknown fields: a
+//! cloudflared config has many ringtun ignores, and [`super::unknown::deserialize`] names each
+//! one in a warning instead of refusing the file.
 
 use std::path::PathBuf;
 
@@ -10,33 +10,53 @@ use serde::Deserialize;
 
 use super::duration::ConfigDuration;
 
-/// Top-level keys ringtun understands.
-pub(crate) const TOP_KEYS: &[&str] = &[
-    "tunnel",
-    "credentials-file",
-    "ha-connections",
-    "ingress",
-    "originRequest",
-];
-/// Keys of one ingress rule.
-pub(crate) const RULE_KEYS: &[&str] = &["hostname", "path", "service", "originRequest"];
-/// Keys of an `originRequest` block, global or per rule.
-pub(crate) const ORIGIN_KEYS: &[&str] = &[
-    "connectTimeout",
-    "keepAliveConnections",
-    "keepAliveTimeout",
-    "noTLSVerify",
-    "httpHostHeader",
-    "originServerName",
-    "caPool",
-    "tlsTimeout",
-    "disableChunkedEncoding",
-    "bufferedBodyLimit",
-];
+/// Top-level keys ringtun understands: the fields of [`RawConfig`] as serde names them (read
+/// from the derive, so this cannot drift from the struct).
+pub(crate) fn top_keys() -> &'static [&'static str] {
+    field_names::<RawConfig>()
+}
+
+/// The field names serde's derive gives to `deserialize_struct` for `T` (empty for a type
+/// that is not a struct).
+fn field_names<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+    use serde::de::value::Error;
+    use serde::de::{Error as _, Visitor};
+
+    /// A deserializer that only records the field list it is asked for, then fails.
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> serde::Deserializer<'de> for Fields<'_> {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Error> {
+            *self.0 = fields;
+            Err(Error::custom("field names recorded"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
+}
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub(crate) struct RawConfig {
     pub tunnel: Option<String>,
     #[serde(rename = "credentials-file")]
@@ -51,7 +71,7 @@ pub(crate) struct RawConfig {
 
 /// One entry of `ingress`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub(crate) struct RawRule {
     pub hostname: Option<String>,
     pub path: Option<String>,
@@ -62,7 +82,7 @@ pub(crate) struct RawRule {
 
 /// An `originRequest` block; every field optional so a rule overrides only what it names.
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub(crate) struct RawOriginRequest {
     #[serde(rename = "connectTimeout")]
     pub connect_timeout: Option<ConfigDuration>,
@@ -84,4 +104,23 @@ pub(crate) struct RawOriginRequest {
     pub disable_chunked_encoding: Option<bool>,
     #[serde(rename = "bufferedBodyLimit")]
     pub buffered_body_limit: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_keys_are_the_struct_fields_as_written_in_the_file() {
+        assert_eq!(
+            top_keys(),
+            [
+                "tunnel",
+                "credentials-file",
+                "ha-connections",
+                "ingress",
+                "originRequest"
+            ]
+        );
+    }
 }

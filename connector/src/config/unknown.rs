@@ -1,15 +1,17 @@
-//! Finding and removing the fields ringtun does not know.
+//! Reading the config file while naming the fields ringtun does not know.
 //!
 //! cloudflared has many more fields (`warp-routing`, `protocol`, `metrics`,
 //! `originRequest.proxyType`, `access`, ...). A cloudflared config must still load, so an unknown
-//! field is not an error: it is removed from the YAML tree before deserializing, and named, with
-//! its full path, in a [`ConfigWarning`]. A top-level key that is the long name of a `ringtun`
-//! flag (`metrics`, `loglevel`, `protocol`, ...) is removed without a warning: the command line
-//! applies it as that flag ([`crate::cli::parse_args`]).
+//! field is not an error: [`deserialize`] reads the document into the [`super::raw`] structs
+//! with `serde_ignored`, which reports every field the structs skip, and each is named, with its
+//! full path, in a [`ConfigWarning`]. The structs are then the one list of known fields. A
+//! top-level key that is the long name of a `ringtun` flag (`metrics`, `loglevel`, `protocol`,
+//! ...) is skipped without a warning: the command line applies it as that flag
+//! ([`crate::cli::parse_args`]).
 
-use serde_yaml_ng::{Mapping, Value};
-
-use super::raw::{ORIGIN_KEYS, RULE_KEYS, TOP_KEYS};
+use serde::de::DeserializeOwned;
+use serde_ignored::Path;
+use serde_yaml_ng::Value;
 
 /// A field of the config file that ringtun ignores.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,57 +30,43 @@ impl std::fmt::Display for ConfigWarning {
     }
 }
 
-/// Removes unknown keys from a parsed config document and returns their paths, in file order.
-pub(crate) fn strip_unknown(doc: &mut Value) -> Vec<ConfigWarning> {
+/// Deserializes a config document into `T` (with the path of a field that has the wrong type
+/// in the error) and returns the paths of the fields `T` does not know, in file order.
+pub(crate) fn deserialize<T: DeserializeOwned>(
+    doc: Value,
+) -> Result<(T, Vec<ConfigWarning>), serde_path_to_error::Error<serde_yaml_ng::Error>> {
     let mut warnings = Vec::new();
-    let Value::Mapping(top) = doc else {
-        return warnings;
-    };
-    top.retain(|key, _| {
-        !key.as_str()
-            .is_some_and(|k| !TOP_KEYS.contains(&k) && crate::cli::is_flag_key(k))
-    });
-    prune(top, "", TOP_KEYS, &mut warnings);
-    if let Some(Value::Mapping(origin)) = top.get_mut("originRequest") {
-        prune(origin, "originRequest", ORIGIN_KEYS, &mut warnings);
-    }
-    if let Some(Value::Sequence(rules)) = top.get_mut("ingress") {
-        for (i, rule) in rules.iter_mut().enumerate() {
-            let Value::Mapping(rule) = rule else { continue };
-            let path = format!("ingress[{i}]");
-            prune(rule, &path, RULE_KEYS, &mut warnings);
-            if let Some(Value::Mapping(origin)) = rule.get_mut("originRequest") {
-                prune(
-                    origin,
-                    &format!("{path}.originRequest"),
-                    ORIGIN_KEYS,
-                    &mut warnings,
-                );
-            }
+    let mut skipped = |path: Path<'_>| {
+        if let Path::Map {
+            parent: Path::Root,
+            key,
+        } = &path
+            && crate::cli::is_flag_key(key)
+        {
+            return;
         }
-    }
-    warnings
+        warnings.push(ConfigWarning {
+            field: field_path(&path),
+        });
+    };
+    let value =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(doc, &mut skipped))?;
+    Ok((value, warnings))
 }
 
-fn prune(map: &mut Mapping, prefix: &str, known: &[&str], warnings: &mut Vec<ConfigWarning>) {
-    map.retain(|key, _| {
-        let name = match key {
-            Value::String(s) => s.clone(),
-            other => serde_yaml_ng::to_string(other)
-                .map(|s| s.trim_end().to_owned())
-                .unwrap_or_else(|_| "?".to_owned()),
-        };
-        if known.contains(&name.as_str()) {
-            return true;
-        }
-        let field = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}.{name}")
-        };
-        warnings.push(ConfigWarning { field });
-        false
-    });
+/// `ingress[2].originRequest.proxyType`: keys joined by dots, indices in brackets.
+fn field_path(path: &Path<'_>) -> String {
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
 }
 
 #[cfg(test)]
@@ -86,11 +74,10 @@ mod tests {
     use super::*;
 
     fn fields(yaml: &str) -> Vec<String> {
-        let mut doc: Value = serde_yaml_ng::from_str(yaml).unwrap_or(Value::Null);
-        strip_unknown(&mut doc)
-            .into_iter()
-            .map(|w| w.field)
-            .collect()
+        let doc: Value = serde_yaml_ng::from_str(yaml).unwrap_or(Value::Null);
+        let (_, warnings): (super::super::raw::RawConfig, _) =
+            deserialize(doc).unwrap_or_else(|e| panic!("{e}"));
+        warnings.into_iter().map(|w| w.field).collect()
     }
 
     #[test]

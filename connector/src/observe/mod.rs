@@ -94,6 +94,13 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// Labels of `ringtun_metrics_rejected_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The limit a client of the metrics server hit (`ringtun_core::control::Rejection`).
+    pub reason: &'static str,
+}
+
 /// Why a request failed, as `ringtun_request_errors_total{cause}` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCause {
@@ -200,6 +207,7 @@ pub struct Observer {
     resolutions_ok: Counter,
     resolutions_failed: Counter,
     worker_streams: Family<WorkerLabels, Counter>,
+    metrics_rejected: Family<ReasonLabels, Counter>,
 }
 
 impl Observer {
@@ -255,6 +263,12 @@ impl Observer {
             "Streams the edge opened, by the connector worker that served them",
             worker_streams.clone(),
         );
+        let metrics_rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "metrics_rejected",
+            "Metrics server connections refused or cut short at a limit, by limit",
+            metrics_rejected.clone(),
+        );
         Observer {
             connector_id: connector_id.into(),
             registry,
@@ -269,7 +283,16 @@ impl Observer {
             resolutions_ok,
             resolutions_failed,
             worker_streams,
+            metrics_rejected,
         }
+    }
+
+    /// Counts a connection the metrics server refused or cut short at a limit (`reason` as
+    /// `ringtun_core::control::Rejection::as_str` names it).
+    pub fn metrics_rejected(&self, reason: &'static str) {
+        self.metrics_rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// The stream counter of worker `worker` (`ringtun_worker_streams_total{worker}`), to

@@ -1,6 +1,10 @@
 //! The metrics server behind `--metrics ADDR`: `GET /ready`, `GET /healthcheck` and
-//! `GET /metrics` on one small std thread (`tiny_http`), off the io_uring workers, answering
-//! from the shared [`Observer`].
+//! `GET /metrics`, answering from the shared [`Observer`] on `ringtun_core::control`'s
+//! [`HttpServer`] (std threads, off the io_uring workers; the edge's admin API and metrics
+//! server run on the same one). A client has [`Limits`] (flags `--metrics-timeout`,
+//! `--metrics-max-connections`, `--metrics-max-head-bytes`, `--metrics-max-body-bytes`); one
+//! that hits them is answered 408, 413, 431 or 503 and counted in
+//! `ringtun_metrics_rejected_total{reason}`.
 //!
 //! `/ready` answers `200` with
 //! `{"status":200,"readyConnections":N,"connectorId":"..","draining":false}` while at least one
@@ -9,14 +13,15 @@
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
+use ringtun_core::control::{Head, HttpServer, Limits, Rejection, Reply, Service};
+
 use super::Observer;
 use crate::error::{Error, Result};
 
 /// A running metrics server; stops when dropped.
 pub struct MetricsServer {
     addr: SocketAddr,
-    server: Arc<tiny_http::Server>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: HttpServer,
 }
 
 impl std::fmt::Debug for MetricsServer {
@@ -27,38 +32,23 @@ impl std::fmt::Debug for MetricsServer {
     }
 }
 
-/// One answer: status, content type and body.
-#[derive(Debug, PartialEq, Eq)]
-struct Reply {
-    status: u16,
-    content_type: &'static str,
-    body: String,
-}
-
 impl MetricsServer {
     /// Binds `addr` (`host:port`, port 0 allowed), logs
-    /// `metrics server listening metrics=IP:PORT` and serves on a thread of its own.
-    pub fn start(addr: &str, observer: Arc<Observer>) -> Result<MetricsServer> {
+    /// `metrics server listening metrics=IP:PORT` and serves under `limits` on threads of its
+    /// own.
+    pub fn start(addr: &str, limits: Limits, observer: Arc<Observer>) -> Result<MetricsServer> {
         let fail = |source: crate::error::Cause| Error::MetricsServer {
             addr: addr.to_owned(),
             source,
         };
         let listener = TcpListener::bind(addr).map_err(|e| fail(e.into()))?;
         let local = listener.local_addr().map_err(|e| fail(e.into()))?;
-        let server = tiny_http::Server::from_listener(listener, None).map_err(fail)?;
-        let server = Arc::new(server);
-        let thread = {
-            let server = server.clone();
-            std::thread::Builder::new()
-                .name("ringtun-metrics".into())
-                .spawn(move || serve(&server, &observer))
-                .map_err(|e| fail(format!("cannot start its thread: {e}").into()))?
-        };
+        let server = HttpServer::start(listener, "metrics", limits, Probes(observer))
+            .map_err(|e| fail(format!("cannot start its thread: {e}").into()))?;
         tracing::info!(metrics = %local, "metrics server listening");
         Ok(MetricsServer {
             addr: local,
             server,
-            thread: Some(thread),
         })
     }
 
@@ -70,55 +60,41 @@ impl MetricsServer {
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
-            tracing::error!("metrics server thread panicked");
-        }
+        self.server.stop();
     }
 }
 
-fn serve(server: &tiny_http::Server, observer: &Observer) {
-    for request in server.incoming_requests() {
-        let reply = route(request.method(), request.url(), observer);
-        let mut response =
-            tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
-        if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", reply.content_type) {
-            response = response.with_header(h);
-        }
-        if let Err(e) = request.respond(response) {
-            tracing::debug!(error = %e, "metrics server: cannot send a response");
-        }
+/// The probe routes as a [`Service`]: no token, no body.
+struct Probes(Arc<Observer>);
+
+impl Service for Probes {
+    fn before_body(&self, _head: &Head) -> Option<Reply> {
+        None
+    }
+
+    fn serve(&self, head: &Head, _body: &[u8]) -> Reply {
+        route(&head.method, &head.target, &self.0)
+    }
+
+    fn rejected(&self, reason: Rejection) {
+        self.0.metrics_rejected(reason.as_str());
     }
 }
 
-fn route(method: &tiny_http::Method, url: &str, observer: &Observer) -> Reply {
+fn route(method: &str, url: &str, observer: &Observer) -> Reply {
     let path = url.split('?').next().unwrap_or(url);
-    if !matches!(method, tiny_http::Method::Get | tiny_http::Method::Head) {
-        return Reply {
-            status: 405,
-            content_type: "text/plain; charset=utf-8",
-            body: "only GET is served here\n".to_owned(),
-        };
+    if !matches!(method, "GET" | "HEAD") {
+        return Reply::text(405, "only GET is served here\n");
     }
     match path {
         "/ready" => ready(observer),
-        "/healthcheck" => Reply {
-            status: 200,
-            content_type: "text/plain; charset=utf-8",
-            body: "OK\n".to_owned(),
-        },
+        "/healthcheck" => Reply::text(200, "OK\n"),
         "/metrics" => Reply {
             status: 200,
             content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
             body: observer.encode(),
         },
-        _ => Reply {
-            status: 404,
-            content_type: "text/plain; charset=utf-8",
-            body: "not found: try /ready, /healthcheck or /metrics\n".to_owned(),
-        },
+        _ => Reply::text(404, "not found: try /ready, /healthcheck or /metrics\n"),
     }
 }
 
@@ -145,10 +121,10 @@ mod tests {
     #[test]
     fn ready_reports_links_and_draining() {
         let o = Observer::new("c1");
-        let r = route(&tiny_http::Method::Get, "/ready", &o);
+        let r = route("GET", "/ready", &o);
         assert_eq!(r.status, 503);
         o.link_up("dfw");
-        let r = route(&tiny_http::Method::Get, "/ready", &o);
+        let r = route("GET", "/ready", &o);
         assert_eq!(r.status, 200);
         let v: serde_json::Value =
             serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body));
@@ -157,7 +133,7 @@ mod tests {
             serde_json::json!({"status":200,"readyConnections":1,"connectorId":"c1","draining":false})
         );
         o.set_draining();
-        let r = route(&tiny_http::Method::Get, "/ready?x=1", &o);
+        let r = route("GET", "/ready?x=1", &o);
         assert_eq!(r.status, 503);
         assert!(r.body.contains("\"draining\":true"), "{}", r.body);
     }
@@ -166,8 +142,8 @@ mod tests {
     fn serves_over_a_real_socket_and_reports_bind_errors() {
         use std::io::{Read, Write};
         let o = Arc::new(Observer::new("c1"));
-        let server =
-            MetricsServer::start("127.0.0.1:0", o.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let server = MetricsServer::start("127.0.0.1:0", Limits::default(), o.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
         let addr = server.local_addr();
         let get = |path: &str| {
             let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
@@ -187,7 +163,7 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 503"), "{r}");
         // The port is taken now: a second server on it fails with the address in the message.
         let taken = addr.to_string();
-        let e = MetricsServer::start(&taken, o).err();
+        let e = MetricsServer::start(&taken, Limits::default(), o).err();
         let text = e.map(|e| e.to_string()).unwrap_or_default();
         assert!(
             text.contains(&taken) && text.contains("--metrics"),
@@ -199,11 +175,44 @@ mod tests {
     #[test]
     fn other_paths_and_methods_are_refused() {
         let o = Observer::new("c1");
-        assert_eq!(route(&tiny_http::Method::Get, "/nope", &o).status, 404);
-        assert_eq!(route(&tiny_http::Method::Post, "/ready", &o).status, 405);
-        assert_eq!(
-            route(&tiny_http::Method::Get, "/healthcheck", &o).body,
-            "OK\n"
+        assert_eq!(route("GET", "/nope", &o).status, 404);
+        assert_eq!(route("POST", "/ready", &o).status, 405);
+        assert_eq!(route("GET", "/healthcheck", &o).body, "OK\n");
+    }
+
+    #[test]
+    fn a_client_that_stalls_gets_408_and_is_counted() {
+        use std::io::{Read, Write};
+        let o = Arc::new(Observer::new("c1"));
+        let limits = Limits {
+            timeout: std::time::Duration::from_secs(1),
+            ..Limits::default()
+        };
+        let server = MetricsServer::start("127.0.0.1:0", limits, o.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut s =
+            std::net::TcpStream::connect(server.local_addr()).unwrap_or_else(|e| panic!("{e}"));
+        // Half a head, then nothing: the server must not wait for the rest for ever.
+        s.write_all(b"GET /ready HTTP/1.1\r\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(
+            o.encode()
+                .contains("ringtun_metrics_rejected_total{reason=\"head_timeout\"} 1"),
+            "{}",
+            o.encode()
+        );
+        assert!(
+            Limits {
+                max_connections: 0,
+                ..Limits::default()
+            }
+            .validate("--metrics")
+            .is_err()
         );
     }
 }

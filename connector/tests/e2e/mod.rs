@@ -964,13 +964,14 @@ impl RssSampler {
     }
 }
 
-/// Sends `sig` (like `TERM`) to the process with `kill`, as an operator would.
+/// Sends `sig` (a name like `TERM`) to the process, as an operator's `kill -TERM` would.
 pub fn signal(proc: &Proc, sig: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{sig}"), &proc.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{sig} {} failed", proc.id());
+    use ringtun_core::signal::{Signal, send};
+    let Some(s) = Signal::from_name(sig) else {
+        panic!("no signal named {sig}");
+    };
+    let sent = send(proc.id(), s);
+    assert!(sent.is_ok(), "SIG{sig} to {}: {sent:?}", proc.id());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1228,27 +1229,5 @@ pub fn get_ok(public: SocketAddr, host: &str, within: Duration) -> usize {
             "no 200 from {public} within {within:?}; last: {last}"
         );
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_length_chunked_and_close_delimited_responses() {
-        let r =
-            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nhi").unwrap();
-        assert_eq!(
-            (r.status, r.text().as_str(), r.header("x-a")),
-            (200, "hi", Some("b"))
-        );
-        let r = parse_response(
-            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!((r.status, r.text().as_str()), (404, "abcd"));
-        let r = parse_response(b"HTTP/1.1 502 Bad Gateway\r\n\r\nbye").unwrap();
-        assert_eq!((r.status, r.text().as_str()), (502, "bye"));
     }
 }

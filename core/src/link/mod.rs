@@ -1,7 +1,7 @@
 //! Links: a [`mux`](crate::mux) session driven over a real socket on one worker.
 //!
-//! A [`Link`] owns one connected byte stream (TCP now, TLS later through the same
-//! [`Transport`] seam) and the [`Session`](crate::mux::Session) that speaks the link protocol
+//! A [`Link`] owns one connected byte stream (plain TCP, or TLS from [`crate::tls`], both
+//! behind the [`Transport`] seam) and the [`Session`](crate::mux::Session) that speaks the link protocol
 //! over it. It gives the rest of the code an async stream API: [`Link::open`],
 //! [`Link::accept`], and on each [`Stream`] `read` (yields [`Bytes`](bytes::Bytes) slices of the
 //! receive buffer), `write` (takes `Bytes`, no copy), `finish` and `reset`; plus link-level

@@ -1,8 +1,9 @@
 //! The seam between a link and its byte stream.
 //!
 //! A link needs a reader half, a writer half (each driven by its own task, see the module doc
-//! of [`link`](super)) and a way to end a read that is in flight. Plain TCP implements it here;
-//! TLS will implement the same trait, so nothing above the link changes.
+//! of [`link`](super)) and a way to end a read that is in flight. Plain TCP implements it here,
+//! and [`TlsStream`](crate::tls::TlsStream) in `core/src/tls/stream.rs`, so nothing above the
+//! link knows which one it runs over.
 
 use std::io;
 

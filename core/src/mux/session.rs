@@ -568,12 +568,7 @@ impl Session {
                 final_size: 0,
             }));
         }
-        let mut s = Stream::new(
-            o.kind,
-            false,
-            self.config.stream_window,
-            self.peer.stream_window,
-        );
+        let mut s = Stream::new(false, self.config.stream_window, self.peer.stream_window);
         s.fin_recv = o.fin;
         self.streams.insert(id, s);
         self.peer_open += 1;
@@ -1174,12 +1169,7 @@ impl Session {
         let id = self.next_local_id;
         // protocol.md §2: IDs never wrap; a link that ran out must be replaced.
         self.next_local_id = id.checked_add(2).ok_or(Error::GoingAway)?;
-        let s = Stream::new(
-            kind,
-            true,
-            self.config.stream_window,
-            self.peer.stream_window,
-        );
+        let s = Stream::new(true, self.config.stream_window, self.peer.stream_window);
         self.streams.insert(id, s);
         self.local_open += 1;
         self.stats.streams_opened += 1;
@@ -1351,11 +1341,6 @@ impl Session {
         self.streams.get(&id).map(|s| s.recv_window)
     }
 
-    /// What stream `id` carries, while it is open.
-    pub fn stream_kind(&self, id: StreamId) -> Option<StreamKind> {
-        self.streams.get(&id).map(|s| s.kind)
-    }
-
     /// This session's role.
     pub fn role(&self) -> Role {
         self.role
@@ -1365,11 +1350,6 @@ impl Session {
     /// the idle timeout, or a completed drain).
     pub fn is_closed(&self) -> bool {
         self.closed.is_some()
-    }
-
-    /// Why the session closed, if it did.
-    pub fn close_reason(&self) -> Option<&Error> {
-        self.closed.as_ref()
     }
 
     /// Whether a drain completed (GOAWAY exchanged and every stream finished).

@@ -6,7 +6,6 @@
 //! the `Bytes` the application wrote, except small pieces, which are copied together so that
 //! memory follows the byte count (see [`ByteQueue`]).
 
-use super::frame::StreamKind;
 use super::queue::ByteQueue;
 
 /// The lifecycle of a stream, as seen by one side (protocol.md §5.1).
@@ -48,7 +47,6 @@ pub enum StreamState {
 /// One stream's state inside a session.
 #[derive(Debug)]
 pub(crate) struct Stream {
-    pub(crate) kind: StreamKind,
     /// Opened by this side.
     pub(crate) local: bool,
     /// REPLY was sent (peer-opened stream) or received (local stream).
@@ -88,9 +86,8 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    pub(crate) fn new(kind: StreamKind, local: bool, recv_window: u32, send_window: u32) -> Self {
+    pub(crate) fn new(local: bool, recv_window: u32, send_window: u32) -> Self {
         Stream {
-            kind,
             local,
             replied: false,
             recv: ByteQueue::default(),

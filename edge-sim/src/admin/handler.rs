@@ -28,29 +28,20 @@ pub struct AdminContext {
     pub faults: Arc<crate::dataplane::faults::Faults>,
 }
 
-/// A response: status, content type and body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// HTTP status code.
-    pub status: u16,
-    /// `Content-Type`.
-    pub content_type: &'static str,
-    /// Body.
-    pub body: String,
+pub use ringtun_core::control::Reply;
+
+/// The admin API's answers are JSON.
+trait JsonReply {
+    fn json(status: u16, value: Value) -> Reply;
 }
 
-impl Reply {
+impl JsonReply for Reply {
     fn json(status: u16, value: Value) -> Reply {
         Reply {
             status,
             content_type: "application/json",
             body: value.to_string(),
         }
-    }
-
-    /// `{"error": message}` with `status`.
-    pub fn error(status: u16, message: impl Into<String>) -> Reply {
-        Reply::json(status, json!({ "error": message.into() }))
     }
 }
 
@@ -64,11 +55,6 @@ impl From<Error> for Reply {
     }
 }
 
-/// Compares in time independent of where the first difference is.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn authorized(ctx: &AdminContext, authorization: Option<&str>) -> bool {
     let Some(value) = authorization else {
         return false;
@@ -76,8 +62,7 @@ fn authorized(ctx: &AdminContext, authorization: Option<&str>) -> bool {
     let Some((scheme, token)) = value.trim().split_once(' ') else {
         return false;
     };
-    scheme.eq_ignore_ascii_case("bearer")
-        && constant_time_eq(token.trim().as_bytes(), ctx.token.expose().as_bytes())
+    scheme.eq_ignore_ascii_case("bearer") && ctx.token.matches(token.trim())
 }
 
 fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Reply> {

@@ -1,11 +1,11 @@
 //! The admin API: HTTP/1.1 + JSON on loopback, bearer-token protected.
 //!
-//! It runs on std threads of its own ([`server::HttpServer`], shared with the `--metrics`
-//! server): the admin API is control plane (a CLI call now and then), so a small synchronous
+//! It runs on std threads of its own ([`HttpServer`] of `ringtun_core::control`, shared with
+//! both binaries' `--metrics` servers): the admin API is control plane (a CLI call now and then), so a small synchronous
 //! server keeps it off the io_uring workers and out of the data path's way. Routes live in
 //! [`handler`], free of IO. The token is checked on the head, before any body is read
 //! ([`handler::check_token`]); every connection has read and write deadlines and the server a
-//! connection cap ([`server::Limits`]), so a stalled or slow client holds only its own
+//! connection cap ([`Limits`]), so a stalled or slow client holds only its own
 //! connection.
 //!
 //! | route | success | body |
@@ -35,21 +35,18 @@
 //! `{"error": "..."}` with 400 (bad input), 401 (token), 404, 405, 409 (conflict) or 500, 503
 //! when the registry's store cannot answer in time (a database locked by another process; with
 //! `--etcd`, an unreachable etcd or a lost quorum: reads still answer, from the last view), and
-//! from the server at a limit ([`server::Limits`]) 408, 413, 431 or 503.
-mod connection;
+//! from the server at a limit ([`Limits`]) 408, 413, 431 or 503.
 pub mod handler;
-pub mod limits;
-pub mod server;
 mod status;
 
 use std::net::{SocketAddr, TcpListener};
 
 pub use handler::{AdminContext, Reply, handle};
-pub use server::Limits;
+pub use ringtun_core::control::Limits;
+use ringtun_core::control::{Head, HttpServer, Rejection, Service};
 pub use status::status_of;
 
 use crate::error::{Error, Result};
-use server::{Head, HttpServer, Service};
 
 /// A running admin API server; stops when dropped.
 pub struct AdminServer {
@@ -70,6 +67,21 @@ pub fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
     })
 }
 
+/// Binds `addr` (errors worded by [`bind`]) and serves `service` there under `limits`.
+pub(crate) fn start_server(
+    what: &'static str,
+    server: &'static str,
+    addr: SocketAddr,
+    limits: Limits,
+    service: impl Service,
+) -> Result<HttpServer> {
+    HttpServer::start(bind(what, addr)?, server, limits, service).map_err(|e| Error::Bind {
+        what,
+        addr,
+        reason: format!("cannot start its thread: {e}"),
+    })
+}
+
 impl std::fmt::Debug for AdminServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminServer")
@@ -81,8 +93,7 @@ impl std::fmt::Debug for AdminServer {
 impl AdminServer {
     /// Binds `addr` and serves the admin API under `limits` on threads of its own.
     pub fn start(addr: SocketAddr, limits: Limits, ctx: AdminContext) -> Result<AdminServer> {
-        let metrics = std::sync::Arc::clone(ctx.registry.metrics());
-        let server = HttpServer::start("admin API", "admin", addr, limits, metrics, Admin(ctx))?;
+        let server = start_server("admin API", "admin", addr, limits, Admin(ctx))?;
         Ok(AdminServer { server })
     }
 
@@ -126,5 +137,12 @@ impl Service for Admin {
             .metrics()
             .admin_request(&head.method, status);
         tracing::debug!(method = %head.method, url = %head.target, status, "admin request");
+    }
+
+    fn rejected(&self, reason: Rejection) {
+        self.0
+            .registry
+            .metrics()
+            .control_rejected("admin", reason.as_str());
     }
 }

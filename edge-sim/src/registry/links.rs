@@ -76,37 +76,6 @@ impl Registry {
         c
     }
 
-    /// Checks a connector's registration proof for `nonce` against the tunnel's secret (see
-    /// [`crate::auth`]). Call it before [`Registry::register_connector`]. An unknown tunnel and
-    /// a wrong proof are both refused; the secret never leaves the edge.
-    pub fn authenticate(
-        &self,
-        tunnel_id: Uuid,
-        connector_id: Uuid,
-        nonce: &crate::auth::Nonce,
-        proof: &[u8],
-    ) -> Result<()> {
-        let secret = match self.tunnel_secret(tunnel_id) {
-            Ok(secret) => secret,
-            Err(e) => {
-                self.metrics.connectors_rejected.inc();
-                return Err(e);
-            }
-        };
-        if crate::auth::verify_registration_proof(
-            &secret.0,
-            nonce,
-            tunnel_id.as_bytes(),
-            connector_id.as_bytes(),
-            proof,
-        ) {
-            Ok(())
-        } else {
-            self.metrics.connectors_rejected.inc();
-            Err(Error::BadProof(tunnel_id.to_string()))
-        }
-    }
-
     /// Registers one link of a connector (the first link registers the connector). Enforces the
     /// per-tunnel connector limit: over it, the error's message is meant for the connector,
     /// e.g. `tunnel web has reached its limit of 100 connectors`. The caller has verified the
@@ -216,15 +185,6 @@ impl Registry {
     pub fn unregister_link_id(&self, connector_id: Uuid, link_index: u8, id: u64) -> bool {
         let mut table = self.table();
         let gone = table.remove_live_link(connector_id, link_index, id);
-        self.update_connector_gauge(&table);
-        gone
-    }
-
-    /// Unregisters one link; the connector goes away with its last link. Returns whether the
-    /// connector went away.
-    pub fn unregister_link(&self, connector_id: Uuid, link_index: u8) -> bool {
-        let mut table = self.table();
-        let gone = table.remove_link(connector_id, link_index);
         self.update_connector_gauge(&table);
         gone
     }

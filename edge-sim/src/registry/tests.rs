@@ -147,8 +147,14 @@ fn connector_limit() {
 
     assert!(r.set_draining(c1));
     assert!(r.connector(c1).expect("c1").draining);
-    assert!(!r.unregister_link(c2, 1), "unknown index leaves it");
-    assert!(r.unregister_link(c2, 0), "last link removes it");
+    assert!(
+        !r.unregister_link_at(c2, 1, link(1, "dfw").server),
+        "unknown index leaves it"
+    );
+    assert!(
+        r.unregister_link_at(c2, 0, link(0, "dfw").server),
+        "last link removes it"
+    );
     r.register_connector(t.id, reg(c3), link(0, "dfw"))
         .expect_err("c3 belongs to the other tunnel");
     r.register_connector(t.id, reg(Uuid::new_v4()), link(0, "dfw"))
@@ -285,29 +291,6 @@ fn dns_routes_are_idempotent_and_move_only_when_overwritten() {
     r.route_tcp("a", 2222).expect("tcp");
     r.delete_tcp_route(2222).expect("delete tcp");
     assert!(r.tcp_routes().expect("list").is_empty());
-}
-
-#[test]
-fn authenticate_checks_the_proof() {
-    use crate::auth::{new_nonce, registration_proof};
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let r = open(tmp.path(), 100);
-    let (t, secret) = r.create_tunnel("web").expect("create");
-    let connector = Uuid::new_v4();
-    let nonce = new_nonce();
-    let proof = registration_proof(&secret.0, &nonce, t.id.as_bytes(), connector.as_bytes());
-    r.authenticate(t.id, connector, &nonce, &proof)
-        .expect("right secret");
-    let wrong = registration_proof(&[0; 32], &nonce, t.id.as_bytes(), connector.as_bytes());
-    let err = r
-        .authenticate(t.id, connector, &nonce, &wrong)
-        .expect_err("wrong secret");
-    assert!(matches!(err, Error::BadProof(_)));
-    assert!(matches!(
-        r.authenticate(Uuid::new_v4(), connector, &nonce, &proof),
-        Err(Error::TunnelNotFound(_))
-    ));
-    assert_eq!(r.metrics().connectors_rejected.get(), 2);
 }
 
 /// The schema an edge before per-tunnel policies wrote (migration 1, user_version 1), with a
