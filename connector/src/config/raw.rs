@@ -32,6 +32,7 @@ pub(crate) const ORIGIN_KEYS: &[&str] = &[
     "tlsTimeout",
     "disableChunkedEncoding",
     "bufferedBodyLimit",
+    "http2Origin",
 ];
 
 /// The whole file.
@@ -84,4 +85,6 @@ pub(crate) struct RawOriginRequest {
     pub disable_chunked_encoding: Option<bool>,
     #[serde(rename = "bufferedBodyLimit")]
     pub buffered_body_limit: Option<u64>,
+    #[serde(rename = "http2Origin")]
+    pub http2_origin: Option<bool>,
 }
