@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# System packages the build and the tests need, installed only when missing: idempotent, and
-# quick once everything is there (no network then). Run it before building or testing on a
-# fresh machine; .ci/run does.
+# What the build and the tests need outside cargo, installed only when missing: idempotent, and
+# quick once everything is there (no network then). System packages come from Debian; Python
+# packages go into a venv under target/. Run it before building or testing on a fresh machine;
+# .ci/run does.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 # Installs Debian packages; `apt-get update` runs at most once per invocation, and only when
 # something is missing.
@@ -29,4 +31,19 @@ if ! command -v etcd >/dev/null 2>&1 && [ ! -x /usr/bin/etcd ]; then
 fi
 if ! command -v protoc >/dev/null 2>&1 || [ ! -f /usr/include/google/protobuf/descriptor.proto ]; then
     apt_install protobuf-compiler libprotobuf-dev
+fi
+
+# grpc
+# A real gRPC origin for connector/tests/e2e_http2.rs (connector/tests/grpc/): Python grpcio in
+# a venv at target/test-venv, pinned. The tests find it at target/test-venv/bin/python (or
+# $RINGTUN_TEST_PYTHON).
+GRPCIO_VERSION=1.76.0
+venv=target/test-venv
+if ! python3 -c "import ensurepip" >/dev/null 2>&1; then
+    apt_install python3-venv
+fi
+if ! "$venv/bin/python" -c "import grpc, sys; sys.exit(grpc.__version__ != '$GRPCIO_VERSION')" 2>/dev/null; then
+    echo "== installing grpcio $GRPCIO_VERSION into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "grpcio==$GRPCIO_VERSION"
 fi

@@ -36,6 +36,10 @@ pub struct OriginRequest {
     /// `bufferedBodyLimit` (ringtun's own): the most such a body may hold; beyond it the client
     /// gets 413. Default [`DEFAULT_BUFFERED_BODY_LIMIT`].
     pub buffered_body_limit: u64,
+    /// `http2Origin`: speak HTTP/2 to the origin (h2 with ALPN for `https://` and `unix+tls:`,
+    /// h2c with prior knowledge for `http://` and `unix:`), one multiplexed connection per
+    /// origin and worker. Default false (HTTP/1.1).
+    pub http2_origin: bool,
 }
 
 impl Default for OriginRequest {
@@ -52,6 +56,7 @@ impl Default for OriginRequest {
             tls_timeout: Duration::from_secs(10),
             disable_chunked_encoding: false,
             buffered_body_limit: DEFAULT_BUFFERED_BODY_LIMIT,
+            http2_origin: false,
         }
     }
 }
@@ -97,6 +102,7 @@ impl OriginRequest {
                 .disable_chunked_encoding
                 .unwrap_or(self.disable_chunked_encoding),
             buffered_body_limit: raw.buffered_body_limit.unwrap_or(self.buffered_body_limit),
+            http2_origin: raw.http2_origin.unwrap_or(self.http2_origin),
         })
     }
 }
@@ -128,6 +134,21 @@ mod tests {
         assert_eq!(merged.tls_timeout, Duration::from_secs(10));
         assert!(!merged.disable_chunked_encoding);
         assert_eq!(merged.buffered_body_limit, DEFAULT_BUFFERED_BODY_LIMIT);
+        assert!(!merged.http2_origin);
+        let rule = RawOriginRequest {
+            http2_origin: Some(true),
+            ..RawOriginRequest::default()
+        };
+        let on = merged
+            .overlay(&rule, "ingress[0].originRequest")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(on.http2_origin);
+        assert!(
+            on.overlay(&RawOriginRequest::default(), "x")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .http2_origin,
+            "a rule that does not name it keeps the global value"
+        );
     }
 
     #[test]

@@ -104,6 +104,8 @@ pub(crate) struct RawOriginRequest {
     pub disable_chunked_encoding: Option<bool>,
     #[serde(rename = "bufferedBodyLimit")]
     pub buffered_body_limit: Option<u64>,
+    #[serde(rename = "http2Origin")]
+    pub http2_origin: Option<bool>,
 }
 
 #[cfg(test)]

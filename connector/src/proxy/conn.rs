@@ -113,6 +113,34 @@ impl OriginTls {
     }
 }
 
+impl OriginTls {
+    /// These settings offering HTTP/2 in ALPN (`h2` only) instead of HTTP/1.1, for
+    /// `http2Origin`. The configuration is copied once per connection dialled (an HTTP/2
+    /// connection carries many requests).
+    fn for_h2(&self) -> OriginTls {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![H2_ALPN.to_vec()];
+        OriginTls {
+            server_name: self.server_name.clone(),
+            config: Arc::new(config),
+            danger_no_verify: self.danger_no_verify,
+        }
+    }
+}
+
+/// HTTP/2's ALPN protocol ID (RFC 9113 §3.2).
+const H2_ALPN: &[u8] = b"h2";
+
+/// The application protocol a new origin connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// HTTP/1.1 (ALPN `http/1.1` over TLS).
+    Http1,
+    /// HTTP/2 (`http2Origin`): over TLS only `h2` is offered and the origin must agree to it;
+    /// over plain TCP or a Unix socket, h2c with prior knowledge.
+    Http2,
+}
+
 impl std::fmt::Debug for OriginTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OriginTls")
@@ -191,12 +219,14 @@ impl OpenFailed {
 
 /// Connects to an origin within the rule's `connectTimeout`, then runs the TLS handshake (when
 /// `tls` is given) within its `tlsTimeout`. `name` is the origin as messages show it
-/// (`host:port` or `unix:/path`).
+/// (`host:port` or `unix:/path`). For [`Proto::Http2`] over TLS, an origin that does not agree
+/// to `h2` in ALPN is an invalid-origin error (502) saying so.
 pub async fn open(
     dial: Dial<'_>,
     tls: Option<&OriginTls>,
     name: &str,
     or: &OriginRequest,
+    proto: Proto,
 ) -> Result<OriginConn, OpenFailed> {
     let connected = match dial {
         Dial::Tcp(addr) => {
@@ -249,26 +279,59 @@ pub async fn open(
     if tls.danger_no_verify {
         warn_no_verify_once(name);
     }
+    let h2;
+    let tls = match proto {
+        Proto::Http1 => tls,
+        Proto::Http2 => {
+            h2 = tls.for_h2();
+            &h2
+        }
+    };
+    // The protocol the origin agreed to in ALPN.
+    let agreed = std::cell::RefCell::new(None);
     let handshake = async {
         match socket {
             Socket::Tcp(s) => TlsStream::connect(s, tls.config.clone(), &tls.server_name)
                 .await
-                .map(|t| OriginConn::from_parts(t.split(), ConnReader::Tls, ConnWriter::Tls)),
+                .map(|t| {
+                    *agreed.borrow_mut() = t.alpn_protocol();
+                    OriginConn::from_parts(t.split(), ConnReader::Tls, ConnWriter::Tls)
+                }),
             Socket::Unix(s) => TlsStream::connect(s, tls.config.clone(), &tls.server_name)
                 .await
                 .map(|t| {
+                    *agreed.borrow_mut() = t.alpn_protocol();
                     OriginConn::from_parts(t.split(), ConnReader::UnixTls, ConnWriter::UnixTls)
                 }),
         }
     };
     match compio::time::timeout(or.tls_timeout, handshake).await {
+        Ok(Ok(_)) if proto == Proto::Http2 && agreed.borrow().as_deref() != Some(H2_ALPN) => {
+            let offered = match agreed.borrow().as_deref() {
+                Some(p) => format!("it chose {}", String::from_utf8_lossy(p)),
+                None => "it chose no protocol".to_owned(),
+            };
+            tracing::info!(origin = %name, %offered, "origin refused HTTP/2 in ALPN");
+            Err(OpenFailed::new(
+                ReplyErrorKind::OriginInvalid,
+                format!(
+                    "origin {name} does not speak HTTP/2: http2Origin is set, the connector \
+                     offered only h2 in TLS ALPN and {offered}; enable HTTP/2 on the origin or \
+                     unset http2Origin"
+                ),
+            ))
+        }
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => {
             tracing::info!(origin = %name, server_name = %tls.server_name, error = %e, "origin tls handshake failed");
-            Err(OpenFailed::new(
-                ReplyErrorKind::OriginInvalid,
-                tls_failure_detail(name, &tls.server_name, &e),
-            ))
+            let mut detail = tls_failure_detail(name, &tls.server_name, &e);
+            if proto == Proto::Http2 {
+                detail.push_str(
+                    " (http2Origin is set: the connector offered only h2 in ALPN; an origin \
+                     without HTTP/2 refuses that)",
+                );
+            }
+            Err(OpenFailed::new(ReplyErrorKind::OriginInvalid, detail))
         }
         Err(_) => {
             tracing::debug!(origin = %name, timeout = ?or.tls_timeout, "origin tls handshake timed out");

@@ -35,16 +35,18 @@ use ringtun_core::http::io::{READ_CHUNK, read_body_chunk, read_response_head, wr
 use ringtun_core::http::{
     BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, CONNECTOR_ID_HEADER, Fault, HeadLimits,
     HttpError, ReplyError, ReplyErrorKind, RequestHead, ResponseHead, Version, decode_request_meta,
-    encode_reply_error, encode_response_meta, is_upgrade_request, origin_timeout_detail,
-    override_host, remove_hop_by_hop, response_framing, response_keep_alive, set_connector_id,
-    set_framing_headers, target_path,
+    encode_last_chunk, encode_reply_error, encode_response_meta, encode_response_meta_with,
+    is_upgrade_request, origin_timeout_detail, override_host, remove_hop_by_hop, response_framing,
+    response_keep_alive, set_connector_id, set_framing_headers, target_path,
 };
 use ringtun_core::link::Stream;
 use ringtun_core::mux::ErrorCode;
 
 use super::ProxyCtx;
-use super::conn::{ConnWriter, Dial, OriginConn, open};
+use super::body::{TunnelBody, chunk_frame};
+use super::conn::{ConnWriter, Dial, OriginConn, Proto, open};
 use super::deadline::Sending;
+use super::h2;
 use super::pipe::{socket_to_stream, stream_to_socket};
 use super::pool::{PoolKey, ReadBuf, Slot};
 use super::unchunk;
@@ -80,14 +82,27 @@ pub async fn serve(meta: Bytes, stream: Rc<Stream>, ctx: &ProxyCtx) {
     override_host(&mut head.headers, extra.host.clone());
     let index = m.index;
     ctx.metrics.request(&rules, index);
-    answer(head, extra.body, &stream, &rules, m, ctx).await;
+    let body = ReqBody {
+        framing: extra.body,
+        trailers: extra.trailers,
+    };
+    answer(head, body, &stream, &rules, m, ctx).await;
     ctx.metrics.observe(&rules, index, started.elapsed());
+}
+
+/// How the request body arrives on the stream (OPEN metadata).
+#[derive(Debug, Clone, Copy)]
+struct ReqBody {
+    /// Its framing.
+    framing: BodyFraming,
+    /// The stream carries it chunked with its trailer section (`docs/http-meta.md`).
+    trailers: bool,
 }
 
 /// Answers a request matched to `m` from its rule's service.
 async fn answer(
     head: RequestHead,
-    body: BodyFraming,
+    body: ReqBody,
     stream: &Rc<Stream>,
     rules: &Arc<IngressRules>,
     m: RuleMatch<'_>,
@@ -203,7 +218,7 @@ enum Failed {
 /// connections are pooled in `slot`.
 async fn proxy(
     mut head: RequestHead,
-    mut body: BodyFraming,
+    req_body: ReqBody,
     stream: Rc<Stream>,
     svc: &Service,
     or: &OriginRequest,
@@ -240,18 +255,6 @@ async fn proxy(
             return;
         }
     };
-    // `disableChunkedEncoding`: a chunked body is read whole (up to a limit) and sent with a
-    // Content-Length; a body of known length is sent as it is.
-    let mut buffered = Vec::new();
-    if or.disable_chunked_encoding && body == BodyFraming::Chunked {
-        match unchunk::buffer(&stream, or.buffered_body_limit, &ctx.metrics).await {
-            Some((chunks, len)) => {
-                buffered = chunks;
-                body = BodyFraming::Length(len);
-            }
-            None => return,
-        }
-    }
     let upgrade = is_upgrade_request(&head);
     remove_hop_by_hop(&mut head.headers, upgrade);
     head.headers.remove("expect");
@@ -263,6 +266,40 @@ async fn proxy(
     // `Host` is the routed host (set in `serve`), or the rule's `httpHostHeader`.
     if let Some(h) = &or.http_host_header {
         override_host(&mut head.headers, h.clone());
+    }
+    if or.http2_origin && !upgrade {
+        let tls = ctx.pool.key(slot).tls;
+        let origin = h2::H2Origin {
+            slot,
+            dial,
+            tls: tls.as_ref(),
+            authority,
+        };
+        let body = (req_body.framing, req_body.trailers);
+        if h2::proxy(head, body, &stream, &origin, or, ctx).await == h2::Outcome::ConnectFailed
+            && let Service::Http(h) = svc
+        {
+            ctx.resolver.connect_failed(&h.host);
+        }
+        return;
+    }
+    let ReqBody {
+        framing: mut body,
+        trailers: mut trailers_in,
+    } = req_body;
+    // `disableChunkedEncoding`: a chunked body is read whole (up to a limit) and sent with a
+    // Content-Length; a body of known length is sent as it is. Its trailer fields have no
+    // place then and are dropped.
+    let mut buffered = Vec::new();
+    if or.disable_chunked_encoding && body == BodyFraming::Chunked {
+        match unchunk::buffer(&stream, trailers_in, or.buffered_body_limit, &ctx.metrics).await {
+            Some((chunks, len)) => {
+                buffered = chunks;
+                body = BodyFraming::Length(len);
+                trailers_in = false;
+            }
+            None => return,
+        }
     }
     set_framing_headers(&mut head.headers, body);
     head.version = Version::Http11;
@@ -281,7 +318,15 @@ async fn proxy(
         let reused = pooled.is_some();
         let conn = match pooled {
             Some(c) => c,
-            None => match open(dial, ctx.pool.key(slot).tls.as_ref(), authority, or).await {
+            None => match open(
+                dial,
+                ctx.pool.key(slot).tls.as_ref(),
+                authority,
+                or,
+                Proto::Http1,
+            )
+            .await
+            {
                 Ok(c) => (c, ReadBuf::default()),
                 Err(e) => {
                     if let Service::Http(h) = svc {
@@ -298,7 +343,7 @@ async fn proxy(
             &origin,
             head_bytes.clone(),
             &method,
-            body,
+            (body, trailers_in),
             buffered.clone(),
             upgrade,
             reused,
@@ -335,7 +380,7 @@ struct Origin<'a> {
 async fn send_request(
     mut w: ConnWriter,
     head: Bytes,
-    body: BodyFraming,
+    body: (BodyFraming, bool),
     buffered: Vec<Bytes>,
     stream: Rc<Stream>,
     sending: Rc<Sending>,
@@ -346,11 +391,12 @@ async fn send_request(
 }
 
 /// Writes the head, then the body: first `buffered` (a body read whole before, see
-/// [`unchunk`]), then what the stream still brings.
+/// [`unchunk`]), then what the stream still brings, and its trailer fields when the stream
+/// carries them (`trailers`; the origin gets them after the last chunk).
 async fn send_request_on(
     w: &mut ConnWriter,
     head: Bytes,
-    body: BodyFraming,
+    (body, trailers): (BodyFraming, bool),
     buffered: Vec<Bytes>,
     stream: &Stream,
     sending: &Sending,
@@ -363,8 +409,9 @@ async fn send_request_on(
             sent.inc_by(chunk.len() as u64);
             enc.encode(chunk, &mut out)?;
         }
+        let mut from = TunnelBody::new(stream, trailers);
         loop {
-            match stream.read().await {
+            match from.next().await {
                 Ok(Some(chunk)) => {
                     sent.inc_by(chunk.len() as u64);
                     enc.encode(chunk, &mut out)?;
@@ -378,7 +425,7 @@ async fn send_request_on(
                 }
             }
         }
-        enc.finish(&mut out)?;
+        enc.finish_with_trailers(Some(&from.take_trailers()), &mut out)?;
         write_bufs(w, out).await?;
     }
     sending.done.set(true);
@@ -400,7 +447,7 @@ impl Sender {
     async fn start(
         mut w: ConnWriter,
         head: Bytes,
-        (body, buffered): (BodyFraming, Vec<Bytes>),
+        (body, buffered): ((BodyFraming, bool), Vec<Bytes>),
         sending: Option<Rc<Sending>>,
         stream: &Rc<Stream>,
         ctx: &ProxyCtx,
@@ -456,7 +503,7 @@ async fn exchange(
     origin: &Origin<'_>,
     head: Bytes,
     method: &[u8],
-    body: BodyFraming,
+    (body, trailers_in): (BodyFraming, bool),
     buffered: Vec<Bytes>,
     upgrade: bool,
     reused: bool,
@@ -478,7 +525,15 @@ async fn exchange(
         .pool
         .deadlines()
         .watch(&closer, ctx.origin_response_timeout, sending.clone());
-    let sender = Sender::start(writer, head, (body, buffered), sending, stream, ctx).await;
+    let sender = Sender::start(
+        writer,
+        head,
+        ((body, trailers_in), buffered),
+        sending,
+        stream,
+        ctx,
+    )
+    .await;
     rb.make_room();
     let buf = &mut rb.buf;
     let limits = HeadLimits::default();
@@ -555,10 +610,15 @@ async fn exchange(
             ));
         }
     };
-    // Read before the hop-by-hop fields (Connection among them) are stripped for the edge.
+    // Read before the hop-by-hop fields (Connection and Trailer among them) are stripped for
+    // the edge. A chunked response that announces trailers carries them over the tunnel.
     let keep_alive = response_keep_alive(&res, framing);
+    let trailers = framing == BodyFraming::Chunked && res.headers.contains("trailer");
     remove_hop_by_hop(&mut res.headers, false);
-    if stream.reply(encode_response_meta(&res, framing)).is_err() {
+    if stream
+        .reply(encode_response_meta_with(&res, framing, trailers))
+        .is_err()
+    {
         return Ok(());
     }
     let mut dec = BodyDecoder::new(framing, BodyLimits::default(), Fault::Origin);
@@ -572,13 +632,23 @@ async fn exchange(
             Ok(Some(chunk)) => {
                 received += chunk.len();
                 ctx.metrics.bytes(Direction::FromOrigin, chunk.len());
+                let chunk = if trailers { chunk_frame(chunk) } else { chunk };
                 if let Err(e) = stream.write(chunk).await {
                     tracing::debug!(error = %e, "stream failed while sending the response body");
                     ctx.metrics.error(ErrorCause::StreamReset);
                     return Ok(());
                 }
             }
-            Ok(None) => break,
+            Ok(None) => {
+                if trailers {
+                    let last = encode_last_chunk(&dec.take_trailers().unwrap_or_default());
+                    if stream.write(last).await.is_err() {
+                        ctx.metrics.error(ErrorCause::StreamReset);
+                        return Ok(());
+                    }
+                }
+                break;
+            }
             Err(e) => {
                 tracing::info!(origin = %addr, error = %e, "origin response body failed");
                 ctx.metrics.error(ErrorCause::StreamReset);

@@ -15,7 +15,10 @@
 //! quotes the TLS error; one that does not finish within `tlsTimeout` with a 502 naming it.
 //! Pooled connections are keyed by target (host and port, or socket path) and TLS settings
 //! (`pool`). `disableChunkedEncoding` buffers a chunked request body to send it with a
-//! Content-Length (`unchunk`). `docs/origins.md` lists every setting.
+//! Content-Length (`unchunk`). `http2Origin` speaks HTTP/2 instead (`h2`: ALPN `h2` over TLS,
+//! h2c with prior knowledge otherwise, one multiplexed connection per origin and worker).
+//! Trailer fields cross the tunnel when the stream metadata says so (`body`,
+//! `docs/http-meta.md`). `docs/origins.md` lists every setting.
 //!
 //! An origin that accepts a request but sends no response head within
 //! `--origin-response-timeout` (default 100 s, Cloudflare's proxy read timeout; cloudflared has
@@ -26,8 +29,10 @@
 //! Every stream is counted in the worker's [`WorkerMetrics`] (crate::observe): requests and
 //! latency per ingress rule, payload bytes each way, failures by cause, streams in flight.
 
+mod body;
 mod conn;
 mod deadline;
+mod h2;
 mod http;
 mod pipe;
 mod pool;

@@ -12,11 +12,13 @@
 //! buffer ([`ReadBuf`]), so the next exchange on it reads into memory it already has.
 //!
 //! The pool also holds the worker's [`Deadlines`]: the origin response timeout of the
-//! connections in use.
+//! connections in use; and for `http2Origin`, the one HTTP/2 connection per slot that all of
+//! the worker's requests to that origin share (`h2`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,7 @@ use ringtun_core::http::io::READ_CHUNK;
 
 use super::conn::{OriginConn, OriginTls};
 use super::deadline::Deadlines;
+use super::h2::H2Slot;
 use crate::config::OriginRequest;
 use crate::ingress::{IngressRules, Service, host_without_port};
 
@@ -149,6 +152,8 @@ pub struct Pool {
     slot_keys: RefCell<Vec<PoolKey>>,
     by_rule: RefCell<RuleSlots>,
     deadlines: Deadlines,
+    /// The HTTP/2 connection of each slot (`http2Origin`), by index.
+    h2: RefCell<Vec<Option<Rc<H2Slot>>>>,
 }
 
 impl Pool {
@@ -227,6 +232,15 @@ impl Pool {
     /// The key of `slot`: what a new connection for it needs (its TLS settings).
     pub fn key(&self, slot: Slot) -> PoolKey {
         self.slot_keys.borrow()[slot.0].clone()
+    }
+
+    /// The HTTP/2 connection place of `slot`, made on first use.
+    pub fn h2(&self, slot: Slot) -> Rc<H2Slot> {
+        let mut h2 = self.h2.borrow_mut();
+        if h2.len() <= slot.0 {
+            h2.resize_with(slot.0 + 1, || None);
+        }
+        h2[slot.0].get_or_insert_with(Rc::default).clone()
     }
 
     /// The response deadlines of the worker's exchanges.

@@ -18,6 +18,7 @@ use ringtun_core::http::{BodyFraming, ResponseHead, encode_response_meta};
 use ringtun_core::link::Stream;
 use ringtun_core::mux::ErrorCode;
 
+use super::body::TunnelBody;
 use crate::observe::{ErrorCause, WorkerMetrics};
 
 /// Reads the rest of the request body from `stream`, at most `limit` bytes. `Some((chunks,
@@ -25,13 +26,15 @@ use crate::observe::{ErrorCause, WorkerMetrics};
 /// (413 over the limit) or the stream failed.
 pub async fn buffer(
     stream: &Stream,
+    trailers: bool,
     limit: u64,
     metrics: &WorkerMetrics,
 ) -> Option<(Vec<Bytes>, u64)> {
     let mut chunks = Vec::new();
     let mut len: u64 = 0;
+    let mut body = TunnelBody::new(stream, trailers);
     loop {
-        match stream.read().await {
+        match body.next().await {
             Ok(Some(chunk)) => {
                 len += chunk.len() as u64;
                 if len > limit {
@@ -44,6 +47,7 @@ pub async fn buffer(
             Err(e) => {
                 tracing::debug!(error = %e, "request body stream failed while buffering it");
                 metrics.error(ErrorCause::StreamReset);
+                stream.reset(ErrorCode::CANCEL);
                 return None;
             }
         }

@@ -1,16 +1,21 @@
 //! Writing the connector's response to the client: an error reply, the head and a re-framed
 //! body, or a `101` followed by the raw pipe.
+//!
+//! A REPLY with the trailers flag (`docs/http-meta.md`) brings the body in chunked encoding
+//! with its trailer section: it is decoded here (same checks and limits as from a socket) and
+//! re-framed; the trailer fields go to an HTTP/1.1 client that asked for them (`TE: trailers`)
+//! and is sent a chunked body, and are dropped for any other.
 
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ringtun_core::http::io::MAX_IOVECS;
 use ringtun_core::http::{
-    BodyEncoder, BodyFraming, RequestHead, ResponseHead, ResponseMeta, Version,
-    decode_response_meta, encode_client_response, is_upgrade_request, remove_hop_by_hop,
-    request_keep_alive, tokens,
+    BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, DecodeStep, Fault, RequestHead,
+    ResponseHead, ResponseMeta, Version, decode_response_meta, encode_client_response,
+    is_upgrade_request, remove_hop_by_hop, request_keep_alive, tokens,
 };
 use ringtun_core::link::LinkError;
 
@@ -40,8 +45,12 @@ pub(crate) async fn respond(
             return reply_error(w, c, "connector", 502, &detail, true).await;
         }
     };
-    let (mut rh, rbody) = match decode_response_meta(meta) {
-        Ok(ResponseMeta::Head { head, body }) => (head, body),
+    let (mut rh, rbody, trailers) = match decode_response_meta(meta) {
+        Ok(ResponseMeta::Head {
+            head,
+            body,
+            trailers,
+        }) => (head, body, trailers),
         Ok(ResponseMeta::Error(re)) => {
             w.plane.registry.metrics().public_error("origin");
             let close = !keep_client;
@@ -97,6 +106,13 @@ pub(crate) async fn respond(
     let keep = keep_client && out != BodyFraming::CloseDelimited;
     let head = encode_client_response(&rh, (!no_body).then_some(out), !keep);
     let mut enc = BodyEncoder::new(out);
+    let mut relay = Relay {
+        chunked: trailers.then(|| {
+            let dec = BodyDecoder::new(BodyFraming::Chunked, BodyLimits::default(), Fault::Origin);
+            (dec, BytesMut::new())
+        }),
+        enc: &mut enc,
+    };
     let mut bufs = Vec::with_capacity(8);
     bufs.push(head);
     let metrics = w.plane.registry.metrics();
@@ -104,7 +120,7 @@ pub(crate) async fn respond(
     // arrived by then, up to [`BATCH_BYTES`]: a response that came in one go leaves in one
     // write, its end included.
     loop {
-        let mut step = take(stream.read().await, no_body, &mut enc, &mut bufs, metrics);
+        let mut step = take(stream.read().await, no_body, &mut relay, &mut bufs, metrics);
         let mut batched = 0;
         while let Take::More(n) = step {
             batched += n;
@@ -112,7 +128,7 @@ pub(crate) async fn respond(
                 break;
             }
             match ready_now(stream.read()) {
-                Some(r) => step = take(r, no_body, &mut enc, &mut bufs, metrics),
+                Some(r) => step = take(r, no_body, &mut relay, &mut bufs, metrics),
                 None => break,
             }
         }
@@ -131,7 +147,13 @@ pub(crate) async fn respond(
             Err(_) => return Next::Close,
         }
     }
-    if enc.finish(&mut bufs).is_err() {
+    let fields = relay.chunked.and_then(|(mut d, _)| d.take_trailers());
+    let wants_trailers = out == BodyFraming::Chunked && accepts_trailers(req);
+    let fields = fields.filter(|_| wants_trailers);
+    if enc
+        .finish_with_trailers(fields.as_ref(), &mut bufs)
+        .is_err()
+    {
         let _ = c.write(bufs).await;
         return Next::Close;
     }
@@ -158,25 +180,79 @@ enum Take {
     Failed { flush: bool },
 }
 
+/// Where the body read from the stream goes: straight to the encoder, or first through a
+/// chunked decoder when the stream carries trailers.
+struct Relay<'e> {
+    /// With the trailers flag: the decoder, and what arrived and is not decoded yet.
+    chunked: Option<(BodyDecoder, BytesMut)>,
+    enc: &'e mut BodyEncoder,
+}
+
+impl Relay<'_> {
+    /// Frames a piece of the stream onto `bufs`; the payload bytes it held, or `None` when the
+    /// body is invalid (bad chunked framing, more than announced, bytes after its end).
+    fn piece(&mut self, chunk: Bytes, bufs: &mut Vec<Bytes>) -> Option<usize> {
+        let Some((dec, buf)) = self.chunked.as_mut() else {
+            let n = chunk.len();
+            return self.enc.encode(chunk, bufs).ok().map(|()| n);
+        };
+        if dec.is_done() {
+            return chunk.is_empty().then_some(0);
+        }
+        if buf.is_empty() {
+            *buf = BytesMut::from(chunk);
+        } else {
+            buf.extend_from_slice(&chunk);
+        }
+        let mut n = 0;
+        loop {
+            match dec.decode(buf) {
+                Ok(DecodeStep::Data(b)) => {
+                    n += b.len();
+                    self.enc.encode(b, bufs).ok()?;
+                }
+                Ok(DecodeStep::NeedMore) => return Some(n),
+                Ok(DecodeStep::End) => return buf.is_empty().then_some(n),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Whether the body ended where it should have: without the trailers flag the stream's
+    /// end is the body's; with it the chunked encoding must have ended.
+    fn complete(&self) -> bool {
+        self.chunked.as_ref().is_none_or(|(d, _)| d.is_done())
+    }
+}
+
+/// Whether the client takes trailer fields: HTTP/1.1 with `TE: trailers` (RFC 9110 §10.1.4).
+fn accepts_trailers(req: &RequestHead) -> bool {
+    req.version == Version::Http11 && req.headers.has_token("te", "trailers")
+}
+
 /// Frames one read's result onto `bufs`.
 fn take(
     r: Result<Option<Bytes>, LinkError>,
     no_body: bool,
-    enc: &mut BodyEncoder,
+    relay: &mut Relay<'_>,
     bufs: &mut Vec<Bytes>,
     metrics: &Metrics,
 ) -> Take {
     match r {
         Ok(Some(chunk)) if !no_body => {
-            let n = chunk.len();
-            metrics.bytes_out.inc_by(n as u64);
-            if enc.encode(chunk, bufs).is_err() {
+            let Some(n) = relay.piece(chunk, bufs) else {
                 metrics.public_error("connector");
                 return Take::Failed { flush: false };
-            }
+            };
+            metrics.bytes_out.inc_by(n as u64);
             Take::More(n)
         }
         Ok(Some(_)) => Take::More(0),
+        Ok(None) if !no_body && !relay.complete() => {
+            tracing::debug!("response body from the connector ended inside its chunked encoding");
+            metrics.public_error("connector");
+            Take::Failed { flush: true }
+        }
         Ok(None) => Take::End,
         Err(e) => {
             tracing::debug!(error = %e, "response body from the connector failed");
