@@ -31,11 +31,16 @@ pub enum Limit {
     PendingHandshakes,
     /// A connector asked for more links than it may hold.
     ConnectorLinks,
+    /// An HTTP/2 client reset more streams than `--h2-max-client-resets` allows (rapid reset).
+    H2ClientResets,
+    /// The edge had to refuse or reset more of an HTTP/2 client's streams than
+    /// `--h2-max-refused-streams` allows (streams over the concurrency limit, malformed ones).
+    H2RefusedStreams,
 }
 
 impl Limit {
     /// Every limit, in label order.
-    pub const ALL: [Limit; 7] = [
+    pub const ALL: [Limit; 9] = [
         Limit::ClientWriteTimeout,
         Limit::IdleTimeout,
         Limit::RequestBodyTimeout,
@@ -43,6 +48,8 @@ impl Limit {
         Limit::TunnelStreams,
         Limit::PendingHandshakes,
         Limit::ConnectorLinks,
+        Limit::H2ClientResets,
+        Limit::H2RefusedStreams,
     ];
 
     /// The metric label and the log field.
@@ -55,6 +62,8 @@ impl Limit {
             Limit::TunnelStreams => "tunnel_streams",
             Limit::PendingHandshakes => "pending_handshakes",
             Limit::ConnectorLinks => "connector_links",
+            Limit::H2ClientResets => "h2_client_resets",
+            Limit::H2RefusedStreams => "h2_refused_streams",
         }
     }
 

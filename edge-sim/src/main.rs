@@ -104,6 +104,9 @@ struct Cli {
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT [default: 30].
     #[arg(long, value_name = "SECS")]
     grace_period: Option<u64>,
+    /// The public HTTPS listener and the HTTP/2 limits.
+    #[command(flatten)]
+    h2: ringtun_edge_sim::settings::H2Flags,
     /// Log format: text, or json (one JSON object per line).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -162,6 +165,7 @@ fn main() -> anyhow::Result<()> {
             handshake_timeout: cli.handshake_timeout,
             registry_busy_timeout_ms: cli.registry_busy_timeout_ms,
             grace_period: cli.grace_period,
+            h2: cli.h2,
         },
     )?;
 

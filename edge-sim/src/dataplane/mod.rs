@@ -44,6 +44,10 @@
 //! - [`lb`]: per-connector load atomics and the policies.
 //! - [`worker`]: per-worker state: live links, snapshots of routes and connectors.
 //! - [`http`]: the public HTTP/1.1 ingress.
+//! - `h2`: the public HTTP/2 ingress (h2c prior knowledge on the public HTTP listener, TLS with
+//!   ALPN `h2` on `--public-https`).
+//! - `open`, `retry`: one attempt at opening a request's stream, and the retry decision (both
+//!   ingresses).
 //! - [`tcp`]: the public TCP route listeners.
 //! - [`limits`]: concurrent connections per client IP, concurrent streams per tunnel.
 //! - `watchdog`: the deadlines of public connections (slow clients, write timeout, idle pipes).
@@ -51,12 +55,15 @@
 //! - [`faults`]: edge servers and data centers taken down and up (fault injection).
 
 pub mod faults;
+mod h2;
 pub mod http;
 pub mod lb;
 pub mod limits;
 pub mod links;
+mod open;
 mod pipe;
 mod placement;
+mod retry;
 pub mod tcp;
 mod watchdog;
 pub mod worker;
@@ -124,6 +131,8 @@ pub struct Plane {
     pub(crate) draining: ringtun_core::rt::Shutdown,
     /// Which worker serves each link (see [`placement`]).
     pub(crate) placement: Arc<placement::Placement>,
+    /// The limits of public HTTP/2 connections.
+    pub(crate) h2: crate::settings::H2Settings,
     conns_version: AtomicU64,
     conns: Mutex<HashMap<Uuid, Arc<ConnectorLoad>>>,
     /// The listeners of TCP routes, one set (one socket per worker) per port.
@@ -264,12 +273,14 @@ pub struct DataPlane {
     runtime: Option<Runtime<()>>,
     servers: Vec<ServerInfo>,
     public_http: SocketAddr,
+    public_https: Option<SocketAddr>,
     faults: Arc<faults::Faults>,
 }
 
 impl DataPlane {
     /// Binds every listener and starts the workers.
     pub fn start(settings: &Settings, registry: Arc<Registry>, tls: &TlsMaterial) -> Result<Self> {
+        let material = tls;
         let config = RuntimeConfig {
             workers: settings.workers,
             ..RuntimeConfig::from_env().map_err(|e| Error::Runtime(e.to_string()))?
@@ -315,6 +326,16 @@ impl DataPlane {
         let http_set = bind("public HTTP", settings.public_http)?;
         let public_http = http_set.local_addr();
         tracing::info!(public_http = %public_http, "public HTTP listening");
+        let https = match settings.h2.public_https {
+            Some(addr) => {
+                let config = h2::tls::server_config(&settings.h2, material)?;
+                let set = bind("public HTTPS", addr)?;
+                tracing::info!(public_https = %set.local_addr(), "public HTTPS listening (HTTP/2)");
+                Some((Arc::new(set), config))
+            }
+            None => None,
+        };
+        let public_https = https.as_ref().map(|(set, _)| set.local_addr());
         let faults = Arc::new(faults::Faults::new(
             &servers,
             Arc::clone(registry.metrics()),
@@ -338,6 +359,7 @@ impl DataPlane {
             tls,
             workers: n,
             placement: Arc::new(placement::Placement::new(n)),
+            h2: settings.h2.clone(),
             conns_version: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             tcp_listeners: Mutex::new(HashMap::new()),
@@ -353,8 +375,9 @@ impl DataPlane {
             let plane = Arc::clone(&shared);
             let server_sets = Arc::clone(&server_sets);
             let http_set = Arc::clone(&http_set);
+            let https = https.clone();
             async move {
-                worker::run(ctx, plane, &server_sets, &http_set).await;
+                worker::run(ctx, plane, &server_sets, &http_set, https).await;
             }
         })
         .map_err(|e| Error::Runtime(e.to_string()))?;
@@ -363,6 +386,7 @@ impl DataPlane {
             runtime: Some(runtime),
             servers,
             public_http,
+            public_https,
             faults,
         })
     }
@@ -380,6 +404,11 @@ impl DataPlane {
     /// The bound public HTTP address.
     pub fn public_http(&self) -> SocketAddr {
         self.public_http
+    }
+
+    /// The bound public HTTPS address, when `--public-https` was given.
+    pub fn public_https(&self) -> Option<SocketAddr> {
+        self.public_https
     }
 
     /// The graceful half of shutdown: stops accepting public connections and links, sends the
