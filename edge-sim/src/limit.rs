@@ -33,9 +33,10 @@ pub enum Limit {
     ConnectorLinks,
     /// An HTTP/2 client reset more streams than `--h2-max-client-resets` allows (rapid reset).
     H2ClientResets,
-    /// The edge had to refuse or reset more of an HTTP/2 client's streams than
-    /// `--h2-max-refused-streams` allows (streams over the concurrency limit, malformed ones).
-    H2RefusedStreams,
+    /// `h2` ended an HTTP/2 connection with GOAWAY ENHANCE_YOUR_CALM on a bound of its own:
+    /// more refused or malformed streams than `--h2-max-refused-streams`, too many streams
+    /// reset before they were accepted, a flood of tiny DATA frames.
+    H2ProtocolAbuse,
 }
 
 impl Limit {
@@ -49,7 +50,7 @@ impl Limit {
         Limit::PendingHandshakes,
         Limit::ConnectorLinks,
         Limit::H2ClientResets,
-        Limit::H2RefusedStreams,
+        Limit::H2ProtocolAbuse,
     ];
 
     /// The metric label and the log field.
@@ -63,7 +64,7 @@ impl Limit {
             Limit::PendingHandshakes => "pending_handshakes",
             Limit::ConnectorLinks => "connector_links",
             Limit::H2ClientResets => "h2_client_resets",
-            Limit::H2RefusedStreams => "h2_refused_streams",
+            Limit::H2ProtocolAbuse => "h2_protocol_abuse",
         }
     }
 

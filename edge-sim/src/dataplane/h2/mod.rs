@@ -16,8 +16,9 @@
 //!   `--h2-stream-window` and `--h2-connection-window` of request body in flight;
 //! - client resets: more than `--h2-max-client-resets` within 10 s (rapid reset) end the
 //!   connection with GOAWAY ENHANCE_YOUR_CALM (`ringtun_edge_limit_hits_total{reason=
-//!   "h2_client_resets"}`); streams `h2` itself must refuse or reset past
-//!   `--h2-max-refused-streams` do too (`reason="h2_refused_streams"`);
+//!   "h2_client_resets"}`); so do `h2`'s own bounds: streams it must refuse or reset past
+//!   `--h2-max-refused-streams`, more than 20 streams reset before they were accepted, floods
+//!   of tiny DATA frames (`reason="h2_protocol_abuse"`);
 //! - the deadlines of `dataplane/watchdog.rs`: a connection without a stream for
 //!   [`HEAD_TIMEOUT`](super::watchdog::HEAD_TIMEOUT) (the keep-alive idle time of HTTP/1.1)
 //!   closes, a write to the client that makes no progress for `--client-write-timeout`
@@ -235,16 +236,15 @@ pub(crate) async fn serve<T>(
     watch.finish();
 }
 
-/// Counts a connection that `h2` ended for abuse, and logs the others at debug.
+/// Counts a connection that `h2` ended for abuse (its GOAWAY ENHANCE_YOUR_CALM), and logs the
+/// others at debug.
 fn report(w: &Worker, e: &h2::Error, peer: SocketAddr, calmed: bool) {
     if e.reason() == Some(Reason::ENHANCE_YOUR_CALM) && e.is_library() && !calmed {
-        // `h2`'s own bound on streams reset before they were accepted is a rapid reset too.
-        let limit = if e.to_string().contains("too_many_resets") {
-            Limit::H2ClientResets
-        } else {
-            Limit::H2RefusedStreams
-        };
-        w.plane.registry.metrics().limits.hit(limit, &peer);
+        w.plane
+            .registry
+            .metrics()
+            .limits
+            .hit(Limit::H2ProtocolAbuse, &peer);
         return;
     }
     tracing::debug!(%peer, error = %e, "HTTP/2 connection ended");
