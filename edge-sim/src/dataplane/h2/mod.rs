@@ -132,10 +132,11 @@ impl ConnState {
             (start, n + 1)
         };
         self.resets.set((start, n));
-        if n > self.max_resets && !self.calm.replace(true) {
-            if let Some(w) = self.driver.borrow_mut().take() {
-                w.wake();
-            }
+        if n > self.max_resets
+            && !self.calm.replace(true)
+            && let Some(w) = self.driver.borrow_mut().take()
+        {
+            w.wake();
         }
     }
 }

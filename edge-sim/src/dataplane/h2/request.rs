@@ -50,7 +50,7 @@ pub(crate) async fn handle(
         match select(work, reset).await {
             Either::Left((p, _)) => p,
             Either::Right((r, _)) => {
-                if matches!(r, Ok(_)) {
+                if r.is_ok() {
                     conn.client_reset(Instant::now());
                 }
                 return;
