@@ -131,6 +131,7 @@ fn edge(listener: StdListener, total: u64) -> std::thread::JoinHandle<()> {
                 host: "app.test".to_owned(),
                 client_ip: None,
                 body: BodyFraming::Empty,
+                trailers: false,
             };
             let meta = encode_request_meta(&head, &extra);
             for i in 0..total {

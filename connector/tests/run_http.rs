@@ -207,6 +207,7 @@ async fn open_as_is(
         host: host.to_owned(),
         client_ip: None,
         body: BodyFraming::Empty,
+        trailers: false,
     };
     let s = link
         .open(StreamKind::Http, encode_request_meta(head, &extra))

@@ -111,6 +111,7 @@ fn metas() -> Vec<Vec<u8>> {
         host: "x.test".into(),
         client_ip: Some(std::net::Ipv4Addr::new(192, 0, 2, 1).into()),
         body: BodyFraming::Length(300),
+        trailers: false,
     };
     let mut res = ringtun_core::http::ResponseHead::new(200);
     res.headers.append("Content-Type", "text/plain");
@@ -121,6 +122,7 @@ fn metas() -> Vec<Vec<u8>> {
     vec![
         encode_request_meta(&req, &extra).to_vec(),
         encode_response_meta(&res, BodyFraming::Chunked).to_vec(),
+        ringtun_core::http::encode_response_meta_with(&res, BodyFraming::Chunked, true).to_vec(),
         encode_reply_error(&err).to_vec(),
     ]
 }
@@ -324,11 +326,11 @@ proptest! {
             }
         }
         match decode_response_meta(meta) {
-            Ok(ResponseMeta::Head { head, body }) => {
-                let again = encode_response_meta(&head, body);
+            Ok(ResponseMeta::Head { head, body, trailers }) => {
+                let again = ringtun_core::http::encode_response_meta_with(&head, body, trailers);
                 prop_assert!(again.len() <= input.len());
                 let back = decode_response_meta(again);
-                let same = matches!(back, Ok(ResponseMeta::Head { head: ref h, body: b }) if *h == head && b == body);
+                let same = matches!(back, Ok(ResponseMeta::Head { head: ref h, body: b, trailers: t }) if *h == head && b == body && t == trailers);
                 prop_assert!(same, "re-encoded response meta: {:?}", back);
             }
             Ok(ResponseMeta::Error(err)) => {

@@ -5,12 +5,16 @@
 //! - the decoder never asks for more while holding more than its line limits (memory bounded by
 //!   `BodyLimits`, not by the sender);
 //! - payload never exceeds the input, a `Content-Length` body is exactly that long, and a chunked
-//!   body that ended re-encodes (`BodyEncoder`) to bytes that decode to the same payload.
+//!   body that ended re-encodes (`BodyEncoder`) to bytes that decode to the same payload and
+//!   the same trailer fields (those that may be trailers).
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use ringtun_core::http::{BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, DecodeStep, Fault};
+use ringtun_core::http::{
+    BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, DecodeStep, Fault, Headers,
+    is_trailer_allowed,
+};
 
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -89,6 +93,7 @@ fuzz_target!(|data: &[u8]| {
         buf2.extend_from_slice(&input[at..]);
         assert_eq!(left, buf2);
         assert!(whole.is_done());
+        assert_eq!(whole.take_trailers(), pieces.take_trailers());
     }
     assert!(body.len() <= input.len());
     if outcome == Outcome::NeedMore {
@@ -102,12 +107,17 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(outcome == Outcome::End, body.len() as u64 == n);
         }
         BodyFraming::Chunked if outcome == Outcome::End => {
+            let mut fresh = BodyDecoder::new(framing, limits, Fault::Client);
+            let mut b = BytesMut::from(input);
+            let _ = drive(&mut fresh, &mut b, &mut Vec::new(), usize::MAX);
+            let trailers = fresh.take_trailers();
+            assert!(trailers.is_some());
             let mut enc = BodyEncoder::new(BodyFraming::Chunked);
             let mut out = Vec::new();
             for piece in body.chunks(usize::from(*step).max(1)) {
                 assert!(enc.encode(Bytes::copy_from_slice(piece), &mut out).is_ok());
             }
-            assert!(enc.finish(&mut out).is_ok());
+            assert!(enc.finish_with_trailers(trailers.as_ref(), &mut out).is_ok());
             let mut wire = BytesMut::from(&out.concat()[..]);
             let mut d =
                 BodyDecoder::new(BodyFraming::Chunked, BodyLimits::default(), Fault::Origin);
@@ -118,6 +128,13 @@ fuzz_target!(|data: &[u8]| {
             );
             assert_eq!(again, body);
             assert!(wire.is_empty());
+            let kept: Option<Headers> = trailers.map(|t| {
+                t.iter()
+                    .filter(|h| is_trailer_allowed(&h.name))
+                    .cloned()
+                    .collect()
+            });
+            assert_eq!(d.take_trailers(), kept);
         }
         BodyFraming::Empty => assert!(body.is_empty() && outcome == Outcome::End),
         _ => {}

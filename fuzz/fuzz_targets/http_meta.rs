@@ -9,7 +9,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use ringtun_core::http::{
     Headers, ResponseMeta, decode_request_meta, decode_response_meta, encode_reply_error,
-    encode_request_meta, encode_response_meta,
+    encode_request_meta, encode_response_meta_with,
 };
 
 fn no_line_breaks(headers: &Headers) {
@@ -41,18 +41,27 @@ fuzz_target!(|data: &[u8]| {
         assert!(!wire[..wire.len() - 4].windows(4).any(|w| w == b"\r\n\r\n"));
     }
     match decode_response_meta(meta) {
-        Ok(ResponseMeta::Head { head, body }) => {
+        Ok(ResponseMeta::Head {
+            head,
+            body,
+            trailers,
+        }) => {
             assert!((100..=999).contains(&head.status));
             assert!(!head.reason.iter().any(|&b| b == b'\r' || b == b'\n'));
             no_line_breaks(&head.headers);
             let wire = head.to_bytes();
             assert!(!wire[..wire.len() - 4].windows(4).any(|w| w == b"\r\n\r\n"));
-            let again = encode_response_meta(&head, body);
+            let again = encode_response_meta_with(&head, body, trailers);
             assert!(again.len() <= data.len());
             match decode_response_meta(again) {
-                Ok(ResponseMeta::Head { head: h, body: b }) => {
+                Ok(ResponseMeta::Head {
+                    head: h,
+                    body: b,
+                    trailers: t,
+                }) => {
                     assert_eq!(h, head);
                     assert_eq!(b, body);
+                    assert_eq!(t, trailers);
                 }
                 other => panic!("re-encoded response meta: {other:?}"),
             }

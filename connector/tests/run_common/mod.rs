@@ -276,6 +276,7 @@ pub async fn request(
             host: route.host().to_owned(),
             client_ip: Some("192.0.2.7".parse().unwrap()),
             body: framing,
+            trailers: false,
         },
     );
     let kind = if ringtun_core::http::is_websocket_upgrade(&head) {

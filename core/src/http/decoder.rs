@@ -4,12 +4,14 @@
 //! Payload is never copied: a `Content-Length` body and the data of each chunk leave the buffer
 //! through `split_to().freeze()`. Only chunk-size lines and trailers are looked at, and both are
 //! bounded ([`BodyLimits`]), so a hostile sender cannot make the decoder buffer anything. Trailer
-//! fields are checked for size and dropped: nothing on the request path forwards them.
+//! fields are checked for size and syntax and kept (as slices of their lines) for
+//! [`BodyDecoder::take_trailers`]; callers that do not forward them just never ask.
 
 use bytes::{Bytes, BytesMut};
 
 use super::error::{Fault, HttpError};
 use super::framing::BodyFraming;
+use super::headers::Headers;
 
 /// Limits on the framing bytes of a chunked body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,8 @@ pub struct BodyDecoder {
     state: State,
     limits: BodyLimits,
     from: Fault,
+    /// The trailer fields of a chunked body, from its last chunk on.
+    trailers: Option<Headers>,
 }
 
 impl BodyDecoder {
@@ -83,6 +87,22 @@ impl BodyDecoder {
             state,
             limits,
             from,
+            trailers: None,
+        }
+    }
+
+    /// The trailer fields of a chunked body that ended ([`DecodeStep::End`]), in order, each at
+    /// most once: `Some` (possibly empty) after the last chunk of a chunked body, `None` for
+    /// other framings, before the end, or when taken already. The fields passed the same checks
+    /// as the trailer section (a token name, no control characters in the value, at most
+    /// [`BodyLimits::max_trailer_bytes`] in all); the value has its surrounding whitespace
+    /// removed. Which fields may be forwarded is the writer's concern
+    /// ([`crate::http::is_trailer_allowed`]).
+    pub fn take_trailers(&mut self) -> Option<Headers> {
+        if self.state == State::Done {
+            self.trailers.take()
+        } else {
+            None
         }
     }
 
@@ -127,6 +147,7 @@ impl BodyDecoder {
                     let size = parse_chunk_size(&line)
                         .ok_or_else(|| self.invalid("malformed chunk-size line"))?;
                     self.state = if size == 0 {
+                        self.trailers = Some(Headers::new());
                         State::Trailers(0)
                     } else {
                         State::ChunkData(size)
@@ -150,10 +171,16 @@ impl BodyDecoder {
                     if line.len() == 2 {
                         self.state = State::Done;
                     } else {
-                        if !valid_trailer_line(&line[..line.len() - 2]) {
+                        let n = line.len();
+                        let mut line = line.freeze();
+                        line.truncate(n - 2);
+                        let Some((name, value)) = trailer_field(line) else {
                             return Err(self.invalid("malformed trailer field"));
+                        };
+                        if let Some(t) = self.trailers.as_mut() {
+                            t.append(name, value);
                         }
-                        self.state = State::Trailers(seen + line.len());
+                        self.state = State::Trailers(seen + n);
                     }
                 }
             }
@@ -230,16 +257,29 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
     }
 }
 
-/// Whether a trailer line is `name: value` with a token name and no control characters.
-fn valid_trailer_line(line: &[u8]) -> bool {
-    let Some(colon) = line.iter().position(|&b| b == b':') else {
-        return false;
-    };
-    colon > 0
+/// A trailer line (CRLF removed) split into its name and its value without surrounding
+/// whitespace, or `None` unless it is `name: value` with a token name and no control
+/// characters.
+fn trailer_field(line: Bytes) -> Option<(Bytes, Bytes)> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let valid = colon > 0
         && line[..colon].iter().all(|&b| super::headers::is_tchar(b))
         && line[colon + 1..]
             .iter()
-            .all(|&b| b == b'\t' || b >= 0x20 && b != 0x7f)
+            .all(|&b| b == b'\t' || b >= 0x20 && b != 0x7f);
+    if !valid {
+        return None;
+    }
+    let ws = |b: &u8| *b == b' ' || *b == b'\t';
+    let value = &line[colon + 1..];
+    let start = value.iter().take_while(|b| ws(b)).count();
+    let end = value.len() - value.iter().rev().take_while(|b| ws(b)).count();
+    let value = if start >= end {
+        Bytes::new()
+    } else {
+        line.slice(colon + 1 + start..colon + 1 + end)
+    };
+    Some((line.slice(..colon), value))
 }
 
 #[cfg(test)]
@@ -291,6 +331,43 @@ mod tests {
         assert_eq!(step, DecodeStep::End);
         assert_eq!(&buf[..], b"NEXT");
         assert!(d.is_done());
+        let t = d.take_trailers().unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.get("x-t").map(|v| &v[..]), Some(&b"1"[..]));
+        assert_eq!(d.take_trailers(), None, "taken once");
+    }
+
+    #[test]
+    fn trailers_are_parsed_only_at_the_end_of_a_chunked_body() {
+        let mut d = chunked();
+        let mut buf = BytesMut::from(
+            &b"3\r\nabc\r\n0\r\ngrpc-status:  5 \t\r\nGrpc-Message: not found\r\nX-Empty:\r\n"[..],
+        );
+        let (body, step) = collect(&mut d, &mut buf);
+        assert_eq!((body.as_slice(), step), (&b"abc"[..], DecodeStep::NeedMore));
+        assert_eq!(d.take_trailers(), None, "not before the end");
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(d.decode(&mut buf).unwrap(), DecodeStep::End);
+        let t = d.take_trailers().unwrap();
+        let fields: Vec<(&[u8], &[u8])> = t.iter().map(|h| (&h.name[..], &h.value[..])).collect();
+        assert_eq!(
+            fields,
+            [
+                (&b"grpc-status"[..], &b"5"[..]),
+                (b"Grpc-Message", b"not found"),
+                (b"X-Empty", b""),
+            ]
+        );
+        // No trailer section: an empty one.
+        let mut d = chunked();
+        let mut buf = BytesMut::from(&b"0\r\n\r\n"[..]);
+        assert_eq!(collect(&mut d, &mut buf).1, DecodeStep::End);
+        assert_eq!(d.take_trailers(), Some(Headers::new()));
+        // Other framings have none.
+        let mut d = BodyDecoder::new(BodyFraming::Length(1), BodyLimits::default(), Fault::Origin);
+        let mut buf = BytesMut::from(&b"x"[..]);
+        assert_eq!(collect(&mut d, &mut buf).1, DecodeStep::End);
+        assert_eq!(d.take_trailers(), None);
     }
 
     #[test]

@@ -31,6 +31,9 @@ const KIND_REQUEST: u8 = 1;
 const KIND_RESPONSE: u8 = 2;
 const KIND_ERROR: u8 = 3;
 const FLAG_HTTP11: u8 = 1;
+/// The body on the stream is in HTTP/1.1 chunked encoding with its trailer section
+/// (`docs/http-meta.md`); only with [`BodyFraming::Chunked`].
+const FLAG_TRAILERS: u8 = 2;
 
 /// What the edge adds to a request head in OPEN metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +47,14 @@ pub struct RequestExtra {
     /// How the request body arrives on the stream: [`BodyFraming::Empty`] (no body; the stream's
     /// DATA is empty), [`BodyFraming::Length`] (exactly that many bytes) or
     /// [`BodyFraming::Chunked`] (a body of unknown length). The stream carries the decoded
-    /// payload either way; the connector re-frames it for the origin.
+    /// payload either way (but see `trailers`); the connector re-frames it for the origin.
     pub body: BodyFraming,
+    /// The stream's DATA carries the body in HTTP/1.1 chunked encoding, trailer section
+    /// included, instead of the decoded payload, so trailer fields reach the other side (read
+    /// them with a [`BodyDecoder`](super::BodyDecoder) and
+    /// [`take_trailers`](super::BodyDecoder::take_trailers)). Only with
+    /// [`BodyFraming::Chunked`]; a blob with the flag and another framing is refused.
+    pub trailers: bool,
 }
 
 /// Why the connector could not produce a response; REPLY metadata carries it instead of a head.
@@ -129,6 +138,9 @@ pub enum ResponseMeta {
         head: ResponseHead,
         /// The body framing the origin used.
         body: BodyFraming,
+        /// The stream carries the body in chunked encoding with its trailer section, as
+        /// [`RequestExtra::trailers`]; only with [`BodyFraming::Chunked`].
+        trailers: bool,
     },
     /// No response: the connector failed to get one.
     Error(ReplyError),
@@ -150,6 +162,7 @@ pub fn encode_request_meta(head: &RequestHead, extra: &RequestExtra) -> Bytes {
     let start = RequestStart {
         version: head.version,
         body: extra.body,
+        trailers: extra.trailers,
         client_ip: extra.client_ip,
         method: &head.method,
         host: extra.host.as_bytes(),
@@ -162,6 +175,7 @@ pub fn encode_request_meta(head: &RequestHead, extra: &RequestExtra) -> Bytes {
 pub(crate) struct RequestStart<'a> {
     pub(crate) version: Version,
     pub(crate) body: BodyFraming,
+    pub(crate) trailers: bool,
     pub(crate) client_ip: Option<IpAddr>,
     pub(crate) method: &'a [u8],
     pub(crate) host: &'a [u8],
@@ -233,7 +247,12 @@ pub(crate) fn encode_request_fields(start: &RequestStart<'_>, fields: &impl Emit
         + varint_len(size.fields as u64)
         + size.bytes;
     let mut out = Vec::with_capacity(total);
-    out.extend_from_slice(&[META_VERSION, KIND_REQUEST, flags(start.version)]);
+    debug_assert!(!start.trailers || start.body == BodyFraming::Chunked);
+    out.extend_from_slice(&[
+        META_VERSION,
+        KIND_REQUEST,
+        flags(start.version, start.trailers),
+    ]);
     put_framing(&mut out, start.body);
     match start.client_ip {
         None => out.push(0),
@@ -274,8 +293,8 @@ fn str_len(n: usize) -> usize {
 pub fn decode_request_meta(meta: Bytes) -> Result<(RequestHead, RequestExtra), HttpError> {
     let mut r = Reader { buf: meta, pos: 0 };
     r.header(KIND_REQUEST)?;
-    let version = r.version()?;
-    let body = r.framing()?;
+    let (version, trailers) = r.flags()?;
+    let body = r.framing_for(trailers)?;
     let client_ip = match r.u8()? {
         0 => None,
         4 => {
@@ -320,14 +339,24 @@ pub fn decode_request_meta(meta: Bytes) -> Result<(RequestHead, RequestExtra), H
             host,
             client_ip,
             body,
+            trailers,
         },
     ))
 }
 
-/// Encodes a response head and its body framing as REPLY metadata.
+/// Encodes a response head and its body framing as REPLY metadata; the stream carries the
+/// decoded payload ([`encode_response_meta_with`] without trailers).
 pub fn encode_response_meta(head: &ResponseHead, body: BodyFraming) -> Bytes {
+    encode_response_meta_with(head, body, false)
+}
+
+/// Encodes a response head, its body framing and whether the stream carries the body in chunked
+/// encoding with its trailer section ([`ResponseMeta::Head`]'s `trailers`; only with
+/// [`BodyFraming::Chunked`]) as REPLY metadata.
+pub fn encode_response_meta_with(head: &ResponseHead, body: BodyFraming, trailers: bool) -> Bytes {
+    debug_assert!(!trailers || body == BodyFraming::Chunked);
     let mut out = Vec::with_capacity(head.encoded_len() + 16);
-    out.extend_from_slice(&[META_VERSION, KIND_RESPONSE, flags(head.version)]);
+    out.extend_from_slice(&[META_VERSION, KIND_RESPONSE, flags(head.version, trailers)]);
     out.extend_from_slice(&head.status.to_be_bytes());
     put_framing(&mut out, body);
     put_str(&mut out, &head.reason);
@@ -352,13 +381,13 @@ pub fn decode_response_meta(meta: Bytes) -> Result<ResponseMeta, HttpError> {
     }
     match r.u8()? {
         KIND_RESPONSE => {
-            let version = r.version()?;
+            let (version, trailers) = r.flags()?;
             let s = r.take(2)?;
             let status = u16::from_be_bytes([s[0], s[1]]);
             if !(100..=999).contains(&status) {
                 return Err(HttpError::InvalidMeta("invalid status"));
             }
-            let body = r.framing()?;
+            let body = r.framing_for(trailers)?;
             let reason = r.string()?;
             if !reason.iter().all(|&b| b == b'\t' || b >= 0x20 && b != 0x7f) {
                 return Err(HttpError::InvalidMeta("invalid reason phrase"));
@@ -371,7 +400,11 @@ pub fn decode_response_meta(meta: Bytes) -> Result<ResponseMeta, HttpError> {
                 reason,
                 headers,
             };
-            Ok(ResponseMeta::Head { head, body })
+            Ok(ResponseMeta::Head {
+                head,
+                body,
+                trailers,
+            })
         }
         KIND_ERROR => {
             let kind = ReplyErrorKind::from_code(r.u8()?);
@@ -385,10 +418,15 @@ pub fn decode_response_meta(meta: Bytes) -> Result<ResponseMeta, HttpError> {
     }
 }
 
-fn flags(v: Version) -> u8 {
-    match v {
+fn flags(v: Version, trailers: bool) -> u8 {
+    let version = match v {
         Version::Http11 => FLAG_HTTP11,
         Version::Http10 => 0,
+    };
+    if trailers {
+        version | FLAG_TRAILERS
+    } else {
+        version
     }
 }
 
@@ -482,12 +520,27 @@ impl Reader {
         Ok(())
     }
 
-    fn version(&mut self) -> Result<Version, HttpError> {
-        match self.u8()? {
-            0 => Ok(Version::Http10),
-            FLAG_HTTP11 => Ok(Version::Http11),
-            _ => Err(HttpError::InvalidMeta("unknown flags")),
+    /// The flags byte: the HTTP version and whether the body carries trailers.
+    fn flags(&mut self) -> Result<(Version, bool), HttpError> {
+        let f = self.u8()?;
+        if f & !(FLAG_HTTP11 | FLAG_TRAILERS) != 0 {
+            return Err(HttpError::InvalidMeta("unknown flags"));
         }
+        let version = if f & FLAG_HTTP11 != 0 {
+            Version::Http11
+        } else {
+            Version::Http10
+        };
+        Ok((version, f & FLAG_TRAILERS != 0))
+    }
+
+    /// The body framing, which must be chunked when the body carries trailers.
+    fn framing_for(&mut self, trailers: bool) -> Result<BodyFraming, HttpError> {
+        let body = self.framing()?;
+        if trailers && body != BodyFraming::Chunked {
+            return Err(HttpError::InvalidMeta("trailers without chunked framing"));
+        }
+        Ok(body)
     }
 
     fn framing(&mut self) -> Result<BodyFraming, HttpError> {
@@ -571,6 +624,7 @@ mod tests {
             host: "example.com".into(),
             client_ip: Some("192.0.2.7".parse().unwrap()),
             body: BodyFraming::Length(300),
+            trailers: false,
         };
         let meta = encode_request_meta(&h, &extra);
         assert!(meta.len() < h.encoded_len() + 10);
@@ -635,6 +689,7 @@ mod tests {
             host: host.into(),
             client_ip: None,
             body: BodyFraming::Empty,
+            trailers: false,
         }
     }
 
@@ -674,6 +729,60 @@ mod tests {
         assert!(matches!(
             decode_request_meta(Bytes::from(m)),
             Err(HttpError::InvalidMeta("unknown metadata version"))
+        ));
+    }
+
+    #[test]
+    fn the_trailers_flag_round_trips_and_needs_chunked_framing() {
+        let h = RequestHead::new("POST", "/");
+        let chunked = RequestExtra {
+            body: BodyFraming::Chunked,
+            trailers: true,
+            ..extra("a")
+        };
+        let m = encode_request_meta(&h, &chunked);
+        assert_eq!(m[2], FLAG_HTTP11 | FLAG_TRAILERS);
+        assert_eq!(decode_request_meta(m).unwrap().1, chunked);
+        // Without the flag the bytes are what they were before it existed.
+        let plain = RequestExtra {
+            trailers: false,
+            ..chunked.clone()
+        };
+        assert_eq!(encode_request_meta(&h, &plain)[2], FLAG_HTTP11);
+        // The flag with another framing, or an unknown flag bit, is refused.
+        let mut m = encode_request_meta(&h, &chunked).to_vec();
+        m[3] = 0;
+        assert!(matches!(
+            decode_request_meta(Bytes::from(m)),
+            Err(HttpError::InvalidMeta("trailers without chunked framing"))
+        ));
+        let mut m = encode_request_meta(&h, &plain).to_vec();
+        m[2] |= 4;
+        assert!(matches!(
+            decode_request_meta(Bytes::from(m)),
+            Err(HttpError::InvalidMeta("unknown flags"))
+        ));
+
+        let res = ResponseHead::new(200);
+        let back =
+            decode_response_meta(encode_response_meta_with(&res, BodyFraming::Chunked, true));
+        assert_eq!(
+            back.unwrap(),
+            ResponseMeta::Head {
+                head: res.clone(),
+                body: BodyFraming::Chunked,
+                trailers: true
+            }
+        );
+        assert_eq!(
+            encode_response_meta(&res, BodyFraming::Chunked),
+            encode_response_meta_with(&res, BodyFraming::Chunked, false)
+        );
+        let mut m = encode_response_meta_with(&res, BodyFraming::Chunked, true).to_vec();
+        m[5] = 0;
+        assert!(matches!(
+            decode_response_meta(Bytes::from(m)),
+            Err(HttpError::InvalidMeta("trailers without chunked framing"))
         ));
     }
 
@@ -718,6 +827,7 @@ mod tests {
         #[test]
         fn request_round_trip(method in token(), target in "/[!-~]{0,40}", headers in headers(),
                               v11 in any::<bool>(), client_ip in ip(), body in framing(),
+                              trailers in any::<bool>(),
                               host in "[a-z0-9]{1,10}(\\.[a-z0-9_-]{1,10}){0,3}") {
             let target = match crate::http::RequestRoute::of(&{
                 let mut h = RequestHead::new("GET", target);
@@ -733,16 +843,18 @@ mod tests {
                 version: if v11 { Version::Http11 } else { Version::Http10 },
                 headers,
             };
-            let extra = RequestExtra { host, client_ip, body };
+            let trailers = trailers && body == BodyFraming::Chunked;
+            let extra = RequestExtra { host, client_ip, body, trailers };
             let back = decode_request_meta(encode_request_meta(&head, &extra)).unwrap();
             prop_assert_eq!(back, (head, extra));
         }
 
         #[test]
-        fn response_round_trip(status in 100u16..1000, reason in "[ !-~]{0,20}", headers in headers(), body in framing()) {
+        fn response_round_trip(status in 100u16..1000, reason in "[ !-~]{0,20}", headers in headers(), body in framing(), trailers in any::<bool>()) {
             let head = ResponseHead { version: Version::Http11, status, reason: Bytes::from(reason), headers };
-            let back = decode_response_meta(encode_response_meta(&head, body)).unwrap();
-            prop_assert_eq!(back, ResponseMeta::Head { head, body });
+            let trailers = trailers && body == BodyFraming::Chunked;
+            let back = decode_response_meta(encode_response_meta_with(&head, body, trailers)).unwrap();
+            prop_assert_eq!(back, ResponseMeta::Head { head, body, trailers });
         }
 
         #[test]
@@ -761,7 +873,7 @@ mod tests {
         fn mutated_meta_never_panics(i in any::<prop::sample::Index>(), b in any::<u8>(), cut in any::<prop::sample::Index>()) {
             let mut h = RequestHead::new("POST", "/a");
             h.headers.append("Host", "x");
-            let mut m = encode_request_meta(&h, &RequestExtra { host: "x".into(), client_ip: Some("::1".parse().unwrap()), body: BodyFraming::Length(9) }).to_vec();
+            let mut m = encode_request_meta(&h, &RequestExtra { host: "x".into(), client_ip: Some("::1".parse().unwrap()), body: BodyFraming::Length(9), trailers: false }).to_vec();
             let at = i.index(m.len());
             m[at] = b;
             m.truncate(cut.index(m.len() + 1));

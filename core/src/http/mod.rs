@@ -14,7 +14,8 @@
 //! - [`BodyDecoder`], [`BodyEncoder`]: streaming body codecs.
 //! - [`remove_hop_by_hop`], [`append_forwarded_for`], [`is_websocket_upgrade`],
 //!   [`expects_continue`], [`keep_alive`] and friends: proxy header rules.
-//! - [`encode_request_meta`], [`decode_request_meta`], [`encode_response_meta`],
+//! - [`encode_request_meta`], [`decode_request_meta`], [`encode_response_meta`] and
+//!   [`encode_response_meta_with`] (trailers),
 //!   [`encode_reply_error`], [`decode_response_meta`]: heads in stream metadata
 //!   (`docs/http-meta.md`).
 //! - [`RequestRoute`], [`normalize_host`], [`normalize_path`]: the one host and path a request
@@ -36,7 +37,7 @@ mod response;
 mod route;
 
 pub use decoder::{BodyDecoder, BodyLimits, DecodeStep};
-pub use encoder::BodyEncoder;
+pub use encoder::{BodyEncoder, encode_last_chunk, is_trailer_allowed};
 pub use error::{Fault, HttpError};
 pub use framing::{BodyFraming, request_framing, response_framing, set_framing_headers};
 pub use head::{
@@ -46,13 +47,13 @@ pub use headers::{Header, Headers, tokens};
 pub use meta::{
     MAX_META_HEADERS, META_VERSION, ReplyError, ReplyErrorKind, RequestExtra, ResponseMeta,
     TUNNEL_MAX_METADATA, decode_request_meta, decode_response_meta, encode_reply_error,
-    encode_request_meta, encode_response_meta, tunnel_link_config,
+    encode_request_meta, encode_response_meta, encode_response_meta_with, tunnel_link_config,
 };
 pub use proxy::{
     CONNECTOR_ID_HEADER, END_TO_END, HOP_BY_HOP, append_forwarded_for, encode_client_response,
-    expects_continue, forward_request_meta, is_switching_protocols, is_upgrade_request,
-    is_websocket_upgrade, keep_alive, override_host, remove_hop_by_hop, request_keep_alive,
-    response_keep_alive, set_connector_id, set_forwarded_proto,
+    expects_continue, forward_request_meta, forward_request_meta_with, is_switching_protocols,
+    is_upgrade_request, is_websocket_upgrade, keep_alive, override_host, remove_hop_by_hop,
+    request_keep_alive, response_keep_alive, set_connector_id, set_forwarded_proto,
 };
 pub use response::{
     NO_CONNECTOR_DETAIL, error_response, error_response_bytes, no_route_detail,

@@ -147,6 +147,21 @@ pub fn forward_request_meta(
     upgrade: bool,
     body: BodyFraming,
 ) -> Bytes {
+    forward_request_meta_with(head, route, client, proto, upgrade, body, false)
+}
+
+/// [`forward_request_meta`] with the `trailers` flag of
+/// [`RequestExtra`](crate::http::RequestExtra): the stream will carry the request body in
+/// chunked encoding with its trailer section (only with [`BodyFraming::Chunked`]).
+pub fn forward_request_meta_with(
+    head: &RequestHead,
+    route: &RequestRoute,
+    client: IpAddr,
+    proto: &'static str,
+    upgrade: bool,
+    body: BodyFraming,
+    trailers: bool,
+) -> Bytes {
     let mut ip = [0u8; 64];
     let ip_len = {
         use std::io::Write;
@@ -165,6 +180,7 @@ pub fn forward_request_meta(
     let start = RequestStart {
         version: head.version,
         body,
+        trailers,
         client_ip: Some(client),
         method: &head.method,
         host: route.host().as_bytes(),
@@ -538,6 +554,7 @@ mod tests {
                 host: route.host().to_owned(),
                 client_ip: Some(client),
                 body,
+                trailers: false,
             };
             let want = crate::http::encode_request_meta(&fwd, &extra);
             let got = forward_request_meta(&head, &route, client, "http", upgrade, body);

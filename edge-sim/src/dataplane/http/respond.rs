@@ -41,7 +41,7 @@ pub(crate) async fn respond(
         }
     };
     let (mut rh, rbody) = match decode_response_meta(meta) {
-        Ok(ResponseMeta::Head { head, body }) => (head, body),
+        Ok(ResponseMeta::Head { head, body, .. }) => (head, body),
         Ok(ResponseMeta::Error(re)) => {
             w.plane.registry.metrics().public_error("origin");
             let close = !keep_client;
