@@ -26,6 +26,7 @@ use ringtun_core::mux::ErrorCode;
 
 use super::ConnState;
 use super::request::Opened;
+use super::trailers::{ChunkedIn, ChunkedOut, to_header_map, to_headers};
 use crate::dataplane::http::RETRY_BODY_LIMIT;
 use crate::dataplane::retry::Failure;
 use crate::dataplane::watchdog::BodyPace;
@@ -34,8 +35,10 @@ use crate::limit::Limit;
 
 /// A request body as far as it was read before the stream opened.
 pub(crate) enum ReqBody {
-    /// The whole body (at most [`RETRY_BODY_LIMIT`] bytes): it can be resent.
-    Buffered(Vec<Bytes>),
+    /// The whole body (at most [`RETRY_BODY_LIMIT`] bytes): it can be resent. With the
+    /// trailers the client sent after it (then the chunks are the body chunk-encoded with
+    /// them, for a stream with the trailers flag).
+    Buffered(Vec<Bytes>, bool),
     /// Too big to buffer: this much was read; the rest streams once the stream is open.
     Streamed(Vec<Bytes>),
 }
@@ -118,35 +121,85 @@ pub(crate) async fn read_small_body(
             }
         }
     }
-    Ok(ReqBody::Buffered(chunks))
+    match next_trailers(w, conn, body, &pace).await? {
+        Some(t) if !t.is_empty() => {
+            let mut enc = ChunkedOut::new();
+            let mut wire: Vec<Bytes> = chunks.into_iter().flat_map(|c| enc.piece(c)).collect();
+            wire.push(ChunkedOut::end(&to_headers(&t)));
+            Ok(ReqBody::Buffered(wire, true))
+        }
+        _ => Ok(ReqBody::Buffered(chunks, false)),
+    }
+}
+
+/// The trailers after a request body's DATA, within the body's deadline.
+async fn next_trailers(
+    w: &Worker,
+    conn: &ConnState,
+    body: &mut RecvStream,
+    pace: &BodyPace,
+) -> Result<Option<http::HeaderMap>, Failure> {
+    if body.is_end_stream() {
+        return Ok(None);
+    }
+    let now = Instant::now();
+    let wait = pace.deadline(now).saturating_duration_since(now);
+    match compio::time::timeout(wait, body.trailers()).await {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => {
+            if e.is_reset() && e.is_remote() {
+                conn.client_reset(Instant::now());
+            }
+            Err(Failure {
+                status: 400,
+                cause: "bad_request",
+                detail: format!("the request trailers failed: {e}"),
+            })
+        }
+        Err(_) => {
+            let metrics = w.plane.registry.metrics();
+            metrics.limits.hit(Limit::RequestBodyTimeout, &conn.peer);
+            metrics.public_error("body_timeout");
+            Err(Failure {
+                status: 408,
+                cause: "body_timeout",
+                detail: "the request trailers did not come".to_owned(),
+            })
+        }
+    }
 }
 
 /// Moves the rest of a request body to the tunnel stream, `prefix` first; FIN at its end.
-/// Returns whether the body ended well (else the tunnel stream was reset).
+/// With `chunked` (the stream's trailers flag) the body goes chunk-encoded and ends with the
+/// client's trailers. Returns whether the body ended well (else the tunnel stream was reset).
 async fn pump_request(
     w: &Worker,
     conn: &ConnState,
     mut body: RecvStream,
     s: &Stream,
     prefix: Vec<Bytes>,
+    mut chunked: Option<ChunkedOut>,
 ) -> bool {
-    for b in prefix {
-        if s.write(b).await.is_err() {
-            return false;
-        }
-    }
     let mut pace = body_pace(w);
+    let mut pending = prefix;
     loop {
-        match next_data(w, conn, &mut body, &mut pace).await {
-            Ok(Some(data)) => {
-                let n = data.len();
-                if s.write(data).await.is_err() {
+        for data in pending.drain(..) {
+            let n = data.len();
+            let pieces = match &mut chunked {
+                Some(enc) => enc.piece(data),
+                None => vec![data],
+            };
+            for p in pieces {
+                if s.write(p).await.is_err() {
                     return false;
                 }
-                // Only now may the client send more: the tunnel stream took these bytes.
-                let _ = body.flow_control().release_capacity(n);
             }
-            Ok(None) => return s.finish().is_ok(),
+            // Only now may the client send more: the tunnel stream took these bytes.
+            let _ = body.flow_control().release_capacity(n);
+        }
+        match next_data(w, conn, &mut body, &mut pace).await {
+            Ok(Some(data)) => pending.push(data),
+            Ok(None) => break,
             Err(f) => {
                 tracing::debug!(peer = %conn.peer, detail = %f.detail, "HTTP/2 request body failed");
                 s.reset(ErrorCode::CANCEL);
@@ -154,6 +207,19 @@ async fn pump_request(
             }
         }
     }
+    if chunked.is_some() {
+        let trailers = match next_trailers(w, conn, &mut body, &pace).await {
+            Ok(t) => t.map(|t| to_headers(&t)).unwrap_or_default(),
+            Err(_) => {
+                s.reset(ErrorCode::CANCEL);
+                return false;
+            }
+        };
+        if s.write(ChunkedOut::end(&trailers)).await.is_err() {
+            return false;
+        }
+    }
+    s.finish().is_ok()
 }
 
 /// What to answer a request with.
@@ -202,7 +268,8 @@ pub(crate) async fn respond(
     });
     match o.rest {
         Some(prefix) => {
-            let pump = pin!(pump_request(w, conn, body, stream, prefix));
+            let chunked = o.trailers.then(ChunkedOut::new);
+            let pump = pin!(pump_request(w, conn, body, stream, prefix, chunked));
             match select(response, pump).await {
                 Either::Left(((), _pump)) => {
                     // The response is complete; a body still uploading is not needed any more
@@ -233,8 +300,12 @@ async fn forward_response(
         let (h, b) = error_response(status, &detail, false);
         Answer::Page(h, b)
     };
-    let (rh, framing) = match meta.map(decode_response_meta) {
-        Ok(Ok(ResponseMeta::Head { head, body })) => (head, body),
+    let (rh, framing, trailers) = match meta.map(decode_response_meta) {
+        Ok(Ok(ResponseMeta::Head {
+            head,
+            body,
+            trailers,
+        })) => (head, body, trailers),
         Ok(Ok(ResponseMeta::Error(re))) => {
             metrics.public_error("origin");
             let (h, b) = re.to_response(false);
@@ -279,6 +350,8 @@ async fn forward_response(
     if no_body {
         return;
     }
+    // With the trailers flag the stream carries the body chunked, trailer section included.
+    let mut chunked = trailers.then(ChunkedIn::new);
     loop {
         // Wait for a piece of the body, or for the client to reset the stream.
         let next = {
@@ -296,13 +369,43 @@ async fn forward_response(
         };
         match next {
             Ok(Some(data)) => {
-                metrics.bytes_out.inc_by(data.len() as u64);
-                if send_body(w, conn, &mut out, data).await.is_err() {
-                    return;
+                let pieces = match &mut chunked {
+                    Some(c) => match c.feed(&data) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "chunked response body from the connector is invalid");
+                            metrics.public_error("connector");
+                            out.send_reset(Reason::INTERNAL_ERROR);
+                            return;
+                        }
+                    },
+                    None => vec![data],
+                };
+                for p in pieces {
+                    metrics.bytes_out.inc_by(p.len() as u64);
+                    if send_body(w, conn, &mut out, p).await.is_err() {
+                        return;
+                    }
                 }
             }
             Ok(None) => {
-                let _ = out.send_data(Bytes::new(), true);
+                match chunked.map(ChunkedIn::finish) {
+                    None => {
+                        let _ = out.send_data(Bytes::new(), true);
+                    }
+                    Some(Some(t)) => {
+                        let map = to_header_map(&t);
+                        if map.is_empty() {
+                            let _ = out.send_data(Bytes::new(), true);
+                        } else {
+                            let _ = out.send_trailers(map);
+                        }
+                    }
+                    Some(None) => {
+                        metrics.public_error("connector");
+                        out.send_reset(Reason::INTERNAL_ERROR);
+                    }
+                }
                 return;
             }
             Err(e) => {

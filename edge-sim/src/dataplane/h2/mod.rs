@@ -39,11 +39,13 @@
 //! - `request`: one request stream: its head, routing, the replica and the stream.
 //! - `body`: the bodies both ways, under flow control, and the response head.
 //! - `tls`: the public HTTPS listener.
+//! - `trailers`: trailer fields between HTTP/2 frames and the tunnel's chunked bodies.
 
 mod body;
 mod io;
 mod request;
 pub(crate) mod tls;
+mod trailers;
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;

@@ -15,14 +15,14 @@ use h2::RecvStream;
 use h2::server::SendResponse;
 use http::request::Parts;
 use ringtun_core::http::{
-    BodyFraming, Headers, RequestHead, RequestRoute, Version, error_response, forward_request_meta,
-    no_route_detail,
+    BodyFraming, Headers, RequestHead, RequestRoute, Version, error_response,
+    forward_request_meta_with, no_route_detail,
 };
 use ringtun_core::link::Stream;
 use ringtun_core::mux::StreamKind;
 
-use super::ConnState;
 use super::body::{Answer, ReqBody, answer, read_small_body, respond};
+use super::{ConnState, trailers};
 use crate::dataplane::http::host_label::count_host_request;
 use crate::dataplane::lb::StreamGuard;
 use crate::dataplane::limits::TunnelSlot;
@@ -82,6 +82,8 @@ pub(crate) struct Opened {
     pub(crate) reply: Option<Bytes>,
     /// The body still to stream (the part read already first).
     pub(crate) rest: Option<Vec<Bytes>>,
+    /// The stream's trailers flag: the body goes chunk-encoded with the client's trailers.
+    pub(crate) trailers: bool,
     /// The stream's place in its tunnel's count.
     pub(crate) _slot: TunnelSlot,
 }
@@ -127,17 +129,28 @@ async fn prepare(
         Ok(b) => b,
         Err(f) => return Prepared::Fail(f),
     };
-    let framing = match &req_body {
-        ReqBody::Buffered(chunks) => match chunks.iter().map(Bytes::len).sum::<usize>() {
-            0 if body.is_end_stream() => BodyFraming::Empty,
-            n => BodyFraming::Length(n as u64),
+    // Framing and trailers flag (`trailers.rs`): a buffered body that came with trailers, or
+    // one that streams without a length and announced them, goes chunked with the flag.
+    let (framing, trailers) = match &req_body {
+        ReqBody::Buffered(_, true) => (BodyFraming::Chunked, true),
+        ReqBody::Buffered(chunks, false) => match chunks.iter().map(Bytes::len).sum::<usize>() {
+            0 if body.is_end_stream() => (BodyFraming::Empty, false),
+            n => (BodyFraming::Length(n as u64), false),
         },
         ReqBody::Streamed(_) => match content_length(&head) {
-            Some(n) => BodyFraming::Length(n),
-            None => BodyFraming::Chunked,
+            Some(n) => (BodyFraming::Length(n), false),
+            None => (BodyFraming::Chunked, trailers::announced(&head)),
         },
     };
-    let meta = forward_request_meta(&head, &target, conn.peer.ip(), conn.proto, false, framing);
+    let meta = forward_request_meta_with(
+        &head,
+        &target,
+        conn.peer.ip(),
+        conn.proto,
+        false,
+        framing,
+        trailers,
+    );
     let Some(slot) = w.tunnel_slot(tunnel) else {
         let limit = w.plane.tunnel_streams.max();
         let detail = format!("the tunnel has reached its limit of {limit} concurrent streams");
@@ -163,8 +176,8 @@ async fn prepare(
             },
         };
         let out = match &req_body {
-            ReqBody::Buffered(c) if c.is_empty() => Outgoing::Empty,
-            ReqBody::Buffered(c) => Outgoing::Buffered(c),
+            ReqBody::Buffered(c, _) if c.is_empty() => Outgoing::Empty,
+            ReqBody::Buffered(c, _) => Outgoing::Buffered(c),
             ReqBody::Streamed(_) => Outgoing::Streamed,
         };
         let (stream, guard, reply) = match attempt(
@@ -195,13 +208,14 @@ async fn prepare(
         };
         let rest = match req_body {
             ReqBody::Streamed(prefix) => Some(prefix),
-            ReqBody::Buffered(_) => None,
+            ReqBody::Buffered(..) => None,
         };
         return Prepared::Open(Opened {
             stream,
             guard,
             reply,
             rest,
+            trailers,
             _slot: slot,
         });
     }
