@@ -439,3 +439,49 @@ fn hostile_h2_clients_get_rst_and_goaway_and_are_counted() {
     let (body, status, _) = split(&site.h2c("/cl", &["-w", W]));
     assert_eq!((status.as_str(), body.as_slice()), ("200", &b"hello"[..]));
 }
+
+/// The value of `series` once it stopped moving (the same over two samples half a second
+/// apart).
+fn settled(site: &H2Site, series: &str) -> u64 {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let mut last = site.metric(series);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = site.metric(series);
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[test]
+fn a_client_that_grants_no_window_holds_no_more_than_its_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = H2Site::start(dir.path(), &[]);
+    let out = "ringtun_edge_bytes_total{direction=\"out\"}";
+    let before = settled(&site, out);
+    let rss_before = e2e::rss_bytes(site.edge.proc.id()).unwrap();
+    // Four 64 MiB downloads on one connection whose client never sends WINDOW_UPDATE: HTTP/2
+    // lets the edge send 64 KiB in all (the default windows); the rest must wait upstream, in
+    // the tunnel's flow control, not in the edge's memory.
+    let mut c = RawH2::connect(site.public);
+    for i in 0..4u32 {
+        let path = b"/big?67108864";
+        let mut b = vec![0x82, 0x86, 0x04, path.len() as u8];
+        b.extend_from_slice(path);
+        b.extend_from_slice(&[0x01, HOST.len() as u8]);
+        b.extend_from_slice(HOST.as_bytes());
+        c.send(&frame(1, 0x5, 2 * i + 1, &b));
+    }
+    let sent = settled(&site, out) - before;
+    let rss_after = e2e::rss_bytes(site.edge.proc.id()).unwrap();
+    let grown = rss_after.saturating_sub(rss_before);
+    eprintln!("forwarded {sent} bytes; edge RSS {rss_before} -> {rss_after} (+{grown})");
+    assert!(
+        sent < 4 << 20,
+        "the edge took {sent} bytes for a client that granted 64 KiB"
+    );
+    assert!(grown < 64 << 20, "edge RSS grew by {grown} bytes");
+    drop(c);
+}

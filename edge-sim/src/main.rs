@@ -126,8 +126,16 @@ enum LogFormat {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The `h2` crate warns once per hostile HTTP/2 connection (its reset limits); the edge counts
+    // those and logs them at most once per interval (`limit.rs`). Unless RUST_LOG says
+    // otherwise for it, only its errors are shown.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("h2"))
+        && let Ok(quiet) = "h2=error".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
