@@ -1,6 +1,9 @@
 //! The public HTTP/1.1 ingress: parse, route by `Host`, choose a replica, one stream per
 //! request, stream the bodies both ways, keep the client connection alive.
 //!
+//! A fresh connection whose first bytes are the HTTP/2 connection preface (h2c with prior
+//! knowledge) is served by `dataplane/h2` instead (`starts_h2`, the only HTTP/2 hook here).
+//!
 //! # Tasks per connection
 //! One task serves the connection. While a request body is forwarded, a second task owns the
 //! read half (and the receive buffer) and gives them back when the body ends, so the response
