@@ -37,11 +37,13 @@
 //! - this file: the connection: settings, accepting streams, the reset count, GOAWAY.
 //! - `io`: the compio → `tokio::io` bridge.
 //! - `request`: one request stream: its head, routing, the replica and the stream.
-//! - `body`: the bodies both ways, under flow control, and the response head.
+//! - `body`: the bodies both ways, under flow control.
+//! - `head`: the response head HTTP/2 may carry.
 //! - `tls`: the public HTTPS listener.
 //! - `trailers`: trailer fields between HTTP/2 frames and the tunnel's chunked bodies.
 
 mod body;
+mod head;
 mod io;
 mod request;
 pub(crate) mod tls;
