@@ -33,11 +33,17 @@ pub enum Limit {
     ConnectorLinks,
     /// An etcd call did not finish within `--etcd-timeout-ms` (the admin write got 503).
     EtcdTimeout,
+    /// An HTTP/2 client reset more streams than `--h2-max-client-resets` allows (rapid reset).
+    H2ClientResets,
+    /// `h2` ended an HTTP/2 connection with GOAWAY ENHANCE_YOUR_CALM on a bound of its own:
+    /// more refused or malformed streams than `--h2-max-refused-streams`, too many streams
+    /// reset before they were accepted, a flood of tiny DATA frames.
+    H2ProtocolAbuse,
 }
 
 impl Limit {
     /// Every limit, in label order.
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 10] = [
         Limit::ClientWriteTimeout,
         Limit::IdleTimeout,
         Limit::RequestBodyTimeout,
@@ -46,6 +52,8 @@ impl Limit {
         Limit::PendingHandshakes,
         Limit::ConnectorLinks,
         Limit::EtcdTimeout,
+        Limit::H2ClientResets,
+        Limit::H2ProtocolAbuse,
     ];
 
     /// The metric label and the log field.
@@ -59,6 +67,8 @@ impl Limit {
             Limit::PendingHandshakes => "pending_handshakes",
             Limit::ConnectorLinks => "connector_links",
             Limit::EtcdTimeout => "etcd_timeout",
+            Limit::H2ClientResets => "h2_client_resets",
+            Limit::H2ProtocolAbuse => "h2_protocol_abuse",
         }
     }
 

@@ -118,6 +118,9 @@ struct Cli {
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT [default: 30].
     #[arg(long, value_name = "SECS")]
     grace_period: Option<u64>,
+    /// The public HTTPS listener and the HTTP/2 limits.
+    #[command(flatten)]
+    h2: ringtun_edge_sim::settings::H2Flags,
     /// Log format: text, or json (one JSON object per line).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -137,8 +140,16 @@ enum LogFormat {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The `h2` crate warns once per hostile HTTP/2 connection (its reset limits); the edge counts
+    // those and logs them at most once per interval (`limit.rs`). Unless RUST_LOG says
+    // otherwise for it, only its errors are shown.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("h2"))
+        && let Ok(quiet) = "h2=error".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -180,6 +191,7 @@ fn main() -> anyhow::Result<()> {
             etcd_prefix: cli.etcd_prefix,
             etcd_timeout_ms: cli.etcd_timeout_ms,
             etcd_lease_ttl: cli.etcd_lease_ttl,
+            h2: cli.h2,
         },
     )?;
 

@@ -98,6 +98,10 @@ pub struct Metrics {
     pub public_requests: WorkerCounter,
     /// Public TCP connections received.
     pub public_tcp_connections: WorkerCounter,
+    /// Public HTTP/2 requests (streams) received; also counted in `public_requests`.
+    pub public_h2_requests: WorkerCounter,
+    /// Public HTTP/2 connections accepted (h2c prior knowledge and TLS with ALPN `h2`).
+    pub public_h2_connections: WorkerCounter,
     /// Public connections handed to another worker (no link of their tunnel on theirs):
     /// `ringtun_edge_handoffs_total`.
     pub handoffs: WorkerCounter,
@@ -151,6 +155,8 @@ impl Default for Metrics {
             links: Family::default(),
             public_requests: WorkerCounter::default(),
             public_tcp_connections: WorkerCounter::default(),
+            public_h2_requests: WorkerCounter::default(),
+            public_h2_connections: WorkerCounter::default(),
             handoffs: WorkerCounter::default(),
             worker_requests: Family::default(),
             public_errors: Family::default(),
@@ -211,6 +217,16 @@ impl Default for Metrics {
             "public_tcp_connections",
             "Public TCP connections",
             m.public_tcp_connections.clone(),
+        );
+        registry.register(
+            "public_h2_requests",
+            "Public HTTP/2 requests (also in public_requests)",
+            m.public_h2_requests.clone(),
+        );
+        registry.register(
+            "public_h2_connections",
+            "Public HTTP/2 connections",
+            m.public_h2_connections.clone(),
         );
         registry.register(
             "handoffs",

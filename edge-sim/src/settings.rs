@@ -15,6 +15,10 @@
 //! admin-max-connections = 64  # admin (and metrics) connections served at once
 //! client-write-timeout = 30   # see docs/limits.md for these and the other limits
 //!
+//! [h2]                        # HTTP/2 from public clients (names as the flags)
+//! public-https = "127.0.0.1:8443"
+//! h2-max-concurrent-streams = 100
+//!
 //! [[data-centers]]
 //! name = "dfw"
 //! servers = ["127.0.1.1:7844", "127.0.1.2:7844"]
@@ -27,7 +31,9 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+mod h2;
 mod limits;
+pub use h2::{H2_RESET_WINDOW, H2File, H2Flags, H2Settings};
 pub use limits::PublicLimits;
 
 /// Default state directory, relative to the working directory.
@@ -86,6 +92,8 @@ pub struct FileConfig {
     pub max_connections_per_ip: Option<usize>,
     /// Concurrent streams per tunnel at the edge.
     pub tunnel_stream_limit: Option<usize>,
+    /// The `[h2]` table: the public HTTPS listener and the HTTP/2 limits.
+    pub h2: H2File,
 }
 
 /// One data center in the config file.
@@ -157,6 +165,8 @@ pub struct Overrides {
     pub etcd_timeout_ms: Option<u64>,
     /// `--etcd-lease-ttl SECS`.
     pub etcd_lease_ttl: Option<u64>,
+    /// `--public-https` and the `--h2-*` limits.
+    pub h2: H2Flags,
 }
 
 /// How the public ingress chooses among a tunnel's connectors (replicas).
@@ -263,6 +273,8 @@ pub struct Settings {
     pub grace_period: std::time::Duration,
     /// The registry in etcd, shared by several edge nodes; `None` is SQLite (one node).
     pub etcd: Option<crate::cluster::EtcdSettings>,
+    /// The public HTTPS listener and the limits of HTTP/2 connections.
+    pub h2: H2Settings,
 }
 
 impl Default for Settings {
@@ -300,6 +312,7 @@ impl Settings {
     /// Merges a parsed file with overrides and validates.
     pub fn from_parts(file: FileConfig, overrides: Overrides) -> Result<Settings> {
         let public_limits = PublicLimits::from_parts(&file, &overrides)?;
+        let h2 = H2Settings::from_parts(&file.h2, &overrides.h2)?;
         let data_centers = if !overrides.data_centers.is_empty() {
             overrides
                 .data_centers
@@ -383,6 +396,7 @@ impl Settings {
                 overrides.grace_period.unwrap_or(DEFAULT_GRACE_PERIOD_SECS),
             ),
             etcd,
+            h2,
         };
         settings.validate()?;
         Ok(settings)
@@ -451,6 +465,12 @@ impl Settings {
         self.admin_limits.validate("admin").map_err(Error::Config)?;
         if self.workers == Some(0) {
             return Err(Error::Config("workers must be at least 1".into()));
+        }
+        if self.h2.public_https == Some(self.public_http) && self.public_http.port() != 0 {
+            return Err(Error::Config(format!(
+                "public HTTP and public HTTPS both use {}",
+                self.public_http
+            )));
         }
         if self.admin == self.public_http && self.admin.port() != 0 {
             return Err(Error::Config(format!(

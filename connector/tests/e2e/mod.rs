@@ -68,6 +68,8 @@ pub struct EdgeOptions {
     pub connector_limit: Option<usize>,
     /// `--workers` (default: one per core).
     pub workers: Option<usize>,
+    /// More `ringtun-edge` flags, as given.
+    pub extra: Vec<String>,
 }
 
 /// The addresses an edge logged.
@@ -151,6 +153,7 @@ impl Edge {
         if let Some(workers) = options.workers {
             cmd.args(["--workers", &workers.to_string()]);
         }
+        cmd.args(&options.extra);
         let log = dir.join(format!("edge-{restarts}.log"));
         let proc = Proc::spawn("ringtun-edge", cmd, &log, false)
             .unwrap_or_else(|e| panic!("cannot start ringtun-edge: {e}"));

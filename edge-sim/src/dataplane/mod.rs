@@ -46,6 +46,10 @@
 //!   this worker or another opens the stream.
 //! - [`worker`]: per-worker state: live links, snapshots of routes and connectors, hand-off.
 //! - [`http`]: the public HTTP/1.1 ingress.
+//! - `h2`: the public HTTP/2 ingress (h2c prior knowledge on the public HTTP listener, TLS with
+//!   ALPN `h2` on `--public-https`).
+//! - `open`, `retry`: one attempt at opening a request's stream, and the retry decision (both
+//!   ingresses).
 //! - [`tcp`]: the public TCP route listeners.
 //! - [`limits`]: concurrent connections per client IP, concurrent streams per tunnel.
 //! - `watchdog`: the deadlines of public connections (slow clients, write timeout, idle pipes).
@@ -53,12 +57,15 @@
 //! - [`faults`]: edge servers and data centers taken down and up (fault injection).
 
 pub mod faults;
+mod h2;
 pub mod http;
 pub mod lb;
 pub mod limits;
 pub mod links;
+mod open;
 mod pipe;
 mod placement;
+mod retry;
 pub mod tcp;
 mod watchdog;
 pub mod worker;
@@ -127,6 +134,8 @@ pub struct SharedState {
     pub(crate) placement: Arc<placement::Placement>,
     /// Every live connector's load, which the replica choice reads (see [`lb`]).
     pub(crate) loads: Arc<lb::LoadTable>,
+    /// The limits of public HTTP/2 connections.
+    pub(crate) h2: crate::settings::H2Settings,
     /// The listeners of TCP routes, one set (one socket per worker) per port.
     tcp_listeners: Mutex<HashMap<u16, Arc<ListenerSet>>>,
 }
@@ -179,12 +188,14 @@ pub struct DataPlane {
     runtime: Option<Runtime<()>>,
     servers: Vec<ServerInfo>,
     public_http: SocketAddr,
+    public_https: Option<SocketAddr>,
     faults: Arc<faults::Faults>,
 }
 
 impl DataPlane {
     /// Binds every listener and starts the workers.
     pub fn start(settings: &Settings, registry: Arc<Registry>, tls: &TlsMaterial) -> Result<Self> {
+        let material = tls;
         let config = RuntimeConfig {
             workers: settings.workers,
             ..RuntimeConfig::from_env()?
@@ -228,6 +239,16 @@ impl DataPlane {
         let http_set = bind("public HTTP", settings.public_http)?;
         let public_http = http_set.local_addr();
         tracing::info!(public_http = %public_http, "public HTTP listening");
+        let https = match settings.h2.public_https {
+            Some(addr) => {
+                let config = h2::tls::server_config(&settings.h2, material)?;
+                let set = bind("public HTTPS", addr)?;
+                tracing::info!(public_https = %set.local_addr(), "public HTTPS listening (HTTP/2)");
+                Some((Arc::new(set), config))
+            }
+            None => None,
+        };
+        let public_https = https.as_ref().map(|(set, _)| set.local_addr());
         let faults = Arc::new(faults::Faults::new(
             &servers,
             Arc::clone(registry.metrics()),
@@ -252,6 +273,7 @@ impl DataPlane {
             workers: n,
             placement: Arc::new(placement::Placement::new(n)),
             loads: Arc::new(lb::LoadTable::new(n)),
+            h2: settings.h2.clone(),
             tcp_listeners: Mutex::new(HashMap::new()),
         });
         let live: std::sync::Weak<dyn LiveLoads> = Arc::downgrade(&plane.loads) as _;
@@ -265,8 +287,9 @@ impl DataPlane {
             let plane = Arc::clone(&shared);
             let server_sets = Arc::clone(&server_sets);
             let http_set = Arc::clone(&http_set);
+            let https = https.clone();
             async move {
-                worker::run(ctx, plane, &server_sets, &http_set).await;
+                worker::run(ctx, plane, &server_sets, &http_set, https).await;
             }
         })?;
         Ok(DataPlane {
@@ -274,6 +297,7 @@ impl DataPlane {
             runtime: Some(runtime),
             servers,
             public_http,
+            public_https,
             faults,
         })
     }
@@ -291,6 +315,11 @@ impl DataPlane {
     /// The bound public HTTP address.
     pub fn public_http(&self) -> SocketAddr {
         self.public_http
+    }
+
+    /// The bound public HTTPS address, when `--public-https` was given.
+    pub fn public_https(&self) -> Option<SocketAddr> {
+        self.public_https
     }
 
     /// The graceful half of shutdown: stops accepting public connections and links, sends the

@@ -47,7 +47,7 @@ pub enum HandoffKind {
     /// Public HTTP, moved between workers `hops` times so far (this move included).
     Http {
         /// How many times the connection has been handed off (at most `MAX_HOPS` in
-        /// `http/retry.rs`).
+        /// `dataplane/retry.rs`).
         hops: u8,
         /// The connector the sending worker's policy chose for it (and counted).
         chosen: Option<Uuid>,
@@ -405,6 +405,7 @@ pub(crate) async fn run(
     plane: Arc<SharedState>,
     servers: &[(ServerInfo, ListenerSet)],
     http: &ListenerSet,
+    https: Option<(Arc<ListenerSet>, Arc<rustls::ServerConfig>)>,
 ) {
     let index = ctx.index();
     let (mailbox, senders, shutdown) = ctx.into_parts();
@@ -453,6 +454,16 @@ pub(crate) async fn run(
             compio::runtime::spawn(super::http::accept_loop(Rc::clone(&w), l)).detach()
         }
         Err(e) => tracing::error!(error = %e, "cannot take the public HTTP socket"),
+    }
+    if let Some((set, config)) = https {
+        match set.take(index) {
+            Ok(l) => {
+                keep(&l);
+                compio::runtime::spawn(super::h2::tls::accept_loop(Rc::clone(&w), l, config))
+                    .detach()
+            }
+            Err(e) => tracing::error!(error = %e, "cannot take the public HTTPS socket"),
+        }
     }
     compio::runtime::spawn(drain_on_signal(Rc::clone(&w), listening)).detach();
     compio::runtime::spawn(super::tcp::route_watch(Rc::clone(&w))).detach();

@@ -15,7 +15,7 @@ use ringtun_core::handshake::{
 };
 use ringtun_core::http::{
     BodyFraming, ReplyError, ReplyErrorKind, ResponseHead, decode_request_meta, encode_reply_error,
-    encode_response_meta, origin_refused_detail, origin_timeout_detail,
+    encode_response_meta, encode_response_meta_with, origin_refused_detail, origin_timeout_detail,
 };
 use ringtun_core::link::{Incoming, Link};
 use ringtun_core::mux::{Config, ErrorCode, Role, StreamKind};
@@ -310,6 +310,31 @@ async fn serve(name: &'static str, inc: Incoming) {
                     .expect("reply");
                 while let Ok(Some(c)) = s.read().await {
                     if s.write(c).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.finish();
+                return;
+            }
+            // `/trailers`: a chunked response with the trailers flag: the request's own DATA when
+            // it came with the flag (its body and trailers, chunked), else `abc` and
+            // `grpc-status: 0`.
+            if &head.target[..] == b"/trailers" {
+                let rh = ResponseHead::new(200);
+                let meta = encode_response_meta_with(&rh, BodyFraming::Chunked, true);
+                if s.reply(meta).is_err() {
+                    return;
+                }
+                if extra.trailers {
+                    while let Ok(Some(c)) = s.read().await {
+                        if s.write(c).await.is_err() {
+                            return;
+                        }
+                    }
+                } else {
+                    while let Ok(Some(_)) = s.read().await {}
+                    let wire = Bytes::from_static(b"3\r\nabc\r\n0\r\ngrpc-status: 0\r\n\r\n");
+                    if s.write(wire).await.is_err() {
                         return;
                     }
                 }

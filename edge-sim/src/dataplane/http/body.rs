@@ -12,7 +12,7 @@ use ringtun_core::http::{
     BodyDecoder, BodyFraming, BodyLimits, Fault, HttpError, RequestHead, expects_continue,
     response_of, set_framing_headers,
 };
-use ringtun_core::link::{LinkError, Stream};
+use ringtun_core::link::Stream;
 use ringtun_core::mux::ErrorCode;
 
 use super::{Conn, Next};
@@ -75,14 +75,6 @@ pub(crate) fn replay_bytes(head: &RequestHead, body: &ReqBody, rest: &[u8]) -> B
     }
     out.extend_from_slice(rest);
     out
-}
-
-/// Writes a buffered body and FIN.
-pub(crate) async fn send_all(s: &Stream, chunks: &[Bytes]) -> Result<(), LinkError> {
-    for ch in chunks {
-        s.write(ch.clone()).await?;
-    }
-    s.finish()
 }
 
 /// Reads a request body of at most [`RETRY_BODY_LIMIT`] bytes whole, so it can be resent to

@@ -1,6 +1,9 @@
 //! The public HTTP/1.1 ingress: parse, route by `Host`, choose a replica, one stream per
 //! request, stream the bodies both ways, keep the client connection alive.
 //!
+//! A fresh connection whose first bytes are the HTTP/2 connection preface (h2c with prior
+//! knowledge) is served by `dataplane/h2` instead (`starts_h2`, the only HTTP/2 hook here).
+//!
 //! # Tasks per connection
 //! One task serves the connection. While a request body is forwarded, a second task owns the
 //! read half (and the receive buffer) and gives them back when the body ends, so the response
@@ -8,7 +11,7 @@
 //! (upgrade) the same split carries raw bytes both ways until either side ends.
 //!
 //! # Retries
-//! A request goes to another replica (at most [`retry::MAX_ATTEMPTS`] tries, counted in
+//! A request goes to another replica (at most [`MAX_ATTEMPTS`](crate::dataplane::retry::MAX_ATTEMPTS) tries, counted in
 //! `ringtun_edge_retries_total{reason}`) when the connector or the mux refused its stream
 //! before processing (`reason="refused"`), or when it is idempotent (GET, HEAD, OPTIONS, TRACE,
 //! PUT, DELETE) without a body and its link died before any response byte
@@ -32,7 +35,8 @@
 //! # Layout
 //! - this file: accepting, the keep-alive loop, error answers, closing.
 //! - `request`: one request from head to response: routing, attempts, the body/response split.
-//! - `retry`: the retry and hand-off decision (sans-IO).
+//! - `dataplane/retry.rs` (shared with HTTP/2): the retry and hand-off decision (sans-IO);
+//!   `dataplane/open.rs`: one attempt at opening the stream on one replica.
 //! - `body`: reading a small body whole, pumping a big one.
 //! - `respond`: writing the response (or the `101` and the raw pipe).
 //! - `host_label`: the per-hostname request counters.
@@ -44,10 +48,9 @@
 //! stream ends.
 
 mod body;
-mod host_label;
+pub(crate) mod host_label;
 mod request;
 mod respond;
-mod retry;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -56,8 +59,9 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use bytes::{Bytes, BytesMut};
+use compio::io::AsyncReadExt;
 use compio::net::{TcpListener, TcpStream};
-use ringtun_core::http::io::{read_more, read_request_head, write_bufs};
+use ringtun_core::http::io::{IDLE_CHUNK, read_more, read_request_head, write_bufs};
 use ringtun_core::http::{HeadLimits, HttpError, NO_CONNECTOR_DETAIL, error_response, response_of};
 
 pub use super::watchdog::HEAD_TIMEOUT;
@@ -118,7 +122,7 @@ pub(crate) struct Conn {
     wr: TcpStream,
     buf: BytesMut,
     peer: SocketAddr,
-    /// How many times the connection moved between workers (at most `retry::MAX_HOPS`).
+    /// How many times the connection moved between workers (at most `dataplane::retry::MAX_HOPS`).
     hops: u8,
     /// The connection's place in its client IP's count (moves with a hand-off).
     slot: Option<ClientSlot>,
@@ -164,6 +168,18 @@ pub(crate) async fn serve(
         slot,
         chosen,
     };
+    // A fresh connection may open with the HTTP/2 preface (h2c with prior knowledge).
+    if c.hops == 0 && starts_h2(&mut c).await {
+        let Conn {
+            stream,
+            buf,
+            peer,
+            slot,
+            ..
+        } = c;
+        super::h2::serve(w, stream, peer, buf, watch, slot, "http").await;
+        return;
+    }
     let limits = HeadLimits::default();
     let metrics = Arc::clone(w.plane.registry.metrics());
     // A handed-off connection's first request was counted by the worker that read it.
@@ -208,6 +224,32 @@ pub(crate) async fn serve(
     watch.finish();
     // Boxed for the same reason as `handle`: only a closing connection needs its state.
     Box::pin(linger_close(c)).await;
+}
+
+/// Reads a fresh connection's first bytes until they tell the HTTP/2 preface from an HTTP/1.1
+/// request (`h2::sniff`: a request line differs at its first or second byte, so HTTP/1.1
+/// costs no extra read). The bytes stay in `c.buf` for whichever protocol reads on. The first
+/// read takes a small buffer, as an idle HTTP/1.1 connection's does
+/// (`ringtun_core::http::io::IDLE_CHUNK`).
+async fn starts_h2(c: &mut Conn) -> bool {
+    loop {
+        match super::h2::sniff(&c.buf) {
+            super::h2::Sniff::H2 => return true,
+            super::h2::Sniff::Http1 => return false,
+            super::h2::Sniff::NeedMore => {}
+        }
+        if c.buf.capacity() - c.buf.len() < IDLE_CHUNK / 2 {
+            c.buf.reserve(IDLE_CHUNK);
+        }
+        c.watch.start(HEAD_TIMEOUT, ReadKind::Head);
+        let compio::BufResult(r, b) = c.rd.append(std::mem::take(&mut c.buf)).await;
+        c.watch.stop();
+        c.buf = b;
+        // The end or an error: the HTTP/1.1 loop sees it on its own read.
+        if !matches!(r, Ok(n) if n > 0) {
+            return false;
+        }
+    }
 }
 
 /// Closes after a final response without resetting it away: stop sending, then read (and

@@ -1,5 +1,5 @@
 //! One request: route it by `Host`, choose a replica (retrying and handing the connection to
-//! another worker as [`super::retry`] decides), open the stream, then let the body and the
+//! another worker as [`crate::dataplane::retry`] decides), open the stream, then let the body and the
 //! response flow.
 
 use std::rc::Rc;
@@ -13,17 +13,16 @@ use ringtun_core::http::{
     is_upgrade_request, is_websocket_upgrade, no_route_detail, request_framing, request_keep_alive,
     response_of,
 };
-use ringtun_core::link::{Link, LinkError, Stream};
+use ringtun_core::link::{Link, Stream};
 use ringtun_core::mux::StreamKind;
 
-use super::body::{
-    PumpCtx, RETRY_BODY_LIMIT, ReqBody, pump_body, read_small_body, replay_bytes, send_all,
-};
+use super::body::{PumpCtx, RETRY_BODY_LIMIT, ReqBody, pump_body, read_small_body, replay_bytes};
 use super::host_label::count_host_request;
 use super::respond::respond;
-use super::retry::{Choice, Decision, Failure, Retries, RetryReason, is_idempotent};
 use super::{Conn, Next, no_connector, reply_error};
 use crate::dataplane::lb::{ConnectorLoad, StreamGuard};
+use crate::dataplane::open::{Attempt, Outgoing, attempt};
+use crate::dataplane::retry::{Choice, Decision, Failure, Retries, RetryReason, is_idempotent};
 use crate::dataplane::worker::{HandoffKind, Pick, Worker};
 
 /// Serves one request; `count`: count it in the per-hostname metrics (not yet counted by the
@@ -124,7 +123,13 @@ pub(crate) async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, coun
                 }
             }
         };
-        match attempt(&link, &load, kind, &meta, &body, upgrade, idempotent).await {
+        let out = match &body {
+            ReqBody::Streamed { .. } => Outgoing::Streamed,
+            ReqBody::Empty if upgrade => Outgoing::LeaveOpen,
+            ReqBody::Empty => Outgoing::Empty,
+            ReqBody::Buffered(chunks) => Outgoing::Buffered(chunks),
+        };
+        match attempt(&link, &load, kind, &meta, out, idempotent).await {
             Attempt::Replied(s, g, m) => break (s, g, Some(m)),
             Attempt::Streaming(s, g) => break (s, g, None),
             Attempt::Retry(reason, e) => {
@@ -301,60 +306,5 @@ impl std::ops::Deref for Held {
             Held::Owned(s) => s,
             Held::Shared(s) => s,
         }
-    }
-}
-
-/// Why one attempt did not produce a reply.
-enum Attempt {
-    /// The connector replied.
-    Replied(Stream, StreamGuard, Bytes),
-    /// The stream is open; the body still flows (no retry possible any more).
-    Streaming(Stream, StreamGuard),
-    /// Another replica may take it.
-    Retry(RetryReason, LinkError),
-    /// It failed for good; the detail goes into the 502.
-    Failed(String),
-}
-
-/// One try on one replica: open, send a buffered body, wait for the REPLY (a streamed body
-/// returns at once with the open stream).
-async fn attempt(
-    link: &Link,
-    load: &Arc<ConnectorLoad>,
-    kind: StreamKind,
-    meta: &Bytes,
-    body: &ReqBody,
-    upgrade: bool,
-    idempotent: bool,
-) -> Attempt {
-    let s = match link.open(kind, meta.clone()) {
-        Ok(s) => s,
-        Err(e) if e.is_retry_safe() => return Attempt::Retry(RetryReason::Refused, e),
-        // Nothing was sent: any request may go elsewhere.
-        Err(e @ LinkError::Closed { .. }) => return Attempt::Retry(RetryReason::Refused, e),
-        Err(e) => {
-            return Attempt::Failed(format!("cannot open a stream to the connector: {e}"));
-        }
-    };
-    let guard = load.start_stream();
-    let sent = match body {
-        ReqBody::Streamed { .. } => return Attempt::Streaming(s, guard),
-        // An upgrade keeps the request direction open: after a 101 it carries raw bytes.
-        ReqBody::Empty if upgrade => Ok(()),
-        ReqBody::Empty => s.finish(),
-        ReqBody::Buffered(chunks) => send_all(&s, chunks).await,
-    };
-    let res = match sent {
-        Ok(()) => s.reply_meta().await,
-        // A refusal that arrived while the body was sent says so here too.
-        Err(e) => Err(s.reply_meta().await.err().unwrap_or(e)),
-    };
-    match res {
-        Ok(m) => Attempt::Replied(s, guard, m),
-        Err(e) if e.is_retry_safe() => Attempt::Retry(RetryReason::Refused, e),
-        Err(e) if idempotent && (matches!(e, LinkError::Closed { .. }) || link.is_closed()) => {
-            Attempt::Retry(RetryReason::LinkLost, e)
-        }
-        Err(e) => Attempt::Failed(format!("the connector failed the request: {e}")),
     }
 }
