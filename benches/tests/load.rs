@@ -301,6 +301,31 @@ fn epoll_fallback_closed_loop() {
 }
 
 /// `tcp-rr` against the echo and `tcp-stream` against the sink.
+/// The stdout of an open-loop run that completed: VALID (exit 0), or INVALID (exit 2) only
+/// because this machine could not keep the target rate (other work shares its cores; the rate
+/// a run reaches is what `perf/` measures, not what a test asserts). Any other failure panics.
+fn completed(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => {}
+        Some(2) => {
+            let reasons: Vec<&str> = stdout
+                .lines()
+                .skip_while(|l| !l.starts_with("Run: INVALID"))
+                .skip(1)
+                .take_while(|l| l.starts_with("  - "))
+                .collect();
+            assert!(
+                !reasons.is_empty() && reasons.iter().all(|r| r.contains("achieved rate")),
+                "invalid for another reason than a busy machine: {stdout}\n{stderr}"
+            );
+        }
+        _ => panic!("ringtun-load failed ({}): {stdout}\n{stderr}", out.status),
+    }
+    stdout
+}
+
 #[test]
 fn tcp_modes() {
     let origin = Origin::start_with(&["--tcp", "127.0.0.1:0", "--sink", "127.0.0.1:0"]);
@@ -309,12 +334,8 @@ fn tcp_modes() {
         .args(["-c", "2", "-t", "1", "-d", "400ms", "-q"])
         .output()
         .expect("runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
-    assert!(
-        stdout.contains("Run: VALID") && !stdout.contains("Errors:"),
-        "{stdout}"
-    );
+    let stdout = completed(&out);
+    assert!(!stdout.contains("Errors:"), "{stdout}");
     let out = Command::new(BIN)
         .args(["tcp-stream", &origin.addr("sink"), "-c", "1", "-t", "1"])
         .args(["-d", "300ms", "--warmup", "0s"])
@@ -475,7 +496,7 @@ fn overlay_draws_every_report() {
         .arg(&json)
         .output()
         .expect("runs");
-    assert!(out.status.success());
+    completed(&out);
     let svg = dir.join("o.svg");
     let out = Command::new(BIN)
         .args(["overlay", "--svg"])

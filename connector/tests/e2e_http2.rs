@@ -26,7 +26,10 @@ use std::path::Path;
 use std::process::Command;
 
 use e2e::origin::TlsOrigin;
-use e2e::{STEP_TIMEOUT, Service, Site};
+use e2e::{
+    Connector, Edge, EdgeOptions, STEP_TIMEOUT, Service, Site, Tunnel, get_when_served, log_field,
+    wait_for,
+};
 use grpc::{GrpcOrigin, grpc_message, grpc_messages, grpc_script, python};
 
 /// A response as it came on the wire.
@@ -281,6 +284,94 @@ fn grpc_origin_over_h2c_carries_trailers_to_http1_clients() {
     });
     assert!(peers[0].starts_with("ipv"), "{peers:?}");
     assert!(peers.iter().all(|p| *p == peers[0]), "{peers:?}");
+}
+
+/// The whole gRPC path: a real gRPC client (grpcio) speaks HTTP/2 to the edge, h2c with prior
+/// knowledge on the public listener and TLS with ALPN `h2` on `--public-https`; the edge, the
+/// connector and a real gRPC origin carry every call kind with its status in the trailers.
+#[test]
+fn grpc_clients_speak_http2_to_the_edge_end_to_end() {
+    let origin = GrpcOrigin::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start_with(
+        dir.path(),
+        EdgeOptions {
+            extra: vec!["--public-https".to_owned(), "127.0.0.1:0".to_owned()],
+            ..EdgeOptions::default()
+        },
+    );
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "ingress:\n  - hostname: {GRPC}\n    service: http://127.0.0.1:{}\n    \
+             originRequest:\n      http2Origin: true\n  - service: http_status:404\n",
+            origin.port
+        ),
+    )
+    .unwrap();
+    let tunnel = Tunnel::create(&edge, "grpc");
+    tunnel.route_dns(&edge, GRPC);
+    let connector = Connector::run_args(&edge, &tunnel, &Service::Config(config), &[]);
+    edge.wait_connectors("grpc", 1);
+    let public = edge.public_http();
+    // Served once the edge has the route and a link (grpcio answers a plain GET in a gRPC
+    // status of its own).
+    assert_ne!(get_when_served(public, GRPC, "/").status, 503);
+    let https = wait_for(&edge.proc, "the public HTTPS address", |l| {
+        log_field(l, "public_https")?.parse::<SocketAddr>().ok()
+    });
+    let ca = edge.dir.join("state").join("ca.pem");
+    let ca = ca.display().to_string();
+    let call = |target: SocketAddr, tls: bool, method: &str, arg: &str| {
+        let mut cmd = Command::new(python());
+        cmd.arg(grpc_script("client.py")).args([
+            &target.to_string(),
+            method,
+            arg,
+            "--authority",
+            GRPC,
+        ]);
+        if tls {
+            cmd.args(["--tls", &ca, "--server-name", "localhost"]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v
+    };
+    for (target, tls) in [(public, false), (https, true)] {
+        let what = if tls { "TLS with ALPN h2" } else { "h2c" };
+        let v = call(target, tls, "Unary", "hi");
+        assert_eq!(
+            (v["code"].as_str(), v["messages"][0].as_str()),
+            (Some("OK"), Some("echo:hi")),
+            "{what}: {v}\nedge: {}\nconnector: {}",
+            edge.proc.tail(20),
+            connector.proc.tail(20)
+        );
+        let v = call(target, tls, "Fail", "x");
+        assert_eq!(
+            (v["code"].as_str(), v["details"].as_str()),
+            (Some("NOT_FOUND"), Some("no such thing")),
+            "{what}: {v}"
+        );
+        let v = call(target, tls, "Stream", "50");
+        assert_eq!(v["code"], "OK", "{what}: {v}");
+        let messages = v["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 50, "{what}: {v}");
+        // Client streaming, past HTTP/2's initial 64 KiB window in both hops.
+        let v = call(target, tls, "Upload", "300000,200000,1");
+        assert_eq!(
+            (v["code"].as_str(), v["messages"][0].as_str()),
+            (Some("OK"), Some("500001")),
+            "{what}: {v}"
+        );
+    }
 }
 
 /// A gRPC origin over TLS: the connector offers `h2` in ALPN and the origin's CA is trusted

@@ -1,11 +1,12 @@
 """A gRPC client for tests, against origin.py's `ringtun.test.Echo` (directly, or through an
 edge that speaks HTTP/2 to public clients).
 
-Usage: client.py TARGET METHOD ARG [--authority HOST] [--tls CA_PEM]
+Usage: client.py TARGET METHOD ARG [--authority HOST] [--tls CA_PEM] [--server-name NAME]
 
 TARGET is host:port; METHOD one of Unary, Fail, Stream, Upload; ARG the request (for Stream a
 count, for Upload a comma-separated list of message sizes). --authority sets the :authority
-(the hostname an edge routes on); --tls connects with TLS trusting CA_PEM (else h2c).
+(the hostname an edge routes on); --tls connects with TLS trusting CA_PEM (else h2c);
+--server-name is the name the server's certificate is checked against (default: TARGET's host).
 
 Prints one JSON object: {"code": "OK" | status name, "details": str, "messages": [str, ...]}
 and exits 0 whatever the status (the caller checks it).
@@ -28,6 +29,8 @@ def main():
         flag = opts.pop(0)
         if flag == "--authority":
             options.append(("grpc.default_authority", opts.pop(0)))
+        elif flag == "--server-name":
+            options.append(("grpc.ssl_target_name_override", opts.pop(0)))
         elif flag == "--tls":
             with open(opts.pop(0), "rb") as f:
                 ca = f.read()
