@@ -349,12 +349,7 @@ impl Task {
                 Error::RouteNotFound(format!("tcp port {port}")),
             ),
         };
-        let response = retry_unsent(|| {
-            let (mut kv, txn) = (kv.clone(), txn.clone());
-            async move { kv.txn(txn).await }
-        })
-        .await
-        .map_err(unavailable)?;
+        let response = run_txn(&kv, txn).await?;
         if !response.succeeded() {
             return Err(refused);
         }
@@ -393,12 +388,7 @@ impl Task {
                 ])
                 .and_then(ops)
                 .or_else([TxnOp::get(k.tunnel(tunnel.id), None)]);
-            let response = retry_unsent(|| {
-                let (mut kv, txn) = (kv.clone(), txn.clone());
-                async move { kv.txn(txn).await }
-            })
-            .await
-            .map_err(unavailable)?;
+            let response = run_txn(kv, txn).await?;
             if response.succeeded() {
                 return Ok(response.header().map_or(0, |h| h.revision()));
             }
@@ -421,12 +411,7 @@ impl Task {
         refused: Error,
         tunnel_id: uuid::Uuid,
     ) -> Result<i64> {
-        let response = retry_unsent(|| {
-            let (mut kv, txn) = (kv.clone(), txn.clone());
-            async move { kv.txn(txn).await }
-        })
-        .await
-        .map_err(unavailable)?;
+        let response = run_txn(kv, txn).await?;
         if response.succeeded() {
             return Ok(response.header().map_or(0, |h| h.revision()));
         }
@@ -494,6 +479,16 @@ fn never_sent(e: &etcd_client::Error) -> bool {
 }
 
 /// An etcd failure, as the admin API's 503.
+/// Runs one transaction ([`retry_unsent`]); etcd's failure is [`Error::RegistryUnavailable`].
+async fn run_txn(kv: &etcd_client::KvClient, txn: Txn) -> Result<etcd_client::TxnResponse> {
+    retry_unsent(|| {
+        let (mut kv, txn) = (kv.clone(), txn.clone());
+        async move { kv.txn(txn).await }
+    })
+    .await
+    .map_err(unavailable)
+}
+
 fn unavailable(e: etcd_client::Error) -> Error {
     Error::RegistryUnavailable(format!("etcd: {e}"))
 }
