@@ -33,8 +33,10 @@ use crate::error::{Error, Result};
 
 mod h2;
 mod limits;
+mod policy;
 pub use h2::{H2_RESET_WINDOW, H2File, H2Flags, H2Settings};
 pub use limits::PublicLimits;
+pub use policy::LbPolicy;
 
 /// Default state directory, relative to the working directory.
 pub const DEFAULT_STATE_DIR: &str = "./ringtun-edge-state";
@@ -167,63 +169,6 @@ pub struct Overrides {
     pub etcd_lease_ttl: Option<u64>,
     /// `--public-https` and the `--h2-*` limits.
     pub h2: H2Flags,
-}
-
-/// How the public ingress chooses among a tunnel's connectors (replicas).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum LbPolicy {
-    /// Of two connectors picked at random, the one with fewer outstanding streams per unit of
-    /// weight (`(outstanding + 1) / weight`).
-    #[default]
-    P2c,
-    /// Smooth weighted round-robin (equal weights: plain rotation).
-    RoundRobin,
-    /// At random, with probability proportional to weight.
-    Random,
-    /// p2c among the connectors with a live link in the public data center (`--public-dc`),
-    /// using such a link; p2c among all when none has one.
-    SameDcFirst,
-}
-
-impl LbPolicy {
-    /// Every policy, in the order the error messages list them.
-    pub const ALL: [LbPolicy; 4] = [
-        LbPolicy::P2c,
-        LbPolicy::RoundRobin,
-        LbPolicy::Random,
-        LbPolicy::SameDcFirst,
-    ];
-
-    /// The policy's name in flags, the admin API and the registry database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LbPolicy::P2c => "p2c",
-            LbPolicy::RoundRobin => "round-robin",
-            LbPolicy::Random => "random",
-            LbPolicy::SameDcFirst => "same-dc-first",
-        }
-    }
-}
-
-impl std::fmt::Display for LbPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for LbPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "p2c" | "least-outstanding" => Ok(LbPolicy::P2c),
-            "round-robin" | "rr" => Ok(LbPolicy::RoundRobin),
-            "random" => Ok(LbPolicy::Random),
-            "same-dc-first" => Ok(LbPolicy::SameDcFirst),
-            other => Err(format!(
-                "unknown load balancing policy {other:?}; choose p2c, round-robin, random or same-dc-first"
-            )),
-        }
-    }
 }
 
 /// A validated data center.
@@ -532,113 +477,4 @@ fn parse_data_center_flag(s: &str) -> Result<DataCenter> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn embedded_default() {
-        let s = Settings::default();
-        assert_eq!(s.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
-        assert_eq!(s.admin.to_string(), DEFAULT_ADMIN);
-        assert_eq!(s.public_http.to_string(), DEFAULT_PUBLIC_HTTP);
-        assert_eq!(s.connector_limit, 100);
-        let names: Vec<_> = s.data_centers.iter().map(|d| d.name.as_str()).collect();
-        assert_eq!(names, ["dfw", "mci"]);
-        let addrs: Vec<_> = s.server_addrs().map(|a| a.to_string()).collect();
-        assert_eq!(
-            addrs,
-            [
-                "127.0.1.1:7844",
-                "127.0.1.2:7844",
-                "127.0.2.1:7844",
-                "127.0.2.2:7844"
-            ]
-        );
-    }
-
-    #[test]
-    fn file_then_flags() {
-        let file = FileConfig::parse(
-            r#"
-            connector-limit = 3
-            admin = "127.0.0.1:9000"
-            [[data-centers]]
-            name = "ams"
-            servers = ["127.0.3.1:7844"]
-            "#,
-        )
-        .expect("valid toml");
-        let s = Settings::from_parts(
-            file,
-            Overrides {
-                admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-                ..Overrides::default()
-            },
-        )
-        .expect("valid settings");
-        assert_eq!(s.connector_limit, 3);
-        assert_eq!(s.admin.port(), 0);
-        assert_eq!(s.data_centers.len(), 1);
-        assert_eq!(s.data_centers[0].name, "ams");
-
-        let s = Settings::from_parts(
-            FileConfig::default(),
-            Overrides {
-                data_centers: vec!["x=127.0.9.1:1,127.0.9.2:1".into()],
-                ..Overrides::default()
-            },
-        )
-        .expect("valid settings");
-        assert_eq!(s.data_centers[0].servers.len(), 2);
-    }
-
-    #[test]
-    fn reads_a_config_file() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let path = tmp.path().join("edge.toml");
-        std::fs::write(
-            &path,
-            "state-dir = \"/tmp/x\"\npublic-http = \"127.0.0.1:9080\"\n",
-        )
-        .expect("write");
-        let s = Settings::load(Some(&path), Overrides::default()).expect("load");
-        assert_eq!(s.state_dir, PathBuf::from("/tmp/x"));
-        assert_eq!(s.public_http.port(), 9080);
-
-        std::fs::write(&path, "state_dir = \"/tmp/x\"\n").expect("write");
-        let err = Settings::load(Some(&path), Overrides::default()).expect_err("unknown field");
-        assert!(err.to_string().contains("state_dir"), "{err}");
-        let yaml = tmp.path().join("edge.yml");
-        assert!(Settings::load(Some(&yaml), Overrides::default()).is_err());
-        let missing = tmp.path().join("missing.toml");
-        assert!(Settings::load(Some(&missing), Overrides::default()).is_err());
-    }
-
-    #[test]
-    fn rejects_bad_config() {
-        assert!(FileConfig::parse("nope = 1").is_err());
-        for overrides in [
-            Overrides {
-                connector_limit: Some(0),
-                ..Overrides::default()
-            },
-            Overrides {
-                data_centers: vec!["a=127.0.0.1:1".into(), "b=127.0.0.1:1".into()],
-                ..Overrides::default()
-            },
-            Overrides {
-                data_centers: vec!["A=127.0.0.1:1".into()],
-                ..Overrides::default()
-            },
-            Overrides {
-                data_centers: vec!["a".into()],
-                ..Overrides::default()
-            },
-        ] {
-            assert!(matches!(
-                Settings::from_parts(FileConfig::default(), overrides),
-                Err(Error::Config(_))
-            ));
-        }
-    }
-}
+mod tests;
