@@ -543,3 +543,120 @@ fn the_grpc_client_helper_talks_to_the_origin() {
     let v = run("Stream", "3");
     assert_eq!(v["messages"].as_array().map(Vec::len), Some(3));
 }
+
+/// An HTTP/1.1 origin that reads each request's body (chunked or of a length) with its
+/// trailer section and answers with what it got: `len=N`, then one `trailer name: value` line
+/// per trailer field.
+fn reporting_origin() -> SocketAddr {
+    let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = origin.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in origin.incoming() {
+            let Ok(c) = c else { return };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(c);
+                let line = |r: &mut BufReader<TcpStream>| {
+                    let mut l = String::new();
+                    (r.read_line(&mut l).unwrap_or(0) > 0).then_some(l)
+                };
+                loop {
+                    let mut fields = Vec::new();
+                    loop {
+                        let Some(l) = line(&mut r) else { return };
+                        if l == "\r\n" {
+                            break;
+                        }
+                        fields.push(l);
+                    }
+                    let fields = parse_fields(fields.iter().skip(1).map(|l| l.trim_end()));
+                    let chunked =
+                        field(&fields, "transfer-encoding").is_some_and(|v| v.contains("chunked"));
+                    let mut len = 0usize;
+                    let mut report = String::new();
+                    if chunked {
+                        loop {
+                            let Some(size) = line(&mut r) else { return };
+                            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+                            if size == 0 {
+                                break;
+                            }
+                            let mut data = vec![0; size + 2];
+                            r.read_exact(&mut data).unwrap();
+                            len += size;
+                        }
+                        loop {
+                            let Some(l) = line(&mut r) else { return };
+                            if l == "\r\n" {
+                                break;
+                            }
+                            report.push_str(&format!("trailer {}\n", l.trim_end()));
+                        }
+                    } else if let Some(n) = field(&fields, "content-length") {
+                        len = n.parse().unwrap();
+                        let mut data = vec![0; len];
+                        r.read_exact(&mut data).unwrap();
+                    }
+                    let report = format!("len={len}\n{report}");
+                    let w = r.get_mut();
+                    let _ = w.write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{report}",
+                            report.len()
+                        )
+                        .as_bytes(),
+                    );
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A chunked request from an HTTP/1.1 client that announces trailers (`Trailer: X-Checksum`)
+/// reaches an HTTP/1.1 origin with its trailer section: a small body (read whole before the
+/// stream opens) and one over 64 KiB (streamed). Fields that may not be trailers stay out; a
+/// request that did not announce its trailers reaches the origin without them.
+#[test]
+fn http1_client_request_trailers_reach_the_origin() {
+    let addr = reporting_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start(
+        dir.path(),
+        "reqtrailers",
+        &["rt.h1.test"],
+        &Service::Url(format!("http://{addr}")),
+        &[],
+    );
+    let post = |announce: &str, chunks: &[Vec<u8>]| {
+        let mut req = format!(
+            "POST /upload HTTP/1.1\r\nHost: rt.h1.test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n{announce}\r\n"
+        )
+        .into_bytes();
+        for c in chunks {
+            req.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+            req.extend_from_slice(c);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"0\r\nX-Checksum: sum-42\r\nContent-Length: 7\r\n\r\n");
+        let r = exchange(site.public, &req);
+        assert_eq!(r.status, 200, "{r:?}");
+        String::from_utf8(r.body).unwrap()
+    };
+    let small = vec![b"hello".to_vec(), b" world".to_vec()];
+    let big: Vec<Vec<u8>> = (0..7).map(|i| vec![b'a' + i; 16 * 1024]).collect();
+    for (what, chunks, len) in [("small", &small, 11), ("big", &big, 7 * 16 * 1024)] {
+        let report = post("Trailer: X-Checksum\r\n", chunks);
+        assert!(
+            report.starts_with(&format!("len={len}\n")),
+            "{what}: {report}"
+        );
+        assert!(
+            report.contains("trailer X-Checksum: sum-42\n"),
+            "{what}: {report}"
+        );
+        assert!(!report.contains("Content-Length"), "{what}: {report}");
+        // Not announced: the body alone, as before.
+        let report = post("", chunks);
+        assert_eq!(report, format!("len={len}\n"), "{what}");
+    }
+}

@@ -47,7 +47,7 @@ mod head;
 mod io;
 mod request;
 pub(crate) mod tls;
-mod trailers;
+pub(crate) mod trailers;
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;

@@ -16,6 +16,7 @@ use ringtun_core::link::Stream;
 use ringtun_core::mux::ErrorCode;
 
 use super::{Conn, Next};
+use crate::dataplane::h2::trailers::ChunkedOut;
 use crate::dataplane::watchdog::{BodyPace, ReadKind, Watch};
 use crate::dataplane::worker::Worker;
 use crate::metrics::Metrics;
@@ -28,16 +29,20 @@ pub const RETRY_BODY_LIMIT: usize = 64 * 1024;
 pub(crate) enum ReqBody {
     /// No body.
     Empty,
-    /// The whole decoded body (at most [`RETRY_BODY_LIMIT`] bytes): it can be resent.
-    Buffered(Vec<Bytes>),
+    /// The whole body (at most [`RETRY_BODY_LIMIT`] bytes): it can be resent. With `true` it
+    /// is chunk-encoded with the client's trailer section (the stream's trailers flag, see
+    /// `docs/http-meta.md`); else decoded.
+    Buffered(Vec<Bytes>, bool),
     /// Too big to buffer: `prefix` was read already and the decoder continues with the rest
     /// while the stream is open. `continue_sent`: `100 Continue` went out already. `pace`:
-    /// the body's deadlines so far.
+    /// the body's deadlines so far. `trailers`: the stream's trailers flag (the rest goes
+    /// chunk-encoded with the client's trailer section; `prefix` is still decoded).
     Streamed {
         prefix: Vec<Bytes>,
         dec: BodyDecoder,
         continue_sent: bool,
         pace: BodyPace,
+        trailers: bool,
     },
 }
 
@@ -46,7 +51,7 @@ impl ReqBody {
     /// cannot replay (for a hand-off to another worker).
     pub(crate) fn replayable(&self) -> bool {
         match self {
-            ReqBody::Empty | ReqBody::Buffered(_) => true,
+            ReqBody::Empty | ReqBody::Buffered(..) => true,
             ReqBody::Streamed {
                 prefix,
                 continue_sent,
@@ -57,15 +62,21 @@ impl ReqBody {
 }
 
 /// The request again as raw bytes, for a hand-off to another worker: the head (with a buffered
-/// body's length; `Expect` dropped once `100 Continue` went out), the body, and what followed.
+/// body's length, or chunked when the body is kept chunk-encoded with its trailers; `Expect`
+/// dropped once `100 Continue` went out), the body, and what followed.
 pub(crate) fn replay_bytes(head: &RequestHead, body: &ReqBody, rest: &[u8]) -> BytesMut {
     let mut out = BytesMut::new();
     match body {
-        ReqBody::Buffered(chunks) => {
+        ReqBody::Buffered(chunks, chunked) => {
             let mut h = head.clone();
             h.headers.remove("expect");
-            let total: usize = chunks.iter().map(Bytes::len).sum();
-            set_framing_headers(&mut h.headers, BodyFraming::Length(total as u64));
+            let framing = if *chunked {
+                BodyFraming::Chunked
+            } else {
+                let total: usize = chunks.iter().map(Bytes::len).sum();
+                BodyFraming::Length(total as u64)
+            };
+            set_framing_headers(&mut h.headers, framing);
             out.extend_from_slice(&h.to_bytes());
             for ch in chunks {
                 out.extend_from_slice(ch);
@@ -78,12 +89,14 @@ pub(crate) fn replay_bytes(head: &RequestHead, body: &ReqBody, rest: &[u8]) -> B
 }
 
 /// Reads a request body of at most [`RETRY_BODY_LIMIT`] bytes whole, so it can be resent to
-/// another replica; a bigger one is left to stream (with what was read so far).
+/// another replica; a bigger one is left to stream (with what was read so far). `trailers`:
+/// the stream's trailers flag (a chunked body is kept chunk-encoded with its trailer section).
 pub(crate) async fn read_small_body(
     w: &Worker,
     c: &mut Conn,
     head: &RequestHead,
     framing: BodyFraming,
+    trailers: bool,
 ) -> Result<ReqBody, Next> {
     if framing.is_empty() {
         return Ok(ReqBody::Empty);
@@ -95,6 +108,7 @@ pub(crate) async fn read_small_body(
             dec,
             continue_sent: false,
             pace: body_pace(w),
+            trailers,
         });
     }
     if expects_continue(head)
@@ -126,11 +140,18 @@ pub(crate) async fn read_small_body(
                         dec,
                         continue_sent: true,
                         pace,
+                        trailers,
                     });
                 }
             }
-            Ok(None) if body.is_empty() => return Ok(ReqBody::Buffered(Vec::new())),
-            Ok(None) => return Ok(ReqBody::Buffered(vec![body.freeze()])),
+            Ok(None) if trailers => {
+                let mut enc = ChunkedOut::new();
+                let mut wire = enc.piece(body.freeze());
+                wire.push(ChunkedOut::end(&dec.take_trailers().unwrap_or_default()));
+                return Ok(ReqBody::Buffered(wire, true));
+            }
+            Ok(None) if body.is_empty() => return Ok(ReqBody::Buffered(Vec::new(), false)),
+            Ok(None) => return Ok(ReqBody::Buffered(vec![body.freeze()], false)),
             Err(e) => {
                 tracing::debug!(error = %e, "public request body failed");
                 if c.watch.timed_out(ReadKind::Body) {
@@ -161,12 +182,15 @@ fn body_pace(w: &Worker) -> BodyPace {
 /// What the body pump needs besides the stream.
 pub(crate) struct PumpCtx {
     pub(crate) watch: Rc<Watch>,
+    /// With the stream's trailers flag: the body goes chunk-encoded and ends with the client's
+    /// trailer section.
+    pub(crate) chunked: Option<ChunkedOut>,
     pub(crate) pace: BodyPace,
     pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Moves a request body from the client to the stream (first `prefix`, read already); FIN at
-/// its end. Returns the receive buffer (bytes after the body belong to the next request) and
+/// its end (after the last chunk and the trailer section with `ctx.chunked`). Returns the receive buffer (bytes after the body belong to the next request) and
 /// whether the body ended well.
 pub(crate) async fn pump_body(
     mut rd: TcpStream,
@@ -177,7 +201,7 @@ pub(crate) async fn pump_body(
     mut ctx: PumpCtx,
 ) -> (BytesMut, bool) {
     for b in prefix {
-        if s.write(b).await.is_err() {
+        if !write_piece(&s, &mut ctx.chunked, b).await {
             return (buf, false);
         }
     }
@@ -190,11 +214,19 @@ pub(crate) async fn pump_body(
             Ok(Some(b)) => {
                 ctx.pace.add(b.len());
                 ctx.metrics.bytes_in.inc_by(b.len() as u64);
-                if s.write(b).await.is_err() {
+                if !write_piece(&s, &mut ctx.chunked, b).await {
                     return (buf, false);
                 }
             }
-            Ok(None) => return (buf, s.finish().is_ok()),
+            Ok(None) => {
+                if ctx.chunked.is_some() {
+                    let trailers = dec.take_trailers().unwrap_or_default();
+                    if s.write(ChunkedOut::end(&trailers)).await.is_err() {
+                        return (buf, false);
+                    }
+                }
+                return (buf, s.finish().is_ok());
+            }
             Err(e) => {
                 if ctx.watch.timed_out(ReadKind::Body) {
                     ctx.metrics.public_error("body_timeout");
@@ -205,4 +237,19 @@ pub(crate) async fn pump_body(
             }
         }
     }
+}
+
+/// Writes one piece of a request body to the stream, chunk-encoded with `chunked`. Returns
+/// whether the stream took it.
+async fn write_piece(s: &Stream, chunked: &mut Option<ChunkedOut>, b: Bytes) -> bool {
+    let pieces = match chunked {
+        Some(enc) => enc.piece(b),
+        None => vec![b],
+    };
+    for p in pieces {
+        if s.write(p).await.is_err() {
+            return false;
+        }
+    }
+    true
 }

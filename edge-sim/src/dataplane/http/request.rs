@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ringtun_core::error::Classify;
 use ringtun_core::http::io::CONTINUE_RESPONSE;
 use ringtun_core::http::{
-    BodyFraming, RequestHead, RequestRoute, expects_continue, forward_request_meta,
+    BodyFraming, RequestHead, RequestRoute, expects_continue, forward_request_meta_with,
     is_upgrade_request, is_websocket_upgrade, no_route_detail, request_framing, request_keep_alive,
     response_of,
 };
@@ -20,6 +20,7 @@ use super::body::{PumpCtx, RETRY_BODY_LIMIT, ReqBody, pump_body, read_small_body
 use super::host_label::count_host_request;
 use super::respond::respond;
 use super::{Conn, Next, no_connector, reply_error};
+use crate::dataplane::h2::trailers::ChunkedOut;
 use crate::dataplane::lb::{ConnectorLoad, StreamGuard};
 use crate::dataplane::open::{Attempt, Outgoing, attempt};
 use crate::dataplane::retry::{Choice, Decision, Failure, Retries, RetryReason, is_idempotent};
@@ -75,9 +76,23 @@ pub(crate) async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, coun
         BodyFraming::Empty | BodyFraming::Length(_) => BodyFraming::Empty,
         _ => BodyFraming::Chunked,
     };
+    // A chunked body whose head announced trailers (a `Trailer` field) carries them to the
+    // origin: the stream gets the trailers flag and the body goes chunk-encoded with its trailer
+    // section (`docs/http-meta.md`). Only then: every chunked body re-encoded would cost chunk
+    // framing on the stream and a decoder at the connector for the rare body that has trailers;
+    // trailers sent without the announcement are dropped.
+    let trailers = matches!(body_framing, BodyFraming::Chunked) && head.headers.contains("trailer");
     // The head rewritten for the connector (hop-by-hop fields and `Expect` dropped,
     // `X-Forwarded-*` added, the routed target and host) straight into OPEN metadata.
-    let meta = forward_request_meta(&head, &target, c.peer.ip(), "http", upgrade, body_framing);
+    let meta = forward_request_meta_with(
+        &head,
+        &target,
+        c.peer.ip(),
+        "http",
+        upgrade,
+        body_framing,
+        trailers,
+    );
 
     // Before the body is read: is there a replica at all, and is it on this worker?
     // A fresh connection's first choice runs over every replica (it may move once).
@@ -91,7 +106,7 @@ pub(crate) async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, coun
         Route::Open(link, load) => Some((link, load)),
         Route::Done(next) => return next,
     };
-    let body = match read_small_body(w, c, &head, framing).await {
+    let body = match read_small_body(w, c, &head, framing, trailers).await {
         Ok(b) => b,
         Err(next) => return next,
     };
@@ -127,7 +142,7 @@ pub(crate) async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, coun
             ReqBody::Streamed { .. } => Outgoing::Streamed,
             ReqBody::Empty if upgrade => Outgoing::LeaveOpen,
             ReqBody::Empty => Outgoing::Empty,
-            ReqBody::Buffered(chunks) => Outgoing::Buffered(chunks),
+            ReqBody::Buffered(chunks, _) => Outgoing::Buffered(chunks),
         };
         match attempt(&link, &load, kind, &meta, out, idempotent).await {
             Attempt::Replied(s, g, m) => break (s, g, Some(m)),
@@ -231,6 +246,7 @@ async fn exchange(w: &Worker, c: &mut Conn, head: &RequestHead, body: ReqBody, o
             dec,
             continue_sent,
             pace,
+            trailers,
         } => {
             if !continue_sent
                 && expects_continue(head)
@@ -245,6 +261,7 @@ async fn exchange(w: &Worker, c: &mut Conn, head: &RequestHead, body: ReqBody, o
             let s = Rc::new(o.stream);
             let ctx = PumpCtx {
                 watch: Rc::clone(&c.watch),
+                chunked: trailers.then(ChunkedOut::new),
                 pace,
                 metrics: Arc::clone(w.plane.registry.metrics()),
             };
