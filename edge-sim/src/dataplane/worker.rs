@@ -219,9 +219,10 @@ impl Worker {
     }
 
     /// [`Worker::pick`], but when the tunnel has no live link yet while the registry already
-    /// admitted a connector (its link is between `Accepted` and `Link::spawn`, a few
-    /// microseconds to milliseconds), waits briefly for it instead of answering 503. Only this
-    /// failure path touches the registry's lock.
+    /// admitted a connector that is not excluded (its link is between `Accepted` and
+    /// `Link::spawn`, or moving to the worker that will hold it: microseconds to milliseconds),
+    /// waits briefly for it instead of answering 503 (or, for a retry, 502). Only this failure
+    /// path touches the registry's lock.
     pub(crate) async fn pick_or_wait(
         &self,
         tunnel: Uuid,
@@ -231,9 +232,7 @@ impl Worker {
     ) -> Pick {
         for _ in 0..SETUP_WAIT_ROUNDS {
             match self.pick(tunnel, exclude, may_hand_off, prefer) {
-                Pick::NoConnector
-                    if exclude.is_empty() && self.plane.registry.connector_count(tunnel) > 0 =>
-                {
+                Pick::NoConnector if self.plane.registry.has_connector_besides(tunnel, exclude) => {
                     compio::time::sleep(SETUP_WAIT_STEP).await;
                 }
                 other => return other,

@@ -44,6 +44,13 @@ impl ConnectorTable {
             .count()
     }
 
+    /// Whether `tunnel` has a connector that is not in `exclude`.
+    pub(crate) fn any_besides(&self, tunnel: Uuid, exclude: &[Uuid]) -> bool {
+        self.by_id
+            .values()
+            .any(|c| c.tunnel_id == tunnel && !exclude.contains(&c.id))
+    }
+
     pub(crate) fn total(&self) -> usize {
         self.by_id.len()
     }

@@ -226,4 +226,10 @@ impl Registry {
     pub fn connector_count(&self, tunnel_id: Uuid) -> usize {
         self.table().count(tunnel_id)
     }
+
+    /// Whether a tunnel has a connector that is not in `exclude` (admitted, whether or not its
+    /// links are live on a worker yet).
+    pub fn has_connector_besides(&self, tunnel_id: Uuid, exclude: &[Uuid]) -> bool {
+        self.table().any_besides(tunnel_id, exclude)
+    }
 }
