@@ -89,6 +89,7 @@ impl Edge {
                 "data_center": settings.public_dc,
                 "admin": admin.local_addr().to_string(),
                 "servers": data_plane.servers().iter().map(|s| s.addr.to_string()).collect::<Vec<_>>(),
+                "peer": data_plane.peer_addr().map(|a| a.to_string()),
             })
             .to_string(),
         );

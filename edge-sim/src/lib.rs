@@ -8,6 +8,7 @@
 //! - [`state`]: the state directory (admin token, CA and server certificate, registry file).
 //! - [`registry`]: tunnels and routes (SQLite, or etcd with `--etcd`) and connectors (memory).
 //! - [`cluster`]: several edge nodes sharing the registry in etcd (`--etcd`).
+//! - [`peer`]: forwarding a request to the node that holds its tunnel's links (peer links).
 //! - [`admin`]: the admin API server and its routes.
 //! - [`dataplane`]: link servers, public HTTP and TCP, replica load balancing on `core::rt`
 //!   workers.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod limit;
 pub mod metrics;
 pub mod metrics_server;
+pub mod peer;
 pub mod registry;
 pub mod settings;
 pub mod shutdown;

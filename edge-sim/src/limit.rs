@@ -39,11 +39,16 @@ pub enum Limit {
     /// more refused or malformed streams than `--h2-max-refused-streams`, too many streams
     /// reset before they were accepted, a flood of tiny DATA frames.
     H2ProtocolAbuse,
+    /// Dialing a peer node (TCP and TLS) took longer than `--peer-connect-timeout-ms`.
+    PeerConnectTimeout,
+    /// A peer node was skipped because its circuit breaker is open (`--peer-breaker-failures`
+    /// failures in a row, for `--peer-breaker-cooldown-ms`).
+    PeerBreakerOpen,
 }
 
 impl Limit {
     /// Every limit, in label order.
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 12] = [
         Limit::ClientWriteTimeout,
         Limit::IdleTimeout,
         Limit::RequestBodyTimeout,
@@ -54,6 +59,8 @@ impl Limit {
         Limit::EtcdTimeout,
         Limit::H2ClientResets,
         Limit::H2ProtocolAbuse,
+        Limit::PeerConnectTimeout,
+        Limit::PeerBreakerOpen,
     ];
 
     /// The metric label and the log field.
@@ -69,6 +76,8 @@ impl Limit {
             Limit::EtcdTimeout => "etcd_timeout",
             Limit::H2ClientResets => "h2_client_resets",
             Limit::H2ProtocolAbuse => "h2_protocol_abuse",
+            Limit::PeerConnectTimeout => "peer_connect_timeout",
+            Limit::PeerBreakerOpen => "peer_breaker_open",
         }
     }
 

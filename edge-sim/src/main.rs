@@ -115,6 +115,9 @@ struct Cli {
     /// renewal; renewed every third of it [default: 10].
     #[arg(long, value_name = "SECS")]
     etcd_lease_ttl: Option<u64>,
+    /// Peer links between the nodes of a cluster (with --etcd; see docs/cluster.md).
+    #[command(flatten)]
+    peer: ringtun_edge_sim::peer::PeerFlags,
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT [default: 30].
     #[arg(long, value_name = "SECS")]
     grace_period: Option<u64>,
@@ -192,6 +195,7 @@ fn main() -> anyhow::Result<()> {
             etcd_timeout_ms: cli.etcd_timeout_ms,
             etcd_lease_ttl: cli.etcd_lease_ttl,
             h2: cli.h2,
+            peer: cli.peer,
         },
     )?;
 

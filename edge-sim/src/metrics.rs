@@ -137,6 +137,8 @@ pub struct Metrics {
     pub fault_links_refused: Counter,
     /// Limits hit, by reason (`ringtun_edge_limit_hits_total{reason}`), with their log lines.
     pub limits: crate::limit::LimitHits,
+    /// Forwarding between edge nodes (`ringtun_edge_peer_*`, see [`crate::peer`]).
+    pub peer: crate::peer::PeerMetrics,
 }
 
 impl Default for Metrics {
@@ -174,6 +176,7 @@ impl Default for Metrics {
             fault_links_closed: Counter::default(),
             fault_links_refused: Counter::default(),
             limits: crate::limit::LimitHits::new(Default::default()),
+            peer: crate::peer::PeerMetrics::default(),
         };
         registry.register(
             "tunnels_created",
@@ -337,6 +340,7 @@ impl Default for Metrics {
             limit_hits,
         );
         let limits = crate::limit::LimitHits::new(counters);
+        m.peer.register(&mut registry);
         registry.register(
             "process_allocations",
             ringtun_core::alloc::ALLOCATIONS_HELP,

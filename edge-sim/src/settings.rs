@@ -169,6 +169,8 @@ pub struct Overrides {
     pub etcd_lease_ttl: Option<u64>,
     /// `--public-https` and the `--h2-*` limits.
     pub h2: H2Flags,
+    /// `--peer-*`: peer links between the nodes of a cluster.
+    pub peer: crate::peer::PeerFlags,
 }
 
 /// A validated data center.
@@ -220,6 +222,8 @@ pub struct Settings {
     pub etcd: Option<crate::cluster::EtcdSettings>,
     /// The public HTTPS listener and the limits of HTTP/2 connections.
     pub h2: H2Settings,
+    /// Peer links between the nodes of a cluster (used with `etcd`).
+    pub peer: crate::peer::PeerSettings,
 }
 
 impl Default for Settings {
@@ -287,6 +291,7 @@ impl Settings {
             overrides.etcd_timeout_ms,
             overrides.etcd_lease_ttl,
         )?;
+        let peer = crate::peer::PeerSettings::from_flags(&overrides.peer, etcd.is_some())?;
         let settings = Settings {
             state_dir: overrides
                 .state_dir
@@ -342,6 +347,7 @@ impl Settings {
             ),
             etcd,
             h2,
+            peer,
         };
         settings.validate()?;
         Ok(settings)

@@ -10,8 +10,9 @@
 //! | `routes/dns/{hostname}` | the tunnel ID: a hostname is routed by creating this key |
 //! | `routes/tcp/{port}` | the tunnel ID: a port is routed by creating this key |
 //!
-//! | `nodes/{node}` | JSON `{"data_center", "admin", "servers"}`, under the node's lease |
+//! | `nodes/{node}` | JSON `{"data_center", "admin", "servers", "peer"}`, under the node's lease |
 //! | `links/{tunnel}/{node}/{connector}.{index}` | JSON `{"data_center", "server"}`, under the node's lease |
+//! | `cluster/ca.pem`, `cluster/ca.key` | the cluster CA of peer links (PEM), created once |
 //!
 //! A tunnel and its secret and name are written in one transaction, and deleted in one with the
 //! tunnel's routes. A value that does not decode (written by a newer edge, or by hand) is left
@@ -55,6 +56,24 @@ pub struct ClusterLink {
     pub link: String,
     /// JSON: data center and edge server of the link.
     pub value: String,
+}
+
+/// What a node's record (`nodes/{node}`) says that forwarding needs. Fields it does not know
+/// are ignored, and `peer` is absent in a record of an edge without peer links.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NodeRecord {
+    /// The node's data center (its public listeners').
+    pub data_center: String,
+    /// Where the node accepts peer links (`--peer-listen`, or `--peer-advertise`).
+    #[serde(default)]
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+impl NodeRecord {
+    /// Decodes a node's record; `None` when it is not one (logged by the caller if needed).
+    pub fn decode(value: &str) -> Option<NodeRecord> {
+        serde_json::from_str(value).ok()
+    }
 }
 
 /// A tunnel's value.
@@ -111,6 +130,16 @@ impl Keys {
     /// A live link's presence key (under its node's lease).
     pub(crate) fn link(&self, tunnel: Uuid, node: &str, link: &str) -> String {
         format!("{}links/{tunnel}/{node}/{link}", self.prefix)
+    }
+
+    /// The cluster CA's certificate (PEM); created with [`Keys::ca_key`] in one transaction.
+    pub(crate) fn ca_cert(&self) -> String {
+        format!("{}cluster/ca.pem", self.prefix)
+    }
+
+    /// The cluster CA's private key (PEM).
+    pub(crate) fn ca_key(&self) -> String {
+        format!("{}cluster/ca.key", self.prefix)
     }
 
     /// Whether `key` is a presence key (`nodes/`, `links/`) rather than a registry record.

@@ -15,6 +15,8 @@
 //! # Layout
 //! - [`keys`]: the key layout under the prefix and the records' encoding.
 //! - `task`: the tokio side: the list-then-watch loop and the write transactions.
+//! - `ca`: the cluster CA of peer links, created once in etcd.
+mod ca;
 mod keys;
 mod presence;
 mod task;
@@ -24,7 +26,8 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use keys::{ClusterLink, ClusterPresence, DEFAULT_PREFIX};
+pub use ca::{ClusterCa, ca_params};
+pub use keys::{ClusterLink, ClusterPresence, DEFAULT_PREFIX, NodeRecord};
 pub(crate) use presence::Presence;
 
 use crate::error::{Error, Result};
@@ -149,6 +152,8 @@ pub(crate) struct Cluster {
     thread: Option<JoinHandle<()>>,
     timeout: Duration,
     endpoints: String,
+    /// The cluster CA of peer links (set before the thread answers ready).
+    ca: Arc<std::sync::OnceLock<ClusterCa>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -180,9 +185,13 @@ impl Cluster {
             })?;
         let task = task::Task::new(settings.clone(), view, presence_view, metrics);
         let node_id = node.clone();
+        let ca = Arc::new(std::sync::OnceLock::new());
+        let ca_cell = Arc::clone(&ca);
         let thread = std::thread::Builder::new()
             .name("cluster".into())
-            .spawn(move || runtime.block_on(task.run(rx, presence_rx, node_id, stopped, ready_tx)))
+            .spawn(move || {
+                runtime.block_on(task.run(rx, presence_rx, node_id, stopped, ready_tx, ca_cell))
+            })
             .map_err(|source| Error::Start {
                 what: "cluster thread",
                 source,
@@ -197,6 +206,7 @@ impl Cluster {
             thread: Some(thread),
             timeout: settings.timeout,
             endpoints,
+            ca,
         };
         // Connecting and the first list each take at most `timeout`.
         match ready.recv_timeout(settings.timeout * 3 + Duration::from_secs(1)) {
@@ -247,6 +257,11 @@ impl Cluster {
     /// This node's ID in the cluster.
     pub(crate) fn node(&self) -> &str {
         &self.node
+    }
+
+    /// The cluster CA of peer links, as etcd holds it.
+    pub(crate) fn ca(&self) -> Option<&ClusterCa> {
+        self.ca.get()
     }
 
     fn shut_down(&mut self) {

@@ -75,6 +75,7 @@ impl Task {
         node: String,
         stop: oneshot::Receiver<()>,
         ready: SyncSender<std::result::Result<(), String>>,
+        ca: Arc<std::sync::OnceLock<super::ClusterCa>>,
     ) {
         let timeout = self.settings.timeout;
         let options = ConnectOptions::new()
@@ -96,6 +97,20 @@ impl Task {
                 return;
             }
         };
+        // The cluster CA of peer links: created by the first node, read by every node.
+        match tokio::time::timeout(timeout, super::ca::get_or_create(&client, &self.keys)).await {
+            Ok(Ok(found)) => {
+                let _ = ca.set(found);
+            }
+            Ok(Err(e)) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+            Err(_) => {
+                let _ = ready.send(Err(format!("cluster CA: no answer within {timeout:?}")));
+                return;
+            }
+        }
         let (applied_tx, applied) = watch::channel(0i64);
         let this = Arc::new(self);
         let sync = tokio::spawn(Arc::clone(&this).sync(client.clone(), applied_tx, ready));

@@ -138,6 +138,8 @@ pub struct SharedState {
     pub(crate) h2: crate::settings::H2Settings,
     /// The listeners of TCP routes, one set (one socket per worker) per port.
     tcp_listeners: Mutex<HashMap<u16, Arc<ListenerSet>>>,
+    /// Peer links to and from the other nodes (with etcd; see [`crate::peer`]).
+    pub(crate) peers: Option<Arc<crate::peer::PeerPlane>>,
 }
 
 impl SharedState {
@@ -249,6 +251,16 @@ impl DataPlane {
             None => None,
         };
         let public_https = https.as_ref().map(|(set, _)| set.local_addr());
+        let peers = crate::peer::PeerPlane::start(
+            &settings.peer,
+            &registry,
+            &settings.public_dc,
+            servers
+                .first()
+                .map_or(settings.public_http.ip(), |s| s.addr.ip()),
+            n,
+        )?
+        .map(Arc::new);
         let faults = Arc::new(faults::Faults::new(
             &servers,
             Arc::clone(registry.metrics()),
@@ -275,6 +287,7 @@ impl DataPlane {
             loads: Arc::new(lb::LoadTable::new(n)),
             h2: settings.h2.clone(),
             tcp_listeners: Mutex::new(HashMap::new()),
+            peers,
         });
         let live: std::sync::Weak<dyn LiveLoads> = Arc::downgrade(&plane.loads) as _;
         plane.registry.set_live_loads(live);
@@ -317,6 +330,11 @@ impl DataPlane {
         self.public_http
     }
 
+    /// The address the other nodes dial for peer links (with etcd).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.plane.peers.as_ref().map(|p| p.advertised)
+    }
+
     /// The bound public HTTPS address, when `--public-https` was given.
     pub fn public_https(&self) -> Option<SocketAddr> {
         self.public_https
@@ -353,6 +371,9 @@ impl DataPlane {
 
     /// Stops the workers and waits for them.
     pub fn stop(&mut self) {
+        if let Some(peers) = &self.plane.peers {
+            peers.stop();
+        }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown();
             for r in rt.join() {

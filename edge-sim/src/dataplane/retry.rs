@@ -58,6 +58,16 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    /// 502: no link of the tunnel on this node, and no node that holds one could take the
+    /// request (`detail` names them).
+    pub(crate) fn peer(detail: String) -> Failure {
+        Failure {
+            status: 502,
+            cause: "peer",
+            detail,
+        }
+    }
+
     /// 503: the tunnel has no live connector this request could go to.
     pub(crate) fn no_connector() -> Failure {
         Failure {

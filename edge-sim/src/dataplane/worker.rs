@@ -68,6 +68,9 @@ pub(crate) enum Pick {
     Elsewhere(usize, Option<Uuid>),
     /// The tunnel has no live connector.
     NoConnector,
+    /// No link of the tunnel on this node, and none of the nodes that hold one could take the
+    /// stream (the detail names them, for the 502).
+    Unreachable(String),
 }
 
 /// How long [`Worker::pick_or_wait`] waits for a link being set up: rounds × step.
@@ -95,6 +98,8 @@ pub(crate) struct Worker {
     tunnel_counters: RefCell<HashMap<Uuid, Arc<AtomicUsize>>>,
     /// `ringtun_edge_worker_requests_total{worker}` of this worker.
     requests: Counter,
+    /// This worker's peer links to the other nodes (with etcd).
+    peers: Option<crate::peer::client::WorkerPeers>,
 }
 
 impl Worker {
@@ -223,7 +228,31 @@ impl Worker {
     /// `Link::spawn`, or moving to the worker that will hold it: microseconds to milliseconds),
     /// waits briefly for it instead of answering 503 (or, for a retry, 502). Only this failure
     /// path touches the registry's lock.
+    ///
+    /// When this node has no link of the tunnel left to try, a peer link to a node that has
+    /// one (see [`crate::peer`]): the ingress opens its stream there as on a local link. Only
+    /// the public ingress comes here; a stream that arrived on a peer link uses
+    /// [`Worker::pick`], so it is never forwarded again.
     pub(crate) async fn pick_or_wait(
+        &self,
+        tunnel: Uuid,
+        exclude: &[Uuid],
+        may_hand_off: bool,
+        prefer: Option<Uuid>,
+    ) -> Pick {
+        match self
+            .pick_or_wait_here(tunnel, exclude, may_hand_off, prefer)
+            .await
+        {
+            Pick::NoConnector => match &self.peers {
+                Some(peers) => peers.pick(&self.plane.registry, tunnel, exclude).await,
+                None => Pick::NoConnector,
+            },
+            pick => pick,
+        }
+    }
+
+    async fn pick_or_wait_here(
         &self,
         tunnel: Uuid,
         exclude: &[Uuid],
@@ -425,6 +454,10 @@ pub(crate) async fn run(
                 worker: index.to_string(),
             })
             .clone(),
+        peers: plane
+            .peers
+            .as_ref()
+            .map(|p| crate::peer::client::WorkerPeers::new(Arc::clone(p))),
     });
     // Duplicates of this worker's listening sockets: at drain, shutting them down makes the
     // kernel refuse new connections and ends the accept loops.
@@ -464,6 +497,16 @@ pub(crate) async fn run(
             Err(e) => tracing::error!(error = %e, "cannot take the public HTTPS socket"),
         }
     }
+    if let Some(peers) = &plane.peers {
+        match peers.listeners.take(index) {
+            Ok(l) => {
+                keep(&l);
+                let task = crate::peer::server::accept_loop(Rc::clone(&w), l, Arc::clone(peers));
+                compio::runtime::spawn(task).detach();
+            }
+            Err(e) => tracing::error!(error = %e, "cannot take the peer link socket"),
+        }
+    }
     compio::runtime::spawn(drain_on_signal(Rc::clone(&w), listening)).detach();
     compio::runtime::spawn(super::tcp::route_watch(Rc::clone(&w))).detach();
     {
@@ -481,6 +524,9 @@ pub(crate) async fn run(
         .detach();
     }
     shutdown.wait().await;
+    if let Some(peers) = &w.peers {
+        peers.close_all();
+    }
     let links = w.all_links();
     for l in &links {
         l.close(ErrorCode::NO_ERROR);

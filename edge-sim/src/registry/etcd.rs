@@ -97,6 +97,10 @@ impl Storage for Etcd {
         Some(self.cluster.node())
     }
 
+    fn cluster_ca(&self) -> Option<crate::cluster::ClusterCa> {
+        self.cluster.ca().cloned()
+    }
+
     fn presence(&self) -> Option<Arc<ClusterPresence>> {
         Some(Arc::clone(
             &self.presence.read().unwrap_or_else(|p| p.into_inner()),

@@ -177,6 +177,11 @@ impl Registry {
         self.storage.presence()
     }
 
+    /// The cluster CA of peer links (with etcd; `None` with SQLite).
+    pub fn cluster_ca(&self) -> Option<crate::cluster::ClusterCa> {
+        self.storage.cluster_ca()
+    }
+
     /// The metrics the registry counts into.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

@@ -61,6 +61,10 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     fn presence(&self) -> Option<Arc<crate::cluster::ClusterPresence>> {
         None
     }
+    /// The cluster CA of peer links (a shared store only).
+    fn cluster_ca(&self) -> Option<crate::cluster::ClusterCa> {
+        None
+    }
 }
 
 /// What [`Storage::on_remote_change`] calls.

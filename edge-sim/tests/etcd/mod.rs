@@ -245,6 +245,24 @@ impl Etcd {
     }
 }
 
+impl Etcd {
+    /// Puts `key` = `value` (no lease) through the JSON gateway of some live member; whether
+    /// one accepted it.
+    pub fn put(&self, key: &str, value: &str) -> bool {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let body = format!(
+            r#"{{"key":"{}","value":"{}"}}"#,
+            b64(key.as_bytes()),
+            b64(value.as_bytes())
+        );
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .any(|m| post(m.client, "/v3/kv/put", &body).is_some_and(|b| b.contains("revision")))
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill_all();

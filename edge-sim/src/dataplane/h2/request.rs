@@ -174,6 +174,7 @@ async fn prepare(
                 Decision::Fail(f) => return Prepared::Fail(f),
                 _ => return Prepared::Fail(Failure::no_connector()),
             },
+            Pick::Unreachable(detail) => return Prepared::Fail(Failure::peer(detail)),
         };
         let out = match &req_body {
             ReqBody::Buffered(c, _) if c.is_empty() => Outgoing::Empty,

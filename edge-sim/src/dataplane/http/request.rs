@@ -195,6 +195,9 @@ async fn route(
         Pick::Local { link, load } => (Choice::Local, Some((link, load)), None),
         Pick::Elsewhere(to, chosen) => (Choice::Elsewhere(to), None, chosen),
         Pick::NoConnector => (Choice::Nothing, None, None),
+        Pick::Unreachable(detail) => {
+            return Route::Done(fail(w, c, &Failure::peer(detail), close).await);
+        }
     };
     let fresh = retries.excluded().is_empty() && matches!(body, ReqBody::Empty);
     match (retries.decide(choice, body.replayable()), local) {

@@ -1,0 +1,170 @@
+//! The receiving side: the peer listener on every worker, the TLS handshake that admits only
+//! nodes of this cluster, and serving each forwarded stream from this worker's own links.
+//!
+//! A stream that arrives here is never forwarded again: it is opened on a link of this
+//! worker ([`Worker::pick`] never looks at other nodes), or refused with `REFUSED_STREAM`
+//! before any byte reached an origin, so the sending node tries its next candidate.
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use compio::net::{TcpListener, TcpStream};
+use ringtun_core::http::{RequestRoute, decode_request_meta, tunnel_link_config};
+use ringtun_core::link::{Incoming, Link, LinkError, Stream};
+use ringtun_core::mux::{ErrorCode, Role, StreamKind};
+use ringtun_core::rt::net::{SocketTuning, tune_stream};
+use ringtun_core::tls::TlsStream;
+use uuid::Uuid;
+
+use super::PeerPlane;
+use super::metrics::Served;
+use crate::dataplane::worker::{Pick, Worker};
+
+/// Accepts peer links on this worker's peer socket until the edge drains.
+pub(crate) async fn accept_loop(w: Rc<Worker>, listener: TcpListener, plane: Arc<PeerPlane>) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                compio::runtime::spawn(serve_link(Rc::clone(&w), tcp, peer, Arc::clone(&plane)))
+                    .detach();
+            }
+            Err(_) if w.plane.is_draining() || plane.is_stopping() => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "peer link accept failed");
+                compio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One accepted peer link: TLS (a client certificate of the cluster CA is required), then
+/// every stream the other node opens.
+async fn serve_link(w: Rc<Worker>, tcp: TcpStream, peer: SocketAddr, plane: Arc<PeerPlane>) {
+    if let Err(e) = tune_stream(&tcp, &SocketTuning::default()) {
+        tracing::debug!(error = %e, "cannot tune a peer link socket");
+    }
+    let accept = TlsStream::accept(tcp, Arc::clone(&plane.tls.server));
+    let tls = match compio::time::timeout(w.plane.handshake_timeout, accept).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return plane.rejected("tls", peer, &e.to_string()),
+        Err(_) => return plane.rejected("timeout", peer, "no TLS handshake in time"),
+    };
+    let link = Link::spawn(tls, Role::Server, tunnel_link_config());
+    plane.metrics.peer.links.inc();
+    tracing::debug!(%peer, "peer link accepted");
+    {
+        // At drain, the other node opens nothing new here (GOAWAY); its streams finish.
+        let (link, w) = (link.clone(), Rc::clone(&w));
+        compio::runtime::spawn(async move {
+            w.plane.draining.wait().await;
+            link.drain();
+        })
+        .detach();
+    }
+    while let Some(inc) = link.accept().await {
+        compio::runtime::spawn(serve_stream(Rc::clone(&w), inc)).detach();
+    }
+    let why = link.closed().await;
+    plane.metrics.peer.links.dec();
+    tracing::debug!(%peer, reason = %why, "peer link closed");
+}
+
+/// The tunnel a forwarded stream belongs to, from its OPEN metadata and this node's routes.
+fn tunnel_of(w: &Worker, kind: StreamKind, meta: &bytes::Bytes) -> Result<Option<Uuid>, ()> {
+    let routes = w.routes();
+    match kind {
+        StreamKind::Tcp => {
+            let port = std::str::from_utf8(meta)
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or(())?;
+            Ok(routes.tunnel_for_port(port))
+        }
+        StreamKind::Http | StreamKind::WebSocket => {
+            let (head, _) = decode_request_meta(meta.clone()).map_err(|_| ())?;
+            let route = RequestRoute::of(&head).map_err(|_| ())?;
+            Ok(routes.tunnel_for_host(route.host()))
+        }
+    }
+}
+
+/// Serves one forwarded stream on a link of this worker, or refuses it.
+async fn serve_stream(w: Rc<Worker>, inc: Incoming) {
+    let Incoming { kind, meta, stream } = inc;
+    let metrics = Arc::clone(w.plane.registry.metrics());
+    let refuse = |result: Served, stream: &Stream| {
+        metrics.peer.served(result);
+        stream.reset(ErrorCode::REFUSED_STREAM);
+    };
+    let tunnel = match tunnel_of(&w, kind, &meta) {
+        Ok(Some(t)) => t,
+        Ok(None) => return refuse(Served::NoRoute, &stream),
+        Err(()) => {
+            metrics.peer.served(Served::BadMeta);
+            return stream.reset(ErrorCode::PROTOCOL_ERROR);
+        }
+    };
+    let Some(_slot) = w.tunnel_slot(tunnel) else {
+        return refuse(Served::Refused, &stream);
+    };
+    // Only this worker's own links: a forwarded stream is never forwarded again.
+    let (link, load) = match w.pick(tunnel, &[], false, None) {
+        Pick::Local { link, load } => (link, load),
+        _ => return refuse(Served::NoLink, &stream),
+    };
+    let local = match link.open(kind, meta) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, %tunnel, "cannot open a forwarded stream on a local link");
+            return refuse(Served::Refused, &stream);
+        }
+    };
+    let _guard = load.start_stream();
+    let (peer, local) = (Rc::new(stream), Rc::new(local));
+    // The request direction flows while the REPLY is awaited.
+    let up = compio::runtime::spawn(copy(Rc::clone(&peer), Rc::clone(&local)));
+    match local.reply_meta().await {
+        Ok(m) => {
+            metrics.peer.served(Served::Served);
+            if peer.reply(m).is_err() {
+                local.reset(ErrorCode::CANCEL);
+                return;
+            }
+        }
+        // Refused before processing: the sender may take it elsewhere.
+        Err(LinkError::Refused) => return refuse(Served::Refused, &peer),
+        Err(LinkError::Reset(code)) => {
+            metrics.peer.served(Served::Served);
+            return peer.reset(code);
+        }
+        Err(e) => {
+            metrics.peer.served(Served::Served);
+            tracing::debug!(error = %e, %tunnel, "forwarded stream failed at its connector");
+            return peer.reset(ErrorCode::CANCEL);
+        }
+    }
+    copy(Rc::clone(&local), Rc::clone(&peer)).await;
+    let _ = up.await;
+}
+
+/// Copies one direction of a forwarded stream: DATA as it comes (no copy of the bytes), then
+/// FIN, or the reset that ended it.
+async fn copy(from: Rc<Stream>, to: Rc<Stream>) {
+    loop {
+        match from.read().await {
+            Ok(Some(data)) => {
+                if to.write(data).await.is_err() {
+                    from.reset(ErrorCode::CANCEL);
+                    return;
+                }
+            }
+            Ok(None) => {
+                let _ = to.finish();
+                return;
+            }
+            Err(LinkError::Reset(code)) => return to.reset(code),
+            Err(_) => return to.reset(ErrorCode::CANCEL),
+        }
+    }
+}
