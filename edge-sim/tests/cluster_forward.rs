@@ -73,6 +73,19 @@ impl Node {
             .expect("the node logs its ID")
     }
 
+    /// The peer listener's address, from its start-up log line.
+    fn peer_addr(&self) -> std::net::SocketAddr {
+        let log = self.0.log.lock().expect("log lock");
+        log.iter()
+            .find(|l| l.contains("peer links listening"))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("peer="))
+                    .and_then(|a| a.parse().ok())
+            })
+            .expect("the node logs its peer address")
+    }
+
     /// The value of the metric line that starts with `line_start`, 0 when absent.
     fn metric(&self, line_start: &str) -> f64 {
         let (status, text) = self.admin("GET", "/metrics", None);
@@ -200,6 +213,24 @@ fn requests_to_nodes_without_a_link_are_forwarded_to_the_node_that_has_one() {
     // Node 1 served every forwarded one from its own link and forwarded nothing itself.
     assert!(nodes[0].metric("ringtun_edge_peer_streams_total{reason=\"served\"} ") >= 12.0);
     assert_eq!(nodes[0].metric("ringtun_edge_peer_forwarded_total "), 0.0);
+
+    // Something that is not a node of the cluster (no certificate of the cluster CA) is
+    // refused at the TLS handshake, and counted.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(nodes[0].peer_addr()).expect("connect");
+    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let deadline = Instant::now() + DEADLINE;
+    while nodes[0].metric("ringtun_edge_peer_rejected_total{reason=\"tls\"} ") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the peer listener never counted the refusal"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -294,7 +294,14 @@ async fn dial(
             .map_err(|e| ("tls", format!("tls: {e}")))
     };
     match compio::time::timeout(timeout, connect).await {
-        Ok(Ok(tls)) => Ok(Link::spawn(tls, Role::Client, tunnel_link_config())),
+        Ok(Ok(tls)) => {
+            // Only the dialer opens streams on a peer link.
+            let config = ringtun_core::mux::Config {
+                peer_opens_streams: false,
+                ..tunnel_link_config()
+            };
+            Ok(Link::spawn(tls, Role::Client, config))
+        }
         Ok(Err(e)) => Err(e),
         Err(_) => Err((
             "connect_timeout",
