@@ -120,6 +120,34 @@ impl Node {
     }
 }
 
+/// One GET for [`HOST`] over h2c with prior knowledge: status and body.
+fn h2_get(addr: std::net::SocketAddr) -> (u16, Vec<u8>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri(format!("http://{HOST}/"))
+            .body(())
+            .expect("request");
+        let (resp, _) = client.send_request(req, true).expect("send request");
+        let resp = resp.await.expect("response");
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut got = Vec::new();
+        while let Some(d) = body.data().await {
+            let d = d.expect("response data");
+            let _ = body.flow_control().release_capacity(d.len());
+            got.extend_from_slice(&d);
+        }
+        (status, got)
+    })
+}
+
 fn prefix() -> String {
     format!("/test-{}/", Uuid::new_v4())
 }
@@ -204,14 +232,17 @@ fn requests_to_nodes_without_a_link_are_forwarded_to_the_node_that_has_one() {
         let r = c.read("POST");
         assert_eq!(r.status, 200);
         assert_eq!(r.body.len(), body.len());
-        assert!(node.metric("ringtun_edge_peer_forwarded_total ") >= 6.0);
+        // HTTP/2 (h2c) goes the same way.
+        let (status, body) = h2_get(node.0.public);
+        assert_eq!((status, body.as_slice()), (200, b"hello from c1".as_slice()));
+        assert!(node.metric("ringtun_edge_peer_forwarded_total ") >= 7.0);
         assert_eq!(
             node.metric("ringtun_edge_peer_streams_total{reason=\"served\"} "),
             0.0
         );
     }
     // Node 1 served every forwarded one from its own link and forwarded nothing itself.
-    assert!(nodes[0].metric("ringtun_edge_peer_streams_total{reason=\"served\"} ") >= 12.0);
+    assert!(nodes[0].metric("ringtun_edge_peer_streams_total{reason=\"served\"} ") >= 14.0);
     assert_eq!(nodes[0].metric("ringtun_edge_peer_forwarded_total "), 0.0);
 
     // Something that is not a node of the cluster (no certificate of the cluster CA) is
