@@ -8,7 +8,7 @@
 # CPU per request: utime+stime of every process on the path (/proc/PID/stat), divided by the
 # responses of the run; local: node 1 and the connector; forwarded: node 2, node 1, connector.
 #
-# Usage: perf/cluster-forward.sh [SECONDS] [CONNECTIONS]   (defaults 10 and 8)
+# Usage: perf/cluster-forward.sh [SECONDS] [CONNECTIONS]   (defaults 10 and 8; one load thread)
 #   BUILD=debug uses target/debug instead of a release build (quicker to build, slower to run).
 # Writes perf/results/cluster-forward/<date>/README.md and the raw ringtun-load JSON next to it.
 set -euo pipefail
@@ -99,7 +99,7 @@ run() { # name public pids...
   local name=$1 public=$2; shift 2
   local before after
   before=$(cpu_ticks "$@")
-  $LOAD http "http://$public/" --host bench.test -c "$CONNS" -d "${DUR}s" --warmup 1s -q \
+  $LOAD http "http://$public/" --host bench.test -R 0 -t 1 -c "$CONNS" -d "${DUR}s" --warmup 1s -q \
     --json "$OUT/$name.json" > "$OUT/$name.txt" 2>&1 || true
   after=$(cpu_ticks "$@")
   local responses; responses=$(json "$OUT/$name.json" "d['counters']['responses']")

@@ -234,7 +234,10 @@ fn requests_to_nodes_without_a_link_are_forwarded_to_the_node_that_has_one() {
         assert_eq!(r.body.len(), body.len());
         // HTTP/2 (h2c) goes the same way.
         let (status, body) = h2_get(node.0.public);
-        assert_eq!((status, body.as_slice()), (200, b"hello from c1".as_slice()));
+        assert_eq!(
+            (status, body.as_slice()),
+            (200, b"hello from c1".as_slice())
+        );
         assert!(node.metric("ringtun_edge_peer_forwarded_total ") >= 7.0);
         assert_eq!(
             node.metric("ringtun_edge_peer_streams_total{reason=\"served\"} "),
