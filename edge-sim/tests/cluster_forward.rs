@@ -345,12 +345,23 @@ fn a_node_down_is_skipped_for_the_next_and_with_none_left_the_502_names_them() {
         assert_eq!((r.status, r.text()), (200, "hello from c3".to_owned()));
         assert!(Instant::now() < deadline, "node 2 never tried node 1");
     }
+    // Two failures in a row open node 1's breaker: it is skipped from then on, not dialed.
+    let deadline = Instant::now() + DEADLINE;
+    while nodes[1].metric("ringtun_edge_peer_breaker_opened_total ") < 1.0 {
+        let r = nodes[1].get("/");
+        assert_eq!((r.status, r.text()), (200, "hello from c3".to_owned()));
+        assert!(Instant::now() < deadline, "node 1's breaker never opened");
+    }
+    let failures = nodes[1].metric("ringtun_edge_peer_failures_total{reason=\"connect\"} ");
     for _ in 0..10 {
         let r = nodes[1].get("/");
         assert_eq!((r.status, r.text()), (200, "hello from c3".to_owned()));
     }
-    // Two failures in a row opened node 1's breaker: it is skipped, not dialed again.
-    assert!(nodes[1].metric("ringtun_edge_peer_breaker_opened_total ") >= 1.0);
+    assert_eq!(
+        nodes[1].metric("ringtun_edge_peer_failures_total{reason=\"connect\"} "),
+        failures,
+        "a node whose breaker is open was dialed again"
+    );
 
     // Node 3 down too: nothing left; the 502 names both nodes.
     let _ = nodes[2].0.child.kill();
