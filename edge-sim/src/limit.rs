@@ -39,11 +39,14 @@ pub enum Limit {
     /// more refused or malformed streams than `--h2-max-refused-streams`, too many streams
     /// reset before they were accepted, a flood of tiny DATA frames.
     H2ProtocolAbuse,
+    /// A public HTTPS client did not finish its TLS handshake within
+    /// `--public-tls-handshake-timeout`.
+    TlsHandshakeTimeout,
 }
 
 impl Limit {
     /// Every limit, in label order.
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 11] = [
         Limit::ClientWriteTimeout,
         Limit::IdleTimeout,
         Limit::RequestBodyTimeout,
@@ -54,6 +57,7 @@ impl Limit {
         Limit::EtcdTimeout,
         Limit::H2ClientResets,
         Limit::H2ProtocolAbuse,
+        Limit::TlsHandshakeTimeout,
     ];
 
     /// The metric label and the log field.
@@ -69,6 +73,7 @@ impl Limit {
             Limit::EtcdTimeout => "etcd_timeout",
             Limit::H2ClientResets => "h2_client_resets",
             Limit::H2ProtocolAbuse => "h2_protocol_abuse",
+            Limit::TlsHandshakeTimeout => "tls_handshake_timeout",
         }
     }
 

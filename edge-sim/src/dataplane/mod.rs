@@ -56,6 +56,7 @@
 //! - `pipe`: raw bytes both ways between a public socket and a stream (upgrades, TCP routes).
 //! - [`faults`]: edge servers and data centers taken down and up (fault injection).
 
+mod client_io;
 pub mod faults;
 mod h2;
 pub mod http;
