@@ -1,8 +1,14 @@
 //! The public HTTP/1.1 ingress: parse, route by `Host`, choose a replica, one stream per
 //! request, stream the bodies both ways, keep the client connection alive.
 //!
-//! A fresh connection whose first bytes are the HTTP/2 connection preface (h2c with prior
-//! knowledge) is served by `dataplane/h2` instead (`starts_h2`, the only HTTP/2 hook here).
+//! The connection is plain TCP (`--public-http`) or TLS (`--public-https` when ALPN chose
+//! `http/1.1` or the client offered none; `dataplane/h2/tls.rs`): everything here is generic
+//! over [`ClientIo`](super::client_io::ClientIo), monomorphised for each, so the plaintext path
+//! does what it did before. `X-Forwarded-Proto` says which (`http` or `https`).
+//!
+//! A fresh plaintext connection whose first bytes are the HTTP/2 connection preface (h2c with
+//! prior knowledge) is served by `dataplane/h2` instead (`starts_h2`, the only HTTP/2 hook
+//! here).
 //!
 //! # Tasks per connection
 //! One task serves the connection. While a request body is forwarded, a second task owns the
@@ -19,7 +25,8 @@
 //! [`RETRY_BODY_LIMIT`] (Content-Length, or chunked ending within it) is read whole before the
 //! stream opens and resent on a retry; a bigger one streams and a refusal of it is a 502 saying
 //! so. When the next replica only has links on another worker, the request (head, buffered body
-//! and what followed) is handed to that worker.
+//! and what followed) is handed to that worker; over TLS the session goes with the socket
+//! (`TlsStream::into_parts`, as a moving link's does).
 //!
 //! # Slow clients and capacity
 //! Every connection is its own task, so a stalled client blocks nobody else. A watchdog task
@@ -236,8 +243,8 @@ pub(crate) async fn serve<S: ClientIo>(
     let metrics = Arc::clone(w.plane.registry.metrics());
     // A handed-off connection's first request was counted by the worker that read it.
     let mut counted = c.hops > 0;
-    loop {
-        let Some(rd) = c.rd.as_mut() else { break };
+    // The read half is always back here between requests (a body pump returns it).
+    while let Some(rd) = c.rd.as_mut() {
         watch.start(HEAD_TIMEOUT, ReadKind::Head);
         let head = read_request_head(rd, &mut c.buf, &limits).await;
         watch.stop();
