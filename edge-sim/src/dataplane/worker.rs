@@ -15,7 +15,6 @@ use ringtun_core::link::Link;
 use ringtun_core::mux::ErrorCode;
 use ringtun_core::rt::net::ListenerSet;
 use ringtun_core::rt::{MailboxSender, WorkerCtx};
-use ringtun_core::tls::TlsStream;
 use uuid::Uuid;
 
 use super::lb::{Ask, ByTunnel, ConnectorLoad, Route, choose_replica};
@@ -352,8 +351,15 @@ impl Worker {
 
     fn take_handoff(self: &Rc<Self>, h: Handoff) {
         let w = Rc::clone(self);
-        match (h.socket, h.kind) {
-            (Moving::Plain(socket), kind) => {
+        match h.kind {
+            HandoffKind::Http { hops, chosen } => {
+                super::http::take_over(w, h.socket, h.peer, h.buf, hops, h.slot, chosen);
+            }
+            HandoffKind::Tcp(port, chosen) => {
+                let Moving::Plain(socket) = h.socket else {
+                    tracing::warn!("a TCP-route connection cannot arrive over TLS; closed");
+                    return;
+                };
                 let stream = match TcpStream::from_std(socket) {
                     Ok(s) => s,
                     Err(e) => {
@@ -361,55 +367,8 @@ impl Worker {
                         return;
                     }
                 };
-                match kind {
-                    HandoffKind::Http { hops, chosen } => {
-                        let watch = super::http::watch_conn(&w, &stream, h.peer, false);
-                        let sock = stream.clone();
-                        let conn = super::http::Accepted {
-                            sock,
-                            peer: h.peer,
-                            watch,
-                            slot: h.slot,
-                        };
-                        compio::runtime::spawn(super::http::serve(
-                            w, stream, conn, h.buf, hops, chosen,
-                        ))
-                        .detach();
-                    }
-                    HandoffKind::Tcp(port, chosen) => {
-                        compio::runtime::spawn(super::tcp::serve(
-                            w,
-                            stream,
-                            h.peer,
-                            port,
-                            h.slot,
-                            Some(chosen),
-                        ))
-                        .detach();
-                    }
-                }
-            }
-            (Moving::Tls(parts), HandoffKind::Http { hops, chosen }) => {
-                let tls = match TlsStream::from_parts(*parts) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot register a handed-off TLS connection");
-                        return;
-                    }
-                };
-                let sock = tls.socket().clone();
-                let watch = super::http::watch_conn(&w, &sock, h.peer, false);
-                let conn = super::http::Accepted {
-                    sock,
-                    peer: h.peer,
-                    watch,
-                    slot: h.slot,
-                };
-                compio::runtime::spawn(super::http::serve(w, tls, conn, h.buf, hops, chosen))
-                    .detach();
-            }
-            (Moving::Tls(_), HandoffKind::Tcp(..)) => {
-                tracing::warn!("a TCP-route connection cannot arrive over TLS; closed");
+                let serve = super::tcp::serve(w, stream, h.peer, port, h.slot, Some(chosen));
+                compio::runtime::spawn(serve).detach();
             }
         }
     }

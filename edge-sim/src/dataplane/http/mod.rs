@@ -70,12 +70,14 @@ use compio::io::AsyncReadExt;
 use compio::net::{TcpListener, TcpStream};
 use ringtun_core::http::io::{IDLE_CHUNK, read_more, read_request_head, write_bufs};
 use ringtun_core::http::{HeadLimits, HttpError, NO_CONNECTOR_DETAIL, error_response, response_of};
+use ringtun_core::tls::TlsStream;
 
 pub use super::watchdog::HEAD_TIMEOUT;
 pub use body::RETRY_BODY_LIMIT;
 
 use super::client_io::ClientIo;
 use super::limits::ClientSlot;
+use super::links::Moving;
 use super::watchdog::{ReadKind, Watch, watchdog};
 use super::worker::Worker;
 
@@ -141,6 +143,48 @@ pub(crate) fn watch_conn(
     let dog = watchdog(Rc::clone(&watch), sock.clone(), tick, peer, metrics);
     compio::runtime::spawn(dog).detach();
     watch
+}
+
+/// Serves a public HTTP connection that another worker handed over (`socket`, with its TLS
+/// session if it has one; `buf`: what was read from it already).
+pub(crate) fn take_over(
+    w: Rc<Worker>,
+    socket: Moving,
+    peer: SocketAddr,
+    buf: BytesMut,
+    hops: u8,
+    slot: Option<ClientSlot>,
+    chosen: Option<Uuid>,
+) {
+    match socket {
+        Moving::Plain(socket) => match TcpStream::from_std(socket) {
+            Ok(s) => {
+                let watch = watch_conn(&w, &s, peer, false);
+                let conn = Accepted {
+                    sock: s.clone(),
+                    peer,
+                    watch,
+                    slot,
+                };
+                compio::runtime::spawn(serve(w, s, conn, buf, hops, chosen)).detach();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot register a handed-off socket"),
+        },
+        Moving::Tls(parts) => match TlsStream::from_parts(*parts) {
+            Ok(tls) => {
+                let sock = tls.socket().clone();
+                let watch = watch_conn(&w, &sock, peer, false);
+                let conn = Accepted {
+                    sock,
+                    peer,
+                    watch,
+                    slot,
+                };
+                compio::runtime::spawn(serve(w, tls, conn, buf, hops, chosen)).detach();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot register a handed-off TLS connection"),
+        },
+    }
 }
 
 /// A public connection as accepted (or taken over from another worker), before HTTP.
