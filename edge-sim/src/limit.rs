@@ -44,11 +44,14 @@ pub enum Limit {
     /// A peer node was skipped because its circuit breaker is open (`--peer-breaker-failures`
     /// failures in a row, for `--peer-breaker-cooldown-ms`).
     PeerBreakerOpen,
+    /// A public HTTPS client did not finish its TLS handshake within
+    /// `--public-tls-handshake-timeout`.
+    TlsHandshakeTimeout,
 }
 
 impl Limit {
     /// Every limit, in label order.
-    pub const ALL: [Limit; 12] = [
+    pub const ALL: [Limit; 13] = [
         Limit::ClientWriteTimeout,
         Limit::IdleTimeout,
         Limit::RequestBodyTimeout,
@@ -61,6 +64,7 @@ impl Limit {
         Limit::H2ProtocolAbuse,
         Limit::PeerConnectTimeout,
         Limit::PeerBreakerOpen,
+        Limit::TlsHandshakeTimeout,
     ];
 
     /// The metric label and the log field.
@@ -78,6 +82,7 @@ impl Limit {
             Limit::H2ProtocolAbuse => "h2_protocol_abuse",
             Limit::PeerConnectTimeout => "peer_connect_timeout",
             Limit::PeerBreakerOpen => "peer_breaker_open",
+            Limit::TlsHandshakeTimeout => "tls_handshake_timeout",
         }
     }
 

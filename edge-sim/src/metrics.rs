@@ -39,7 +39,7 @@ pub use per_worker::{AtomicHistogram, HistogramCounts, WorkerCounter};
 /// The causes of `ringtun_edge_public_errors_total{cause}` that the data plane reports: each
 /// has a per-worker counter made up front (so every cause shows, at 0 until it happens). A
 /// cause not in this list still counts, through the family's lock.
-pub const PUBLIC_ERROR_CAUSES: [&str; 8] = [
+pub const PUBLIC_ERROR_CAUSES: [&str; 9] = [
     "no_route",
     "no_connector",
     "tunnel_streams",
@@ -48,6 +48,7 @@ pub const PUBLIC_ERROR_CAUSES: [&str; 8] = [
     "bad_request",
     "body_timeout",
     "refused_large_body",
+    "tls_handshake",
 ];
 
 /// `Content-Type` of the encoded metrics.

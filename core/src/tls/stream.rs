@@ -176,6 +176,7 @@ impl<S: TlsSocket> TlsStream<S> {
                 pos,
                 eof: false,
                 plain: Vec::with_capacity(READ_CHUNK),
+                flush_inline: false,
             },
             writer: TlsWriter {
                 state: state.clone(),
@@ -192,6 +193,40 @@ impl<S: TlsSocket> TlsStream<S> {
             .conn
             .alpn_protocol()
             .map(<[u8]>::to_vec)
+    }
+
+    /// The socket the stream runs over (a handle on it: shutting it down ends the operations in
+    /// flight on both halves).
+    pub fn socket(&self) -> &S {
+        &self.reader.tcp
+    }
+
+    /// Splits the stream into halves that [`TlsStream::from_halves`] can put together again,
+    /// for a caller that reads on one task and writes on another without a long-lived
+    /// transport (the edge's public HTTP/1.1 over TLS). Unlike [`Transport::split`] no
+    /// flusher task is spawned: what reading makes rustls want to send (a key update answer,
+    /// an alert) is sent by the reader itself at the end of that read.
+    pub fn into_halves(mut self) -> (TlsReader<S>, TlsWriter<S>) {
+        self.reader.flush_inline = true;
+        let TlsStream { reader, writer, .. } = self;
+        (reader, writer)
+    }
+
+    /// Puts halves from [`TlsStream::into_halves`] together again; they must be of one stream.
+    pub fn from_halves(mut reader: TlsReader<S>, writer: TlsWriter<S>) -> io::Result<TlsStream<S>> {
+        if !Rc::ptr_eq(&reader.state, &writer.state) {
+            return Err(io::Error::other("the tls halves are of different streams"));
+        }
+        reader.flush_inline = false;
+        let shutdown = TlsShutdown {
+            tcp: reader.tcp.clone(),
+            state: Rc::clone(&reader.state),
+        };
+        Ok(TlsStream {
+            reader,
+            writer,
+            shutdown,
+        })
     }
 
     /// Asks for fresh traffic keys: sends a TLS 1.3 `KeyUpdate` that also asks the peer to
@@ -263,6 +298,7 @@ impl TlsStream<TcpStream> {
                 pos: 0,
                 eof: parts.eof,
                 plain: Vec::with_capacity(READ_CHUNK),
+                flush_inline: false,
             },
             writer: TlsWriter {
                 state: state.clone(),
@@ -414,6 +450,9 @@ pub struct TlsReader<S: TlsSocket = TcpStream> {
     eof: bool,
     /// Plaintext of the current read, before it is put into the caller's buffer.
     plain: Vec<u8>,
+    /// No flusher task runs ([`TlsStream::into_halves`]): a read sends what it made rustls
+    /// want to send before it returns.
+    flush_inline: bool,
 }
 
 impl<S: TlsSocket> std::fmt::Debug for TlsReader<S> {
@@ -518,6 +557,12 @@ fn put_at<B: IoBufMut>(buf: &mut B, offset: usize, data: &[u8]) -> io::Result<()
 impl<S: TlsSocket> AsyncRead for TlsReader<S> {
     async fn read<B: IoBufMut>(&mut self, mut buf: B) -> BufResult<usize, B> {
         let res = self.read_into(&mut buf).await;
+        if self.flush_inline {
+            let wanted = std::mem::take(&mut self.state.borrow_mut().flush_wanted);
+            if wanted {
+                let _ = flush_port(&self.state).await;
+            }
+        }
         BufResult(res, buf)
     }
 }

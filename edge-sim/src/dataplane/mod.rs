@@ -45,9 +45,10 @@
 //! - [`lb`]: replica choice: per-connector load, the load table, the policies, and whether
 //!   this worker or another opens the stream.
 //! - [`worker`]: per-worker state: live links, snapshots of routes and connectors, hand-off.
-//! - [`http`]: the public HTTP/1.1 ingress.
+//! - [`http`]: the public HTTP/1.1 ingress, over plain TCP or TLS (`client_io`: the client
+//!   stream it is generic over).
 //! - `h2`: the public HTTP/2 ingress (h2c prior knowledge on the public HTTP listener, TLS with
-//!   ALPN `h2` on `--public-https`).
+//!   ALPN `h2` on `--public-https`), and the HTTPS listener that sends `http/1.1` to [`http`].
 //! - `open`, `retry`: one attempt at opening a request's stream, and the retry decision (both
 //!   ingresses).
 //! - [`tcp`]: the public TCP route listeners.
@@ -56,6 +57,7 @@
 //! - `pipe`: raw bytes both ways between a public socket and a stream (upgrades, TCP routes).
 //! - [`faults`]: edge servers and data centers taken down and up (fault injection).
 
+mod client_io;
 pub mod faults;
 mod h2;
 pub mod http;

@@ -18,6 +18,7 @@ use ringtun_core::link::Stream;
 use ringtun_core::link::pipe::{self, PipeHooks, ReadEnd, WriteEnd};
 use ringtun_core::mux::ErrorCode;
 
+use super::client_io::ClientIo;
 use super::watchdog::Watch;
 use crate::metrics::Metrics;
 
@@ -50,10 +51,13 @@ impl PipeHooks for Hooks {
     }
 }
 
-/// Raw bytes both ways between a client socket and a stream (after `101`, and for TCP
-/// routes), with half-close: client EOF → FIN; stream FIN → shutdown(write). A reader task
-/// owns the client's read side; it is ended by the client's EOF or by shutting the socket.
-pub(crate) async fn pipe(
+/// Raw bytes both ways between a client connection and a stream (after `101`, and for TCP
+/// routes), with half-close: client EOF → FIN; stream FIN → the client's sending side closed
+/// (over TLS with `close_notify`). A reader task owns the client's read half; it is ended by
+/// the client's EOF or by shutting the socket `sock` down.
+pub(crate) async fn pipe<S: ClientIo>(
+    rd: S::Rd,
+    mut wr: S::Wr,
     sock: TcpStream,
     buf: BytesMut,
     s: Rc<Stream>,
@@ -62,7 +66,7 @@ pub(crate) async fn pipe(
 ) {
     let hooks = Rc::new(Hooks { metrics, watch });
     let up = {
-        let mut rd = sock.clone();
+        let mut rd = rd;
         let s = Rc::clone(&s);
         let hooks = Rc::clone(&hooks);
         compio::runtime::spawn(async move {
@@ -77,21 +81,24 @@ pub(crate) async fn pipe(
             }
         })
     };
-    let mut wr = sock.clone();
-    let how = match pipe::stream_to_socket(&s, &mut wr, &*hooks).await {
-        WriteEnd::Fin => std::net::Shutdown::Write,
-        WriteEnd::Stream(_) => std::net::Shutdown::Both,
+    let fin = match pipe::stream_to_socket(&s, &mut wr, &*hooks).await {
+        WriteEnd::Fin => true,
+        WriteEnd::Stream(_) => false,
         WriteEnd::Aborted => {
             s.reset(ErrorCode::CANCEL);
-            std::net::Shutdown::Both
+            false
         }
         WriteEnd::Socket(_) => {
             if hooks.watch.fired().is_some() {
                 s.reset(ErrorCode::CANCEL);
             }
-            std::net::Shutdown::Both
+            false
         }
     };
-    let _ = socket2::SockRef::from(&sock).shutdown(how);
+    if fin {
+        S::close_write(&mut wr, &sock).await;
+    } else {
+        let _ = socket2::SockRef::from(&sock).shutdown(std::net::Shutdown::Both);
+    }
     let _ = up.await;
 }

@@ -22,6 +22,7 @@ use ringtun_core::mux::StreamKind;
 use ringtun_core::rt::net::ListenerSet;
 
 use super::limits::ClientSlot;
+use super::links::Moving;
 use super::pipe::pipe;
 use super::watchdog::{Watch, watchdog};
 use super::worker::{HandoffKind, Pick, Worker};
@@ -148,7 +149,8 @@ pub(crate) async fn serve(
             },
             Pick::Elsewhere(to, chosen) if !handed_off => {
                 let kind = HandoffKind::Tcp(port, chosen);
-                if !w.hand_off(to, &sock, peer, BytesMut::new(), kind, slot) {
+                let moving = Moving::plain(&sock);
+                if !w.hand_off(to, moving, peer, BytesMut::new(), kind, slot) {
                     metrics.public_error("no_connector");
                 }
                 return;
@@ -173,7 +175,9 @@ pub(crate) async fn serve(
         Arc::clone(&metrics),
     );
     compio::runtime::spawn(dog).detach();
-    pipe(
+    pipe::<TcpStream>(
+        sock.clone(),
+        sock.clone(),
         sock,
         BytesMut::new(),
         Rc::new(stream),

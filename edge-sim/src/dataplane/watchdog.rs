@@ -32,6 +32,8 @@ pub(crate) enum ReadKind {
     Head,
     /// A piece of a request body.
     Body,
+    /// The TLS handshake of a public HTTPS connection (`--public-tls-handshake-timeout`).
+    TlsHandshake,
 }
 
 /// Which deadline ended the connection.
@@ -51,6 +53,7 @@ impl Fired {
         match self {
             Fired::Read(ReadKind::Head) => None,
             Fired::Read(ReadKind::Body) => Some(Limit::RequestBodyTimeout),
+            Fired::Read(ReadKind::TlsHandshake) => Some(Limit::TlsHandshakeTimeout),
             Fired::Write => Some(Limit::ClientWriteTimeout),
             Fired::Idle => Some(Limit::IdleTimeout),
         }

@@ -19,18 +19,19 @@ use uuid::Uuid;
 
 use super::lb::{Ask, ByTunnel, ConnectorLoad, Route, choose_replica};
 use super::limits::{ClientSlot, TunnelSlot};
+use super::links::Moving;
 use super::{ServerInfo, SharedState, WorkerMsg};
 use crate::limit::Limit;
 use crate::metrics::WorkerLabels;
 use crate::registry::RouteTable;
 use prometheus_client::metrics::counter::Counter;
 
-/// A public connection moving to another worker: a duplicate of its socket (`Send`) and the
-/// bytes already read from it.
+/// A public connection moving to another worker: a duplicate of its socket and, over TLS, its
+/// session (`Send`), and the bytes already read from it.
 #[derive(Debug)]
 pub struct Handoff {
-    /// The client socket.
-    pub socket: std::net::TcpStream,
+    /// The client socket (with its TLS session, for HTTP/1.1 over TLS).
+    pub(crate) socket: Moving,
     /// The client's address.
     pub peer: SocketAddr,
     /// Bytes read but not processed (for HTTP, the request head re-encoded and what followed).
@@ -327,21 +328,21 @@ impl Worker {
         }
     }
 
-    /// Hands the public connection `stream` to worker `to`. The caller drops its handles of
-    /// `stream` afterwards; the duplicate keeps the connection open.
+    /// Hands a public connection, taken apart for the move (`socket`), to worker `to`. The
+    /// caller drops its handles of the connection afterwards; the moved socket keeps it open.
     pub(crate) fn hand_off(
         &self,
         to: usize,
-        stream: &TcpStream,
+        socket: std::io::Result<Moving>,
         peer: SocketAddr,
         buf: BytesMut,
         kind: HandoffKind,
         slot: Option<ClientSlot>,
     ) -> bool {
-        let socket = match socket2::SockRef::from(stream).try_clone() {
-            Ok(s) => std::net::TcpStream::from(s),
+        let socket = match socket {
+            Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot duplicate a public socket for hand-off");
+                tracing::warn!(error = %e, "cannot take a public connection apart for hand-off");
                 return false;
             }
         };
@@ -378,36 +379,25 @@ impl Worker {
     }
 
     fn take_handoff(self: &Rc<Self>, h: Handoff) {
-        let stream = match TcpStream::from_std(h.socket) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot register a handed-off socket");
-                return;
-            }
-        };
+        let w = Rc::clone(self);
         match h.kind {
             HandoffKind::Http { hops, chosen } => {
-                compio::runtime::spawn(super::http::serve(
-                    Rc::clone(self),
-                    stream,
-                    h.peer,
-                    h.buf,
-                    hops,
-                    h.slot,
-                    chosen,
-                ))
-                .detach();
+                super::http::take_over(w, h.socket, h.peer, h.buf, hops, h.slot, chosen);
             }
             HandoffKind::Tcp(port, chosen) => {
-                compio::runtime::spawn(super::tcp::serve(
-                    Rc::clone(self),
-                    stream,
-                    h.peer,
-                    port,
-                    h.slot,
-                    Some(chosen),
-                ))
-                .detach();
+                let Moving::Plain(socket) = h.socket else {
+                    tracing::warn!("a TCP-route connection cannot arrive over TLS; closed");
+                    return;
+                };
+                let stream = match TcpStream::from_std(socket) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot register a handed-off socket");
+                        return;
+                    }
+                };
+                let serve = super::tcp::serve(w, stream, h.peer, port, h.slot, Some(chosen));
+                compio::runtime::spawn(serve).detach();
             }
         }
     }

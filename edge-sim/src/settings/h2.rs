@@ -1,9 +1,10 @@
-//! HTTP/2 from public clients: the TLS public listener (ALPN `h2`) and the limits one HTTP/2
-//! connection lives under. Each limit has a flag, a config key and a default; `docs/limits.md`
+//! HTTP/2 from public clients: the TLS public listener (ALPN `h2` and `http/1.1`, its handshake
+//! deadline) and the limits one HTTP/2 connection lives under. Each limit has a flag, a config key and a default; `docs/limits.md`
 //! lists them with what a client sees when it hits one.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -21,13 +22,16 @@ pub const DEFAULT_H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 pub const DEFAULT_H2_MAX_CLIENT_RESETS: usize = 200;
 /// Default streams the edge may have to reset (refused, malformed) on one connection.
 pub const DEFAULT_H2_MAX_REFUSED_STREAMS: usize = 100;
+/// Default seconds a public HTTPS client has to complete its TLS handshake.
+pub const DEFAULT_PUBLIC_TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 /// The window in which client resets are counted against `--h2-max-client-resets`.
 pub const H2_RESET_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The flags of the HTTP/2 ingress (flattened into the binary's command line).
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct H2Flags {
-    /// Public HTTPS address: TLS with ALPN `h2` (HTTP/2 only) [default: none].
+    /// Public HTTPS address: TLS with ALPN `h2` (HTTP/2) and `http/1.1` (also for a client
+    /// without ALPN) [default: none].
     #[arg(long, value_name = "ADDR")]
     pub public_https: Option<SocketAddr>,
     /// PEM certificate chain of the public HTTPS listener [default: the edge's own
@@ -37,6 +41,10 @@ pub struct H2Flags {
     /// PEM private key of --public-tls-cert.
     #[arg(long, value_name = "FILE")]
     pub public_tls_key: Option<PathBuf>,
+    /// Seconds a public HTTPS client has to complete its TLS handshake; past it the
+    /// connection is closed [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub public_tls_handshake_timeout: Option<u64>,
     /// Concurrent streams per HTTP/2 connection; more are refused (RST_STREAM
     /// REFUSED_STREAM) [default: 100].
     #[arg(long, value_name = "N")]
@@ -70,6 +78,8 @@ pub struct H2File {
     pub public_tls_cert: Option<PathBuf>,
     /// `public-tls-key`.
     pub public_tls_key: Option<PathBuf>,
+    /// `public-tls-handshake-timeout`.
+    pub public_tls_handshake_timeout: Option<u64>,
     /// `h2-max-concurrent-streams`.
     pub h2_max_concurrent_streams: Option<u32>,
     /// `h2-max-header-list-size`.
@@ -91,6 +101,8 @@ pub struct H2Settings {
     pub public_https: Option<SocketAddr>,
     /// Its certificate chain and key (PEM files); `None`: the edge's own.
     pub public_tls: Option<(PathBuf, PathBuf)>,
+    /// How long a public HTTPS client has for its TLS handshake.
+    pub tls_handshake_timeout: Duration,
     /// Concurrent streams per connection.
     pub max_concurrent_streams: u32,
     /// Largest request header list.
@@ -110,6 +122,7 @@ impl Default for H2Settings {
         H2Settings {
             public_https: None,
             public_tls: None,
+            tls_handshake_timeout: Duration::from_secs(DEFAULT_PUBLIC_TLS_HANDSHAKE_TIMEOUT_SECS),
             max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             max_header_list_size: DEFAULT_H2_MAX_HEADER_LIST_SIZE,
             stream_window: DEFAULT_H2_STREAM_WINDOW,
@@ -178,6 +191,15 @@ impl H2Settings {
             1,
             u64::MAX,
         )?;
+        let handshake = o
+            .public_tls_handshake_timeout
+            .or(file.public_tls_handshake_timeout);
+        at_least(
+            "public-tls-handshake-timeout",
+            handshake,
+            1,
+            u64::from(u32::MAX),
+        )?;
         let cert = o.public_tls_cert.clone().or(file.public_tls_cert.clone());
         let key = o.public_tls_key.clone().or(file.public_tls_key.clone());
         let public_tls = match (cert, key) {
@@ -192,6 +214,7 @@ impl H2Settings {
         Ok(H2Settings {
             public_https: o.public_https.or(file.public_https),
             public_tls,
+            tls_handshake_timeout: handshake.map_or(d.tls_handshake_timeout, Duration::from_secs),
             max_concurrent_streams: streams.unwrap_or(d.max_concurrent_streams),
             max_header_list_size: headers.unwrap_or(d.max_header_list_size),
             stream_window: stream_window.unwrap_or(d.stream_window),

@@ -31,7 +31,6 @@
 //!   connector that has at least as many links as there are workers).
 //! - HTTP/1.1 `Upgrade: h2c` is not offered (prior knowledge and ALPN only); extended CONNECT
 //!   (WebSocket over HTTP/2) neither.
-//! - The TLS listener speaks HTTP/2 only: the HTTP/1.1 code drives plaintext sockets.
 //!
 //! # Layout
 //! - this file: the connection: settings, accepting streams, the reset count, GOAWAY.
@@ -39,7 +38,8 @@
 //! - `request`: one request stream: its head, routing, the replica and the stream.
 //! - `body`: the bodies both ways, under flow control.
 //! - `head`: the response head HTTP/2 may carry.
-//! - `tls`: the public HTTPS listener.
+//! - `tls`: the public HTTPS listener (HTTP/2 here, HTTP/1.1 in `dataplane/http` as ALPN
+//!   chooses).
 //! - `trailers`: trailer fields between HTTP/2 frames and the tunnel's chunked bodies.
 
 mod body;

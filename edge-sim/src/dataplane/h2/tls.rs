@@ -1,9 +1,13 @@
-//! The public HTTPS listener (`--public-https`): TLS 1.2 and 1.3 with ALPN `h2`, then the
-//! HTTP/2 connection of `super`. The certificate is the operator's (`--public-tls-cert`,
-//! `--public-tls-key`) or else the edge's own, signed by the CA in its state directory.
+//! The public HTTPS listener (`--public-https`): TLS 1.2 and 1.3 with ALPN `h2` and
+//! `http/1.1`, then the HTTP/2 connection of `super` for `h2`, or the HTTP/1.1 path of
+//! `dataplane/http` (generic over the stream) for `http/1.1` and for a client that offers no
+//! ALPN. The certificate is the operator's (`--public-tls-cert`, `--public-tls-key`) or else
+//! the edge's own, signed by the CA in its state directory.
 //!
-//! Only `h2` is offered: a client that offers ALPN without it fails the handshake
-//! (`no_application_protocol`); one that offers no ALPN is spoken to in HTTP/2.
+//! A client that offers ALPN with neither fails the handshake (`no_application_protocol`). The
+//! handshake must end within `--public-tls-handshake-timeout` (`ringtun_edge_limit_hits_total
+//! {reason="tls_handshake_timeout"}`); one that fails (not TLS, no common protocol or
+//! version) counts in `ringtun_edge_public_errors_total{cause="tls_handshake"}`.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -17,8 +21,9 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::dataplane::http::{self, Accepted, watch_conn};
 use crate::dataplane::limits::ClientSlot;
-use crate::dataplane::watchdog::{HEAD_TIMEOUT, ReadKind, Watch, watchdog};
+use crate::dataplane::watchdog::ReadKind;
 use crate::dataplane::worker::Worker;
 use crate::error::{Error, Result};
 use crate::settings::H2Settings;
@@ -26,6 +31,8 @@ use crate::state::TlsMaterial;
 
 /// The ALPN protocol of HTTP/2 over TLS (RFC 9113 §3.2).
 const H2_ALPN: &[u8] = b"h2";
+/// The ALPN protocol of HTTP/1.1 (RFC 7301 §6).
+const HTTP1_ALPN: &[u8] = b"http/1.1";
 
 /// The public HTTPS listener's configuration: the operator's certificate files or the edge's
 /// own material.
@@ -55,7 +62,8 @@ pub(crate) fn server_config(h2: &H2Settings, own: &TlsMaterial) -> Result<Arc<Se
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| Error::Config(format!("public TLS certificate or key: {e}")))?;
-    cfg.alpn_protocols = vec![H2_ALPN.to_vec()];
+    // The server's preference order: HTTP/2 for a client that offers both.
+    cfg.alpn_protocols = vec![H2_ALPN.to_vec(), HTTP1_ALPN.to_vec()];
     Ok(Arc::new(cfg))
 }
 
@@ -81,7 +89,8 @@ pub(crate) async fn accept_loop(w: Rc<Worker>, listener: TcpListener, config: Ar
     }
 }
 
-/// One HTTPS connection: the TLS handshake within the head deadline, then HTTP/2.
+/// One HTTPS connection: the TLS handshake within its deadline, then HTTP/2 or HTTP/1.1 as
+/// ALPN chose.
 async fn serve(
     w: Rc<Worker>,
     s: TcpStream,
@@ -89,21 +98,30 @@ async fn serve(
     slot: ClientSlot,
     config: Arc<ServerConfig>,
 ) {
-    let limits = &w.plane.limits;
-    let watch = Rc::new(Watch::new(limits.client_write_timeout));
-    let tick = watch.shortest(&[w.plane.request_body_timeout]) / 4;
-    let metrics = Arc::clone(w.plane.registry.metrics());
-    compio::runtime::spawn(watchdog(Rc::clone(&watch), s.clone(), tick, peer, metrics)).detach();
-    watch.start(HEAD_TIMEOUT, ReadKind::Head);
-    let tls = TlsStream::accept(s, config).await;
+    let watch = watch_conn(&w, &s, peer, true);
+    watch.start(w.plane.h2.tls_handshake_timeout, ReadKind::TlsHandshake);
+    let tls = TlsStream::accept(s.clone(), config).await;
     watch.stop();
-    match tls {
-        Ok(tls) => {
-            super::serve(w, tls, peer, BytesMut::new(), watch, Some(slot), "https").await;
-        }
+    let tls = match tls {
+        Ok(tls) => tls,
         Err(e) => {
+            if !watch.timed_out(ReadKind::TlsHandshake) {
+                w.plane.registry.metrics().public_error("tls_handshake");
+            }
             tracing::debug!(%peer, error = %e, "public TLS handshake failed");
             watch.finish();
+            return;
         }
+    };
+    if tls.alpn_protocol().as_deref() == Some(H2_ALPN) {
+        super::serve(w, tls, peer, BytesMut::new(), watch, Some(slot), "https").await;
+        return;
     }
+    let conn = Accepted {
+        sock: s,
+        peer,
+        watch,
+        slot: Some(slot),
+    };
+    http::serve(w, tls, conn, BytesMut::new(), 0, None).await;
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use compio::net::TcpStream;
+use compio::io::AsyncRead;
 use ringtun_core::http::io::{CONTINUE_RESPONSE, read_body_chunk};
 use ringtun_core::http::{
     BodyDecoder, BodyFraming, BodyLimits, Fault, HttpError, RequestHead, expects_continue,
@@ -16,6 +16,7 @@ use ringtun_core::link::Stream;
 use ringtun_core::mux::ErrorCode;
 
 use super::{Conn, Next};
+use crate::dataplane::client_io::ClientIo;
 use crate::dataplane::h2::trailers::ChunkedOut;
 use crate::dataplane::watchdog::{BodyPace, ReadKind, Watch};
 use crate::dataplane::worker::Worker;
@@ -91,9 +92,9 @@ pub(crate) fn replay_bytes(head: &RequestHead, body: &ReqBody, rest: &[u8]) -> B
 /// Reads a request body of at most [`RETRY_BODY_LIMIT`] bytes whole, so it can be resent to
 /// another replica; a bigger one is left to stream (with what was read so far). `trailers`:
 /// the stream's trailers flag (a chunked body is kept chunk-encoded with its trailer section).
-pub(crate) async fn read_small_body(
+pub(crate) async fn read_small_body<S: ClientIo>(
     w: &Worker,
-    c: &mut Conn,
+    c: &mut Conn<S>,
     head: &RequestHead,
     framing: BodyFraming,
     trailers: bool,
@@ -125,9 +126,12 @@ pub(crate) async fn read_small_body(
     let mut body = BytesMut::new();
     let mut pace = body_pace(w);
     loop {
+        let Some(rd) = c.rd.as_mut() else {
+            return Err(Next::Close);
+        };
         c.watch
             .start_until(pace.deadline(Instant::now()), ReadKind::Body);
-        let r = read_body_chunk(&mut c.rd, &mut c.buf, &mut dec).await;
+        let r = read_body_chunk(rd, &mut c.buf, &mut dec).await;
         c.watch.stop();
         match r {
             Ok(Some(b)) => {
@@ -190,19 +194,20 @@ pub(crate) struct PumpCtx {
 }
 
 /// Moves a request body from the client to the stream (first `prefix`, read already); FIN at
-/// its end (after the last chunk and the trailer section with `ctx.chunked`). Returns the receive buffer (bytes after the body belong to the next request) and
-/// whether the body ended well.
-pub(crate) async fn pump_body(
-    mut rd: TcpStream,
+/// its end (after the last chunk and the trailer section with `ctx.chunked`). Returns the read
+/// half `rd`, the receive buffer (bytes after the body belong to the next request) and whether
+/// the body ended well.
+pub(crate) async fn pump_body<R: AsyncRead>(
+    mut rd: R,
     mut buf: BytesMut,
     mut dec: BodyDecoder,
     s: Rc<Stream>,
     prefix: Vec<Bytes>,
     mut ctx: PumpCtx,
-) -> (BytesMut, bool) {
+) -> (R, BytesMut, bool) {
     for b in prefix {
         if !write_piece(&s, &mut ctx.chunked, b).await {
-            return (buf, false);
+            return (rd, buf, false);
         }
     }
     loop {
@@ -215,17 +220,18 @@ pub(crate) async fn pump_body(
                 ctx.pace.add(b.len());
                 ctx.metrics.bytes_in.inc_by(b.len() as u64);
                 if !write_piece(&s, &mut ctx.chunked, b).await {
-                    return (buf, false);
+                    return (rd, buf, false);
                 }
             }
             Ok(None) => {
                 if ctx.chunked.is_some() {
                     let trailers = dec.take_trailers().unwrap_or_default();
                     if s.write(ChunkedOut::end(&trailers)).await.is_err() {
-                        return (buf, false);
+                        return (rd, buf, false);
                     }
                 }
-                return (buf, s.finish().is_ok());
+                let ok = s.finish().is_ok();
+                return (rd, buf, ok);
             }
             Err(e) => {
                 if ctx.watch.timed_out(ReadKind::Body) {
@@ -233,7 +239,7 @@ pub(crate) async fn pump_body(
                 }
                 tracing::debug!(error = %e, "public request body failed");
                 s.reset(ErrorCode::CANCEL);
-                return (buf, false);
+                return (rd, buf, false);
             }
         }
     }

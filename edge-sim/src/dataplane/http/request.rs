@@ -20,6 +20,7 @@ use super::body::{PumpCtx, RETRY_BODY_LIMIT, ReqBody, pump_body, read_small_body
 use super::host_label::count_host_request;
 use super::respond::respond;
 use super::{Conn, Next, no_connector, reply_error};
+use crate::dataplane::client_io::ClientIo;
 use crate::dataplane::h2::trailers::ChunkedOut;
 use crate::dataplane::lb::{ConnectorLoad, StreamGuard};
 use crate::dataplane::open::{Attempt, Outgoing, attempt};
@@ -28,7 +29,12 @@ use crate::dataplane::worker::{HandoffKind, Pick, Worker};
 
 /// Serves one request; `count`: count it in the per-hostname metrics (not yet counted by the
 /// worker that handed the connection over).
-pub(crate) async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, count: bool) -> Next {
+pub(crate) async fn handle<S: ClientIo>(
+    w: &Rc<Worker>,
+    c: &mut Conn<S>,
+    head: RequestHead,
+    count: bool,
+) -> Next {
     let framing = match request_framing(&head) {
         Ok(f) => f,
         Err(e) => {
@@ -88,7 +94,7 @@ pub(crate) async fn handle(w: &Rc<Worker>, c: &mut Conn, head: RequestHead, coun
         &head,
         &target,
         c.peer.ip(),
-        "http",
+        S::SCHEME,
         upgrade,
         body_framing,
         trailers,
@@ -182,9 +188,9 @@ enum Route {
 
 /// Acts on the replica choice as [`Retries::decide`] says. `close`: close the connection after
 /// an error answer.
-async fn route(
+async fn route<S: ClientIo>(
     w: &Worker,
-    c: &mut Conn,
+    c: &mut Conn<S>,
     head: &RequestHead,
     body: &ReqBody,
     retries: &Retries,
@@ -205,9 +211,11 @@ async fn route(
         (Decision::HandOff { to, hops }, _) => {
             let buf = replay_bytes(head, body, &c.buf);
             let slot = c.slot.take();
+            // A TLS session leaves its halves here: a failed move closes the connection.
+            let moving = S::moving(&mut c.rd, &mut c.wr, &c.stream);
             if w.hand_off(
                 to,
-                &c.stream,
+                moving,
                 c.peer,
                 buf,
                 HandoffKind::Http { hops, chosen },
@@ -224,7 +232,7 @@ async fn route(
 }
 
 /// Answers with the failure's status and detail.
-async fn fail(w: &Worker, c: &mut Conn, f: &Failure, close: bool) -> Next {
+async fn fail<S: ClientIo>(w: &Worker, c: &mut Conn<S>, f: &Failure, close: bool) -> Next {
     reply_error(w, c, f.cause, f.status, &f.detail, close).await
 }
 
@@ -239,7 +247,13 @@ struct Opened {
 }
 
 /// Streams the body (if it streams) while the response is written.
-async fn exchange(w: &Worker, c: &mut Conn, head: &RequestHead, body: ReqBody, o: Opened) -> Next {
+async fn exchange<S: ClientIo>(
+    w: &Worker,
+    c: &mut Conn<S>,
+    head: &RequestHead,
+    body: ReqBody,
+    o: Opened,
+) -> Next {
     // A streamed body flows on its own task, which owns the read half until the body ends and
     // shares the stream; otherwise the stream stays owned here (no shared handle to allocate).
     let streamed = matches!(body, ReqBody::Streamed { .. });
@@ -259,7 +273,10 @@ async fn exchange(w: &Worker, c: &mut Conn, head: &RequestHead, body: ReqBody, o
             {
                 return Next::Close;
             }
-            let rd = c.rd.clone();
+            // The read half goes to the pump and comes back with it.
+            let Some(rd) = c.rd.take() else {
+                return Next::Close;
+            };
             let buf = std::mem::take(&mut c.buf);
             let s = Rc::new(o.stream);
             let ctx = PumpCtx {
@@ -289,7 +306,8 @@ async fn exchange(w: &Worker, c: &mut Conn, head: &RequestHead, body: ReqBody, o
     };
     if let Some(p) = pump {
         match p.await {
-            Ok((buf, ok)) => {
+            Ok((rd, buf, ok)) => {
+                c.rd = Some(rd);
                 c.buf = buf;
                 if !ok {
                     return Next::Close;

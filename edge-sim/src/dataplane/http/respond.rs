@@ -21,6 +21,7 @@ use ringtun_core::link::LinkError;
 
 use super::request::Held;
 use super::{Conn, Next, reply_error};
+use crate::dataplane::client_io::ClientIo;
 use crate::dataplane::lb::StreamGuard;
 use crate::dataplane::pipe::pipe;
 use crate::dataplane::worker::Worker;
@@ -28,9 +29,9 @@ use crate::metrics::Metrics;
 
 /// Answers the client from the stream's REPLY (`meta`) and body. `request_open`: the request
 /// direction was left open for an upgrade (ended here when the upgrade is declined).
-pub(crate) async fn respond(
+pub(crate) async fn respond<S: ClientIo>(
     w: &Worker,
-    c: &mut Conn,
+    c: &mut Conn<S>,
     req: &RequestHead,
     stream: Held,
     guard: StreamGuard,
@@ -76,15 +77,24 @@ pub(crate) async fn respond(
             );
             return reply_error(w, c, "connector", 502, &detail, true).await;
         }
+        // The read half is with the body pump while a large body streams: no pipe can read.
+        if c.rd.is_none() {
+            let detail = "an upgrade whose request body still streams cannot switch protocols";
+            return reply_error(w, c, "connector", 502, detail, true).await;
+        }
         remove_hop_by_hop(&mut rh.headers, true);
         if c.write(vec![rh.to_bytes()]).await.is_err() {
             return Next::Close;
         }
+        let (Some(rd), Some(wr)) = (c.rd.take(), c.wr.take()) else {
+            return Next::Close;
+        };
         let buf = std::mem::take(&mut c.buf);
         let metrics = Arc::clone(w.plane.registry.metrics());
         c.watch.set_idle(w.plane.limits.upgrade_idle_timeout);
         let watch = Rc::clone(&c.watch);
-        pipe(c.stream.clone(), buf, stream.into_rc(), metrics, watch).await;
+        let sock = c.stream.clone();
+        pipe::<S>(rd, wr, sock, buf, stream.into_rc(), metrics, watch).await;
         drop(guard);
         return Next::Close;
     }

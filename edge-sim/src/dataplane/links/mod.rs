@@ -25,6 +25,7 @@ mod moving;
 mod register;
 
 pub use moving::MovedLink;
+pub(crate) use moving::Moving;
 pub(crate) use moving::adopt;
 
 use std::cell::Cell;

@@ -1,6 +1,8 @@
 //! A registered link moving to the worker it was seated on (see `placement.rs`):
 //! its transport (the socket, and the TLS session unless `--danger-plaintext-links`) is taken
 //! apart between operations, sent through the worker's mailbox, and put together again there.
+//! A public connection handed to another worker moves the same way ([`Moving`], see
+//! `worker.rs`).
 
 use std::rc::Rc;
 
@@ -12,12 +14,22 @@ use uuid::Uuid;
 use super::Registered;
 use crate::dataplane::worker::Worker;
 
-/// A link's transport on its way to another worker (`Send`).
+/// A link's (or a public connection's) transport on its way to another worker (`Send`).
+#[derive(Debug)]
 pub(crate) enum Moving {
     /// `--danger-plaintext-links`: the socket.
     Plain(std::net::TcpStream),
     /// The socket and the TLS session.
     Tls(Box<TlsParts>),
+}
+
+impl Moving {
+    /// A plaintext socket's move: a duplicate of it (this worker's handles close on their own;
+    /// the duplicate keeps the connection).
+    pub(crate) fn plain(s: &TcpStream) -> std::io::Result<Moving> {
+        let socket = socket2::SockRef::from(s).try_clone()?;
+        Ok(Moving::Plain(socket.into()))
+    }
 }
 
 /// A link transport that can move to another worker.
@@ -28,9 +40,7 @@ pub(crate) trait Movable: Transport + Sized {
 
 impl Movable for TcpStream {
     fn into_moving(self) -> std::io::Result<Moving> {
-        // The duplicate keeps the connection; this worker's handle closes with `self`.
-        let socket = socket2::SockRef::from(&self).try_clone()?;
-        Ok(Moving::Plain(socket.into()))
+        Moving::plain(&self)
     }
 }
 
