@@ -336,7 +336,7 @@ fn a_database_from_before_lb_policies_is_migrated() {
     let t = r.tunnel("old").expect("old tunnel still there");
     assert_eq!(t.id, id);
     assert_eq!(t.lb_policy, None);
-    assert_eq!(r.tunnel_secret(id).expect("secret").0, [7u8; 32]);
+    assert_eq!(*r.tunnel_secret(id).expect("secret").expose(), [7u8; 32]);
     assert_eq!(r.dns_routes().expect("routes").len(), 1);
     let v = r.routes_version();
     let set = r
