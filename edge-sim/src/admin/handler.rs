@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::error::Error;
 use crate::registry::{Connector, Registry, RouteChange, Tunnel, edge_summary};
 use crate::settings::{DataCenter, LbPolicy};
-use crate::state::AdminToken;
+use crate::state_dir::AdminToken;
 
 /// What the admin routes need.
 #[derive(Debug, Clone)]
