@@ -23,12 +23,12 @@ use ringtun_connector::config::OriginRequest;
 use ringtun_connector::ingress::{IngressRules, LiveRules};
 use ringtun_connector::observe::{Observer, WorkerMetrics};
 use ringtun_connector::proxy::{self, Pool, ProxyCtx, Resolver};
-use ringtun_core::http::{
-    BodyFraming, RequestExtra, RequestHead, ResponseMeta, decode_response_meta,
-    encode_request_meta, tunnel_link_config,
-};
+use ringtun_core::http::{BodyFraming, RequestHead};
 use ringtun_core::link::Link;
 use ringtun_core::mux::{Role, StreamKind};
+use ringtun_core::tunnel::{
+    RequestExtra, ResponseMeta, decode_response_meta, encode_request_meta, tunnel_link_config,
+};
 
 struct Counting;
 

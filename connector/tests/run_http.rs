@@ -11,12 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use compio::net::TcpListener;
 use ringtun_core::handshake::{Accepted, Rejected, TunnelSecret, edge_accept};
-use ringtun_core::http::{
-    BodyFraming, ReplyErrorKind, RequestExtra, RequestHead, ResponseMeta, decode_response_meta,
-    encode_request_meta,
-};
+use ringtun_core::http::{BodyFraming, RequestHead};
 use ringtun_core::link::{Link, LinkError};
 use ringtun_core::mux::StreamKind;
+use ringtun_core::tunnel::{
+    ReplyErrorKind, RequestExtra, ResponseMeta, decode_response_meta, encode_request_meta,
+};
 use run_common::*;
 
 fn config(

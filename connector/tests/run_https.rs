@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use compio::net::TcpListener;
-use ringtun_core::http::{BodyFraming, ReplyErrorKind, ResponseMeta};
+use ringtun_core::http::BodyFraming;
 use ringtun_core::link::Link;
+use ringtun_core::tunnel::{ReplyErrorKind, ResponseMeta};
 use run_common::*;
 
 /// What the TLS origin saw.

@@ -19,11 +19,11 @@ use bytes::{Bytes, BytesMut};
 use compio::net::TcpListener;
 use grpc::{GrpcOrigin, grpc_message, grpc_messages};
 use ringtun_core::http::{
-    BodyDecoder, BodyFraming, BodyLimits, DecodeStep, Fault, Headers, RequestExtra, RequestHead,
-    ResponseMeta, decode_response_meta, encode_request_meta,
+    BodyDecoder, BodyFraming, BodyLimits, DecodeStep, Fault, Headers, RequestHead,
 };
 use ringtun_core::link::Link;
 use ringtun_core::mux::StreamKind;
+use ringtun_core::tunnel::{RequestExtra, ResponseMeta, decode_response_meta, encode_request_meta};
 use run_common::*;
 
 /// Sends `head` with the trailers flag and `wire` (a chunked body with its trailer section)

@@ -6,7 +6,10 @@
 //! - [`mux`]: the link protocol, sans-IO. No sockets and no clock: bytes and time go in, frames
 //!   and timers come out. Specified in `docs/protocol.md`.
 //! - [`http`]: HTTP/1.1 for the request path: heads, body framing and codecs, proxy header
-//!   rules, the compact stream metadata encoding, error responses.
+//!   rules, error responses.
+//! - [`tunnel`]: what a request carries between the edge and the connector: the OPEN/REPLY
+//!   stream metadata (`docs/http-meta.md`), the edge's rewrite of a head into it, and the mux
+//!   configuration of a tunnel link.
 //! - [`link`]: drives a [`mux`] session over a real socket on a worker and gives the rest of
 //!   the code an async stream API.
 //! - [`handshake`]: registration before a link starts: the connector proves it holds the
@@ -29,3 +32,4 @@ pub mod mux;
 pub mod rt;
 pub mod signal;
 pub mod tls;
+pub mod tunnel;

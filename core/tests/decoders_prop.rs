@@ -13,12 +13,14 @@ use proptest::prelude::*;
 use ringtun_core::handshake::{MAX_MESSAGE, Message};
 use ringtun_core::http::{
     BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, DecodeStep, Fault, HeadLimits,
-    MAX_HEADERS_CAP, ResponseMeta, decode_request_meta, decode_response_meta, encode_reply_error,
-    encode_request_meta, encode_response_meta, parse_request, parse_response, request_framing,
-    response_framing,
+    MAX_HEADERS_CAP, parse_request, parse_response, request_framing, response_framing,
 };
 use ringtun_core::mux::frame::{Data, Encoder, Frame, Open, Reset, Settings};
 use ringtun_core::mux::{Config, ErrorCode, Event, Role, Session, StreamKind};
+use ringtun_core::tunnel::{
+    ResponseMeta, decode_request_meta, decode_response_meta, encode_reply_error,
+    encode_request_meta, encode_response_meta,
+};
 
 /// `valid` with up to four bytes replaced (positions and values from `edits`), or arbitrary
 /// bytes.
@@ -107,7 +109,7 @@ fn metas() -> Vec<Vec<u8>> {
     let mut req = ringtun_core::http::RequestHead::new("GET", "/p?q");
     req.headers.append("Host", "x.test");
     req.headers.append("X-A", "b c");
-    let extra = ringtun_core::http::RequestExtra {
+    let extra = ringtun_core::tunnel::RequestExtra {
         host: "x.test".into(),
         client_ip: Some(std::net::Ipv4Addr::new(192, 0, 2, 1).into()),
         body: BodyFraming::Length(300),
@@ -115,14 +117,14 @@ fn metas() -> Vec<Vec<u8>> {
     };
     let mut res = ringtun_core::http::ResponseHead::new(200);
     res.headers.append("Content-Type", "text/plain");
-    let err = ringtun_core::http::ReplyError {
-        kind: ringtun_core::http::ReplyErrorKind::OriginTimeout,
+    let err = ringtun_core::tunnel::ReplyError {
+        kind: ringtun_core::tunnel::ReplyErrorKind::OriginTimeout,
         message: "origin timed out".into(),
     };
     vec![
         encode_request_meta(&req, &extra).to_vec(),
         encode_response_meta(&res, BodyFraming::Chunked).to_vec(),
-        ringtun_core::http::encode_response_meta_with(&res, BodyFraming::Chunked, true).to_vec(),
+        ringtun_core::tunnel::encode_response_meta_with(&res, BodyFraming::Chunked, true).to_vec(),
         encode_reply_error(&err).to_vec(),
     ]
 }
@@ -327,7 +329,7 @@ proptest! {
         }
         match decode_response_meta(meta) {
             Ok(ResponseMeta::Head { head, body, trailers }) => {
-                let again = ringtun_core::http::encode_response_meta_with(&head, body, trailers);
+                let again = ringtun_core::tunnel::encode_response_meta_with(&head, body, trailers);
                 prop_assert!(again.len() <= input.len());
                 let back = decode_response_meta(again);
                 let same = matches!(back, Ok(ResponseMeta::Head { head: ref h, body: b, trailers: t }) if *h == head && b == body && t == trailers);

@@ -11,7 +11,7 @@ use crate::metrics_server::MetricsServer;
 use crate::registry::Registry;
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
-use crate::state::StateDir;
+use crate::state_dir::StateDir;
 
 /// A started edge. Dropping it stops the admin API.
 #[derive(Debug)]

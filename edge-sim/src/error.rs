@@ -114,6 +114,12 @@ pub enum Error {
     /// No route has this hostname or port.
     #[error("no route for {0}")]
     RouteNotFound(String),
+    /// No edge server listens on this address (a fault asked of the admin API).
+    #[error("no edge server {0} (GET /discovery lists them)")]
+    UnknownServer(String),
+    /// No data center has this name (a fault asked of the admin API).
+    #[error("no data center {0:?} (GET /discovery lists them)")]
+    UnknownDataCenter(String),
     /// Registering one more connector would exceed the tunnel's connector limit.
     #[error("tunnel {tunnel} has reached its limit of {limit} connectors")]
     ConnectorLimit {
@@ -122,9 +128,6 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
-    /// A registration proof did not match the tunnel's secret (wrong credentials file).
-    #[error("registration refused: the proof does not match tunnel {0}'s secret")]
-    BadProof(String),
     /// The data-plane runtime (worker threads, listeners) failed to start.
     #[error("data plane: {0}")]
     Runtime(#[from] ringtun_core::rt::RtError),
@@ -155,10 +158,11 @@ impl Classify for Error {
     fn fault(&self) -> Fault {
         match self {
             Error::Invalid(_)
-            | Error::BadProof(_)
             | Error::LinkLimit { .. }
             | Error::TunnelNotFound(_)
             | Error::RouteNotFound(_)
+            | Error::UnknownServer(_)
+            | Error::UnknownDataCenter(_)
             | Error::TunnelExists(_)
             | Error::TunnelHasConnectors { .. }
             | Error::DnsRouteExists { .. }
@@ -182,7 +186,7 @@ impl Classify for Error {
 
     /// Safe when the same operation, unchanged, may succeed later: the request conflicts with
     /// the current state (a name taken, connectors still connected), which may change, or the
-    /// edge failed or was busy. A bad value, a wrong proof or a missing thing stays so.
+    /// edge failed or was busy. A bad value or a missing thing stays so.
     fn is_retry_safe(&self) -> bool {
         match self {
             Error::TunnelExists(_)
@@ -204,10 +208,11 @@ impl Classify for Error {
             | Error::TlsConfig(_) => true,
             Error::Config(_)
             | Error::Invalid(_)
-            | Error::BadProof(_)
             | Error::LinkLimit { .. }
             | Error::TunnelNotFound(_)
-            | Error::RouteNotFound(_) => false,
+            | Error::RouteNotFound(_)
+            | Error::UnknownServer(_)
+            | Error::UnknownDataCenter(_) => false,
         }
     }
 }

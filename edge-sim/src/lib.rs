@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - [`settings`]: the operator's config file and flags, validated once into [`Settings`].
-//! - [`state`]: the state directory (admin token, CA and server certificate, registry file).
+//! - [`state_dir`]: the state directory (admin token, CA and server certificate, registry file).
 //! - [`registry`]: tunnels and routes (SQLite, or etcd with `--etcd`) and connectors (memory).
 //! - [`cluster`]: several edge nodes sharing the registry in etcd (`--etcd`).
 //! - [`peer`]: forwarding a request to the node that holds its tunnel's links (peer links).
@@ -31,10 +31,10 @@ pub mod peer;
 pub mod registry;
 pub mod settings;
 pub mod shutdown;
-pub mod state;
+pub mod state_dir;
 
 pub use edge::{Edge, run};
 pub use error::{Error, Result};
 pub use settings::Settings;
 pub use shutdown::Shutdown;
-pub use state::{AdminToken, StateDir, TlsMaterial};
+pub use state_dir::{AdminToken, StateDir, TlsMaterial};

@@ -47,7 +47,7 @@ fn start_with(dir: &Path, plaintext: bool, limit: usize, workers: usize) -> Edge
 fn tunnel(edge: &Edge) -> (Uuid, Vec<u8>) {
     let (t, secret) = edge.registry().create_tunnel("web").expect("tunnel");
     edge.registry().route_dns("web", HOST).expect("route");
-    (t.id, secret.0.to_vec())
+    (t.id, secret.expose().to_vec())
 }
 
 fn opts(edge: &Edge, plaintext: bool, name: &'static str, t: Uuid, secret: &[u8]) -> FakeOpts {

@@ -52,7 +52,7 @@ fn setup(dir: &Path) -> Setup {
     Setup {
         edge,
         tunnel: t.id,
-        secret: secret.0.to_vec(),
+        secret: secret.expose().to_vec(),
         token,
     }
 }

@@ -100,7 +100,7 @@ fn trailers_cross_the_tunnel_both_ways_over_http2() {
         server: edge.servers()[0].addr,
         ca_pem: Some(edge.state().tls().ca_pem.clone()),
         tunnel: t.id,
-        secret: secret.0.to_vec(),
+        secret: secret.expose().to_vec(),
         connector: Uuid::new_v4(),
         link_index: 0,
         refuse: false,

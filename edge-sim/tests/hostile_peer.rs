@@ -376,7 +376,7 @@ fn tiny_chunk_uploads(edge: &EdgeProcess, uploads: usize) -> (u64, u64) {
                 let link = ringtun_core::link::Link::spawn(
                     sock,
                     ringtun_core::mux::Role::Client,
-                    ringtun_core::http::tunnel_link_config(),
+                    ringtun_core::tunnel::tunnel_link_config(),
                 );
                 let mut held = Vec::new();
                 while let Some(inc) = link.accept().await {

@@ -48,7 +48,7 @@ impl Site {
             edge,
             conn: None,
             tunnel: t.id,
-            secret: secret.0.to_vec(),
+            secret: secret.expose().to_vec(),
         };
         let conn = FakeConnector::start(site.opts());
         assert!(conn.registered.is_ok(), "fake connector registered");

@@ -179,7 +179,7 @@ fn setup(dir: &Path, body_timeout: Option<u64>) -> Setup {
     Setup {
         edge,
         tunnel: t.id,
-        secret: secret.0.to_vec(),
+        secret: secret.expose().to_vec(),
     }
 }
 

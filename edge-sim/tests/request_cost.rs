@@ -122,7 +122,7 @@ fn edge_allocations_per_request_stay_bounded() {
         server: edge.servers()[0].addr,
         ca_pem: None,
         tunnel: t.id,
-        secret: secret.0.to_vec(),
+        secret: secret.expose().to_vec(),
         connector: Uuid::new_v4(),
         link_index: 0,
         refuse: false,

@@ -69,7 +69,7 @@ impl Setup {
         Setup {
             edge,
             tunnel: t.id,
-            secret: secret.0.to_vec(),
+            secret: secret.expose().to_vec(),
             token,
             tls: !plaintext,
         }

@@ -7,8 +7,9 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use ringtun_core::http::{
-    Headers, ResponseMeta, decode_request_meta, decode_response_meta, encode_reply_error,
+use ringtun_core::http::Headers;
+use ringtun_core::tunnel::{
+    ResponseMeta, decode_request_meta, decode_response_meta, encode_reply_error,
     encode_request_meta, encode_response_meta_with,
 };
 

@@ -3,13 +3,13 @@
 use ringtun_core::http::{normalize_host, normalize_path};
 
 use super::{GlobalArgs, RuleArgs};
-use crate::config::{Config, discover};
+use crate::config::{Config, find_config_file};
 use crate::error::{Error, Result};
 
 /// `ingress validate`: loads the config and checks its rules. Prints `OK`; an error is returned
 /// for the caller to print. Ignored fields are logged as warnings while loading.
 pub fn validate(global: &GlobalArgs) -> Result<()> {
-    let path = discover(global.config.as_deref())?;
+    let path = find_config_file(global.config.as_deref())?;
     println!("Validating rules from {}", path.display());
     let config = Config::load(&path)?;
     if config.ingress.is_none() {
@@ -32,7 +32,7 @@ pub fn rule(global: &GlobalArgs, args: &RuleArgs) -> Result<()> {
     let host = normalize_host(host.as_bytes()).map_err(invalid)?;
     let path = normalize_path(path.as_bytes()).map_err(invalid)?;
     let path = String::from_utf8_lossy(&path);
-    let file = discover(global.config.as_deref())?;
+    let file = find_config_file(global.config.as_deref())?;
     println!("Using rules from {}", file.display());
     let config = Config::load(&file)?;
     let rules = config.ingress.as_ref().ok_or(Error::NoIngressRules)?;

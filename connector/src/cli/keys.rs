@@ -4,7 +4,7 @@
 //! the key.
 //!
 //! [`parse_args`] parses once, finds the config file (`--config`, else the default places of
-//! [`crate::config::discover`]), turns each key that names a flag of the command into that flag
+//! [`crate::config::find_config_file`]), turns each key that names a flag of the command into that flag
 //! and parses again. Keys the config itself reads (`tunnel`, `credentials-file`,
 //! `ha-connections`, `ingress`, `originRequest`) are left to [`crate::config::Config`]. Logging
 //! is not set up yet while this runs (`--loglevel` may come from the file), so what there is to
@@ -116,7 +116,7 @@ where
     let mut cli = Cli::from_arg_matches(&matches)?;
     let mut notes = Vec::new();
     let explicit = cli.global.config.is_some();
-    if let Ok(path) = crate::config::discover(cli.global.config.as_deref()) {
+    if let Ok(path) = crate::config::find_config_file(cli.global.config.as_deref()) {
         if !explicit {
             notes.push(StartupNote::ConfigFound(path.clone()));
         }

@@ -7,7 +7,7 @@
 //! asks a running connector's `--metrics` server whether it is ready.
 //!
 //! Global options (accepted before or after the subcommand):
-//! - `--config FILE` (`$RINGTUN_CONFIG`); without it the file is found as [`crate::config::discover`]
+//! - `--config FILE` (`$RINGTUN_CONFIG`); without it the file is found as [`crate::config::find_config_file`]
 //!   describes;
 //! - `--edge-api ADDR` (`$RINGTUN_EDGE_API`, default `127.0.0.1:7800`);
 //! - `--api-token TOKEN` (`$RINGTUN_API_TOKEN`, else `./ringtun-edge-state/admin-token`);
@@ -691,7 +691,7 @@ impl Drop for PidFile {
 /// Loads the config named by `--config`/`$RINGTUN_CONFIG` or found in the default places
 /// ([`parse_args`] has already put a file found there into `--config`, and said which).
 pub fn load_config(global: &GlobalArgs) -> Result<crate::config::Config> {
-    let path = crate::config::discover(global.config.as_deref())?;
+    let path = crate::config::find_config_file(global.config.as_deref())?;
     crate::config::Config::load(&path)
 }
 

@@ -8,11 +8,11 @@
 //!    [`Config`] with its [`IngressRules`] (compiled regexes,
 //!    parsed services) and [`OriginRequest`] defaults.
 //!
-//! Where the file is found when `--config` is absent: see [`discover`].
+//! Where the file is found when `--config` is absent: see [`find_config_file`].
 
 mod ca_pool;
-mod discover;
 mod duration;
+mod locate;
 mod origin_request;
 pub(crate) mod raw;
 mod unknown;
@@ -20,8 +20,8 @@ mod unknown;
 use std::path::{Path, PathBuf};
 
 pub use ca_pool::OriginCaPool;
-pub use discover::{default_locations, discover};
 pub use duration::{ConfigDuration, parse_duration};
+pub use locate::{default_locations, find_config_file};
 pub use origin_request::{DEFAULT_BUFFERED_BODY_LIMIT, OriginRequest};
 pub use unknown::ConfigWarning;
 

@@ -32,7 +32,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use ringtun_core::http::ReplyErrorKind;
+use ringtun_core::tunnel::ReplyErrorKind;
 
 use crate::ingress::IngressRules;
 

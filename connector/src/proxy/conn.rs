@@ -22,13 +22,14 @@ use compio::BufResult;
 use compio::buf::{IoBuf, IoBufMut, IoVectoredBuf};
 use compio::io::{AsyncRead, AsyncWrite};
 use compio::net::{TcpStream, UnixStream};
-use ringtun_core::http::{ReplyErrorKind, origin_refused_detail, origin_timeout_detail};
+use ringtun_core::http::{origin_refused_detail, origin_timeout_detail};
 use ringtun_core::link::{Shutdown, Transport};
 use ringtun_core::rt::net::{SocketTuning, connect};
 use ringtun_core::tls::{
     TlsError, TlsReader, TlsStream, TlsWriter, danger_origin_client_config_no_verify,
     origin_client_config,
 };
+use ringtun_core::tunnel::ReplyErrorKind;
 use rustls::ClientConfig;
 
 use crate::config::OriginRequest;

@@ -40,11 +40,14 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Uri};
 use prometheus_client::metrics::counter::Counter;
 use ringtun_core::http::{
-    BodyFraming, Headers, ReplyError, ReplyErrorKind, RequestHead, ResponseHead, encode_last_chunk,
-    encode_reply_error, encode_response_meta_with, is_trailer_allowed, origin_timeout_detail,
+    BodyFraming, Headers, RequestHead, ResponseHead, encode_last_chunk, is_trailer_allowed,
+    origin_timeout_detail,
 };
 use ringtun_core::link::Stream;
 use ringtun_core::mux::ErrorCode;
+use ringtun_core::tunnel::{
+    ReplyError, ReplyErrorKind, encode_reply_error, encode_response_meta_with,
+};
 use tokio_util::compat::{FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt};
 
 use super::ProxyCtx;

@@ -34,13 +34,16 @@ use prometheus_client::metrics::counter::Counter;
 use ringtun_core::http::io::{READ_CHUNK, read_body_chunk, read_response_head, write_bufs};
 use ringtun_core::http::{
     BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, CONNECTOR_ID_HEADER, Fault, HeadLimits,
-    HttpError, ReplyError, ReplyErrorKind, RequestHead, ResponseHead, Version, decode_request_meta,
-    encode_last_chunk, encode_reply_error, encode_response_meta, encode_response_meta_with,
-    is_upgrade_request, origin_timeout_detail, override_host, remove_hop_by_hop, response_framing,
-    response_keep_alive, set_connector_id, set_framing_headers, target_path,
+    HttpError, RequestHead, ResponseHead, Version, encode_last_chunk, is_upgrade_request,
+    origin_timeout_detail, override_host, remove_hop_by_hop, response_framing, response_keep_alive,
+    set_connector_id, set_framing_headers, strip_for_forwarding, target_path,
 };
 use ringtun_core::link::Stream;
 use ringtun_core::mux::ErrorCode;
+use ringtun_core::tunnel::{
+    ReplyError, ReplyErrorKind, decode_request_meta, encode_reply_error, encode_response_meta,
+    encode_response_meta_with,
+};
 
 use super::ProxyCtx;
 use super::body::{TunnelBody, chunk_frame};
@@ -256,8 +259,7 @@ async fn proxy(
         }
     };
     let upgrade = is_upgrade_request(&head);
-    remove_hop_by_hop(&mut head.headers, upgrade);
-    head.headers.remove("expect");
+    strip_for_forwarding(&mut head.headers, upgrade);
     set_connector_id(
         &mut head.headers,
         CONNECTOR_ID_HEADER,

@@ -14,9 +14,10 @@
 //! link's stream limit (`docs/limits.md`).
 
 use bytes::Bytes;
-use ringtun_core::http::{BodyFraming, ResponseHead, encode_response_meta};
+use ringtun_core::http::{BodyFraming, ResponseHead};
 use ringtun_core::link::Stream;
 use ringtun_core::mux::ErrorCode;
+use ringtun_core::tunnel::encode_response_meta;
 
 use super::body::TunnelBody;
 use crate::observe::{ErrorCause, WorkerMetrics};

@@ -22,12 +22,12 @@ use futures_util::future::{Either, select};
 use ringtun_core::handshake::{
     HandshakeError, RegisterFlags, RegisterRequest, RejectCode, connector_register,
 };
-use ringtun_core::http::tunnel_link_config;
 use ringtun_core::link::Link;
 use ringtun_core::mux::{ErrorCode, Role};
 use ringtun_core::rt::Shutdown;
 use ringtun_core::rt::net::{SocketTuning, connect};
 use ringtun_core::tls::TlsStream;
+use ringtun_core::tunnel::tunnel_link_config;
 
 use super::Shared;
 use super::edges::Placement;

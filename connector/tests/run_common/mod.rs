@@ -18,13 +18,11 @@ use bytes::Bytes;
 use compio::net::TcpListener;
 use ringtun_connector::demo::Proc;
 use ringtun_core::handshake::{Accepted, RejectCode, Rejected, TunnelSecret, edge_accept};
-use ringtun_core::http::{
-    BodyFraming, RequestExtra, RequestHead, RequestRoute, ResponseMeta, decode_response_meta,
-    encode_request_meta,
-};
+use ringtun_core::http::{BodyFraming, RequestHead, RequestRoute};
 use ringtun_core::link::Link;
 use ringtun_core::mux::{Config, Role, StreamKind};
 use ringtun_core::tls::TlsStream;
+use ringtun_core::tunnel::{RequestExtra, ResponseMeta, decode_response_meta, encode_request_meta};
 
 pub use origin::{OriginLog, TestOrigin, closed_port, echo_server, origin, pattern};
 

@@ -194,6 +194,14 @@ pub(crate) fn is_field_value(v: &[u8]) -> bool {
         && trim(v).len() == v.len()
 }
 
+impl FromIterator<(Bytes, Bytes)> for Headers {
+    fn from_iter<T: IntoIterator<Item = (Bytes, Bytes)>>(iter: T) -> Headers {
+        iter.into_iter()
+            .map(|(name, value)| Header { name, value })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -12,12 +12,9 @@
 //! - [`BodyFraming`], [`request_framing`], [`response_framing`]: RFC 9112 §6 body length,
 //!   with request smuggling shapes rejected.
 //! - [`BodyDecoder`], [`BodyEncoder`]: streaming body codecs.
-//! - [`remove_hop_by_hop`], [`append_forwarded_for`], [`is_websocket_upgrade`],
-//!   [`expects_continue`], [`keep_alive`] and friends: proxy header rules.
-//! - [`encode_request_meta`], [`decode_request_meta`], [`encode_response_meta`] and
-//!   [`encode_response_meta_with`] (trailers),
-//!   [`encode_reply_error`], [`decode_response_meta`]: heads in stream metadata
-//!   (`docs/http-meta.md`).
+//! - [`remove_hop_by_hop`], [`strip_for_forwarding`], [`append_forwarded_for`],
+//!   [`is_websocket_upgrade`], [`expects_continue`], [`keep_alive`] and friends: proxy header
+//!   rules. How heads travel in a tunnel stream's metadata is [`crate::tunnel`]'s.
 //! - [`RequestRoute`], [`normalize_host`], [`normalize_path`]: the one host and path a request
 //!   is routed on (`docs/routing.md`).
 //! - [`error_response`]: short plain-text error responses; [`status_of`] and [`response_of`]:
@@ -33,7 +30,6 @@ mod framing;
 mod head;
 mod headers;
 pub mod io;
-mod meta;
 mod proxy;
 mod response;
 mod route;
@@ -46,16 +42,15 @@ pub use head::{
     HeadLimits, MAX_HEADERS_CAP, RequestHead, ResponseHead, Version, parse_request, parse_response,
 };
 pub use headers::{Header, Headers, tokens};
-pub use meta::{
-    MAX_META_HEADERS, META_VERSION, ReplyError, ReplyErrorKind, RequestExtra, ResponseMeta,
-    TUNNEL_MAX_METADATA, decode_request_meta, decode_response_meta, encode_reply_error,
-    encode_request_meta, encode_response_meta, encode_response_meta_with, tunnel_link_config,
-};
+pub(crate) use headers::{is_field_value, is_tchar};
+pub(crate) use proxy::is_dropped_on_forward;
+#[cfg(test)]
+pub(crate) use proxy::tests::field as proxy_field_strategy;
 pub use proxy::{
     CONNECTOR_ID_HEADER, END_TO_END, HOP_BY_HOP, append_forwarded_for, encode_client_response,
-    expects_continue, forward_request_meta, forward_request_meta_with, is_switching_protocols,
-    is_upgrade_request, is_websocket_upgrade, keep_alive, override_host, remove_hop_by_hop,
-    request_keep_alive, response_keep_alive, set_connector_id, set_forwarded_proto,
+    expects_continue, is_switching_protocols, is_upgrade_request, is_websocket_upgrade, keep_alive,
+    override_host, remove_hop_by_hop, request_keep_alive, response_keep_alive, set_connector_id,
+    set_forwarded_proto, strip_for_forwarding,
 };
 pub use response::{
     NO_CONNECTOR_DETAIL, error_response, error_response_bytes, no_route_detail,

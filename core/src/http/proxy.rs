@@ -4,12 +4,12 @@
 //!
 //! The split of work along the request path: the edge rewrites the request and encodes it
 //! into the stream's OPEN metadata in one pass over the parsed fields
-//! ([`forward_request_meta`]: what [`remove_hop_by_hop`], dropping `Expect`,
+//! ([`crate::tunnel::forward_request_meta`]: what [`strip_for_forwarding`],
 //! [`append_forwarded_for`], [`set_forwarded_proto`] and [`crate::http::RequestRoute::apply`]
 //! would do to a copy, without the copy), and writes the connector's response head for the
-//! client the same way ([`encode_client_response`]); the connector calls [`set_connector_id`],
-//! [`override_host`] and [`crate::http::set_framing_headers`] before it writes the request to
-//! the origin.
+//! client the same way ([`encode_client_response`]); the connector calls
+//! [`strip_for_forwarding`], [`set_connector_id`], [`override_host`] and
+//! [`crate::http::set_framing_headers`] before it writes the request to the origin.
 
 use std::net::IpAddr;
 
@@ -18,8 +18,6 @@ use bytes::Bytes;
 use super::framing::BodyFraming;
 use super::head::{RequestHead, ResponseHead, Version};
 use super::headers::{Header, Headers, tokens};
-use super::meta::{EmitFields, FieldSink, RequestStart, encode_request_fields};
-use super::route::RequestRoute;
 
 /// The header that names the connector that served a request, towards the origin. Chosen over
 /// a `Cf-` name because it is ringtun's own, and spelled like `X-Forwarded-For` so origins log it
@@ -118,7 +116,7 @@ pub fn override_host(headers: &mut Headers, host: impl Into<Bytes>) {
 /// Whether `h` is a hop-by-hop field of `all` (the fields it came with): one of [`HOP_BY_HOP`]
 /// or listed in a `Connection` field, never one of [`END_TO_END`]. With `keep_upgrade`,
 /// `Upgrade` is kept. The rule of [`remove_hop_by_hop`], asked of one field.
-fn is_hop(h: &Header, all: &Headers, keep_upgrade: bool) -> bool {
+pub(crate) fn is_hop(h: &Header, all: &Headers, keep_upgrade: bool) -> bool {
     if keep_upgrade && h.is("upgrade") {
         return false;
     }
@@ -131,124 +129,22 @@ fn is_hop(h: &Header, all: &Headers, keep_upgrade: bool) -> bool {
             .any(|v| tokens(v).any(|t| h.name.eq_ignore_ascii_case(t)))
 }
 
-/// The OPEN metadata for a request the edge forwards (`docs/http-meta.md`): the head as the
-/// client sent it, with the hop-by-hop fields removed ([`remove_hop_by_hop`], `Upgrade` kept
-/// for an `upgrade` request), `Expect` removed, `client` appended to `X-Forwarded-For`
-/// ([`append_forwarded_for`]), `X-Forwarded-Proto` set to `proto`, and the routed target and
-/// `Host` of `route` ([`RequestRoute::apply`]). The result is the same as applying those steps
-/// to a copy of the head and calling [`crate::http::encode_request_meta`], but the fields are
-/// written straight from the parsed slices into one buffer of the right size: no copy of the
-/// field list, no strings for the new values.
-pub fn forward_request_meta(
-    head: &RequestHead,
-    route: &RequestRoute,
-    client: IpAddr,
-    proto: &'static str,
-    upgrade: bool,
-    body: BodyFraming,
-) -> Bytes {
-    forward_request_meta_with(head, route, client, proto, upgrade, body, false)
+/// Whether a proxy drops the request field `h` of `all` when it forwards the request: a
+/// hop-by-hop field ([`is_hop`], `Upgrade` kept with `upgrade`) or `Expect` (each hop answers
+/// `100 Continue` to its own client). The one rule behind [`strip_for_forwarding`] and the
+/// edge's [`crate::tunnel::forward_request_meta`].
+pub(crate) fn is_dropped_on_forward(h: &Header, all: &Headers, upgrade: bool) -> bool {
+    h.is("expect") || is_hop(h, all, upgrade)
 }
 
-/// [`forward_request_meta`] with the `trailers` flag of
-/// [`RequestExtra`](crate::http::RequestExtra): the stream will carry the request body in
-/// chunked encoding with its trailer section (only with [`BodyFraming::Chunked`]).
-pub fn forward_request_meta_with(
-    head: &RequestHead,
-    route: &RequestRoute,
-    client: IpAddr,
-    proto: &'static str,
-    upgrade: bool,
-    body: BodyFraming,
-    trailers: bool,
-) -> Bytes {
-    let mut ip = [0u8; 64];
-    let ip_len = {
-        use std::io::Write;
-        let mut rest = &mut ip[..];
-        // An address's text is at most 45 bytes: the buffer always takes it.
-        let _ = write!(rest, "{client}");
-        64 - rest.len()
-    };
-    let fields = Forwarded {
-        head,
-        host: route.host().as_bytes(),
-        client: &ip[..ip_len],
-        proto: proto.as_bytes(),
-        upgrade,
-    };
-    let start = RequestStart {
-        version: head.version,
-        body,
-        trailers,
-        client_ip: Some(client),
-        method: &head.method,
-        host: route.host().as_bytes(),
-        target: route.target(),
-    };
-    encode_request_fields(&start, &fields)
-}
-
-/// The fields of a forwarded request (see [`forward_request_meta`]).
-struct Forwarded<'a> {
-    head: &'a RequestHead,
-    host: &'a [u8],
-    client: &'a [u8],
-    proto: &'a [u8],
-    upgrade: bool,
-}
-
-impl Forwarded<'_> {
-    /// The fields that stay, in order.
-    fn kept(&self) -> impl Iterator<Item = &Header> + Clone {
-        let all = &self.head.headers;
-        all.iter()
-            .filter(move |h| !h.is("expect") && !is_hop(h, all, self.upgrade))
-    }
-}
-
-impl EmitFields for Forwarded<'_> {
-    fn emit<S: FieldSink>(&self, sink: &mut S) {
-        // `X-Forwarded-For`: the values that stay, joined, then the client.
-        let xff = self
-            .kept()
-            .filter(|h| h.is("x-forwarded-for") && !h.value.is_empty())
-            .flat_map(|h| [&h.value[..], b", "])
-            .chain(std::iter::once(self.client));
-        let (mut seen_xff, mut seen_proto, mut seen_host, mut kept_upgrade) =
-            (false, false, false, false);
-        // Replaced fields keep the first one's place and spelling; later ones go.
-        for h in self.kept() {
-            if h.is("x-forwarded-for") {
-                if !std::mem::replace(&mut seen_xff, true) {
-                    sink.field(&h.name, xff.clone());
-                }
-            } else if h.is("x-forwarded-proto") {
-                if !std::mem::replace(&mut seen_proto, true) {
-                    sink.field(&h.name, std::iter::once(self.proto));
-                }
-            } else if h.is("host") {
-                if !std::mem::replace(&mut seen_host, true) {
-                    sink.field(&h.name, std::iter::once(self.host));
-                }
-            } else {
-                kept_upgrade |= h.is("upgrade");
-                sink.field(&h.name, std::iter::once(&h.value[..]));
-            }
-        }
-        if self.upgrade && kept_upgrade {
-            sink.field(b"Connection", std::iter::once(&b"upgrade"[..]));
-        }
-        if !seen_xff {
-            sink.field(b"X-Forwarded-For", xff);
-        }
-        if !seen_proto {
-            sink.field(b"X-Forwarded-Proto", std::iter::once(self.proto));
-        }
-        if !seen_host {
-            sink.field(b"Host", std::iter::once(self.host));
-        }
-    }
+/// Removes from a request's fields what a proxy does not forward: the hop-by-hop fields
+/// ([`remove_hop_by_hop`], `Upgrade` kept and `Connection: upgrade` put back with `upgrade`)
+/// and `Expect`. The connector calls it before it writes a request to its origin; the edge
+/// applies the same rule while it encodes OPEN metadata
+/// ([`crate::tunnel::forward_request_meta`]).
+pub fn strip_for_forwarding(headers: &mut Headers, upgrade: bool) {
+    remove_hop_by_hop(headers, upgrade);
+    headers.remove("expect");
 }
 
 /// The head of a response forwarded to a client (`HTTP/1.1`, whatever version the origin
@@ -393,7 +289,7 @@ pub fn response_keep_alive(head: &ResponseHead, framing: BodyFraming) -> bool {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
@@ -488,7 +384,7 @@ mod tests {
     /// The fields of the heads the one-pass rewrites are checked on: hop-by-hop fields, fields
     /// named in `Connection` (also the end-to-end ones and the `X-Forwarded-*` ones), several
     /// `X-Forwarded-For`, `Expect`, framing fields.
-    fn field() -> impl Strategy<Value = (String, String)> {
+    pub(crate) fn field() -> impl Strategy<Value = (String, String)> {
         let names = prop::sample::select(vec![
             "Host",
             "host",
@@ -527,40 +423,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn forward_request_meta_is_the_steps_in_one_pass(
-            fields in prop::collection::vec(field(), 0..12),
-            upgrade in any::<bool>(),
-            v6 in any::<bool>(),
-        ) {
-            let mut head = RequestHead::new("GET", "/a/b?c");
-            head.version = Version::Http10;
-            for (n, v) in &fields {
-                head.headers.append(n.clone(), v.clone());
-            }
-            let mut routed = head.clone();
-            routed.headers.retain(|h| !h.is("host"));
-            routed.headers.append("Host", "App.Example.com:8080");
-            let route = RequestRoute::of(&routed).unwrap();
-            let client: IpAddr = if v6 { "2001:db8::1".parse().unwrap() } else { "10.1.2.3".parse().unwrap() };
-            let body = BodyFraming::Length(7);
-            let mut fwd = head.clone();
-            remove_hop_by_hop(&mut fwd.headers, upgrade);
-            fwd.headers.remove("expect");
-            append_forwarded_for(&mut fwd.headers, client);
-            set_forwarded_proto(&mut fwd.headers, "http");
-            route.apply(&mut fwd);
-            let extra = crate::http::RequestExtra {
-                host: route.host().to_owned(),
-                client_ip: Some(client),
-                body,
-                trailers: false,
-            };
-            let want = crate::http::encode_request_meta(&fwd, &extra);
-            let got = forward_request_meta(&head, &route, client, "http", upgrade, body);
-            prop_assert_eq!(got, want);
-        }
-
         #[test]
         fn encode_client_response_is_the_steps_in_one_pass(
             fields in prop::collection::vec(field(), 0..12),

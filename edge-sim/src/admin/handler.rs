@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::error::Error;
 use crate::registry::{Connector, Registry, RouteChange, Tunnel, edge_summary};
 use crate::settings::{DataCenter, LbPolicy};
-use crate::state::AdminToken;
+use crate::state_dir::AdminToken;
 
 /// What the admin routes need.
 #[derive(Debug, Clone)]
@@ -180,7 +180,7 @@ fn faults_route(
         ctx.faults.set_data_center(name, action)
     };
     res.map(|list| Reply::json(200, json!(list)))
-        .map_err(|e| Reply::error(404, e.to_string()))
+        .map_err(Reply::from)
 }
 
 /// The path's segments (`/tunnels/web/` gives `["tunnels", "web"]`) and the query.

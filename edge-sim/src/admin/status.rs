@@ -4,12 +4,16 @@
 use crate::error::Error;
 
 /// The admin API status for `e`: 400 for a bad request (or an invalid edge configuration), 404
-/// for a tunnel or route that does not exist, 409 for a request that conflicts with the current
-/// state, 503 while the registry's store is busy or unreachable, 500 when the edge itself failed.
+/// for a tunnel, route, edge server or data center that does not exist, 409 for a request that
+/// conflicts with the current state, 503 while the registry's store is busy or unreachable, 500
+/// when the edge itself failed.
 pub fn status_of(e: &Error) -> u16 {
     match e {
-        Error::Config(_) | Error::Invalid(_) | Error::BadProof(_) | Error::LinkLimit { .. } => 400,
-        Error::TunnelNotFound(_) | Error::RouteNotFound(_) => 404,
+        Error::Config(_) | Error::Invalid(_) | Error::LinkLimit { .. } => 400,
+        Error::TunnelNotFound(_)
+        | Error::RouteNotFound(_)
+        | Error::UnknownServer(_)
+        | Error::UnknownDataCenter(_) => 404,
         Error::TunnelExists(_)
         | Error::TunnelHasConnectors { .. }
         | Error::DnsRouteExists { .. }
@@ -138,6 +142,13 @@ mod tests {
                 true,
             ),
             (Error::RouteNotFound("x".into()), 404, Fault::Client, false),
+            (Error::UnknownServer("x".into()), 404, Fault::Client, false),
+            (
+                Error::UnknownDataCenter("x".into()),
+                404,
+                Fault::Client,
+                false,
+            ),
             (
                 Error::ConnectorLimit {
                     tunnel: "x".into(),
@@ -147,7 +158,6 @@ mod tests {
                 Fault::Client,
                 true,
             ),
-            (Error::BadProof("x".into()), 400, Fault::Client, false),
             (
                 Error::Runtime(ringtun_core::rt::RtError::WorkerLost { worker: 0 }),
                 500,

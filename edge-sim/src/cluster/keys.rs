@@ -305,7 +305,7 @@ fn decode_secret(id: &str, value: &str) -> std::result::Result<(Uuid, TunnelSecr
     let bytes: [u8; 32] = bytes
         .try_into()
         .map_err(|_| "secret is not 32 bytes".to_owned())?;
-    Ok((id, TunnelSecret(bytes)))
+    Ok((id, TunnelSecret::from_bytes(bytes)))
 }
 
 #[cfg(test)]

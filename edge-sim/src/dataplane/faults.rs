@@ -22,6 +22,7 @@ use ringtun_core::rt::Shutdown;
 use serde::Serialize;
 
 use super::ServerInfo;
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
 /// What `GET /faults` reports: the servers and data centers taken down, as they were named.
@@ -31,17 +32,6 @@ pub struct FaultList {
     pub servers: Vec<String>,
     /// Data centers taken down (every server of each is down).
     pub data_centers: Vec<String>,
-}
-
-/// Why a fault could not be set.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FaultError {
-    /// No edge server listens on this address.
-    #[error("no edge server {0} (GET /discovery lists them)")]
-    UnknownServer(String),
-    /// No data center has this name.
-    #[error("no data center {0:?} (GET /discovery lists them)")]
-    UnknownDataCenter(String),
 }
 
 /// Up or down.
@@ -138,12 +128,12 @@ impl Faults {
     }
 
     /// Takes one server down or up. `addr` is the bound address as `/discovery` reports it.
-    pub fn set_server(&self, addr: &str, action: FaultAction) -> Result<FaultList, FaultError> {
+    pub fn set_server(&self, addr: &str, action: FaultAction) -> Result<FaultList> {
         let parsed: SocketAddr = addr
             .parse()
-            .map_err(|_| FaultError::UnknownServer(addr.to_owned()))?;
+            .map_err(|_| Error::UnknownServer(addr.to_owned()))?;
         if self.server_index(parsed).is_none() {
-            return Err(FaultError::UnknownServer(addr.to_owned()));
+            return Err(Error::UnknownServer(addr.to_owned()));
         }
         let mut wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
         match action {
@@ -157,13 +147,9 @@ impl Faults {
     }
 
     /// Takes every server of a data center down or up.
-    pub fn set_data_center(
-        &self,
-        name: &str,
-        action: FaultAction,
-    ) -> Result<FaultList, FaultError> {
+    pub fn set_data_center(&self, name: &str, action: FaultAction) -> Result<FaultList> {
         if !self.servers.iter().any(|s| s.info.data_center == name) {
-            return Err(FaultError::UnknownDataCenter(name.to_owned()));
+            return Err(Error::UnknownDataCenter(name.to_owned()));
         }
         let mut wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
         match action {
@@ -247,15 +233,15 @@ mod tests {
             .expect("known");
         assert!(!f.is_down(1));
         assert_eq!(f.list(), FaultList::default());
-        assert_eq!(
+        assert!(matches!(
             f.set_server("127.0.9.9:1", FaultAction::Down),
-            Err(FaultError::UnknownServer("127.0.9.9:1".into()))
-        );
+            Err(Error::UnknownServer(a)) if a == "127.0.9.9:1"
+        ));
         assert!(f.set_server("nope", FaultAction::Down).is_err());
-        assert_eq!(
+        assert!(matches!(
             f.set_data_center("ams", FaultAction::Up),
-            Err(FaultError::UnknownDataCenter("ams".into()))
-        );
+            Err(Error::UnknownDataCenter(n)) if n == "ams"
+        ));
     }
 
     #[test]

@@ -83,7 +83,7 @@ use rustls::ServerConfig;
 use crate::error::{Error, Result};
 use crate::registry::{LiveLoads, Registry};
 use crate::settings::{LbPolicy, Settings};
-use crate::state::TlsMaterial;
+use crate::state_dir::TlsMaterial;
 
 /// One edge server: where it listens and which data center it belongs to.
 #[derive(Debug, Clone)]

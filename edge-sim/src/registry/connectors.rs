@@ -1,6 +1,5 @@
 //! The ephemeral half of the registry: connected connectors, in memory.
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use ringtun_core::rt::Shutdown;
 use time::OffsetDateTime;
@@ -174,31 +173,6 @@ impl ConnectorTable {
         self.by_id.remove(&connector);
         self.declared.remove(&connector);
         self.live.retain(|(c, _), _| *c != connector);
-    }
-
-    /// Removes the link record `index` only if it is the one on `server`: a link that was
-    /// replaced under the same index (moved to another server) leaves its successor alone.
-    /// Returns whether the connector is gone.
-    pub(crate) fn remove_link_at(
-        &mut self,
-        connector: Uuid,
-        index: u8,
-        server: SocketAddr,
-    ) -> bool {
-        let Some(c) = self.by_id.get_mut(&connector) else {
-            return false;
-        };
-        let before = c.links.len();
-        c.links.retain(|l| l.index != index || l.server != server);
-        if c.links.len() != before {
-            self.live.remove(&(connector, index));
-        }
-        if c.links.is_empty() {
-            self.forget(connector);
-            true
-        } else {
-            false
-        }
     }
 
     pub(crate) fn set_draining(&mut self, connector: Uuid) -> bool {

@@ -76,10 +76,10 @@ impl Registry {
         c
     }
 
-    /// Registers one link of a connector (the first link registers the connector). Enforces the
-    /// per-tunnel connector limit: over it, the error's message is meant for the connector,
-    /// e.g. `tunnel web has reached its limit of 100 connectors`. The caller has verified the
-    /// registration proof.
+    /// Registers a connector's link record without a live link behind it: a stale record, which
+    /// [`Registry::cleanup`] removes. The edge's link server never makes one (it registers
+    /// through [`Registry::register_link`] and unregisters when the link ends); the tests use
+    /// it to exercise cleanup and the limits without running links.
     pub fn register_connector(
         &self,
         tunnel_id: Uuid,
@@ -89,9 +89,12 @@ impl Registry {
         self.admit(tunnel_id, registration, link, None).map(|_| ())
     }
 
-    /// [`Registry::register_connector`] for a live link: also enforces the connector's link
-    /// bound (`slot.ha_connections`, at most [`MAX_LINKS_PER_CONNECTOR`]; a link index must be
-    /// below it and below the count the connector's first link declared) and, when the index
+    /// Registers one live link of a connector (the first link registers the connector).
+    /// Enforces the per-tunnel connector limit: over it, the error's message is meant for the
+    /// connector, e.g. `tunnel web has reached its limit of 100 connectors`. The caller has
+    /// verified the registration proof. Also enforces the connector's link bound
+    /// (`slot.ha_connections`, at most [`MAX_LINKS_PER_CONNECTOR`]; a link index must be below
+    /// it and below the count the connector's first link declared) and, when the index
     /// already has a link, triggers that link's `slot.replaced` signal (its link server then
     /// drains it) before this one takes the index. Returns the link's ID for
     /// [`Registry::unregister_link_id`]. A refused index is counted as
@@ -185,21 +188,6 @@ impl Registry {
     pub fn unregister_link_id(&self, connector_id: Uuid, link_index: u8, id: u64) -> bool {
         let mut table = self.table();
         let gone = table.remove_live_link(connector_id, link_index, id);
-        self.update_connector_gauge(&table);
-        gone
-    }
-
-    /// Unregisters link `link_index` of a connector if its record is the one on `server` (a
-    /// link replaced under the same index on another server keeps its new record). Returns
-    /// whether the connector went away.
-    pub fn unregister_link_at(
-        &self,
-        connector_id: Uuid,
-        link_index: u8,
-        server: std::net::SocketAddr,
-    ) -> bool {
-        let mut table = self.table();
-        let gone = table.remove_link_at(connector_id, link_index, server);
         self.update_connector_gauge(&table);
         gone
     }

@@ -149,7 +149,12 @@ impl Store {
             .map_err(|e| Error::Invalid(format!("cannot format time: {e}")))?;
         let res = self.conn.execute(
             "INSERT INTO tunnels (id, name, secret, created) VALUES (?1, ?2, ?3, ?4)",
-            params![tunnel.id.to_string(), tunnel.name, &secret.0[..], created],
+            params![
+                tunnel.id.to_string(),
+                tunnel.name,
+                &secret.expose()[..],
+                created
+            ],
         );
         match res {
             Ok(_) => Ok(()),
@@ -190,7 +195,7 @@ impl Store {
             path: "registry.db".into(),
             reason: format!("tunnel {id} has a secret of the wrong length"),
         })?;
-        Ok(TunnelSecret(bytes))
+        Ok(TunnelSecret::from_bytes(bytes))
     }
 
     pub(crate) fn delete_tunnel(&self, id: Uuid) -> Result<()> {

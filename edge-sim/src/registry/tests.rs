@@ -119,7 +119,8 @@ fn connector_limit() {
         r.register_connector(t.id, reg(c1), link(i, dc))
             .expect("links of one connector count once");
     }
-    r.register_connector(t.id, reg(c2), link(0, "dfw"))
+    let c2_link = r
+        .register_link(t.id, reg(c2), link(0, "dfw"), LinkSlot::default())
         .expect("second");
     let err = r
         .register_connector(t.id, reg(c3), link(0, "dfw"))
@@ -148,13 +149,10 @@ fn connector_limit() {
     assert!(r.set_draining(c1));
     assert!(r.connector(c1).expect("c1").draining);
     assert!(
-        !r.unregister_link_at(c2, 1, link(1, "dfw").server),
+        !r.unregister_link_id(c2, 1, c2_link),
         "unknown index leaves it"
     );
-    assert!(
-        r.unregister_link_at(c2, 0, link(0, "dfw").server),
-        "last link removes it"
-    );
+    assert!(r.unregister_link_id(c2, 0, c2_link), "last link removes it");
     r.register_connector(t.id, reg(c3), link(0, "dfw"))
         .expect_err("c3 belongs to the other tunnel");
     r.register_connector(t.id, reg(Uuid::new_v4()), link(0, "dfw"))
@@ -338,7 +336,7 @@ fn a_database_from_before_lb_policies_is_migrated() {
     let t = r.tunnel("old").expect("old tunnel still there");
     assert_eq!(t.id, id);
     assert_eq!(t.lb_policy, None);
-    assert_eq!(r.tunnel_secret(id).expect("secret").0, [7u8; 32]);
+    assert_eq!(*r.tunnel_secret(id).expect("secret").expose(), [7u8; 32]);
     assert_eq!(r.dns_routes().expect("routes").len(), 1);
     let v = r.routes_version();
     let set = r
@@ -422,16 +420,18 @@ fn a_replaced_link_leaves_its_successor_registered() {
         data_center: "mci".into(),
         server: SocketAddr::from(([127, 0, 2, 1], 7844)),
     };
-    r.register_connector(t.id, reg(c), displaced.clone())
+    let displaced_id = r
+        .register_link(t.id, reg(c), displaced, LinkSlot::default())
         .expect("displaced");
     // The replacement (same index, home data center) comes up first...
-    r.register_connector(t.id, reg(c), link(0, "dfw"))
+    let replacement_id = r
+        .register_link(t.id, reg(c), link(0, "dfw"), LinkSlot::default())
         .expect("replacement");
     // ...then the displaced link ends: the replacement's record stays.
-    assert!(!r.unregister_link_at(c, 0, displaced.server));
+    assert!(!r.unregister_link_id(c, 0, displaced_id));
     let got = r.connector(c).expect("still registered");
     assert_eq!(got.links, vec![link(0, "dfw")]);
-    assert!(r.unregister_link_at(c, 0, link(0, "dfw").server));
+    assert!(r.unregister_link_id(c, 0, replacement_id));
     assert!(r.connector(c).is_none());
 }
 

@@ -9,11 +9,22 @@ use uuid::Uuid;
 
 use crate::settings::LbPolicy;
 
-/// A tunnel's secret: 32 random bytes. `Debug` hides it.
+/// A tunnel's secret as the registry stores it: 32 random bytes. `Debug` hides it; the bytes
+/// come out only through [`TunnelSecret::expose`] (for the store and the registration proof).
 #[derive(Clone, PartialEq, Eq)]
-pub struct TunnelSecret(pub [u8; 32]);
+pub struct TunnelSecret([u8; 32]);
 
 impl TunnelSecret {
+    /// Wraps stored secret bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        TunnelSecret(bytes)
+    }
+
+    /// The secret bytes, for storing them and checking a registration proof; never log them.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// A fresh random secret.
     pub fn generate() -> Self {
         let mut bytes = [0u8; 32];

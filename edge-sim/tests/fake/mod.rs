@@ -13,14 +13,15 @@ use compio::net::TcpStream;
 use ringtun_core::handshake::{
     Accepted, HandshakeError, RegisterFlags, RegisterRequest, TunnelSecret, connector_register,
 };
-use ringtun_core::http::{
-    BodyFraming, ReplyError, ReplyErrorKind, ResponseHead, decode_request_meta, encode_reply_error,
-    encode_response_meta, encode_response_meta_with, origin_refused_detail, origin_timeout_detail,
-};
+use ringtun_core::http::{BodyFraming, ResponseHead, origin_refused_detail, origin_timeout_detail};
 use ringtun_core::link::{Incoming, Link};
 use ringtun_core::mux::{Config, ErrorCode, Role, StreamKind};
 use ringtun_core::rt::Shutdown;
 use ringtun_core::tls::{TlsStream, client_config};
+use ringtun_core::tunnel::{
+    ReplyError, ReplyErrorKind, decode_request_meta, encode_reply_error, encode_response_meta,
+    encode_response_meta_with,
+};
 use uuid::Uuid;
 
 /// How to reach and prove to the edge.

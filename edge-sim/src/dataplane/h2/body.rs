@@ -17,11 +17,10 @@ use bytes::Bytes;
 use futures_util::future::{Either, select};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
-use ringtun_core::http::{
-    BodyFraming, ResponseHead, ResponseMeta, decode_response_meta, error_response,
-};
+use ringtun_core::http::{BodyFraming, ResponseHead, error_response};
 use ringtun_core::link::Stream;
 use ringtun_core::mux::ErrorCode;
+use ringtun_core::tunnel::{ResponseMeta, decode_response_meta};
 
 use super::ConnState;
 use super::head::response_head;

@@ -15,11 +15,11 @@ use h2::RecvStream;
 use h2::server::SendResponse;
 use http::request::Parts;
 use ringtun_core::http::{
-    BodyFraming, Headers, RequestHead, RequestRoute, Version, error_response,
-    forward_request_meta_with, no_route_detail,
+    BodyFraming, Headers, RequestHead, RequestRoute, Version, error_response, no_route_detail,
 };
 use ringtun_core::link::Stream;
 use ringtun_core::mux::StreamKind;
+use ringtun_core::tunnel::forward_request_meta_with;
 
 use super::body::{Answer, ReqBody, answer, read_small_body, respond};
 use super::{ConnState, trailers};

@@ -27,7 +27,7 @@ use crate::dataplane::watchdog::ReadKind;
 use crate::dataplane::worker::Worker;
 use crate::error::{Error, Result};
 use crate::settings::H2Settings;
-use crate::state::TlsMaterial;
+use crate::state_dir::TlsMaterial;
 
 /// The ALPN protocol of HTTP/2 over TLS (RFC 9113 §3.2).
 const H2_ALPN: &[u8] = b"h2";

@@ -9,12 +9,12 @@ use bytes::Bytes;
 use ringtun_core::error::Classify;
 use ringtun_core::http::io::CONTINUE_RESPONSE;
 use ringtun_core::http::{
-    BodyFraming, RequestHead, RequestRoute, expects_continue, forward_request_meta_with,
-    is_upgrade_request, is_websocket_upgrade, no_route_detail, request_framing, request_keep_alive,
-    response_of,
+    BodyFraming, RequestHead, RequestRoute, expects_continue, is_upgrade_request,
+    is_websocket_upgrade, no_route_detail, request_framing, request_keep_alive, response_of,
 };
 use ringtun_core::link::{Link, Stream};
 use ringtun_core::mux::StreamKind;
+use ringtun_core::tunnel::forward_request_meta_with;
 
 use super::body::{PumpCtx, RETRY_BODY_LIMIT, ReqBody, pump_body, read_small_body, replay_bytes};
 use super::host_label::count_host_request;

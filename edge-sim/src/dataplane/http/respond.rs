@@ -14,10 +14,11 @@ use bytes::{Bytes, BytesMut};
 use ringtun_core::http::io::MAX_IOVECS;
 use ringtun_core::http::{
     BodyDecoder, BodyEncoder, BodyFraming, BodyLimits, DecodeStep, Fault, RequestHead,
-    ResponseHead, ResponseMeta, Version, decode_response_meta, encode_client_response,
-    is_upgrade_request, remove_hop_by_hop, request_keep_alive, tokens,
+    ResponseHead, Version, encode_client_response, is_upgrade_request, remove_hop_by_hop,
+    request_keep_alive, tokens,
 };
 use ringtun_core::link::LinkError;
+use ringtun_core::tunnel::{ResponseMeta, decode_response_meta};
 
 use super::request::Held;
 use super::{Conn, Next, reply_error};

@@ -37,12 +37,12 @@ use std::time::Duration;
 
 use compio::net::{TcpListener, TcpStream};
 use ringtun_core::handshake::Register;
-use ringtun_core::http::tunnel_link_config;
 use ringtun_core::link::{Link, Transport};
 use ringtun_core::mux::{Config, Role};
 use ringtun_core::rt::Shutdown;
 use ringtun_core::rt::net::{SocketTuning, tune_stream};
 use ringtun_core::tls::TlsStream;
+use ringtun_core::tunnel::tunnel_link_config;
 use uuid::Uuid;
 
 use super::ServerInfo;

@@ -47,7 +47,7 @@ async fn register<S: AsyncRead + AsyncWrite>(
         let tunnel = Uuid::from_bytes(r.tunnel_id);
         registry
             .tunnel_secret(tunnel)
-            .map(|s| TunnelSecret::new(s.0.to_vec()))
+            .map(|s| TunnelSecret::new(s.expose().to_vec()))
             .map_err(|e| {
                 registry.metrics().connectors_rejected.inc();
                 match e {

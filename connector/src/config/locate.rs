@@ -26,7 +26,7 @@ pub fn default_locations(home: Option<&Path>) -> Vec<PathBuf> {
 }
 
 /// The config file to use: `explicit` if given, else the first default location that exists.
-pub fn discover(explicit: Option<&Path>) -> Result<PathBuf> {
+pub fn find_config_file(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(path) = explicit {
         return Ok(path.to_owned());
     }
@@ -71,7 +71,7 @@ mod tests {
     #[test]
     fn explicit_wins() {
         assert_eq!(
-            discover(Some(Path::new("/x/y.yml"))).ok(),
+            find_config_file(Some(Path::new("/x/y.yml"))).ok(),
             Some(PathBuf::from("/x/y.yml"))
         );
     }

@@ -14,11 +14,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bytes::Bytes;
 
-use super::error::HttpError;
-use super::framing::BodyFraming;
-use super::head::{RequestHead, ResponseHead, Version};
-use super::headers::{Header, Headers, is_field_value, is_tchar};
-use super::route::{is_normalized_target, normalize_host};
+use crate::http::{
+    BodyFraming, Headers, HttpError, RequestHead, ResponseHead, Version, is_field_value,
+    is_normalized_target, is_tchar, normalize_host,
+};
 
 /// The format version, the first byte of every metadata blob. Version 2 added the routed host
 /// to OPEN and requires a normalised target (`docs/http-meta.md`); the edge and the connector
@@ -51,8 +50,8 @@ pub struct RequestExtra {
     pub body: BodyFraming,
     /// The stream's DATA carries the body in HTTP/1.1 chunked encoding, trailer section
     /// included, instead of the decoded payload, so trailer fields reach the other side (read
-    /// them with a [`BodyDecoder`](super::BodyDecoder) and
-    /// [`take_trailers`](super::BodyDecoder::take_trailers)). Only with
+    /// them with a [`BodyDecoder`](crate::http::BodyDecoder) and
+    /// [`take_trailers`](crate::http::BodyDecoder::take_trailers)). Only with
     /// [`BodyFraming::Chunked`]; a blob with the flag and another framing is refused.
     pub trailers: bool,
 }
@@ -124,7 +123,7 @@ impl ReplyError {
     /// The response the edge sends for this error: [`ReplyErrorKind::status`] with the message
     /// as the body (see [`crate::http::error_response`]).
     pub fn to_response(&self, close: bool) -> (ResponseHead, Bytes) {
-        super::response::error_response(self.kind.status(), &self.message, close)
+        crate::http::error_response(self.kind.status(), &self.message, close)
     }
 }
 
@@ -582,29 +581,6 @@ impl Reader {
         } else {
             Err(HttpError::InvalidMeta("trailing bytes"))
         }
-    }
-}
-
-impl FromIterator<(Bytes, Bytes)> for Headers {
-    fn from_iter<T: IntoIterator<Item = (Bytes, Bytes)>>(iter: T) -> Headers {
-        iter.into_iter()
-            .map(|(name, value)| Header { name, value })
-            .collect()
-    }
-}
-
-/// The most OPEN/REPLY metadata a tunnel link accepts: a head at the 64 KiB head limit
-/// ([`HeadLimits`](super::HeadLimits)) plus what the edge adds to it (`X-Forwarded-For`,
-/// `X-Forwarded-Proto`) and the metadata encoding's own bytes. With the mux default (64 KiB),
-/// a request head the edge had accepted could not be opened and got 502 instead of reaching
-/// the origin.
-pub const TUNNEL_MAX_METADATA: u32 = 64 * 1024 + 8 * 1024;
-
-/// The mux configuration both ends of a tunnel link use.
-pub fn tunnel_link_config() -> crate::mux::Config {
-    crate::mux::Config {
-        max_metadata_size: TUNNEL_MAX_METADATA,
-        ..crate::mux::Config::default()
     }
 }
 
