@@ -20,7 +20,7 @@ use compio::net::TcpStream;
 use futures_util::FutureExt as _;
 use futures_util::future::{LocalBoxFuture, Shared};
 use rand::seq::SliceRandom as _;
-use ringtun_core::http::tunnel_link_config;
+use ringtun_core::tunnel::tunnel_link_config;
 use ringtun_core::link::Link;
 use ringtun_core::mux::{ErrorCode, Role};
 use ringtun_core::rt::net::{SocketTuning, tune_stream};

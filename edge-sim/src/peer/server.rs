@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use compio::net::{TcpListener, TcpStream};
-use ringtun_core::http::{RequestRoute, decode_request_meta, tunnel_link_config};
+use ringtun_core::http::RequestRoute;
+use ringtun_core::tunnel::{decode_request_meta, tunnel_link_config};
 use ringtun_core::link::{Incoming, Link, LinkError, Stream};
 use ringtun_core::mux::{ErrorCode, Role, StreamKind};
 use ringtun_core::rt::net::{SocketTuning, tune_stream};
