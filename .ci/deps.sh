@@ -34,9 +34,9 @@ if ! command -v protoc >/dev/null 2>&1 || [ ! -f /usr/include/google/protobuf/de
 fi
 
 # grpc
-# A real gRPC origin for connector/tests/e2e_http2.rs (connector/tests/grpc/): Python grpcio in
-# a venv at target/test-venv, pinned. The tests find it at target/test-venv/bin/python (or
-# $RINGTUN_TEST_PYTHON).
+# A real gRPC origin for the connector's HTTP/2 end-to-end tests (test-support/grpc/): Python
+# grpcio in a venv at target/test-venv, pinned. The tests find it at target/test-venv/bin/python
+# (or $RINGTUN_TEST_PYTHON).
 GRPCIO_VERSION=1.76.0
 venv=target/test-venv
 if ! python3 -c "import ensurepip" >/dev/null 2>&1; then

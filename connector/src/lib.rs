@@ -14,8 +14,9 @@
 //! - [`observe`]: metrics and readiness, and the `--metrics` server (`/ready`, `/metrics`);
 //! - [`proxy`]: serving streams: HTTP to origins through per-worker pools, TCP, built-ins;
 //! - [`cli`]: the clap command tree and one handler function per command;
-//! - [`demo`]: `ringtun demo`, the whole system as child processes, and the process helpers the
-//!   end-to-end tests share;
+//! - [`demo`]: `ringtun demo`, the whole system as child processes;
+//! - [`process`]: supervised child processes (output collected, waited for, stopped on drop),
+//!   used by the demo and by the workspace's test-support crate;
 //! - [`error`]: the crate's one error type.
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,7 @@ pub mod demo;
 pub mod error;
 pub mod ingress;
 pub mod observe;
+pub mod process;
 pub mod proxy;
 pub mod run;
 

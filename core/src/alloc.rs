@@ -2,7 +2,7 @@
 //! [`System`] and counts the calls that take memory, so a process can say how many allocations
 //! a request costs (`ringtun_process_allocations_total` on the connector's `/metrics`,
 //! `ringtun_edge_process_allocations_total` on the edge's), and a test can hold that number
-//! down (`connector/tests/e2e_allocations.rs`).
+//! down (`connector/tests/e2e/allocations.rs`).
 //!
 //! A binary opts in with one line in its `main.rs`:
 //!

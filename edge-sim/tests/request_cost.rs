@@ -8,16 +8,15 @@
 //! mux state) and the runtime's per-operation allocations run on the same worker and are
 //! counted too.
 #![allow(unsafe_code)]
-mod fake;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fake::{Client, FakeConnector, FakeOpts};
+use ringtun_edge_sim::Edge;
 use ringtun_edge_sim::settings::Overrides;
-use ringtun_edge_sim::{Edge, Settings};
+use ringtun_test_support::edge;
+use ringtun_test_support::fake_connector::{Client, FakeConnector, FakeOpts, Response};
 use uuid::Uuid;
 
 /// Counts allocations made on threads named `ringtun-w*` (the edge's workers).
@@ -80,26 +79,16 @@ static GLOBAL: Counting = Counting;
 const HOST: &str = "app.example.com";
 
 fn start(dir: &std::path::Path) -> Edge {
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let settings = Settings::load(
-        None,
-        Overrides {
-            state_dir: Some(dir.join("state")),
-            admin: Some(any),
-            public_http: Some(any),
-            data_centers: vec!["dfw=127.0.1.1:0".into()],
-            // One worker: the public connection and the link share it, no hand-off.
-            workers: Some(1),
-            danger_plaintext_links: true,
-            ..Overrides::default()
-        },
-    )
-    .expect("settings");
-    Edge::start(settings).expect("edge starts")
+    edge::start(Overrides {
+        // One worker: the public connection and the link share it, no hand-off.
+        workers: Some(1),
+        danger_plaintext_links: true,
+        ..edge::overrides(dir)
+    })
 }
 
 /// Allocations per request on the edge's worker over `n` requests of `path` (after a warm-up).
-fn allocs_per_request(c: &mut Client, path: &str, n: u64, check: impl Fn(&fake::Resp)) -> f64 {
+fn allocs_per_request(c: &mut Client, path: &str, n: u64, check: impl Fn(&Response)) -> f64 {
     for _ in 0..20 {
         check(&c.get(HOST, path));
     }

@@ -20,11 +20,11 @@ use compio::net::TcpStream;
 use futures_util::FutureExt as _;
 use futures_util::future::{LocalBoxFuture, Shared};
 use rand::seq::SliceRandom as _;
-use ringtun_core::tunnel::tunnel_link_config;
 use ringtun_core::link::Link;
 use ringtun_core::mux::{ErrorCode, Role};
 use ringtun_core::rt::net::{SocketTuning, tune_stream};
 use ringtun_core::tls::TlsStream;
+use ringtun_core::tunnel::tunnel_link_config;
 use uuid::Uuid;
 
 use super::PeerPlane;

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use compio::net::{TcpListener, TcpStream};
 use ringtun_core::http::RequestRoute;
-use ringtun_core::tunnel::{decode_request_meta, tunnel_link_config};
 use ringtun_core::link::{Incoming, Link, LinkError, Stream};
 use ringtun_core::mux::{ErrorCode, Role, StreamKind};
 use ringtun_core::rt::net::{SocketTuning, tune_stream};
 use ringtun_core::tls::TlsStream;
+use ringtun_core::tunnel::{decode_request_meta, tunnel_link_config};
 use uuid::Uuid;
 
 use super::PeerPlane;

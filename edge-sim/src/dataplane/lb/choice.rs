@@ -365,7 +365,7 @@ mod tests {
     }
 
     /// The cause of the flaky `weights_split_traffic_in_proportion_under_round_robin`
-    /// (connector/tests/e2e_steering.rs): a replica whose links sit on fewer workers is handed
+    /// (connector/tests/e2e/steering.rs): a replica whose links sit on fewer workers is handed
     /// off more often, and a hand-off the receiving worker counted again skewed round-robin
     /// against it (its `served` ran ahead of the streams it got).
     #[test]

@@ -1,0 +1,383 @@
+//! Forwarding between edge nodes over peer links, with real processes: one etcd member, three
+//! `ringtun-edge` nodes, fake connectors linked to some of them. A request that arrives on a
+//! node without a link of its tunnel is forwarded to a node that has one and answered; a
+//! forwarded request is never forwarded again; a node that is down is skipped for the next
+//! one, and with none left the answer is a 502 that names them.
+
+use ringtun_test_support::etcd;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ringtun_test_support::edge::{Spawned, json, request, spawn_edge};
+use ringtun_test_support::fake_connector::{Client, FakeConnector, FakeOpts};
+use uuid::Uuid;
+
+/// Generous: the machine may be busy.
+const DEADLINE: Duration = Duration::from_secs(60);
+const HOST: &str = "web.example.com";
+
+struct Node(Spawned);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
+}
+
+impl Node {
+    fn start(dir: &Path, name: &str, endpoints: &str, prefix: &str) -> Node {
+        let state = dir.join(name);
+        let args = [
+            "--etcd",
+            endpoints,
+            "--etcd-prefix",
+            prefix,
+            "--etcd-timeout-ms",
+            "1500",
+            // Presence outlives a killed node for a while: the forwarding node must cope.
+            "--etcd-lease-ttl",
+            "60",
+            "--workers",
+            "1",
+            "--data-center",
+            "dfw=127.0.1.1:0",
+            "--peer-breaker-failures",
+            "2",
+            "--peer-breaker-cooldown-ms",
+            "600000",
+        ];
+        Node(spawn_edge(
+            env!("CARGO_BIN_EXE_ringtun-edge"),
+            &state,
+            &args,
+        ))
+    }
+
+    fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        request(self.0.admin, method, path, Some(&self.0.token), body)
+    }
+
+    /// The node's ID, from its start-up log line.
+    fn id(&self) -> String {
+        let log = self.0.log.lock().expect("log lock");
+        log.iter()
+            .find(|l| l.contains("edge node in the etcd cluster"))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("node="))
+                    .map(str::to_owned)
+            })
+            .expect("the node logs its ID")
+    }
+
+    /// The peer listener's address, from its start-up log line.
+    fn peer_addr(&self) -> std::net::SocketAddr {
+        let log = self.0.log.lock().expect("log lock");
+        log.iter()
+            .find(|l| l.contains("peer links listening"))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("peer="))
+                    .and_then(|a| a.parse().ok())
+            })
+            .expect("the node logs its peer address")
+    }
+
+    /// The value of the metric line that starts with `line_start`, 0 when absent.
+    fn metric(&self, line_start: &str) -> f64 {
+        let (status, text) = self.admin("GET", "/metrics", None);
+        assert_eq!(status, 200, "{text}");
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// One GET for the tunnel's host on a fresh connection.
+    fn get(&self, path: &str) -> ringtun_test_support::fake_connector::Response {
+        Client::connect(self.0.public).get(HOST, path)
+    }
+
+    /// Waits until a GET answers 200 (the node sees the route and a node with a link).
+    fn wait_served(&self) -> ringtun_test_support::fake_connector::Response {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let r = self.get("/");
+            if r.status == 200 {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never answered 200: {} {}",
+                r.status,
+                r.text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// One GET for [`HOST`] over h2c with prior knowledge: status and body.
+fn h2_get(addr: std::net::SocketAddr) -> (u16, Vec<u8>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri(format!("http://{HOST}/"))
+            .body(())
+            .expect("request");
+        let (resp, _) = client.send_request(req, true).expect("send request");
+        let resp = resp.await.expect("response");
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut got = Vec::new();
+        while let Some(d) = body.data().await {
+            let d = d.expect("response data");
+            let _ = body.flow_control().release_capacity(d.len());
+            got.extend_from_slice(&d);
+        }
+        (status, got)
+    })
+}
+
+fn prefix() -> String {
+    format!("/test-{}/", Uuid::new_v4())
+}
+
+/// The tunnel `web` routed at [`HOST`], made through `node`; returns its ID and secret.
+fn tunnel(node: &Node) -> (Uuid, Vec<u8>) {
+    let (status, body) = node.admin("POST", "/tunnels", Some(r#"{"name":"web"}"#));
+    assert_eq!(status, 201, "{body}");
+    let created = json(&body);
+    let id: Uuid = created["id"].as_str().expect("id").parse().expect("uuid");
+    let secret = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(created["secret"].as_str().expect("secret"))
+            .expect("base64")
+    };
+    let (status, body) = node.admin(
+        "POST",
+        "/routes/dns",
+        Some(&format!(r#"{{"tunnel":"web","hostname":"{HOST}"}}"#)),
+    );
+    assert_eq!(status, 201, "{body}");
+    (id, secret)
+}
+
+/// A fake connector `name` of the tunnel with one link to `node`.
+fn link(node: &Node, name: &'static str, tunnel: Uuid, secret: &[u8]) -> FakeConnector {
+    let ca_pem = json(&node.admin("GET", "/discovery", None).1)["ca_pem"]
+        .as_str()
+        .expect("ca_pem")
+        .to_owned();
+    let connector = FakeConnector::start(FakeOpts {
+        name,
+        server: node.0.server.expect("edge server"),
+        ca_pem: Some(ca_pem),
+        tunnel,
+        secret: secret.to_vec(),
+        connector: Uuid::new_v4(),
+        link_index: 0,
+        refuse: false,
+    });
+    assert!(
+        connector.registered.is_ok(),
+        "{:?}",
+        connector.registered.as_ref().err()
+    );
+    connector
+}
+
+#[test]
+fn requests_to_nodes_without_a_link_are_forwarded_to_the_node_that_has_one() {
+    let etcd = etcd::Etcd::start(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prefix = prefix();
+    let nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .into_iter()
+        .map(|n| Node::start(dir.path(), n, &etcd.endpoints(), &prefix))
+        .collect();
+    let (id, secret) = tunnel(&nodes[0]);
+    let _c = link(&nodes[0], "c1", id, &secret);
+
+    // Node 1 serves its own link; nodes 2 and 3 forward to it.
+    for node in &nodes {
+        let r = node.wait_served();
+        assert_eq!(r.text(), "hello from c1");
+    }
+    for node in &nodes[1..] {
+        for _ in 0..5 {
+            let r = node.get("/");
+            assert_eq!((r.status, r.text()), (200, "hello from c1".to_owned()));
+        }
+        // A body both ways through the peer link (echoed back in pieces).
+        let mut c = Client::connect(node.0.public);
+        let body = "x".repeat(100_000);
+        c.send(
+            format!(
+                "POST /echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        let r = c.read("POST");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), body.len());
+        // HTTP/2 (h2c) goes the same way.
+        let (status, body) = h2_get(node.0.public);
+        assert_eq!(
+            (status, body.as_slice()),
+            (200, b"hello from c1".as_slice())
+        );
+        assert!(node.metric("ringtun_edge_peer_forwarded_total ") >= 7.0);
+        assert_eq!(
+            node.metric("ringtun_edge_peer_streams_total{reason=\"served\"} "),
+            0.0
+        );
+    }
+    // Node 1 served every forwarded one from its own link and forwarded nothing itself.
+    assert!(nodes[0].metric("ringtun_edge_peer_streams_total{reason=\"served\"} ") >= 14.0);
+    assert_eq!(nodes[0].metric("ringtun_edge_peer_forwarded_total "), 0.0);
+
+    // Something that is not a node of the cluster (no certificate of the cluster CA) is
+    // refused at the TLS handshake, and counted.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(nodes[0].peer_addr()).expect("connect");
+    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let deadline = Instant::now() + DEADLINE;
+    while nodes[0].metric("ringtun_edge_peer_rejected_total{reason=\"tls\"} ") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the peer listener never counted the refusal"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_forwarded_request_is_never_forwarded_again() {
+    let etcd = etcd::Etcd::start(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prefix = prefix();
+    let nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .into_iter()
+        .map(|n| Node::start(dir.path(), n, &etcd.endpoints(), &prefix))
+        .collect();
+    let (id, secret) = tunnel(&nodes[0]);
+    let _c = link(&nodes[0], "c1", id, &secret);
+    nodes[2].wait_served();
+    // Node 2 now claims a link of the tunnel it does not hold (stale presence). Node 3 picks
+    // it about half of the time; node 2 must refuse rather than pass the stream on to node 1,
+    // and node 3 then tries node 1.
+    let key = format!("{prefix}links/{id}/{}/stale.0", nodes[1].id());
+    assert!(etcd.put(&key, r#"{"data_center":"dfw","server":"127.0.1.1:1"}"#));
+    let deadline = Instant::now() + DEADLINE;
+    let mut sent = 0;
+    while nodes[1].metric("ringtun_edge_peer_streams_total{reason=\"no_link\"} ") < 1.0 {
+        let r = nodes[2].get("/");
+        assert_eq!((r.status, r.text()), (200, "hello from c1".to_owned()));
+        sent += 1;
+        assert!(
+            Instant::now() < deadline,
+            "node 3 never tried node 2 in {sent} requests"
+        );
+    }
+    assert_eq!(
+        nodes[1].metric("ringtun_edge_peer_forwarded_total "),
+        0.0,
+        "node 2 forwarded a stream it received from a peer"
+    );
+    assert_eq!(
+        nodes[1].metric("ringtun_edge_peer_streams_total{reason=\"served\"} "),
+        0.0
+    );
+}
+
+#[test]
+fn a_node_down_is_skipped_for_the_next_and_with_none_left_the_502_names_them() {
+    let etcd = etcd::Etcd::start(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prefix = prefix();
+    let mut nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .into_iter()
+        .map(|n| Node::start(dir.path(), n, &etcd.endpoints(), &prefix))
+        .collect();
+    let (id, secret) = tunnel(&nodes[0]);
+    let c1 = link(&nodes[0], "c1", id, &secret);
+    let c3 = link(&nodes[2], "c3", id, &secret);
+    let (id1, id3) = (nodes[0].id(), nodes[2].id());
+    // Node 2 knows both: wait until it has been answered by each.
+    let deadline = Instant::now() + DEADLINE;
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 2 {
+        let r = nodes[1].get("/");
+        if r.status == 200 {
+            seen.insert(r.text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 never reached both: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // kill -9 node 1: its presence stays in etcd (lease TTL 60 s), so node 2 still picks it
+    // and finds it unreachable; every request goes on to node 3.
+    let _ = nodes[0].0.child.kill();
+    let _ = nodes[0].0.child.wait();
+    drop(c1);
+    let deadline = Instant::now() + DEADLINE;
+    while nodes[1].metric("ringtun_edge_peer_failures_total{reason=\"connect\"} ") < 1.0 {
+        let r = nodes[1].get("/");
+        assert_eq!((r.status, r.text()), (200, "hello from c3".to_owned()));
+        assert!(Instant::now() < deadline, "node 2 never tried node 1");
+    }
+    // Two failures in a row open node 1's breaker: it is skipped from then on, not dialed.
+    let deadline = Instant::now() + DEADLINE;
+    while nodes[1].metric("ringtun_edge_peer_breaker_opened_total ") < 1.0 {
+        let r = nodes[1].get("/");
+        assert_eq!((r.status, r.text()), (200, "hello from c3".to_owned()));
+        assert!(Instant::now() < deadline, "node 1's breaker never opened");
+    }
+    let failures = nodes[1].metric("ringtun_edge_peer_failures_total{reason=\"connect\"} ");
+    for _ in 0..10 {
+        let r = nodes[1].get("/");
+        assert_eq!((r.status, r.text()), (200, "hello from c3".to_owned()));
+    }
+    assert_eq!(
+        nodes[1].metric("ringtun_edge_peer_failures_total{reason=\"connect\"} "),
+        failures,
+        "a node whose breaker is open was dialed again"
+    );
+
+    // Node 3 down too: nothing left; the 502 names both nodes.
+    let _ = nodes[2].0.child.kill();
+    let _ = nodes[2].0.child.wait();
+    drop(c3);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let r = nodes[1].get("/");
+        if r.status == 502 {
+            let text = r.text();
+            assert!(text.contains("no edge node"), "{text}");
+            assert!(text.contains(&id1) && text.contains(&id3), "{text}");
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(Instant::now() < deadline, "never a 502 with node 3 down");
+    }
+    assert!(nodes[1].metric("ringtun_edge_public_errors_total{cause=\"peer\"} ") >= 1.0);
+    assert!(nodes[1].metric("ringtun_edge_limit_hits_total{reason=\"peer_breaker_open\"} ") >= 1.0);
+}
