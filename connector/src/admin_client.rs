@@ -71,6 +71,9 @@ pub struct LinkInfo {
     pub data_center: String,
     /// The edge server's address.
     pub server: String,
+    /// The edge node holding it (edge cluster only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A connector (one replica of a tunnel) as the edge records it.
@@ -173,12 +176,93 @@ pub struct Routes {
     pub tcp: Vec<TcpRoute>,
 }
 
-/// The edge's data centers and CA, from `GET /discovery`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// The edge's answer to `GET /discovery` (`edge-sim/src/admin/discovery.rs`): its data centers
+/// and their servers, its CA and, from a node of an etcd cluster, the cluster's nodes. Fields
+/// an older edge does not send are empty. `tunnel run` does not trust `ca_pem` (`/discovery`
+/// needs no token): its CA comes from the credentials file or `--cacert`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Discovery {
+    /// The data centers.
+    #[serde(default)]
+    pub data_centers: Vec<DiscoveredDc>,
     /// The edge CA certificate in PEM.
+    #[serde(default)]
     pub ca_pem: String,
+    /// The node that answered (edge cluster only).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Every live node of the cluster (edge cluster only).
+    #[serde(default)]
+    pub nodes: Vec<DiscoveredNode>,
 }
+
+/// One data center in a discovery answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct DiscoveredDc {
+    /// Its name.
+    pub name: String,
+    /// Its servers as `IP:PORT` strings (from a cluster: interleaved over its nodes).
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// Its nodes and each node's servers (edge cluster only).
+    #[serde(default)]
+    pub nodes: Vec<DcNode>,
+}
+
+/// One node's servers in a data center.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct DcNode {
+    /// The node's ID.
+    pub id: String,
+    /// Its servers in this data center, `IP:PORT`.
+    #[serde(default)]
+    pub servers: Vec<String>,
+}
+
+/// One node of an edge cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct DiscoveredNode {
+    /// The node's ID.
+    pub id: String,
+    /// The data center of its public listeners.
+    #[serde(default)]
+    pub data_center: String,
+    /// Its admin API address.
+    #[serde(default)]
+    pub admin: String,
+}
+
+/// `GET /discovery` on the admin API at `api` (`HOST:PORT` or a URL). It needs no token: the
+/// server addresses are public. The one client of that route (`tunnel create` and `tunnel run`
+/// both call it).
+pub fn discover(api: &str) -> Result<Discovery> {
+    let base = api.trim().trim_end_matches('/');
+    let url = if base.starts_with("http://") || base.starts_with("https://") {
+        format!("{base}/discovery")
+    } else {
+        format!("http://{base}/discovery")
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(DISCOVERY_TIMEOUT))
+        .build()
+        .into();
+    let unreachable = |source: crate::error::Cause| Error::EdgeUnreachable {
+        addr: api.to_owned(),
+        source,
+    };
+    let mut response = agent.get(&url).call().map_err(|e| unreachable(e.into()))?;
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| unreachable(e.into()))?;
+    serde_json::from_str(&text).map_err(|e| Error::EdgeBadResponse {
+        request: "GET /discovery".to_owned(),
+        source: e.into(),
+    })
+}
+
+/// How long `GET /discovery` may take in all.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client for one edge's admin API.
 #[derive(Debug)]
@@ -409,9 +493,9 @@ impl AdminClient {
         self.call("PUT", &path, Some(body))
     }
 
-    /// `GET /discovery`.
+    /// `GET /discovery` ([`discover`]).
     pub fn discovery(&self) -> Result<Discovery> {
-        self.call("GET", "/discovery", None)
+        discover(&self.addr)
     }
 }
 

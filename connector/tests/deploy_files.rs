@@ -254,10 +254,11 @@ fn kubernetes_files_parse_and_name_their_kind() {
     ] {
         assert!(kinds.contains(kind), "no {kind} in deploy/kubernetes");
     }
-    let dir = repo().join("deploy/kubernetes");
     for k in objects.iter().filter(|o| o.kind() == "Kustomization") {
         let resources = strings(seq_at(&k.value, &["resources"]));
         assert!(!resources.is_empty(), "{}: no resources", k.what());
+        // Resources are relative to the kustomization's own directory.
+        let dir = k.file.parent().map(Path::to_path_buf).unwrap_or_default();
         for r in resources {
             assert!(
                 dir.join(&r).is_file(),
@@ -692,10 +693,13 @@ fn systemd_units_drain_and_reload() {
                     ),
                 "{what}: ExecReload must send SIGHUP to $MAINPID, got {reload:?}"
             );
+        } else if program_is(&program, "etcd") {
+            // The edge cluster's etcd member (deploy/systemd/cluster): checked by
+            // `edge_cluster_files_name_real_flags`.
         } else {
             assert!(
                 program_is(&program, "ringtun-edge"),
-                "{what}: ExecStart runs neither ringtun nor ringtun-edge: {program}"
+                "{what}: ExecStart runs neither ringtun, ringtun-edge nor etcd: {program}"
             );
         }
         assert_eq!(
@@ -1079,4 +1083,205 @@ fn the_metric_check_refuses_a_made_up_name() {
         "cloudflared_tunnel_total_requests",
         &registered
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The edge cluster (deploy/systemd/cluster, deploy/kubernetes/edge-cluster)
+
+/// `PROGRAM --help`'s output (stdout and stderr: etcd prints its usage on stderr).
+fn program_help(program: &Path) -> String {
+    let out = Command::new(program)
+        .arg("--help")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The built `ringtun-edge`, next to `ringtun`.
+fn edge_binary() -> PathBuf {
+    ringtun_connector::process::Binaries::locate(Path::new(env!("CARGO_BIN_EXE_ringtun")))
+        .unwrap_or_else(|e| panic!("cannot find or build ringtun-edge: {e}"))
+        .edge
+}
+
+/// The `etcd` binary (on `PATH` or Debian's `/usr/bin/etcd`; `.ci/deps.sh` installs it).
+fn etcd_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("etcd"))
+            .find(|p| p.is_file())
+    });
+    let debian = PathBuf::from("/usr/bin/etcd");
+    on_path
+        .or_else(|| debian.is_file().then_some(debian))
+        .unwrap_or_else(|| panic!("etcd not found on PATH or at /usr/bin/etcd: run .ci/deps.sh"))
+}
+
+/// The `--flag` names among `args` (`--flag=value` or `--flag value`).
+fn flags_of(args: &[String]) -> Vec<String> {
+    args.iter()
+        .filter(|a| a.starts_with("--"))
+        .map(|a| a.split('=').next().unwrap_or(a).to_owned())
+        .collect()
+}
+
+#[track_caller]
+fn assert_flags_exist(what: &str, program: &str, help: &str, flags: &[String]) {
+    assert!(!flags.is_empty(), "{what}: no flags found");
+    for flag in flags {
+        assert!(
+            documents(help, flag),
+            "{what}: {program} has no flag {flag}"
+        );
+    }
+}
+
+/// The containers of a StatefulSet whose command or image names `program`, with their args.
+fn containers_running<'a>(o: &'a Object, program: &str) -> Vec<(&'a Value, Vec<String>)> {
+    seq_at(&o.value, &["spec", "template", "spec", "containers"])
+        .iter()
+        .filter(|c| {
+            strings(seq_at(c, &["command"]))
+                .first()
+                .is_some_and(|p| program_is(p, program))
+        })
+        .map(|c| (c, strings(seq_at(c, &["args"]))))
+        .collect()
+}
+
+#[test]
+fn edge_cluster_files_name_real_flags() {
+    let edge_help = program_help(&edge_binary());
+    let etcd_help = program_help(&etcd_binary());
+    assert!(documents(&edge_help, "--etcd"), "{edge_help}");
+
+    // Kubernetes: an etcd StatefulSet and an edge StatefulSet pointing at it.
+    let objects = kubernetes_objects();
+    let sets: Vec<&Object> = objects
+        .iter()
+        .filter(|o| o.kind() == "StatefulSet")
+        .collect();
+    let edges: Vec<(&Object, Vec<String>)> = sets
+        .iter()
+        .flat_map(|o| {
+            containers_running(o, "ringtun-edge")
+                .into_iter()
+                .map(move |(_, args)| (*o, args))
+        })
+        .collect();
+    let etcds: Vec<(&Object, Vec<String>)> = sets
+        .iter()
+        .flat_map(|o| {
+            containers_running(o, "etcd")
+                .into_iter()
+                .map(move |(_, args)| (*o, args))
+        })
+        .collect();
+    assert!(!edges.is_empty(), "no StatefulSet runs ringtun-edge");
+    assert!(!etcds.is_empty(), "no StatefulSet runs etcd");
+    for (o, args) in &edges {
+        assert_flags_exist(&o.what(), "ringtun-edge", &edge_help, &flags_of(args));
+        let etcd = flag_value(args, "--etcd")
+            .unwrap_or_else(|| panic!("{}: ringtun-edge without --etcd", o.what()));
+        // Every etcd URL names a member of the etcd StatefulSet's headless Service.
+        for (e, _) in &etcds {
+            let service = str_at(&e.value, &["spec", "serviceName"]).unwrap_or("");
+            assert!(
+                etcd.split(',').all(|u| u.contains(&format!(".{service}:"))),
+                "{}: --etcd {etcd} does not point at {}",
+                o.what(),
+                e.what()
+            );
+        }
+        let grace = flag_value(args, "--grace-period")
+            .and_then(|g| g.parse::<u64>().ok())
+            .unwrap_or(30);
+        let termination = at(
+            &o.value,
+            &["spec", "template", "spec", "terminationGracePeriodSeconds"],
+        )
+        .and_then(int_of)
+        .unwrap_or(30);
+        assert!(
+            termination > i64::try_from(grace).unwrap_or(i64::MAX),
+            "{}: terminationGracePeriodSeconds {termination} must exceed --grace-period {grace} \
+             (the drain, then the lease revocation)",
+            o.what()
+        );
+    }
+    for (o, args) in &etcds {
+        assert_flags_exist(&o.what(), "etcd", &etcd_help, &flags_of(args));
+    }
+
+    // systemd: the edge node's unit names real flags, and every variable it uses is set in
+    // the env file next to it; the etcd env file sets only variables of real etcd flags.
+    let dir = repo().join("deploy/systemd/cluster");
+    let unit = dir.join("ringtun-edge-cluster.service");
+    let entries = parse_unit(&read(&unit));
+    let (program, args) = exec_words(
+        unit_value(&entries, "ExecStart").unwrap_or_else(|| panic!("{}: no ExecStart", rel(&unit))),
+    );
+    assert!(program_is(&program, "ringtun-edge"), "{}", rel(&unit));
+    assert_flags_exist(&rel(&unit), "ringtun-edge", &edge_help, &flags_of(&args));
+    assert!(
+        args.iter().any(|a| a == "--etcd"),
+        "{}: no --etcd",
+        rel(&unit)
+    );
+    let grace: u64 = flag_value(&args, "--grace-period")
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(30);
+    let stop = unit_value(&entries, "TimeoutStopSec")
+        .and_then(systemd_timespan)
+        .unwrap_or_default();
+    assert!(
+        stop > Duration::from_secs(grace),
+        "{}: TimeoutStopSec {stop:?} must exceed --grace-period {grace}",
+        rel(&unit)
+    );
+    let env = read(&dir.join("ringtun-edge-cluster.env"));
+    let defined: BTreeSet<&str> = env
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+        .collect();
+    for a in &args {
+        if let Some(var) = a.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+            assert!(
+                defined.contains(var),
+                "{}: ${{{var}}} is not set in ringtun-edge-cluster.env",
+                rel(&unit)
+            );
+        }
+    }
+    let etcd_unit = parse_unit(&read(&dir.join("ringtun-etcd.service")));
+    let (program, _) = exec_words(unit_value(&etcd_unit, "ExecStart").unwrap_or_default());
+    assert!(
+        program_is(&program, "etcd"),
+        "ringtun-etcd.service runs {program}"
+    );
+    let etcd_env = read(&dir.join("etcd.env"));
+    let vars: Vec<String> = etcd_env
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim().to_owned()))
+        .collect();
+    assert!(vars.len() >= 5, "etcd.env sets too little: {vars:?}");
+    for var in vars {
+        let flag = format!(
+            "--{}",
+            var.strip_prefix("ETCD_")
+                .unwrap_or_else(|| panic!("etcd.env: {var} is not an ETCD_ variable"))
+                .to_lowercase()
+                .replace('_', "-")
+        );
+        assert!(
+            documents(&etcd_help, &flag),
+            "etcd.env: {var} is no etcd flag ({flag})"
+        );
+    }
 }

@@ -72,6 +72,7 @@ impl Edge {
                 .map(|s| s.addr)
                 .collect();
         }
+        let record_dcs = crate::admin::record_data_centers(&data_centers);
         let admin = AdminServer::start(
             settings.admin,
             settings.admin_limits,
@@ -90,6 +91,8 @@ impl Edge {
                 "admin": admin.local_addr().to_string(),
                 "servers": data_plane.servers().iter().map(|s| s.addr.to_string()).collect::<Vec<_>>(),
                 "peer": data_plane.peer_addr().map(|a| a.to_string()),
+                // Discovery lists every node's servers by data center from this.
+                "data_centers": record_dcs,
             })
             .to_string(),
         );
@@ -165,12 +168,15 @@ impl Edge {
     }
 
     /// Stops everything that was started; `/ready` says 503 from the start of it, and the
-    /// metrics server stops last.
+    /// metrics server stops last. In an etcd cluster the node's presence lease is revoked once
+    /// the data plane (its links) has stopped.
     pub fn stop(mut self) {
         if let Some(m) = &self.metrics_server {
             m.set_ready(false);
         }
         self.data_plane.stop();
+        // Its links are closed: the other nodes of a cluster see its presence go at once.
+        self.registry.leave_cluster();
         self.admin.stop();
         if let Some(m) = self.metrics_server.take() {
             m.stop();

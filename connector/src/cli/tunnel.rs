@@ -198,23 +198,50 @@ fn render_info(t: &TunnelDetail) -> String {
         ));
         return out;
     }
-    let rows: Vec<Vec<String>> = t.connectors.iter().map(connector_row).collect();
-    out.push_str(&table::render(
-        &[
-            "CONNECTOR ID",
-            "CREATED",
-            "ARCHITECTURE",
-            "VERSION",
-            "ORIGIN IP",
-            "EDGE",
-            "LABEL",
-            "STATE",
-            "STREAMS",
-            "REQUESTS",
-        ],
-        &rows,
-    ));
+    let mut header = vec![
+        "CONNECTOR ID",
+        "CREATED",
+        "ARCHITECTURE",
+        "VERSION",
+        "ORIGIN IP",
+        "EDGE",
+        "LABEL",
+        "STATE",
+        "STREAMS",
+        "REQUESTS",
+    ];
+    let mut rows: Vec<Vec<String>> = t.connectors.iter().map(connector_row).collect();
+    // An edge cluster names the node of every link; one edge does not, and the table stays as
+    // it was.
+    let clustered = t
+        .connectors
+        .iter()
+        .flat_map(|c| &c.links)
+        .any(|l| l.node.is_some());
+    if clustered {
+        header.push("NODES");
+        for (row, c) in rows.iter_mut().zip(&t.connectors) {
+            row.push(link_nodes(c));
+        }
+    }
+    out.push_str(&table::render(&header, &rows));
     out
+}
+
+/// The node of each link, `INDEX:NODE` with the node ID's first 8 characters (`-` unknown).
+fn link_nodes(c: &ConnectorInfo) -> String {
+    let mut parts: Vec<String> = c
+        .links
+        .iter()
+        .map(|l| {
+            let node = l.node.as_deref().unwrap_or("-");
+            format!("{}:{}", l.index, node.get(..8).unwrap_or(node))
+        })
+        .collect();
+    if parts.is_empty() {
+        parts.push("-".to_owned());
+    }
+    parts.join(" ")
 }
 
 /// One connector's `tunnel info` row. Fields an older edge does not send show as `-` (STATE
@@ -580,7 +607,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
     let dcs = if args.edge.is_empty() {
         let api = discovery_api(global, token.as_ref());
         crate::run::edges::from_discovery(&crate::run::retry_at_start("GET /discovery", || {
-            crate::run::edges::discover(api)
+            crate::admin_client::discover(api)
         })?)
     } else {
         crate::run::edges::from_flag(&args.edge)?
@@ -823,6 +850,46 @@ mod tests {
             ["2xdfw, 2xmci", "-", "draining", "-", "-"],
             "{row}"
         );
+    }
+
+    #[test]
+    fn info_shows_the_node_of_each_link_from_a_cluster() {
+        let link = |index: u8, node: Option<&str>| crate::admin_client::LinkInfo {
+            index,
+            data_center: "dfw".into(),
+            server: "127.0.0.1:1".into(),
+            node: node.map(str::to_owned),
+        };
+        let c = ConnectorInfo {
+            id: "c1".into(),
+            created: "2026-01-01T00:00:01Z".into(),
+            arch: "linux_amd64".into(),
+            version: "0.1.0".into(),
+            origin_ip: "127.0.0.1".into(),
+            links: vec![
+                link(0, Some("0a1b2c3d-aaaa")),
+                link(1, Some("9f8e7d6c-bbbb")),
+            ],
+            draining: false,
+            edge: "2xdfw".into(),
+            label: None,
+            state: Some("ready".into()),
+            active_streams: None,
+            requests: None,
+        };
+        let text = render_info(&detail(vec![c.clone()]));
+        let mut lines = text.lines().skip(4);
+        let header = lines.next().unwrap_or_default();
+        assert_eq!(cells(header).last(), Some(&"NODES"), "{header}");
+        let row = lines.next().unwrap_or_default();
+        assert_eq!(cells(row).last(), Some(&"0:0a1b2c3d 1:9f8e7d6c"), "{row}");
+        // One edge (no node): no NODES column.
+        let single = ConnectorInfo {
+            links: vec![link(0, None)],
+            ..c
+        };
+        let text = render_info(&detail(vec![single]));
+        assert!(!text.contains("NODES"), "{text}");
     }
 
     /// The cells of a table line (columns are separated by at least two spaces).

@@ -2,10 +2,8 @@
 //! and the plan that spreads links over them (four links by default, over two data centers and distinct servers; `docs/operations.md`).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use serde::Deserialize;
-
+use crate::admin_client::{DiscoveredDc, Discovery};
 use crate::error::{Error, Result};
 
 /// One data center and its servers.
@@ -17,62 +15,19 @@ pub struct DataCenter {
     pub servers: Vec<SocketAddr>,
 }
 
-/// What `GET /discovery` answers, as far as `tunnel run` reads it: the servers. The answer's
-/// `ca_pem` is deliberately not read: `/discovery` needs no token, so a CA from it is not
-/// trusted (the CA comes from the credentials file or `--cacert`).
-#[derive(Debug, Clone, Deserialize)]
-pub struct DiscoveryAnswer {
-    /// The data centers.
-    #[serde(default)]
-    pub data_centers: Vec<DiscoveredDc>,
-}
-
-/// One data center in a discovery answer.
-#[derive(Debug, Clone, Deserialize)]
-pub struct DiscoveredDc {
-    /// Its name.
-    pub name: String,
-    /// Its servers as `IP:PORT` strings.
-    #[serde(default)]
-    pub servers: Vec<String>,
-}
-
-/// `GET /discovery` on the admin API at `api` (no token needed: the addresses are public).
-pub fn discover(api: &str) -> Result<DiscoveryAnswer> {
-    let base = api.trim().trim_end_matches('/');
-    let url = if base.starts_with("http://") || base.starts_with("https://") {
-        format!("{base}/discovery")
-    } else {
-        format!("http://{base}/discovery")
-    };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let unreachable = |source: crate::error::Cause| Error::EdgeUnreachable {
-        addr: api.to_owned(),
-        source,
-    };
-    let mut response = agent.get(&url).call().map_err(|e| unreachable(e.into()))?;
-    let text = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| unreachable(e.into()))?;
-    serde_json::from_str(&text).map_err(|e| Error::EdgeBadResponse {
-        request: "GET /discovery".to_owned(),
-        source: e.into(),
-    })
-}
-
 /// The data centers of a discovery answer, with unparsable addresses skipped (and logged).
-pub fn from_discovery(answer: &DiscoveryAnswer) -> Vec<DataCenter> {
+///
+/// Where the answer names a data center's nodes (an edge cluster), its servers are taken node
+/// by node in turn (the first server of every node, then the second, ...): the plan gives a data
+/// center's first links its first servers, so they land on distinct nodes, and a link whose
+/// node fails moves to the next server, another node's.
+pub fn from_discovery(answer: &Discovery) -> Vec<DataCenter> {
     answer
         .data_centers
         .iter()
         .map(|dc| DataCenter {
             name: dc.name.clone(),
-            servers: dc
-                .servers
+            servers: node_order(dc)
                 .iter()
                 .filter_map(|s| match s.parse() {
                     Ok(a) => Some(a),
@@ -85,6 +40,26 @@ pub fn from_discovery(answer: &DiscoveryAnswer) -> Vec<DataCenter> {
         })
         .filter(|dc| !dc.servers.is_empty())
         .collect()
+}
+
+/// A data center's servers, interleaved over its nodes when the answer names them (else as
+/// listed), each once.
+fn node_order(dc: &DiscoveredDc) -> Vec<&String> {
+    let mut out: Vec<&String> = Vec::new();
+    let most = dc.nodes.iter().map(|n| n.servers.len()).max().unwrap_or(0);
+    for i in 0..most {
+        for node in &dc.nodes {
+            if let Some(s) = node.servers.get(i) {
+                out.push(s);
+            }
+        }
+    }
+    for s in &dc.servers {
+        out.push(s);
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|s| seen.insert(*s));
+    out
 }
 
 /// `--edge A,B,...`: one pseudo data center named `edge` (the edge says the real one when it
@@ -391,6 +366,33 @@ mod tests {
                 ("a".into(), 1),
                 ("b".into(), 2)
             ]
+        );
+    }
+
+    #[test]
+    fn discovered_servers_go_node_by_node() {
+        let answer: Discovery = serde_json::from_str(
+            r#"{"data_centers": [{"name": "dfw",
+                 "servers": ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:9"],
+                 "nodes": [{"id": "a", "servers": ["127.0.0.1:1", "127.0.0.1:2"]},
+                           {"id": "b", "servers": ["127.0.0.1:3"]}]},
+                {"name": "mci", "servers": ["127.0.0.1:4", "bad"]}],
+                "ca_pem": "x", "node": "a", "nodes": []}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let dcs = from_discovery(&answer);
+        let ports = |i: usize| dcs[i].servers.iter().map(|s| s.port()).collect::<Vec<_>>();
+        assert_eq!(ports(0), [1, 3, 2, 9], "nodes in turn, then the rest");
+        assert_eq!(
+            ports(1),
+            [4],
+            "an old answer as listed, bad addresses skipped"
+        );
+        let plan = LinkPlan::new(dcs, 4).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (plan.server(0, 0).1.port(), plan.server(2, 0).1.port()),
+            (1, 3),
+            "a data center's two links on distinct nodes"
         );
     }
 

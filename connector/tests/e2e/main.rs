@@ -8,6 +8,7 @@ mod allocations;
 mod big;
 mod cli_ops;
 mod cloudflared;
+mod cluster;
 mod edge_drain;
 mod faults;
 mod h2;

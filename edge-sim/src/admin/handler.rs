@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::registry::{Connector, Registry, RouteChange, Tunnel, edge_summary};
+use crate::registry::{Registry, RouteChange, Tunnel, edge_summary};
 use crate::settings::{DataCenter, LbPolicy};
 use crate::state_dir::AdminToken;
 
@@ -130,13 +130,15 @@ fn parse_lb_policy(body: &[u8]) -> Result<Option<LbPolicy>, Reply> {
 
 /// `{id, name, created}` plus the connector count and the `2xdfw, 2xmci` summary.
 fn tunnel_summary(registry: &Registry, t: &Tunnel) -> Value {
-    let connectors = registry.connectors(t.id);
+    let connectors = super::connectors::of_tunnel(registry, t.id);
     let mut v = tunnel_json(t);
     if let Some(map) = v.as_object_mut() {
         map.insert("connectors".into(), json!(connectors.len()));
         map.insert(
             "connections".into(),
-            json!(edge_summary(connectors.iter().flat_map(|c| c.links.iter()))),
+            json!(edge_summary(
+                connectors.iter().flat_map(|c| c.connector.links.iter())
+            )),
         );
     }
     v
@@ -147,13 +149,12 @@ fn tunnel_json(t: &Tunnel) -> Value {
     serde_json::to_value(t).unwrap_or(Value::Null)
 }
 
-fn connector_json(c: &Connector) -> Value {
-    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
-    if let Some(map) = v.as_object_mut() {
-        map.insert("edge".into(), Value::String(c.edge_summary()));
-        map.insert("state".into(), json!(c.state()));
-    }
-    v
+/// A tunnel's connectors over the cluster, as JSON (`super::connectors`).
+fn connectors_json(registry: &Registry, tunnel: Uuid) -> Vec<Value> {
+    super::connectors::of_tunnel(registry, tunnel)
+        .iter()
+        .map(super::connectors::Shown::to_json)
+        .collect()
 }
 
 /// `POST /faults/servers/{ip:port}/down|up` and `POST /faults/data-centers/{name}/down|up`.
@@ -255,11 +256,7 @@ fn route(
         ("GET", ["tunnels", key]) => {
             let t = registry.tunnel(key)?;
             let mut v = tunnel_summary(registry, &t);
-            let connectors: Vec<Value> = registry
-                .connectors(t.id)
-                .iter()
-                .map(connector_json)
-                .collect();
+            let connectors = connectors_json(registry, t.id);
             if let Some(map) = v.as_object_mut() {
                 map.insert("connectors".into(), Value::Array(connectors));
             }
@@ -308,12 +305,10 @@ fn route(
         }
         ("GET", ["tunnels", key, "connectors"]) => {
             let t = registry.tunnel(key)?;
-            let list: Vec<Value> = registry
-                .connectors(t.id)
-                .iter()
-                .map(connector_json)
-                .collect();
-            Ok(Reply::json(200, Value::Array(list)))
+            Ok(Reply::json(
+                200,
+                Value::Array(connectors_json(registry, t.id)),
+            ))
         }
         ("POST", ["routes", "dns"]) => {
             #[derive(Deserialize)]
@@ -357,17 +352,7 @@ fn route(
             200,
             json!({ "dns": registry.dns_routes()?, "tcp": registry.tcp_routes()? }),
         )),
-        ("GET", ["discovery"]) => {
-            let dcs: Vec<Value> = ctx
-                .data_centers
-                .iter()
-                .map(|dc| json!({ "name": dc.name, "servers": dc.servers }))
-                .collect();
-            Ok(Reply::json(
-                200,
-                json!({ "data_centers": dcs, "ca_pem": ctx.ca_pem }),
-            ))
-        }
+        ("GET", ["discovery"]) => Ok(Reply::json(200, super::discovery::answer(ctx))),
         ("GET", ["metrics"]) => Ok(Reply {
             status: 200,
             content_type: crate::metrics::CONTENT_TYPE,

@@ -22,25 +22,28 @@
 //! | `DELETE /routes/dns/{hostname}` | 200 | the removed route (404: none) |
 //! | `DELETE /routes/tcp/{port}` | 200 | the removed route; the port stops listening (404: none) |
 //! | `GET /routes` | 200 | `{dns: [..], tcp: [..]}` |
-//! | `GET /discovery` | 200 | `{data_centers: [{name, servers}], ca_pem}` (no token; bound addresses) |
+//! | `GET /discovery` | 200 | `{data_centers: [{name, servers}], ca_pem}` (no token; bound addresses); with `--etcd` every live node's, plus `node`, `nodes` and per data center `nodes: [{id, servers}]` (see `discovery`) |
 //! | `GET /metrics` | 200 | Prometheus text |
 //! | `POST /faults/servers/{ip:port}/down\|up` | 200 | `{servers, data_centers}` (404: unknown server) |
 //! | `POST /faults/data-centers/{name}/down\|up` | 200 | `{servers, data_centers}` (404: unknown data center) |
 //! | `GET /faults` | 200 | `{servers: ["127.0.1.1:7844"], data_centers: ["dfw"]}` |
 //!
 //! A connector is `{id, tunnel_id, created, arch, version, origin_ip, links: [{index,
-//! data_center, server}], draining, edge, label, weight, standby, state, active_streams,
+//! data_center, server[, node]}], draining, edge, label, weight, standby, state, active_streams,
 //! requests}` with `edge` like `2xdfw, 2xmci` and `state` `ready` or `draining`; a tunnel has
 //! `lb_policy` (`p2c`, `round-robin`, `random`, `same-dc-first` or `null`). Errors are
 //! `{"error": "..."}` with 400 (bad input), 401 (token), 404, 405, 409 (conflict) or 500, 503
 //! when the registry's store cannot answer in time (a database locked by another process; with
 //! `--etcd`, an unreachable etcd or a lost quorum: reads still answer, from the last view), and
 //! from the server at a limit ([`Limits`]) 408, 413, 431 or 503.
+mod connectors;
+mod discovery;
 pub mod handler;
 mod status;
 
 use std::net::{SocketAddr, TcpListener};
 
+pub(crate) use discovery::record_data_centers;
 pub use handler::{AdminContext, Reply, handle};
 pub use ringtun_core::control::Limits;
 use ringtun_core::control::{Head, HttpServer, Rejection, Service};

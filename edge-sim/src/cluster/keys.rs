@@ -10,8 +10,8 @@
 //! | `routes/dns/{hostname}` | the tunnel ID: a hostname is routed by creating this key |
 //! | `routes/tcp/{port}` | the tunnel ID: a port is routed by creating this key |
 //!
-//! | `nodes/{node}` | JSON `{"data_center", "admin", "servers", "peer"}`, under the node's lease |
-//! | `links/{tunnel}/{node}/{connector}.{index}` | JSON `{"data_center", "server"}`, under the node's lease |
+//! | `nodes/{node}` | JSON `{"data_center", "admin", "servers", "data_centers", "peer"}`, under the node's lease |
+//! | `links/{tunnel}/{node}/{connector}.{index}` | JSON [`LinkRecord`], under the node's lease |
 //! | `cluster/ca.pem`, `cluster/ca.key` | the cluster CA of peer links (PEM), created once |
 //!
 //! A tunnel and its secret and name are written in one transaction, and deleted in one with the
@@ -74,6 +74,33 @@ impl NodeRecord {
     pub fn decode(value: &str) -> Option<NodeRecord> {
         serde_json::from_str(value).ok()
     }
+}
+
+/// A `links/{tunnel}/{node}/{connector}.{index}` value: where the link is, and what `tunnel
+/// info` on another node shows of its connector. Every field but `data_center` and `server`
+/// came later: a value without them (an older edge) decodes with them empty, and fields this
+/// edge does not know are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LinkRecord {
+    /// The data center the link landed in.
+    pub data_center: String,
+    /// The edge server it is connected to, `IP:PORT`.
+    pub server: String,
+    /// When its connector's first link registered on this node, RFC 3339.
+    pub created: String,
+    /// The connector's architecture.
+    pub arch: String,
+    /// The connector's version.
+    pub version: String,
+    /// The link's source IP.
+    pub origin_ip: String,
+    /// The connector's `--label`.
+    pub label: String,
+    /// The connector's load-balancing weight (0: not known).
+    pub weight: u16,
+    /// A standby connector.
+    pub standby: bool,
 }
 
 /// A tunnel's value.

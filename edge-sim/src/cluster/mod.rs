@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use ca::{ClusterCa, ca_params};
-pub use keys::{ClusterLink, ClusterPresence, DEFAULT_PREFIX, NodeRecord};
+pub use keys::{ClusterLink, ClusterPresence, DEFAULT_PREFIX, LinkRecord, NodeRecord};
 pub(crate) use presence::Presence;
 
 use crate::error::{Error, Result};
@@ -252,6 +252,17 @@ impl Cluster {
     /// Tells the presence task something new (never waits).
     pub(crate) fn announce(&self, presence: Presence) {
         let _ = self.presence.send(presence);
+    }
+
+    /// This node leaves the cluster: its presence lease is revoked, so the other nodes see its
+    /// record and links vanish at once. Waits for it, bounded by twice the call timeout (a
+    /// lease that cannot be revoked expires after its TTL anyway). Call it once its links
+    /// have drained.
+    pub(crate) fn leave(&self) {
+        let (done, left) = sync_channel(1);
+        if self.presence.send(Presence::Leave(done)).is_ok() {
+            let _ = left.recv_timeout(self.timeout * 2 + Duration::from_secs(1));
+        }
     }
 
     /// This node's ID in the cluster.

@@ -23,6 +23,10 @@ pub(crate) enum Presence {
     Node(String),
     /// Every link this node holds now: (tunnel, `{connector}.{index}`) → JSON value.
     Links(BTreeMap<(uuid::Uuid, String), String>),
+    /// The node stops (its links drained): revoke the lease, so every other node sees this
+    /// node's record and links vanish at once rather than after the TTL; answered once done
+    /// (or given up, bounded by the call timeout). Presence ends there.
+    Leave(std::sync::mpsc::SyncSender<()>),
 }
 
 /// The presence loop (see the module doc). Ends when `events` closes.
@@ -61,6 +65,11 @@ pub(super) async fn run(
                     tokio::select! {
                         () = &mut wait => break,
                         event = events.recv() => match event {
+                            // No lease to revoke: presence ends.
+                            Some(Presence::Leave(done)) => {
+                                let _ = done.send(());
+                                return;
+                            }
                             Some(e) => apply(&keys, &node, &mut record, &mut wanted, e),
                             None => return,
                         },
@@ -115,6 +124,8 @@ fn apply(
                 .map(|((tunnel, link), value)| (keys.link(tunnel, node, &link), value))
                 .collect();
         }
+        // Handled where the lease is known.
+        Presence::Leave(_) => {}
     }
 }
 
@@ -126,8 +137,8 @@ struct Lease {
     timeout: Duration,
 }
 
-/// Keeps the lease alive and etcd in line with `wanted`; returns `Ok` when `events` closed (the
-/// node stops: the lease is revoked), or why the lease is lost.
+/// Keeps the lease alive and etcd in line with `wanted`; returns `Ok` when the node leaves
+/// ([`Presence::Leave`], or `events` closed: the lease is revoked), or why the lease is lost.
 async fn hold(
     client: &Client,
     keys: &Keys,
@@ -201,6 +212,11 @@ async fn hold(
                 }
             }
             event = events.recv() => match event {
+                Some(Presence::Leave(done)) => {
+                    revoke(client, lease, timeout).await;
+                    let _ = done.send(());
+                    return Ok(());
+                }
                 Some(e) => {
                     if matches!(e, Presence::Node(_)) {
                         node_put = false;
@@ -208,12 +224,27 @@ async fn hold(
                     apply(keys, node, record, wanted, e);
                 }
                 None => {
-                    let mut leases = client.lease_client();
-                    let _ = tokio::time::timeout(timeout, leases.revoke(lease)).await;
+                    revoke(client, lease, timeout).await;
                     return Ok(());
                 }
             },
         }
+    }
+}
+
+/// Revokes the lease: etcd deletes every key under it at once. Bounded by `timeout`; a lease
+/// that cannot be revoked expires after its TTL anyway.
+async fn revoke(client: &Client, lease: i64, timeout: Duration) {
+    let mut leases = client.lease_client();
+    match tokio::time::timeout(timeout, leases.revoke(lease)).await {
+        Ok(Ok(_)) => tracing::info!(lease, "presence lease revoked"),
+        Ok(Err(e)) => {
+            tracing::warn!(lease, error = %e, "cannot revoke the presence lease; it expires after its TTL");
+        }
+        Err(_) => tracing::warn!(
+            lease,
+            "etcd did not answer the lease revocation in time; it expires after its TTL"
+        ),
     }
 }
 

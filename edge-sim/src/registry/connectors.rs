@@ -185,21 +185,31 @@ impl ConnectorTable {
         }
     }
 
-    /// The tunnel's connectors (all, or the one given), oldest first.
     /// Every link record here, as presence announces them: (tunnel, `{connector}.{index}`) →
-    /// JSON `{"data_center", "server"}`.
+    /// JSON [`crate::cluster::LinkRecord`].
     pub(crate) fn presence_links(&self) -> std::collections::BTreeMap<(Uuid, String), String> {
         let mut out = std::collections::BTreeMap::new();
         for c in self.by_id.values() {
+            let created = c
+                .created
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
             for l in &c.links {
-                let value = serde_json::json!({
-                    "data_center": l.data_center,
-                    "server": l.server.to_string(),
-                });
-                out.insert(
-                    (c.tunnel_id, format!("{}.{}", c.id, l.index)),
-                    value.to_string(),
-                );
+                let record = crate::cluster::LinkRecord {
+                    data_center: l.data_center.clone(),
+                    server: l.server.to_string(),
+                    created: created.clone(),
+                    arch: c.arch.clone(),
+                    version: c.version.clone(),
+                    origin_ip: c.origin_ip.to_string(),
+                    label: c.label.clone(),
+                    weight: c.weight,
+                    standby: c.standby,
+                };
+                let Ok(value) = serde_json::to_string(&record) else {
+                    continue;
+                };
+                out.insert((c.tunnel_id, format!("{}.{}", c.id, l.index)), value);
             }
         }
         out
@@ -210,6 +220,7 @@ impl ConnectorTable {
         self.by_id.values().map(|c| c.tunnel_id).collect()
     }
 
+    /// The tunnel's connectors (all, or the one given), oldest first.
     pub(crate) fn ids_of_tunnel(&self, tunnel: Uuid, only: Option<Uuid>) -> Vec<Uuid> {
         self.of_tunnel(tunnel)
             .into_iter()

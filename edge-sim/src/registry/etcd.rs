@@ -93,6 +93,10 @@ impl Storage for Etcd {
         self.cluster.announce(Presence::Node(record));
     }
 
+    fn leave(&self) {
+        self.cluster.leave();
+    }
+
     fn node_id(&self) -> Option<&str> {
         Some(self.cluster.node())
     }

@@ -166,6 +166,13 @@ impl Registry {
         self.storage.announce_node(record);
     }
 
+    /// This node stops, its links drained: with etcd its presence lease is revoked, so the
+    /// other nodes see its record and links vanish at once instead of after the lease's TTL
+    /// (waits, bounded by the etcd call timeout); nothing without etcd.
+    pub fn leave_cluster(&self) {
+        self.storage.leave();
+    }
+
     /// This node's ID in the cluster (with etcd; new at every start), as in `nodes/{id}`.
     pub fn node_id(&self) -> Option<&str> {
         self.storage.node_id()

@@ -53,6 +53,9 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     fn links_changed(&self, _table: &ConnectorTable) {}
     /// This node's record for the other nodes, JSON (a shared store announces it).
     fn announce_node(&self, _record: String) {}
+    /// This node stops after its links drained: a shared store withdraws its presence at once
+    /// (waits, bounded).
+    fn leave(&self) {}
     /// This node's ID in the cluster (a shared store only).
     fn node_id(&self) -> Option<&str> {
         None

@@ -9,6 +9,7 @@ mod admin_hostile;
 mod binary;
 mod cluster;
 mod cluster_forward;
+mod cluster_ops;
 mod control;
 mod dataplane;
 mod faults;
