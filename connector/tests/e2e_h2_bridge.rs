@@ -1,0 +1,250 @@
+//! HTTP/2 streams whose tunnel has a link on another worker only (`dataplane/bridge` in the
+//! edge): a real `ringtun-edge` with four workers, a real `ringtun tunnel run` with a single
+//! link (so one worker holds it), and `curl --http2-prior-knowledge` clients whose connections
+//! the kernel spreads over the four workers. Every stream must be answered by the origin, large
+//! bodies both ways intact, and a client that resets a bridged stream mid-body must leave no
+//! stream behind.
+#![allow(clippy::unwrap_used)]
+
+mod e2e;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use e2e::origin::pattern;
+use e2e::{
+    Connector, Edge, EdgeOptions, STEP_TIMEOUT, Service, TestOrigin, Tunnel, get_when_served,
+    log_field, send_raw, wait_for,
+};
+
+const HOST: &str = "app.bridge.test";
+
+/// Connections per check: the chance that all of them land on the one worker holding the link
+/// is 4^-CONNECTIONS.
+const CONNECTIONS: usize = 8;
+
+/// Streams per connection.
+const STREAMS: usize = 4;
+
+/// An edge with 4 workers and `--metrics`, a tunnel routed from [`HOST`] and one connector with
+/// one link in front of a [`TestOrigin`].
+struct Site {
+    edge: Edge,
+    _connector: Connector,
+    public: SocketAddr,
+    metrics: SocketAddr,
+    _origin: TestOrigin,
+}
+
+impl Site {
+    fn start(dir: &Path) -> Site {
+        let origin = TestOrigin::start();
+        let edge = Edge::start_with(
+            dir,
+            EdgeOptions {
+                workers: Some(4),
+                extra: vec!["--metrics".to_owned(), "127.0.0.1:0".to_owned()],
+                ..EdgeOptions::default()
+            },
+        );
+        let tunnel = Tunnel::create(&edge, "bridge");
+        tunnel.route_dns(&edge, HOST);
+        let connector = Connector::run_args(
+            &edge,
+            &tunnel,
+            &Service::Url(origin.url()),
+            &["--ha-connections", "1"],
+        );
+        edge.wait_connectors("bridge", 1);
+        let public = edge.public_http();
+        let r = get_when_served(public, HOST, "/cl");
+        assert_eq!(r.status, 200, "{}", edge.proc.tail(20));
+        let metrics = wait_for(&edge.proc, "the metrics address", |l| {
+            if l.contains("metrics server listening") {
+                log_field(l, "metrics")?.parse().ok()
+            } else {
+                None
+            }
+        });
+        Site {
+            edge,
+            _connector: connector,
+            public,
+            metrics,
+            _origin: origin,
+        }
+    }
+
+    /// The value of the `/metrics` line that starts with `series ` (0 if none).
+    fn metric(&self, series: &str) -> u64 {
+        let req = "GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n";
+        let raw = String::from_utf8_lossy(&send_raw(self.metrics, req.as_bytes())).into_owned();
+        raw.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.public)
+    }
+
+    /// The edge's count of streams open towards the tunnel's connectors (`tunnel info`).
+    fn active_streams(&self) -> u64 {
+        let info = self.edge.tunnel_info("bridge");
+        info["connectors"]
+            .as_array()
+            .map(|cs| cs.iter().filter_map(|c| c["active_streams"].as_u64()).sum())
+            .unwrap_or(0)
+    }
+}
+
+/// `curl -sS ARGS` within the step timeout, over h2c with prior knowledge, `Host` [`HOST`].
+fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", &STEP_TIMEOUT.as_secs().to_string()])
+        .args(["--http2-prior-knowledge", "-H", &format!("Host: {HOST}")])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl (needed for the HTTP/2 tests): {e}"))
+}
+
+/// `STREAMS` transfers of `url` multiplexed on one connection (`-Z`), each into its own file
+/// of `dir`; `extra` applies to each. Returns the files and asserts every status is 200 over
+/// HTTP/2.
+fn streams(dir: &Path, tag: &str, url: &str, extra: &[&str]) -> Vec<std::path::PathBuf> {
+    let files: Vec<_> = (0..STREAMS)
+        .map(|i| dir.join(format!("{tag}-{i}")))
+        .collect();
+    let mut args: Vec<String> = ["-Z", "-w", "%{http_code} %{http_version}\\n"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    for f in &files {
+        args.extend(["-o".to_owned(), f.display().to_string(), url.to_owned()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = curl(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), STREAMS, "{stdout}");
+    for l in lines {
+        assert_eq!(l, "200 2", "every stream is answered over HTTP/2: {stdout}");
+    }
+    files
+}
+
+#[test]
+fn every_http2_stream_is_served_when_only_another_worker_holds_the_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = Site::start(tmp.path());
+    let size = 300_000;
+    let expected: Vec<u8> = (0..size).map(pattern).collect();
+    let upload = tmp.path().join("upload");
+    std::fs::write(&upload, &expected).unwrap();
+    let upload_arg = format!("@{}", upload.display());
+    for c in 0..CONNECTIONS {
+        // Downloads larger than HTTP/2's initial window.
+        for f in streams(
+            tmp.path(),
+            &format!("down{c}"),
+            &site.url(&format!("/sized?{size}")),
+            &[],
+        ) {
+            assert!(std::fs::read(&f).unwrap() == expected, "download {f:?}");
+        }
+        // Uploads (streamed past the edge's retry buffer) echoed back.
+        for f in streams(
+            tmp.path(),
+            &format!("up{c}"),
+            &site.url("/echo"),
+            &["--data-binary", &upload_arg],
+        ) {
+            assert!(std::fs::read(&f).unwrap() == expected, "echo {f:?}");
+        }
+        // Small requests, whose bodies the edge buffers (a retry could resend them).
+        for f in streams(
+            tmp.path(),
+            &format!("small{c}"),
+            &site.url("/echo"),
+            &["--data-binary", "ping"],
+        ) {
+            assert_eq!(std::fs::read(&f).unwrap(), b"ping", "echo {f:?}");
+        }
+    }
+    let bridged = site.metric("ringtun_edge_bridged_streams_total");
+    assert!(
+        bridged > 0 && bridged <= (CONNECTIONS * STREAMS * 3) as u64,
+        "some connections landed on workers without the link: {bridged} bridged\n{}",
+        site.edge.proc.tail(20)
+    );
+}
+
+#[test]
+fn a_client_resetting_bridged_streams_mid_body_leaves_no_stream_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = Site::start(tmp.path());
+    let big = 16 << 20;
+    for c in 0..CONNECTIONS {
+        // One connection: a short stream that keeps it open, and a big download the client
+        // resets (RST_STREAM) right after its head, `--max-filesize` being below its length,
+        // while the body is in flight.
+        let kept = tmp.path().join(format!("kept{c}"));
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", &STEP_TIMEOUT.as_secs().to_string()])
+            .args(["--http2-prior-knowledge", "-H", &format!("Host: {HOST}")])
+            .args(["-Z", "-o", &kept.display().to_string()])
+            .arg(site.url("/slow?500"))
+            .args([
+                "--next",
+                "--http2-prior-knowledge",
+                "-H",
+                &format!("Host: {HOST}"),
+            ])
+            .args(["--max-filesize", "1000", "-o", "/dev/null"])
+            .arg(site.url(&format!("/sized?{big}")))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("Maximum file size exceeded") || stderr.contains("(63)"),
+            "the big transfer was cut: {stderr}"
+        );
+        assert_eq!(std::fs::read(&kept).unwrap(), b"slow", "{stderr}");
+    }
+    // Every stream the edge opened towards the connector is gone once the resets went through.
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let n = site.active_streams();
+        if n == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} streams stayed open after their clients reset them\n{}",
+            site.edge.proc.tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        site.metric("ringtun_edge_bridged_streams_total") > 0,
+        "some connections landed on workers without the link"
+    );
+    // The edge still serves HTTP/2 on every worker.
+    for c in 0..CONNECTIONS {
+        streams(tmp.path(), &format!("after{c}"), &site.url("/cl"), &[]);
+    }
+}
