@@ -1,7 +1,8 @@
 //! HTTP/2 streams whose tunnel has a link on another worker only (`dataplane/bridge` in the
 //! edge): a real `ringtun-edge` with four workers, a real `ringtun tunnel run` with a single
-//! link (so one worker holds it), and `curl --http2-prior-knowledge` clients whose connections
-//! the kernel spreads over the four workers. Every stream must be answered by the origin, large
+//! link (so one worker holds it), and `curl` clients whose connections the kernel spreads over
+//! the four workers: several streams per connection over TLS with ALPN `h2` (curl 7.88 cannot
+//! multiplex on a prior-knowledge connection, curl/curl#10634), one per connection over h2c. Every stream must be answered by the origin, large
 //! bodies both ways intact, and a client that resets a bridged stream mid-body must leave no
 //! stream behind.
 #![allow(clippy::unwrap_used)]
@@ -9,7 +10,7 @@
 mod e2e;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,7 @@ struct Site {
     edge: Edge,
     _connector: Connector,
     public: SocketAddr,
+    https: SocketAddr,
     metrics: SocketAddr,
     _origin: TestOrigin,
 }
@@ -45,7 +47,10 @@ impl Site {
             dir,
             EdgeOptions {
                 workers: Some(4),
-                extra: vec!["--metrics".to_owned(), "127.0.0.1:0".to_owned()],
+                extra: ["--metrics", "127.0.0.1:0", "--public-https", "127.0.0.1:0"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
                 ..EdgeOptions::default()
             },
         );
@@ -68,10 +73,14 @@ impl Site {
                 None
             }
         });
+        let https = wait_for(&edge.proc, "the public HTTPS address", |l| {
+            log_field(l, "public_https")?.parse().ok()
+        });
         Site {
             edge,
             _connector: connector,
             public,
+            https,
             metrics,
             _origin: origin,
         }
@@ -92,8 +101,27 @@ impl Site {
             .unwrap_or(0)
     }
 
+    /// A URL on the public HTTPS listener (see [`Site::tls`]).
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.public)
+        format!("https://localhost:{}{path}", self.https.port())
+    }
+
+    /// The options of one transfer over TLS with ALPN `h2`, `Host` [`HOST`].
+    fn tls(&self) -> Vec<String> {
+        let ca = self.edge.dir.join("state").join("ca.pem");
+        let resolve = format!("localhost:{}:127.0.0.1", self.https.port());
+        [
+            "--http2",
+            "--cacert",
+            &ca.display().to_string(),
+            "--resolve",
+            &resolve,
+            "-H",
+            &format!("Host: {HOST}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     }
 
     /// The edge's count of streams open towards the tunnel's connectors (`tunnel info`).
@@ -106,20 +134,19 @@ impl Site {
     }
 }
 
-/// `curl -sS ARGS` within the step timeout, over h2c with prior knowledge, `Host` [`HOST`].
-fn curl(args: &[&str]) -> Output {
+/// `curl -sS ARGS` within the step timeout.
+fn curl(args: &[String]) -> Output {
     Command::new("curl")
         .args(["-sS", "--max-time", &STEP_TIMEOUT.as_secs().to_string()])
-        .args(["--http2-prior-knowledge", "-H", &format!("Host: {HOST}")])
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run curl (needed for the HTTP/2 tests): {e}"))
 }
 
-/// `STREAMS` transfers of `url` multiplexed on one connection (`-Z`), each into its own file
-/// of `dir`; `extra` applies to each. Returns the files and asserts every status is 200 over
-/// HTTP/2.
-fn streams(dir: &Path, tag: &str, url: &str, extra: &[&str]) -> Vec<std::path::PathBuf> {
+/// [`STREAMS`] transfers of `path` multiplexed on one connection over TLS (`-Z`), each into
+/// its own file of `dir`; `extra` applies to each. Asserts every status is 200 over HTTP/2 and
+/// returns the files.
+fn streams(site: &Site, dir: &Path, tag: &str, path: &str, extra: &[&str]) -> Vec<PathBuf> {
     let files: Vec<_> = (0..STREAMS)
         .map(|i| dir.join(format!("{tag}-{i}")))
         .collect();
@@ -127,17 +154,18 @@ fn streams(dir: &Path, tag: &str, url: &str, extra: &[&str]) -> Vec<std::path::P
         .iter()
         .map(|s| s.to_string())
         .collect();
+    args.extend(site.tls());
     args.extend(extra.iter().map(|s| s.to_string()));
     for f in &files {
-        args.extend(["-o".to_owned(), f.display().to_string(), url.to_owned()]);
+        args.extend(["-o".to_owned(), f.display().to_string(), site.url(path)]);
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = curl(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "curl failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
+        "curl failed: {}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        site.edge.proc.tail(20)
     );
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), STREAMS, "{stdout}");
@@ -145,6 +173,31 @@ fn streams(dir: &Path, tag: &str, url: &str, extra: &[&str]) -> Vec<std::path::P
         assert_eq!(l, "200 2", "every stream is answered over HTTP/2: {stdout}");
     }
     files
+}
+
+/// One request over h2c with prior knowledge on its own connection; its status and body.
+fn h2c(site: &Site, path: &str, extra: &[&str]) -> (String, Vec<u8>) {
+    let mut args: Vec<String> = ["--http2-prior-knowledge", "-H", &format!("Host: {HOST}")]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend([
+        "-w".to_owned(),
+        "\\n%{http_code} %{http_version}".to_owned(),
+        format!("http://{}{path}", site.public),
+    ]);
+    let out = curl(&args);
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut body = out.stdout;
+    let at = body.iter().rposition(|&b| b == b'\n').unwrap();
+    let status = String::from_utf8_lossy(&body[at + 1..]).into_owned();
+    body.truncate(at);
+    (status, body)
 }
 
 #[test]
@@ -159,31 +212,40 @@ fn every_http2_stream_is_served_when_only_another_worker_holds_the_link() {
     for c in 0..CONNECTIONS {
         // Downloads larger than HTTP/2's initial window.
         for f in streams(
+            &site,
             tmp.path(),
             &format!("down{c}"),
-            &site.url(&format!("/sized?{size}")),
+            &format!("/sized?{size}"),
             &[],
         ) {
             assert!(std::fs::read(&f).unwrap() == expected, "download {f:?}");
         }
         // Uploads (streamed past the edge's retry buffer) echoed back.
         for f in streams(
+            &site,
             tmp.path(),
             &format!("up{c}"),
-            &site.url("/echo"),
+            "/echo",
             &["--data-binary", &upload_arg],
         ) {
             assert!(std::fs::read(&f).unwrap() == expected, "echo {f:?}");
         }
         // Small requests, whose bodies the edge buffers (a retry could resend them).
         for f in streams(
+            &site,
             tmp.path(),
             &format!("small{c}"),
-            &site.url("/echo"),
+            "/echo",
             &["--data-binary", "ping"],
         ) {
             assert_eq!(std::fs::read(&f).unwrap(), b"ping", "echo {f:?}");
         }
+        // h2c, one stream per connection.
+        let (status, body) = h2c(&site, "/echo", &["--data-binary", &upload_arg]);
+        assert_eq!(status, "200 2");
+        assert!(body == expected, "h2c echo");
+        let (status, body) = h2c(&site, "/cl", &[]);
+        assert_eq!((status.as_str(), &body[..]), ("200 2", &b"hello"[..]));
     }
     let bridged = site.metric("ringtun_edge_bridged_streams_total");
     assert!(
@@ -203,21 +265,18 @@ fn a_client_resetting_bridged_streams_mid_body_leaves_no_stream_behind() {
         // resets (RST_STREAM) right after its head, `--max-filesize` being below its length,
         // while the body is in flight.
         let kept = tmp.path().join(format!("kept{c}"));
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", &STEP_TIMEOUT.as_secs().to_string()])
-            .args(["--http2-prior-knowledge", "-H", &format!("Host: {HOST}")])
-            .args(["-Z", "-o", &kept.display().to_string()])
-            .arg(site.url("/slow?500"))
-            .args([
-                "--next",
-                "--http2-prior-knowledge",
-                "-H",
-                &format!("Host: {HOST}"),
-            ])
-            .args(["--max-filesize", "1000", "-o", "/dev/null"])
-            .arg(site.url(&format!("/sized?{big}")))
-            .output()
-            .unwrap();
+        let mut args = vec!["-Z".to_owned()];
+        args.extend(site.tls());
+        args.extend([
+            "-o".to_owned(),
+            kept.display().to_string(),
+            site.url("/slow?500"),
+        ]);
+        args.push("--next".to_owned());
+        args.extend(site.tls());
+        args.extend(["--max-filesize", "1000", "-o", "/dev/null"].map(String::from));
+        args.push(site.url(&format!("/sized?{big}")));
+        let out = curl(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains("Maximum file size exceeded") || stderr.contains("(63)"),
@@ -245,6 +304,6 @@ fn a_client_resetting_bridged_streams_mid_body_leaves_no_stream_behind() {
     );
     // The edge still serves HTTP/2 on every worker.
     for c in 0..CONNECTIONS {
-        streams(tmp.path(), &format!("after{c}"), &site.url("/cl"), &[]);
+        streams(&site, tmp.path(), &format!("after{c}"), "/cl", &[]);
     }
 }
