@@ -42,11 +42,15 @@ struct Site {
 
 impl Site {
     fn start(dir: &Path) -> Site {
+        Site::start_with_workers(dir, 4)
+    }
+
+    fn start_with_workers(dir: &Path, workers: usize) -> Site {
         let origin = TestOrigin::start();
         let edge = Edge::start_with(
             dir,
             EdgeOptions {
-                workers: Some(4),
+                workers: Some(workers),
                 extra: ["--metrics", "127.0.0.1:0", "--public-https", "127.0.0.1:0"]
                     .iter()
                     .map(|s| s.to_string())
@@ -306,4 +310,41 @@ fn a_client_resetting_bridged_streams_mid_body_leaves_no_stream_behind() {
     for c in 0..CONNECTIONS {
         streams(&site, tmp.path(), &format!("after{c}"), "/cl", &[]);
     }
+}
+
+/// Not a check: prints the edge's heap allocations per HTTP/2 request served on a local link
+/// (`--workers 1`, so no stream is bridged), to compare builds of the edge (`cargo test -p
+/// ringtun-connector --test e2e_h2_bridge -- --ignored --nocapture`). Two runs of `n` and `5n`
+/// streams on one connection each; the difference divided by `4n` leaves the connection's own
+/// cost out.
+#[test]
+#[ignore]
+fn allocations_per_local_http2_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = Site::start_with_workers(tmp.path(), 1);
+    let run = |n: usize| {
+        let mut args = vec![
+            "-Z".to_owned(),
+            "--parallel-max".to_owned(),
+            "50".to_owned(),
+        ];
+        args.extend(site.tls());
+        for _ in 0..n {
+            args.extend(["-o".to_owned(), "/dev/null".to_owned(), site.url("/cl")]);
+        }
+        let before = site.metric("ringtun_edge_process_allocations_total");
+        let out = curl(&args);
+        assert!(out.status.success());
+        site.metric("ringtun_edge_process_allocations_total") - before
+    };
+    run(50);
+    let n = 100;
+    let small = run(n);
+    let big = run(5 * n);
+    println!(
+        "edge allocations: {small} for {n} streams, {big} for {} streams; per stream: {:.1}",
+        5 * n,
+        (big - small) as f64 / (4 * n) as f64
+    );
+    assert_eq!(site.metric("ringtun_edge_bridged_streams_total"), 0);
 }
