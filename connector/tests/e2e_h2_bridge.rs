@@ -4,10 +4,13 @@
 //! the four workers: several streams per connection over TLS with ALPN `h2` (curl 7.88 cannot
 //! multiplex on a prior-knowledge connection, curl/curl#10634), one per connection over h2c. Every stream must be answered by the origin, large
 //! bodies both ways intact, and a client that resets a bridged stream mid-body must leave no
-//! stream behind.
+//! stream behind. gRPC calls (a real grpcio origin and client, `tests/grpc/`) carry their
+//! trailers through bridged streams too.
 #![allow(clippy::unwrap_used)]
 
 mod e2e;
+#[path = "grpc/mod.rs"]
+mod grpc;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +22,7 @@ use e2e::{
     Connector, Edge, EdgeOptions, STEP_TIMEOUT, Service, TestOrigin, Tunnel, get_when_served,
     log_field, send_raw, wait_for,
 };
+use grpc::{GrpcOrigin, grpc_script, python};
 
 const HOST: &str = "app.bridge.test";
 
@@ -310,6 +314,104 @@ fn a_client_resetting_bridged_streams_mid_body_leaves_no_stream_behind() {
     for c in 0..CONNECTIONS {
         streams(&site, tmp.path(), &format!("after{c}"), "/cl", &[]);
     }
+}
+
+/// gRPC over h2c from a real grpcio client, to a real grpcio origin (`http2Origin`), through
+/// an edge with 4 workers and a connector with one link: unary, server streaming, client
+/// streaming past the initial window and an error status, each call on its own connection, so
+/// most are bridged; their `grpc-status` trailers cross the bridge.
+#[test]
+fn grpc_calls_are_served_through_bridged_streams() {
+    const GRPC: &str = "grpc.bridge.test";
+    let origin = GrpcOrigin::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start_with(
+        dir.path(),
+        EdgeOptions {
+            workers: Some(4),
+            extra: vec!["--metrics".to_owned(), "127.0.0.1:0".to_owned()],
+            ..EdgeOptions::default()
+        },
+    );
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "ingress:\n  - hostname: {GRPC}\n    service: http://127.0.0.1:{}\n    \
+             originRequest:\n      http2Origin: true\n  - service: http_status:404\n",
+            origin.port
+        ),
+    )
+    .unwrap();
+    let tunnel = Tunnel::create(&edge, "grpc");
+    tunnel.route_dns(&edge, GRPC);
+    let connector = Connector::run_args(
+        &edge,
+        &tunnel,
+        &Service::Config(config),
+        &["--ha-connections", "1"],
+    );
+    edge.wait_connectors("grpc", 1);
+    let public = edge.public_http();
+    assert_ne!(get_when_served(public, GRPC, "/").status, 503);
+    let metrics = wait_for(&edge.proc, "the metrics address", |l| {
+        if l.contains("metrics server listening") {
+            log_field(l, "metrics")?.parse::<SocketAddr>().ok()
+        } else {
+            None
+        }
+    });
+    let call = |method: &str, arg: &str| {
+        let out = Command::new(python())
+            .arg(grpc_script("client.py"))
+            .args([&public.to_string(), method, arg, "--authority", GRPC])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v
+    };
+    for _ in 0..CONNECTIONS {
+        let v = call("Unary", "hi");
+        assert_eq!(
+            (v["code"].as_str(), v["messages"][0].as_str()),
+            (Some("OK"), Some("echo:hi")),
+            "{v}\nedge: {}\nconnector: {}",
+            edge.proc.tail(20),
+            connector.proc.tail(20)
+        );
+        let v = call("Fail", "x");
+        assert_eq!(
+            (v["code"].as_str(), v["details"].as_str()),
+            (Some("NOT_FOUND"), Some("no such thing")),
+            "{v}"
+        );
+        let v = call("Stream", "50");
+        assert_eq!(v["code"], "OK", "{v}");
+        assert_eq!(v["messages"].as_array().map(Vec::len), Some(50), "{v}");
+        let v = call("Upload", "300000,200000,1");
+        assert_eq!(
+            (v["code"].as_str(), v["messages"][0].as_str()),
+            (Some("OK"), Some("500001")),
+            "{v}"
+        );
+    }
+    let req = "GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n";
+    let raw = String::from_utf8_lossy(&send_raw(metrics, req.as_bytes())).into_owned();
+    let bridged: u64 = raw
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("ringtun_edge_bridged_streams_total ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert!(bridged > 0, "some calls landed on workers without the link");
 }
 
 /// Not a check: prints the edge's heap allocations per HTTP/2 request served on a local link
