@@ -117,3 +117,70 @@ impl Remote {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        compio::runtime::Runtime::new()
+            .expect("a runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn the_response_crosses_in_order_and_a_failure_as_it_was() {
+        let (down_tx, down_rx) = async_channel::bounded(4);
+        let (up_tx, _up_rx) = async_channel::bounded(4);
+        let (cancel_tx, _cancel_rx) = async_channel::bounded(1);
+        let s = TunnelStream::Bridged(Remote::new(down_rx, up_tx, cancel_tx));
+        block_on(async {
+            down_tx
+                .send(Down::Reply(Ok(Bytes::from_static(b"meta"))))
+                .await
+                .expect("room");
+            down_tx
+                .send(Down::Data(Bytes::from_static(b"ab")))
+                .await
+                .expect("room");
+            down_tx.send(Down::End).await.expect("room");
+            assert_eq!(s.reply_meta().await.expect("reply"), &b"meta"[..]);
+            assert_eq!(
+                s.read().await.expect("data"),
+                Some(Bytes::from_static(b"ab"))
+            );
+            assert_eq!(s.read().await.expect("end"), None);
+            down_tx
+                .send(Down::Failed(LinkError::Reset(ErrorCode::CANCEL)))
+                .await
+                .expect("room");
+            assert!(matches!(s.read().await, Err(LinkError::Reset(_))));
+            drop(down_tx);
+            assert!(matches!(s.read().await, Err(LinkError::StreamGone)));
+        });
+    }
+
+    #[test]
+    fn the_request_waits_for_room_and_dropping_the_handle_cancels() {
+        let (_down_tx, down_rx) = async_channel::bounded(1);
+        let (up_tx, up_rx) = async_channel::bounded(1);
+        let (cancel_tx, cancel_rx) = async_channel::bounded(1);
+        let s = TunnelStream::Bridged(Remote::new(down_rx, up_tx, cancel_tx));
+        block_on(async {
+            s.write(Bytes::from_static(b"x")).await.expect("room");
+            // Full: the next write waits until the carrying side takes a piece.
+            assert!(up_rx.is_full());
+            s.reset(ErrorCode::CANCEL);
+            s.reset(ErrorCode::INTERNAL_ERROR);
+            assert_eq!(cancel_rx.recv().await.ok(), Some(ErrorCode::CANCEL));
+            up_rx.close();
+            assert!(s.write(Bytes::from_static(b"y")).await.is_err());
+            assert!(s.finish().await.is_err());
+        });
+        drop(s);
+        assert!(
+            cancel_rx.is_closed(),
+            "the carrying side sees the handle go"
+        );
+    }
+}
