@@ -450,3 +450,40 @@ fn allocations_per_local_http2_request() {
     );
     assert_eq!(site.metric("ringtun_edge_bridged_streams_total"), 0);
 }
+
+/// Not a check: prints the edge's extra heap allocations per bridged HTTP/2 stream. With 4
+/// workers and one link, connections of [`STREAMS`]×5 streams each are either all local or all
+/// bridged (the bridged count says which); the mean allocations of the two kinds are compared.
+#[test]
+#[ignore]
+fn allocations_per_bridged_http2_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = Site::start(tmp.path());
+    let n = STREAMS * 5;
+    let (mut local, mut bridged) = (Vec::new(), Vec::new());
+    for _ in 0..24 {
+        let mut args = vec!["-Z".to_owned()];
+        args.extend(site.tls());
+        for _ in 0..n {
+            args.extend(["-o".to_owned(), "/dev/null".to_owned(), site.url("/cl")]);
+        }
+        let allocs = site.metric("ringtun_edge_process_allocations_total");
+        let crossed = site.metric("ringtun_edge_bridged_streams_total");
+        assert!(curl(&args).status.success());
+        let allocs = site.metric("ringtun_edge_process_allocations_total") - allocs;
+        match site.metric("ringtun_edge_bridged_streams_total") - crossed {
+            0 => local.push(allocs),
+            _ => bridged.push(allocs),
+        }
+    }
+    let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+    println!(
+        "edge allocations per connection of {n} streams: local {:.0} ({} connections), bridged \
+         {:.0} ({} connections); extra per bridged stream: {:.1}",
+        mean(&local),
+        local.len(),
+        mean(&bridged),
+        bridged.len(),
+        (mean(&bridged) - mean(&local)) / n as f64
+    );
+}
