@@ -106,6 +106,10 @@ pub struct Metrics {
     /// Public connections handed to another worker (no link of their tunnel on theirs):
     /// `ringtun_edge_handoffs_total`.
     pub handoffs: WorkerCounter,
+    /// Public HTTP/2 streams whose tunnel stream another worker opened and carries for them
+    /// (no usable link of their tunnel on the worker serving the connection, see
+    /// `dataplane/bridge`): `ringtun_edge_bridged_streams_total`.
+    pub bridged_streams: WorkerCounter,
     /// Public requests and TCP-route connections served, per worker (counted by the worker
     /// that opens their stream): `ringtun_edge_worker_requests_total{worker}`.
     pub worker_requests: Family<WorkerLabels, Counter>,
@@ -161,6 +165,7 @@ impl Default for Metrics {
             public_h2_requests: WorkerCounter::default(),
             public_h2_connections: WorkerCounter::default(),
             handoffs: WorkerCounter::default(),
+            bridged_streams: WorkerCounter::default(),
             worker_requests: Family::default(),
             public_errors: Family::default(),
             public_error_counters: Default::default(),
@@ -236,6 +241,11 @@ impl Default for Metrics {
             "handoffs",
             "Public connections handed to another worker",
             m.handoffs.clone(),
+        );
+        registry.register(
+            "bridged_streams",
+            "Public HTTP/2 streams carried by another worker that holds a link of their tunnel",
+            m.bridged_streams.clone(),
         );
         registry.register(
             "worker_requests",

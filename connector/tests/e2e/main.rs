@@ -12,6 +12,7 @@ mod cluster;
 mod edge_drain;
 mod faults;
 mod h2;
+mod h2_bridge;
 mod harness;
 mod http;
 mod http2;

@@ -30,7 +30,9 @@
 //! handed to a worker that has one (the socket is duplicated, and the already read bytes
 //! travel with it through that worker's mailbox), with the choice, which that worker does not
 //! make again. A connection moves at most twice (`http/retry.rs`: once for the first choice,
-//! once more for a retry after a refusal).
+//! once more for a retry after a refusal). An HTTP/2 connection never moves (its streams may go
+//! to different tunnels): a stream of it whose tunnel has links only on another worker is
+//! opened and carried by that worker (`bridge`).
 //!
 //! # Shutdown
 //! [`DataPlane::drain`] (SIGTERM/SIGINT, then [`DataPlane::stop`]): every connector is marked
@@ -49,6 +51,8 @@
 //!   stream it is generic over).
 //! - `h2`: the public HTTP/2 ingress (h2c prior knowledge on the public HTTP listener, TLS with
 //!   ALPN `h2` on `--public-https`), and the HTTPS listener that sends `http/1.1` to [`http`].
+//! - `bridge`: a tunnel stream opened and carried by another worker, which holds a link of its
+//!   tunnel, for an HTTP/2 stream on a worker that holds none.
 //! - `open`, `retry`: one attempt at opening a request's stream, and the retry decision (both
 //!   ingresses).
 //! - [`tcp`]: the public TCP route listeners.
@@ -57,6 +61,7 @@
 //! - `pipe`: raw bytes both ways between a public socket and a stream (upgrades, TCP routes).
 //! - [`faults`]: edge servers and data centers taken down and up (fault injection).
 
+mod bridge;
 mod client_io;
 pub mod faults;
 mod h2;
@@ -101,6 +106,9 @@ pub enum WorkerMsg {
     Handoff(worker::Handoff),
     /// A registered link seated on this worker by another that accepted it.
     Link(Box<links::MovedLink>),
+    /// A stream to open and carry on a link of this worker for a worker that holds none of
+    /// its tunnel (see `bridge`).
+    Bridge(Box<bridge::Request>),
 }
 
 /// The data plane's state every worker shares: settings, registry, TLS, limits, the load

@@ -1,6 +1,7 @@
 //! One worker's state: its live links per connector, its snapshots of the routes and of the
-//! connectors per tunnel, the hand-off of public connections between workers, and the
-//! arrival of links seated here by the worker that accepted them (`super::placement`).
+//! connectors per tunnel, the hand-off of public connections between workers, the arrival of
+//! links seated here by the worker that accepted them (`super::placement`), and of streams to
+//! carry for another worker (`super::bridge`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -366,6 +367,15 @@ impl Worker {
         }
     }
 
+    /// Sends `msg` to worker `to`, waiting while its mailbox is full.
+    pub(crate) async fn send_to(
+        &self,
+        to: usize,
+        msg: WorkerMsg,
+    ) -> Result<(), ringtun_core::rt::RtError> {
+        self.senders.send(to, msg).await
+    }
+
     /// Sends a registered link to worker `to`, which serves it from then on (see
     /// [`super::placement`]). Waits while that worker's mailbox is full; when the worker is gone
     /// (shutdown), the link is closed and unregistered.
@@ -507,6 +517,9 @@ pub(crate) async fn run(
                     WorkerMsg::Handoff(h) => w.take_handoff(h),
                     WorkerMsg::Link(l) => {
                         compio::runtime::spawn(super::links::adopt(Rc::clone(&w), *l)).detach();
+                    }
+                    WorkerMsg::Bridge(r) => {
+                        compio::runtime::spawn(super::bridge::serve(Rc::clone(&w), *r)).detach();
                     }
                 }
             }

@@ -18,7 +18,6 @@ use futures_util::future::{Either, select};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use ringtun_core::http::{BodyFraming, ResponseHead, error_response};
-use ringtun_core::link::Stream;
 use ringtun_core::mux::ErrorCode;
 use ringtun_core::tunnel::{ResponseMeta, decode_response_meta};
 
@@ -26,6 +25,7 @@ use super::ConnState;
 use super::head::response_head;
 use super::request::Opened;
 use super::trailers::{ChunkedIn, ChunkedOut, to_header_map, to_headers};
+use crate::dataplane::bridge::TunnelStream;
 use crate::dataplane::http::RETRY_BODY_LIMIT;
 use crate::dataplane::retry::Failure;
 use crate::dataplane::watchdog::BodyPace;
@@ -175,7 +175,7 @@ async fn pump_request(
     w: &Worker,
     conn: &ConnState,
     mut body: RecvStream,
-    s: &Stream,
+    s: &TunnelStream,
     prefix: Vec<Bytes>,
     mut chunked: Option<ChunkedOut>,
 ) -> bool {
@@ -218,7 +218,7 @@ async fn pump_request(
             return false;
         }
     }
-    s.finish().is_ok()
+    s.finish().await.is_ok()
 }
 
 /// What to answer a request with.
@@ -290,7 +290,7 @@ async fn forward_response(
     w: &Worker,
     conn: &ConnState,
     send: &mut SendResponse<Bytes>,
-    stream: &Stream,
+    stream: &TunnelStream,
     meta: Result<Bytes, ringtun_core::link::LinkError>,
     is_head: bool,
 ) {

@@ -25,10 +25,12 @@
 //!   closes it, a request body that stalls for `--request-body-timeout` resets its stream,
 //!   and so does a response that waits that long for the client's window.
 //!
+//! An HTTP/2 connection is multiplexed, so it is never handed to another worker: a stream
+//! whose tunnel has links only on another worker is opened and carried by that worker
+//! (`dataplane/bridge`), the rest of this code unchanged (it sees a
+//! [`TunnelStream`](super::bridge::TunnelStream)).
+//!
 //! # Not here
-//! - An HTTP/2 connection is multiplexed, so it is never handed to another worker: a request
-//!   whose tunnel has no link on this worker gets 503 (placement gives every worker links of a
-//!   connector that has at least as many links as there are workers).
 //! - HTTP/1.1 `Upgrade: h2c` is not offered (prior knowledge and ALPN only); extended CONNECT
 //!   (WebSocket over HTTP/2) neither.
 //!

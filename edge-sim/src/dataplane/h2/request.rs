@@ -17,12 +17,12 @@ use http::request::Parts;
 use ringtun_core::http::{
     BodyFraming, Headers, RequestHead, RequestRoute, Version, error_response, no_route_detail,
 };
-use ringtun_core::link::Stream;
 use ringtun_core::mux::StreamKind;
 use ringtun_core::tunnel::forward_request_meta_with;
 
 use super::body::{Answer, ReqBody, answer, read_small_body, respond};
 use super::{ConnState, trailers};
+use crate::dataplane::bridge::{self, Opening, TunnelStream};
 use crate::dataplane::http::host_label::count_host_request;
 use crate::dataplane::lb::StreamGuard;
 use crate::dataplane::limits::TunnelSlot;
@@ -76,8 +76,11 @@ pub(crate) async fn handle(
 
 /// A stream opened for a request.
 pub(crate) struct Opened {
-    pub(crate) stream: Stream,
-    pub(crate) guard: StreamGuard,
+    /// On a link of this worker, or carried by the worker that holds one.
+    pub(crate) stream: TunnelStream,
+    /// The connector's load count, when the stream is on a link of this worker (a bridged
+    /// stream's count is held by the worker carrying it).
+    pub(crate) guard: Option<StreamGuard>,
     /// The REPLY, when it came before the body streamed.
     pub(crate) reply: Option<Bytes>,
     /// The body still to stream (the part read already first).
@@ -105,7 +108,8 @@ fn fail(status: u16, cause: &'static str, detail: String) -> Prepared {
 }
 
 /// Routes the request, reads a small body whole, chooses a replica and opens the stream,
-/// retrying on another replica as HTTP/1.1 does (never on another worker).
+/// retrying on another replica as HTTP/1.1 does. The connection never moves: a replica whose
+/// links are all on another worker gets the stream through that worker (`dataplane/bridge`).
 async fn prepare(
     w: &Rc<Worker>,
     conn: &ConnState,
@@ -158,43 +162,57 @@ async fn prepare(
     };
     let idempotent = is_idempotent(&head.method) && matches!(framing, BodyFraming::Empty);
     // A multiplexed connection stays on its worker: the first choice is the retry state of a
-    // connection that may not move any more.
+    // connection that may not move any more. A stream whose tunnel has a link only on another
+    // worker is carried by that worker (`dataplane/bridge`).
     let mut retries = Retries::new(MAX_HOPS);
     loop {
-        let (link, load) = match w
+        let out = match &req_body {
+            ReqBody::Buffered(c, _) if c.is_empty() => Outgoing::Empty,
+            ReqBody::Buffered(c, _) => Outgoing::Buffered(c),
+            ReqBody::Streamed(_) => Outgoing::Streamed,
+        };
+        let tried = match w
             .pick_or_wait(tunnel, retries.excluded(), false, None)
             .await
         {
-            Pick::Local { link, load } => (link, load),
-            Pick::Elsewhere(to, _) => match retries.decide(Choice::Elsewhere(to), false) {
-                Decision::Fail(f) => return Prepared::Fail(f),
-                _ => return Prepared::Fail(Failure::no_connector()),
-            },
+            Pick::Local { link, load } => {
+                match attempt(&link, &load, StreamKind::Http, &meta, out, idempotent).await {
+                    Attempt::Replied(s, g, m) => Ok((TunnelStream::Local(s), Some(g), Some(m))),
+                    Attempt::Streaming(s, g) => Ok((TunnelStream::Local(s), Some(g), None)),
+                    Attempt::Retry(reason, e) => Err(Opening::Retry(reason, e, load.id)),
+                    Attempt::Failed(detail) => Err(Opening::Failed(detail)),
+                }
+            }
+            Pick::Elsewhere(to, chosen) => {
+                let ask = bridge::Ask {
+                    tunnel,
+                    chosen,
+                    exclude: retries.excluded().to_vec(),
+                    kind: StreamKind::Http,
+                    meta: meta.clone(),
+                    body: match out {
+                        Outgoing::Buffered(c) => bridge::Body::Buffered(c.to_vec()),
+                        Outgoing::Streamed => bridge::Body::Streamed,
+                        Outgoing::Empty | Outgoing::LeaveOpen => bridge::Body::Empty,
+                    },
+                    idempotent,
+                };
+                match bridge::open(w, to, ask).await {
+                    (Opening::Replied(m), Some(r)) => Ok((TunnelStream::Bridged(r), None, Some(m))),
+                    (Opening::Streaming, Some(r)) => Ok((TunnelStream::Bridged(r), None, None)),
+                    (other, _) => Err(other),
+                }
+            }
             Pick::NoConnector => match retries.decide(Choice::Nothing, false) {
                 Decision::Fail(f) => return Prepared::Fail(f),
                 _ => return Prepared::Fail(Failure::no_connector()),
             },
             Pick::Unreachable(detail) => return Prepared::Fail(Failure::peer(detail)),
         };
-        let out = match &req_body {
-            ReqBody::Buffered(c, _) if c.is_empty() => Outgoing::Empty,
-            ReqBody::Buffered(c, _) => Outgoing::Buffered(c),
-            ReqBody::Streamed(_) => Outgoing::Streamed,
-        };
-        let (stream, guard, reply) = match attempt(
-            &link,
-            &load,
-            StreamKind::Http,
-            &meta,
-            out,
-            idempotent,
-        )
-        .await
-        {
-            Attempt::Replied(s, g, m) => (s, g, Some(m)),
-            Attempt::Streaming(s, g) => (s, g, None),
-            Attempt::Retry(reason, e) => {
-                if let Some(f) = retries.not_processed(load.id, &e) {
+        let (stream, guard, reply) = match tried {
+            Ok(opened) => opened,
+            Err(Opening::Retry(reason, e, connector)) => {
+                if let Some(f) = retries.not_processed(connector, &e) {
                     return Prepared::Fail(f);
                 }
                 let metrics = w.plane.registry.metrics();
@@ -202,10 +220,17 @@ async fn prepare(
                     RetryReason::Refused => metrics.retries_refused.inc(),
                     RetryReason::LinkLost => metrics.retries_link_lost.inc(),
                 };
-                tracing::debug!(connector = %load.id, error = %e, "request not processed; retrying on another replica");
+                tracing::debug!(%connector, error = %e, "request not processed; retrying on another replica");
                 continue;
             }
-            Attempt::Failed(detail) => return fail(502, "connector", detail),
+            Err(Opening::Failed(detail)) => return fail(502, "connector", detail),
+            Err(Opening::Replied(_) | Opening::Streaming) => {
+                return fail(
+                    502,
+                    "connector",
+                    "the stream was lost while it opened".to_owned(),
+                );
+            }
         };
         let rest = match req_body {
             ReqBody::Streamed(prefix) => Some(prefix),
