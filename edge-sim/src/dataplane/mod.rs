@@ -52,7 +52,8 @@
 //! - `h2`: the public HTTP/2 ingress (h2c prior knowledge on the public HTTP listener, TLS with
 //!   ALPN `h2` on `--public-https`), and the HTTPS listener that sends `http/1.1` to [`http`].
 //! - `bridge`: a tunnel stream opened and carried by another worker, which holds a link of its
-//!   tunnel, for an HTTP/2 stream on a worker that holds none.
+//!   tunnel, for an HTTP/2 stream (or a stream forwarded from another node) on a worker that
+//!   holds none.
 //! - `open`, `retry`: one attempt at opening a request's stream, and the retry decision (both
 //!   ingresses).
 //! - [`tcp`]: the public TCP route listeners.
@@ -61,7 +62,7 @@
 //! - `pipe`: raw bytes both ways between a public socket and a stream (upgrades, TCP routes).
 //! - [`faults`]: edge servers and data centers taken down and up (fault injection).
 
-mod bridge;
+pub(crate) mod bridge;
 mod client_io;
 pub mod faults;
 mod h2;

@@ -1,8 +1,9 @@
 //! The receiving side: the peer listener on every worker, the TLS handshake that admits only
 //! nodes of this cluster, and serving each forwarded stream from this worker's own links.
 //!
-//! A stream that arrives here is never forwarded again: it is opened on a link of this
-//! worker ([`Worker::pick`] never looks at other nodes), or refused with `REFUSED_STREAM`
+//! A stream that arrives here is never forwarded again: it is opened on a link of this node
+//! ([`Worker::pick`] never looks at other nodes; a link on another worker carries it through
+//! the cross-worker bridge of `dataplane/bridge`), or refused with `REFUSED_STREAM`
 //! before any byte reached an origin, so the sending node tries its next candidate.
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -20,6 +21,7 @@ use uuid::Uuid;
 
 use super::PeerPlane;
 use super::metrics::Served;
+use crate::dataplane::bridge::{self, Opening, TunnelStream};
 use crate::dataplane::worker::{Pick, Worker};
 
 /// Accepts peer links on this worker's peer socket until the edge drains.
@@ -109,23 +111,46 @@ async fn serve_stream(w: Rc<Worker>, inc: Incoming) {
     let Some(_slot) = w.tunnel_slot(tunnel) else {
         return refuse(Served::Refused, &stream);
     };
-    // Only this worker's own links: a forwarded stream is never forwarded again.
-    let (link, load) = match w.pick(tunnel, &[], false, None) {
-        Pick::Local { link, load } => (link, load),
-        _ => return refuse(Served::NoLink, &stream),
-    };
-    let local = match link.open(kind, meta) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(error = %e, %tunnel, "cannot open a forwarded stream on a local link");
-            return refuse(Served::Refused, &stream);
+    // Only this node's own links: a forwarded stream is never forwarded again. A link of the
+    // tunnel on another worker of this node carries it through the cross-worker bridge
+    // (`dataplane/bridge`), as it carries an HTTP/2 stream.
+    let (local, _guard, replied) = match w.pick(tunnel, &[], false, None) {
+        Pick::Local { link, load } => match link.open(kind, meta) {
+            Ok(s) => (TunnelStream::Local(s), Some(load.start_stream()), None),
+            Err(e) => {
+                tracing::debug!(error = %e, %tunnel, "cannot open a forwarded stream on a local link");
+                return refuse(Served::Refused, &stream);
+            }
+        },
+        Pick::Elsewhere(to, chosen) => {
+            let ask = bridge::Ask {
+                tunnel,
+                chosen,
+                exclude: Vec::new(),
+                kind,
+                meta,
+                body: bridge::Body::Streamed,
+                idempotent: false,
+            };
+            match bridge::open(&w, to, ask).await {
+                (Opening::Streaming, Some(r)) => (TunnelStream::Bridged(r), None, None),
+                (Opening::Replied(m), Some(r)) => (TunnelStream::Bridged(r), None, Some(m)),
+                (outcome, _) => {
+                    tracing::debug!(?outcome, %tunnel, "cannot open a forwarded stream on another worker");
+                    return refuse(Served::Refused, &stream);
+                }
+            }
         }
+        Pick::NoConnector | Pick::Unreachable(_) => return refuse(Served::NoLink, &stream),
     };
-    let _guard = load.start_stream();
     let (peer, local) = (Rc::new(stream), Rc::new(local));
     // The request direction flows while the REPLY is awaited.
     let up = compio::runtime::spawn(copy(Rc::clone(&peer), Rc::clone(&local)));
-    match local.reply_meta().await {
+    let reply = match replied {
+        Some(m) => Ok(m),
+        None => local.reply_meta().await,
+    };
+    match reply {
         Ok(m) => {
             metrics.peer.served(Served::Served);
             if peer.reply(m).is_err() {
@@ -149,9 +174,48 @@ async fn serve_stream(w: Rc<Worker>, inc: Incoming) {
     let _ = up.await;
 }
 
+/// One end of a forwarded stream as [`copy`] uses it: the peer link's stream, or the stream
+/// towards the connector (on this worker's link or bridged from another worker's).
+trait End {
+    async fn read(&self) -> Result<Option<bytes::Bytes>, LinkError>;
+    async fn write(&self, data: bytes::Bytes) -> Result<(), LinkError>;
+    async fn finish(&self);
+    fn reset(&self, code: ErrorCode);
+}
+
+impl End for Stream {
+    async fn read(&self) -> Result<Option<bytes::Bytes>, LinkError> {
+        Stream::read(self).await
+    }
+    async fn write(&self, data: bytes::Bytes) -> Result<(), LinkError> {
+        Stream::write(self, data).await
+    }
+    async fn finish(&self) {
+        let _ = Stream::finish(self);
+    }
+    fn reset(&self, code: ErrorCode) {
+        Stream::reset(self, code)
+    }
+}
+
+impl End for TunnelStream {
+    async fn read(&self) -> Result<Option<bytes::Bytes>, LinkError> {
+        TunnelStream::read(self).await
+    }
+    async fn write(&self, data: bytes::Bytes) -> Result<(), LinkError> {
+        TunnelStream::write(self, data).await
+    }
+    async fn finish(&self) {
+        let _ = TunnelStream::finish(self).await;
+    }
+    fn reset(&self, code: ErrorCode) {
+        TunnelStream::reset(self, code)
+    }
+}
+
 /// Copies one direction of a forwarded stream: DATA as it comes (no copy of the bytes), then
 /// FIN, or the reset that ended it.
-async fn copy(from: Rc<Stream>, to: Rc<Stream>) {
+async fn copy(from: Rc<impl End>, to: Rc<impl End>) {
     loop {
         match from.read().await {
             Ok(Some(data)) => {
@@ -160,10 +224,7 @@ async fn copy(from: Rc<Stream>, to: Rc<Stream>) {
                     return;
                 }
             }
-            Ok(None) => {
-                let _ = to.finish();
-                return;
-            }
+            Ok(None) => return to.finish().await,
             Err(LinkError::Reset(code)) => return to.reset(code),
             Err(_) => return to.reset(ErrorCode::CANCEL),
         }

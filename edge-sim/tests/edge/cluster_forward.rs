@@ -28,6 +28,12 @@ impl Drop for Node {
 
 impl Node {
     fn start(dir: &Path, name: &str, endpoints: &str, prefix: &str) -> Node {
+        Node::start_with(dir, name, endpoints, prefix, 1)
+    }
+
+    /// A node with `workers` data-plane workers.
+    fn start_with(dir: &Path, name: &str, endpoints: &str, prefix: &str, workers: u32) -> Node {
+        let workers = workers.to_string();
         let state = dir.join(name);
         let args = [
             "--etcd",
@@ -40,7 +46,7 @@ impl Node {
             "--etcd-lease-ttl",
             "60",
             "--workers",
-            "1",
+            &workers,
             "--data-center",
             "dfw=127.0.1.1:0",
             "--peer-breaker-failures",
@@ -264,6 +270,54 @@ fn requests_to_nodes_without_a_link_are_forwarded_to_the_node_that_has_one() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_forwarded_stream_reaches_the_link_on_whichever_worker_of_the_node_holds_it() {
+    // Node 1 runs 8 workers and its one link of the tunnel sits on one of them; the peer
+    // links of nodes 2 and 3 land on whichever worker accepted them. A forwarded stream that
+    // arrives on a worker without the link is carried by the worker with it.
+    let etcd = etcd::Etcd::start(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prefix = prefix();
+    let nodes = [
+        Node::start_with(dir.path(), "n1", &etcd.endpoints(), &prefix, 8),
+        Node::start(dir.path(), "n2", &etcd.endpoints(), &prefix),
+        Node::start(dir.path(), "n3", &etcd.endpoints(), &prefix),
+    ];
+    let (id, secret) = tunnel(&nodes[0]);
+    let _c = link(&nodes[0], "c1", id, &secret);
+    nodes[0].wait_served();
+    for node in &nodes[1..] {
+        // The first answer may wait for the route and presence to reach this node.
+        node.wait_served();
+        for _ in 0..10 {
+            let r = node.get("/");
+            assert_eq!((r.status, r.text()), (200, "hello from c1".to_owned()));
+        }
+        let mut c = Client::connect(node.0.public);
+        let body = "y".repeat(300_000);
+        c.send(
+            format!(
+                "POST /echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        let r = c.read("POST");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, body.as_bytes());
+    }
+    for reason in ["no_link", "refused"] {
+        assert_eq!(
+            nodes[0].metric(&format!(
+                "ringtun_edge_peer_streams_total{{reason=\"{reason}\"}} "
+            )),
+            0.0,
+            "node 1 refused a forwarded stream ({reason})"
+        );
+    }
+    assert!(nodes[0].metric("ringtun_edge_peer_streams_total{reason=\"served\"} ") >= 22.0);
 }
 
 #[test]

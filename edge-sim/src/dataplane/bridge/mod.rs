@@ -12,8 +12,8 @@
 //! tunnel stream's operations for the requesting worker ([`TunnelStream::Bridged`]).
 //!
 //! Nothing here knows HTTP: the bridge carries a tunnel stream (OPEN metadata, REPLY
-//! metadata, DATA both ways, FIN, reset), so any caller that serves a stream on a worker
-//! without its tunnel's link can use it.
+//! metadata, DATA both ways, FIN, reset). A stream forwarded from another edge node that
+//! arrives on a worker without its tunnel's link goes the same way (`edge-sim/src/peer/server.rs`).
 //!
 //! # Bounds and back-pressure
 //! Each direction is an `async-channel` of [`PIECES`] pieces: a request piece is taken from
