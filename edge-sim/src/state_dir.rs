@@ -149,7 +149,7 @@ impl StateDir {
             (key, read(&ca_cert_path)?)
         } else {
             let key = KeyPair::generate()?;
-            let cert = ca_params().self_signed(&key)?;
+            let cert = ca_params(CA_NAME).self_signed(&key)?;
             write_new(&ca_key_path, key.serialize_pem().as_bytes(), 0o600)?;
             write_new(&ca_cert_path, cert.pem().as_bytes(), 0o644)?;
             // A new CA invalidates any server certificate from an older one.
@@ -176,7 +176,7 @@ impl StateDir {
                 .push(DnType::CommonName, "ringtun edge");
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             params.use_authority_key_identifier_extension = true;
-            let issuer = Issuer::new(ca_params(), &ca_key);
+            let issuer = Issuer::new(ca_params(CA_NAME), &ca_key);
             let cert = params.signed_by(&key, &issuer)?;
             replace(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
             replace(&cert_path, cert.pem().as_bytes(), 0o644)?;
@@ -231,9 +231,14 @@ impl StateDir {
     }
 }
 
-fn ca_params() -> CertificateParams {
+/// The parameters of a CA named `common_name` that signs server (or node) certificates: the
+/// edge's own CA here, the cluster CA of peer links in `cluster/ca.rs`. An issuer built from
+/// the same parameters carries the same name as the certificate.
+pub(crate) fn ca_params(common_name: &str) -> CertificateParams {
     let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, CA_NAME);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,

@@ -7,7 +7,7 @@
 //! holds. The key is readable by anyone who can read the prefix: etcd access must be
 //! restricted (see `docs/cluster.md`).
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{CertificateParams, KeyPair};
 
 use super::keys::Keys;
 
@@ -35,15 +35,7 @@ impl std::fmt::Debug for ClusterCa {
 /// The parameters of the cluster CA; the issuer of node certificates is built from the same
 /// ones, so its name matches the certificate's.
 pub fn ca_params() -> CertificateParams {
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, CA_NAME);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params
+    crate::state_dir::ca_params(CA_NAME)
 }
 
 impl ClusterCa {
