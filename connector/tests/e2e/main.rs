@@ -9,6 +9,7 @@ mod big;
 mod cli_ops;
 mod cloudflared;
 mod cluster;
+mod cluster_rolling;
 mod edge_drain;
 mod faults;
 mod h2;

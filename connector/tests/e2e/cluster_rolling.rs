@@ -1,0 +1,329 @@
+//! A rolling restart of a three-node cluster under load, as an operator runs one: every node in
+//! turn is taken out of the load balancer, stopped with SIGTERM (it drains its links for
+//! `--grace-period`, then revokes its presence lease), started again on the same addresses and
+//! state directory, and put back once it serves the tunnel again. No public request may fail.
+//!
+//! Real processes: one etcd member, three `ringtun-edge --etcd` nodes (sharing the first node's
+//! CA and admin token, as `docs/cluster.md` asks), one `ringtun tunnel run` with four links
+//! spread over the nodes, and an origin.
+//!
+//! The public clients stand for a load balancer with health checks in front of the nodes: each
+//! new request (one connection per request) goes to the next node that is in rotation. Before a
+//! node is stopped it is taken out of rotation and the requests already sent to it are let
+//! finish, as a balancer's "drain backend" step does; after the restart it is put back once a
+//! health check (a request for the tunnel through that node) is answered 200. Requests from the
+//! other nodes still need the restarting node's links until the connector has moved them: those
+//! are the streams the test is about (served from the draining node's links, or forwarded over
+//! peer links to a node that has one). `cargo test -p ringtun-connector --test e2e
+//! cluster_rolling::`.
+#![allow(clippy::unwrap_used)]
+
+use ringtun_test_support::e2e;
+use ringtun_test_support::etcd;
+use ringtun_test_support::load::keepalive_get;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use e2e::{Connector, Edge, EdgeOptions, Origin, STEP_TIMEOUT, Service, Tunnel};
+
+const NODES: usize = 3;
+const TTL: Duration = Duration::from_secs(3);
+/// Each node's `--grace-period`: how long a stopping node lets its links drain.
+const GRACE: Duration = Duration::from_secs(10);
+/// Load-balancer threads, each one request at a time.
+const CLIENTS: usize = 4;
+
+fn node(dir: &Path, etcd: &etcd::Etcd, prefix: &str, like: Option<&Edge>) -> Edge {
+    std::fs::create_dir_all(dir).unwrap();
+    if let Some(first) = like {
+        use std::os::unix::fs::PermissionsExt as _;
+        let state = dir.join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+        for file in ["ca.pem", "ca-key.pem", "admin-token"] {
+            std::fs::copy(first.dir.join("state").join(file), state.join(file)).unwrap();
+        }
+    }
+    Edge::start_with(
+        dir,
+        EdgeOptions {
+            workers: Some(1),
+            extra: vec![
+                "--etcd".into(),
+                etcd.endpoints(),
+                "--etcd-prefix".into(),
+                prefix.into(),
+                "--etcd-lease-ttl".into(),
+                TTL.as_secs().to_string(),
+                "--grace-period".into(),
+                GRACE.as_secs().to_string(),
+            ],
+            ..EdgeOptions::default()
+        },
+    )
+}
+
+/// Waits until `edge`'s discovery lists every node in both data centers.
+fn wait_all_nodes(edge: &Edge, what: &str) {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let r = edge.admin_request("GET", "/discovery");
+        let d: serde_json::Value = serde_json::from_str(&r.text()).unwrap_or_default();
+        let dcs = d["data_centers"].as_array().cloned().unwrap_or_default();
+        if r.status == 200
+            && dcs.len() == 2
+            && dcs
+                .iter()
+                .all(|dc| dc["nodes"].as_array().map(Vec::len) == Some(NODES))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {d:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The connector's links in `tunnel info` on `edge`: (data center, node).
+fn links(edge: &Edge, tunnel: &str) -> Vec<(String, String)> {
+    let info = edge.tunnel_info(tunnel);
+    let mut out = Vec::new();
+    for c in info["connectors"].as_array().into_iter().flatten() {
+        for l in c["links"].as_array().into_iter().flatten() {
+            out.push((
+                l["data_center"].as_str().unwrap_or("").to_owned(),
+                l["node"].as_str().unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn wait_four_links(edge: &Edge, tunnel: &str, what: &str) -> Vec<(String, String)> {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let l = links(edge, tunnel);
+        if l.len() == 4 {
+            return l;
+        }
+        assert!(Instant::now() < deadline, "{what}; last links: {l:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One failed public request.
+#[derive(Debug)]
+struct Failed {
+    at: Duration,
+    node: usize,
+    what: String,
+}
+
+/// The load balancer: which nodes are in rotation, the requests in flight to each.
+struct Balancer {
+    public: Vec<SocketAddr>,
+    up: Vec<AtomicBool>,
+    in_flight: Vec<AtomicUsize>,
+    next: AtomicUsize,
+    ok: AtomicU64,
+    failed: std::sync::Mutex<Vec<Failed>>,
+    stop: AtomicBool,
+    start: Instant,
+}
+
+impl Balancer {
+    /// A node in rotation, counted in flight until [`Balancer::done`].
+    fn pick(&self) -> usize {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::SeqCst) % self.public.len();
+            if !self.up[i].load(Ordering::SeqCst) {
+                continue;
+            }
+            self.in_flight[i].fetch_add(1, Ordering::SeqCst);
+            // Taken out of rotation meanwhile: the drain step may already have seen 0 in flight.
+            if self.up[i].load(Ordering::SeqCst) {
+                return i;
+            }
+            self.in_flight[i].fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn client(&self, host: &str) {
+        while !self.stop.load(Ordering::SeqCst) {
+            let i = self.pick();
+            let at = self.start.elapsed();
+            let mut conn = None;
+            match keepalive_get(&mut conn, self.public[i], host, "/") {
+                Ok((200, _)) => {
+                    self.ok.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok((status, body)) => self.failed.lock().unwrap().push(Failed {
+                    at,
+                    node: i,
+                    what: format!("{status}: {}", String::from_utf8_lossy(&body).trim()),
+                }),
+                Err(e) => self.failed.lock().unwrap().push(Failed {
+                    at,
+                    node: i,
+                    what: e,
+                }),
+            }
+            self.in_flight[i].fetch_sub(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Takes node `i` out of rotation and waits until no request is in flight to it.
+    fn take_out(&self, i: usize) {
+        self.up[i].store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        while self.in_flight[i].load(Ordering::SeqCst) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "requests to node {i} never ended"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Observed today (two runs): 356 and 209 failed requests of about
+/// 1 500. The connector moves a link whose node went away to the next server of its data
+/// center's list (`connector/src/run/edges.rs`), which can be the node already holding that data
+/// center's other link, and it never moves back: after the second restart all four links were
+/// on the third node. That node's SIGTERM drain closes its idle links within ~20 ms and revokes
+/// its lease, and the connector re-links break-before-make (~0.5–0.9 s): the other nodes answer
+/// 502 (their only candidate's peer listener is closed, its presence not yet gone) and then
+/// 503 "tunnel has no live connector" until the links are back.
+#[test]
+#[ignore = "fails today: after two restarts all four links sit on one node, whose drain leaves \
+            the tunnel with no link for ~0.5-0.9 s (≈200-350 failed requests of ~1 500)"]
+fn a_rolling_restart_of_every_node_under_load_fails_no_request() {
+    let etcd = etcd::Etcd::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("/e2e-rolling-{}/", std::process::id());
+    let first = node(&dir.path().join("n0"), &etcd, &prefix, None);
+    let mut nodes = vec![first];
+    for i in 1..NODES {
+        let n = node(
+            &dir.path().join(format!("n{i}")),
+            &etcd,
+            &prefix,
+            Some(&nodes[0]),
+        );
+        nodes.push(n);
+    }
+    wait_all_nodes(&nodes[0], "discovery never listed every node");
+    let origin = Origin::start(dir.path(), false);
+    let tunnel = Tunnel::create(&nodes[0], "web");
+    tunnel.route_dns(&nodes[0], "web.example.com");
+    let mut connector = Connector::run(&nodes[0], &tunnel, &Service::Url(origin.url()));
+    let before = wait_four_links(&nodes[1], "web", "the connector never had 4 links");
+    for n in &nodes {
+        e2e::get_ok(n.public_http(), "web.example.com", STEP_TIMEOUT);
+    }
+
+    let balancer = Arc::new(Balancer {
+        public: nodes.iter().map(Edge::public_http).collect(),
+        up: (0..NODES).map(|_| AtomicBool::new(true)).collect(),
+        in_flight: (0..NODES).map(|_| AtomicUsize::new(0)).collect(),
+        next: AtomicUsize::new(0),
+        ok: AtomicU64::new(0),
+        failed: std::sync::Mutex::new(Vec::new()),
+        stop: AtomicBool::new(false),
+        start: Instant::now(),
+    });
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let b = balancer.clone();
+            std::thread::spawn(move || b.client("web.example.com"))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+
+    let mut took = Vec::new();
+    for i in 0..NODES {
+        let began = Instant::now();
+        let began_at = balancer.start.elapsed();
+        balancer.take_out(i);
+        let old = nodes.remove(i);
+        let mut old = old;
+        e2e::signal(&old.proc, "TERM");
+        let deadline = Instant::now() + GRACE + STEP_TIMEOUT;
+        let status = loop {
+            if let Some(s) = old.proc.try_wait() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} did not exit after SIGTERM: {}",
+                old.proc.tail(20)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "node {i} exited with {status}");
+        let stopped = began.elapsed();
+        let restarted = old.restart();
+        nodes.insert(i, restarted);
+        let other = &nodes[(i + 1) % NODES];
+        wait_all_nodes(other, "the restarted node never came back in presence");
+        wait_four_links(other, "web", "the connector never had 4 links again");
+        // The balancer's health check: the tunnel answered through the restarted node.
+        e2e::get_ok(nodes[i].public_http(), "web.example.com", STEP_TIMEOUT);
+        balancer.up[i].store(true, Ordering::SeqCst);
+        took.push((began_at, stopped, began.elapsed()));
+        // Let it take load before the next node goes.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    balancer.stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let after = wait_four_links(&nodes[0], "web", "the connector ended without 4 links");
+    assert!(
+        connector.proc.try_wait().is_none(),
+        "the connector exited: {}",
+        connector.proc.tail(20)
+    );
+    let ok = balancer.ok.load(Ordering::SeqCst);
+    let failed = balancer.failed.lock().unwrap();
+    for (i, (at, stopped, total)) in took.iter().enumerate() {
+        println!(
+            "node {i}: taken out at {at:?} (load time), stopped (SIGTERM, drained, exited) after \
+             {stopped:?}, back in rotation after {total:?}"
+        );
+    }
+    // The failures by node and answer, with the first and last time of each.
+    let mut kinds: std::collections::BTreeMap<(usize, String), (usize, Duration, Duration)> =
+        std::collections::BTreeMap::new();
+    for f in failed.iter() {
+        let what: String = f.what.chars().take(60).collect();
+        let e = kinds.entry((f.node, what)).or_insert((0, f.at, f.at));
+        e.0 += 1;
+        e.1 = e.1.min(f.at);
+        e.2 = e.2.max(f.at);
+    }
+    for ((node, what), (n, first, last)) in &kinds {
+        println!("  {n} failed via node {node} from {first:?} to {last:?}: {what}");
+    }
+    if !failed.is_empty() {
+        println!("logs kept in {}", dir.keep().display());
+    }
+    println!(
+        "rolling restart of {NODES} nodes: {ok} requests ok, {} failed; links before {before:?}, \
+         after {after:?}",
+        failed.len(),
+    );
+    assert!(ok > 0, "no request was answered");
+    assert!(
+        failed.is_empty(),
+        "{} requests failed (see above)",
+        failed.len()
+    );
+    assert_eq!(after.len(), 4, "{after:?}");
+}
