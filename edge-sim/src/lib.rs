@@ -4,6 +4,7 @@
 //! and connectors, the admin API, the link servers and the public HTTP and TCP ingress. [`run`] is what the `ringtun-edge` binary calls.
 //!
 //! # Layout
+//! - [`cli`]: the `ringtun-edge` command line (flags, logging, signals); `main.rs` only calls it.
 //! - [`settings`]: the operator's config file and flags, validated once into [`Settings`].
 //! - [`state_dir`]: the state directory (admin token, CA and server certificate, registry file).
 //! - [`registry`]: tunnels and routes (SQLite, or etcd with `--etcd`) and connectors (memory).
@@ -20,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cli;
 pub mod cluster;
 pub mod dataplane;
 pub mod edge;
