@@ -11,7 +11,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::settings::Overrides;
-use crate::{Settings, Shutdown};
+use crate::{Settings, StopRequest};
 
 /// ringtun edge simulator: data centers, registry, admin API, public ingress.
 #[derive(Parser)]
@@ -210,7 +210,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let metrics = cli.metrics;
     let settings = cli.load_settings()?;
 
-    let shutdown = Shutdown::new();
+    let shutdown = StopRequest::new();
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
     {
         let shutdown = shutdown.clone();

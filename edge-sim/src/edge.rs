@@ -10,8 +10,8 @@ use crate::metrics::Metrics;
 use crate::metrics_server::MetricsServer;
 use crate::registry::Registry;
 use crate::settings::Settings;
-use crate::shutdown::Shutdown;
 use crate::state_dir::StateDir;
+use crate::stop_request::StopRequest;
 
 /// A started edge. Dropping it stops the admin API.
 #[derive(Debug)]
@@ -186,7 +186,7 @@ impl Edge {
 }
 
 /// Runs the edge until `shutdown` is triggered.
-pub fn run(settings: Settings, shutdown: Shutdown) -> Result<()> {
+pub fn run(settings: Settings, shutdown: StopRequest) -> Result<()> {
     run_with_metrics(settings, None, shutdown)
 }
 
@@ -194,7 +194,7 @@ pub fn run(settings: Settings, shutdown: Shutdown) -> Result<()> {
 pub fn run_with_metrics(
     settings: Settings,
     metrics: Option<SocketAddr>,
-    shutdown: Shutdown,
+    shutdown: StopRequest,
 ) -> Result<()> {
     let edge = Edge::start_with_metrics(settings, metrics)?;
     shutdown.wait();

@@ -16,7 +16,7 @@
 //! - [`limit`]: counting and logging the limits clients and peers hit.
 //! - [`metrics`]: Prometheus counters; [`metrics_server`]: `--metrics` (`/ready`, `/healthcheck`,
 //!   `/metrics`).
-//! - [`edge`]: starting and stopping the whole edge; [`shutdown`]: the stop signal.
+//! - [`edge`]: starting and stopping the whole edge; [`stop_request`]: the request to stop (SIGINT/SIGTERM).
 //! - [`error`]: the crate's one error type.
 #![forbid(unsafe_code)]
 
@@ -32,11 +32,11 @@ pub mod metrics_server;
 pub mod peer;
 pub mod registry;
 pub mod settings;
-pub mod shutdown;
 pub mod state_dir;
+pub mod stop_request;
 
 pub use edge::{Edge, run};
 pub use error::{Error, Result};
 pub use settings::Settings;
-pub use shutdown::Shutdown;
 pub use state_dir::{AdminToken, StateDir, TlsMaterial};
+pub use stop_request::StopRequest;
