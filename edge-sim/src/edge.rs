@@ -7,11 +7,11 @@ use crate::admin::{AdminContext, AdminServer};
 use crate::dataplane::DataPlane;
 use crate::error::Result;
 use crate::metrics::Metrics;
-use crate::metrics_server::MetricsServer;
+use crate::metrics_server::EdgeMetricsServer;
 use crate::registry::Registry;
 use crate::settings::Settings;
-use crate::shutdown::Shutdown;
 use crate::state_dir::StateDir;
+use crate::stop_request::StopRequest;
 
 /// A started edge. Dropping it stops the admin API.
 #[derive(Debug)]
@@ -21,7 +21,7 @@ pub struct Edge {
     registry: Arc<Registry>,
     admin: AdminServer,
     data_plane: DataPlane,
-    metrics_server: Option<MetricsServer>,
+    metrics_server: Option<EdgeMetricsServer>,
 }
 
 impl Edge {
@@ -51,7 +51,7 @@ impl Edge {
         // Bound first so `/ready` can say 503 while the rest starts.
         let metrics_server = match metrics_addr {
             Some(addr) => {
-                let server = MetricsServer::start_with_limits(
+                let server = EdgeMetricsServer::start_with_limits(
                     addr,
                     settings.admin_limits,
                     Arc::clone(&registry),
@@ -119,7 +119,9 @@ impl Edge {
 
     /// The metrics server's bound address, when `--metrics` was given.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_server.as_ref().map(MetricsServer::local_addr)
+        self.metrics_server
+            .as_ref()
+            .map(EdgeMetricsServer::local_addr)
     }
 
     /// The fault injection state.
@@ -186,7 +188,7 @@ impl Edge {
 }
 
 /// Runs the edge until `shutdown` is triggered.
-pub fn run(settings: Settings, shutdown: Shutdown) -> Result<()> {
+pub fn run(settings: Settings, shutdown: StopRequest) -> Result<()> {
     run_with_metrics(settings, None, shutdown)
 }
 
@@ -194,7 +196,7 @@ pub fn run(settings: Settings, shutdown: Shutdown) -> Result<()> {
 pub fn run_with_metrics(
     settings: Settings,
     metrics: Option<SocketAddr>,
-    shutdown: Shutdown,
+    shutdown: StopRequest,
 ) -> Result<()> {
     let edge = Edge::start_with_metrics(settings, metrics)?;
     shutdown.wait();

@@ -4,6 +4,7 @@
 //! and connectors, the admin API, the link servers and the public HTTP and TCP ingress. [`run`] is what the `ringtun-edge` binary calls.
 //!
 //! # Layout
+//! - [`cli`]: the `ringtun-edge` command line (flags, logging, signals); `main.rs` only calls it.
 //! - [`settings`]: the operator's config file and flags, validated once into [`Settings`].
 //! - [`state_dir`]: the state directory (admin token, CA and server certificate, registry file).
 //! - [`registry`]: tunnels and routes (SQLite, or etcd with `--etcd`) and connectors (memory).
@@ -15,11 +16,12 @@
 //! - [`limit`]: counting and logging the limits clients and peers hit.
 //! - [`metrics`]: Prometheus counters; [`metrics_server`]: `--metrics` (`/ready`, `/healthcheck`,
 //!   `/metrics`).
-//! - [`edge`]: starting and stopping the whole edge; [`shutdown`]: the stop signal.
+//! - [`edge`]: starting and stopping the whole edge; [`stop_request`]: the request to stop (SIGINT/SIGTERM).
 //! - [`error`]: the crate's one error type.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cli;
 pub mod cluster;
 pub mod dataplane;
 pub mod edge;
@@ -30,11 +32,11 @@ pub mod metrics_server;
 pub mod peer;
 pub mod registry;
 pub mod settings;
-pub mod shutdown;
 pub mod state_dir;
+pub mod stop_request;
 
 pub use edge::{Edge, run};
 pub use error::{Error, Result};
 pub use settings::Settings;
-pub use shutdown::Shutdown;
 pub use state_dir::{AdminToken, StateDir, TlsMaterial};
+pub use stop_request::StopRequest;

@@ -20,33 +20,33 @@ use crate::error::Result;
 use crate::registry::Registry;
 
 /// A running metrics server; stops when dropped.
-pub struct MetricsServer {
+pub struct EdgeMetricsServer {
     ready: Arc<AtomicBool>,
     server: HttpServer,
 }
 
-impl std::fmt::Debug for MetricsServer {
+impl std::fmt::Debug for EdgeMetricsServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricsServer")
+        f.debug_struct("EdgeMetricsServer")
             .field("addr", &self.local_addr())
             .field("ready", &self.is_ready())
             .finish_non_exhaustive()
     }
 }
 
-impl MetricsServer {
+impl EdgeMetricsServer {
     /// Binds `addr` and serves under the default [`Limits`]; `/ready` says 503 until
-    /// [`MetricsServer::set_ready`].
-    pub fn start(addr: SocketAddr, registry: Arc<Registry>) -> Result<MetricsServer> {
-        MetricsServer::start_with_limits(addr, Limits::default(), registry)
+    /// [`EdgeMetricsServer::set_ready`].
+    pub fn start(addr: SocketAddr, registry: Arc<Registry>) -> Result<EdgeMetricsServer> {
+        EdgeMetricsServer::start_with_limits(addr, Limits::default(), registry)
     }
 
-    /// [`MetricsServer::start`] under `limits`.
+    /// [`EdgeMetricsServer::start`] under `limits`.
     pub fn start_with_limits(
         addr: SocketAddr,
         limits: Limits,
         registry: Arc<Registry>,
-    ) -> Result<MetricsServer> {
+    ) -> Result<EdgeMetricsServer> {
         let ready = Arc::new(AtomicBool::new(false));
         let service = Probes {
             registry,
@@ -54,7 +54,7 @@ impl MetricsServer {
         };
         let server =
             crate::admin::start_server("metrics server", "metrics", addr, limits, service)?;
-        Ok(MetricsServer { ready, server })
+        Ok(EdgeMetricsServer { ready, server })
     }
 
     /// The bound address (useful with port 0).

@@ -7,7 +7,7 @@
 //!   its log. [`Edge::restart`] starts it again on the same state directory and addresses.
 //! - [`Tunnel::create`] and [`Tunnel::route_dns`]/[`Tunnel::route_tcp`] use the `ringtun` CLI.
 //! - [`Connector::run`] starts `ringtun tunnel run`; [`Edge::wait_connectors`] polls `tunnel info`.
-//! - [`Site::start`] is the three together: an edge, a routed tunnel and a connector, served.
+//! - [`ServedTunnel::start`] is the three together: an edge, a routed tunnel and a connector, served.
 //! - [`Origin::start`] runs `ringtun-load origin`; the in-test origins are in [`origin`].
 //! - [`http_get`], [`send_raw`] and [`Client`] are the one HTTP client ([`crate::http`]).
 //! - [`RssSampler`] records the peak RSS of processes while a test runs (`/proc/PID/status`).
@@ -542,7 +542,7 @@ pub fn free_port() -> u16 {
 
 /// One edge, one tunnel with DNS routes and one connector serving it, ready: the fixture most
 /// request-path tests start from.
-pub struct Site {
+pub struct ServedTunnel {
     /// The edge.
     pub edge: Edge,
     /// The tunnel.
@@ -553,7 +553,7 @@ pub struct Site {
     pub public: SocketAddr,
 }
 
-impl Site {
+impl ServedTunnel {
     /// Starts an edge in `dir`, creates tunnel `name` routed from every host of `hosts`, runs a
     /// connector for `service` with `extra` flags, and waits until the edge serves the first
     /// host (a `GET /` that is not 503).
@@ -563,7 +563,7 @@ impl Site {
         hosts: &[&str],
         service: &Service,
         extra: &[&str],
-    ) -> Site {
+    ) -> ServedTunnel {
         let edge = Edge::start(dir);
         let tunnel = Tunnel::create(&edge, name);
         for host in hosts {
@@ -583,7 +583,7 @@ impl Site {
                 connector.proc.tail(20)
             );
         }
-        Site {
+        ServedTunnel {
             edge,
             tunnel,
             connector,

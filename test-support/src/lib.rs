@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - [`e2e`]: the end-to-end harness: real `ringtun-edge`, `ringtun` and `ringtun-load`
-//!   processes on loopback (edge, tunnel, connector, the `Site` of all three), RSS sampling;
+//!   processes on loopback (edge, tunnel, connector, the `ServedTunnel` of all three), RSS sampling;
 //! - [`http`]: the one blocking HTTP/1.1 client (keep-alive [`http::Client`], one-shot
 //!   [`http::http_get`], [`http::parse_response`]);
 //! - [`load`]: the bounded GET load client that counts what failed and when;

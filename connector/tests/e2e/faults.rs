@@ -46,15 +46,15 @@ const MOVE_BACK: Duration = Duration::from_secs(45);
 // ---------------------------------------------------------------------------------------------
 
 /// An edge, tunnel `web` routed from [`HOST`], an origin and two replicas with 4 links each.
-struct Site {
+struct ReplicaSite {
     edge: Edge,
     replicas: Vec<Connector>,
     public: SocketAddr,
     _origin: Origin,
 }
 
-impl Site {
-    fn start(dir: &Path) -> Site {
+impl ReplicaSite {
+    fn start(dir: &Path) -> ReplicaSite {
         let edge = Edge::start(dir);
         let tunnel = Tunnel::create(&edge, "web");
         tunnel.route_dns(&edge, HOST);
@@ -69,7 +69,7 @@ impl Site {
         edge.wait_connectors("web", 2);
         let public = edge.public_http();
         get_ok(public, HOST, STEP_TIMEOUT);
-        Site {
+        ReplicaSite {
             edge,
             replicas,
             public,
@@ -181,7 +181,7 @@ fn placed(
 /// placement and how long it took.
 #[track_caller]
 fn wait_placement(
-    site: &Site,
+    site: &ReplicaSite,
     what: &str,
     within: Duration,
     ok: impl Fn(&[(String, Vec<LinkAt>)]) -> bool,
@@ -227,7 +227,7 @@ fn wait_lines(proc: &Proc, what: &str, n: usize, within: Duration, matches: impl
 // ---------------------------------------------------------------------------------------------
 
 /// [`KEEPALIVE_THREADS`] keep-alive and [`FRESH_THREADS`] new-connection GET threads.
-fn start_load(site: &Site) -> Load {
+fn start_load(site: &ReplicaSite) -> Load {
     Load::start_mixed(site.public, HOST, KEEPALIVE_THREADS, FRESH_THREADS)
 }
 
@@ -266,7 +266,7 @@ fn check_load(what: &str, totals: &Totals, settled: Duration) {
 #[test]
 fn one_server_down_moves_its_links_within_the_data_center() {
     let dir = tempfile::tempdir().unwrap();
-    let site = Site::start(dir.path());
+    let site = ReplicaSite::start(dir.path());
     let dfw = site.servers_of("dfw");
     assert_eq!(dfw.len(), 2, "the harness starts two dfw servers");
     let (victim, other) = (dfw[0], dfw[1]);
@@ -376,7 +376,7 @@ fn one_server_down_moves_its_links_within_the_data_center() {
 #[test]
 fn data_center_down_moves_links_away_and_back_when_it_is_up() {
     let dir = tempfile::tempdir().unwrap();
-    let site = Site::start(dir.path());
+    let site = ReplicaSite::start(dir.path());
     let dfw = site.servers_of("dfw");
     let spread = [("dfw", 2), ("mci", 2)];
     wait_placement(

@@ -34,7 +34,7 @@ const STREAMS: usize = 4;
 
 /// An edge with 4 workers and `--metrics`, a tunnel routed from [`HOST`] and one connector with
 /// one link in front of a [`TestOrigin`].
-struct Site {
+struct BridgeSite {
     edge: Edge,
     _connector: Connector,
     public: SocketAddr,
@@ -43,12 +43,12 @@ struct Site {
     _origin: TestOrigin,
 }
 
-impl Site {
-    fn start(dir: &Path) -> Site {
-        Site::start_with_workers(dir, 4)
+impl BridgeSite {
+    fn start(dir: &Path) -> BridgeSite {
+        BridgeSite::start_with_workers(dir, 4)
     }
 
-    fn start_with_workers(dir: &Path, workers: usize) -> Site {
+    fn start_with_workers(dir: &Path, workers: usize) -> BridgeSite {
         let origin = TestOrigin::start();
         let edge = Edge::start_with(
             dir,
@@ -83,7 +83,7 @@ impl Site {
         let https = wait_for(&edge.proc, "the public HTTPS address", |l| {
             log_field(l, "public_https")?.parse().ok()
         });
-        Site {
+        BridgeSite {
             edge,
             _connector: connector,
             public,
@@ -108,7 +108,7 @@ impl Site {
             .unwrap_or(0)
     }
 
-    /// A URL on the public HTTPS listener (see [`Site::tls`]).
+    /// A URL on the public HTTPS listener (see [`BridgeSite::tls`]).
     fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.https.port())
     }
@@ -153,7 +153,7 @@ fn curl(args: &[String]) -> Output {
 /// [`STREAMS`] transfers of `path` multiplexed on one connection over TLS (`-Z`), each into
 /// its own file of `dir`; `extra` applies to each. Asserts every status is 200 over HTTP/2 and
 /// returns the files.
-fn streams(site: &Site, dir: &Path, tag: &str, path: &str, extra: &[&str]) -> Vec<PathBuf> {
+fn streams(site: &BridgeSite, dir: &Path, tag: &str, path: &str, extra: &[&str]) -> Vec<PathBuf> {
     let files: Vec<_> = (0..STREAMS)
         .map(|i| dir.join(format!("{tag}-{i}")))
         .collect();
@@ -183,7 +183,7 @@ fn streams(site: &Site, dir: &Path, tag: &str, path: &str, extra: &[&str]) -> Ve
 }
 
 /// One request over h2c with prior knowledge on its own connection; its status and body.
-fn h2c(site: &Site, path: &str, extra: &[&str]) -> (String, Vec<u8>) {
+fn h2c(site: &BridgeSite, path: &str, extra: &[&str]) -> (String, Vec<u8>) {
     let mut args: Vec<String> = ["--http2-prior-knowledge", "-H", &format!("Host: {HOST}")]
         .iter()
         .map(|s| s.to_string())
@@ -210,7 +210,7 @@ fn h2c(site: &Site, path: &str, extra: &[&str]) -> (String, Vec<u8>) {
 #[test]
 fn every_http2_stream_is_served_when_only_another_worker_holds_the_link() {
     let tmp = tempfile::tempdir().unwrap();
-    let site = Site::start(tmp.path());
+    let site = BridgeSite::start(tmp.path());
     let size = 300_000;
     let expected: Vec<u8> = (0..size).map(pattern).collect();
     let upload = tmp.path().join("upload");
@@ -265,7 +265,7 @@ fn every_http2_stream_is_served_when_only_another_worker_holds_the_link() {
 #[test]
 fn a_client_resetting_bridged_streams_mid_body_leaves_no_stream_behind() {
     let tmp = tempfile::tempdir().unwrap();
-    let site = Site::start(tmp.path());
+    let site = BridgeSite::start(tmp.path());
     let big = 16 << 20;
     for c in 0..CONNECTIONS {
         // One connection: a short stream that keeps it open, and a big download the client
@@ -422,7 +422,7 @@ fn grpc_calls_are_served_through_bridged_streams() {
 #[ignore]
 fn allocations_per_local_http2_request() {
     let tmp = tempfile::tempdir().unwrap();
-    let site = Site::start_with_workers(tmp.path(), 1);
+    let site = BridgeSite::start_with_workers(tmp.path(), 1);
     let run = |n: usize| {
         let mut args = vec![
             "-Z".to_owned(),
@@ -457,7 +457,7 @@ fn allocations_per_local_http2_request() {
 #[ignore]
 fn allocations_per_bridged_http2_request() {
     let tmp = tempfile::tempdir().unwrap();
-    let site = Site::start(tmp.path());
+    let site = BridgeSite::start(tmp.path());
     let n = STREAMS * 5;
     let (mut local, mut bridged) = (Vec::new(), Vec::new());
     for _ in 0..24 {

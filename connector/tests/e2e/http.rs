@@ -22,8 +22,8 @@ use std::net::{Shutdown, TcpStream};
 
 use e2e::origin::{closed_port, pattern};
 use e2e::{
-    Client, STEP_TIMEOUT, Service, Site, TestOrigin, Tunnel, http_get, parse_response, read_head,
-    send_raw,
+    Client, STEP_TIMEOUT, ServedTunnel, Service, TestOrigin, Tunnel, http_get, parse_response,
+    read_head, send_raw,
 };
 use ringtun_core::http::CONNECTOR_ID_HEADER;
 
@@ -70,7 +70,7 @@ fn one_client_connection_carries_every_body_shape_and_the_origin_pool_is_reused(
     let dir = tempfile::tempdir().unwrap();
     let origin = TestOrigin::start();
     // One worker: one origin pool, so reuse shows in the origin's connection count.
-    let site = Site::start(
+    let site = ServedTunnel::start(
         dir.path(),
         "bodies",
         &[BODIES],
@@ -302,7 +302,7 @@ const HEADERS: &str = "headers.e2e.test";
 fn the_origin_gets_forwarding_headers_and_no_hop_by_hop_ones_and_websockets_flow_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let origin = TestOrigin::start();
-    let site = Site::start(
+    let site = ServedTunnel::start(
         dir.path(),
         "headers",
         &[HEADERS],
@@ -433,7 +433,7 @@ fn errors_and_built_in_services_answer_with_a_status_and_a_body_that_says_why() 
         ),
     )
     .unwrap();
-    let mut site = Site::start(
+    let mut site = ServedTunnel::start(
         dir.path(),
         "errors",
         &[APP, TEAPOT, HELLO, REFUSED],
@@ -605,7 +605,7 @@ const LIMITS: &str = "limits.e2e.test";
 fn heads_at_the_64_kib_limit_pass_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let origin = TestOrigin::start();
-    let site = Site::start(
+    let site = ServedTunnel::start(
         dir.path(),
         "limits",
         &[LIMITS],
@@ -635,7 +635,7 @@ fn a_connection_the_origin_closes_with_connection_close_is_not_reused() {
     let dir = tempfile::tempdir().unwrap();
     let origin = TestOrigin::start();
     // One worker: one pool, so the next request would take the connection `/close` used.
-    let site = Site::start(
+    let site = ServedTunnel::start(
         dir.path(),
         "closing",
         &[CLOSING],

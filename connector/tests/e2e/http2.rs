@@ -26,8 +26,8 @@ use std::process::Command;
 
 use e2e::origin::TlsOrigin;
 use e2e::{
-    Connector, Edge, EdgeOptions, STEP_TIMEOUT, Service, Site, Tunnel, get_when_served, log_field,
-    wait_for,
+    Connector, Edge, EdgeOptions, STEP_TIMEOUT, ServedTunnel, Service, Tunnel, get_when_served,
+    log_field, wait_for,
 };
 use grpc::{GrpcOrigin, grpc_message, grpc_messages, grpc_script, python};
 
@@ -163,7 +163,7 @@ const GRPC: &str = "grpc.h2.test";
 
 /// The site: `GRPC` served by `service` with `http2Origin: true` (and `extra` origin keys), one
 /// worker and one link, so every request goes over the same origin connection.
-fn grpc_site(dir: &Path, service: &str, extra: &str) -> Site {
+fn grpc_site(dir: &Path, service: &str, extra: &str) -> ServedTunnel {
     let config = dir.join("config.yml");
     std::fs::write(
         &config,
@@ -173,7 +173,7 @@ fn grpc_site(dir: &Path, service: &str, extra: &str) -> Site {
         ),
     )
     .unwrap();
-    let site = Site::start(
+    let site = ServedTunnel::start(
         dir,
         "grpc",
         &[],
@@ -185,7 +185,7 @@ fn grpc_site(dir: &Path, service: &str, extra: &str) -> Site {
 }
 
 /// The calls every gRPC origin must answer, through `site`.
-fn check_grpc_calls(site: &Site) {
+fn check_grpc_calls(site: &ServedTunnel) {
     let public = site.public;
     // Unary.
     let r = exchange(public, &grpc_call(GRPC, "Unary", &[b"hi"], TRAILERS));
@@ -441,7 +441,7 @@ fn origins_without_http2_get_a_clear_502() {
         ),
     )
     .unwrap();
-    let site = Site::start(dir.path(), "h1", &[], &Service::Config(config), &[]);
+    let site = ServedTunnel::start(dir.path(), "h1", &[], &Service::Config(config), &[]);
     site.tunnel.route_dns(&site.edge, "tls.h1.test");
     site.tunnel.route_dns(&site.edge, "plain.h1.test");
     let get = |host: &str| {
@@ -494,7 +494,7 @@ fn http1_origin_trailers_reach_clients_that_ask() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let site = Site::start(
+    let site = ServedTunnel::start(
         dir.path(),
         "trailers",
         &["t.h1.test"],
@@ -619,7 +619,7 @@ fn reporting_origin() -> SocketAddr {
 fn http1_client_request_trailers_reach_the_origin() {
     let addr = reporting_origin();
     let dir = tempfile::tempdir().unwrap();
-    let site = Site::start(
+    let site = ServedTunnel::start(
         dir.path(),
         "reqtrailers",
         &["rt.h1.test"],

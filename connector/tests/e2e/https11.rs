@@ -29,7 +29,7 @@ const HOST: &str = "app.https11.test";
 
 /// One edge with `--public-https` and `--metrics`, a tunnel routed from [`HOST`] and a
 /// connector in front of a [`TestOrigin`].
-struct Site {
+struct HttpsSite {
     edge: Edge,
     _connector: Connector,
     https: SocketAddr,
@@ -37,8 +37,8 @@ struct Site {
     _origin: TestOrigin,
 }
 
-impl Site {
-    fn start(dir: &Path, workers: Option<usize>, extra: &[&str], connector: &[&str]) -> Site {
+impl HttpsSite {
+    fn start(dir: &Path, workers: Option<usize>, extra: &[&str], connector: &[&str]) -> HttpsSite {
         let origin = TestOrigin::start();
         let mut args: Vec<String> = ["--public-https", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]
             .iter()
@@ -69,7 +69,7 @@ impl Site {
                 None
             }
         });
-        Site {
+        HttpsSite {
             edge,
             _connector: connector,
             https,
@@ -226,7 +226,7 @@ fn closed_by_edge(s: &mut impl Read) -> bool {
 #[test]
 fn http1_over_tls_serves_bodies_and_keep_alive_and_h2_shares_the_listener() {
     let dir = tempfile::tempdir().unwrap();
-    let site = Site::start(dir.path(), None, &[], &[]);
+    let site = HttpsSite::start(dir.path(), None, &[], &[]);
     let h2_before = site.metric("ringtun_edge_public_h2_requests_total");
 
     // ALPN http/1.1: the origin sees the scheme the client used.
@@ -309,7 +309,7 @@ fn http1_over_tls_serves_bodies_and_keep_alive_and_h2_shares_the_listener() {
 #[test]
 fn a_websocket_over_tls_pipes_both_ways() {
     let dir = tempfile::tempdir().unwrap();
-    let site = Site::start(dir.path(), None, &[], &[]);
+    let site = HttpsSite::start(dir.path(), None, &[], &[]);
     let mut s = site.tls(&[b"http/1.1"]);
     assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
     s.write_all(
@@ -343,7 +343,7 @@ fn a_websocket_over_tls_pipes_both_ways() {
 #[test]
 fn slow_and_hostile_tls_clients_are_cut_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let site = Site::start(
+    let site = HttpsSite::start(
         dir.path(),
         None,
         &[
@@ -436,7 +436,7 @@ fn tls_connections_move_to_the_worker_with_the_link() {
     let dir = tempfile::tempdir().unwrap();
     // One link on four workers: connections accepted by the other three are handed over with
     // their TLS session.
-    let site = Site::start(dir.path(), Some(4), &[], &["--ha-connections", "1"]);
+    let site = HttpsSite::start(dir.path(), Some(4), &[], &["--ha-connections", "1"]);
     let handoffs = site.metric("ringtun_edge_handoffs_total");
 
     // A connection each.

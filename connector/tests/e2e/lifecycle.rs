@@ -87,7 +87,7 @@ fn edge_and_tunnel(dir: &Path) -> (Edge, Tunnel) {
 
 /// What most tests start with: [`edge_and_tunnel`], a fast origin answering [`BODY_A`] bytes,
 /// a slow one, `config.yml` with [`rules`] for both, and the edge's public address.
-struct Site {
+struct TwoOriginSite {
     edge: Edge,
     tunnel: Tunnel,
     fast: Origin,
@@ -96,14 +96,14 @@ struct Site {
     public: SocketAddr,
 }
 
-impl Site {
-    fn start(dir: &Path) -> Site {
+impl TwoOriginSite {
+    fn start(dir: &Path) -> TwoOriginSite {
         let (edge, tunnel) = edge_and_tunnel(dir);
         let fast = fast_origin(dir, BODY_A);
         let slow = slow_origin(dir);
         let config = write_config(dir, "config.yml", &rules(&fast, &slow));
         let public = edge.public_http();
-        Site {
+        TwoOriginSite {
             edge,
             tunnel,
             fast,
@@ -186,14 +186,14 @@ fn run_for(d: Duration) {
 #[test]
 fn sigterm_drains_in_flight_request_and_load_moves_to_the_other_replica() {
     let dir = tempfile::tempdir().unwrap();
-    let Site {
+    let TwoOriginSite {
         edge,
         tunnel,
         fast: _fast,
         slow: _slow,
         config,
         public,
-    } = Site::start(dir.path());
+    } = TwoOriginSite::start(dir.path());
 
     // A alone gets the slow request; then B comes up beside it.
     let mut a = replica(&edge, &tunnel, &config, &["--grace-period", "30s"]);
@@ -319,14 +319,14 @@ fn grace_deadline_resets_open_streams_and_second_signal_exits_at_once() {
 #[test]
 fn zero_downtime_restart_and_rolling_replacement() {
     let dir = tempfile::tempdir().unwrap();
-    let Site {
+    let TwoOriginSite {
         edge,
         tunnel,
         fast: _fast,
         slow: _slow,
         config,
         public,
-    } = Site::start(dir.path());
+    } = TwoOriginSite::start(dir.path());
 
     let mut a = replica(&edge, &tunnel, &config, &[]);
     edge.wait_connectors("web", 1);
@@ -393,14 +393,14 @@ fn zero_downtime_restart_and_rolling_replacement() {
 #[test]
 fn kill_9_of_one_replica_loses_at_most_the_requests_in_flight() {
     let dir = tempfile::tempdir().unwrap();
-    let Site {
+    let TwoOriginSite {
         edge,
         tunnel,
         fast: _fast,
         slow: _slow,
         config,
         public,
-    } = Site::start(dir.path());
+    } = TwoOriginSite::start(dir.path());
 
     let mut a = replica(&edge, &tunnel, &config, &[]);
     let _b = replica(&edge, &tunnel, &config, &[]);
@@ -450,14 +450,14 @@ fn kill_9_of_one_replica_loses_at_most_the_requests_in_flight() {
 #[test]
 fn edge_restart_connector_reconnects_by_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let Site {
+    let TwoOriginSite {
         edge,
         tunnel,
         fast: _fast,
         slow: _slow,
         config,
         public,
-    } = Site::start(dir.path());
+    } = TwoOriginSite::start(dir.path());
     let a = replica(&edge, &tunnel, &config, &[]);
     edge.wait_connectors("web", 1);
     assert_eq!(get_ok(public, STEP_TIMEOUT), BODY_A);

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use e2e::origin::{TlsOrigin, pattern};
 use e2e::{
-    Client, Connector, Edge, STEP_TIMEOUT, Service, Site, TestOrigin, Tunnel, http_get, log_field,
-    read_head, signal, wait_for,
+    Client, Connector, Edge, STEP_TIMEOUT, ServedTunnel, Service, TestOrigin, Tunnel, http_get,
+    log_field, read_head, signal, wait_for,
 };
 
 /// `n` bytes of the test pattern.
@@ -127,7 +127,7 @@ fn unix_socket_origins_serve_http_and_websocket_each_with_its_own_pooled_connect
     )
     .unwrap();
     // One worker: one pool, so reuse shows in the origins' connection counts.
-    let site = Site::start(
+    let site = ServedTunnel::start(
         dir.path(),
         "unix",
         &[UNIX, UNIX_TLS, TCP],
@@ -266,7 +266,7 @@ fn ca_pool_trusts_a_private_ca_and_tls_timeout_bounds_a_stalled_handshake() {
         ),
     )
     .unwrap();
-    let site = Site::start(
+    let site = ServedTunnel::start(
         dir.path(),
         "tls",
         &[TRUSTED, UNTRUSTED, NAMED, STALL, STALL_UNIX],
@@ -326,7 +326,7 @@ fn ca_pool_trusts_a_private_ca_and_tls_timeout_bounds_a_stalled_handshake() {
 }
 
 /// The connector's `/metrics` text, from the address it logged.
-fn metrics_text(site: &Site) -> String {
+fn metrics_text(site: &ServedTunnel) -> String {
     let addr = wait_for(&site.connector.proc, "the metrics address", |l| {
         if l.contains("metrics server listening") {
             log_field(l, "metrics")?
@@ -361,7 +361,7 @@ fn disable_chunked_encoding_sends_chunked_uploads_with_a_content_length_up_to_a_
         ),
     )
     .unwrap();
-    let site = Site::start(
+    let site = ServedTunnel::start(
         dir.path(),
         "unchunk",
         &[UNCHUNKED, CHUNKED],
@@ -612,7 +612,7 @@ fn python_http_server_reads_chunked_uploads_with_disable_chunked_encoding() {
         ),
     )
     .unwrap();
-    let site = Site::start(dir.path(), "wsgi", &[], &Service::Config(config), &[]);
+    let site = ServedTunnel::start(dir.path(), "wsgi", &[], &Service::Config(config), &[]);
     site.tunnel.route_dns(&site.edge, WSGI);
     site.tunnel.route_dns(&site.edge, WSGI_CHUNKED);
     let body = payload(50_000);

@@ -11,7 +11,7 @@
 
 use ringtun_test_support::e2e;
 
-use e2e::{STEP_TIMEOUT, Service, Site, TestOrigin, parse_response, send_raw};
+use e2e::{STEP_TIMEOUT, ServedTunnel, Service, TestOrigin, parse_response, send_raw};
 
 const RAW: &str = "raw.test";
 const OTHER: &str = "other.test";
@@ -50,7 +50,7 @@ fn every_spelling_of_a_protected_path_reaches_the_rule_and_the_origin_sees_what_
         ),
     )
     .unwrap();
-    let site = Site::start(
+    let site = ServedTunnel::start(
         dir.path(),
         "routing",
         &[RAW, OTHER],

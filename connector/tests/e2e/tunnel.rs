@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    Connector, Edge, EdgeOptions, Origin, STEP_TIMEOUT, Service, Site, TestOrigin, Tunnel,
+    Connector, Edge, EdgeOptions, Origin, STEP_TIMEOUT, ServedTunnel, Service, TestOrigin, Tunnel,
     free_port, get_when_served, http_get, read_head,
 };
 use ringtun_core::http::CONNECTOR_ID_HEADER;
@@ -23,7 +23,7 @@ use ringtun_core::http::CONNECTOR_ID_HEADER;
 fn get_through_the_public_listener() {
     let dir = tempfile::tempdir().unwrap();
     let origin = TestOrigin::start();
-    let site = Site::start(
+    let site = ServedTunnel::start(
         dir.path(),
         "web",
         &["web.ringtun.test"],
@@ -99,7 +99,7 @@ fn two_replicas_both_serve_and_are_listed() {
 fn websocket_upgrade_echoes_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let origin = TestOrigin::start();
-    let site = Site::start(
+    let site = ServedTunnel::start(
         dir.path(),
         "ws",
         &["ws.ringtun.test"],
@@ -177,12 +177,12 @@ fn tcp_route_round_trip() {
 fn tunnels_and_routes_survive_an_edge_restart() {
     let dir = tempfile::tempdir().unwrap();
     let origin = TestOrigin::start();
-    let Site {
+    let ServedTunnel {
         edge,
         tunnel,
         connector,
         public,
-    } = Site::start(
+    } = ServedTunnel::start(
         dir.path(),
         "web",
         &["web.ringtun.test"],

@@ -18,15 +18,15 @@ const HOST: &str = "app.example.com";
 
 /// An edge (two workers, plaintext links) with tunnel `web` routed at [`HOST`] and one fake
 /// connector; `limits` sets the flags under test.
-struct Site {
+struct LimitsEdge {
     edge: Edge,
     conn: Option<FakeConnector>,
     tunnel: Uuid,
     secret: Vec<u8>,
 }
 
-impl Site {
-    fn start(dir: &Path, limits: Overrides) -> Site {
+impl LimitsEdge {
+    fn start(dir: &Path, limits: Overrides) -> LimitsEdge {
         let base = edge::overrides(dir);
         let edge = edge::start(Overrides {
             state_dir: base.state_dir,
@@ -38,7 +38,7 @@ impl Site {
             ..limits
         });
         let (tunnel, secret) = edge::tunnel(&edge, "web", HOST);
-        let mut site = Site {
+        let mut site = LimitsEdge {
             edge,
             conn: None,
             tunnel,
@@ -161,7 +161,7 @@ fn read_head(s: &mut TcpStream) -> String {
 #[test]
 fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let site = Site::start(
+    let site = LimitsEdge::start(
         tmp.path(),
         Overrides {
             client_write_timeout: Some(1),
@@ -188,7 +188,7 @@ fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
 #[test]
 fn an_idle_tcp_route_connection_is_closed() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let site = Site::start(
+    let site = LimitsEdge::start(
         tmp.path(),
         Overrides {
             tcp_idle_timeout: Some(1),
@@ -221,7 +221,7 @@ fn an_idle_tcp_route_connection_is_closed() {
 #[test]
 fn an_idle_upgraded_connection_is_closed() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let site = Site::start(
+    let site = LimitsEdge::start(
         tmp.path(),
         Overrides {
             upgrade_idle_timeout: Some(1),
@@ -250,7 +250,7 @@ fn an_idle_upgraded_connection_is_closed() {
 #[test]
 fn a_trickling_request_body_is_ended() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let site = Site::start(
+    let site = LimitsEdge::start(
         tmp.path(),
         Overrides {
             request_body_timeout: Some(2),
@@ -296,7 +296,7 @@ fn a_trickling_request_body_is_ended() {
 #[test]
 fn connections_beyond_the_per_ip_limit_get_503() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let site = Site::start(
+    let site = LimitsEdge::start(
         tmp.path(),
         Overrides {
             max_connections_per_ip: Some(3),
@@ -334,7 +334,7 @@ fn connections_beyond_the_per_ip_limit_get_503() {
 #[test]
 fn streams_beyond_the_per_tunnel_limit_get_503() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let site = Site::start(
+    let site = LimitsEdge::start(
         tmp.path(),
         Overrides {
             tunnel_stream_limit: Some(2),
@@ -384,7 +384,7 @@ fn streams_beyond_the_per_tunnel_limit_get_503() {
 #[test]
 fn a_101_the_client_did_not_ask_for_becomes_502() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let site = Site::start(tmp.path(), Overrides::default());
+    let site = LimitsEdge::start(tmp.path(), Overrides::default());
     let mut c = Client::connect(site.public());
     let r = c.get(HOST, "/switch");
     assert_eq!(r.status, 502, "{}", r.text());
@@ -415,7 +415,7 @@ fn slow_readers_leave_other_requests_fast() {
     let tmp = tempfile::tempdir().expect("tempdir");
     // The write timeout stays at its default (30 s): the other requests must stay fast while the
     // slow readers are still held, not only once they are cut off.
-    let site = Site::start(tmp.path(), Overrides::default());
+    let site = LimitsEdge::start(tmp.path(), Overrides::default());
     let slow: Vec<TcpStream> = (0..100)
         .map(|_| {
             let mut s = small_buffer_client(site.public());

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringtun_edge_sim::Edge;
-use ringtun_edge_sim::metrics_server::MetricsServer;
+use ringtun_edge_sim::metrics_server::EdgeMetricsServer;
 use ringtun_edge_sim::registry::Registry;
 use ringtun_edge_sim::settings::Overrides;
 use ringtun_test_support::edge::{self, json, request};
@@ -114,7 +114,7 @@ fn ready_follows_the_edge_state() {
         .expect("registry"),
     );
     let server =
-        MetricsServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), registry).expect("start");
+        EdgeMetricsServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), registry).expect("start");
     let addr = server.local_addr();
     let (status, body) = get(addr, "/ready");
     assert_eq!(status, 503, "not ready before set_ready: {body}");

@@ -1,16 +1,18 @@
-//! A shutdown signal that any thread can trigger and wait for.
+//! [`StopRequest`]: the edge process's request to stop (SIGINT/SIGTERM, or a test), which any
+//! thread can trigger and a blocking thread waits for. The data plane's async "stop now" signal
+//! is `ringtun_core::rt::Shutdown`.
 use std::sync::{Arc, Condvar, Mutex};
 
 /// Cloneable shutdown handle: `trigger` once (from a signal thread, a test), `wait` anywhere.
 #[derive(Debug, Clone, Default)]
-pub struct Shutdown {
+pub struct StopRequest {
     inner: Arc<(Mutex<bool>, Condvar)>,
 }
 
-impl Shutdown {
+impl StopRequest {
     /// A handle that has not been triggered.
     pub fn new() -> Self {
-        Shutdown::default()
+        StopRequest::default()
     }
 
     /// Requests shutdown; wakes every waiter.
