@@ -254,9 +254,12 @@ fn every_http2_stream_is_served_when_only_another_worker_holds_the_link() {
         let (status, body) = h2c(&site, "/cl", &[]);
         assert_eq!((status.as_str(), &body[..]), ("200 2", &b"hello"[..]));
     }
+    // Every stream above (3 multiplexed batches and 2 h2c requests per connection) is bridged
+    // at most once: nothing refuses a stream here, so nothing is retried. How many are bridged
+    // depends on which worker accepted each connection.
     let bridged = site.metric("ringtun_edge_bridged_streams_total");
     assert!(
-        bridged > 0 && bridged <= (CONNECTIONS * STREAMS * 3) as u64,
+        bridged > 0 && bridged <= (CONNECTIONS * (STREAMS * 3 + 2)) as u64,
         "some connections landed on workers without the link: {bridged} bridged\n{}",
         site.edge.proc.tail(20)
     );
