@@ -22,6 +22,17 @@ const TTL: Duration = Duration::from_secs(3);
 /// operator gives every node of a cluster the same (`docs/cluster.md`): connectors trust one CA
 /// whichever node their link lands on, and the CLI's token works on every node.
 fn node(dir: &Path, etcd: &etcd::Etcd, prefix: &str, like: Option<&Edge>) -> Edge {
+    node_with(dir, etcd, prefix, like, &[])
+}
+
+/// [`node`] with `more` flags after the cluster's (and the lease TTL of this file, [`TTL`]).
+pub(super) fn node_with(
+    dir: &Path,
+    etcd: &etcd::Etcd,
+    prefix: &str,
+    like: Option<&Edge>,
+    more: &[&str],
+) -> Edge {
     std::fs::create_dir_all(dir).unwrap();
     if let Some(first) = like {
         use std::os::unix::fs::PermissionsExt as _;
@@ -43,7 +54,10 @@ fn node(dir: &Path, etcd: &etcd::Etcd, prefix: &str, like: Option<&Edge>) -> Edg
                 prefix.into(),
                 "--etcd-lease-ttl".into(),
                 TTL.as_secs().to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(more.iter().map(|f| f.to_string()))
+            .collect(),
             ..EdgeOptions::default()
         },
     )

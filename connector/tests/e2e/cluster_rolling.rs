@@ -28,43 +28,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::{Connector, Edge, EdgeOptions, Origin, STEP_TIMEOUT, Service, Tunnel};
+use e2e::{Connector, Edge, Origin, STEP_TIMEOUT, Service, Tunnel};
 
 const NODES: usize = 3;
-const TTL: Duration = Duration::from_secs(3);
 /// Each node's `--grace-period`: how long a stopping node lets its links drain.
 const GRACE: Duration = Duration::from_secs(10);
 /// Load-balancer threads, each one request at a time.
 const CLIENTS: usize = 4;
 
+/// A node of the cluster as `cluster.rs` starts one (same lease TTL), draining for [`GRACE`].
 fn node(dir: &Path, etcd: &etcd::Etcd, prefix: &str, like: Option<&Edge>) -> Edge {
-    std::fs::create_dir_all(dir).unwrap();
-    if let Some(first) = like {
-        use std::os::unix::fs::PermissionsExt as _;
-        let state = dir.join("state");
-        std::fs::create_dir_all(&state).unwrap();
-        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
-        for file in ["ca.pem", "ca-key.pem", "admin-token"] {
-            std::fs::copy(first.dir.join("state").join(file), state.join(file)).unwrap();
-        }
-    }
-    Edge::start_with(
-        dir,
-        EdgeOptions {
-            workers: Some(1),
-            extra: vec![
-                "--etcd".into(),
-                etcd.endpoints(),
-                "--etcd-prefix".into(),
-                prefix.into(),
-                "--etcd-lease-ttl".into(),
-                TTL.as_secs().to_string(),
-                "--grace-period".into(),
-                GRACE.as_secs().to_string(),
-            ],
-            ..EdgeOptions::default()
-        },
-    )
+    let grace = GRACE.as_secs().to_string();
+    super::cluster::node_with(dir, etcd, prefix, like, &["--grace-period", &grace])
 }
 
 /// Waits until `edge`'s discovery lists every node in both data centers.
