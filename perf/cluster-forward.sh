@@ -9,12 +9,17 @@
 # responses of the run; local: node 1 and the connector; forwarded: node 2, node 1, connector.
 #
 # Usage: perf/cluster-forward.sh [SECONDS] [CONNECTIONS]   (defaults 10 and 8; one load thread)
+#   REPEATS=N interleaved repeats of both paths (default 5); the report gives medians and spreads.
+#   RATE=N requests per second of the fixed-rate latency runs (default 2000).
 #   BUILD=debug uses target/debug instead of a release build (quicker to build, slower to run).
-# Writes perf/results/cluster-forward/<date>/README.md and the raw ringtun-load JSON next to it.
+# Writes perf/results/cluster-forward/<date>/README.md and the raw ringtun-load JSON of every run
+# next to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}
 CONNS=${2:-8}
+REPEATS=${REPEATS:-5}
+RATE=${RATE:-2000}
 BUILD=${BUILD:-release}
 OUT=perf/results/cluster-forward/$(date -u +%Y-%m-%d)
 mkdir -p "$OUT"
@@ -95,21 +100,34 @@ for p in "$PUBLIC1" "$PUBLIC2"; do
 done
 echo "== node 1 public $PUBLIC1 (holds the links), node 2 public $PUBLIC2 (forwards)"
 
-run() { # name public pids...
-  local name=$1 public=$2; shift 2
+run() { # name public rate pids... -> "rate p50 p99 cpu_us responses"
+  local name=$1 public=$2 rate=$3; shift 3
   local before after
   before=$(cpu_ticks "$@")
-  $LOAD http "http://$public/" --host bench.test -R 0 -t 1 -c "$CONNS" -d "${DUR}s" --warmup 1s -q \
+  $LOAD http "http://$public/" --host bench.test -R "$rate" -t 1 -c "$CONNS" -d "${DUR}s" --warmup 1s -q \
     --json "$OUT/$name.json" > "$OUT/$name.txt" 2>&1 || true
   after=$(cpu_ticks "$@")
   local responses; responses=$(json "$OUT/$name.json" "d['counters']['responses']")
-  # The CPU window includes the 1 s warmup; its responses are not counted: an overestimate
-  # of the same size in both runs.
+  # The CPU window includes the 1 s warmup, whose responses are not counted: an overestimate
+  # of the same size for both paths.
   local cpu_us; cpu_us=$(python3 -c "print(round(($after - $before) / $HZ * 1e6 / max(1, $responses), 1))")
-  echo "$name $(json "$OUT/$name.json" "round(d['achieved_rate'])") $(json "$OUT/$name.json" "round(d['corrected']['p50'], 1)") $(json "$OUT/$name.json" "round(d['corrected']['p99'], 1)") $cpu_us $responses"
+  echo "$(json "$OUT/$name.json" "round(d['achieved_rate'])") $(json "$OUT/$name.json" "round(d['corrected']['p50'], 1)") $(json "$OUT/$name.json" "round(d['corrected']['p99'], 1)") $cpu_us $responses"
 }
-LOCAL=$(run local "$PUBLIC1" "$N1" "$CONN")
-FWD=$(run forwarded "$PUBLIC2" "$N2" "$N1" "$CONN")
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+: > "$WORK/rows"
+for i in $(seq 1 "$REPEATS"); do
+  # Interleaved, and the order flips each repeat, so drift in the machine's load hits both paths.
+  if [ $((i % 2)) = 1 ]; then order="local forwarded"; else order="forwarded local"; fi
+  for path in $order; do
+    if [ "$path" = local ]; then public=$PUBLIC1; pids=("$N1" "$CONN"); else public=$PUBLIC2; pids=("$N2" "$N1" "$CONN"); fi
+    # Closed loop (-R 0): throughput and CPU per request at saturation.
+    echo "$path closed $i $(run "$path-closed-$i" "$public" 0 "${pids[@]}")" >> "$WORK/rows"
+    # Fixed rate: latency below saturation, where queueing does not hide the extra hop.
+    echo "$path fixed $i $(run "$path-fixed-$i" "$public" "$RATE" "${pids[@]}")" >> "$WORK/rows"
+    tail -2 "$WORK/rows"
+  done
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 FORWARDED=$(curl -s -H "Authorization: Bearer $(tr -d '\n' < "$WORK/n2/admin-token")" \
   "http://$(wait_log "$WORK/n2.err" 'admin=[0-9.:]+' | cut -d= -f2)/metrics" \
   | awk '/^ringtun_edge_peer_forwarded_total / {print $2}')
@@ -117,19 +135,45 @@ FORWARDED=$(curl -s -H "Authorization: Bearer $(tr -d '\n' < "$WORK/n2/admin-tok
 {
   echo "# Forwarded against local requests ($(date -u +%Y-%m-%dT%H:%MZ), $BUILD build)"
   echo
-  echo "\`perf/cluster-forward.sh $DUR $CONNS\` (BUILD=$BUILD): closed loop, $CONNS connections, ${DUR} s"
-  echo "after 1 s of warmup, GET with a 128-byte body from \`ringtun-load origin\`. Two nodes on one"
-  echo "etcd, one worker each; the connector's 4 links all on node 1. CPU: utime+stime of the"
-  echo "processes on the path per response (local: node 1 + connector; forwarded: node 2 + node 1 +"
-  echo "connector). On a shared machine these figures are noisy; compare the two rows of one run."
+  echo "\`perf/cluster-forward.sh $DUR $CONNS\` (BUILD=$BUILD, REPEATS=$REPEATS, RATE=$RATE): GET with a"
+  echo "128-byte body from \`ringtun-load origin\`, $CONNS connections, one load thread, ${DUR} s per run"
+  echo "after 1 s of warmup. Two nodes on one etcd, one worker each; the connector's 4 links all on"
+  echo "node 1. Each repeat runs both paths (the order flips every repeat), once closed-loop (-R 0:"
+  echo "throughput, CPU per request) and once at a fixed $RATE req/s (latency). CPU: utime+stime from"
+  echo "/proc/PID/stat of the processes on the path, per response (local: node 1 + connector;"
+  echo "forwarded: node 2 + node 1 + connector). Load average (1/5/15 min) before: $LOAD_BEFORE;"
+  echo "after: $LOAD_AFTER."
   echo
-  echo "| path | req/s | p50 µs | p99 µs | CPU µs/request | responses |"
-  echo "| --- | --- | --- | --- | --- | --- |"
-  for row in "$LOCAL" "$FWD"; do
-    # shellcheck disable=SC2086
-    set -- $row
-    echo "| $1 | $2 | $3 | $4 | $5 | $6 |"
-  done
+  echo "Medians over $REPEATS repeats, with the spread (min–max) in brackets:"
+  echo
+  python3 - "$WORK/rows" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+def col(path, kind, i):
+    return [float(r[3 + i]) for r in rows if r[0] == path and r[1] == kind]
+def cell(v, nd=0):
+    f = (lambda x: f"{x:,.0f}") if nd == 0 else (lambda x: f"{x:,.{nd}f}")
+    return f"{f(statistics.median(v))} [{f(min(v))}–{f(max(v))}]"
+print("| path | closed-loop req/s | CPU µs/request | p50 µs at fixed rate | p99 µs at fixed rate |")
+print("| --- | --- | --- | --- | --- |")
+med = {}
+for path in ("local", "forwarded"):
+    rps, cpu = col(path, "closed", 0), col(path, "closed", 3)
+    p50, p99 = col(path, "fixed", 1), col(path, "fixed", 2)
+    med[path] = [statistics.median(x) for x in (rps, cpu, p50, p99)]
+    print(f"| {path} | {cell(rps)} | {cell(cpu, 1)} | {cell(p50, 1)} | {cell(p99, 1)} |")
+l, f = med["local"], med["forwarded"]
+print()
+print(f"Forwarded against local (ratio of medians): throughput ×{f[0]/l[0]:.2f}, CPU per request "
+      f"×{f[1]/l[1]:.2f} (+{f[1]-l[1]:.1f} µs), p50 +{f[2]-l[2]:.1f} µs, p99 +{f[3]-l[3]:.1f} µs.")
+print()
+print("Every run (path, kind, repeat, req/s, p50 µs, p99 µs, CPU µs/request, responses):")
+print()
+print("```")
+for r in rows:
+    print(" ".join(r))
+print("```")
+PY
   echo
   echo "Node 2 forwarded $FORWARDED streams (ringtun_edge_peer_forwarded_total)."
 } > "$OUT/README.md"
