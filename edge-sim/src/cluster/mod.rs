@@ -27,7 +27,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use ca::{ClusterCa, ca_params};
-pub use keys::{ClusterLink, ClusterPresence, DEFAULT_PREFIX, LinkRecord, NodeRecord};
+pub use keys::{
+    ClusterLink, ClusterPresence, DEFAULT_PREFIX, LinkRecord, NodeDataCenter, NodeRecord,
+};
 pub(crate) use presence::Presence;
 
 use crate::error::{Error, Result};
