@@ -167,6 +167,8 @@ pub struct Overrides {
     pub etcd_timeout_ms: Option<u64>,
     /// `--etcd-lease-ttl SECS`.
     pub etcd_lease_ttl: Option<u64>,
+    /// `--etcd-cacert`, `--etcd-cert`, `--etcd-key`, `--etcd-user`, `--etcd-password-file`.
+    pub etcd_access: crate::cluster::EtcdAccessFlags,
     /// `--public-https` and the `--h2-*` limits.
     pub h2: H2Flags,
     /// `--peer-*`: peer links between the nodes of a cluster.
@@ -290,6 +292,7 @@ impl Settings {
             overrides.etcd_prefix.clone(),
             overrides.etcd_timeout_ms,
             overrides.etcd_lease_ttl,
+            &overrides.etcd_access,
         )?;
         let peer = crate::peer::PeerSettings::from_flags(&overrides.peer, etcd.is_some())?;
         let settings = Settings {

@@ -14,12 +14,18 @@
 //!
 //! # Layout
 //! - [`keys`]: the key layout under the prefix and the records' encoding.
-//! - `task`: the tokio side: the list-then-watch loop and the write transactions.
+//! - `connect`: TLS and authentication towards etcd (`--etcd-cacert`, `--etcd-cert`,
+//!   `--etcd-key`, `--etcd-user`, `--etcd-password-file`), read and checked at start.
+//! - `task`: the tokio side, started and stopped together: `sync` (the list-then-watch loop
+//!   feeding the view), `writes` (the write transactions) and `presence` (this node's lease).
 //! - `ca`: the cluster CA of peer links, created once in etcd.
 mod ca;
+mod connect;
 mod keys;
 mod presence;
+mod sync;
 mod task;
+mod writes;
 
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -27,6 +33,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use ca::{ClusterCa, ca_params};
+pub use connect::{EtcdAccess, EtcdAccessFlags};
 pub use keys::{
     ClusterLink, ClusterPresence, DEFAULT_PREFIX, LinkRecord, NodeDataCenter, NodeRecord,
 };
@@ -46,7 +53,7 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 /// Where the cluster's etcd is and how long to wait for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdSettings {
-    /// Client URLs of the etcd members, `http://HOST:PORT`.
+    /// Client URLs of the etcd members, all `http://HOST:PORT` or all `https://HOST:PORT`.
     pub endpoints: Vec<String>,
     /// Every key of this edge cluster starts with it (`--etcd-prefix`, default `/ringtun/`).
     pub prefix: String,
@@ -56,16 +63,33 @@ pub struct EtcdSettings {
     /// TTL of this node's presence lease (`--etcd-lease-ttl`): a node that dies loses its
     /// `nodes/` and `links/` keys this long after its last renewal.
     pub lease_ttl: Duration,
+    /// TLS and authentication towards etcd.
+    pub access: EtcdAccess,
+}
+
+impl Default for EtcdSettings {
+    /// No endpoint, and every default.
+    fn default() -> Self {
+        EtcdSettings {
+            endpoints: Vec::new(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            access: EtcdAccess::default(),
+        }
+    }
 }
 
 impl EtcdSettings {
-    /// Parses `--etcd URL[,URL…]` (repeatable), `--etcd-prefix`, `--etcd-timeout-ms` and
-    /// `--etcd-lease-ttl`; `None` when no URL was given (SQLite, one node).
+    /// Parses `--etcd URL[,URL…]` (repeatable), `--etcd-prefix`, `--etcd-timeout-ms`,
+    /// `--etcd-lease-ttl` and the TLS and authentication flags (`access`); `None` when no URL
+    /// was given (SQLite, one node).
     pub fn from_flags(
         urls: &[String],
         prefix: Option<String>,
         timeout_ms: Option<u64>,
         lease_ttl_secs: Option<u64>,
+        access: &EtcdAccessFlags,
     ) -> Result<Option<EtcdSettings>> {
         let endpoints: Vec<String> = urls
             .iter()
@@ -75,25 +99,34 @@ impl EtcdSettings {
             .map(str::to_owned)
             .collect();
         if endpoints.is_empty() {
-            if prefix.is_some() || timeout_ms.is_some() || lease_ttl_secs.is_some() {
+            if prefix.is_some() || timeout_ms.is_some() || lease_ttl_secs.is_some() || access.any()
+            {
                 return Err(Error::Config(
-                    "--etcd-prefix, --etcd-timeout-ms and --etcd-lease-ttl need --etcd".into(),
+                    "--etcd-prefix, --etcd-timeout-ms, --etcd-lease-ttl and the TLS and user \
+                     flags of etcd need --etcd"
+                        .into(),
                 ));
             }
             return Ok(None);
         }
+        let mut schemes = Vec::new();
         for url in &endpoints {
-            let rest = url.strip_prefix("http://").ok_or_else(|| {
-                Error::Config(format!(
-                    "etcd endpoint {url:?} must be http://HOST:PORT (TLS to etcd is not supported)"
-                ))
-            })?;
-            if rest.is_empty() || rest.contains('/') {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+            if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains('/') {
                 return Err(Error::Config(format!(
-                    "etcd endpoint {url:?} must be http://HOST:PORT"
+                    "etcd endpoint {url:?} must be http://HOST:PORT or https://HOST:PORT"
                 )));
             }
+            if !schemes.contains(&scheme) {
+                schemes.push(scheme);
+            }
         }
+        if schemes.len() > 1 {
+            return Err(Error::Config(
+                "etcd endpoints must be all http:// or all https://".into(),
+            ));
+        }
+        let access = EtcdAccess::from_flags(access, schemes == ["https"])?;
         let prefix = prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
         if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 2 {
             return Err(Error::Config(format!(
@@ -114,6 +147,7 @@ impl EtcdSettings {
             prefix,
             timeout,
             lease_ttl,
+            access,
         }))
     }
 }
@@ -173,6 +207,8 @@ impl Cluster {
         presence_view: Arc<std::sync::RwLock<Arc<ClusterPresence>>>,
         metrics: Arc<Metrics>,
     ) -> Result<Cluster> {
+        // Every file the TLS and user flags name is read and checked before anything connects.
+        let options = connect::load(settings)?;
         let (requests, rx) = tokio::sync::mpsc::unbounded_channel();
         let (presence, presence_rx) = tokio::sync::mpsc::unbounded_channel();
         let node = uuid::Uuid::new_v4().to_string();
@@ -185,7 +221,7 @@ impl Cluster {
                 what: "etcd runtime",
                 source,
             })?;
-        let task = task::Task::new(settings.clone(), view, presence_view, metrics);
+        let task = task::Task::new(settings.clone(), options, view, presence_view, metrics);
         let node_id = node.clone();
         let ca = Arc::new(std::sync::OnceLock::new());
         let ca_cell = Arc::clone(&ca);
@@ -216,16 +252,18 @@ impl Cluster {
             Ok(Err(reason)) => {
                 cluster.shut_down();
                 Err(Error::Config(format!(
-                    "cannot reach etcd at {}: {reason}",
-                    cluster.endpoints
+                    "cannot reach etcd at {}: {}",
+                    cluster.endpoints,
+                    connect::with_hint(reason, &settings.access)
                 )))
             }
             Err(_) => {
                 cluster.shut_down();
+                let reason = format!("no answer within {:?}", settings.timeout * 3);
                 Err(Error::Config(format!(
-                    "cannot reach etcd at {}: no answer within {:?}",
+                    "cannot reach etcd at {}: {}",
                     cluster.endpoints,
-                    settings.timeout * 3
+                    connect::with_hint(reason, &settings.access)
                 )))
             }
         }
