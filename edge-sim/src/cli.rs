@@ -29,6 +29,10 @@ pub struct Cli {
     /// Public HTTP address [default: 127.0.0.1:8080].
     #[arg(long)]
     pub public_http: Option<SocketAddr>,
+    /// IP address TCP routes listen on, each on its route's port; nodes of a cluster on one
+    /// host each need their own [default: 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    pub public_tcp_ip: Option<std::net::IpAddr>,
     /// Connectors one tunnel may have at once [default: 100].
     #[arg(long)]
     pub connector_limit: Option<usize>,
@@ -177,6 +181,7 @@ impl Cli {
                 state_dir: self.state_dir,
                 admin: self.admin,
                 public_http: self.public_http,
+                public_tcp_ip: self.public_tcp_ip,
                 connector_limit: self.connector_limit,
                 data_centers: self.data_centers,
                 workers: self.workers,
