@@ -89,7 +89,7 @@ impl Edge {
         registry.announce_node(
             NodeRecord {
                 data_center: settings.public_dc.clone(),
-                admin: Some(admin.local_addr()),
+                admin: admin.local_addr().to_string(),
                 servers: data_plane.servers().iter().map(|s| s.addr).collect(),
                 peer: data_plane.peer_addr(),
                 // Discovery lists every node's servers by data center from this.

@@ -67,9 +67,9 @@ pub struct ClusterLink {
 pub struct NodeRecord {
     /// The node's data center (its public listeners').
     pub data_center: String,
-    /// Its admin API.
+    /// Its admin API, `IP:PORT` (shown by discovery as written; empty when not known).
     #[serde(default)]
-    pub admin: Option<SocketAddr>,
+    pub admin: String,
     /// Its edge servers (link listeners), every data center's.
     #[serde(default)]
     pub servers: Vec<SocketAddr>,
@@ -421,7 +421,7 @@ mod tests {
         let addr = |port: u16| SocketAddr::from(([127, 0, 1, 1], port));
         let record = NodeRecord {
             data_center: "dfw".into(),
-            admin: Some(addr(1)),
+            admin: addr(1).to_string(),
             servers: vec![addr(2), addr(3)],
             peer: Some(addr(4)),
             data_centers: vec![NodeDataCenter {
@@ -435,7 +435,7 @@ mod tests {
         let old = NodeRecord::parse(r#"{"data_center":"dfw","servers":["127.0.0.1:9"]}"#)
             .expect("an older record decodes");
         assert_eq!(old.peer, None);
-        assert_eq!(old.admin, None);
+        assert_eq!(old.admin, "");
         assert!(old.data_centers.is_empty());
         assert_eq!(old.servers, [SocketAddr::from(([127, 0, 0, 1], 9))]);
 
@@ -451,6 +451,7 @@ mod tests {
             "{not json",
             "[]",
             r#"{"admin":"127.0.0.1:1"}"#,
+            r#"{"data_center":7}"#,
             r#"{"data_center":"dfw","peer":"not an address"}"#,
             r#"{"data_center":"dfw","data_centers":7}"#,
         ] {
