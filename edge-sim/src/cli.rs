@@ -104,24 +104,9 @@ pub struct Cli {
     /// locked, before it answers 503 [default: 2000].
     #[arg(long, value_name = "MS")]
     pub registry_busy_timeout_ms: Option<u64>,
-    /// etcd client URLs, http://HOST:PORT[,...] (or all https://, see --etcd-cacert): keep the
-    /// registry in etcd, shared with the other edge nodes given the same URLs (see
-    /// docs/cluster.md) [default: SQLite, one node].
-    #[arg(long, value_name = "URLS")]
-    pub etcd: Vec<String>,
-    /// Prefix of every etcd key of this edge cluster [default: /ringtun/].
-    #[arg(long, value_name = "PREFIX")]
-    pub etcd_prefix: Option<String>,
-    /// Milliseconds one etcd call may take before an admin write answers 503 [default: 2000].
-    #[arg(long, value_name = "MS")]
-    pub etcd_timeout_ms: Option<u64>,
-    /// Seconds a node's presence in etcd (its record and its links) outlives its last lease
-    /// renewal; renewed every third of it [default: 10].
-    #[arg(long, value_name = "SECS")]
-    pub etcd_lease_ttl: Option<u64>,
-    /// TLS and authentication towards etcd (see docs/cluster.md).
+    /// The registry in etcd, shared by several edge nodes (see docs/cluster.md).
     #[command(flatten)]
-    pub etcd_access: crate::cluster::EtcdAccessFlags,
+    pub etcd: crate::cluster::EtcdFlags,
     /// Peer links between the nodes of a cluster (with --etcd; see docs/cluster.md).
     #[command(flatten)]
     pub peer: crate::peer::PeerFlags,
@@ -204,10 +189,6 @@ impl Cli {
                 registry_busy_timeout_ms: self.registry_busy_timeout_ms,
                 grace_period: self.grace_period,
                 etcd: self.etcd,
-                etcd_prefix: self.etcd_prefix,
-                etcd_timeout_ms: self.etcd_timeout_ms,
-                etcd_lease_ttl: self.etcd_lease_ttl,
-                etcd_access: self.etcd_access,
                 h2: self.h2,
                 peer: self.peer,
             },

@@ -166,16 +166,8 @@ pub struct Overrides {
     pub registry_busy_timeout_ms: Option<u64>,
     /// `--grace-period SECS`.
     pub grace_period: Option<u64>,
-    /// `--etcd URL[,URL...]`, repeatable: the registry in etcd (several edge nodes).
-    pub etcd: Vec<String>,
-    /// `--etcd-prefix PREFIX`.
-    pub etcd_prefix: Option<String>,
-    /// `--etcd-timeout-ms MS`.
-    pub etcd_timeout_ms: Option<u64>,
-    /// `--etcd-lease-ttl SECS`.
-    pub etcd_lease_ttl: Option<u64>,
-    /// `--etcd-cacert`, `--etcd-cert`, `--etcd-key`, `--etcd-user`, `--etcd-password-file`.
-    pub etcd_access: crate::cluster::EtcdAccessFlags,
+    /// `--etcd URL[,URL...]` and the other `--etcd-*` flags: the registry in etcd.
+    pub etcd: crate::cluster::EtcdFlags,
     /// `--public-https` and the `--h2-*` limits.
     pub h2: H2Flags,
     /// `--peer-*`: peer links between the nodes of a cluster.
@@ -296,13 +288,7 @@ impl Settings {
                 .map(|dc| dc.name.clone())
                 .unwrap_or_default(),
         };
-        let etcd = crate::cluster::EtcdSettings::from_flags(
-            &overrides.etcd,
-            overrides.etcd_prefix.clone(),
-            overrides.etcd_timeout_ms,
-            overrides.etcd_lease_ttl,
-            &overrides.etcd_access,
-        )?;
+        let etcd = crate::cluster::EtcdSettings::from_flags(&overrides.etcd)?;
         let peer = crate::peer::PeerSettings::from_flags(&overrides.peer, etcd.is_some())?;
         let settings = Settings {
             state_dir: overrides

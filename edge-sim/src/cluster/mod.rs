@@ -50,6 +50,29 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default TTL of a node's presence lease (`--etcd-lease-ttl`); renewed every third of it.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
+/// The `--etcd*` flags (flattened into the binary's command line).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct EtcdFlags {
+    /// etcd client URLs, http://HOST:PORT[,...] (or all https://, see --etcd-cacert): keep the
+    /// registry in etcd, shared with the other edge nodes given the same URLs (see
+    /// docs/cluster.md) [default: SQLite, one node].
+    #[arg(long, value_name = "URLS")]
+    pub etcd: Vec<String>,
+    /// Prefix of every etcd key of this edge cluster [default: /ringtun/].
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// Milliseconds one etcd call may take before an admin write answers 503 [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub etcd_timeout_ms: Option<u64>,
+    /// Seconds a node's presence in etcd (its record and its links) outlives its last lease
+    /// renewal; renewed every third of it [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub etcd_lease_ttl: Option<u64>,
+    /// TLS and authentication towards etcd.
+    #[command(flatten)]
+    pub access: EtcdAccessFlags,
+}
+
 /// Where the cluster's etcd is and how long to wait for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdSettings {
@@ -82,16 +105,17 @@ impl Default for EtcdSettings {
 
 impl EtcdSettings {
     /// Parses `--etcd URL[,URL…]` (repeatable), `--etcd-prefix`, `--etcd-timeout-ms`,
-    /// `--etcd-lease-ttl` and the TLS and authentication flags (`access`); `None` when no URL
-    /// was given (SQLite, one node).
-    pub fn from_flags(
-        urls: &[String],
-        prefix: Option<String>,
-        timeout_ms: Option<u64>,
-        lease_ttl_secs: Option<u64>,
-        access: &EtcdAccessFlags,
-    ) -> Result<Option<EtcdSettings>> {
-        let endpoints: Vec<String> = urls
+    /// `--etcd-lease-ttl` and the TLS and authentication flags; `None` when no URL was given
+    /// (SQLite, one node).
+    pub fn from_flags(flags: &EtcdFlags) -> Result<Option<EtcdSettings>> {
+        let (prefix, timeout_ms, lease_ttl_secs) = (
+            flags.etcd_prefix.clone(),
+            flags.etcd_timeout_ms,
+            flags.etcd_lease_ttl,
+        );
+        let access = &flags.access;
+        let endpoints: Vec<String> = flags
+            .etcd
             .iter()
             .flat_map(|u| u.split(','))
             .map(str::trim)
