@@ -189,45 +189,53 @@ pub(super) fn causes(e: &etcd_client::Error) -> String {
 /// flags to check.
 pub(super) fn with_hint(reason: String, access: &EtcdAccess) -> String {
     let lower = reason.to_ascii_lowercase();
-    let hint = if lower.contains("authentication failed")
-        || lower.contains("invalid user id or password")
-        || lower.contains("user name not found")
-    {
+    let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    let tls = access.ca.is_some();
+    let hint = if has(&["authentication failed", "invalid user id or password"]) {
         " (check --etcd-user and --etcd-password-file)"
-    } else if lower.contains("user name is empty") || lower.contains("permission denied") {
+    } else if has(&["user name is empty"]) {
         " (etcd's authentication is on: give --etcd-user and --etcd-password-file)"
-    } else if lower.contains("authentication is not enabled") {
+    } else if has(&["permission denied"]) && access.user.is_some() {
+        " (the role of --etcd-user must grant read and write on the whole --etcd-prefix)"
+    } else if has(&["permission denied"]) {
+        " (etcd's authentication is on: give --etcd-user and --etcd-password-file)"
+    } else if has(&["authentication is not enabled"]) {
         " (etcd's authentication is off: drop --etcd-user and --etcd-password-file)"
-    } else if lower.contains("certificaterequired")
-        || lower.contains("certificate required")
-        || lower.contains("badcertificate")
-        || lower.contains("bad certificate")
-        || lower.contains("unknownca")
-    {
+    } else if has(&["certificaterequired", "badcertificate", "unknownca"]) {
         " (etcd refused this node's client certificate: check --etcd-cert and --etcd-key)"
-    } else if access.ca.is_some()
-        && ["connection closed", "connection reset", "broken pipe"]
-            .iter()
-            .any(|m| lower.contains(m))
-    {
+    } else if has(&[
+        "connection closed",
+        "connection reset",
+        "connectionreset",
+        "broken pipe",
+    ]) {
         // A member that refuses the client certificate (or its absence) closes the connection
-        // after the handshake, and the alert it sent rarely reaches the error.
-        if access.client_cert.is_some() {
+        // after the handshake, and the alert it sent rarely reaches the error; one that serves
+        // TLS closes a plaintext HTTP/2 connection the same way.
+        if !tls {
+            " (etcd closed the connection: if the members serve TLS, use https:// URLs and \
+             --etcd-cacert)"
+        } else if access.client_cert.is_some() {
             " (etcd closed the connection: check that --etcd-cert and --etcd-key are signed by \
              a CA the members trust, their --trusted-ca-file)"
         } else {
             " (etcd closed the connection: members started with --client-cert-auth need a \
              client certificate, --etcd-cert and --etcd-key)"
         }
-    } else if lower.contains("certificate") || lower.contains("unknownissuer") {
+    } else if tls && has(&["certificate", "unknownissuer", "invalid peer"]) {
         " (check --etcd-cacert: it must be the CA that signed the members' certificates)"
-    } else if lower.contains("no answer") || lower.contains("no connection") {
-        if access.ca.is_some() {
-            " (unreachable, or a TLS handshake that fails: check --etcd-cacert, --etcd-cert \
-             and --etcd-key)"
-        } else {
-            ""
-        }
+    } else if tls
+        && has(&[
+            "tls handshake eof",
+            "corrupt message",
+            "invalidcontenttype",
+            "invalid content type",
+        ])
+    {
+        " (the members may not serve TLS there: then use http:// URLs, without --etcd-cacert)"
+    } else if tls && has(&["no answer", "no connection"]) {
+        " (unreachable, or a TLS handshake that fails: check --etcd-cacert, --etcd-cert and \
+         --etcd-key)"
     } else {
         ""
     };
@@ -326,4 +334,88 @@ fn never_sent(e: &etcd_client::Error) -> bool {
         source = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(ca: bool, cert: bool, key: bool, user: bool, password: bool) -> EtcdAccessFlags {
+        let path = |on: bool, name: &str| on.then(|| PathBuf::from(name));
+        EtcdAccessFlags {
+            etcd_cacert: path(ca, "ca.pem"),
+            etcd_cert: path(cert, "c.pem"),
+            etcd_key: path(key, "c.key"),
+            etcd_user: user.then(|| "ringtun".to_owned()),
+            etcd_password_file: path(password, "pw"),
+        }
+    }
+
+    #[test]
+    fn the_flags_go_in_pairs_and_tls_flags_with_https() {
+        let ok = EtcdAccess::from_flags(&flags(true, true, true, true, true), true)
+            .expect("everything with https");
+        assert_eq!(ok.ca, Some(PathBuf::from("ca.pem")));
+        assert!(ok.client_cert.is_some() && ok.user.is_some());
+        let plain = EtcdAccess::from_flags(&flags(false, false, false, true, true), false)
+            .expect("a user over http");
+        assert_eq!(plain.ca, None);
+        for (f, tls, flag) in [
+            (
+                flags(false, false, false, false, false),
+                true,
+                "--etcd-cacert",
+            ),
+            (flags(true, false, false, false, false), false, "https://"),
+            (flags(true, true, false, false, false), true, "--etcd-key"),
+            (flags(true, false, true, false, false), true, "--etcd-cert"),
+            (
+                flags(false, false, false, true, false),
+                false,
+                "--etcd-password-file",
+            ),
+            (
+                flags(false, false, false, false, true),
+                false,
+                "--etcd-user",
+            ),
+        ] {
+            let err = EtcdAccess::from_flags(&f, tls).expect_err(flag).to_string();
+            assert!(err.contains(flag), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_failure_to_start_names_the_flags_to_check() {
+        let tls =
+            EtcdAccess::from_flags(&flags(true, false, false, false, false), true).expect("tls");
+        let mtls =
+            EtcdAccess::from_flags(&flags(true, true, true, false, false), true).expect("mtls");
+        let user =
+            EtcdAccess::from_flags(&flags(false, false, false, true, true), false).expect("user");
+        let plain = EtcdAccess::default();
+        let hint = |reason: &str, access: &EtcdAccess| with_hint(reason.to_owned(), access);
+        assert!(hint("invalid peer certificate: UnknownIssuer", &tls).contains("--etcd-cacert"));
+        assert!(
+            hint("hyper::Error(Canceled, \"connection closed\")", &tls).contains("--etcd-cert")
+        );
+        assert!(hint("connection closed", &mtls).contains("signed by a CA the members trust"));
+        assert!(hint("connection closed", &plain).contains("https://"));
+        assert!(hint("hyper::Error(Io, Kind(ConnectionReset))", &plain).contains("https://"));
+        assert!(hint("tls handshake eof", &tls).contains("http://"));
+        assert!(
+            hint(
+                "etcdserver: authentication failed, invalid user ID or password",
+                &user
+            )
+            .contains("--etcd-password-file")
+        );
+        assert!(hint("etcdserver: permission denied", &user).contains("--etcd-prefix"));
+        assert!(hint("etcdserver: user name is empty", &plain).contains("--etcd-user"));
+        // Nothing to add: the reason stands alone.
+        assert_eq!(
+            hint("no connection within 2s", &plain),
+            "no connection within 2s"
+        );
+    }
 }

@@ -407,3 +407,29 @@ fn with_etcd_authentication_the_right_password_serves_and_a_wrong_one_fails_nami
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_wrong_scheme_for_a_member_fails_the_start_naming_it() {
+    let pki = EtcdPki::generate();
+    let etcd = Etcd::start_tls(pki.member.clone());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prefix = prefix();
+    // Plain HTTP/2 to the member's TLS port.
+    let plain_to_tls = etcd.tls_endpoints().replace("https://", "http://");
+    let (stderr, took) = start_fails(&dir.path().join("a"), &args(&plain_to_tls, &prefix, &[]));
+    println!("http:// to a TLS port: failed after {took:?}");
+    assert!(stderr.contains("https://"), "{stderr}");
+    // TLS to the member's plain port.
+    let tls_to_plain = etcd.endpoints().replace("http://", "https://");
+    let tls = [
+        "--etcd-cacert",
+        path(&pki.ca),
+        "--etcd-cert",
+        path(&pki.client_cert),
+        "--etcd-key",
+        path(&pki.client_key),
+    ];
+    let (stderr, took) = start_fails(&dir.path().join("b"), &args(&tls_to_plain, &prefix, &tls));
+    println!("https:// to a plain port: failed after {took:?}");
+    assert!(stderr.contains("http://"), "{stderr}");
+}
