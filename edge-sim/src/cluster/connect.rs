@@ -242,10 +242,23 @@ pub(super) fn with_hint(reason: String, access: &EtcdAccess) -> String {
     reason + hint
 }
 
-/// A file a flag names, or an error naming the flag.
+/// The most a file of these flags may hold: far above any certificate bundle, key or password,
+/// and a bound on what a wrong path (a device, a log file) makes the start read.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// A file a flag names (at most [`MAX_FILE_BYTES`]), or an error naming the flag.
 fn read(flag: &str, path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path)
-        .map_err(|e| Error::Config(format!("{flag} {}: cannot read it: {e}", path.display())))
+    use std::io::Read as _;
+    let fail = |why: String| Error::Config(format!("{flag} {}: {why}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read it: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(fail(format!("larger than {MAX_FILE_BYTES} bytes")));
+    }
+    Ok(bytes)
 }
 
 /// The CA file holds at least one certificate rustls accepts as a trust anchor.

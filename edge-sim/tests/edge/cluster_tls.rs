@@ -270,6 +270,11 @@ fn a_missing_or_malformed_file_fails_the_start_naming_its_flag() {
             "--etcd-password-file",
         ),
         (vec!["--etcd-user", "root"], "--etcd-password-file"),
+        // Not a file of a sane size: refused, not read to the end.
+        (
+            vec!["--etcd-user", "root", "--etcd-password-file", "/dev/zero"],
+            "--etcd-password-file",
+        ),
     ];
     for (i, (extra, flag)) in cases.iter().enumerate() {
         let mut extra = extra.clone();
