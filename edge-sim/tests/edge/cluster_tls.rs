@@ -85,6 +85,11 @@ fn start_fails(state: &Path, args: &[&str]) -> (String, Duration) {
         .read_to_string(&mut stderr)
         .expect("read stderr");
     assert!(!status.success(), "the node started: {stderr}");
+    // The edge's own refusal, not the command line parser's (which names unknown flags too).
+    assert!(
+        stderr.contains("invalid edge config:"),
+        "not a configuration error: {stderr}"
+    );
     if let Some(error) = stderr.lines().find(|l| l.starts_with("Error:")) {
         println!("{error}");
     }
