@@ -29,6 +29,10 @@ pub struct Cli {
     /// Public HTTP address [default: 127.0.0.1:8080].
     #[arg(long)]
     pub public_http: Option<SocketAddr>,
+    /// IP address TCP routes listen on, each on its route's port; nodes of a cluster on one
+    /// host each need their own [default: 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    pub public_tcp_ip: Option<std::net::IpAddr>,
     /// Connectors one tunnel may have at once [default: 100].
     #[arg(long)]
     pub connector_limit: Option<usize>,
@@ -100,20 +104,9 @@ pub struct Cli {
     /// locked, before it answers 503 [default: 2000].
     #[arg(long, value_name = "MS")]
     pub registry_busy_timeout_ms: Option<u64>,
-    /// etcd client URLs, http://HOST:PORT[,...]: keep the registry in etcd, shared with the
-    /// other edge nodes given the same URLs (see docs/cluster.md) [default: SQLite, one node].
-    #[arg(long, value_name = "URLS")]
-    pub etcd: Vec<String>,
-    /// Prefix of every etcd key of this edge cluster [default: /ringtun/].
-    #[arg(long, value_name = "PREFIX")]
-    pub etcd_prefix: Option<String>,
-    /// Milliseconds one etcd call may take before an admin write answers 503 [default: 2000].
-    #[arg(long, value_name = "MS")]
-    pub etcd_timeout_ms: Option<u64>,
-    /// Seconds a node's presence in etcd (its record and its links) outlives its last lease
-    /// renewal; renewed every third of it [default: 10].
-    #[arg(long, value_name = "SECS")]
-    pub etcd_lease_ttl: Option<u64>,
+    /// The registry in etcd, shared by several edge nodes (see docs/cluster.md).
+    #[command(flatten)]
+    pub etcd: crate::cluster::EtcdFlags,
     /// Peer links between the nodes of a cluster (with --etcd; see docs/cluster.md).
     #[command(flatten)]
     pub peer: crate::peer::PeerFlags,
@@ -173,6 +166,7 @@ impl Cli {
                 state_dir: self.state_dir,
                 admin: self.admin,
                 public_http: self.public_http,
+                public_tcp_ip: self.public_tcp_ip,
                 connector_limit: self.connector_limit,
                 data_centers: self.data_centers,
                 workers: self.workers,
@@ -195,9 +189,6 @@ impl Cli {
                 registry_busy_timeout_ms: self.registry_busy_timeout_ms,
                 grace_period: self.grace_period,
                 etcd: self.etcd,
-                etcd_prefix: self.etcd_prefix,
-                etcd_timeout_ms: self.etcd_timeout_ms,
-                etcd_lease_ttl: self.etcd_lease_ttl,
                 h2: self.h2,
                 peer: self.peer,
             },

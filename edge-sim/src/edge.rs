@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::admin::{AdminContext, AdminServer};
+use crate::cluster::NodeRecord;
 use crate::dataplane::DataPlane;
 use crate::error::Result;
 use crate::metrics::Metrics;
@@ -86,15 +87,15 @@ impl Edge {
         )?;
         // With etcd, the other nodes learn where this one is (its record lives under its lease).
         registry.announce_node(
-            serde_json::json!({
-                "data_center": settings.public_dc,
-                "admin": admin.local_addr().to_string(),
-                "servers": data_plane.servers().iter().map(|s| s.addr.to_string()).collect::<Vec<_>>(),
-                "peer": data_plane.peer_addr().map(|a| a.to_string()),
+            NodeRecord {
+                data_center: settings.public_dc.clone(),
+                admin: admin.local_addr().to_string(),
+                servers: data_plane.servers().iter().map(|s| s.addr).collect(),
+                peer: data_plane.peer_addr(),
                 // Discovery lists every node's servers by data center from this.
-                "data_centers": record_dcs,
-            })
-            .to_string(),
+                data_centers: record_dcs,
+            }
+            .encode(),
         );
         // Every listener is bound (connections queue until each worker takes its sockets,
         // which it does first thing): ready, before the last start-up line is logged.

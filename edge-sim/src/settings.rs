@@ -54,6 +54,9 @@ pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 256;
 pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 5;
 /// Default milliseconds a registry write waits for a database locked by another process.
 pub const DEFAULT_REGISTRY_BUSY_TIMEOUT_MS: u64 = 2000;
+/// Default IP address TCP routes listen on (`--public-tcp-ip`).
+pub const DEFAULT_PUBLIC_TCP_IP: std::net::IpAddr =
+    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 /// Default seconds in-flight requests may take to finish at shutdown.
 pub const DEFAULT_GRACE_PERIOD_SECS: u64 = 30;
 
@@ -67,6 +70,8 @@ pub struct FileConfig {
     pub admin: Option<SocketAddr>,
     /// Public HTTP listen address.
     pub public_http: Option<SocketAddr>,
+    /// The IP address TCP routes listen on (each route's port).
+    pub public_tcp_ip: Option<std::net::IpAddr>,
     /// Per-tunnel connector limit.
     pub connector_limit: Option<usize>,
     /// Data centers; when present they replace the default set entirely.
@@ -117,6 +122,8 @@ pub struct Overrides {
     pub admin: Option<SocketAddr>,
     /// `--public-http`.
     pub public_http: Option<SocketAddr>,
+    /// `--public-tcp-ip IP`.
+    pub public_tcp_ip: Option<std::net::IpAddr>,
     /// `--connector-limit`.
     pub connector_limit: Option<usize>,
     /// `--data-center NAME=ADDR[,ADDR...]`, repeatable; when non-empty they replace the set.
@@ -159,14 +166,8 @@ pub struct Overrides {
     pub registry_busy_timeout_ms: Option<u64>,
     /// `--grace-period SECS`.
     pub grace_period: Option<u64>,
-    /// `--etcd URL[,URL...]`, repeatable: the registry in etcd (several edge nodes).
-    pub etcd: Vec<String>,
-    /// `--etcd-prefix PREFIX`.
-    pub etcd_prefix: Option<String>,
-    /// `--etcd-timeout-ms MS`.
-    pub etcd_timeout_ms: Option<u64>,
-    /// `--etcd-lease-ttl SECS`.
-    pub etcd_lease_ttl: Option<u64>,
+    /// `--etcd URL[,URL...]` and the other `--etcd-*` flags: the registry in etcd.
+    pub etcd: crate::cluster::EtcdFlags,
     /// `--public-https` and the `--h2-*` limits.
     pub h2: H2Flags,
     /// `--peer-*`: peer links between the nodes of a cluster.
@@ -191,6 +192,8 @@ pub struct Settings {
     pub admin: SocketAddr,
     /// Public HTTP listen address.
     pub public_http: SocketAddr,
+    /// The IP address TCP routes listen on, on each route's port (default 127.0.0.1).
+    pub public_tcp_ip: std::net::IpAddr,
     /// Per-tunnel connector limit (at least 1).
     pub connector_limit: usize,
     /// Data centers, in configured order; names and server addresses are unique.
@@ -285,12 +288,7 @@ impl Settings {
                 .map(|dc| dc.name.clone())
                 .unwrap_or_default(),
         };
-        let etcd = crate::cluster::EtcdSettings::from_flags(
-            &overrides.etcd,
-            overrides.etcd_prefix.clone(),
-            overrides.etcd_timeout_ms,
-            overrides.etcd_lease_ttl,
-        )?;
+        let etcd = crate::cluster::EtcdSettings::from_flags(&overrides.etcd)?;
         let peer = crate::peer::PeerSettings::from_flags(&overrides.peer, etcd.is_some())?;
         let settings = Settings {
             state_dir: overrides
@@ -305,6 +303,10 @@ impl Settings {
                 .public_http
                 .or(file.public_http)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            public_tcp_ip: overrides
+                .public_tcp_ip
+                .or(file.public_tcp_ip)
+                .unwrap_or(DEFAULT_PUBLIC_TCP_IP),
             connector_limit: overrides
                 .connector_limit
                 .or(file.connector_limit)

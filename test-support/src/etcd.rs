@@ -1,6 +1,10 @@
 //! Real `etcd` members on loopback ports chosen free at run time, each with a
 //! temporary data directory, killed when the [`Etcd`] is dropped.
 //!
+//! [`Etcd::start_tls`] starts one member that serves its clients over TLS and requires a client
+//! certificate (`--client-cert-auth`), from certificates [`EtcdPki::generate`] writes; it also
+//! listens on a plain loopback port that only this harness uses (its probes and key listings).
+//!
 //! The `etcd` binary is found on `PATH` or at `/usr/bin/etcd` (Debian's `etcd-server`); when it
 //! is missing the test fails with a message naming `.ci/deps.sh`, which installs it.
 
@@ -41,7 +45,10 @@ fn free_port() -> u16 {
 
 struct Member {
     name: String,
+    /// The plain client port (the harness's own JSON gateway calls use it).
     client: SocketAddr,
+    /// The TLS client port and its certificates ([`Etcd::start_tls`]).
+    tls: Option<(SocketAddr, MemberTls)>,
     peer: SocketAddr,
     data: PathBuf,
     child: Option<Child>,
@@ -58,12 +65,23 @@ pub struct Etcd {
 impl Etcd {
     /// Starts `n` members and waits until the cluster answers writes.
     pub fn start(n: usize) -> Etcd {
+        Etcd::start_with(n, None)
+    }
+
+    /// Starts one member whose clients connect over TLS with a client certificate signed by
+    /// `tls.trusted_ca` (`--client-cert-auth`); [`Etcd::tls_endpoints`] gives its URL.
+    pub fn start_tls(tls: MemberTls) -> Etcd {
+        Etcd::start_with(1, Some(tls))
+    }
+
+    fn start_with(n: usize, tls: Option<MemberTls>) -> Etcd {
         etcd_binary();
         let dir = tempfile::tempdir().expect("temp dir");
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
                 client: SocketAddr::from(([127, 0, 0, 1], free_port())),
+                tls: None,
                 peer: SocketAddr::from(([127, 0, 0, 1], free_port())),
                 data: dir.path().join(format!("m{i}")),
                 child: None,
@@ -80,6 +98,9 @@ impl Etcd {
             token: format!("ringtun-test-{}", uuid::Uuid::new_v4()),
             _dir: dir,
         };
+        if let Some(tls) = tls {
+            etcd.members[0].tls = Some((SocketAddr::from(([127, 0, 0, 1], free_port())), tls));
+        }
         for i in 0..n {
             etcd.spawn(i);
         }
@@ -96,12 +117,24 @@ impl Etcd {
             .append(true)
             .open(m.data.with_extension("log"))
             .expect("etcd log file");
-        let child = Command::new(etcd_binary())
+        let mut clients = format!("http://{}", m.client);
+        let mut cmd = Command::new(etcd_binary());
+        if let Some((addr, tls)) = &m.tls {
+            clients = format!("https://{addr},{clients}");
+            cmd.arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&tls.trusted_ca)
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key);
+        }
+        let child = cmd
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.data)
-            .args(["--listen-client-urls", &format!("http://{}", m.client)])
-            .args(["--advertise-client-urls", &format!("http://{}", m.client)])
+            .args(["--listen-client-urls", &clients])
+            .args(["--advertise-client-urls", &clients])
             .args(["--listen-peer-urls", &format!("http://{}", m.peer)])
             .args([
                 "--initial-advertise-peer-urls",
@@ -125,6 +158,15 @@ impl Etcd {
         self.members
             .iter()
             .map(|m| format!("http://{}", m.client))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The TLS client URL of every member started with TLS, comma-separated (for `--etcd`).
+    pub fn tls_endpoints(&self) -> String {
+        self.members
+            .iter()
+            .filter_map(|m| m.tls.as_ref().map(|(addr, _)| format!("https://{addr}")))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -265,6 +307,95 @@ impl Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill_all();
+    }
+}
+
+/// The certificates of a TLS member ([`Etcd::start_tls`]).
+#[derive(Debug, Clone)]
+pub struct MemberTls {
+    /// The member's certificate (PEM), for 127.0.0.1.
+    pub cert: PathBuf,
+    /// Its key (PEM).
+    pub key: PathBuf,
+    /// The CA (PEM) whose client certificates the member accepts.
+    pub trusted_ca: PathBuf,
+}
+
+/// A test PKI in a temporary directory, every file PEM: a CA that signs the member's
+/// certificate and a client certificate, and a second, unrelated CA with a client certificate
+/// of its own (what the member must refuse, and what must not verify the member).
+pub struct EtcdPki {
+    /// The CA that signed the member's and the client's certificates.
+    pub ca: PathBuf,
+    /// A client certificate signed by [`EtcdPki::ca`], and its key.
+    pub client_cert: PathBuf,
+    /// The key of [`EtcdPki::client_cert`].
+    pub client_key: PathBuf,
+    /// Another CA, unrelated to the member.
+    pub other_ca: PathBuf,
+    /// A client certificate signed by [`EtcdPki::other_ca`].
+    pub other_client_cert: PathBuf,
+    /// The key of [`EtcdPki::other_client_cert`].
+    pub other_client_key: PathBuf,
+    /// The member's certificates.
+    pub member: MemberTls,
+    /// Holds the files (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl EtcdPki {
+    /// Generates and writes every certificate and key.
+    pub fn generate() -> EtcdPki {
+        fn ca() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+            let key = rcgen::KeyPair::generate().expect("CA key");
+            let mut params =
+                rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "ringtun test etcd CA");
+            rcgen::CertifiedIssuer::self_signed(params, key).expect("self-signed CA")
+        }
+        fn leaf(
+            ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+            names: &[&str],
+            usage: rcgen::ExtendedKeyUsagePurpose,
+        ) -> (String, String) {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let mut params = rcgen::CertificateParams::new(names).expect("params");
+            params.extended_key_usages = vec![usage];
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "ringtun-edge");
+            let cert = params.signed_by(&key, ca).expect("sign");
+            (cert.pem(), key.serialize_pem())
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, pem: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).expect("write PEM");
+            path
+        };
+        let (ca, other) = (ca(), ca());
+        use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        let (member_cert, member_key) = leaf(&ca, &["127.0.0.1", "localhost"], ServerAuth);
+        let (client_cert, client_key) = leaf(&ca, &[], ClientAuth);
+        let (other_cert, other_key) = leaf(&other, &[], ClientAuth);
+        EtcdPki {
+            ca: write("ca.pem", &ca.pem()),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client.key", &client_key),
+            other_ca: write("other-ca.pem", &other.pem()),
+            other_client_cert: write("other-client.pem", &other_cert),
+            other_client_key: write("other-client.key", &other_key),
+            member: MemberTls {
+                cert: write("member.pem", &member_cert),
+                key: write("member.key", &member_key),
+                trusted_ca: dir.path().join("ca.pem"),
+            },
+            dir,
+        }
     }
 }
 

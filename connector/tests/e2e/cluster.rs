@@ -217,18 +217,31 @@ fn a_killed_node_loses_its_presence_within_the_ttl_and_its_links_move_to_the_oth
     let served = killed.elapsed();
     // Requests through the node that stayed succeed again.
     e2e::get_ok(b.public_http(), "web.example.com", STEP_TIMEOUT);
+    let answered_at = load.now();
     std::thread::sleep(Duration::from_secs(1));
     let end = load.now();
     let totals = load.finish();
     let window = totals.failed_between(killed_at, end);
+    // Full service: every request that started after the last failed one succeeded.
+    let full_service = window
+        .iter()
+        .map(|f| f.started.saturating_sub(killed_at))
+        .max()
+        .unwrap_or_default();
     println!(
         "kill -9 of one node of two: link keys gone after {gone:?} (TTL {TTL:?}); all 4 links on \
          the other node after {served:?}; load to the surviving node: {} ok, {} failed in the \
-         window ({:?})",
+         window ({:?}); every request succeeded from {full_service:?} after the kill on (the \
+         start of the last failed one; 0: none failed)",
         totals.ok,
         window.len(),
         window.iter().take(5).collect::<Vec<_>>()
     );
     assert_eq!(moved.len(), 4);
     assert!(totals.ok > 0, "the surviving node served nothing");
+    let after = totals.failed_between(answered_at, end);
+    assert!(
+        after.is_empty(),
+        "requests still failed once the surviving node answered: {after:?}"
+    );
 }

@@ -9,8 +9,7 @@
 //! | `names/{name}` | the tunnel ID: a name is taken by creating this key (compare-and-set) |
 //! | `routes/dns/{hostname}` | the tunnel ID: a hostname is routed by creating this key |
 //! | `routes/tcp/{port}` | the tunnel ID: a port is routed by creating this key |
-//!
-//! | `nodes/{node}` | JSON `{"data_center", "admin", "servers", "data_centers", "peer"}`, under the node's lease |
+//! | `nodes/{node}` | JSON [`NodeRecord`], under the node's lease |
 //! | `links/{tunnel}/{node}/{connector}.{index}` | JSON [`LinkRecord`], under the node's lease |
 //! | `cluster/ca.pem`, `cluster/ca.key` | the cluster CA of peer links (PEM), created once |
 //!
@@ -18,6 +17,7 @@
 //! tunnel's routes. A value that does not decode (written by a newer edge, or by hand) is left
 //! out of the view with a warning, never a panic.
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -58,21 +58,55 @@ pub struct ClusterLink {
     pub value: String,
 }
 
-/// What a node's record (`nodes/{node}`) says that forwarding needs. Fields it does not know
-/// are ignored, and `peer` is absent in a record of an edge without peer links.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A `nodes/{node}` value: where a node is. [`Edge::start`](crate::Edge::start) writes it,
+/// forwarding reads `data_center` and `peer`, discovery `data_center`, `admin` and
+/// `data_centers`. `data_center` is required (a value without it is not a node record); every
+/// other field came later or is optional, so a value without it (an older edge) decodes with it
+/// empty, and fields this edge does not know (a newer edge) are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     /// The node's data center (its public listeners').
     pub data_center: String,
-    /// Where the node accepts peer links (`--peer-listen`, or `--peer-advertise`).
+    /// Its admin API, `IP:PORT` (shown by discovery as written; empty when not known).
     #[serde(default)]
-    pub peer: Option<std::net::SocketAddr>,
+    pub admin: String,
+    /// Its edge servers (link listeners), every data center's.
+    #[serde(default)]
+    pub servers: Vec<SocketAddr>,
+    /// Where it accepts peer links (`--peer-listen`, or `--peer-advertise`); absent in the
+    /// record of an edge without peer links.
+    #[serde(default)]
+    pub peer: Option<SocketAddr>,
+    /// Its edge servers by data center: what discovery lists.
+    #[serde(default)]
+    pub data_centers: Vec<NodeDataCenter>,
+}
+
+/// One data center of a [`NodeRecord`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeDataCenter {
+    /// Its name.
+    pub name: String,
+    /// The node's edge servers in it.
+    pub servers: Vec<SocketAddr>,
 }
 
 impl NodeRecord {
+    /// Decodes a node's record, or says why it is not one.
+    pub fn parse(value: &str) -> std::result::Result<NodeRecord, String> {
+        serde_json::from_str(value).map_err(|e| format!("not a node record: {e}"))
+    }
+
     /// Decodes a node's record; `None` when it is not one (logged by the caller if needed).
     pub fn decode(value: &str) -> Option<NodeRecord> {
-        serde_json::from_str(value).ok()
+        NodeRecord::parse(value).ok()
+    }
+
+    /// The value put under `nodes/{node}`.
+    pub fn encode(&self) -> String {
+        // Addresses, strings and lists only: serialising cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 
@@ -380,5 +414,50 @@ mod tests {
         );
         assert_eq!(view.tcp_routes().len(), 1);
         assert_eq!(view.tcp_routes()[0].tunnel_name, "web");
+    }
+
+    #[test]
+    fn a_node_record_round_trips_and_old_or_new_records_decode() {
+        let addr = |port: u16| SocketAddr::from(([127, 0, 1, 1], port));
+        let record = NodeRecord {
+            data_center: "dfw".into(),
+            admin: addr(1).to_string(),
+            servers: vec![addr(2), addr(3)],
+            peer: Some(addr(4)),
+            data_centers: vec![NodeDataCenter {
+                name: "dfw".into(),
+                servers: vec![addr(2), addr(3)],
+            }],
+        };
+        assert_eq!(NodeRecord::parse(&record.encode()), Ok(record.clone()));
+
+        // An older edge: no peer links, no `data_centers`, no `admin`.
+        let old = NodeRecord::parse(r#"{"data_center":"dfw","servers":["127.0.0.1:9"]}"#)
+            .expect("an older record decodes");
+        assert_eq!(old.peer, None);
+        assert_eq!(old.admin, "");
+        assert!(old.data_centers.is_empty());
+        assert_eq!(old.servers, [SocketAddr::from(([127, 0, 0, 1], 9))]);
+
+        // A newer edge: fields this one does not know are ignored, the known ones read.
+        let mut newer: serde_json::Value = serde_json::from_str(&record.encode()).expect("json");
+        newer["weight"] = serde_json::json!(3);
+        newer["data_centers"][0]["zone"] = serde_json::json!("a");
+        assert_eq!(NodeRecord::parse(&newer.to_string()), Ok(record));
+
+        // Not a record: a clear error, never a panic.
+        for bad in [
+            "",
+            "{not json",
+            "[]",
+            r#"{"admin":"127.0.0.1:1"}"#,
+            r#"{"data_center":7}"#,
+            r#"{"data_center":"dfw","peer":"not an address"}"#,
+            r#"{"data_center":"dfw","data_centers":7}"#,
+        ] {
+            let err = NodeRecord::parse(bad).expect_err(bad);
+            assert!(err.starts_with("not a node record"), "{bad}: {err}");
+            assert_eq!(NodeRecord::decode(bad), None);
+        }
     }
 }

@@ -14,12 +14,18 @@
 //!
 //! # Layout
 //! - [`keys`]: the key layout under the prefix and the records' encoding.
-//! - `task`: the tokio side: the list-then-watch loop and the write transactions.
+//! - `connect`: TLS and authentication towards etcd (`--etcd-cacert`, `--etcd-cert`,
+//!   `--etcd-key`, `--etcd-user`, `--etcd-password-file`), read and checked at start.
+//! - `task`: the tokio side, started and stopped together: `sync` (the list-then-watch loop
+//!   feeding the view), `writes` (the write transactions) and `presence` (this node's lease).
 //! - `ca`: the cluster CA of peer links, created once in etcd.
 mod ca;
+mod connect;
 mod keys;
 mod presence;
+mod sync;
 mod task;
+mod writes;
 
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -27,7 +33,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use ca::{ClusterCa, ca_params};
-pub use keys::{ClusterLink, ClusterPresence, DEFAULT_PREFIX, LinkRecord, NodeRecord};
+pub use connect::{EtcdAccess, EtcdAccessFlags};
+pub use keys::{
+    ClusterLink, ClusterPresence, DEFAULT_PREFIX, LinkRecord, NodeDataCenter, NodeRecord,
+};
 pub(crate) use presence::Presence;
 
 use crate::error::{Error, Result};
@@ -41,10 +50,33 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default TTL of a node's presence lease (`--etcd-lease-ttl`); renewed every third of it.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
+/// The `--etcd*` flags (flattened into the binary's command line).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct EtcdFlags {
+    /// etcd client URLs, http://HOST:PORT[,...] (or all https://, see --etcd-cacert): keep the
+    /// registry in etcd, shared with the other edge nodes given the same URLs (see
+    /// docs/cluster.md) [default: SQLite, one node].
+    #[arg(long, value_name = "URLS")]
+    pub etcd: Vec<String>,
+    /// Prefix of every etcd key of this edge cluster [default: /ringtun/].
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// Milliseconds one etcd call may take before an admin write answers 503 [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub etcd_timeout_ms: Option<u64>,
+    /// Seconds a node's presence in etcd (its record and its links) outlives its last lease
+    /// renewal; renewed every third of it [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub etcd_lease_ttl: Option<u64>,
+    /// TLS and authentication towards etcd.
+    #[command(flatten)]
+    pub access: EtcdAccessFlags,
+}
+
 /// Where the cluster's etcd is and how long to wait for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdSettings {
-    /// Client URLs of the etcd members, `http://HOST:PORT`.
+    /// Client URLs of the etcd members, all `http://HOST:PORT` or all `https://HOST:PORT`.
     pub endpoints: Vec<String>,
     /// Every key of this edge cluster starts with it (`--etcd-prefix`, default `/ringtun/`).
     pub prefix: String,
@@ -54,18 +86,36 @@ pub struct EtcdSettings {
     /// TTL of this node's presence lease (`--etcd-lease-ttl`): a node that dies loses its
     /// `nodes/` and `links/` keys this long after its last renewal.
     pub lease_ttl: Duration,
+    /// TLS and authentication towards etcd.
+    pub access: EtcdAccess,
+}
+
+impl Default for EtcdSettings {
+    /// No endpoint, and every default.
+    fn default() -> Self {
+        EtcdSettings {
+            endpoints: Vec::new(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            access: EtcdAccess::default(),
+        }
+    }
 }
 
 impl EtcdSettings {
-    /// Parses `--etcd URL[,URL…]` (repeatable), `--etcd-prefix`, `--etcd-timeout-ms` and
-    /// `--etcd-lease-ttl`; `None` when no URL was given (SQLite, one node).
-    pub fn from_flags(
-        urls: &[String],
-        prefix: Option<String>,
-        timeout_ms: Option<u64>,
-        lease_ttl_secs: Option<u64>,
-    ) -> Result<Option<EtcdSettings>> {
-        let endpoints: Vec<String> = urls
+    /// Parses `--etcd URL[,URL…]` (repeatable), `--etcd-prefix`, `--etcd-timeout-ms`,
+    /// `--etcd-lease-ttl` and the TLS and authentication flags; `None` when no URL was given
+    /// (SQLite, one node).
+    pub fn from_flags(flags: &EtcdFlags) -> Result<Option<EtcdSettings>> {
+        let (prefix, timeout_ms, lease_ttl_secs) = (
+            flags.etcd_prefix.clone(),
+            flags.etcd_timeout_ms,
+            flags.etcd_lease_ttl,
+        );
+        let access = &flags.access;
+        let endpoints: Vec<String> = flags
+            .etcd
             .iter()
             .flat_map(|u| u.split(','))
             .map(str::trim)
@@ -73,25 +123,34 @@ impl EtcdSettings {
             .map(str::to_owned)
             .collect();
         if endpoints.is_empty() {
-            if prefix.is_some() || timeout_ms.is_some() || lease_ttl_secs.is_some() {
+            if prefix.is_some() || timeout_ms.is_some() || lease_ttl_secs.is_some() || access.any()
+            {
                 return Err(Error::Config(
-                    "--etcd-prefix, --etcd-timeout-ms and --etcd-lease-ttl need --etcd".into(),
+                    "--etcd-prefix, --etcd-timeout-ms, --etcd-lease-ttl and the TLS and user \
+                     flags of etcd need --etcd"
+                        .into(),
                 ));
             }
             return Ok(None);
         }
+        let mut schemes = Vec::new();
         for url in &endpoints {
-            let rest = url.strip_prefix("http://").ok_or_else(|| {
-                Error::Config(format!(
-                    "etcd endpoint {url:?} must be http://HOST:PORT (TLS to etcd is not supported)"
-                ))
-            })?;
-            if rest.is_empty() || rest.contains('/') {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+            if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains('/') {
                 return Err(Error::Config(format!(
-                    "etcd endpoint {url:?} must be http://HOST:PORT"
+                    "etcd endpoint {url:?} must be http://HOST:PORT or https://HOST:PORT"
                 )));
             }
+            if !schemes.contains(&scheme) {
+                schemes.push(scheme);
+            }
         }
+        if schemes.len() > 1 {
+            return Err(Error::Config(
+                "etcd endpoints must be all http:// or all https://".into(),
+            ));
+        }
+        let access = EtcdAccess::from_flags(access, schemes == ["https"])?;
         let prefix = prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
         if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 2 {
             return Err(Error::Config(format!(
@@ -112,6 +171,7 @@ impl EtcdSettings {
             prefix,
             timeout,
             lease_ttl,
+            access,
         }))
     }
 }
@@ -171,6 +231,8 @@ impl Cluster {
         presence_view: Arc<std::sync::RwLock<Arc<ClusterPresence>>>,
         metrics: Arc<Metrics>,
     ) -> Result<Cluster> {
+        // Every file the TLS and user flags name is read and checked before anything connects.
+        let options = connect::load(settings)?;
         let (requests, rx) = tokio::sync::mpsc::unbounded_channel();
         let (presence, presence_rx) = tokio::sync::mpsc::unbounded_channel();
         let node = uuid::Uuid::new_v4().to_string();
@@ -183,7 +245,7 @@ impl Cluster {
                 what: "etcd runtime",
                 source,
             })?;
-        let task = task::Task::new(settings.clone(), view, presence_view, metrics);
+        let task = task::Task::new(settings.clone(), options, view, presence_view, metrics);
         let node_id = node.clone();
         let ca = Arc::new(std::sync::OnceLock::new());
         let ca_cell = Arc::clone(&ca);
@@ -214,16 +276,18 @@ impl Cluster {
             Ok(Err(reason)) => {
                 cluster.shut_down();
                 Err(Error::Config(format!(
-                    "cannot reach etcd at {}: {reason}",
-                    cluster.endpoints
+                    "cannot reach etcd at {}: {}",
+                    cluster.endpoints,
+                    connect::with_hint(reason, &settings.access)
                 )))
             }
             Err(_) => {
                 cluster.shut_down();
+                let reason = format!("no answer within {:?}", settings.timeout * 3);
                 Err(Error::Config(format!(
-                    "cannot reach etcd at {}: no answer within {:?}",
+                    "cannot reach etcd at {}: {}",
                     cluster.endpoints,
-                    settings.timeout * 3
+                    connect::with_hint(reason, &settings.access)
                 )))
             }
         }

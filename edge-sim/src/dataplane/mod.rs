@@ -149,6 +149,8 @@ pub struct SharedState {
     pub(crate) h2: crate::settings::H2Settings,
     /// The listeners of TCP routes, one set (one socket per worker) per port.
     tcp_listeners: Mutex<HashMap<u16, Arc<ListenerSet>>>,
+    /// The IP TCP routes listen on (`--public-tcp-ip`).
+    tcp_ip: std::net::IpAddr,
     /// Peer links to and from the other nodes (with etcd; see [`crate::peer`]).
     pub(crate) peers: Option<Arc<crate::peer::PeerPlane>>,
 }
@@ -168,7 +170,7 @@ impl SharedState {
         if self.is_draining() {
             return Err("the edge is shutting down".to_owned());
         }
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let addr = SocketAddr::from((self.tcp_ip, port));
         let set = Arc::new(
             ListenerSet::bind(addr, self.workers, DEFAULT_BACKLOG).map_err(|e| e.to_string())?,
         );
@@ -298,6 +300,7 @@ impl DataPlane {
             loads: Arc::new(lb::LoadTable::new(n)),
             h2: settings.h2.clone(),
             tcp_listeners: Mutex::new(HashMap::new()),
+            tcp_ip: settings.public_tcp_ip,
             peers,
         });
         let live: std::sync::Weak<dyn LiveLoads> = Arc::downgrade(&plane.loads) as _;

@@ -1,7 +1,7 @@
-//! Public TCP routes: each routed port listens on `127.0.0.1:PORT` (one `SO_REUSEPORT` set, a
-//! socket per worker, bound when the route is created) and carries each connection as a
-//! `StreamKind::Tcp` stream whose OPEN metadata is the port in ASCII. New and deleted routes are
-//! picked up by polling the routes version once a second.
+//! Public TCP routes: each routed port listens on `IP:PORT` (`--public-tcp-ip`, 127.0.0.1 by
+//! default; one `SO_REUSEPORT` set, a socket per worker, bound when the route is created) and
+//! carries each connection as a `StreamKind::Tcp` stream whose OPEN metadata is the port in
+//! ASCII. New and deleted routes are picked up by polling the routes version once a second.
 //!
 //! A connection holds a place in its client IP's count (`--max-connections-per-ip`) and its
 //! stream one in its tunnel's (`--tunnel-stream-limit`); over either limit it is closed at once.

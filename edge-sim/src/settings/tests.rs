@@ -108,3 +108,21 @@ fn rejects_bad_config() {
         ));
     }
 }
+
+#[test]
+fn the_tcp_route_address_comes_from_the_flag_then_the_file_then_the_default() {
+    assert_eq!(Settings::default().public_tcp_ip, DEFAULT_PUBLIC_TCP_IP);
+    let file = || FileConfig::parse(r#"public-tcp-ip = "127.0.2.1""#).expect("valid toml");
+    let s = Settings::from_parts(file(), Overrides::default()).expect("valid settings");
+    assert_eq!(s.public_tcp_ip.to_string(), "127.0.2.1");
+    let s = Settings::from_parts(
+        file(),
+        Overrides {
+            public_tcp_ip: Some("0.0.0.0".parse().expect("ip")),
+            ..Overrides::default()
+        },
+    )
+    .expect("valid settings");
+    assert_eq!(s.public_tcp_ip.to_string(), "0.0.0.0");
+    assert!(FileConfig::parse(r#"public-tcp-ip = "127.0.2.1:80""#).is_err());
+}

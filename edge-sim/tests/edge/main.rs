@@ -10,6 +10,8 @@ mod binary;
 mod cluster;
 mod cluster_forward;
 mod cluster_ops;
+mod cluster_tcp;
+mod cluster_tls;
 mod control;
 mod dataplane;
 mod faults;

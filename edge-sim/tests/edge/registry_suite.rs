@@ -41,6 +41,7 @@ fn etcd_settings(etcd: &etcd::Etcd) -> EtcdSettings {
         prefix: format!("/test-{}/", uuid::Uuid::new_v4()),
         timeout: Duration::from_secs(2),
         lease_ttl: Duration::from_secs(10),
+        ..EtcdSettings::default()
     }
 }
 
