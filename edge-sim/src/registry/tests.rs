@@ -6,6 +6,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::*;
+use crate::settings::LbPolicy;
 
 fn open(dir: &Path, limit: usize) -> Registry {
     Registry::open(
