@@ -645,9 +645,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
     let plan = crate::run::LinkPlan::new(dcs, links)?;
     crate::run::run(crate::run::RunSettings {
         tunnel_id: *tunnel_id.as_bytes(),
-        secret: ringtun_core::handshake::TunnelSecret::new(
-            credentials.tunnel_secret.expose().to_vec(),
-        ),
+        secret: credentials.tunnel_secret.clone(),
         connector_id: *connector_id.as_bytes(),
         ingress,
         plan,
