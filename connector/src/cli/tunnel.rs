@@ -18,7 +18,7 @@ use super::{
 use crate::admin_client::{AdminClient, ConnectorInfo, TunnelDetail};
 use crate::credentials::{Credentials, TunnelSecret, TunnelToken, default_credentials_path};
 use crate::error::{Error, Result};
-use crate::observe::{MetricsServer, Observer};
+use crate::observe::Observer;
 
 /// How long `tunnel ready` waits for the metrics server's answer.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -594,7 +594,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
                     addr: addr.clone(),
                     source: reason.into(),
                 })?;
-            Some(MetricsServer::start(
+            Some(crate::observe::server::start(
                 &bind_addr(addr),
                 limits,
                 observer.clone(),

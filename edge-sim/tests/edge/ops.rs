@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringtun_edge_sim::Edge;
-use ringtun_edge_sim::metrics_server::EdgeMetricsServer;
 use ringtun_edge_sim::registry::Registry;
 use ringtun_edge_sim::settings::Overrides;
 use ringtun_test_support::edge::{self, json, request};
@@ -113,15 +112,19 @@ fn ready_follows_the_edge_state() {
         )
         .expect("registry"),
     );
-    let server =
-        EdgeMetricsServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), registry).expect("start");
+    let server = ringtun_edge_sim::metrics_server::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        ringtun_core::control::Limits::default(),
+        registry,
+    )
+    .expect("start");
     let addr = server.local_addr();
     let (status, body) = get(addr, "/ready");
     assert_eq!(status, 503, "not ready before set_ready: {body}");
     assert_eq!(json(&body)["ready"], false);
-    server.set_ready(true);
+    server.probes().set_ready(true);
     assert_eq!(get(addr, "/ready").0, 200);
-    server.set_ready(false);
+    server.probes().set_ready(false);
     assert_eq!(get(addr, "/ready").0, 503);
     assert_eq!(get(addr, "/healthcheck").0, 200);
     server.stop();
