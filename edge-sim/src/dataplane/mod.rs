@@ -47,15 +47,15 @@
 //! - [`lb`]: replica choice: per-connector load, the load table, the policies, and whether
 //!   this worker or another opens the stream.
 //! - [`worker`]: per-worker state: live links, snapshots of routes and connectors, hand-off.
-//! - [`http`]: the public HTTP/1.1 ingress, over plain TCP or TLS (`client_io`: the client
+//! - [`http`]: public HTTP/1.1, over plain TCP or TLS (`client_io`: the client
 //!   stream it is generic over).
-//! - `h2`: the public HTTP/2 ingress (h2c prior knowledge on the public HTTP listener, TLS with
+//! - `h2`: public HTTP/2 (h2c prior knowledge on the public HTTP listener, TLS with
 //!   ALPN `h2` on `--public-https`), and the HTTPS listener that sends `http/1.1` to [`http`].
 //! - `bridge`: a tunnel stream opened and carried by another worker, which holds a link of its
 //!   tunnel, for an HTTP/2 stream (or a stream forwarded from another node) on a worker that
 //!   holds none.
 //! - `open`, `retry`: one attempt at opening a request's stream, and the retry decision (both
-//!   ingresses).
+//!   HTTP versions).
 //! - [`tcp`]: the public TCP route listeners.
 //! - [`limits`]: concurrent connections per client IP, concurrent streams per tunnel.
 //! - `watchdog`: the deadlines of public connections (slow clients, write timeout, idle pipes).

@@ -17,7 +17,7 @@
 //! unreachable etcd after `--etcd-timeout-ms`. Locks are always taken in the order writes,
 //! connectors, store, so they cannot deadlock; the connector table's lock is never held while
 //! waiting on etcd. Nothing on the per-request path may call into the registry: the public
-//! ingress works from a [`RouteTable`] snapshot, refreshed when [`Registry::routes_version`]
+//! side works from a [`RouteTable`] snapshot, refreshed when [`Registry::routes_version`]
 //! changes (a change by this node or, with etcd, by another). The snapshot also carries the
 //! tunnels' own load-balancing policies, so a policy change reaches the workers the same way.
 //!

@@ -1,4 +1,4 @@
-//! The public HTTP/1.1 ingress: parse, route by `Host`, choose a replica, one stream per
+//! The public HTTP/1.1 side: parse, route by `Host`, choose a replica, one stream per
 //! request, stream the bodies both ways, keep the client connection alive.
 //!
 //! The connection is plain TCP (`--public-http`) or TLS (`--public-https` when ALPN chose
