@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 
 /// The tunnel's secret is the one type the registration proof takes
 /// ([`ringtun_core::handshake::TunnelSecret`], whose `Debug` prints `***`); in a credentials
-/// file and a token it is standard base64 ([`secret_base64`]).
+/// file and a token it is standard base64 (`secret_base64` below).
 pub use ringtun_core::handshake::TunnelSecret;
 
 /// A [`TunnelSecret`] as standard base64, for `#[serde(with = "secret_base64")]`: an empty or

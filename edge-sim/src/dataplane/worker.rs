@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - this file: the worker's state, its snapshots of routes and connectors, where a stream
-//!   goes ([`Worker::pick`], [`Worker::pick_or_wait`]) and the per-tunnel and per-client slots;
+//!   goes (`Worker::pick`, `Worker::pick_or_wait`) and the per-tunnel and per-client slots;
 //! - `local_links.rs`: the live links served here, per connector;
 //! - `handoff.rs`: public connections moving to another worker ([`Handoff`]);
 //! - `mailbox.rs`: what workers send one another;

@@ -33,7 +33,7 @@ impl Registry {
     /// network failure). Every record here has a live link: a link's server unregisters it when
     /// the link ends, and the record goes with its last link, so there is no stale record to
     /// remove (a node that dies takes its records with it; see the module doc of
-    /// [`super::connectors`]).
+    /// `connectors.rs`).
     pub fn cleanup(
         &self,
         id_or_name: &str,

@@ -27,10 +27,10 @@
 //!
 //! # Layout
 //! - this file: the [`Registry`] type, opening it on SQLite or etcd, and the cluster accessors;
-//! - [`tunnels`]: tunnels and their policies; [`routes`]: DNS and TCP routes, the route table;
-//! - [`links`]: connectors' links, the connector limit, cleanup; [`connectors`]: their table;
-//! - [`storage`], [`sqlite`], [`etcd`], [`store`], [`view`]: the durable records and their
-//!   in-memory view; [`route_table`], [`types`]: what the registry hands out.
+//! - `tunnels.rs`: tunnels and their policies; `routes.rs`: DNS and TCP routes, the route table;
+//! - `links.rs`: connectors' links, the connector limit, cleanup; `connectors.rs`: their table;
+//! - `storage.rs`, `sqlite.rs`, `etcd.rs`, `store.rs`, `view.rs`: the durable records and their
+//!   in-memory view; `route_table.rs`, `types.rs`: what the registry hands out.
 mod connectors;
 mod etcd;
 mod links;
