@@ -77,7 +77,7 @@ pub use body::RETRY_BODY_LIMIT;
 
 use super::client_io::ClientIo;
 use super::limits::ClientSlot;
-use super::links::Moving;
+use super::link_server::Moving;
 use super::watchdog::{ReadKind, Watch, watchdog};
 use super::worker::Worker;
 

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::Worker;
 use crate::dataplane::WorkerMsg;
 use crate::dataplane::limits::ClientSlot;
-use crate::dataplane::links::Moving;
+use crate::dataplane::link_server::Moving;
 
 /// A public connection moving to another worker: a duplicate of its socket and, over TLS, its
 /// session (`Send`), and the bytes already read from it.

@@ -21,7 +21,11 @@ impl Worker {
     /// Sends a registered link to worker `to`, which serves it from then on (see
     /// [`crate::dataplane::placement`]). Waits while that worker's mailbox is full; when the worker is gone
     /// (shutdown), the link is closed and unregistered.
-    pub(crate) async fn move_link(&self, to: usize, link: crate::dataplane::links::MovedLink) {
+    pub(crate) async fn move_link(
+        &self,
+        to: usize,
+        link: crate::dataplane::link_server::MovedLink,
+    ) {
         let (connector, index, id) = link.registry_key();
         if let Err(e) = self.senders.send(to, WorkerMsg::Link(Box::new(link))).await {
             tracing::warn!(error = %e, to, "cannot move a link to its worker; closed (the connector reconnects)");
@@ -37,7 +41,8 @@ pub(super) async fn serve(w: Rc<Worker>, mailbox: Mailbox<WorkerMsg>) {
         match msg {
             WorkerMsg::Handoff(h) => w.take_handoff(h),
             WorkerMsg::Link(l) => {
-                compio::runtime::spawn(crate::dataplane::links::adopt(Rc::clone(&w), *l)).detach();
+                compio::runtime::spawn(crate::dataplane::link_server::adopt(Rc::clone(&w), *l))
+                    .detach();
             }
             WorkerMsg::Bridge(r) => {
                 compio::runtime::spawn(crate::dataplane::bridge::serve(Rc::clone(&w), *r)).detach();

@@ -73,7 +73,7 @@ pub(crate) async fn run(
         match set.take(index) {
             Ok(l) => {
                 keep(&l);
-                compio::runtime::spawn(crate::dataplane::links::accept_loop(
+                compio::runtime::spawn(crate::dataplane::link_server::accept_loop(
                     Rc::clone(&w),
                     l,
                     info.clone(),
