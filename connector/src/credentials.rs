@@ -15,7 +15,6 @@
 //! others, not even for an instant; an existing file is never overwritten. Reading a file that
 //! others can read works, with a warning.
 
-use std::fmt;
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -23,40 +22,34 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// A tunnel's secret. Its `Debug` prints `***`; it is serialized as standard base64.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TunnelSecret(Vec<u8>);
+/// The tunnel's secret is the one type the registration proof takes
+/// ([`ringtun_core::handshake::TunnelSecret`], whose `Debug` prints `***`); in a credentials
+/// file and a token it is standard base64 (`secret_base64` below).
+pub use ringtun_core::handshake::TunnelSecret;
 
-impl TunnelSecret {
-    /// Wraps secret bytes.
-    pub fn new(bytes: Vec<u8>) -> TunnelSecret {
-        TunnelSecret(bytes)
+/// A [`TunnelSecret`] as standard base64, for `#[serde(with = "secret_base64")]`: an empty or
+/// non-base64 secret is refused.
+mod secret_base64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::TunnelSecret;
+
+    pub(super) fn serialize<S: Serializer>(
+        secret: &TunnelSecret,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(secret.expose()))
     }
 
-    /// The secret bytes, for computing the registration HMAC.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for TunnelSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl Serialize for TunnelSecret {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(&self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for TunnelSecret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<TunnelSecret, D::Error> {
         let text = String::deserialize(d)?;
         let bytes = STANDARD.decode(text.trim()).map_err(|e| {
             serde::de::Error::custom(format!("TunnelSecret is not valid base64: {e}"))
@@ -64,7 +57,7 @@ impl<'de> Deserialize<'de> for TunnelSecret {
         if bytes.is_empty() {
             return Err(serde::de::Error::custom("TunnelSecret is empty"));
         }
-        Ok(TunnelSecret(bytes))
+        Ok(TunnelSecret::new(bytes))
     }
 }
 
@@ -85,7 +78,7 @@ pub struct Credentials {
     #[serde(rename = "TunnelName", default)]
     pub tunnel_name: String,
     /// The secret proven to the edge at registration.
-    #[serde(rename = "TunnelSecret")]
+    #[serde(rename = "TunnelSecret", with = "secret_base64")]
     pub tunnel_secret: TunnelSecret,
     /// The PEM certificate of the edge's CA, to trust for links; absent means the system roots.
     #[serde(rename = "EdgeCA", default, skip_serializing_if = "Option::is_none")]
@@ -180,7 +173,7 @@ pub struct TunnelToken {
     #[serde(rename = "t")]
     pub tunnel_id: String,
     /// The tunnel's secret.
-    #[serde(rename = "s")]
+    #[serde(rename = "s", with = "secret_base64")]
     pub secret: TunnelSecret,
     /// The edge CA in PEM, trusted for links as a credentials file's `EdgeCA` is.
     #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]

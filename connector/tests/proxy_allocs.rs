@@ -2,7 +2,7 @@
 //! allocator on the connector's thread only.
 //!
 //! The connector side runs on this test's thread: a link (client role) and the proxy serving
-//! every stream the link accepts, as a connector worker does (`connector/src/run/link.rs`).
+//! every stream the link accepts, as a connector worker does (`connector/src/run/link_supervisor.rs`).
 //! The edge side (a link in the server role that opens the streams) and the origin (a blocking
 //! keep-alive HTTP server answering 128 bytes) run on threads of their own, so their
 //! allocations are not counted. Requests go one at a time, so the count is the same on every

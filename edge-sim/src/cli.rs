@@ -13,7 +13,7 @@ use signal_hook::iterator::Signals;
 use crate::settings::Overrides;
 use crate::{Settings, StopRequest};
 
-/// ringtun edge simulator: data centers, registry, admin API, public ingress.
+/// ringtun edge simulator: data centers, registry, admin API, public listeners.
 #[derive(Parser)]
 #[command(version, about)]
 pub struct Cli {

@@ -3,12 +3,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use ringtun_core::control::MetricsServer;
+
 use crate::admin::{AdminContext, AdminServer};
 use crate::cluster::NodeRecord;
 use crate::dataplane::DataPlane;
 use crate::error::Result;
 use crate::metrics::Metrics;
-use crate::metrics_server::EdgeMetricsServer;
+use crate::metrics_server::EdgeProbes;
 use crate::registry::Registry;
 use crate::settings::Settings;
 use crate::state_dir::StateDir;
@@ -22,7 +24,7 @@ pub struct Edge {
     registry: Arc<Registry>,
     admin: AdminServer,
     data_plane: DataPlane,
-    metrics_server: Option<EdgeMetricsServer>,
+    metrics_server: Option<MetricsServer<EdgeProbes>>,
 }
 
 impl Edge {
@@ -52,7 +54,7 @@ impl Edge {
         // Bound first so `/ready` can say 503 while the rest starts.
         let metrics_server = match metrics_addr {
             Some(addr) => {
-                let server = EdgeMetricsServer::start_with_limits(
+                let server = crate::metrics_server::start(
                     addr,
                     settings.admin_limits,
                     Arc::clone(&registry),
@@ -100,7 +102,7 @@ impl Edge {
         // Every listener is bound (connections queue until each worker takes its sockets,
         // which it does first thing): ready, before the last start-up line is logged.
         if let Some(m) = &metrics_server {
-            m.set_ready(true);
+            m.probes().set_ready(true);
         }
         tracing::info!(
             admin = %admin.local_addr(),
@@ -120,9 +122,7 @@ impl Edge {
 
     /// The metrics server's bound address, when `--metrics` was given.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_server
-            .as_ref()
-            .map(EdgeMetricsServer::local_addr)
+        self.metrics_server.as_ref().map(MetricsServer::local_addr)
     }
 
     /// The fault injection state.
@@ -165,7 +165,7 @@ impl Edge {
     /// `--grace-period` to finish. Call [`Edge::stop`] afterwards.
     pub fn drain(&self) {
         if let Some(m) = &self.metrics_server {
-            m.set_ready(false);
+            m.probes().set_ready(false);
         }
         self.data_plane.drain(self.settings.grace_period);
     }
@@ -175,7 +175,7 @@ impl Edge {
     /// the data plane (its links) has stopped.
     pub fn stop(mut self) {
         if let Some(m) = &self.metrics_server {
-            m.set_ready(false);
+            m.probes().set_ready(false);
         }
         self.data_plane.stop();
         // Its links are closed: the other nodes of a cluster see its presence go at once.

@@ -1,7 +1,7 @@
 //! `ringtun-edge-sim`: the edge simulator, a real edge server in one process.
 //!
 //! It plays Cloudflare's part: data centers with edge servers, the registry of tunnels, routes
-//! and connectors, the admin API, the link servers and the public HTTP and TCP ingress. [`run`] is what the `ringtun-edge` binary calls.
+//! and connectors, the admin API, the link servers and the public HTTP and TCP listeners. [`run`] is what the `ringtun-edge` binary calls.
 //!
 //! # Layout
 //! - [`cli`]: the `ringtun-edge` command line (flags, logging, signals); `main.rs` only calls it.

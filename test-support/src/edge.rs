@@ -1,16 +1,22 @@
 //! The edge's test fixtures: the settings an in-process edge starts from ([`overrides`],
-//! [`start`]), a routed tunnel ([`tunnel`]), a `ringtun-edge` process on port 0 whose addresses
-//! are read from its log ([`spawn_edge`]), and one admin API call ([`request`]) on the one HTTP
-//! client ([`crate::http`]).
+//! [`start`]), a routed tunnel ([`tunnel`]), both together with what a test asks of them
+//! ([`TunnelEdge`]: fake connectors' options, admin calls, metrics), a `ringtun-edge` process
+//! on port 0 whose addresses are read from its log ([`spawn_edge`]), and one admin API call
+//! ([`request`]) on the one HTTP client ([`crate::http`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use ringtun_edge_sim::settings::Overrides;
 use ringtun_edge_sim::{Edge, Settings};
 use uuid::Uuid;
 
+use crate::fake_connector::FakeOpts;
 use crate::http::{parse_response, send_raw};
+
+/// The host a [`TunnelEdge`]'s tunnel is routed at.
+pub const HOST: &str = "app.example.com";
 
 /// The settings an in-process test edge starts from: its state in `DIR/state`, the admin API and
 /// public HTTP on `127.0.0.1:0`, one data center `dfw` with one link server on `127.0.1.1:0`,
@@ -42,6 +48,89 @@ pub fn tunnel(edge: &Edge, name: &str, host: &str) -> (Uuid, Vec<u8>) {
     let (t, secret) = edge.registry().create_tunnel(name).expect("tunnel");
     edge.registry().route_dns(name, host).expect("route");
     (t.id, secret.expose().to_vec())
+}
+
+/// An in-process edge with tunnel `web` routed at [`HOST`]: what the edge's data-plane tests
+/// start from, with the tunnel's secret and the admin token.
+pub struct TunnelEdge {
+    /// The edge.
+    pub edge: Edge,
+    /// Tunnel `web`'s ID.
+    pub tunnel: Uuid,
+    /// Its secret.
+    pub secret: Vec<u8>,
+    /// The admin API's token.
+    pub token: String,
+}
+
+impl TunnelEdge {
+    /// Starts an edge with `overrides` and creates the tunnel.
+    pub fn start(overrides: Overrides) -> TunnelEdge {
+        TunnelEdge::on(start(overrides))
+    }
+
+    /// Creates the tunnel on an edge started otherwise.
+    pub fn on(edge: Edge) -> TunnelEdge {
+        let (tunnel, secret) = tunnel(&edge, "web", HOST);
+        let token = edge.state().admin_token().expose().to_owned();
+        TunnelEdge {
+            edge,
+            tunnel,
+            secret,
+            token,
+        }
+    }
+
+    /// A fake connector's options for link 0 of a new connector named `name` (in its answers)
+    /// on the edge's server `server`: over TLS, trusting the edge's CA, unless the edge runs
+    /// with `--danger-plaintext-links`. A test changes the rest with struct update syntax.
+    pub fn link(&self, name: &'static str, server: usize) -> FakeOpts {
+        FakeOpts {
+            name,
+            server: self.edge.servers()[server].addr,
+            ca_pem: (!self.edge.settings().danger_plaintext_links)
+                .then(|| self.edge.state().tls().ca_pem.clone()),
+            tunnel: self.tunnel,
+            secret: self.secret.clone(),
+            connector: Uuid::new_v4(),
+            link_index: 0,
+            refuse: false,
+        }
+    }
+
+    /// One admin API call with the token ([`request`]).
+    pub fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        request(
+            self.edge.admin_addr(),
+            method,
+            path,
+            Some(&self.token),
+            body,
+        )
+    }
+
+    /// How many connectors the tunnel has in the registry.
+    pub fn connectors(&self) -> usize {
+        self.edge.registry().connectors(self.tunnel).len()
+    }
+
+    /// The value of the first metric line starting with `line_start` (name and labels).
+    pub fn metric(&self, line_start: &str) -> f64 {
+        let text = self.edge.registry().metrics().encode();
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
+    }
+}
+
+/// Waits until `f` holds, checking every 20 ms; panics naming `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Sends one request to the admin API (`Connection: close`, a JSON body when given, the bearer
@@ -93,10 +182,13 @@ pub struct Spawned {
     pub token: String,
     /// Every line the edge printed on stderr so far.
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The thread that reads stderr into [`Spawned::log`]; it ends when the process has exited
+    /// (join it to have every line).
+    pub reader: std::thread::JoinHandle<()>,
 }
 
 /// Starts the edge binary `bin` with its state in `state`, its admin API and public HTTP on port
-/// 0, and `args`; waits until it has logged every address those ask for, then keeps reading its
+/// 0, and `args`; waits until it has logged every address those ask for (in text or JSON logs), then keeps reading its
 /// stderr (so it never blocks on a full pipe) into [`Spawned::log`].
 pub fn spawn_edge(bin: &str, state: &std::path::Path, args: &[&str]) -> Spawned {
     use std::io::{BufRead, BufReader};
@@ -113,10 +205,15 @@ pub fn spawn_edge(bin: &str, state: &std::path::Path, args: &[&str]) -> Spawned 
         .expect("start ringtun-edge");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
+    // A text line has `name=ADDR`; a `--log-format json` line has `"fields": {name: ADDR}`.
     let field = |line: &str, name: &str| -> Option<SocketAddr> {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => v["fields"][name].as_str().and_then(|a| a.parse().ok()),
+            Err(_) => line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok()),
+        }
     };
     let want_server = args.contains(&"--data-center");
     let want_metrics = args.contains(&"--metrics");
@@ -138,7 +235,7 @@ pub fn spawn_edge(bin: &str, state: &std::path::Path, args: &[&str]) -> Spawned 
         log.lock().expect("log lock").push(line);
     }
     let sink = std::sync::Arc::clone(&log);
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
             sink.lock().expect("log lock").push(line);
         }
@@ -152,5 +249,6 @@ pub fn spawn_edge(bin: &str, state: &std::path::Path, args: &[&str]) -> Spawned 
         metrics,
         token: token.trim().to_owned(),
         log,
+        reader,
     }
 }

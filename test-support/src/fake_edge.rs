@@ -103,6 +103,16 @@ impl Connector {
     /// `ringtun tunnel run` against the fake edge at `edge`, one link and one worker, with `extra`
     /// flags.
     pub fn start(s: &Setup, edge: SocketAddr, extra: &[&str]) -> Connector {
+        Connector::start_env(s, edge, extra, &[])
+    }
+
+    /// [`Connector::start`] with extra environment variables.
+    pub fn start_env(
+        s: &Setup,
+        edge: SocketAddr,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Connector {
         let edge = edge.to_string();
         let mut args = vec![
             "--edge",
@@ -113,7 +123,7 @@ impl Connector {
             "1",
         ];
         args.extend_from_slice(extra);
-        Connector::spawn_with(s, &args)
+        Connector::spawn_env(s, &args, envs)
     }
 
     /// `ringtun tunnel run --config C --credentials-file F --grace-period 5s ARGS...`.

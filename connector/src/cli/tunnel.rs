@@ -18,7 +18,7 @@ use super::{
 use crate::admin_client::{AdminClient, ConnectorInfo, TunnelDetail};
 use crate::credentials::{Credentials, TunnelSecret, TunnelToken, default_credentials_path};
 use crate::error::{Error, Result};
-use crate::observe::{MetricsServer, Observer};
+use crate::observe::Observer;
 
 /// How long `tunnel ready` waits for the metrics server's answer.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -594,7 +594,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
                     addr: addr.clone(),
                     source: reason.into(),
                 })?;
-            Some(MetricsServer::start(
+            Some(crate::observe::server::start(
                 &bind_addr(addr),
                 limits,
                 observer.clone(),
@@ -645,9 +645,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
     let plan = crate::run::LinkPlan::new(dcs, links)?;
     crate::run::run(crate::run::RunSettings {
         tunnel_id: *tunnel_id.as_bytes(),
-        secret: ringtun_core::handshake::TunnelSecret::new(
-            credentials.tunnel_secret.expose().to_vec(),
-        ),
+        secret: credentials.tunnel_secret.clone(),
         connector_id: *connector_id.as_bytes(),
         ingress,
         plan,

@@ -14,8 +14,9 @@
 //! (from 1, as `ringtun ingress rule` prints it) and the rule's hostname pattern (`*` for a
 //! catch-all), not the request's `Host`, so a client cannot grow the label space.
 //!
-//! The HTTP side ([`server`]) runs on a small std thread of its own, never on the io_uring
-//! workers.
+//! The HTTP side ([`server`]: the observer's [`Probes`](ringtun_core::control::Probes) on
+//! `ringtun_core::control`'s [`MetricsServer`], the edge's too) runs on a small std thread of
+//! its own, never on the io_uring workers.
 
 pub mod server;
 
@@ -36,7 +37,7 @@ use ringtun_core::tunnel::ReplyErrorKind;
 
 use crate::ingress::IngressRules;
 
-pub use server::MetricsServer;
+pub use ringtun_core::control::MetricsServer;
 
 /// Upper bounds of the request duration buckets, in seconds (1 ms to 60 s).
 const DURATION_BUCKETS: [f64; 15] = [

@@ -1,7 +1,7 @@
 //! The metrics server behind `--metrics ADDR`: `GET /ready`, `GET /healthcheck` and
-//! `GET /metrics`, answering from the shared [`Observer`] on `ringtun_core::control`'s
-//! [`HttpServer`] (std threads, off the io_uring workers; the edge's admin API and metrics
-//! server run on the same one). A client has [`Limits`] (flags `--metrics-timeout`,
+//! `GET /metrics`, answering from the shared [`Observer`] (its [`Probes`]) on
+//! `ringtun_core::control`'s [`MetricsServer`] (std threads, off the io_uring workers; the
+//! edge's metrics server is the same one, with the edge's probes). A client has [`Limits`] (flags `--metrics-timeout`,
 //! `--metrics-max-connections`, `--metrics-max-head-bytes`, `--metrics-max-body-bytes`); one
 //! that hits them is answered 408, 413, 431 or 503 and counted in
 //! `ringtun_metrics_rejected_total{reason}`.
@@ -10,113 +10,66 @@
 //! `{"status":200,"readyConnections":N,"connectorId":"..","draining":false}` while at least one
 //! link is registered and the drain has not started, else the same body with `503`.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::Arc;
 
-use ringtun_core::control::{Head, HttpServer, Limits, Rejection, Reply, Service};
+use ringtun_core::control::{Limits, MetricsServer, Probes, Rejection};
 
 use super::Observer;
 use crate::error::{Error, Result};
 
-/// A running metrics server; stops when dropped.
-pub struct MetricsServer {
-    addr: SocketAddr,
-    server: HttpServer,
+/// Binds `addr` (`host:port`, port 0 allowed), logs `metrics server listening metrics=IP:PORT`
+/// and serves the observer's probes under `limits` on threads of its own; the server stops when
+/// dropped.
+pub fn start(
+    addr: &str,
+    limits: Limits,
+    observer: Arc<Observer>,
+) -> Result<MetricsServer<Observer>> {
+    let fail = |source: crate::error::Cause| Error::MetricsServer {
+        addr: addr.to_owned(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).map_err(|e| fail(e.into()))?;
+    let server = MetricsServer::start(listener, limits, observer)
+        .map_err(|e| fail(format!("cannot start its thread: {e}").into()))?;
+    tracing::info!(metrics = %server.local_addr(), "metrics server listening");
+    Ok(server)
 }
 
-impl std::fmt::Debug for MetricsServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricsServer")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
-}
-
-impl MetricsServer {
-    /// Binds `addr` (`host:port`, port 0 allowed), logs
-    /// `metrics server listening metrics=IP:PORT` and serves under `limits` on threads of its
-    /// own.
-    pub fn start(addr: &str, limits: Limits, observer: Arc<Observer>) -> Result<MetricsServer> {
-        let fail = |source: crate::error::Cause| Error::MetricsServer {
-            addr: addr.to_owned(),
-            source,
-        };
-        let listener = TcpListener::bind(addr).map_err(|e| fail(e.into()))?;
-        let local = listener.local_addr().map_err(|e| fail(e.into()))?;
-        let server = HttpServer::start(listener, "metrics", limits, Probes(observer))
-            .map_err(|e| fail(format!("cannot start its thread: {e}").into()))?;
-        tracing::info!(metrics = %local, "metrics server listening");
-        Ok(MetricsServer {
-            addr: local,
-            server,
-        })
+impl Probes for Observer {
+    /// Ready while at least one link is registered and the drain has not started.
+    fn ready(&self) -> (bool, String) {
+        let ready = self.is_ready();
+        let body = serde_json::json!({
+            "status": if ready { 200 } else { 503 },
+            "readyConnections": self.ready_links(),
+            "connectorId": self.connector_id(),
+            "draining": self.is_draining(),
+        });
+        (ready, body.to_string())
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.server.stop();
-    }
-}
-
-/// The probe routes as a [`Service`]: no token, no body.
-struct Probes(Arc<Observer>);
-
-impl Service for Probes {
-    fn before_body(&self, _head: &Head) -> Option<Reply> {
-        None
-    }
-
-    fn serve(&self, head: &Head, _body: &[u8]) -> Reply {
-        route(&head.method, &head.target, &self.0)
+    fn metrics(&self) -> (&'static str, String) {
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            self.encode(),
+        )
     }
 
     fn rejected(&self, reason: Rejection) {
-        self.0.metrics_rejected(reason.as_str());
-    }
-}
-
-fn route(method: &str, url: &str, observer: &Observer) -> Reply {
-    let path = url.split('?').next().unwrap_or(url);
-    if !matches!(method, "GET" | "HEAD") {
-        return Reply::text(405, "only GET is served here\n");
-    }
-    match path {
-        "/ready" => ready(observer),
-        "/healthcheck" => Reply::text(200, "OK\n"),
-        "/metrics" => Reply {
-            status: 200,
-            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            body: observer.encode(),
-        },
-        _ => Reply::text(404, "not found: try /ready, /healthcheck or /metrics\n"),
-    }
-}
-
-/// The `/ready` answer.
-fn ready(observer: &Observer) -> Reply {
-    let status = if observer.is_ready() { 200 } else { 503 };
-    let body = serde_json::json!({
-        "status": status,
-        "readyConnections": observer.ready_links(),
-        "connectorId": observer.connector_id(),
-        "draining": observer.is_draining(),
-    });
-    Reply {
-        status,
-        content_type: "application/json",
-        body: body.to_string(),
+        self.metrics_rejected(reason.as_str());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringtun_core::control::{Reply, answer};
+
+    fn route(method: &str, target: &str, observer: &Observer) -> Reply {
+        answer(observer, method, target)
+    }
 
     #[test]
     fn ready_reports_links_and_draining() {
@@ -142,8 +95,8 @@ mod tests {
     fn serves_over_a_real_socket_and_reports_bind_errors() {
         use std::io::{Read, Write};
         let o = Arc::new(Observer::new("c1"));
-        let server = MetricsServer::start("127.0.0.1:0", Limits::default(), o.clone())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let server =
+            start("127.0.0.1:0", Limits::default(), o.clone()).unwrap_or_else(|e| panic!("{e}"));
         let addr = server.local_addr();
         let get = |path: &str| {
             let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
@@ -163,7 +116,7 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 503"), "{r}");
         // The port is taken now: a second server on it fails with the address in the message.
         let taken = addr.to_string();
-        let e = MetricsServer::start(&taken, Limits::default(), o).err();
+        let e = start(&taken, Limits::default(), o).err();
         let text = e.map(|e| e.to_string()).unwrap_or_default();
         assert!(
             text.contains(&taken) && text.contains("--metrics"),
@@ -188,8 +141,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(1),
             ..Limits::default()
         };
-        let server = MetricsServer::start("127.0.0.1:0", limits, o.clone())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let server = start("127.0.0.1:0", limits, o.clone()).unwrap_or_else(|e| panic!("{e}"));
         let mut s =
             std::net::TcpStream::connect(server.local_addr()).unwrap_or_else(|e| panic!("{e}"));
         // Half a head, then nothing: the server must not wait for the rest for ever.

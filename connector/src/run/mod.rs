@@ -1,7 +1,7 @@
 //! `tunnel run`: the connector's data plane.
 //!
 //! [`run`] starts the `core::rt` workers, puts link *i* on worker *i mod N* (thread per
-//! core, `core::rt`), and waits. Each link is supervised by [`link::supervise`]: connect, TLS,
+//! core, `core::rt`), and waits. Each link is supervised by [`link_supervisor::supervise`]: connect, TLS,
 //! registration, then streams served by [`crate::proxy`] on the same worker, with that worker's
 //! keep-alive pool. SIGINT/SIGTERM drain every link within the grace period; streams still open
 //! when it ends are reset and counted in the log (`grace period over; resetting open streams
@@ -13,7 +13,7 @@
 //! (`ringtun_core::http`).
 
 pub mod edges;
-mod link;
+mod link_supervisor;
 pub mod reload;
 
 use std::path::PathBuf;
@@ -225,7 +225,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
             });
             let mut tasks = Vec::new();
             for i in (0..links).filter(|i| i % workers == index) {
-                tasks.push(compio::runtime::spawn(link::supervise(
+                tasks.push(compio::runtime::spawn(link_supervisor::supervise(
                     i,
                     index,
                     shared.clone(),
@@ -272,7 +272,7 @@ pub fn run(settings: RunSettings) -> Result<()> {
 /// jitter) and says so in one warning per attempt, as cloudflared does; any other error (a
 /// refused token, an unknown tunnel) is returned at once.
 pub fn retry_at_start<T>(what: &str, mut step: impl FnMut() -> Result<T>) -> Result<T> {
-    let mut backoff = link::BACKOFF_START;
+    let mut backoff = link_supervisor::BACKOFF_START;
     let mut attempt: u32 = 1;
     loop {
         match step() {
@@ -283,7 +283,7 @@ pub fn retry_at_start<T>(what: &str, mut step: impl FnMut() -> Result<T>) -> Res
                 return Ok(v);
             }
             Err(e) if e.is_retry_safe() => {
-                let delay = link::jitter(backoff);
+                let delay = link_supervisor::jitter(backoff);
                 tracing::warn!(
                     what,
                     attempt,
@@ -292,7 +292,7 @@ pub fn retry_at_start<T>(what: &str, mut step: impl FnMut() -> Result<T>) -> Res
                     "the edge is not reachable yet; retrying"
                 );
                 std::thread::sleep(delay);
-                backoff = (backoff * 2).min(link::BACKOFF_CAP);
+                backoff = (backoff * 2).min(link_supervisor::BACKOFF_CAP);
                 attempt = attempt.saturating_add(1);
             }
             Err(e) => return Err(e),

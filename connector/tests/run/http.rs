@@ -318,16 +318,7 @@ fn tls_scenario(envs: &[(&str, &str)]) {
     block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let edge = l.local_addr().unwrap();
-        let edge = edge.to_string();
-        let args = [
-            "--edge",
-            edge.as_str(),
-            "--ha-connections",
-            "1",
-            "--workers",
-            "1",
-        ];
-        let mut c = Connector::spawn_env(&s, &args, envs);
+        let mut c = Connector::start_env(&s, edge, &[], envs);
         let link = accept_link(&l, Some(&p), SECRET).await;
         let a = request(&link, get("app.test", "/cl"), vec![], BodyFraming::Empty).await;
         assert_eq!(a.body, b"hello");

@@ -215,19 +215,13 @@ fn scenario(envs: &[(&str, &str)]) {
     let s = setup(None, &config(tls, silent_origin()));
     block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let edge = l.local_addr().unwrap().to_string();
-        let args = [
-            "--edge",
-            edge.as_str(),
-            "--ha-connections",
-            "1",
-            "--workers",
-            "1",
+        let edge = l.local_addr().unwrap();
+        let extra = [
             "--danger-plaintext-links",
             "--origin-response-timeout",
             "1s",
         ];
-        let c = Connector::spawn_env(&s, &args, envs);
+        let c = Connector::start_env(&s, edge, &extra, envs);
         let link = accept_link(&l, None, SECRET).await;
         check(&link, &log).await;
         let out = c.log();

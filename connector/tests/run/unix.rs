@@ -43,17 +43,8 @@ fn scenario(envs: &[(&str, &str)]) {
     );
     block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let edge = l.local_addr().unwrap().to_string();
-        let args = [
-            "--edge",
-            edge.as_str(),
-            "--ha-connections",
-            "1",
-            "--workers",
-            "1",
-            "--danger-plaintext-links",
-        ];
-        let c = Connector::spawn_env(&s, &args, envs);
+        let edge = l.local_addr().unwrap();
+        let c = Connector::start_env(&s, edge, &["--danger-plaintext-links"], envs);
         let link = accept_link(&l, None, SECRET).await;
         for _ in 0..3 {
             let a = request(&link, get("plain.test", "/cl"), vec![], BodyFraming::Empty).await;

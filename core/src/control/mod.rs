@@ -12,8 +12,13 @@
 //!   ([`Limits`]) and what a client sees at each ([`Rejection`]).
 //! - [`Service`]: the routes a server answers with, given each request's [`Head`] and body.
 //! - [`Reply`]: one answer.
+//! - [`MetricsServer`] (`metrics.rs`): the `--metrics` server of both binaries, answering
+//!   from each one's [`Probes`].
 
+mod metrics;
 mod server;
+
+pub use metrics::{MetricsServer, Probes, answer};
 
 pub use server::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEAD_BYTES, DEFAULT_TIMEOUT_SECS,

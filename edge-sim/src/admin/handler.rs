@@ -282,15 +282,16 @@ fn route(
             let t = registry.tunnel(key)?;
             let done = registry.cleanup(&t.id.to_string(), only, disconnect)?;
             tracing::info!(
-                tunnel = %t.id, name = %t.name, removed = done.removed.len(),
-                disconnected = done.disconnected.len(), kept = done.kept.len(), "tunnel cleanup"
+                tunnel = %t.id, name = %t.name, disconnected = done.disconnected.len(), kept = done.kept.len(), "tunnel cleanup"
             );
             Ok(Reply::json(
                 200,
                 json!({
                     "id": t.id,
                     "name": t.name,
-                    "removed_connectors": done.removed,
+                    // Always empty: every record has a live link (see `Registry::cleanup`).
+                    // Kept in the answer for the clients that read it.
+                    "removed_connectors": [],
                     "disconnected_connectors": done.disconnected,
                     "kept_connectors": done.kept,
                 }),

@@ -14,7 +14,7 @@
 //! | `GET /tunnels` | 200 | `[{id, name, created, connectors, connections}]` |
 //! | `GET /tunnels/{id-or-name}` | 200 | `{id, name, created, connections, connectors: [connector]}` |
 //! | `DELETE /tunnels/{id-or-name}[?force=true]` | 200 | `{id, name, deleted: true}` (with force, the tunnel's links are closed at once) |
-//! | `POST /tunnels/{id-or-name}/cleanup[?connector_id=][&disconnect=true]` | 200 | `{id, name, removed_connectors, disconnected_connectors, kept_connectors}` (lists of connector IDs: records without a live link are removed; connectors with live links are kept, or with `disconnect` have their links closed) |
+//! | `POST /tunnels/{id-or-name}/cleanup[?connector_id=][&disconnect=true]` | 200 | `{id, name, removed_connectors, disconnected_connectors, kept_connectors}` (lists of connector IDs: connectors are kept, or with `disconnect` have their links closed; `removed_connectors` is always empty, as every record has a live link) |
 //! | `GET /tunnels/{id-or-name}/connectors` | 200 | `[connector]` |
 //! | `PUT /tunnels/{id-or-name}/lb` `{"policy": name or null}` | 200 | tunnel (with `lb_policy`) |
 //! | `POST /routes/dns` `{"tunnel","hostname"[,"overwrite"]}` | 201 (new), 200 (`existed` or `replaced`) | `{hostname, tunnel_id, tunnel_name, existed, replaced}` (409: routed to another tunnel without `overwrite`) |

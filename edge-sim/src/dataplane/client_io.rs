@@ -12,7 +12,7 @@ use compio::io::{AsyncRead, AsyncWrite};
 use compio::net::TcpStream;
 use ringtun_core::tls::{TlsReader, TlsStream, TlsWriter};
 
-use super::links::Moving;
+use super::link_server::Moving;
 
 /// A client stream the HTTP/1.1 path can serve.
 pub(crate) trait ClientIo: Sized + 'static {

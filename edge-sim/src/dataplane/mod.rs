@@ -24,7 +24,7 @@
 //!
 //! Choosing a replica ([`lb`]): the candidates are the tunnel's connectors with a live link
 //! that are not draining (a connector drains from the first GOAWAY it sends on any link, see
-//! [`links`]); standby connectors only when no active one is left (both fleet-wide). The
+//! [`link_server`]); standby connectors only when no active one is left (both fleet-wide). The
 //! tunnel's policy (from the route-table snapshot, else `--lb`, p2c by default) chooses among
 //! them. When the chosen connector has no link **on this worker**, the public connection is
 //! handed to a worker that has one (the socket is duplicated, and the already read bytes
@@ -42,20 +42,20 @@
 //! close, or `--grace-period` ends first and `stop` closes what is left.
 //!
 //! # Layout
-//! - [`links`]: TLS, registration handshake under a deadline, `Link::spawn`, unregistration.
+//! - [`link_server`]: TLS, registration handshake under a deadline, `Link::spawn`, unregistration.
 //! - `placement`: which worker serves each link.
 //! - [`lb`]: replica choice: per-connector load, the load table, the policies, and whether
 //!   this worker or another opens the stream.
 //! - [`worker`]: per-worker state: live links, snapshots of routes and connectors, hand-off.
-//! - [`http`]: the public HTTP/1.1 ingress, over plain TCP or TLS (`client_io`: the client
+//! - [`http`]: public HTTP/1.1, over plain TCP or TLS (`client_io`: the client
 //!   stream it is generic over).
-//! - `h2`: the public HTTP/2 ingress (h2c prior knowledge on the public HTTP listener, TLS with
+//! - `h2`: public HTTP/2 (h2c prior knowledge on the public HTTP listener, TLS with
 //!   ALPN `h2` on `--public-https`), and the HTTPS listener that sends `http/1.1` to [`http`].
 //! - `bridge`: a tunnel stream opened and carried by another worker, which holds a link of its
 //!   tunnel, for an HTTP/2 stream (or a stream forwarded from another node) on a worker that
 //!   holds none.
 //! - `open`, `retry`: one attempt at opening a request's stream, and the retry decision (both
-//!   ingresses).
+//!   HTTP versions).
 //! - [`tcp`]: the public TCP route listeners.
 //! - [`limits`]: concurrent connections per client IP, concurrent streams per tunnel.
 //! - `watchdog`: the deadlines of public connections (slow clients, write timeout, idle pipes).
@@ -69,7 +69,7 @@ mod h2;
 pub mod http;
 pub mod lb;
 pub mod limits;
-pub mod links;
+pub mod link_server;
 mod open;
 mod pipe;
 mod placement;
@@ -106,7 +106,7 @@ pub enum WorkerMsg {
     /// A public connection handed over by a worker without a link of its tunnel.
     Handoff(worker::Handoff),
     /// A registered link seated on this worker by another that accepted it.
-    Link(Box<links::MovedLink>),
+    Link(Box<link_server::MovedLink>),
     /// A stream to open and carry on a link of this worker for a worker that holds none of
     /// its tunnel (see `bridge`).
     Bridge(Box<bridge::Request>),
@@ -131,7 +131,7 @@ pub struct SharedState {
     pub(crate) clients: Arc<limits::ClientConns>,
     /// Streams per tunnel at the edge.
     pub(crate) tunnel_streams: limits::TunnelStreams,
-    /// Link handshakes in progress, on every worker (see [`links`]).
+    /// Link handshakes in progress, on every worker (see [`link_server`]).
     pub(crate) pending_handshakes: std::sync::atomic::AtomicUsize,
     /// `--max-pending-handshakes`.
     pub(crate) max_pending_handshakes: usize,

@@ -1,5 +1,5 @@
 //! One try at opening a request's stream on one replica's link, shared by the HTTP/1.1
-//! (`http/`) and HTTP/2 (`h2/`) ingress: open, send what of the body is at hand, wait for the
+//! (`http/`) and HTTP/2 (`h2/`) public sides: open, send what of the body is at hand, wait for the
 //! REPLY, and say whether another replica may take the request (see `retry.rs`).
 
 use ringtun_core::error::Classify;

@@ -22,7 +22,7 @@ use ringtun_core::mux::StreamKind;
 use ringtun_core::rt::net::ListenerSet;
 
 use super::limits::ClientSlot;
-use super::links::Moving;
+use super::link_server::Moving;
 use super::pipe::pipe;
 use super::watchdog::{Watch, watchdog};
 use super::worker::{HandoffKind, Pick, Worker};

@@ -2,6 +2,19 @@
 //! connectors per tunnel, the hand-off of public connections between workers, the arrival of
 //! links seated here by the worker that accepted them (`super::placement`), and of streams to
 //! carry for another worker (`super::bridge`).
+//!
+//! # Layout
+//! - this file: the worker's state, its snapshots of routes and connectors, where a stream
+//!   goes (`Worker::pick`, `Worker::pick_or_wait`) and the per-tunnel and per-client slots;
+//! - `local_links.rs`: the live links served here, per connector;
+//! - `handoff.rs`: public connections moving to another worker ([`Handoff`]);
+//! - `mailbox.rs`: what workers send one another;
+//! - `run.rs`: a worker's life, from taking its listeners to drain and shutdown.
+
+mod handoff;
+mod local_links;
+mod mailbox;
+mod run;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -10,53 +23,19 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use bytes::BytesMut;
-use compio::net::TcpStream;
 use ringtun_core::link::Link;
-use ringtun_core::mux::ErrorCode;
-use ringtun_core::rt::net::ListenerSet;
-use ringtun_core::rt::{MailboxSender, WorkerCtx};
+use ringtun_core::rt::MailboxSender;
 use uuid::Uuid;
+
+pub use handoff::{Handoff, HandoffKind};
+pub(crate) use run::run;
 
 use super::lb::{Ask, ByTunnel, ConnectorLoad, Route, choose_replica};
 use super::limits::{ClientSlot, TunnelSlot};
-use super::links::Moving;
-use super::{ServerInfo, SharedState, WorkerMsg};
+use super::{SharedState, WorkerMsg};
 use crate::limit::Limit;
-use crate::metrics::WorkerLabels;
 use crate::registry::RouteTable;
 use prometheus_client::metrics::counter::Counter;
-
-/// A public connection moving to another worker: a duplicate of its socket and, over TLS, its
-/// session (`Send`), and the bytes already read from it.
-#[derive(Debug)]
-pub struct Handoff {
-    /// The client socket (with its TLS session, for HTTP/1.1 over TLS).
-    pub(crate) socket: Moving,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// Bytes read but not processed (for HTTP, the request head re-encoded and what followed).
-    pub buf: BytesMut,
-    /// What the connection is.
-    pub kind: HandoffKind,
-    /// The connection's place in its client IP's count; it moves with the connection.
-    pub slot: Option<super::limits::ClientSlot>,
-}
-
-/// What kind of public connection a [`Handoff`] carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandoffKind {
-    /// Public HTTP, moved between workers `hops` times so far (this move included).
-    Http {
-        /// How many times the connection has been handed off (at most `MAX_HOPS` in
-        /// `dataplane/retry.rs`).
-        hops: u8,
-        /// The connector the sending worker's policy chose for it (and counted).
-        chosen: Option<Uuid>,
-    },
-    /// A TCP route on this port, with the connector chosen for it (and counted).
-    Tcp(u16, Option<Uuid>),
-}
 
 /// Where a stream for a tunnel can go from this worker.
 pub(crate) enum Pick {
@@ -105,17 +84,6 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// Every link this worker serves, of every connector (taken out of the borrow, so the
-    /// caller may await on them).
-    fn all_links(&self) -> Vec<Link> {
-        self.links
-            .borrow()
-            .values()
-            .flatten()
-            .map(|l| l.link.clone())
-            .collect()
-    }
-
     /// The current route table: one atomic load, and a refresh only when routes changed.
     pub(crate) fn routes(&self) -> Rc<RouteTable> {
         let version = self.plane.registry.routes_version();
@@ -304,237 +272,5 @@ impl Worker {
                 .hit(Limit::ClientConnections, &peer.ip());
         }
         slot
-    }
-
-    /// Adds a live link (`home`: in the public data center); returns its local ID for
-    /// [`Worker::remove_link`].
-    pub(crate) fn add_link(&self, connector: Uuid, link: Link, home: bool) -> u64 {
-        let id = self.next_link.get();
-        self.next_link.set(id + 1);
-        self.links
-            .borrow_mut()
-            .entry(connector)
-            .or_default()
-            .push(LocalLink { id, link, home });
-        id
-    }
-
-    pub(crate) fn remove_link(&self, connector: Uuid, id: u64) {
-        let mut links = self.links.borrow_mut();
-        if let Some(ls) = links.get_mut(&connector) {
-            ls.retain(|l| l.id != id);
-            if ls.is_empty() {
-                links.remove(&connector);
-            }
-        }
-    }
-
-    /// Hands a public connection, taken apart for the move (`socket`), to worker `to`. The
-    /// caller drops its handles of the connection afterwards; the moved socket keeps it open.
-    pub(crate) fn hand_off(
-        &self,
-        to: usize,
-        socket: std::io::Result<Moving>,
-        peer: SocketAddr,
-        buf: BytesMut,
-        kind: HandoffKind,
-        slot: Option<ClientSlot>,
-    ) -> bool {
-        let socket = match socket {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot take a public connection apart for hand-off");
-                return false;
-            }
-        };
-        let msg = WorkerMsg::Handoff(Handoff {
-            socket,
-            peer,
-            buf,
-            kind,
-            slot,
-        });
-        match self.senders.try_send(to, msg) {
-            Ok(()) => {
-                self.plane.registry.metrics().handoffs.inc();
-                tracing::debug!(from = self.index, to, %peer, "public connection handed off");
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, to, "cannot hand a public connection off");
-                false
-            }
-        }
-    }
-
-    /// Sends `msg` to worker `to`, waiting while its mailbox is full.
-    pub(crate) async fn send_to(
-        &self,
-        to: usize,
-        msg: WorkerMsg,
-    ) -> Result<(), ringtun_core::rt::RtError> {
-        self.senders.send(to, msg).await
-    }
-
-    /// Sends a registered link to worker `to`, which serves it from then on (see
-    /// [`super::placement`]). Waits while that worker's mailbox is full; when the worker is gone
-    /// (shutdown), the link is closed and unregistered.
-    pub(crate) async fn move_link(&self, to: usize, link: super::links::MovedLink) {
-        let (connector, index, id) = link.registry_key();
-        if let Err(e) = self.senders.send(to, WorkerMsg::Link(Box::new(link))).await {
-            tracing::warn!(error = %e, to, "cannot move a link to its worker; closed (the connector reconnects)");
-            // The failed send dropped the link; its registry entry is left to undo.
-            self.plane.registry.unregister_link_id(connector, index, id);
-        }
-    }
-
-    fn take_handoff(self: &Rc<Self>, h: Handoff) {
-        let w = Rc::clone(self);
-        match h.kind {
-            HandoffKind::Http { hops, chosen } => {
-                super::http::take_over(w, h.socket, h.peer, h.buf, hops, h.slot, chosen);
-            }
-            HandoffKind::Tcp(port, chosen) => {
-                let Moving::Plain(socket) = h.socket else {
-                    tracing::warn!("a TCP-route connection cannot arrive over TLS; closed");
-                    return;
-                };
-                let stream = match TcpStream::from_std(socket) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot register a handed-off socket");
-                        return;
-                    }
-                };
-                let serve = super::tcp::serve(w, stream, h.peer, port, h.slot, Some(chosen));
-                compio::runtime::spawn(serve).detach();
-            }
-        }
-    }
-}
-
-/// The edge's graceful shutdown on this worker (see `DataPlane::drain`): once it starts, stop
-/// accepting (the listening sockets are shut down, so the kernel refuses new connections) and
-/// drain every link of this worker; the links close once their streams have finished.
-async fn drain_on_signal(w: Rc<Worker>, listening: Vec<socket2::Socket>) {
-    w.plane.draining.wait().await;
-    for l in &listening {
-        let _ = l.shutdown(std::net::Shutdown::Read);
-    }
-    let links = w.all_links();
-    for l in &links {
-        l.drain();
-    }
-}
-
-/// A worker's whole life: takes its listeners, serves until shutdown, then closes its links.
-pub(crate) async fn run(
-    ctx: WorkerCtx<WorkerMsg>,
-    plane: Arc<SharedState>,
-    servers: &[(ServerInfo, ListenerSet)],
-    http: &ListenerSet,
-    https: Option<(Arc<ListenerSet>, Arc<rustls::ServerConfig>)>,
-) {
-    let index = ctx.index();
-    let (mailbox, senders, shutdown) = ctx.into_parts();
-    let w = Rc::new(Worker {
-        index,
-        plane: Arc::clone(&plane),
-        senders,
-        links: RefCell::new(HashMap::new()),
-        next_link: Cell::new(0),
-        view: RefCell::new(None),
-        routes: RefCell::new(None),
-        tunnel_counters: RefCell::new(HashMap::new()),
-        requests: plane
-            .registry
-            .metrics()
-            .worker_requests
-            .get_or_create(&WorkerLabels {
-                worker: index.to_string(),
-            })
-            .clone(),
-        peers: plane
-            .peers
-            .as_ref()
-            .map(|p| crate::peer::client::WorkerPeers::new(Arc::clone(p))),
-    });
-    // Duplicates of this worker's listening sockets: at drain, shutting them down makes the
-    // kernel refuse new connections and ends the accept loops.
-    let mut listening: Vec<socket2::Socket> = Vec::new();
-    let mut keep = |l: &compio::net::TcpListener| match socket2::SockRef::from(l).try_clone() {
-        Ok(dup) => listening.push(dup),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot duplicate a listening socket; it will not stop at drain")
-        }
-    };
-    for (info, set) in servers {
-        match set.take(index) {
-            Ok(l) => {
-                keep(&l);
-                compio::runtime::spawn(super::links::accept_loop(Rc::clone(&w), l, info.clone()))
-                    .detach();
-            }
-            Err(e) => {
-                tracing::error!(error = %e, server = %info.addr, "cannot take the edge server socket")
-            }
-        }
-    }
-    match http.take(index) {
-        Ok(l) => {
-            keep(&l);
-            compio::runtime::spawn(super::http::accept_loop(Rc::clone(&w), l)).detach()
-        }
-        Err(e) => tracing::error!(error = %e, "cannot take the public HTTP socket"),
-    }
-    if let Some((set, config)) = https {
-        match set.take(index) {
-            Ok(l) => {
-                keep(&l);
-                compio::runtime::spawn(super::h2::tls::accept_loop(Rc::clone(&w), l, config))
-                    .detach()
-            }
-            Err(e) => tracing::error!(error = %e, "cannot take the public HTTPS socket"),
-        }
-    }
-    if let Some(peers) = &plane.peers {
-        match peers.listeners.take(index) {
-            Ok(l) => {
-                keep(&l);
-                let task = crate::peer::server::accept_loop(Rc::clone(&w), l, Arc::clone(peers));
-                compio::runtime::spawn(task).detach();
-            }
-            Err(e) => tracing::error!(error = %e, "cannot take the peer link socket"),
-        }
-    }
-    compio::runtime::spawn(drain_on_signal(Rc::clone(&w), listening)).detach();
-    compio::runtime::spawn(super::tcp::route_watch(Rc::clone(&w))).detach();
-    {
-        let w = Rc::clone(&w);
-        compio::runtime::spawn(async move {
-            while let Some(msg) = mailbox.recv().await {
-                match msg {
-                    WorkerMsg::Handoff(h) => w.take_handoff(h),
-                    WorkerMsg::Link(l) => {
-                        compio::runtime::spawn(super::links::adopt(Rc::clone(&w), *l)).detach();
-                    }
-                    WorkerMsg::Bridge(r) => {
-                        compio::runtime::spawn(super::bridge::serve(Rc::clone(&w), *r)).detach();
-                    }
-                }
-            }
-        })
-        .detach();
-    }
-    shutdown.wait().await;
-    if let Some(peers) = &w.peers {
-        peers.close_all();
-    }
-    let links = w.all_links();
-    for l in &links {
-        l.close(ErrorCode::NO_ERROR);
-    }
-    for l in &links {
-        let _ = compio::time::timeout(std::time::Duration::from_secs(1), l.closed()).await;
     }
 }

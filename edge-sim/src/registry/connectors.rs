@@ -1,4 +1,11 @@
 //! The ephemeral half of the registry: connected connectors, in memory.
+//!
+//! A record exists only with a live link: a link's record is added when its server registers
+//! it (with the signals that server waits on) and removed when that server unregisters it, and
+//! a connector's record goes with its last link. Nothing here is stored, so a node that dies,
+//! even by `kill -9`, leaves no record behind: with SQLite the table dies with the process;
+//! with etcd this node's links are announced only as presence under its lease, which etcd
+//! drops after the lease's TTL (and at once on a graceful stop).
 use std::collections::HashMap;
 
 use ringtun_core::rt::Shutdown;
@@ -129,11 +136,6 @@ impl ConnectorTable {
         self.live
             .insert((connector, index), link)
             .map(|old| old.replaced)
-    }
-
-    /// Whether the connector has a live link (one a link server is serving).
-    pub(crate) fn has_live_link(&self, connector: Uuid) -> bool {
-        self.live.keys().any(|(c, _)| *c == connector)
     }
 
     /// Closes every live link of the connector (their link servers close them at once and

@@ -27,10 +27,13 @@ impl Registry {
         self.storage.links_changed(table);
     }
 
-    /// Cleans a tunnel's connector records up (all, or only `connector`): a record without a
-    /// live link is removed; a connector with live links is kept, or with `disconnect` has its
-    /// links closed at once (its record goes with its last link, so the connector limit holds
-    /// throughout; the connector may reconnect, as it would after a network failure).
+    /// Cleans a tunnel's connectors up (all, or only `connector`): a connector is kept, or with
+    /// `disconnect` has its links closed at once (its record goes with its last link, so the
+    /// connector limit holds throughout; the connector may reconnect, as it would after a
+    /// network failure). Every record here has a live link: a link's server unregisters it when
+    /// the link ends, and the record goes with its last link, so there is no stale record to
+    /// remove (a node that dies takes its records with it; see the module doc of
+    /// `connectors.rs`).
     pub fn cleanup(
         &self,
         id_or_name: &str,
@@ -38,13 +41,10 @@ impl Registry {
         disconnect: bool,
     ) -> Result<Cleanup> {
         let tunnel = self.find(id_or_name)?;
-        let mut table = self.table();
+        let table = self.table();
         let mut done = Cleanup::default();
         for id in table.ids_of_tunnel(tunnel.id, connector) {
-            if !table.has_live_link(id) {
-                table.remove(id);
-                done.removed.push(id);
-            } else if disconnect {
+            if disconnect {
                 table.revoke(id);
                 done.disconnected.push(id);
             } else {
@@ -76,19 +76,6 @@ impl Registry {
         c
     }
 
-    /// Registers a connector's link record without a live link behind it: a stale record, which
-    /// [`Registry::cleanup`] removes. The edge's link server never makes one (it registers
-    /// through [`Registry::register_link`] and unregisters when the link ends); the tests use
-    /// it to exercise cleanup and the limits without running links.
-    pub fn register_connector(
-        &self,
-        tunnel_id: Uuid,
-        registration: ConnectorRegistration,
-        link: LinkInfo,
-    ) -> Result<()> {
-        self.admit(tunnel_id, registration, link, None).map(|_| ())
-    }
-
     /// Registers one live link of a connector (the first link registers the connector).
     /// Enforces the per-tunnel connector limit: over it, the error's message is meant for the
     /// connector, e.g. `tunnel web has reached its limit of 100 connectors`. The caller has
@@ -106,18 +93,6 @@ impl Registry {
         link: LinkInfo,
         slot: LinkSlot,
     ) -> Result<u64> {
-        self.admit(tunnel_id, registration, link, Some(slot))
-    }
-
-    /// Registers a link; `slot` is `None` for a record without a live link (which a cleanup
-    /// may remove).
-    fn admit(
-        &self,
-        tunnel_id: Uuid,
-        registration: ConnectorRegistration,
-        link: LinkInfo,
-        live: Option<LinkSlot>,
-    ) -> Result<u64> {
         let connector = registration.connector_id;
         // The tunnel is looked up with the table locked, so a deletion (which takes the table
         // lock too) either comes first and refuses this link, or comes after and revokes it.
@@ -129,7 +104,6 @@ impl Registry {
                 return Err(e);
             }
         };
-        let slot = live.clone().unwrap_or_default();
         let declared = match table.get(connector) {
             Some(c) if c.tunnel_id != tunnel.id => {
                 self.metrics.connectors_rejected.inc();
@@ -168,15 +142,13 @@ impl Registry {
             table.set_declared_links(connector, slot.ha_connections);
         }
         let id = self.link_ids.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(slot) = live {
-            let link = LiveLink {
-                id,
-                replaced: slot.replaced,
-                revoked: slot.revoked,
-            };
-            if let Some(old) = table.set_live_link(connector, index, link) {
-                old.trigger();
-            }
+        let link = LiveLink {
+            id,
+            replaced: slot.replaced,
+            revoked: slot.revoked,
+        };
+        if let Some(old) = table.set_live_link(connector, index, link) {
+            old.trigger();
         }
         self.update_connector_gauge(&table);
         Ok(id)

@@ -17,20 +17,29 @@
 //! unreachable etcd after `--etcd-timeout-ms`. Locks are always taken in the order writes,
 //! connectors, store, so they cannot deadlock; the connector table's lock is never held while
 //! waiting on etcd. Nothing on the per-request path may call into the registry: the public
-//! ingress works from a [`RouteTable`] snapshot, refreshed when [`Registry::routes_version`]
+//! side works from a [`RouteTable`] snapshot, refreshed when [`Registry::routes_version`]
 //! changes (a change by this node or, with etcd, by another). The snapshot also carries the
 //! tunnels' own load-balancing policies, so a policy change reaches the workers the same way.
 //!
 //! Connector records here are control plane (registration, label, weight, draining); the live
 //! counters (open streams, requests) sit in the data plane's atomics and are joined in through
 //! [`LiveLoads`] when a connector is read ([`links`]).
+//!
+//! # Layout
+//! - this file: the [`Registry`] type, opening it on SQLite or etcd, and the cluster accessors;
+//! - `tunnels.rs`: tunnels and their policies; `routes.rs`: DNS and TCP routes, the route table;
+//! - `links.rs`: connectors' links, the connector limit, cleanup; `connectors.rs`: their table;
+//! - `storage.rs`, `sqlite.rs`, `etcd.rs`, `store.rs`, `view.rs`: the durable records and their
+//!   in-memory view; `route_table.rs`, `types.rs`: what the registry hands out.
 mod connectors;
 mod etcd;
 mod links;
 mod route_table;
+mod routes;
 mod sqlite;
 mod storage;
 mod store;
+mod tunnels;
 mod types;
 mod view;
 
@@ -38,9 +47,6 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
-
-use time::OffsetDateTime;
-use uuid::Uuid;
 
 pub use route_table::{RouteTable, normalize_hostname, validate_tunnel_name};
 pub(crate) use storage::{ViewCell, tunnel_name};
@@ -52,7 +58,6 @@ pub(crate) use view::View;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::settings::LbPolicy;
 use connectors::ConnectorTable;
 use storage::Storage;
 
@@ -142,7 +147,7 @@ impl Registry {
         metrics: Arc<Metrics>,
     ) -> Registry {
         let connectors = Arc::new(Mutex::new(ConnectorTable::default()));
-        storage.on_remote_change(revoke_deleted_tunnels(
+        storage.on_remote_change(tunnels::revoke_deleted_tunnels(
             Arc::clone(&connectors),
             Arc::clone(&metrics),
         ));
@@ -222,288 +227,6 @@ impl Registry {
             .cloned()
             .ok_or_else(|| Error::TunnelNotFound(id_or_name.to_owned()))
     }
-
-    /// Creates a tunnel with a fresh ID and secret. The secret is returned only here.
-    pub fn create_tunnel(&self, name: &str) -> Result<(Tunnel, TunnelSecret)> {
-        validate_tunnel_name(name)?;
-        let now = OffsetDateTime::now_utc();
-        let tunnel = Tunnel {
-            id: Uuid::new_v4(),
-            name: name.to_owned(),
-            created: now.replace_nanosecond(0).unwrap_or(now),
-            lb_policy: None,
-        };
-        let secret = TunnelSecret::generate();
-        let _writes = self.writes();
-        if self.view().find(name).is_some() {
-            return Err(Error::TunnelExists(name.to_owned()));
-        }
-        self.storage.create_tunnel(&tunnel, &secret)?;
-        self.metrics.tunnels_created.inc();
-        self.update_tunnel_gauge();
-        Ok((tunnel, secret))
-    }
-
-    /// Every tunnel, oldest first.
-    pub fn tunnels(&self) -> Result<Vec<Tunnel>> {
-        Ok(self.view().tunnels())
-    }
-
-    /// A tunnel by ID or name.
-    pub fn tunnel(&self, id_or_name: &str) -> Result<Tunnel> {
-        self.find(id_or_name)
-    }
-
-    /// A tunnel's secret, for verifying registration proofs (from memory: never waits on the
-    /// database).
-    pub fn tunnel_secret(&self, tunnel_id: Uuid) -> Result<TunnelSecret> {
-        self.view()
-            .secret(tunnel_id)
-            .cloned()
-            .ok_or_else(|| Error::TunnelNotFound(tunnel_id.to_string()))
-    }
-
-    /// Deletes a tunnel and its routes. Refuses while connectors are connected unless `force`,
-    /// which also closes their links at once and drops their records: the tunnel's credentials
-    /// stop working the moment it is gone (a reconnecting connector is refused as an unknown
-    /// tunnel), and its TCP route ports stop listening.
-    pub fn delete_tunnel(&self, id_or_name: &str, force: bool) -> Result<Tunnel> {
-        let _writes = self.writes();
-        let tunnel = self.find(id_or_name)?;
-        let count = self.table().count(tunnel.id);
-        if count > 0 && !force {
-            return Err(Error::TunnelHasConnectors {
-                name: tunnel.name,
-                count,
-            });
-        }
-        let ports: Vec<u16> = self
-            .view()
-            .tcp_routes()
-            .iter()
-            .filter(|r| r.tunnel_id == tunnel.id)
-            .map(|r| r.port)
-            .collect();
-        // The connector table is not locked across the store's write (which may wait on etcd):
-        // a link admitted meanwhile found the tunnel in the view and is revoked below with the
-        // others; one that comes after the write finds no tunnel and is refused.
-        self.storage.delete_tunnel(&tunnel)?;
-        let mut table = self.table();
-        for id in table.ids_of_tunnel(tunnel.id, None) {
-            table.revoke(id);
-            table.remove(id);
-        }
-        self.update_connector_gauge(&table);
-        drop(table);
-        for port in ports {
-            self.close_tcp_port(port);
-        }
-        self.metrics.tunnels_deleted.inc();
-        self.update_tunnel_gauge();
-        Ok(tunnel)
-    }
-
-    /// Routes a hostname (lowercased; `*.example.com` allowed) to a tunnel. The same route
-    /// again changes nothing ([`RouteChange::Exists`]); a hostname routed to another tunnel is
-    /// [`Error::DnsRouteExists`] unless `overwrite`, which moves it ([`RouteChange::Replaced`]).
-    pub fn route_dns(&self, id_or_name: &str, hostname: &str) -> Result<DnsRoute> {
-        self.route_dns_with(id_or_name, hostname, false)
-            .map(|(route, _)| route)
-    }
-
-    /// [`Registry::route_dns`], saying what changed and with `overwrite`.
-    pub fn route_dns_with(
-        &self,
-        id_or_name: &str,
-        hostname: &str,
-        overwrite: bool,
-    ) -> Result<(DnsRoute, RouteChange)> {
-        let hostname = normalize_hostname(hostname)?;
-        let _writes = self.writes();
-        let tunnel = self.find(id_or_name)?;
-        let existing = self
-            .view()
-            .dns_routes()
-            .iter()
-            .find(|r| r.hostname == hostname)
-            .cloned();
-        let route = DnsRoute {
-            hostname: hostname.clone(),
-            tunnel_id: tunnel.id,
-            tunnel_name: tunnel.name.clone(),
-        };
-        let change = match existing {
-            Some(r) if r.tunnel_id == tunnel.id => return Ok((r, RouteChange::Exists)),
-            Some(r) if !overwrite => {
-                return Err(Error::DnsRouteExists {
-                    hostname,
-                    tunnel: r.tunnel_name,
-                });
-            }
-            Some(_) => {
-                self.storage.move_dns_route(&route)?;
-                RouteChange::Replaced
-            }
-            None => {
-                self.storage.add_dns_route(&route)?;
-                RouteChange::Added
-            }
-        };
-        Ok((route, change))
-    }
-
-    /// Routes a public TCP port (1..=65535) to a tunnel ([`Registry::route_tcp_with`]).
-    pub fn route_tcp(&self, id_or_name: &str, port: u16) -> Result<TcpRoute> {
-        self.route_tcp_with(id_or_name, port)
-            .map(|(route, _)| route)
-    }
-
-    /// Routes a public TCP port (1..=65535) to a tunnel. The route is stored only once the data
-    /// plane listens on the port ([`TcpPorts::open`]): a port held by another process, or by
-    /// another listener of this edge, is [`Error::TcpPortUnavailable`] and nothing is stored.
-    /// The same route again changes nothing; a port routed to another tunnel is
-    /// [`Error::TcpRouteExists`].
-    pub fn route_tcp_with(&self, id_or_name: &str, port: u16) -> Result<(TcpRoute, RouteChange)> {
-        if port == 0 {
-            return Err(Error::Invalid("tcp port must be 1 to 65535".into()));
-        }
-        let _writes = self.writes();
-        let tunnel = self.find(id_or_name)?;
-        let existing = self
-            .view()
-            .tcp_routes()
-            .iter()
-            .find(|r| r.port == port)
-            .cloned();
-        match existing {
-            Some(r) if r.tunnel_id == tunnel.id => return Ok((r, RouteChange::Exists)),
-            Some(r) => {
-                return Err(Error::TcpRouteExists {
-                    port,
-                    tunnel: r.tunnel_name,
-                });
-            }
-            None => {}
-        }
-        if let Some(ports) = self.tcp_ports.get().and_then(Weak::upgrade) {
-            ports
-                .open(port)
-                .map_err(|reason| Error::TcpPortUnavailable { port, reason })?;
-        }
-        let route = TcpRoute {
-            port,
-            tunnel_id: tunnel.id,
-            tunnel_name: tunnel.name.clone(),
-        };
-        if let Err(e) = self.storage.add_tcp_route(&route) {
-            self.close_tcp_port(port);
-            return Err(e);
-        }
-        Ok((route, RouteChange::Added))
-    }
-
-    /// Removes the DNS route of `hostname`; returns it.
-    pub fn delete_dns_route(&self, hostname: &str) -> Result<DnsRoute> {
-        let hostname = normalize_hostname(hostname)?;
-        let _writes = self.writes();
-        let route = self
-            .view()
-            .dns_routes()
-            .iter()
-            .find(|r| r.hostname == hostname)
-            .cloned()
-            .ok_or_else(|| Error::RouteNotFound(format!("hostname {hostname}")))?;
-        self.storage.delete_dns_route(&hostname)?;
-        Ok(route)
-    }
-
-    /// Removes the TCP route of `port` and stops listening on it; returns it.
-    pub fn delete_tcp_route(&self, port: u16) -> Result<TcpRoute> {
-        let _writes = self.writes();
-        let route = self
-            .view()
-            .tcp_routes()
-            .iter()
-            .find(|r| r.port == port)
-            .cloned()
-            .ok_or_else(|| Error::RouteNotFound(format!("tcp port {port}")))?;
-        self.storage.delete_tcp_route(port)?;
-        self.close_tcp_port(port);
-        Ok(route)
-    }
-
-    fn close_tcp_port(&self, port: u16) {
-        if let Some(ports) = self.tcp_ports.get().and_then(Weak::upgrade) {
-            ports.close(port);
-        }
-    }
-
-    /// Connects the data plane's TCP-route listeners (see [`TcpPorts`]); the first call wins.
-    pub fn set_tcp_ports(&self, ports: Weak<dyn TcpPorts>) {
-        let _ = self.tcp_ports.set(ports);
-    }
-
-    /// Sets (or with `None` clears) a tunnel's load-balancing policy; returns the tunnel. The
-    /// workers pick it up with their next route-table refresh.
-    pub fn set_lb_policy(&self, id_or_name: &str, policy: Option<LbPolicy>) -> Result<Tunnel> {
-        let _writes = self.writes();
-        let mut tunnel = self.find(id_or_name)?;
-        self.storage.set_lb_policy(&tunnel, policy)?;
-        tunnel.lb_policy = policy;
-        Ok(tunnel)
-    }
-
-    /// Every DNS route, by hostname.
-    pub fn dns_routes(&self) -> Result<Vec<DnsRoute>> {
-        Ok(self.view().dns_routes().to_vec())
-    }
-
-    /// Every TCP route, by port.
-    pub fn tcp_routes(&self) -> Result<Vec<TcpRoute>> {
-        Ok(self.view().tcp_routes().to_vec())
-    }
-
-    /// Bumped on every change of the store's view (a route added, a tunnel deleted, a policy
-    /// set; by this node or, with etcd, by another).
-    pub fn routes_version(&self) -> u64 {
-        self.storage.version()
-    }
-
-    /// A snapshot of all routes for the request path (from memory).
-    pub fn route_table(&self) -> Result<RouteTable> {
-        Ok(self.view().route_table())
-    }
-}
-
-/// The hook that closes, on this node, the links of a tunnel that another node deleted: its
-/// credentials stop working everywhere, as they do on the node that deleted it.
-fn revoke_deleted_tunnels(
-    connectors: Arc<Mutex<ConnectorTable>>,
-    metrics: Arc<Metrics>,
-) -> storage::ViewHook {
-    Box::new(move |view| {
-        let mut table = connectors.lock().unwrap_or_else(|p| p.into_inner());
-        let mut revoked = 0usize;
-        for tunnel in table.tunnels() {
-            if view.secret(tunnel).is_some() {
-                continue;
-            }
-            for id in table.ids_of_tunnel(tunnel, None) {
-                table.revoke(id);
-                table.remove(id);
-                revoked += 1;
-            }
-        }
-        if revoked > 0 {
-            tracing::info!(
-                revoked,
-                "connectors of a tunnel deleted on another node closed"
-            );
-            metrics
-                .connectors
-                .set(i64::try_from(table.total()).unwrap_or(i64::MAX));
-        }
-    })
 }
 
 #[cfg(test)]

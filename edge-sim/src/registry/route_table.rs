@@ -1,6 +1,6 @@
 //! A snapshot of the routes for the request path, and the hostname and name rules.
 //!
-//! The public ingress must not take the registry's lock per request. It keeps a [`RouteTable`]
+//! The public side must not take the registry's lock per request. It keeps a [`RouteTable`]
 //! and refreshes it when [`super::Registry::routes_version`] moves.
 use std::collections::HashMap;
 

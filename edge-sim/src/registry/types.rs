@@ -191,8 +191,6 @@ pub trait TcpPorts: Send + Sync + fmt::Debug {
 /// What [`Registry::cleanup`](super::Registry::cleanup) did to a tunnel's connectors.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Cleanup {
-    /// Records without a live link, removed.
-    pub removed: Vec<Uuid>,
     /// Connectors with live links whose links were closed (asked for); their records go with
     /// their links.
     pub disconnected: Vec<Uuid>,

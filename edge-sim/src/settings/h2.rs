@@ -27,7 +27,7 @@ pub const DEFAULT_PUBLIC_TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 /// The window in which client resets are counted against `--h2-max-client-resets`.
 pub const H2_RESET_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The flags of the HTTP/2 ingress (flattened into the binary's command line).
+/// The flags of public HTTP/2 (flattened into the binary's command line).
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct H2Flags {
     /// Public HTTPS address: TLS with ALPN `h2` (HTTP/2) and `http/1.1` (also for a client

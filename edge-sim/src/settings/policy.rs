@@ -1,6 +1,6 @@
 //! The replica choice policies a tunnel can use (`--lb-policy`, the admin API's `lb_policy`).
 
-/// How the public ingress chooses among a tunnel's connectors (replicas).
+/// How the public side chooses among a tunnel's connectors (replicas).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LbPolicy {
     /// Of two connectors picked at random, the one with fewer outstanding streams per unit of

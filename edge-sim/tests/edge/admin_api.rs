@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use ringtun_edge_sim::Edge;
-use ringtun_edge_sim::registry::{ConnectorRegistration, LinkInfo};
+use ringtun_edge_sim::registry::{ConnectorRegistration, LinkInfo, LinkSlot};
 use ringtun_edge_sim::settings::Overrides;
 use ringtun_test_support::edge::{self, json, request};
 use uuid::Uuid;
@@ -120,7 +120,7 @@ fn tunnel_and_route_flows() {
         for index in 0..4u8 {
             let dc = if index % 2 == 0 { "dfw" } else { "mci" };
             registry
-                .register_connector(
+                .register_link(
                     tunnel_id,
                     ConnectorRegistration {
                         connector_id: connector,
@@ -136,6 +136,7 @@ fn tunnel_and_route_flows() {
                         data_center: dc.into(),
                         server: SocketAddr::from(([127, 0, 1, 1], 7844)),
                     },
+                    LinkSlot::default(),
                 )
                 .expect("register");
         }
@@ -173,15 +174,17 @@ fn tunnel_and_route_flows() {
             .contains("tunnel web has 2 connected connector(s)")
     );
 
+    // Both have live links (as every registered connector has): cleanup keeps them.
     let (status, body) = request(addr, "POST", "/tunnels/web/cleanup", t, None);
     assert_eq!(status, 200);
     assert_eq!(
-        json(&body)["removed_connectors"]
+        json(&body)["kept_connectors"]
             .as_array()
-            .expect("removed")
+            .expect("kept")
             .len(),
         2
     );
+    assert_eq!(json(&body)["removed_connectors"], serde_json::json!([]));
     let (status, body) = request(addr, "DELETE", "/tunnels/web?force=true", t, None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["deleted"], true);
@@ -216,7 +219,7 @@ fn delete_forced_while_connected() {
     let (_, body) = request(addr, "POST", "/tunnels", t, Some(r#"{"name":"api"}"#));
     let id = Uuid::parse_str(json(&body)["id"].as_str().expect("id")).expect("uuid");
     edge.registry()
-        .register_connector(
+        .register_link(
             id,
             ConnectorRegistration {
                 connector_id: Uuid::new_v4(),
@@ -232,6 +235,7 @@ fn delete_forced_while_connected() {
                 data_center: "mci".into(),
                 server: SocketAddr::from(([127, 0, 2, 1], 7844)),
             },
+            LinkSlot::default(),
         )
         .expect("register");
     let (status, _) = request(addr, "DELETE", "/tunnels/api", t, None);

@@ -5,23 +5,21 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringtun_core::handshake::{HandshakeError, RejectCode};
-use ringtun_edge_sim::Edge;
 use ringtun_edge_sim::settings::Overrides;
-use ringtun_test_support::edge;
+use ringtun_test_support::edge::{self, HOST, TunnelEdge, wait_until};
 use ringtun_test_support::fake_connector::{Client, FakeConnector, FakeOpts};
-use uuid::Uuid;
 
-const HOST: &str = "app.example.com";
+const WAIT: Duration = Duration::from_secs(10);
 
-fn start(dir: &Path, plaintext: bool, limit: usize) -> Edge {
+fn start(dir: &Path, plaintext: bool, limit: usize) -> TunnelEdge {
     start_with(dir, plaintext, limit, 2)
 }
 
-fn start_with(dir: &Path, plaintext: bool, limit: usize, workers: usize) -> Edge {
-    edge::start(Overrides {
+fn start_with(dir: &Path, plaintext: bool, limit: usize, workers: usize) -> TunnelEdge {
+    TunnelEdge::start(Overrides {
         data_centers: vec![
             "dfw=127.0.1.1:0,127.0.1.2:0".into(),
             "mci=127.0.2.1:0".into(),
@@ -34,36 +32,10 @@ fn start_with(dir: &Path, plaintext: bool, limit: usize, workers: usize) -> Edge
     })
 }
 
-/// Creates tunnel `web` routed at [`HOST`]; returns its ID and secret.
-fn tunnel(edge: &Edge) -> (Uuid, Vec<u8>) {
-    edge::tunnel(edge, "web", HOST)
-}
-
-fn opts(edge: &Edge, plaintext: bool, name: &'static str, t: Uuid, secret: &[u8]) -> FakeOpts {
-    FakeOpts {
-        name,
-        server: edge.servers()[0].addr,
-        ca_pem: (!plaintext).then(|| edge.state().tls().ca_pem.clone()),
-        tunnel: t,
-        secret: secret.to_vec(),
-        connector: Uuid::new_v4(),
-        link_index: 0,
-        refuse: false,
-    }
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn http_round_trips(plaintext: bool) {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let edge = start(tmp.path(), plaintext, 100);
-    let (t, secret) = tunnel(&edge);
+    let site = start(tmp.path(), plaintext, 100);
+    let (edge, t) = (&site.edge, site.tunnel);
     let public = edge.public_http_addr();
 
     // Routed, but nobody connected: 503. Unknown host: 404.
@@ -84,7 +56,7 @@ fn http_round_trips(plaintext: bool) {
         r.text()
     );
 
-    let conn = FakeConnector::start(opts(&edge, plaintext, "a", t, &secret));
+    let conn = FakeConnector::start(site.link("a", 0));
     let acc = conn.registered.as_ref().expect("registered");
     assert_eq!(acc.data_center, "dfw");
     let connectors = edge.registry().connectors(t);
@@ -209,7 +181,7 @@ fn http_round_trips(plaintext: bool) {
 
     // The link closes: the connector is unregistered and the tunnel answers 503 again.
     conn.stop();
-    wait_until("the connector to be unregistered", || {
+    wait_until("the connector to be unregistered", WAIT, || {
         edge.registry().connectors(t).is_empty()
     });
     let r = Client::connect(public).get(HOST, "/");
@@ -219,7 +191,7 @@ fn http_round_trips(plaintext: bool) {
         metrics.contains("ringtun_edge_public_requests_total"),
         "{metrics}"
     );
-    edge.stop();
+    site.edge.stop();
 }
 
 #[test]
@@ -235,10 +207,13 @@ fn http_through_plaintext_links() {
 #[test]
 fn wrong_secret_and_connector_limit_are_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let edge = start(tmp.path(), false, 1);
-    let (t, secret) = tunnel(&edge);
+    let site = start(tmp.path(), false, 1);
+    let (edge, t) = (&site.edge, site.tunnel);
 
-    let wrong = FakeConnector::start(opts(&edge, false, "w", t, b"not the secret"));
+    let wrong = FakeConnector::start(FakeOpts {
+        secret: b"not the secret".to_vec(),
+        ..site.link("w", 0)
+    });
     match &wrong.registered {
         Err(HandshakeError::Rejected(r)) => assert_eq!(r.code, RejectCode::BadSecret),
         other => panic!("expected a bad-secret refusal, got {other:?}"),
@@ -246,9 +221,9 @@ fn wrong_secret_and_connector_limit_are_refused() {
     wrong.stop();
     assert!(edge.registry().connectors(t).is_empty());
 
-    let first = FakeConnector::start(opts(&edge, false, "a", t, &secret));
+    let first = FakeConnector::start(site.link("a", 0));
     assert!(first.registered.is_ok(), "{:?}", first.registered);
-    let second = FakeConnector::start(opts(&edge, false, "b", t, &secret));
+    let second = FakeConnector::start(site.link("b", 0));
     match &second.registered {
         Err(HandshakeError::Rejected(r)) => {
             assert_eq!(r.code, RejectCode::ConnectorLimit);
@@ -262,18 +237,16 @@ fn wrong_secret_and_connector_limit_are_refused() {
     second.stop();
     assert_eq!(edge.registry().connectors(t).len(), 1);
     first.stop();
-    edge.stop();
+    site.edge.stop();
 }
 
 #[test]
 fn two_replicas_both_serve_under_p2c() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let edge = start(tmp.path(), true, 100);
-    let (t, secret) = tunnel(&edge);
-    let a = FakeConnector::start(opts(&edge, true, "a", t, &secret));
-    let mut ob = opts(&edge, true, "b", t, &secret);
-    ob.server = edge.servers()[2].addr;
-    let b = FakeConnector::start(ob);
+    let site = start(tmp.path(), true, 100);
+    let (edge, t) = (&site.edge, site.tunnel);
+    let a = FakeConnector::start(site.link("a", 0));
+    let b = FakeConnector::start(site.link("b", 2));
     assert!(a.registered.is_ok() && b.registered.is_ok());
     assert_eq!(edge.registry().connectors(t).len(), 2);
     let mut seen = HashSet::new();
@@ -285,24 +258,24 @@ fn two_replicas_both_serve_under_p2c() {
     assert_eq!(seen, HashSet::from(["a".to_owned(), "b".to_owned()]));
     a.stop();
     b.stop();
-    edge.stop();
+    site.edge.stop();
 }
 
 #[test]
 fn tcp_route_round_trip() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let edge = start(tmp.path(), false, 100);
-    let (t, secret) = tunnel(&edge);
+    let site = start(tmp.path(), false, 100);
+    let edge = &site.edge;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
         l.local_addr().expect("addr").port()
     };
     edge.registry().route_tcp("web", port).expect("tcp route");
-    let conn = FakeConnector::start(opts(&edge, false, "a", t, &secret));
+    let conn = FakeConnector::start(site.link("a", 0));
     assert!(conn.registered.is_ok());
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = None;
-    wait_until("the TCP route listener", || {
+    wait_until("the TCP route listener", WAIT, || {
         s = TcpStream::connect(addr).ok();
         s.is_some()
     });
@@ -315,19 +288,20 @@ fn tcp_route_round_trip() {
     s.read_to_end(&mut back).expect("read");
     assert_eq!(back, b"ping over the tunnel");
     conn.stop();
-    edge.stop();
+    site.edge.stop();
 }
 
 #[test]
 fn refused_requests_move_to_another_replica() {
     let tmp = tempfile::tempdir().expect("tempdir");
     // One worker: both links are local, so the retry path is what is measured.
-    let edge = start_with(tmp.path(), true, 100, 1);
-    let (t, secret) = tunnel(&edge);
-    let mut bad = opts(&edge, true, "refuser", t, &secret);
-    bad.refuse = true;
-    let bad = FakeConnector::start(bad);
-    let good = FakeConnector::start(opts(&edge, true, "good", t, &secret));
+    let site = start_with(tmp.path(), true, 100, 1);
+    let edge = &site.edge;
+    let bad = FakeConnector::start(FakeOpts {
+        refuse: true,
+        ..site.link("refuser", 0)
+    });
+    let good = FakeConnector::start(site.link("good", 0));
     assert!(bad.registered.is_ok() && good.registered.is_ok());
     let mut c = Client::connect(edge.public_http_addr());
     for _ in 0..30 {
@@ -337,15 +311,15 @@ fn refused_requests_move_to_another_replica() {
     }
     bad.stop();
     good.stop();
-    edge.stop();
+    site.edge.stop();
 }
 
 #[test]
 fn connections_without_a_local_link_are_handed_off() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let edge = start_with(tmp.path(), true, 100, 2);
-    let (t, secret) = tunnel(&edge);
-    let conn = FakeConnector::start(opts(&edge, true, "a", t, &secret));
+    let site = start_with(tmp.path(), true, 100, 2);
+    let edge = &site.edge;
+    let conn = FakeConnector::start(site.link("a", 0));
     assert!(conn.registered.is_ok());
     // One link on one of two workers; fresh connections spread over both by SO_REUSEPORT.
     for _ in 0..40 {
@@ -364,5 +338,5 @@ fn connections_without_a_local_link_are_handed_off() {
         .expect("the hand-off counter");
     assert!(handoffs > 0, "{metrics}");
     conn.stop();
-    edge.stop();
+    site.edge.stop();
 }

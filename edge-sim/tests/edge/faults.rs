@@ -5,18 +5,17 @@
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ringtun_edge_sim::Edge;
 use ringtun_edge_sim::settings::Overrides;
-use ringtun_test_support::edge::{self, json, request};
-use ringtun_test_support::fake_connector::{Client, FakeConnector, FakeOpts};
-use uuid::Uuid;
+use ringtun_test_support::edge::{self, HOST, TunnelEdge, json, request, wait_until};
+use ringtun_test_support::fake_connector::{Client, FakeConnector};
 
-const HOST: &str = "app.example.com";
+const WAIT: Duration = Duration::from_secs(10);
 
-fn start(dir: &Path) -> Edge {
-    edge::start(Overrides {
+/// An edge with two link servers in dfw and one in mci, and tunnel `web`.
+fn setup(dir: &Path) -> TunnelEdge {
+    TunnelEdge::start(Overrides {
         data_centers: vec![
             "dfw=127.0.1.1:0,127.0.1.2:0".into(),
             "mci=127.0.2.1:0".into(),
@@ -26,61 +25,9 @@ fn start(dir: &Path) -> Edge {
     })
 }
 
-struct Setup {
-    edge: Edge,
-    tunnel: Uuid,
-    secret: Vec<u8>,
-    token: String,
-}
-
-fn setup(dir: &Path) -> Setup {
-    let edge = start(dir);
-    let (tunnel, secret) = edge::tunnel(&edge, "web", HOST);
-    let token = edge.state().admin_token().expose().to_owned();
-    Setup {
-        edge,
-        tunnel,
-        secret,
-        token,
-    }
-}
-
-impl Setup {
-    /// A fake connector linked to server `i` of the edge.
-    fn connect(&self, name: &'static str, i: usize) -> FakeConnector {
-        FakeConnector::start(FakeOpts {
-            name,
-            server: self.edge.servers()[i].addr,
-            ca_pem: Some(self.edge.state().tls().ca_pem.clone()),
-            tunnel: self.tunnel,
-            secret: self.secret.clone(),
-            connector: Uuid::new_v4(),
-            link_index: 0,
-            refuse: false,
-        })
-    }
-
-    fn admin(&self, method: &str, path: &str) -> (u16, String) {
-        request(
-            self.edge.admin_addr(),
-            method,
-            path,
-            Some(&self.token),
-            None,
-        )
-    }
-
-    fn connectors(&self) -> usize {
-        self.edge.registry().connectors(self.tunnel).len()
-    }
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// A fake connector linked to server `i` of the edge.
+fn connect(s: &TunnelEdge, name: &'static str, i: usize) -> FakeConnector {
+    FakeConnector::start(s.link(name, i))
 }
 
 /// A raw connection to a link server: the edge closes it at once (EOF or reset, no data).
@@ -96,31 +43,23 @@ fn closed_at_accept(addr: SocketAddr) -> bool {
     }
 }
 
-fn metric(edge: &Edge, line_start: &str) -> f64 {
-    let text = edge.registry().metrics().encode();
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
-}
-
 #[test]
 fn a_downed_server_ends_its_links_and_refuses_new_ones_until_up() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let s = setup(tmp.path());
     let down_addr = s.edge.servers()[0].addr;
-    let a = s.connect("a", 0);
+    let a = connect(&s, "a", 0);
     a.registered.as_ref().expect("a registered");
-    let b = s.connect("b", 1);
+    let b = connect(&s, "b", 1);
     b.registered.as_ref().expect("b registered");
     assert_eq!(s.connectors(), 2);
 
-    let (status, body) = s.admin("POST", &format!("/faults/servers/{down_addr}/down"));
+    let (status, body) = s.admin("POST", &format!("/faults/servers/{down_addr}/down"), None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["servers"][0], down_addr.to_string());
     // The connector sees its connection end; the registry forgets it; the other stays.
-    wait_until("a's link to end", || a.link_ended());
-    wait_until("the registry to drop a", || s.connectors() == 1);
+    wait_until("a's link to end", WAIT, || a.link_ended());
+    wait_until("the registry to drop a", WAIT, || s.connectors() == 1);
     assert!(!b.link_ended(), "b's server is up");
     // Public traffic goes on through b.
     let r = Client::connect(s.edge.public_http_addr()).get(HOST, "/");
@@ -129,37 +68,31 @@ fn a_downed_server_ends_its_links_and_refuses_new_ones_until_up() {
 
     // New link connections are closed right after accept; registration fails.
     assert!(closed_at_accept(down_addr));
-    let again = s.connect("a2", 0);
+    let again = connect(&s, "a2", 0);
     assert!(again.registered.is_err(), "registered on a downed server");
     assert!(again.link_ended());
 
-    let (status, body) = s.admin("GET", "/faults");
+    let (status, body) = s.admin("GET", "/faults", None);
     assert_eq!(status, 200, "{body}");
     let v = json(&body);
     assert_eq!(v["servers"], serde_json::json!([down_addr.to_string()]));
     assert_eq!(v["data_centers"], serde_json::json!([]));
 
     // Up again: links register there again.
-    let (status, body) = s.admin("POST", &format!("/faults/servers/{down_addr}/up"));
+    let (status, body) = s.admin("POST", &format!("/faults/servers/{down_addr}/up"), None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["servers"], serde_json::json!([]));
-    let c = s.connect("c", 0);
+    let c = connect(&s, "c", 0);
     c.registered.as_ref().expect("registered after up");
     assert_eq!(s.connectors(), 2);
 
+    assert_eq!(s.metric("ringtun_edge_fault_links_closed_total "), 1.0);
+    assert!(s.metric("ringtun_edge_fault_links_refused_total ") >= 2.0);
     assert_eq!(
-        metric(&s.edge, "ringtun_edge_fault_links_closed_total "),
+        s.metric("ringtun_edge_faults_total{target=\"server\",action=\"down\"} "),
         1.0
     );
-    assert!(metric(&s.edge, "ringtun_edge_fault_links_refused_total ") >= 2.0);
-    assert_eq!(
-        metric(
-            &s.edge,
-            "ringtun_edge_faults_total{target=\"server\",action=\"down\"} "
-        ),
-        1.0
-    );
-    assert_eq!(metric(&s.edge, "ringtun_edge_servers_down "), 0.0);
+    assert_eq!(s.metric("ringtun_edge_servers_down "), 0.0);
     for f in [a, b, again, c] {
         f.stop();
     }
@@ -170,23 +103,25 @@ fn a_downed_server_ends_its_links_and_refuses_new_ones_until_up() {
 fn a_downed_data_center_takes_all_its_servers() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let s = setup(tmp.path());
-    let dfw1 = s.connect("dfw1", 0);
-    let dfw2 = s.connect("dfw2", 1);
-    let mci = s.connect("mci", 2);
+    let dfw1 = connect(&s, "dfw1", 0);
+    let dfw2 = connect(&s, "dfw2", 1);
+    let mci = connect(&s, "mci", 2);
     for f in [&dfw1, &dfw2, &mci] {
         f.registered.as_ref().expect("registered");
     }
-    let (status, body) = s.admin("POST", "/faults/data-centers/dfw/down");
+    let (status, body) = s.admin("POST", "/faults/data-centers/dfw/down", None);
     assert_eq!(status, 200, "{body}");
-    wait_until("both dfw links to end", || {
+    wait_until("both dfw links to end", WAIT, || {
         dfw1.link_ended() && dfw2.link_ended()
     });
-    wait_until("the registry to keep only mci", || s.connectors() == 1);
+    wait_until("the registry to keep only mci", WAIT, || {
+        s.connectors() == 1
+    });
     assert!(!mci.link_ended());
     assert!(closed_at_accept(s.edge.servers()[1].addr));
-    assert_eq!(metric(&s.edge, "ringtun_edge_servers_down "), 2.0);
+    assert_eq!(s.metric("ringtun_edge_servers_down "), 2.0);
 
-    let (status, body) = s.admin("GET", "/faults");
+    let (status, body) = s.admin("GET", "/faults", None);
     assert_eq!(status, 200, "{body}");
     let v = json(&body);
     assert_eq!(v["data_centers"], serde_json::json!(["dfw"]));
@@ -194,15 +129,12 @@ fn a_downed_data_center_takes_all_its_servers() {
     let r = Client::connect(s.edge.public_http_addr()).get(HOST, "/");
     assert_eq!(r.text(), "hello from mci");
 
-    let (status, _) = s.admin("POST", "/faults/data-centers/dfw/up");
+    let (status, _) = s.admin("POST", "/faults/data-centers/dfw/up", None);
     assert_eq!(status, 200);
-    let back = s.connect("back", 1);
+    let back = connect(&s, "back", 1);
     back.registered.as_ref().expect("registered after up");
     assert_eq!(
-        metric(
-            &s.edge,
-            "ringtun_edge_faults_total{target=\"data_center\",action=\"up\"} "
-        ),
+        s.metric("ringtun_edge_faults_total{target=\"data_center\",action=\"up\"} "),
         1.0
     );
     for f in [dfw1, dfw2, mci, back] {
@@ -215,16 +147,16 @@ fn a_downed_data_center_takes_all_its_servers() {
 fn unknown_fault_targets_are_404_and_the_token_is_required() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let s = setup(tmp.path());
-    let (status, body) = s.admin("POST", "/faults/servers/127.9.9.9:1/down");
+    let (status, body) = s.admin("POST", "/faults/servers/127.9.9.9:1/down", None);
     assert_eq!(status, 404, "{body}");
     assert!(
         json(&body)["error"]
             .as_str()
             .is_some_and(|e| e.contains("127.9.9.9:1"))
     );
-    let (status, body) = s.admin("POST", "/faults/servers/not-an-address/down");
+    let (status, body) = s.admin("POST", "/faults/servers/not-an-address/down", None);
     assert_eq!(status, 404, "{body}");
-    let (status, body) = s.admin("POST", "/faults/data-centers/ams/down");
+    let (status, body) = s.admin("POST", "/faults/data-centers/ams/down", None);
     assert_eq!(status, 404, "{body}");
     assert!(
         json(&body)["error"]
@@ -232,13 +164,13 @@ fn unknown_fault_targets_are_404_and_the_token_is_required() {
             .is_some_and(|e| e.contains("ams"))
     );
     let addr = s.edge.servers()[0].addr;
-    let (status, _) = s.admin("POST", &format!("/faults/servers/{addr}/sideways"));
+    let (status, _) = s.admin("POST", &format!("/faults/servers/{addr}/sideways"), None);
     assert_eq!(status, 404);
-    let (status, _) = s.admin("GET", &format!("/faults/servers/{addr}/down"));
+    let (status, _) = s.admin("GET", &format!("/faults/servers/{addr}/down"), None);
     assert_eq!(status, 405);
     let (status, _) = request(s.edge.admin_addr(), "GET", "/faults", None, None);
     assert_eq!(status, 401);
-    let (status, body) = s.admin("GET", "/faults");
+    let (status, body) = s.admin("GET", "/faults", None);
     assert_eq!(status, 200);
     assert_eq!(
         json(&body),

@@ -1,4 +1,4 @@
-//! Trailers through the HTTP/2 ingress: a real HTTP/2 client (the `h2` crate on a small tokio
+//! Trailers through public HTTP/2: a real HTTP/2 client (the `h2` crate on a small tokio
 //! runtime) against an in-process edge and a fake connector whose `/trailers` answers with the
 //! tunnel's trailers flag. Response trailers arrive as an HTTP/2 trailers HEADERS frame
 //! (`grpc-status`); request trailers cross the tunnel with the flag, buffered (small body) and

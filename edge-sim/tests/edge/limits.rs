@@ -7,28 +7,22 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ringtun_edge_sim::Edge;
 use ringtun_edge_sim::limit::Limit;
 use ringtun_edge_sim::settings::Overrides;
-use ringtun_test_support::edge;
-use ringtun_test_support::fake_connector::{Client, FakeConnector, FakeOpts};
-use uuid::Uuid;
-
-const HOST: &str = "app.example.com";
+use ringtun_test_support::edge::{self, HOST, TunnelEdge, wait_until};
+use ringtun_test_support::fake_connector::{Client, FakeConnector};
 
 /// An edge (two workers, plaintext links) with tunnel `web` routed at [`HOST`] and one fake
 /// connector; `limits` sets the flags under test.
 struct LimitsEdge {
-    edge: Edge,
+    site: TunnelEdge,
     conn: Option<FakeConnector>,
-    tunnel: Uuid,
-    secret: Vec<u8>,
 }
 
 impl LimitsEdge {
     fn start(dir: &Path, limits: Overrides) -> LimitsEdge {
         let base = edge::overrides(dir);
-        let edge = edge::start(Overrides {
+        let site = TunnelEdge::start(Overrides {
             state_dir: base.state_dir,
             admin: base.admin,
             public_http: base.public_http,
@@ -37,38 +31,20 @@ impl LimitsEdge {
             danger_plaintext_links: true,
             ..limits
         });
-        let (tunnel, secret) = edge::tunnel(&edge, "web", HOST);
-        let mut site = LimitsEdge {
-            edge,
-            conn: None,
-            tunnel,
-            secret,
-        };
-        let conn = FakeConnector::start(site.opts());
+        let conn = FakeConnector::start(site.link("a", 0));
         assert!(conn.registered.is_ok(), "fake connector registered");
-        site.conn = Some(conn);
-        site
-    }
-
-    fn opts(&self) -> FakeOpts {
-        FakeOpts {
-            name: "a",
-            server: self.edge.servers()[0].addr,
-            ca_pem: None,
-            tunnel: self.tunnel,
-            secret: self.secret.clone(),
-            connector: Uuid::new_v4(),
-            link_index: 0,
-            refuse: false,
+        LimitsEdge {
+            site,
+            conn: Some(conn),
         }
     }
 
     fn public(&self) -> SocketAddr {
-        self.edge.public_http_addr()
+        self.site.edge.public_http_addr()
     }
 
     fn hits(&self, limit: Limit) -> u64 {
-        self.edge.registry().metrics().limits.count(limit)
+        self.site.edge.registry().metrics().limits.count(limit)
     }
 
     /// A TCP route on a free port; returns a connection to it once it listens.
@@ -77,7 +53,8 @@ impl LimitsEdge {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
             l.local_addr().expect("addr").port()
         };
-        self.edge
+        self.site
+            .edge
             .registry()
             .route_tcp("web", port)
             .expect("tcp route");
@@ -92,15 +69,7 @@ impl LimitsEdge {
         if let Some(c) = self.conn.take() {
             c.stop();
         }
-        self.edge.stop();
-    }
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+        self.site.edge.stop();
     }
 }
 

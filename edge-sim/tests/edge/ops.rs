@@ -3,22 +3,17 @@
 //! requests with small bodies, idempotent requests whose link died) and the request metrics,
 //! against an in-process edge with fake connectors over TLS links; the stalled body timeout.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringtun_edge_sim::Edge;
-use ringtun_edge_sim::metrics_server::EdgeMetricsServer;
 use ringtun_edge_sim::registry::Registry;
 use ringtun_edge_sim::settings::Overrides;
-use ringtun_test_support::edge::{self, json, request};
+use ringtun_test_support::edge::{self, HOST, TunnelEdge, json, request, wait_until};
 use ringtun_test_support::fake_connector::{Behavior, Client, FakeConnector, FakeOpts, Response};
-use uuid::Uuid;
-
-const HOST: &str = "app.example.com";
 
 /// Sends one plain GET and returns status and body.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -29,46 +24,30 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 fn binary_serves_ready_healthcheck_metrics_and_logs_json() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let state = tmp.path().join("state");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringtun-edge"))
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--admin", "127.0.0.1:0", "--public-http", "127.0.0.1:0"])
-        .args(["--data-center", "dfw=127.0.1.1:0"])
-        .args(["--workers", "1", "--metrics", "127.0.0.1:0"])
-        .args(["--log-format", "json"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ringtun-edge");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut metrics: Option<SocketAddr> = None;
-    let mut admin: Option<SocketAddr> = None;
-    while metrics.is_none() || admin.is_none() {
-        let line = lines
-            .next()
-            .expect("the edge logs its addresses before exiting")
-            .expect("read stderr");
-        // Every line is one JSON object.
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
-        let fields = &v["fields"];
-        let addr = |k: &str| fields[k].as_str().and_then(|a| a.parse().ok());
-        match fields["message"].as_str() {
-            Some("metrics server listening") => metrics = addr("metrics"),
-            Some("admin API listening") => admin = addr("admin"),
-            _ => {}
+    let mut spawned = edge::spawn_edge(
+        env!("CARGO_BIN_EXE_ringtun-edge"),
+        &state,
+        &[
+            "--data-center",
+            "dfw=127.0.1.1:0",
+            "--workers",
+            "1",
+            "--metrics",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
+    );
+    // Every line is one JSON object (those logged so far; the rest are checked at the end).
+    let all_json = |log: &[String]| {
+        for line in log {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            assert!(v["level"].is_string(), "{line}");
         }
-        assert!(v["level"].is_string(), "{line}");
-    }
-    let drain = std::thread::spawn(move || {
-        lines
-            .map_while(Result::ok)
-            .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_err())
-            .collect::<Vec<String>>()
-    });
-    let (metrics, admin) = (metrics.expect("metrics addr"), admin.expect("admin addr"));
+    };
+    all_json(&spawned.log.lock().expect("log lock"));
+    let (metrics, admin) = (spawned.metrics.expect("metrics addr"), spawned.admin);
     assert_ne!(metrics.port(), 0);
 
     let (status, body) = get(metrics, "/ready");
@@ -90,16 +69,21 @@ fn binary_serves_ready_healthcheck_metrics_and_logs_json() {
     let (status, _) = get(metrics, "/nope");
     assert_eq!(status, 404);
     // The admin API serves the same families (with its token).
-    let token = std::fs::read_to_string(state.join("admin-token")).expect("token file");
-    let (status, admin_body) = request(admin, "GET", "/metrics", Some(token.trim()), None);
+    let (status, admin_body) = request(admin, "GET", "/metrics", Some(&spawned.token), None);
     assert_eq!(status, 200);
     assert!(admin_body.contains("ringtun_edge_retries_total{reason=\"refused\"} 0"));
 
-    ringtun_core::signal::send(child.id(), ringtun_core::signal::Signal::Term).expect("SIGTERM");
-    let status = child.wait().expect("wait for the edge");
+    ringtun_core::signal::send(spawned.child.id(), ringtun_core::signal::Signal::Term)
+        .expect("SIGTERM");
+    let status = spawned.child.wait().expect("wait for the edge");
     assert!(status.success(), "exit status {status:?}");
-    let not_json = drain.join().expect("drain thread");
+    spawned.reader.join().expect("stderr reader");
+    let not_json: Vec<String> = (spawned.log.lock().expect("log lock").iter())
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_err())
+        .cloned()
+        .collect();
     assert!(not_json.is_empty(), "non-JSON log lines: {not_json:#?}");
+    all_json(&spawned.log.lock().expect("log lock"));
 }
 
 #[test]
@@ -113,15 +97,19 @@ fn ready_follows_the_edge_state() {
         )
         .expect("registry"),
     );
-    let server =
-        EdgeMetricsServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), registry).expect("start");
+    let server = ringtun_edge_sim::metrics_server::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        ringtun_core::control::Limits::default(),
+        registry,
+    )
+    .expect("start");
     let addr = server.local_addr();
     let (status, body) = get(addr, "/ready");
     assert_eq!(status, 503, "not ready before set_ready: {body}");
     assert_eq!(json(&body)["ready"], false);
-    server.set_ready(true);
+    server.probes().set_ready(true);
     assert_eq!(get(addr, "/ready").0, 200);
-    server.set_ready(false);
+    server.probes().set_ready(false);
     assert_eq!(get(addr, "/ready").0, 503);
     assert_eq!(get(addr, "/healthcheck").0, 200);
     server.stop();
@@ -154,63 +142,26 @@ fn start(
     Edge::start_with_metrics(settings, metrics).expect("edge starts")
 }
 
-struct Setup {
-    edge: Edge,
-    tunnel: Uuid,
-    secret: Vec<u8>,
-}
-
-fn setup(dir: &Path, body_timeout: Option<u64>) -> Setup {
+fn setup(dir: &Path, body_timeout: Option<u64>) -> TunnelEdge {
     // Two workers: replicas' links and public connections land on either, so retries also
     // cross workers (hand-off with the buffered request).
-    let edge = start(dir, 2, body_timeout, None);
-    let (tunnel, secret) = edge::tunnel(&edge, "web", HOST);
-    Setup {
-        edge,
-        tunnel,
-        secret,
-    }
+    TunnelEdge::on(start(dir, 2, body_timeout, None))
 }
 
-impl Setup {
-    fn connect(&self, name: &'static str, refuse: bool, behavior: Behavior) -> FakeConnector {
-        let f = FakeConnector::start_with(
-            FakeOpts {
-                name,
-                server: self.edge.servers()[0].addr,
-                ca_pem: Some(self.edge.state().tls().ca_pem.clone()),
-                tunnel: self.tunnel,
-                secret: self.secret.clone(),
-                connector: Uuid::new_v4(),
-                link_index: 0,
-                refuse,
-            },
-            behavior,
-        );
-        f.registered.as_ref().expect("registered");
-        f
-    }
-
-    fn connectors(&self) -> usize {
-        self.edge.registry().connectors(self.tunnel).len()
-    }
-
-    fn metric(&self, line_start: &str) -> f64 {
-        let text = self.edge.registry().metrics().encode();
-        text.lines()
-            .find_map(|l| l.strip_prefix(line_start))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
-    }
+/// A fake connector on server 0, registered, refusing every stream when `refuse`.
+fn connect(s: &TunnelEdge, name: &'static str, refuse: bool, behavior: Behavior) -> FakeConnector {
+    let f = FakeConnector::start_with(
+        FakeOpts {
+            refuse,
+            ..s.link(name, 0)
+        },
+        behavior,
+    );
+    f.registered.as_ref().expect("registered");
+    f
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+const WAIT: Duration = Duration::from_secs(10);
 
 fn post(addr: SocketAddr, body: &[u8], chunked: bool) -> Response {
     let mut c = Client::connect(addr);
@@ -246,8 +197,8 @@ fn payload(n: usize) -> Vec<u8> {
 fn a_refused_request_with_a_small_body_is_resent_to_another_replica() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let s = setup(tmp.path(), None);
-    let refuser = s.connect("refuser", true, Behavior::default());
-    let good = s.connect("good", false, Behavior::default());
+    let refuser = connect(&s, "refuser", true, Behavior::default());
+    let good = connect(&s, "good", false, Behavior::default());
     let public = s.edge.public_http_addr();
     let body = payload(10 * 1024);
     // p2c picks the refusing replica first about half the time; every request must succeed.
@@ -274,14 +225,14 @@ fn a_refused_request_with_a_small_body_is_resent_to_another_replica() {
     assert!(s.metric("ringtun_edge_bytes_total{direction=\"in\"} ") >= (12 * body.len()) as f64);
     assert!(s.metric("ringtun_edge_bytes_total{direction=\"out\"} ") >= (12 * body.len()) as f64);
     // Observed once the response is sent, maybe just after the client read it.
-    wait_until("12 latencies observed", || {
+    wait_until("12 latencies observed", WAIT, || {
         s.metric("ringtun_edge_request_duration_seconds_count ") == 12.0
     });
 
     // Only the refusing replica left: a small body fails after the retry finds no one else,
     // a body over 64 KiB is not buffered and fails with a 502 that says why.
     good.stop();
-    wait_until("the good replica to go", || s.connectors() == 1);
+    wait_until("the good replica to go", WAIT, || s.connectors() == 1);
     let r = post(public, &body, false);
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("refused"), "{}", r.text());
@@ -298,14 +249,15 @@ fn a_refused_request_with_a_small_body_is_resent_to_another_replica() {
 fn an_idempotent_request_whose_link_dies_is_retried() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let s = setup(tmp.path(), None);
-    let crasher = s.connect(
+    let crasher = connect(
+        &s,
         "crasher",
         false,
         Behavior {
             crash_on_request: true,
         },
     );
-    let good = s.connect("good", false, Behavior::default());
+    let good = connect(&s, "good", false, Behavior::default());
     let public = s.edge.public_http_addr();
     // Until a GET reached the crashing replica (its link then ends), every GET succeeds.
     let mut sent = 0;
@@ -320,7 +272,7 @@ fn an_idempotent_request_whose_link_dies_is_retried() {
         s.metric("ringtun_edge_retries_total{reason=\"link_lost\"} "),
         1.0
     );
-    wait_until("the crashed replica to go", || s.connectors() == 1);
+    wait_until("the crashed replica to go", WAIT, || s.connectors() == 1);
     crasher.stop();
     good.stop();
     s.edge.stop();
@@ -330,7 +282,7 @@ fn an_idempotent_request_whose_link_dies_is_retried() {
 fn a_stalled_request_body_closes_the_connection() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let s = setup(tmp.path(), Some(1));
-    let good = s.connect("good", false, Behavior::default());
+    let good = connect(&s, "good", false, Behavior::default());
     let public = s.edge.public_http_addr();
     for len in [100usize, 200 * 1024] {
         let mut c = TcpStream::connect(public).expect("connect");
@@ -350,7 +302,7 @@ fn a_stalled_request_body_closes_the_connection() {
         );
     }
     // Counted by the connection's task as it ends, maybe just after the client saw the close.
-    wait_until("both timeouts counted", || {
+    wait_until("both timeouts counted", WAIT, || {
         s.edge
             .registry()
             .metrics()

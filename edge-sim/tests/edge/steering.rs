@@ -6,16 +6,14 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringtun_edge_sim::settings::Overrides;
 use ringtun_edge_sim::{Edge, Settings};
-use ringtun_test_support::edge::{self, json, request};
+use ringtun_test_support::edge::{self, HOST, TunnelEdge, json, wait_until};
 use ringtun_test_support::fake_connector::{Client, FakeConnector, FakeOpts, FakeReplica};
 use serde_json::Value;
 use uuid::Uuid;
-
-const HOST: &str = "app.example.com";
 
 fn settings(
     dir: &Path,
@@ -39,13 +37,16 @@ fn settings(
     )
 }
 
-/// A started edge with tunnel `web` routed at [`HOST`].
-struct Setup {
-    edge: Edge,
-    tunnel: Uuid,
-    secret: Vec<u8>,
-    token: String,
-    tls: bool,
+/// A started edge with tunnel `web` routed at [`HOST`], with the admin calls and spreads these
+/// tests make.
+struct Setup(TunnelEdge);
+
+impl std::ops::Deref for Setup {
+    type Target = TunnelEdge;
+
+    fn deref(&self) -> &TunnelEdge {
+        &self.0
+    }
 }
 
 impl Setup {
@@ -56,16 +57,7 @@ impl Setup {
     fn start_with(dir: &Path, workers: usize, plaintext: bool) -> Setup {
         let mut s = settings(dir, workers, None).expect("settings");
         s.danger_plaintext_links = plaintext;
-        let edge = Edge::start(s).expect("edge starts");
-        let (tunnel, secret) = edge::tunnel(&edge, "web", HOST);
-        let token = edge.state().admin_token().expose().to_owned();
-        Setup {
-            edge,
-            tunnel,
-            secret,
-            token,
-            tls: !plaintext,
-        }
+        Setup(TunnelEdge::on(Edge::start(s).expect("edge starts")))
     }
 
     /// One link of connector `connector` (named `name` in responses) to server `server`.
@@ -79,14 +71,9 @@ impl Setup {
     ) -> FakeConnector {
         let f = FakeConnector::start_replica(
             FakeOpts {
-                name,
-                server: self.edge.servers()[server].addr,
-                ca_pem: self.tls.then(|| self.edge.state().tls().ca_pem.clone()),
-                tunnel: self.tunnel,
-                secret: self.secret.clone(),
                 connector,
                 link_index: index,
-                refuse: false,
+                ..self.0.link(name, server)
             },
             replica,
         );
@@ -100,13 +87,7 @@ impl Setup {
     }
 
     fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        let (status, body) = request(
-            self.edge.admin_addr(),
-            method,
-            path,
-            Some(&self.token),
-            body,
-        );
+        let (status, body) = self.0.admin(method, path, body);
         (status, json(&body))
     }
 
@@ -127,6 +108,10 @@ impl Setup {
             .into_iter()
             .find(|c| c["id"] == id.to_string())
             .unwrap_or_else(|| panic!("connector {id} is listed"))
+    }
+
+    fn stop(self) {
+        self.0.edge.stop();
     }
 
     /// Sends `n` GETs on one keep-alive connection; counts the replicas that answered.
@@ -162,13 +147,7 @@ fn count(m: &HashMap<String, usize>, name: &str) -> usize {
     m.get(name).copied().unwrap_or(0)
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+const WAIT: Duration = Duration::from_secs(10);
 
 /// Lets the last registered links reach the workers, then sends a few requests that are not
 /// counted (a policy's state may start anywhere).
@@ -238,7 +217,7 @@ fn the_tunnel_policy_set_through_the_api_changes_the_choice() {
     // The admin counters saw every request: 12 + 40 + 400 + 400 + 320.
     let total: u64 = totals.iter().map(|&(n, _)| n).sum();
     assert_eq!(total, 1172);
-    s.edge.stop();
+    s.stop();
 }
 
 #[test]
@@ -260,7 +239,7 @@ fn lb_api_validates_and_persists() {
     s.set_policy(r#"{"policy": "same-dc-first"}"#);
     let (_, list) = s.admin("GET", "/tunnels", None);
     assert_eq!(list[0]["lb_policy"], "same-dc-first");
-    s.edge.stop();
+    s.stop();
 
     // A restarted edge keeps the tunnel's policy.
     let edge = Edge::start(settings(tmp.path(), 1, None).expect("settings")).expect("restart");
@@ -354,7 +333,7 @@ fn round_robin_rotates_evenly_and_p2c_spreads_concurrent_load() {
     counted.sort_unstable();
     seen.sort_unstable();
     assert_eq!(counted, seen);
-    s.edge.stop();
+    s.stop();
 }
 
 #[test]
@@ -389,10 +368,12 @@ fn standby_serves_only_when_no_active_replica_is_left() {
     assert_eq!(c["requests"], 0);
 
     active.stop();
-    wait_until("the active replica to go", || s.connectors().len() == 1);
+    wait_until("the active replica to go", WAIT, || {
+        s.connectors().len() == 1
+    });
     let m = fresh_spread(&s, 10, 3);
     assert_eq!(count(&m, "standby"), 30, "{m:?}");
-    s.edge.stop();
+    s.stop();
 }
 
 #[test]
@@ -408,10 +389,10 @@ fn same_dc_first_prefers_replicas_linked_in_the_public_data_center() {
     assert_eq!(count(&m, "near"), 50, "{m:?}");
     // Without one in dfw, the others serve.
     near.stop();
-    wait_until("the near replica to go", || s.connectors().len() == 1);
+    wait_until("the near replica to go", WAIT, || s.connectors().len() == 1);
     let m = s.spread(20);
     assert_eq!(count(&m, "far"), 20, "{m:?}");
-    s.edge.stop();
+    s.stop();
 }
 
 #[test]
@@ -433,7 +414,7 @@ fn goaway_on_one_link_drains_the_connector_on_every_link() {
 
     // Link 0 sends GOAWAY (its two-phase drain); link 1 stays up.
     a0.drain();
-    wait_until("a to show as draining", || {
+    wait_until("a to show as draining", WAIT, || {
         s.connector(a)["state"] == "draining"
     });
     let c = s.connector(a);
@@ -444,14 +425,14 @@ fn goaway_on_one_link_drains_the_connector_on_every_link() {
         assert_eq!(count(&m, "b"), 30, "{policy}: nothing new to a: {m:?}");
     }
     // Link 1 is still registered and live: a drains, it did not go away.
-    wait_until("link 0 to end", || {
+    wait_until("link 0 to end", WAIT, || {
         s.connector(a)["links"]
             .as_array()
             .is_some_and(|l| l.len() == 1)
     });
     assert_eq!(s.connector(a)["links"][0]["index"], 1);
     assert_eq!(s.connector(a)["state"], "draining");
-    s.edge.stop();
+    s.stop();
 }
 
 #[test]
@@ -467,7 +448,7 @@ fn a_link_replaced_under_the_same_index_does_not_drain_the_connector() {
     settle(&s);
     old.drain();
     let home = s.edge.servers()[1].addr.to_string();
-    wait_until("the old link to end", || {
+    wait_until("the old link to end", WAIT, || {
         let links = s.connector(a)["links"].clone();
         links.as_array().is_some_and(|l| l.len() == 1) && links[0]["server"] == home
     });
@@ -478,7 +459,7 @@ fn a_link_replaced_under_the_same_index_does_not_drain_the_connector() {
     let m = fresh_spread(&s, 20, 2);
     assert!(count(&m, "a") >= 1, "a still serves: {m:?}");
     old.stop();
-    s.edge.stop();
+    s.stop();
 }
 
 #[test]
@@ -501,7 +482,7 @@ fn connector_json_has_the_replica_fields_and_live_counters() {
     settle(&s);
     // The edge lets go of a stream just after its client has the whole response: the gauge
     // reaches 0 an instant after the last answer, not with it.
-    wait_until("the settling requests' streams to end", || {
+    wait_until("the settling requests' streams to end", WAIT, || {
         s.connector(id)["active_streams"] == 0
     });
     let c = s.connector(id);
@@ -523,10 +504,10 @@ fn connector_json_has_the_replica_fields_and_live_counters() {
     assert_eq!(c["requests"], 13);
     ws.half_close();
     assert!(ws.read_to_end().is_empty());
-    wait_until("the stream to end", || {
+    wait_until("the stream to end", WAIT, || {
         s.connector(id)["active_streams"] == 0
     });
-    s.edge.stop();
+    s.stop();
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The public HTTP/2 ingress: h2c with prior knowledge on the public HTTP listener (the
+//! The public HTTP/2 side: h2c with prior knowledge on the public HTTP listener (the
 //! connection preface is recognised on the first bytes, see [`sniff`]), and HTTP/2 over TLS
 //! with ALPN `h2` on the public HTTPS listener (`--public-https`, see `tls.rs`).
 //!

@@ -1,4 +1,4 @@
-//! The public HTTP/1.1 ingress: parse, route by `Host`, choose a replica, one stream per
+//! The public HTTP/1.1 side: parse, route by `Host`, choose a replica, one stream per
 //! request, stream the bodies both ways, keep the client connection alive.
 //!
 //! The connection is plain TCP (`--public-http`) or TLS (`--public-https` when ALPN chose
@@ -77,7 +77,7 @@ pub use body::RETRY_BODY_LIMIT;
 
 use super::client_io::ClientIo;
 use super::limits::ClientSlot;
-use super::links::Moving;
+use super::link_server::Moving;
 use super::watchdog::{ReadKind, Watch, watchdog};
 use super::worker::Worker;
 
