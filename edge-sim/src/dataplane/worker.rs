@@ -107,7 +107,7 @@ pub(crate) struct Worker {
 impl Worker {
     /// Every link this worker serves, of every connector (taken out of the borrow, so the
     /// caller may await on them).
-    fn all_links(&self) -> Vec<Link> {
+    pub(crate) fn all_links(&self) -> Vec<Link> {
         self.links
             .borrow()
             .values()
@@ -247,7 +247,11 @@ impl Worker {
             .await
         {
             Pick::NoConnector => match &self.peers {
-                Some(peers) => peers.pick(&self.plane.registry, tunnel, exclude).await,
+                Some(peers) => {
+                    peers
+                        .forward(self, tunnel, exclude, (may_hand_off, prefer))
+                        .await
+                }
                 None => Pick::NoConnector,
             },
             pick => pick,
@@ -413,20 +417,6 @@ impl Worker {
     }
 }
 
-/// The edge's graceful shutdown on this worker (see `DataPlane::drain`): once it starts, stop
-/// accepting (the listening sockets are shut down, so the kernel refuses new connections) and
-/// drain every link of this worker; the links close once their streams have finished.
-async fn drain_on_signal(w: Rc<Worker>, listening: Vec<socket2::Socket>) {
-    w.plane.draining.wait().await;
-    for l in &listening {
-        let _ = l.shutdown(std::net::Shutdown::Read);
-    }
-    let links = w.all_links();
-    for l in &links {
-        l.drain();
-    }
-}
-
 /// A worker's whole life: takes its listeners, serves until shutdown, then closes its links.
 pub(crate) async fn run(
     ctx: WorkerCtx<WorkerMsg>,
@@ -500,14 +490,14 @@ pub(crate) async fn run(
     if let Some(peers) = &plane.peers {
         match peers.listeners.take(index) {
             Ok(l) => {
-                keep(&l);
+                // Not shut at drain: it closes at the end of it (see `peer::server`).
                 let task = crate::peer::server::accept_loop(Rc::clone(&w), l, Arc::clone(peers));
                 compio::runtime::spawn(task).detach();
             }
             Err(e) => tracing::error!(error = %e, "cannot take the peer link socket"),
         }
     }
-    compio::runtime::spawn(drain_on_signal(Rc::clone(&w), listening)).detach();
+    compio::runtime::spawn(super::links::drain_on_signal(Rc::clone(&w), listening)).detach();
     compio::runtime::spawn(super::tcp::route_watch(Rc::clone(&w))).detach();
     {
         let w = Rc::clone(&w);
