@@ -106,9 +106,13 @@ impl WorkerPeers {
         let registry = &w.plane.registry;
         let wait = self.plane.settings.wait;
         let deadline = Instant::now() + wait;
+        // Nodes tried before (by the ingress's retry loop) get another try once the view shows
+        // their links of the tunnel changed: that node is where the link moved.
+        let mut skip: Vec<Uuid> = exclude.to_vec();
+        let mut counts = self.link_counts(registry, tunnel);
         loop {
             let seen = registry.cluster_presence();
-            let pick = self.pick(registry, tunnel, exclude).await;
+            let pick = self.pick(registry, tunnel, &skip).await;
             let again = match &pick {
                 Pick::Unreachable(_) => true,
                 Pick::NoConnector => self.seen_within(tunnel, wait),
@@ -134,11 +138,34 @@ impl WorkerPeers {
                     (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
                     (a, b) => a.is_some() != b.is_some(),
                 };
-                if changed || Instant::now() >= deadline {
+                if changed {
+                    let now = self.link_counts(registry, tunnel);
+                    skip.retain(|id| counts.get(id) == now.get(id));
+                    counts = now;
+                    break;
+                }
+                if Instant::now() >= deadline {
                     break;
                 }
             }
         }
+    }
+
+    /// How many links of `tunnel` each candidate node holds in the current view.
+    fn link_counts(
+        &self,
+        registry: &crate::registry::Registry,
+        tunnel: Uuid,
+    ) -> HashMap<Uuid, usize> {
+        registry
+            .cluster_presence()
+            .map(|p| {
+                self.candidates(p, tunnel)
+                    .into_iter()
+                    .map(|c| (c.id, c.links))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Whether `tunnel` had a candidate node within `within`.
