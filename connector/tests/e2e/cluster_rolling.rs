@@ -425,3 +425,80 @@ fn a_draining_node_keeps_its_links_until_the_connector_has_moved_them() {
         );
     }
 }
+
+/// A stopping node waits for the requests it forwarded to other nodes as for its own: node B
+/// holds no link (the connector is pinned to node A's servers with `--edge`), a slow request
+/// to B is forwarded to A, B gets SIGTERM meanwhile, and the request is still answered before
+/// B exits.
+#[test]
+fn a_stopping_node_finishes_the_requests_it_forwarded() {
+    let etcd = etcd::Etcd::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("/e2e-fwd-drain-{}/", std::process::id());
+    let a = node(&dir.path().join("a"), &etcd, &prefix, None);
+    let mut b = node(&dir.path().join("b"), &etcd, &prefix, Some(&a));
+    // The in-test origin: `/slow?MS` answers `slow` after MS milliseconds.
+    let origin = ringtun_test_support::origin::TestOrigin::start();
+    let tunnel = Tunnel::create(&a, "web");
+    tunnel.route_dns(&a, "web.example.com");
+    let servers: Vec<String> = a.servers().iter().map(|(_, s)| s.to_string()).collect();
+    let _connector = Connector::run_args(
+        &a,
+        &tunnel,
+        &Service::Url(origin.url()),
+        &["--edge", &servers.join(",")],
+    );
+    let four = wait_four_links(&a, "web", "the connector never had 4 links");
+    let id_b = node_id(&b);
+    assert!(four.iter().all(|(_, n)| *n != id_b), "{four:?}");
+    // B forwards to A.
+    e2e::get_ok(b.public_http(), "web.example.com", STEP_TIMEOUT);
+
+    // The slow request is on its way through A before B is told to stop.
+    let forwarded = |e: &Edge| -> f64 {
+        let text = e.admin_request("GET", "/metrics").text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("ringtun_edge_peer_forwarded_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let before = forwarded(&b);
+    let public = b.public_http();
+    let slow = std::thread::spawn(move || {
+        let mut conn = None;
+        keepalive_get(&mut conn, public, "web.example.com", "/slow?3000")
+    });
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while forwarded(&b) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "B never forwarded the slow request: {}",
+            b.admin_request("GET", "/metrics").text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    e2e::signal(&b.proc, "TERM");
+    let answer = slow.join().unwrap();
+    let deadline = Instant::now() + GRACE + STEP_TIMEOUT;
+    let status = loop {
+        if let Some(s) = b.proc.try_wait() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B did not exit: {}",
+            b.proc.tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "B exited with {status}");
+    match answer {
+        Ok((status, body)) => assert_eq!(
+            (status, String::from_utf8_lossy(&body).into_owned()),
+            (200, "slow".to_owned()),
+            "{}",
+            b.proc.tail(20)
+        ),
+        Err(e) => panic!("the forwarded request failed: {e}\n{}", b.proc.tail(20)),
+    }
+}
