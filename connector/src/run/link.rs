@@ -4,6 +4,13 @@
 //! after a failure, another data center when all of the home's servers failed (logged as
 //! `data center unreachable; link placed elsewhere`), and back home when a probe every 10 s
 //! finds it answering again: the new link registers first, then the displaced one is retired.
+//! A link placed again after a failure goes by node (`super::edges::choose_server`), and
+//! discovery is read again for the next placement (`super::rediscover`).
+//!
+//! In an edge cluster (discovery names the nodes), a link whose node sends its DRAIN GOAWAY
+//! (a node shutting down sends a drain notice, `docs/protocol.md` §7.1) moves make before
+//! break: a replacement registers on another node of the same data center, then this side
+//! drains the old link itself ([`move_off`], in `serve`).
 //!
 //! At shutdown the link drains (GOAWAY); when the grace period is over ([`super::Shared`]'s
 //! deadline fires), what is still open is reset.
