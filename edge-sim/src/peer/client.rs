@@ -107,12 +107,15 @@ impl WorkerPeers {
         let wait = self.plane.settings.wait;
         let deadline = Instant::now() + wait;
         // Nodes tried before (by the ingress's retry loop) get another try once the view shows
-        // their links of the tunnel changed: that node is where the link moved.
-        let mut skip: Vec<Uuid> = exclude.to_vec();
-        let mut counts = self.link_counts(registry, tunnel);
+        // their links of the tunnel changed: that node is where the link moved. Both are made
+        // only when a request waits, so a forwarded request that is answered costs nothing here.
+        let mut skip: Option<Vec<Uuid>> = None;
+        let mut counts: Option<HashMap<Uuid, usize>> = None;
         loop {
             let seen = registry.cluster_presence();
-            let pick = self.pick(registry, tunnel, &skip).await;
+            let pick = self
+                .pick(registry, tunnel, skip.as_deref().unwrap_or(exclude))
+                .await;
             let again = match &pick {
                 Pick::Unreachable(_) => true,
                 Pick::NoConnector => self.seen_within(tunnel, wait),
@@ -127,6 +130,10 @@ impl WorkerPeers {
                 }
                 return pick;
             }
+            let before = match counts.take() {
+                Some(c) => c,
+                None => self.link_counts(seen.clone(), tunnel),
+            };
             loop {
                 compio::time::sleep(WAIT_STEP).await;
                 match w.pick(tunnel, exclude, local.0, local.1) {
@@ -139,26 +146,27 @@ impl WorkerPeers {
                     (a, b) => a.is_some() != b.is_some(),
                 };
                 if changed {
-                    let now = self.link_counts(registry, tunnel);
-                    skip.retain(|id| counts.get(id) == now.get(id));
-                    counts = now;
+                    let after = self.link_counts(now, tunnel);
+                    skip.get_or_insert_with(|| exclude.to_vec())
+                        .retain(|id| before.get(id) == after.get(id));
+                    counts = Some(after);
                     break;
                 }
                 if Instant::now() >= deadline {
+                    counts = Some(before);
                     break;
                 }
             }
         }
     }
 
-    /// How many links of `tunnel` each candidate node holds in the current view.
+    /// How many links of `tunnel` each candidate node holds in `presence`.
     fn link_counts(
         &self,
-        registry: &crate::registry::Registry,
+        presence: Option<Arc<ClusterPresence>>,
         tunnel: Uuid,
     ) -> HashMap<Uuid, usize> {
-        registry
-            .cluster_presence()
+        presence
             .map(|p| {
                 self.candidates(p, tunnel)
                     .into_iter()
