@@ -44,6 +44,9 @@ pub enum Limit {
     /// A peer node was skipped because its circuit breaker is open (`--peer-breaker-failures`
     /// failures in a row, for `--peer-breaker-cooldown-ms`).
     PeerBreakerOpen,
+    /// A request waited `--peer-wait-ms` for the presence view to change (no node holding a
+    /// link of its tunnel could take it) and is answered 502 or 503.
+    PeerWait,
     /// A public HTTPS client did not finish its TLS handshake within
     /// `--public-tls-handshake-timeout`.
     TlsHandshakeTimeout,
@@ -51,7 +54,7 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, in label order.
-    pub const ALL: [Limit; 13] = [
+    pub const ALL: [Limit; 14] = [
         Limit::ClientWriteTimeout,
         Limit::IdleTimeout,
         Limit::RequestBodyTimeout,
@@ -64,6 +67,7 @@ impl Limit {
         Limit::H2ProtocolAbuse,
         Limit::PeerConnectTimeout,
         Limit::PeerBreakerOpen,
+        Limit::PeerWait,
         Limit::TlsHandshakeTimeout,
     ];
 
@@ -82,6 +86,7 @@ impl Limit {
             Limit::H2ProtocolAbuse => "h2_protocol_abuse",
             Limit::PeerConnectTimeout => "peer_connect_timeout",
             Limit::PeerBreakerOpen => "peer_breaker_open",
+            Limit::PeerWait => "peer_wait",
             Limit::TlsHandshakeTimeout => "tls_handshake_timeout",
         }
     }

@@ -604,13 +604,16 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
     };
 
     let ca_pem = edge_ca(args, &credentials, &path)?;
-    let dcs = if args.edge.is_empty() {
+    let (dcs, rediscovery) = if args.edge.is_empty() {
         let api = discovery_api(global, token.as_ref());
-        crate::run::edges::from_discovery(&crate::run::retry_at_start("GET /discovery", || {
-            crate::admin_client::discover(api)
-        })?)
+        let answer =
+            crate::run::retry_at_start("GET /discovery", || crate::admin_client::discover(api))?;
+        (
+            crate::run::edges::from_discovery(&answer),
+            Some(crate::run::Rediscovery::new(api, &answer)),
+        )
     } else {
-        crate::run::edges::from_flag(&args.edge)?
+        (crate::run::edges::from_flag(&args.edge)?, None)
     };
     let grace = crate::config::parse_duration(&args.grace_period)
         .map_err(|message| Error::ConfigField {
@@ -649,6 +652,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
         connector_id: *connector_id.as_bytes(),
         ingress,
         plan,
+        rediscovery,
         ca_pem,
         links,
         workers: args.workers,

@@ -4,6 +4,13 @@
 //! after a failure, another data center when all of the home's servers failed (logged as
 //! `data center unreachable; link placed elsewhere`), and back home when a probe every 10 s
 //! finds it answering again: the new link registers first, then the displaced one is retired.
+//! A link placed again after a failure goes by node (`super::edges::choose_server`), and
+//! discovery is read again for the next placement (`super::rediscover`).
+//!
+//! In an edge cluster (discovery names the nodes), a link whose node sends its DRAIN GOAWAY
+//! (a node shutting down sends a drain notice, `docs/protocol.md` §7.1) moves make before
+//! break: a replacement registers on another node of the same data center, then this side
+//! drains the old link itself ([`move_off`], in `serve`).
 //!
 //! At shutdown the link drains (GOAWAY); when the grace period is over ([`super::Shared`]'s
 //! deadline fires), what is still open is reset.
@@ -67,11 +74,13 @@ pub async fn supervise(
     shutdown: Shutdown,
     hard: Shutdown,
 ) {
-    let mut place = shared.plan.placement(index);
+    let mut place = shared.plan().placement(index);
     let mut backoff = BACKOFF_START;
     while !shutdown.is_triggered() {
-        let addr = shared.plan.target(&place);
-        let dc = shared.plan.dc_name(place.dc()).to_owned();
+        let plan = shared.plan();
+        let addr = plan.target(&place, &shared.held(&plan, index, place.dc()));
+        place.trying(addr);
+        let dc = plan.dc_name(place.dc()).to_owned();
         match setup(index, addr, &shared).await {
             Ok((link, data_center)) => {
                 tracing::info!(
@@ -79,12 +88,13 @@ pub async fn supervise(
                 );
                 track_link(&link, data_center, &shared);
                 if place.is_displaced() {
-                    let home = shared.plan.dc_name(place.home());
+                    let home = plan.dc_name(place.home());
                     tracing::warn!(
                         "data center unreachable; link placed elsewhere index={index} home={home} placed={dc}"
                     );
                 }
                 place.connected();
+                shared.set_live(index, Some((place.dc(), addr)));
                 backoff = BACKOFF_START;
                 let ended = serve(
                     (index, worker),
@@ -96,13 +106,15 @@ pub async fn supervise(
                     &hard,
                 )
                 .await;
+                shared.set_live(index, None);
                 if !ended {
                     return;
                 }
-                // The server it was on (a probe may have moved it home meanwhile).
-                let lost = shared.plan.target(&place);
+                // The server it was on (a probe or a move may have changed it meanwhile).
+                let lost = place.at().unwrap_or(addr);
                 tracing::warn!(index, server = %lost, "link lost; reconnecting");
-                place.failed(&shared.plan);
+                place.failed(&shared.plan());
+                shared.rediscover();
             }
             Err(SetupError::Fatal(message)) => {
                 tracing::error!(index, server = %addr, %message, "the edge refused this connector");
@@ -112,7 +124,8 @@ pub async fn supervise(
             }
             Err(SetupError::Retry(reason)) => {
                 tracing::warn!(index, data_center = %dc, server = %addr, %reason, "link setup failed");
-                place.failed(&shared.plan);
+                place.failed(&plan);
+                shared.rediscover();
             }
         }
         let delay = jitter(backoff);
@@ -166,7 +179,7 @@ async fn establish(
         },
         label: shared.label.clone(),
         weight: shared.weight,
-        ha_connections: u8::try_from(shared.plan.links()).unwrap_or(u8::MAX),
+        ha_connections: u8::try_from(shared.plan().links()).unwrap_or(u8::MAX),
     };
     match &shared.ca_pem {
         Some(ca) => {
@@ -238,11 +251,21 @@ enum Wake {
     Shutdown,
     /// Time for a displaced link to probe its home data center.
     Probe,
+    /// The edge node sent its DRAIN GOAWAY (in a cluster: a drain notice, protocol.md §7.1):
+    /// move to another node before this link goes.
+    Move,
 }
 
 /// Accepts and serves streams until the link ends (`true`) or shutdown drained it (`false`).
 /// A displaced link probes its home data center every [`HOME_PROBE_INTERVAL`]; when a probe
 /// registers, the new link takes over and the displaced one is retired ([`retire`]).
+///
+/// Make before break: when the edge node of the link sends its DRAIN GOAWAY and the edge is a
+/// cluster whose nodes discovery named ([`super::LinkPlan::knows_nodes`]), a replacement link
+/// is set up on another node of the same data center first ([`move_off`]); once it is
+/// registered it takes over and this side drains the old link (two-phase, protocol.md §7), so
+/// the streams the edge opened on it finish and nothing new is opened there. If no other node
+/// takes the link, the old one is kept until the edge closes it, then replaced as a lost link.
 async fn serve(
     (index, worker): (usize, usize),
     mut link: Link,
@@ -254,6 +277,8 @@ async fn serve(
 ) -> bool {
     start_acceptor(&link, ctx, shared, worker);
     let mut probe = 0usize;
+    // A move off this link's node was tried and found no other node: wait for the edge.
+    let mut stay = false;
     loop {
         let wake = {
             let closed = std::pin::pin!(link.closed());
@@ -266,8 +291,16 @@ async fn serve(
                     std::future::pending::<()>().await;
                 }
             });
-            match select(closed, select(stop, timer)).await {
-                Either::Left((why, _)) => Wake::Closed(why),
+            let movable = !stay && shared.plan().knows_nodes();
+            let going = std::pin::pin!(async {
+                if movable && link.peer_draining().await {
+                    return;
+                }
+                std::future::pending::<()>().await;
+            });
+            match select(select(closed, going), select(stop, timer)).await {
+                Either::Left((Either::Left((why, _)), _)) => Wake::Closed(why),
+                Either::Left((Either::Right(_), _)) => Wake::Move,
                 Either::Right((Either::Left(_), _)) => Wake::Shutdown,
                 Either::Right((Either::Right(_), _)) => Wake::Probe,
             }
@@ -281,8 +314,35 @@ async fn serve(
                 drain(&link, shared.grace, hard).await;
                 return false;
             }
+            Wake::Move => {
+                let moved = {
+                    let attempt = std::pin::pin!(move_off(index, place, shared));
+                    let stop = std::pin::pin!(shutdown.wait());
+                    match select(attempt, stop).await {
+                        Either::Left((r, _)) => r,
+                        Either::Right(_) => {
+                            drain(&link, shared.grace, hard).await;
+                            return false;
+                        }
+                    }
+                };
+                let Some((new, addr, data_center)) = moved else {
+                    stay = true;
+                    continue;
+                };
+                track_link(&new, data_center, shared);
+                start_acceptor(&new, ctx, shared, worker);
+                shared.set_live(index, Some((place.dc(), addr)));
+                let old = std::mem::replace(&mut link, new);
+                let (hard, grace) = (hard.clone(), shared.grace);
+                compio::runtime::spawn(async move {
+                    drain(&old, grace, &hard).await;
+                    tracing::info!(index, "link on the draining edge node closed");
+                })
+                .detach();
+            }
             Wake::Probe => {
-                let addr = shared.plan.home_probe(place, probe);
+                let addr = shared.plan().home_probe(place, probe);
                 probe += 1;
                 // A shutdown during the probe drains at once instead of waiting for it.
                 let attempt = std::pin::pin!(setup(index, addr, shared));
@@ -302,10 +362,11 @@ async fn serve(
                         track_link(&home_link, data_center, shared);
                         tracing::info!(
                             index,
-                            home = %shared.plan.dc_name(place.home()),
+                            home = %shared.plan().dc_name(place.home()),
                             "home data center answers again; link moved back"
                         );
-                        place.moved_home(probe - 1);
+                        place.moved_home(probe - 1, addr);
+                        shared.set_live(index, Some((place.dc(), addr)));
                         start_acceptor(&home_link, ctx, shared, worker);
                         let old = std::mem::replace(&mut link, home_link);
                         let (shutdown, hard, grace) =
@@ -322,6 +383,49 @@ async fn serve(
             }
         }
     }
+}
+
+/// Sets up a replacement for link `index` on another node of its data center, its current
+/// node being about to go ([`Placement::leave`], then the choice by node of
+/// [`super::edges::choose_server`]), trying each other node once. `None` when no other node
+/// took it (the placement then still names the old server). Discovery is read again meanwhile,
+/// for the next placement.
+async fn move_off(
+    index: usize,
+    place: &mut Placement,
+    shared: &Arc<Shared>,
+) -> Option<(Link, std::net::SocketAddr, String)> {
+    let old = place.at();
+    shared.rediscover();
+    let plan = shared.plan();
+    let leaving = place.leave(&plan);
+    let tries = plan.data_center(place.dc()).servers.len();
+    for _ in 0..tries {
+        let addr = plan.target(place, &shared.held(&plan, index, place.dc()));
+        if plan.data_center(place.dc()).node_of(addr) == leaving {
+            break;
+        }
+        place.trying(addr);
+        match setup(index, addr, shared).await {
+            Ok((link, data_center)) => {
+                tracing::info!(
+                    "link registered index={index} data_center={data_center} server={addr}"
+                );
+                tracing::info!(index, from = ?old, to = %addr, "edge node draining; link moved to another node");
+                place.connected();
+                return Some((link, addr, data_center));
+            }
+            Err(SetupError::Fatal(message) | SetupError::Retry(message)) => {
+                tracing::warn!(index, server = %addr, %message, "cannot move a link off a draining edge node here");
+                place.leave(&plan);
+            }
+        }
+    }
+    tracing::warn!(index, node = %leaving, "no other edge node took the link; it stays until its node closes it");
+    if let Some(a) = old {
+        place.trying(a);
+    }
+    None
 }
 
 /// Counts the registered link in `ringtun_links{data_center}` (and `/ready`) until it closes.

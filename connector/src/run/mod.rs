@@ -14,6 +14,7 @@
 
 pub mod edges;
 mod link_supervisor;
+pub mod rediscover;
 pub mod reload;
 
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ use ringtun_core::handshake::TunnelSecret;
 use ringtun_core::rt::{Runtime, RuntimeConfig, Shutdown, WorkerCtx};
 
 pub use edges::{DataCenter, LinkPlan, Placement};
+pub use rediscover::Rediscovery;
 
 use crate::error::{Error, Result};
 use crate::ingress::{IngressRules, LiveRules};
@@ -47,6 +49,8 @@ pub struct RunSettings {
     pub ingress: IngressRules,
     /// Where links go.
     pub plan: LinkPlan,
+    /// Where discovery is read again when a link is placed again; `None` with `--edge`.
+    pub rediscovery: Option<Rediscovery>,
     /// The edge CA in PEM; `None` means plaintext links (`--danger-plaintext-links`).
     pub ca_pem: Option<String>,
     /// How many links (`--ha-connections`).
@@ -81,7 +85,11 @@ pub struct Shared {
     tunnel_id: [u8; 16],
     connector_id: [u8; 16],
     secret: TunnelSecret,
-    plan: LinkPlan,
+    /// Where links go; replaced whole when discovery is read again.
+    plan: Mutex<Arc<LinkPlan>>,
+    rediscovery: Option<Arc<Rediscovery>>,
+    /// Where each link is registered now: its data center (index) and server.
+    live: Mutex<Vec<Option<(usize, std::net::SocketAddr)>>>,
     ca_pem: Option<String>,
     grace: Duration,
     fatal: Mutex<Option<String>>,
@@ -128,6 +136,59 @@ impl OpenStreams {
 }
 
 impl Shared {
+    /// The current plan.
+    fn plan(&self) -> Arc<LinkPlan> {
+        Arc::clone(&self.plan.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Records where link `index` is registered now (`None`: nowhere).
+    fn set_live(&self, index: usize, at: Option<(usize, std::net::SocketAddr)>) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = live.get_mut(index) {
+            *slot = at;
+        }
+    }
+
+    /// The nodes of the other live links in data center `dc`, one entry per link, as `plan`
+    /// names them (see [`edges::choose_server`]).
+    fn held(&self, plan: &LinkPlan, index: usize, dc: usize) -> Vec<String> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .filter_map(|(_, l)| *l)
+            .filter(|(d, _)| *d == dc)
+            .map(|(d, addr)| plan.data_center(d).node_of(addr))
+            .collect()
+    }
+
+    /// Reads discovery again in the background (one refresh at a time; see [`rediscover`]);
+    /// the next placement uses the answer.
+    fn rediscover(self: &Arc<Self>) {
+        let Some(r) = self.rediscovery.clone() else {
+            return;
+        };
+        if !r.start() {
+            return;
+        }
+        let shared = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("ringtun-discovery".into())
+            .spawn(move || {
+                if let Some(dcs) = r.fetch() {
+                    let mut plan = shared.plan.lock().unwrap_or_else(|p| p.into_inner());
+                    *plan = Arc::new(plan.refreshed(dcs));
+                }
+                r.done();
+            });
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "cannot start a discovery refresh");
+            if let Some(r) = &self.rediscovery {
+                r.done();
+            }
+        }
+    }
+
     /// Records the first fatal refusal.
     fn fail(&self, message: String) {
         if let Ok(mut f) = self.fatal.lock()
@@ -170,7 +231,9 @@ pub fn run(settings: RunSettings) -> Result<()> {
         tunnel_id: settings.tunnel_id,
         connector_id: settings.connector_id,
         secret: settings.secret,
-        plan: settings.plan,
+        live: Mutex::new(vec![None; settings.plan.links().max(links)]),
+        plan: Mutex::new(Arc::new(settings.plan)),
+        rediscovery: settings.rediscovery.map(Arc::new),
         ca_pem: settings.ca_pem,
         grace: settings.grace,
         fatal: Mutex::new(None),

@@ -104,6 +104,16 @@ impl Link {
         s.after_op();
     }
 
+    /// Sends a drain notice (protocol.md §7): the peer learns that this side wants the link
+    /// gone, while this side keeps opening streams on it until the peer drains it (or this
+    /// side calls [`Link::drain`]). It does not count as this side going away for
+    /// [`Link::peer_draining`].
+    pub fn drain_notice(&self) {
+        let mut s = self.shared.borrow_mut();
+        s.session.drain_notice();
+        s.after_op();
+    }
+
     /// Closes the link at once with `code`: open streams are reset, GOAWAY is sent, and the
     /// socket is shut down once it is flushed.
     pub fn close(&self, code: ErrorCode) {

@@ -252,6 +252,8 @@ pub struct Session {
     rtt: Option<Duration>,
 
     drain: Drain,
+    /// A drain notice was sent ([`Session::drain_notice`]).
+    notice_sent: bool,
     /// Lowest last ID of the peer's GOAWAYs.
     peer_goaway: Option<StreamId>,
     peer_final_goaway: bool,
@@ -317,6 +319,7 @@ impl Session {
             ping_seq: 0,
             rtt: None,
             drain: Drain::None,
+            notice_sent: false,
             peer_goaway: None,
             peer_final_goaway: false,
             closed: None,
@@ -831,6 +834,23 @@ impl Session {
             token,
             deadline: now + self.config.drain_ping_timeout,
         };
+    }
+
+    /// Sends a drain **notice** (protocol.md §7, "Drain notice"): GOAWAY(DRAIN) with last ID
+    /// 2^64−1, and nothing else. Unlike [`drain`](Self::drain) it starts no phase 2 and this
+    /// side keeps opening streams: the peer learns that this side wants the link gone and
+    /// drains it itself once it has another. Once per session; nothing after a drain or close.
+    pub fn drain_notice(&mut self) {
+        if self.closed.is_some() || self.drain != Drain::None || self.notice_sent {
+            return;
+        }
+        self.notice_sent = true;
+        self.push_ctrl(Ctrl::GoAway(GoAway {
+            last_id: u64::MAX,
+            code: ErrorCode::NO_ERROR,
+            drain: true,
+            reason: Bytes::new(),
+        }));
     }
 
     fn send_final_goaway(&mut self) {

@@ -506,6 +506,48 @@ fn drain_with_ping_ack_finishes_accepted_streams() {
 }
 
 #[test]
+fn a_drain_notice_keeps_streams_flowing_until_the_peer_drains() {
+    let mut p = Pair::default();
+    // The edge (server) wants the link gone but keeps using it until the connector moved.
+    p.s.drain_notice();
+    p.pump();
+    assert!(p.c_events.contains(&Event::GoAway {
+        last_id: u64::MAX,
+        code: ErrorCode::NO_ERROR,
+        drain: true
+    }));
+    let first = p.s.open(StreamKind::Http, Bytes::new()).unwrap();
+    p.pump();
+    assert!(
+        p.c_events
+            .iter()
+            .any(|e| matches!(e, Event::StreamOpened { id, .. } if *id == first)),
+        "a stream opened after the notice is accepted: {:?}",
+        p.c_events
+    );
+    // The connector has its replacement: it drains this link itself.
+    p.c.drain(p.now);
+    p.pump();
+    assert!(matches!(
+        p.s.open(StreamKind::Http, Bytes::new()),
+        Err(Error::GoingAway)
+    ));
+    assert!(p.s_events.contains(&Event::GoAway {
+        last_id: first,
+        code: ErrorCode::NO_ERROR,
+        drain: false
+    }));
+    p.c.reply(first, Bytes::new()).unwrap();
+    p.c.finish(first).unwrap();
+    p.s.finish(first).unwrap();
+    p.pump();
+    assert!(read_all(&mut p.s, first, &mut Vec::new()));
+    assert!(read_all(&mut p.c, first, &mut Vec::new()));
+    p.pump();
+    assert!(p.c.is_drained() && p.s.is_drained());
+}
+
+#[test]
 fn drain_refuses_streams_above_the_last_id() {
     let mut p = Pair::default();
     let accepted = p.s.open(StreamKind::Http, Bytes::new()).unwrap();

@@ -41,6 +41,15 @@
 //! each of its links (`docs/protocol.md` §7, §9); the streams in flight finish and the links
 //! close, or `--grace-period` ends first and `stop` closes what is left.
 //!
+//! A node of a cluster (with etcd) drains **make before break** (`docs/cluster.md`, "Stopping
+//! a node"): its links get a drain notice instead (`docs/protocol.md` §7.1) and keep carrying
+//! new streams, its own and those forwarded from other nodes (the peer listener stays open),
+//! while each connector sets up a replacement on another node and then drains the old link
+//! itself. Only when the links are gone, or half the grace period is over, are the connectors
+//! marked draining and what is left drained as above. The drain waits for the streams this
+//! node forwarded to other nodes as for its own, then the peer listener closes and the peer
+//! links drain; `stop` then revokes the presence lease.
+//!
 //! # Layout
 //! - [`link_server`]: TLS, registration handshake under a deadline, `Link::spawn`, unregistration.
 //! - `placement`: which worker serves each link.
@@ -141,6 +150,12 @@ pub struct SharedState {
     pub(crate) grace: std::time::Duration,
     /// Triggered when the edge starts its graceful shutdown ([`DataPlane::drain`]).
     pub(crate) draining: ringtun_core::rt::Shutdown,
+    /// Triggered when the links themselves drain (two-phase GOAWAY): with `draining` on one
+    /// node, after the move period in a cluster (see [`links`]).
+    pub(crate) links_draining: ringtun_core::rt::Shutdown,
+    /// Triggered at the end of a cluster node's drain: the peer listener closes and the peer
+    /// links accepted from other nodes drain.
+    pub(crate) peers_closing: ringtun_core::rt::Shutdown,
     /// Which worker serves each link (see [`placement`]).
     pub(crate) placement: Arc<placement::Placement>,
     /// Every live connector's load, which the replica choice reads (see [`lb`]).
@@ -291,6 +306,8 @@ impl DataPlane {
             handshake_timeout: settings.handshake_timeout,
             grace: settings.grace_period,
             draining: ringtun_core::rt::Shutdown::new(),
+            links_draining: ringtun_core::rt::Shutdown::new(),
+            peers_closing: ringtun_core::rt::Shutdown::new(),
             registry,
             policy: settings.lb,
             public_dc: settings.public_dc.clone(),
@@ -358,29 +375,70 @@ impl DataPlane {
     /// two-phase DRAIN GOAWAY on every link (`docs/protocol.md` §9) and opens no new stream,
     /// then waits until every stream in flight has finished and every link has closed, or
     /// `grace` is over. [`DataPlane::stop`] then closes what is left.
+    ///
+    /// In a cluster the links first get a drain notice and keep serving while their
+    /// connectors move them to other nodes (at most half of `grace`; see the module doc), and
+    /// the streams forwarded to other nodes are waited for too.
     pub fn drain(&self, grace: std::time::Duration) {
         let start = std::time::Instant::now();
-        self.plane.loads.stop_new_streams();
+        let step = std::time::Duration::from_millis(20);
+        let clustered = self.plane.peers.is_some();
+        if !clustered {
+            self.plane.loads.stop_new_streams();
+            self.plane.links_draining.trigger();
+        }
         self.plane.draining.trigger();
         let (streams, links) = self.plane.loads.in_flight();
         tracing::info!(
             streams,
             links,
             grace_secs = grace.as_secs(),
+            make_before_break = clustered,
             "draining: no new connections, links drain"
         );
+        if clustered {
+            let moving = grace / 2;
+            loop {
+                let (_, links) = self.plane.loads.in_flight();
+                if links == 0 {
+                    tracing::info!(
+                        elapsed_ms = start.elapsed().as_millis() as u64,
+                        "every connector moved its links to other nodes"
+                    );
+                    break;
+                }
+                if start.elapsed() >= moving {
+                    tracing::warn!(
+                        links,
+                        "connectors did not move every link to another node within half the grace period; draining them"
+                    );
+                    break;
+                }
+                std::thread::sleep(step);
+            }
+            self.plane.loads.stop_new_streams();
+            self.plane.links_draining.trigger();
+        }
+        let forwarded = || self.plane.peers.as_ref().map_or(0, |p| p.in_flight());
         loop {
             let (streams, links) = self.plane.loads.in_flight();
-            if streams == 0 && links == 0 {
+            let forwarded = forwarded();
+            if streams == 0 && links == 0 && forwarded == 0 {
                 tracing::info!(elapsed_ms = start.elapsed().as_millis() as u64, "drained");
-                return;
+                break;
             }
             if start.elapsed() >= grace {
-                tracing::warn!(streams, links, "grace period over; closing what is left");
-                return;
+                tracing::warn!(
+                    streams,
+                    links,
+                    forwarded,
+                    "grace period over; closing what is left"
+                );
+                break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::thread::sleep(step);
         }
+        self.plane.peers_closing.trigger();
     }
 
     /// Stops the workers and waits for them.

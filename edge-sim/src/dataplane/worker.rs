@@ -215,7 +215,11 @@ impl Worker {
             .await
         {
             Pick::NoConnector => match &self.peers {
-                Some(peers) => peers.pick(&self.plane.registry, tunnel, exclude).await,
+                Some(peers) => {
+                    peers
+                        .forward(self, tunnel, exclude, (may_hand_off, prefer))
+                        .await
+                }
                 None => Pick::NoConnector,
             },
             pick => pick,

@@ -32,7 +32,7 @@ use super::breaker::Breaker;
 use super::tls::node_name;
 use crate::cluster::{ClusterPresence, NodeRecord};
 use crate::dataplane::lb::ConnectorLoad;
-use crate::dataplane::worker::Pick;
+use crate::dataplane::worker::{Pick, Worker};
 use crate::limit::Limit;
 
 /// A node that holds links of a tunnel, as the presence view shows it.
@@ -63,11 +63,19 @@ struct PeerNode {
 /// The presence view indexed by tunnel.
 type Index = HashMap<Uuid, Vec<Candidate>>;
 
+/// How often a waiting request looks at the presence view and this node's links.
+const WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(10);
+/// How many tunnels' "last seen with a candidate" times a worker keeps before pruning.
+const RECENT_MAX: usize = 4096;
+
 /// One worker's peer links and the state of each node.
 pub(crate) struct WorkerPeers {
     plane: Arc<PeerPlane>,
     nodes: Rc<RefCell<HashMap<Rc<str>, PeerNode>>>,
     index: RefCell<Option<(Arc<ClusterPresence>, Rc<Index>)>>,
+    /// When each tunnel last had a candidate node here: a request for a tunnel whose links just
+    /// left the view waits for them to come back elsewhere ([`WorkerPeers::forward`]).
+    recent: RefCell<HashMap<Uuid, Instant>>,
 }
 
 impl WorkerPeers {
@@ -76,7 +84,114 @@ impl WorkerPeers {
             plane,
             nodes: Rc::new(RefCell::new(HashMap::new())),
             index: RefCell::new(None),
+            recent: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// [`WorkerPeers::pick`], for a stream with no link of its tunnel on this node. When no node
+    /// could take it ([`Pick::Unreachable`]: every candidate failed to connect or was tried and
+    /// refused the stream, always before any byte reached an origin), or the tunnel had
+    /// candidates within the last `--peer-wait-ms` and has none now ([`Pick::NoConnector`]), it
+    /// waits, at most `--peer-wait-ms` in all, for the presence view to change and tries
+    /// again, or for a link of the tunnel to appear on this node (`w.pick` with `local`:
+    /// `may_hand_off` and `prefer`), which takes the stream instead. A wait that ends with
+    /// nothing counts `limit_hits_total{reason="peer_wait"}`.
+    pub(crate) async fn forward(
+        &self,
+        w: &Worker,
+        tunnel: Uuid,
+        exclude: &[Uuid],
+        local: (bool, Option<Uuid>),
+    ) -> Pick {
+        let registry = &w.plane.registry;
+        let wait = self.plane.settings.wait;
+        let deadline = Instant::now() + wait;
+        // Nodes tried before (by the ingress's retry loop) get another try once the view shows
+        // their links of the tunnel changed: that node is where the link moved. Both are made
+        // only when a request waits, so a forwarded request that is answered costs nothing here.
+        let mut skip: Option<Vec<Uuid>> = None;
+        let mut counts: Option<HashMap<Uuid, usize>> = None;
+        loop {
+            let seen = registry.cluster_presence();
+            let pick = self
+                .pick(registry, tunnel, skip.as_deref().unwrap_or(exclude))
+                .await;
+            let again = match &pick {
+                Pick::Unreachable(_) => true,
+                Pick::NoConnector => self.seen_within(tunnel, wait),
+                _ => false,
+            };
+            if !again {
+                return pick;
+            }
+            if Instant::now() >= deadline {
+                if !wait.is_zero() {
+                    registry.metrics().limits.hit(Limit::PeerWait, &tunnel);
+                }
+                return pick;
+            }
+            let before = match counts.take() {
+                Some(c) => c,
+                None => self.link_counts(seen.clone(), tunnel),
+            };
+            loop {
+                compio::time::sleep(WAIT_STEP).await;
+                match w.pick(tunnel, exclude, local.0, local.1) {
+                    Pick::NoConnector => {}
+                    here => return here,
+                }
+                let now = registry.cluster_presence();
+                let changed = match (&seen, &now) {
+                    (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+                    (a, b) => a.is_some() != b.is_some(),
+                };
+                if changed {
+                    let after = self.link_counts(now, tunnel);
+                    skip.get_or_insert_with(|| exclude.to_vec())
+                        .retain(|id| before.get(id) == after.get(id));
+                    counts = Some(after);
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    counts = Some(before);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// How many links of `tunnel` each candidate node holds in `presence`.
+    fn link_counts(
+        &self,
+        presence: Option<Arc<ClusterPresence>>,
+        tunnel: Uuid,
+    ) -> HashMap<Uuid, usize> {
+        presence
+            .map(|p| {
+                self.candidates(p, tunnel)
+                    .into_iter()
+                    .map(|c| (c.id, c.links))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether `tunnel` had a candidate node within `within`.
+    fn seen_within(&self, tunnel: Uuid, within: std::time::Duration) -> bool {
+        self.recent
+            .borrow()
+            .get(&tunnel)
+            .is_some_and(|t| t.elapsed() <= within)
+    }
+
+    /// Notes that `tunnel` has candidate nodes now.
+    fn seen(&self, tunnel: Uuid) {
+        let mut recent = self.recent.borrow_mut();
+        if recent.len() >= RECENT_MAX {
+            let keep = self.plane.settings.wait;
+            recent.retain(|_, t| t.elapsed() <= keep);
+        }
+        recent.insert(tunnel, Instant::now());
     }
 
     /// The tunnel's candidates by node, from the current presence view.
@@ -120,6 +235,7 @@ impl WorkerPeers {
         if all.is_empty() {
             return Pick::NoConnector;
         }
+        self.seen(tunnel);
         let tried: Vec<String> = all
             .iter()
             .filter(|c| exclude.contains(&c.id))
@@ -161,12 +277,17 @@ impl WorkerPeers {
         let now = Instant::now();
         let dial = {
             let mut nodes = self.nodes.borrow_mut();
-            let n = nodes.entry(Rc::clone(&c.node)).or_insert_with(|| PeerNode {
-                link: None,
-                dialing: None,
-                load: Arc::new(ConnectorLoad::new(c.id, Uuid::nil(), 1)),
-                breaker: Breaker::default(),
-                generation: 0,
+            let n = nodes.entry(Rc::clone(&c.node)).or_insert_with(|| {
+                let load = Arc::new(ConnectorLoad::new(c.id, Uuid::nil(), 1));
+                // The drain waits for the streams forwarded through it.
+                self.plane.track(&load);
+                PeerNode {
+                    link: None,
+                    dialing: None,
+                    load,
+                    breaker: Breaker::default(),
+                    generation: 0,
+                }
             });
             if let Some((_, link)) = &n.link
                 && link.can_open()

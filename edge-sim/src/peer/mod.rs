@@ -27,6 +27,14 @@
 //!   (streams that arrive on a peer link never reach the forwarding path). When that worker
 //!   holds no link of the tunnel, the stream is refused (`REFUSED_STREAM`) before any byte, so
 //!   the sender tries its next candidate.
+//! - **Waiting for the view** (`client`): when every node holding a link of the tunnel failed
+//!   or refused the stream (before any byte reached an origin), or the tunnel's links just left
+//!   the view, the request waits up to `--peer-wait-ms` for the presence view to change (a
+//!   connector's link moving between nodes: the old node's key goes, the new one's comes) or a
+//!   link of the tunnel to appear on this node, then tries again, instead of answering 502 or
+//!   503 at once (`limit_hits_total{reason="peer_wait"}` when the wait ends with nothing).
+//! - **Drain** (`dataplane/link_server/draining.rs`): a draining node waits for the streams it
+//!   forwarded to other nodes ([`PeerPlane::in_flight`]) as for its own.
 //! - **Breaker** (`breaker`): after `--peer-breaker-failures` consecutive failures to reach a
 //!   node (connect, TLS, the peer link lost), a worker skips it for
 //!   `--peer-breaker-cooldown-ms`, then tries it again.
@@ -73,6 +81,8 @@ pub(crate) struct PeerPlane {
     pub(crate) advertised: SocketAddr,
     pub(crate) metrics: Arc<Metrics>,
     stopping: AtomicBool,
+    /// Every worker's per-node loads (streams in flight to each node), for the drain.
+    loads: std::sync::Mutex<Vec<Arc<crate::dataplane::lb::ConnectorLoad>>>,
     start: Instant,
     /// Milliseconds since `start` of the last warning about a refused peer, plus one.
     last_reject_log: AtomicU64,
@@ -122,6 +132,7 @@ impl PeerPlane {
             advertised,
             metrics: Arc::clone(registry.metrics()),
             stopping: AtomicBool::new(false),
+            loads: std::sync::Mutex::new(Vec::new()),
             start: Instant::now(),
             last_reject_log: AtomicU64::new(0),
         }))
@@ -131,6 +142,24 @@ impl PeerPlane {
     pub(crate) fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
         self.listeners.shut_down();
+    }
+
+    /// Counts the streams to a node that a worker sends through `load` in [`Self::in_flight`].
+    pub(crate) fn track(&self, load: &Arc<crate::dataplane::lb::ConnectorLoad>) {
+        self.loads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::clone(load));
+    }
+
+    /// Streams this node forwarded to other nodes that are still in flight, on every worker.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.loads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|l| l.outstanding())
+            .sum()
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -169,6 +198,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_BREAKER_FAILURES: u32 = 3;
 /// Default time a node is skipped once its breaker opened (`--peer-breaker-cooldown-ms`).
 pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(5);
+/// Default bound on waiting for the presence view to change when no node could take a
+/// request (`--peer-wait-ms`).
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(2);
 
 /// The flags of peer links (flattened into the binary's command line).
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -192,6 +224,11 @@ pub struct PeerFlags {
     /// Milliseconds a peer node is skipped once its breaker opened [default: 5000].
     #[arg(long, value_name = "MS")]
     pub peer_breaker_cooldown_ms: Option<u64>,
+    /// Milliseconds a request waits for the cluster's presence view to change (a link moving
+    /// between nodes) when no node holding a link of its tunnel could take it, before the 502
+    /// or 503; 0 answers at once [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub peer_wait_ms: Option<u64>,
 }
 
 /// Validated peer-link settings.
@@ -207,6 +244,8 @@ pub struct PeerSettings {
     pub breaker_failures: u32,
     /// `--peer-breaker-cooldown-ms`.
     pub breaker_cooldown: Duration,
+    /// `--peer-wait-ms`.
+    pub wait: Duration,
 }
 
 impl Default for PeerSettings {
@@ -217,6 +256,7 @@ impl Default for PeerSettings {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             breaker_failures: DEFAULT_BREAKER_FAILURES,
             breaker_cooldown: DEFAULT_BREAKER_COOLDOWN,
+            wait: DEFAULT_WAIT,
         }
     }
 }
@@ -228,7 +268,8 @@ impl PeerSettings {
             || flags.peer_advertise.is_some()
             || flags.peer_connect_timeout_ms.is_some()
             || flags.peer_breaker_failures.is_some()
-            || flags.peer_breaker_cooldown_ms.is_some();
+            || flags.peer_breaker_cooldown_ms.is_some()
+            || flags.peer_wait_ms.is_some();
         if given && !clustered {
             return Err(Error::Config(
                 "the --peer-* flags need --etcd (peer links join the nodes of a cluster)".into(),
@@ -265,6 +306,9 @@ impl PeerSettings {
             breaker_cooldown: flags
                 .peer_breaker_cooldown_ms
                 .map_or(DEFAULT_BREAKER_COOLDOWN, Duration::from_millis),
+            wait: flags
+                .peer_wait_ms
+                .map_or(DEFAULT_WAIT, Duration::from_millis),
         })
     }
 }

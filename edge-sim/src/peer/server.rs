@@ -24,15 +24,31 @@ use super::metrics::Served;
 use crate::dataplane::bridge::{self, Opening, TunnelStream};
 use crate::dataplane::worker::{Pick, Worker};
 
-/// Accepts peer links on this worker's peer socket until the edge drains.
+/// Accepts peer links on this worker's peer socket until the end of the edge's drain
+/// (`peers_closing`): a draining node keeps serving forwarded streams on its links while its
+/// connectors move them (see `dataplane/link_server/draining.rs`).
 pub(crate) async fn accept_loop(w: Rc<Worker>, listener: TcpListener, plane: Arc<PeerPlane>) {
+    match socket2::SockRef::from(&listener).try_clone() {
+        Ok(dup) => {
+            let w = Rc::clone(&w);
+            compio::runtime::spawn(async move {
+                w.plane.peers_closing.wait().await;
+                // The kernel refuses new peer connections; the accept below fails and ends.
+                let _ = dup.shutdown(std::net::Shutdown::Read);
+            })
+            .detach();
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot duplicate the peer listening socket; it closes only at stop")
+        }
+    }
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
                 compio::runtime::spawn(serve_link(Rc::clone(&w), tcp, peer, Arc::clone(&plane)))
                     .detach();
             }
-            Err(_) if w.plane.is_draining() || plane.is_stopping() => return,
+            Err(_) if w.plane.peers_closing.is_triggered() || plane.is_stopping() => return,
             Err(e) => {
                 tracing::warn!(error = %e, "peer link accept failed");
                 compio::time::sleep(Duration::from_millis(100)).await;
@@ -57,10 +73,11 @@ async fn serve_link(w: Rc<Worker>, tcp: TcpStream, peer: SocketAddr, plane: Arc<
     plane.metrics.peer.links.inc();
     tracing::debug!(%peer, "peer link accepted");
     {
-        // At drain, the other node opens nothing new here (GOAWAY); its streams finish.
+        // At the end of the drain, the other node opens nothing new here (GOAWAY); its
+        // streams finish.
         let (link, w) = (link.clone(), Rc::clone(&w));
         compio::runtime::spawn(async move {
-            w.plane.draining.wait().await;
+            w.plane.peers_closing.wait().await;
             link.drain();
         })
         .detach();

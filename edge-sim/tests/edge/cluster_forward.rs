@@ -33,6 +33,18 @@ impl Node {
 
     /// A node with `workers` data-plane workers.
     fn start_with(dir: &Path, name: &str, endpoints: &str, prefix: &str, workers: u32) -> Node {
+        Node::start_args(dir, name, endpoints, prefix, workers, &[])
+    }
+
+    /// [`Node::start_with`] with `more` flags.
+    fn start_args(
+        dir: &Path,
+        name: &str,
+        endpoints: &str,
+        prefix: &str,
+        workers: u32,
+        more: &[&str],
+    ) -> Node {
         let workers = workers.to_string();
         let state = dir.join(name);
         let args = [
@@ -54,6 +66,7 @@ impl Node {
             "--peer-breaker-cooldown-ms",
             "600000",
         ];
+        let args: Vec<&str> = args.iter().chain(more).copied().collect();
         Node(spawn_edge(
             env!("CARGO_BIN_EXE_ringtun-edge"),
             &state,
@@ -434,4 +447,61 @@ fn a_node_down_is_skipped_for_the_next_and_with_none_left_the_502_names_them() {
     }
     assert!(nodes[1].metric("ringtun_edge_public_errors_total{cause=\"peer\"} ") >= 1.0);
     assert!(nodes[1].metric("ringtun_edge_limit_hits_total{reason=\"peer_breaker_open\"} ") >= 1.0);
+}
+
+/// A request whose every candidate node refused it (before any byte reached an origin) waits
+/// for the presence view to change instead of answering 502 at once: node 3's only candidate
+/// is node 2, which claims a link it does not hold (stale presence) and refuses; the request
+/// is answered once the connector's link comes up on node 1 (a link moving between nodes).
+#[test]
+fn a_request_no_node_could_take_waits_for_a_link_to_appear_elsewhere() {
+    let etcd = etcd::Etcd::start(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prefix = prefix();
+    let nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .into_iter()
+        .map(|n| {
+            // A generous wait: the link's presence must reach node 3 however busy the machine.
+            Node::start_args(
+                dir.path(),
+                n,
+                &etcd.endpoints(),
+                &prefix,
+                1,
+                &["--peer-wait-ms", "30000"],
+            )
+        })
+        .collect();
+    let (id, secret) = tunnel(&nodes[0]);
+    let c1 = link(&nodes[0], "c1", id, &secret);
+    nodes[2].wait_served();
+    let key = format!("{prefix}links/{id}/{}/stale.0", nodes[1].id());
+    assert!(etcd.put(&key, r#"{"data_center":"dfw","server":"127.0.1.1:1"}"#));
+    // The link goes: node 2's claim is all that is left of the tunnel in presence.
+    c1.stop();
+    let gone = format!("{prefix}links/{id}/{}/", nodes[0].id());
+    let deadline = Instant::now() + DEADLINE;
+    while !etcd.keys(&gone).unwrap_or_default().is_empty() {
+        assert!(Instant::now() < deadline, "node 1's link key never went");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = nodes[1].metric("ringtun_edge_peer_streams_total{reason=\"no_link\"} ");
+    let public = nodes[2].0.public;
+    let request = std::thread::spawn(move || {
+        let r = Client::connect(public).get(HOST, "/");
+        (r.status, r.text())
+    });
+    // Node 2 refused it: every candidate failed, the request waits now.
+    let deadline = Instant::now() + DEADLINE;
+    while nodes[1].metric("ringtun_edge_peer_streams_total{reason=\"no_link\"} ") <= refused {
+        assert!(Instant::now() < deadline, "node 3 never tried node 2");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _c2 = link(&nodes[0], "c2", id, &secret);
+    let answer = request.join().expect("request thread");
+    assert_eq!(answer, (200, "hello from c2".to_owned()));
+    assert_eq!(
+        nodes[2].metric("ringtun_edge_limit_hits_total{reason=\"peer_wait\"} "),
+        0.0
+    );
 }

@@ -135,13 +135,23 @@ pub(super) async fn run_link(
 ///
 /// One exception: a GOAWAY on a link whose index has another live link of the same connector
 /// is a link being *replaced* (a displaced link moving back to its home data center brings
-/// the new link up first, then drains the old one), not the connector going away.
+/// the new link up first, then drains the old one), not the connector going away. Another:
+/// while this edge is draining, a connector's GOAWAY is the connector moving its link to
+/// another node (make before break, see `draining`); its other links here keep serving.
 pub(super) fn watch_drain(w: &Worker, link: &Link, load: &Arc<ConnectorLoad>, index: u8) {
     let link = link.clone();
     let load = Arc::clone(load);
     let registry = Arc::clone(&w.plane.registry);
+    let plane = Arc::clone(&w.plane);
     compio::runtime::spawn(async move {
         if !link.peer_draining().await || load.is_draining() {
+            return;
+        }
+        if plane.is_draining() {
+            tracing::info!(
+                tunnel = %load.tunnel, connector = %load.id, index,
+                "link moved off this draining node (GOAWAY); connector keeps serving"
+            );
             return;
         }
         if load.links_with_index(index) > 1 {

@@ -19,11 +19,15 @@
 //! - `moving`: a registered link's transport on its way to the worker it was seated on.
 //! - `ending`: how a link ends: closed, its server down, replaced, revoked; the connector
 //!   draining from its first GOAWAY.
+//! - `draining`: the edge's own drain of its links (at once, or make before break in a
+//!   cluster).
 
+mod draining;
 mod ending;
 mod moving;
 mod register;
 
+pub(crate) use draining::drain_on_signal;
 pub use moving::MovedLink;
 pub(crate) use moving::Moving;
 pub(crate) use moving::adopt;

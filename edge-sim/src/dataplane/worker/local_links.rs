@@ -9,7 +9,7 @@ use super::{LocalLink, Worker};
 impl Worker {
     /// Every link this worker serves, of every connector (taken out of the borrow, so the
     /// caller may await on them).
-    pub(super) fn all_links(&self) -> Vec<Link> {
+    pub(crate) fn all_links(&self) -> Vec<Link> {
         self.links
             .borrow()
             .values()

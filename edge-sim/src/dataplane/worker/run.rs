@@ -14,20 +14,6 @@ use super::Worker;
 use crate::dataplane::{ServerInfo, SharedState, WorkerMsg};
 use crate::metrics::WorkerLabels;
 
-/// The edge's graceful shutdown on this worker (see `DataPlane::drain`): once it starts, stop
-/// accepting (the listening sockets are shut down, so the kernel refuses new connections) and
-/// drain every link of this worker; the links close once their streams have finished.
-async fn drain_on_signal(w: Rc<Worker>, listening: Vec<socket2::Socket>) {
-    w.plane.draining.wait().await;
-    for l in &listening {
-        let _ = l.shutdown(std::net::Shutdown::Read);
-    }
-    let links = w.all_links();
-    for l in &links {
-        l.drain();
-    }
-}
-
 /// A worker's whole life: takes its listeners, serves until shutdown, then closes its links.
 pub(crate) async fn run(
     ctx: WorkerCtx<WorkerMsg>,
@@ -109,14 +95,18 @@ pub(crate) async fn run(
     if let Some(peers) = &plane.peers {
         match peers.listeners.take(index) {
             Ok(l) => {
-                keep(&l);
+                // Not shut at drain: it closes at the end of it (see `peer::server`).
                 let task = crate::peer::server::accept_loop(Rc::clone(&w), l, Arc::clone(peers));
                 compio::runtime::spawn(task).detach();
             }
             Err(e) => tracing::error!(error = %e, "cannot take the peer link socket"),
         }
     }
-    compio::runtime::spawn(drain_on_signal(Rc::clone(&w), listening)).detach();
+    compio::runtime::spawn(crate::dataplane::link_server::drain_on_signal(
+        Rc::clone(&w),
+        listening,
+    ))
+    .detach();
     compio::runtime::spawn(crate::dataplane::tcp::route_watch(Rc::clone(&w))).detach();
     compio::runtime::spawn(super::mailbox::serve(Rc::clone(&w), mailbox)).detach();
     shutdown.wait().await;
