@@ -167,7 +167,9 @@ impl Edge {
         if let Some(m) = &self.metrics_server {
             m.probes().set_ready(false);
         }
-        self.data_plane.drain(self.settings.grace_period);
+        let grace = self.settings.grace_period;
+        let moving = self.settings.peer.move_period.unwrap_or(grace / 2);
+        self.data_plane.drain(grace, moving);
     }
 
     /// Stops everything that was started; `/ready` says 503 from the start of it, and the

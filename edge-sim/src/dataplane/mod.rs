@@ -377,9 +377,9 @@ impl DataPlane {
     /// `grace` is over. [`DataPlane::stop`] then closes what is left.
     ///
     /// In a cluster the links first get a drain notice and keep serving while their
-    /// connectors move them to other nodes (at most half of `grace`; see the module doc), and
-    /// the streams forwarded to other nodes are waited for too.
-    pub fn drain(&self, grace: std::time::Duration) {
+    /// connectors move them to other nodes (for at most `moving`, `--peer-move-period-ms`; see
+    /// the module doc), and the streams forwarded to other nodes are waited for too.
+    pub fn drain(&self, grace: std::time::Duration, moving: std::time::Duration) {
         let start = std::time::Instant::now();
         let step = std::time::Duration::from_millis(20);
         let clustered = self.plane.peers.is_some();
@@ -397,7 +397,7 @@ impl DataPlane {
             "draining: no new connections, links drain"
         );
         if clustered {
-            let moving = grace / 2;
+            let moving = moving.min(grace);
             loop {
                 let (_, links) = self.plane.loads.in_flight();
                 if links == 0 {
@@ -410,7 +410,7 @@ impl DataPlane {
                 if start.elapsed() >= moving {
                     tracing::warn!(
                         links,
-                        "connectors did not move every link to another node within half the grace period; draining them"
+                        "connectors did not move every link to another node within the move period (--peer-move-period-ms); draining them"
                     );
                     break;
                 }

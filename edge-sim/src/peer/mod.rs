@@ -229,6 +229,11 @@ pub struct PeerFlags {
     /// or 503; 0 answers at once [default: 2000].
     #[arg(long, value_name = "MS")]
     pub peer_wait_ms: Option<u64>,
+    /// Milliseconds a stopping node gives its connectors to move their links to other nodes
+    /// (its links keep serving meanwhile) before it drains what is left; capped at
+    /// `--grace-period` [default: half of `--grace-period`].
+    #[arg(long, value_name = "MS")]
+    pub peer_move_period_ms: Option<u64>,
 }
 
 /// Validated peer-link settings.
@@ -246,6 +251,8 @@ pub struct PeerSettings {
     pub breaker_cooldown: Duration,
     /// `--peer-wait-ms`.
     pub wait: Duration,
+    /// `--peer-move-period-ms`; `None`: half the grace period.
+    pub move_period: Option<Duration>,
 }
 
 impl Default for PeerSettings {
@@ -257,6 +264,7 @@ impl Default for PeerSettings {
             breaker_failures: DEFAULT_BREAKER_FAILURES,
             breaker_cooldown: DEFAULT_BREAKER_COOLDOWN,
             wait: DEFAULT_WAIT,
+            move_period: None,
         }
     }
 }
@@ -269,7 +277,8 @@ impl PeerSettings {
             || flags.peer_connect_timeout_ms.is_some()
             || flags.peer_breaker_failures.is_some()
             || flags.peer_breaker_cooldown_ms.is_some()
-            || flags.peer_wait_ms.is_some();
+            || flags.peer_wait_ms.is_some()
+            || flags.peer_move_period_ms.is_some();
         if given && !clustered {
             return Err(Error::Config(
                 "the --peer-* flags need --etcd (peer links join the nodes of a cluster)".into(),
@@ -309,6 +318,7 @@ impl PeerSettings {
             wait: flags
                 .peer_wait_ms
                 .map_or(DEFAULT_WAIT, Duration::from_millis),
+            move_period: flags.peer_move_period_ms.map(Duration::from_millis),
         })
     }
 }
@@ -316,6 +326,23 @@ impl PeerSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_move_period_needs_etcd_and_defaults_to_none() {
+        let flags = PeerFlags {
+            peer_move_period_ms: Some(1500),
+            ..PeerFlags::default()
+        };
+        let err = PeerSettings::from_flags(&flags, false).expect_err("needs --etcd");
+        assert!(err.to_string().contains("--etcd"), "{err}");
+        let s = PeerSettings::from_flags(&flags, true).expect("valid");
+        assert_eq!(s.move_period, Some(Duration::from_millis(1500)));
+        let s = PeerSettings::from_flags(&PeerFlags::default(), true).expect("valid");
+        assert_eq!(
+            s.move_period, None,
+            "half the grace period is taken at drain"
+        );
+    }
 
     #[test]
     fn peer_flags_need_etcd_and_are_validated() {
