@@ -200,8 +200,8 @@ impl Worker {
     /// path touches the registry's lock.
     ///
     /// When this node has no link of the tunnel left to try, a peer link to a node that has
-    /// one (see [`crate::peer`]): the ingress opens its stream there as on a local link. Only
-    /// the public ingress comes here; a stream that arrived on a peer link uses
+    /// one (see [`crate::peer`]): the public path opens its stream there as on a local link. Only
+    /// the public path comes here; a stream that arrived on a peer link uses
     /// [`Worker::pick`], so it is never forwarded again.
     pub(crate) async fn pick_or_wait(
         &self,

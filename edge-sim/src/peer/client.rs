@@ -8,7 +8,7 @@
 //! tunnel, ties broken at random so that equal nodes share the load. A node whose breaker is
 //! open is skipped; a node that cannot be dialed counts a failure and the next one is tried, so
 //! one request can try every candidate; a node that refuses the stream itself is left to the
-//! ingress's retry loop, which excludes it (its ID is the peer link's load ID).
+//! public path's retry loop, which excludes it (its ID is the peer link's load ID).
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -53,7 +53,7 @@ type Dial = Shared<LocalBoxFuture<'static, Result<Link, DialError>>>;
 struct PeerNode {
     link: Option<(u64, Link)>,
     dialing: Option<Dial>,
-    /// Streams in flight to the node (its ID is the node's), which the ingress counts like a
+    /// Streams in flight to the node (its ID is the node's), which the public path counts like a
     /// connector's.
     load: Arc<ConnectorLoad>,
     breaker: Breaker,
@@ -106,7 +106,7 @@ impl WorkerPeers {
         let registry = &w.plane.registry;
         let wait = self.plane.settings.wait;
         let deadline = Instant::now() + wait;
-        // Nodes tried before (by the ingress's retry loop) get another try once the view shows
+        // Nodes tried before (by the public path's retry loop) get another try once the view shows
         // their links of the tunnel changed: that node is where the link moved. Both are made
         // only when a request waits, so a forwarded request that is answered costs nothing here.
         let mut skip: Option<Vec<Uuid>> = None;

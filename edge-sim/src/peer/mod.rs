@@ -18,8 +18,8 @@
 //! - **Choosing a node** (`client`): the nodes whose presence shows a link of the tunnel, this
 //!   node and the ones already tried left out, those whose breaker is open skipped; same data
 //!   center first, then the fewest streams this worker has in flight to it, then the most
-//!   links. The peer link is handed to the ingress as if it were a local link, so the ingress's
-//!   own retry loop (`dataplane/retry.rs`) moves a request that was refused before any byte
+//!   links. The peer link is handed to the public path as if it were a local link, so the
+//!   public path's own retry loop (`dataplane/retry.rs`) moves a request that was refused before any byte
 //!   reached the origin to the next node.
 //! - **Serving** (`server`): the receiving node finds the tunnel from the stream's OPEN
 //!   metadata (the `Host` of an HTTP request, the port of a TCP route) in its own routes and
