@@ -211,16 +211,20 @@ pub(super) fn with_hint(reason: String, access: &EtcdAccess) -> String {
     ]) {
         // A member that refuses the client certificate (or its absence) closes the connection
         // after the handshake, and the alert it sent rarely reaches the error; one that serves
-        // TLS closes a plaintext HTTP/2 connection the same way.
+        // TLS closes a plaintext HTTP/2 connection the same way. A plain member port may also
+        // close a TLS ClientHello without an answer (or answer it in plaintext: see below), so
+        // with TLS a closed connection names both causes.
         if !tls {
             " (etcd closed the connection: if the members serve TLS, use https:// URLs and \
              --etcd-cacert)"
         } else if access.client_cert.is_some() {
             " (etcd closed the connection: check that --etcd-cert and --etcd-key are signed by \
-             a CA the members trust, their --trusted-ca-file)"
+             a CA the members trust, their --trusted-ca-file; or the members do not serve TLS \
+             there: then use http:// URLs, without --etcd-cacert)"
         } else {
             " (etcd closed the connection: members started with --client-cert-auth need a \
-             client certificate, --etcd-cert and --etcd-key)"
+             client certificate, --etcd-cert and --etcd-key; or the members do not serve TLS \
+             there: then use http:// URLs, without --etcd-cacert)"
         }
     } else if tls && has(&["certificate", "unknownissuer", "invalid peer"]) {
         " (check --etcd-cacert: it must be the CA that signed the members' certificates)"
@@ -413,6 +417,8 @@ mod tests {
             hint("hyper::Error(Canceled, \"connection closed\")", &tls).contains("--etcd-cert")
         );
         assert!(hint("connection closed", &mtls).contains("signed by a CA the members trust"));
+        assert!(hint("connection reset by peer", &mtls).contains("http://"));
+        assert!(hint("connection reset by peer", &tls).contains("http://"));
         assert!(hint("connection closed", &plain).contains("https://"));
         assert!(hint("hyper::Error(Io, Kind(ConnectionReset))", &plain).contains("https://"));
         assert!(hint("tls handshake eof", &tls).contains("http://"));
