@@ -15,6 +15,7 @@
 //!   a `ringtun-edge` process on port 0, one admin API call;
 //! - [`fake_connector`]: a fake connector (one link) for the edge's tests;
 //! - [`etcd`]: real `etcd` members on loopback for the tests of several edge nodes;
+//! - [`cluster`]: a `ringtun-edge --etcd` node of those tests, its flags and its key prefix;
 //! - [`grpc`]: the Python gRPC origin and client scripts, and gRPC message framing.
 //!
 //! The process supervisor itself ([`e2e::Proc`]) is `ringtun_connector::process`, which `ringtun
@@ -23,6 +24,7 @@
 // A test helper that cannot do its job panics: that is how the test using it fails.
 #![allow(clippy::unwrap_used)]
 
+pub mod cluster;
 pub mod e2e;
 pub mod edge;
 pub mod etcd;

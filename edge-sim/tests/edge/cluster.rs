@@ -8,82 +8,27 @@ use std::path::Path;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use ringtun_test_support::edge::{Spawned, json, request, spawn_edge};
+use ringtun_test_support::cluster::{ClusterNode as Node, unique_prefix};
+use ringtun_test_support::edge::json;
 use ringtun_test_support::fake_connector::{Client, FakeConnector, FakeOpts};
 use uuid::Uuid;
 
 /// Generous: the machine may be busy.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-struct Node(Spawned);
+const BIN: &str = env!("CARGO_BIN_EXE_ringtun-edge");
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
-    }
-}
-
-impl Node {
-    fn start(dir: &Path, name: &str, endpoints: &str, prefix: &str) -> Node {
-        Node::start_with(dir, name, endpoints, prefix, &[])
-    }
-
-    fn start_with(dir: &Path, name: &str, endpoints: &str, prefix: &str, extra: &[&str]) -> Node {
-        let state = dir.join(name);
-        let mut args = vec![
-            "--etcd",
-            endpoints,
-            "--etcd-prefix",
-            prefix,
-            "--etcd-timeout-ms",
-            "1500",
-            "--workers",
-            "1",
-            // Nodes on one machine: each its own edge server port.
-            "--data-center",
-            "dfw=127.0.1.1:0",
-        ];
-        args.extend(extra);
-        Node(spawn_edge(
-            env!("CARGO_BIN_EXE_ringtun-edge"),
-            &state,
-            &args,
-        ))
-    }
-
-    fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        request(self.0.admin, method, path, Some(&self.0.token), body)
-    }
-
-    /// Waits until `GET path` answers 200 with a body containing `needle`.
-    fn wait_for(&self, path: &str, needle: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let (status, body) = self.admin("GET", path, None);
-            if status == 200 && body.contains(needle) {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "GET {path} never showed {needle:?}: {status} {body}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn prefix() -> String {
-    format!("/test-{}/", Uuid::new_v4())
+fn start(dir: &Path, name: &str, endpoints: &str, prefix: &str, extra: &[&str]) -> Node {
+    Node::start(BIN, dir, name, endpoints, prefix, extra)
 }
 
 #[test]
 fn a_tunnel_and_route_made_on_one_node_are_seen_on_another() {
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let prefix = prefix();
-    let a = Node::start(dir.path(), "a", &etcd.endpoints(), &prefix);
-    let b = Node::start(dir.path(), "b", &etcd.endpoints(), &prefix);
+    let prefix = unique_prefix();
+    let a = start(dir.path(), "a", &etcd.endpoints(), &prefix, &[]);
+    let b = start(dir.path(), "b", &etcd.endpoints(), &prefix, &[]);
     let (status, body) = a.admin("POST", "/tunnels", Some(r#"{"name":"web"}"#));
     assert_eq!(status, 201, "{body}");
     let id = json(&body)["id"].as_str().expect("id").to_owned();
@@ -117,9 +62,9 @@ fn a_tunnel_and_route_made_on_one_node_are_seen_on_another() {
 fn two_nodes_creating_one_route_at_once_exactly_one_gets_201_the_other_409() {
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let prefix = prefix();
-    let a = Node::start(dir.path(), "a", &etcd.endpoints(), &prefix);
-    let b = Node::start(dir.path(), "b", &etcd.endpoints(), &prefix);
+    let prefix = unique_prefix();
+    let a = start(dir.path(), "a", &etcd.endpoints(), &prefix, &[]);
+    let b = start(dir.path(), "b", &etcd.endpoints(), &prefix, &[]);
     for (node, name) in [(&a, "one"), (&b, "two")] {
         let (status, body) =
             node.admin("POST", "/tunnels", Some(&format!(r#"{{"name":"{name}"}}"#)));
@@ -171,7 +116,7 @@ fn two_nodes_creating_one_route_at_once_exactly_one_gets_201_the_other_409() {
 fn etcd_down_admin_writes_503_data_plane_keeps_serving_and_writes_resume() {
     let mut etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = Node::start(dir.path(), "a", &etcd.endpoints(), &prefix());
+    let node = start(dir.path(), "a", &etcd.endpoints(), &unique_prefix(), &[]);
     let (status, body) = node.admin("POST", "/tunnels", Some(r#"{"name":"web"}"#));
     assert_eq!(status, 201, "{body}");
     let created = json(&body);
@@ -248,7 +193,7 @@ fn etcd_down_admin_writes_503_data_plane_keeps_serving_and_writes_resume() {
 fn with_three_members_killing_the_leader_keeps_writes_working() {
     let mut etcd = etcd::Etcd::start(3);
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = Node::start(dir.path(), "a", &etcd.endpoints(), &prefix());
+    let node = start(dir.path(), "a", &etcd.endpoints(), &unique_prefix(), &[]);
     let (status, body) = node.admin("POST", "/tunnels", Some(r#"{"name":"before"}"#));
     assert_eq!(status, 201, "{body}");
     let leader = etcd.leader().expect("a leader");
@@ -337,11 +282,11 @@ fn a_killed_nodes_presence_vanishes_within_its_lease_ttl() {
     const TTL: Duration = Duration::from_secs(4);
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let prefix = prefix();
+    let prefix = unique_prefix();
     let ttl = TTL.as_secs().to_string();
     let extra = ["--etcd-lease-ttl", ttl.as_str()];
-    let mut a = Node::start_with(dir.path(), "a", &etcd.endpoints(), &prefix, &extra);
-    let b = Node::start_with(dir.path(), "b", &etcd.endpoints(), &prefix, &extra);
+    let mut a = start(dir.path(), "a", &etcd.endpoints(), &prefix, &extra);
+    let b = start(dir.path(), "b", &etcd.endpoints(), &prefix, &extra);
     let (tunnel, connector) = link_a_connector(&a, "web");
     let links = format!("{prefix}links/{tunnel}/");
     let nodes = format!("{prefix}nodes/");

@@ -9,118 +9,51 @@ use ringtun_test_support::etcd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ringtun_test_support::edge::{Spawned, json, request, spawn_edge};
-use ringtun_test_support::fake_connector::{Client, FakeConnector, FakeOpts};
+use ringtun_test_support::cluster::{ClusterNode as Node, unique_prefix};
+use ringtun_test_support::edge::json;
+use ringtun_test_support::fake_connector::{Client, FakeConnector, FakeOpts, Response};
 use uuid::Uuid;
 
 /// Generous: the machine may be busy.
 const DEADLINE: Duration = Duration::from_secs(60);
 const HOST: &str = "web.example.com";
 
-struct Node(Spawned);
+const BIN: &str = env!("CARGO_BIN_EXE_ringtun-edge");
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
-    }
+/// A node with one worker.
+fn start(dir: &Path, name: &str, endpoints: &str, prefix: &str) -> Node {
+    start_args(dir, name, endpoints, prefix, &[])
 }
 
-impl Node {
-    fn start(dir: &Path, name: &str, endpoints: &str, prefix: &str) -> Node {
-        Node::start_with(dir, name, endpoints, prefix, 1)
-    }
+/// A node with `more` flags. Presence outlives a killed node for a while (a 60 s lease): the
+/// forwarding node must cope. Its breaker opens after 2 failures and stays open.
+fn start_args(dir: &Path, name: &str, endpoints: &str, prefix: &str, more: &[&str]) -> Node {
+    let mut args = vec![
+        "--etcd-lease-ttl",
+        "60",
+        "--peer-breaker-failures",
+        "2",
+        "--peer-breaker-cooldown-ms",
+        "600000",
+    ];
+    args.extend_from_slice(more);
+    Node::start(BIN, dir, name, endpoints, prefix, &args)
+}
 
-    /// A node with `workers` data-plane workers.
-    fn start_with(dir: &Path, name: &str, endpoints: &str, prefix: &str, workers: u32) -> Node {
-        Node::start_args(dir, name, endpoints, prefix, workers, &[])
-    }
-
-    /// [`Node::start_with`] with `more` flags.
-    fn start_args(
-        dir: &Path,
-        name: &str,
-        endpoints: &str,
-        prefix: &str,
-        workers: u32,
-        more: &[&str],
-    ) -> Node {
-        let workers = workers.to_string();
-        let state = dir.join(name);
-        let args = [
-            "--etcd",
-            endpoints,
-            "--etcd-prefix",
-            prefix,
-            "--etcd-timeout-ms",
-            "1500",
-            // Presence outlives a killed node for a while: the forwarding node must cope.
-            "--etcd-lease-ttl",
-            "60",
-            "--workers",
-            &workers,
-            "--data-center",
-            "dfw=127.0.1.1:0",
-            "--peer-breaker-failures",
-            "2",
-            "--peer-breaker-cooldown-ms",
-            "600000",
-        ];
-        let args: Vec<&str> = args.iter().chain(more).copied().collect();
-        Node(spawn_edge(
-            env!("CARGO_BIN_EXE_ringtun-edge"),
-            &state,
-            &args,
-        ))
-    }
-
-    fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        request(self.0.admin, method, path, Some(&self.0.token), body)
-    }
-
-    /// The node's ID, from its start-up log line.
-    fn id(&self) -> String {
-        let log = self.0.log.lock().expect("log lock");
-        log.iter()
-            .find(|l| l.contains("edge node in the etcd cluster"))
-            .and_then(|l| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix("node="))
-                    .map(str::to_owned)
-            })
-            .expect("the node logs its ID")
-    }
-
-    /// The peer listener's address, from its start-up log line.
-    fn peer_addr(&self) -> std::net::SocketAddr {
-        let log = self.0.log.lock().expect("log lock");
-        log.iter()
-            .find(|l| l.contains("peer links listening"))
-            .and_then(|l| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix("peer="))
-                    .and_then(|a| a.parse().ok())
-            })
-            .expect("the node logs its peer address")
-    }
-
-    /// The value of the metric line that starts with `line_start`, 0 when absent.
-    fn metric(&self, line_start: &str) -> f64 {
-        let (status, text) = self.admin("GET", "/metrics", None);
-        assert_eq!(status, 200, "{text}");
-        text.lines()
-            .find_map(|l| l.strip_prefix(line_start))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    }
-
+/// A node's public side as these tests use it.
+trait Public {
     /// One GET for the tunnel's host on a fresh connection.
-    fn get(&self, path: &str) -> ringtun_test_support::fake_connector::Response {
+    fn get(&self, path: &str) -> Response;
+    /// Waits until a GET answers 200 (the node sees the route and a node with a link).
+    fn wait_served(&self) -> Response;
+}
+
+impl Public for Node {
+    fn get(&self, path: &str) -> Response {
         Client::connect(self.0.public).get(HOST, path)
     }
 
-    /// Waits until a GET answers 200 (the node sees the route and a node with a link).
-    fn wait_served(&self) -> ringtun_test_support::fake_connector::Response {
+    fn wait_served(&self) -> Response {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let r = self.get("/");
@@ -164,10 +97,6 @@ fn h2_get(addr: std::net::SocketAddr) -> (u16, Vec<u8>) {
         }
         (status, got)
     })
-}
-
-fn prefix() -> String {
-    format!("/test-{}/", Uuid::new_v4())
 }
 
 /// The tunnel `web` routed at [`HOST`], made through `node`; returns its ID and secret.
@@ -219,10 +148,10 @@ fn link(node: &Node, name: &'static str, tunnel: Uuid, secret: &[u8]) -> FakeCon
 fn requests_to_nodes_without_a_link_are_forwarded_to_the_node_that_has_one() {
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let prefix = prefix();
+    let prefix = unique_prefix();
     let nodes: Vec<Node> = ["n1", "n2", "n3"]
         .into_iter()
-        .map(|n| Node::start(dir.path(), n, &etcd.endpoints(), &prefix))
+        .map(|n| start(dir.path(), n, &etcd.endpoints(), &prefix))
         .collect();
     let (id, secret) = tunnel(&nodes[0]);
     let _c = link(&nodes[0], "c1", id, &secret);
@@ -292,11 +221,17 @@ fn a_forwarded_stream_reaches_the_link_on_whichever_worker_of_the_node_holds_it(
     // arrives on a worker without the link is carried by the worker with it.
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let prefix = prefix();
+    let prefix = unique_prefix();
     let nodes = [
-        Node::start_with(dir.path(), "n1", &etcd.endpoints(), &prefix, 8),
-        Node::start(dir.path(), "n2", &etcd.endpoints(), &prefix),
-        Node::start(dir.path(), "n3", &etcd.endpoints(), &prefix),
+        start_args(
+            dir.path(),
+            "n1",
+            &etcd.endpoints(),
+            &prefix,
+            &["--workers", "8"],
+        ),
+        start(dir.path(), "n2", &etcd.endpoints(), &prefix),
+        start(dir.path(), "n3", &etcd.endpoints(), &prefix),
     ];
     let (id, secret) = tunnel(&nodes[0]);
     let _c = link(&nodes[0], "c1", id, &secret);
@@ -337,10 +272,10 @@ fn a_forwarded_stream_reaches_the_link_on_whichever_worker_of_the_node_holds_it(
 fn a_forwarded_request_is_never_forwarded_again() {
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let prefix = prefix();
+    let prefix = unique_prefix();
     let nodes: Vec<Node> = ["n1", "n2", "n3"]
         .into_iter()
-        .map(|n| Node::start(dir.path(), n, &etcd.endpoints(), &prefix))
+        .map(|n| start(dir.path(), n, &etcd.endpoints(), &prefix))
         .collect();
     let (id, secret) = tunnel(&nodes[0]);
     let _c = link(&nodes[0], "c1", id, &secret);
@@ -376,10 +311,10 @@ fn a_forwarded_request_is_never_forwarded_again() {
 fn a_node_down_is_skipped_for_the_next_and_with_none_left_the_502_names_them() {
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let prefix = prefix();
+    let prefix = unique_prefix();
     let mut nodes: Vec<Node> = ["n1", "n2", "n3"]
         .into_iter()
-        .map(|n| Node::start(dir.path(), n, &etcd.endpoints(), &prefix))
+        .map(|n| start(dir.path(), n, &etcd.endpoints(), &prefix))
         .collect();
     let (id, secret) = tunnel(&nodes[0]);
     let c1 = link(&nodes[0], "c1", id, &secret);
@@ -457,17 +392,16 @@ fn a_node_down_is_skipped_for_the_next_and_with_none_left_the_502_names_them() {
 fn a_request_no_node_could_take_waits_for_a_link_to_appear_elsewhere() {
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let prefix = prefix();
+    let prefix = unique_prefix();
     let nodes: Vec<Node> = ["n1", "n2", "n3"]
         .into_iter()
         .map(|n| {
             // A generous wait: the link's presence must reach node 3 however busy the machine.
-            Node::start_args(
+            start_args(
                 dir.path(),
                 n,
                 &etcd.endpoints(),
                 &prefix,
-                1,
                 &["--peer-wait-ms", "30000"],
             )
         })

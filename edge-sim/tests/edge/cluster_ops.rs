@@ -8,61 +8,39 @@ use ringtun_test_support::etcd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ringtun_test_support::edge::{Spawned, json, request, spawn_edge};
+use ringtun_test_support::cluster::{ClusterNode as Node, unique_prefix};
+use ringtun_test_support::edge::{json, request, spawn_edge};
 use ringtun_test_support::fake_connector::{FakeConnector, FakeOpts};
 use uuid::Uuid;
 
 /// Generous: the machine may be busy.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-struct Node(Spawned);
+const BIN: &str = env!("CARGO_BIN_EXE_ringtun-edge");
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
-    }
+/// A node whose presence lease lives `ttl` seconds.
+fn start(dir: &Path, name: &str, endpoints: &str, prefix: &str, ttl: &str) -> Node {
+    Node::start(
+        BIN,
+        dir,
+        name,
+        endpoints,
+        prefix,
+        &["--etcd-lease-ttl", ttl],
+    )
 }
 
-impl Node {
-    fn start(dir: &Path, name: &str, endpoints: &str, prefix: &str, ttl: &str) -> Node {
-        let args = [
-            "--etcd",
-            endpoints,
-            "--etcd-prefix",
-            prefix,
-            "--etcd-timeout-ms",
-            "1500",
-            "--etcd-lease-ttl",
-            ttl,
-            "--workers",
-            "1",
-            "--data-center",
-            "dfw=127.0.1.1:0",
-        ];
-        Node(spawn_edge(
-            env!("CARGO_BIN_EXE_ringtun-edge"),
-            &dir.join(name),
-            &args,
-        ))
-    }
+/// What a node's discovery and signals are to these tests.
+trait Ops {
+    fn discovery(&self) -> serde_json::Value;
+    fn signal(&self, sig: &str);
+}
 
-    fn admin(&self, method: &str, path: &str) -> (u16, String) {
-        request(self.0.admin, method, path, Some(&self.0.token), None)
-    }
-
+impl Ops for Node {
     fn discovery(&self) -> serde_json::Value {
-        let (status, body) = self.admin("GET", "/discovery");
+        let (status, body) = self.admin("GET", "/discovery", None);
         assert_eq!(status, 200, "{body}");
         json(&body)
-    }
-
-    /// This node's ID, as its discovery answer names it.
-    fn id(&self) -> String {
-        self.discovery()["node"]
-            .as_str()
-            .expect("a node of a cluster names itself")
-            .to_owned()
     }
 
     fn signal(&self, sig: &str) {
@@ -84,10 +62,6 @@ fn wait<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -
         assert!(Instant::now() < deadline, "{what}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn prefix() -> String {
-    format!("/test-{}/", Uuid::new_v4())
 }
 
 /// A tunnel made on `node` and a fake connector's link `index` to `node`'s server.
@@ -134,9 +108,9 @@ fn create_tunnel(node: &Node, name: &str) -> (Uuid, Vec<u8>) {
 fn discovery_lists_every_live_node_and_one_node_answers_as_before() {
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let prefix = prefix();
-    let a = Node::start(dir.path(), "a", &etcd.endpoints(), &prefix, "10");
-    let b = Node::start(dir.path(), "b", &etcd.endpoints(), &prefix, "10");
+    let prefix = unique_prefix();
+    let a = start(dir.path(), "a", &etcd.endpoints(), &prefix, "10");
+    let b = start(dir.path(), "b", &etcd.endpoints(), &prefix, "10");
     let (id_a, id_b) = (a.id(), b.id());
     assert_ne!(id_a, id_b);
     let servers = [a.0.server.expect("server"), b.0.server.expect("server")];
@@ -186,7 +160,7 @@ fn discovery_lists_every_live_node_and_one_node_answers_as_before() {
 
     // One node without etcd: the same fields as ever, no more.
     let single = Node(spawn_edge(
-        env!("CARGO_BIN_EXE_ringtun-edge"),
+        BIN,
         &dir.path().join("single"),
         &["--workers", "1", "--data-center", "dfw=127.0.1.1:0"],
     ));
@@ -204,21 +178,21 @@ fn discovery_lists_every_live_node_and_one_node_answers_as_before() {
 fn tunnel_info_on_any_node_shows_every_nodes_links_with_their_node() {
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let prefix = prefix();
-    let a = Node::start(dir.path(), "a", &etcd.endpoints(), &prefix, "10");
-    let b = Node::start(dir.path(), "b", &etcd.endpoints(), &prefix, "10");
+    let prefix = unique_prefix();
+    let a = start(dir.path(), "a", &etcd.endpoints(), &prefix, "10");
+    let b = start(dir.path(), "b", &etcd.endpoints(), &prefix, "10");
     let (id_a, id_b) = (a.id(), b.id());
     let (tunnel, secret) = create_tunnel(&a, "web");
     let connector = Uuid::new_v4();
     // One connector, link 0 on node A and link 1 on node B.
     let _l0 = link(&a, tunnel, &secret, connector, 0);
     wait(DEADLINE, "node B never saw the tunnel", || {
-        (b.admin("GET", "/tunnels/web").0 == 200).then_some(())
+        (b.admin("GET", "/tunnels/web", None).0 == 200).then_some(())
     });
     let _l1 = link(&b, tunnel, &secret, connector, 1);
     for node in [&a, &b] {
         let info = wait(DEADLINE, "tunnel info never showed both links", || {
-            let (status, body) = node.admin("GET", "/tunnels/web");
+            let (status, body) = node.admin("GET", "/tunnels/web", None);
             let v = json(&body);
             (status == 200 && v["connectors"][0]["links"].as_array().map(Vec::len) == Some(2))
                 .then_some(v)
@@ -235,7 +209,7 @@ fn tunnel_info_on_any_node_shows_every_nodes_links_with_their_node() {
         assert_eq!(c["links"][1]["node"], id_b.as_str(), "{info:#}");
         assert_eq!(c["version"].as_str().map(str::is_empty), Some(false));
         // The tunnel list counts it once, with both links.
-        let (_, list) = node.admin("GET", "/tunnels");
+        let (_, list) = node.admin("GET", "/tunnels", None);
         let list = json(&list);
         assert_eq!(list[0]["connectors"], 1, "{list:#}");
         assert_eq!(list[0]["connections"], "2xdfw", "{list:#}");
@@ -247,9 +221,9 @@ fn a_graceful_stop_revokes_the_nodes_presence_at_once() {
     // A TTL far longer than the test waits: only a revoked lease makes the keys go in time.
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let prefix = prefix();
-    let mut a = Node::start(dir.path(), "a", &etcd.endpoints(), &prefix, "300");
-    let b = Node::start(dir.path(), "b", &etcd.endpoints(), &prefix, "300");
+    let prefix = unique_prefix();
+    let mut a = start(dir.path(), "a", &etcd.endpoints(), &prefix, "300");
+    let b = start(dir.path(), "b", &etcd.endpoints(), &prefix, "300");
     let id_a = a.id();
     let (tunnel, secret) = create_tunnel(&a, "web");
     let _c = link(&a, tunnel, &secret, Uuid::new_v4(), 0);
@@ -285,10 +259,10 @@ fn a_node_stopped_past_its_ttl_puts_its_links_again_and_etcd_holds_exactly_its_l
     const TTL: u64 = 3;
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let prefix = prefix();
+    let prefix = unique_prefix();
     let ttl = TTL.to_string();
-    let a = Node::start(dir.path(), "a", &etcd.endpoints(), &prefix, &ttl);
-    let b = Node::start(dir.path(), "b", &etcd.endpoints(), &prefix, &ttl);
+    let a = start(dir.path(), "a", &etcd.endpoints(), &prefix, &ttl);
+    let b = start(dir.path(), "b", &etcd.endpoints(), &prefix, &ttl);
     let id_a = a.id();
     let (tunnel, secret) = create_tunnel(&a, "web");
     let connector = Uuid::new_v4();
@@ -308,7 +282,7 @@ fn a_node_stopped_past_its_ttl_puts_its_links_again_and_etcd_holds_exactly_its_l
         (!keys.iter().any(|k| k.contains(&id_a))).then_some(())
     });
     wait(DEADLINE, "node B still shows node A's link", || {
-        let (_, body) = b.admin("GET", "/tunnels/web");
+        let (_, body) = b.admin("GET", "/tunnels/web", None);
         (json(&body)["connectors"].as_array().map(Vec::len) == Some(0)).then_some(())
     });
     a.signal("-CONT");
@@ -319,7 +293,7 @@ fn a_node_stopped_past_its_ttl_puts_its_links_again_and_etcd_holds_exactly_its_l
         keys.iter().any(|k| k.ends_with(&id_a)).then_some(())
     });
     let held = |a: &Node| -> Vec<String> {
-        let (_, body) = a.admin("GET", "/tunnels/web");
+        let (_, body) = a.admin("GET", "/tunnels/web", None);
         let v = json(&body);
         let mut out = Vec::new();
         for c in v["connectors"].as_array().into_iter().flatten() {
@@ -353,7 +327,7 @@ fn a_node_stopped_past_its_ttl_puts_its_links_again_and_etcd_holds_exactly_its_l
     );
     // And node B shows it again, on node A.
     wait(DEADLINE, "node B never showed node A's link again", || {
-        let (_, body) = b.admin("GET", "/tunnels/web");
+        let (_, body) = b.admin("GET", "/tunnels/web", None);
         let v = json(&body);
         (v["connectors"][0]["links"][0]["node"] == id_a.as_str()).then_some(())
     });

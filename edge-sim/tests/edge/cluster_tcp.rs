@@ -12,7 +12,8 @@ use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ringtun_test_support::edge::{Spawned, json, request, spawn_edge};
+use ringtun_test_support::cluster::{ClusterNode as Node, unique_prefix};
+use ringtun_test_support::edge::json;
 use ringtun_test_support::fake_connector::{FakeConnector, FakeOpts};
 use uuid::Uuid;
 
@@ -22,54 +23,13 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// Bytes echoed through the route (several mux windows' worth).
 const ECHO_BYTES: usize = 4 << 20;
 
-struct Node(Spawned);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
-    }
-}
-
-impl Node {
-    /// A node whose edge server and TCP routes are on `ip`.
-    fn start(dir: &Path, name: &str, endpoints: &str, prefix: &str, ip: Ipv4Addr) -> Node {
-        let server = format!("dfw={ip}:0");
-        let tcp_ip = ip.to_string();
-        let args = [
-            "--etcd",
-            endpoints,
-            "--etcd-prefix",
-            prefix,
-            "--etcd-timeout-ms",
-            "1500",
-            "--workers",
-            "1",
-            "--data-center",
-            &server,
-            "--public-tcp-ip",
-            &tcp_ip,
-        ];
-        Node(spawn_edge(
-            env!("CARGO_BIN_EXE_ringtun-edge"),
-            &dir.join(name),
-            &args,
-        ))
-    }
-
-    fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        request(self.0.admin, method, path, Some(&self.0.token), body)
-    }
-
-    /// The value of the metric line that starts with `line_start`, 0 when absent.
-    fn metric(&self, line_start: &str) -> f64 {
-        let (status, text) = self.admin("GET", "/metrics", None);
-        assert_eq!(status, 200, "{text}");
-        text.lines()
-            .find_map(|l| l.strip_prefix(line_start))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    }
+/// A node whose edge server and TCP routes are on `ip`.
+fn start(dir: &Path, name: &str, endpoints: &str, prefix: &str, ip: Ipv4Addr) -> Node {
+    let server = format!("dfw={ip}:0");
+    let tcp_ip = ip.to_string();
+    let args = ["--data-center", &server, "--public-tcp-ip", &tcp_ip];
+    let bin = env!("CARGO_BIN_EXE_ringtun-edge");
+    Node::start(bin, dir, name, endpoints, prefix, &args)
 }
 
 /// A port free on every one of `ips` now (the route binds it on each node's address).
@@ -111,10 +71,10 @@ fn echo_through(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
 fn a_tcp_route_on_a_node_without_a_link_is_carried_to_the_node_with_one() {
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let prefix = format!("/test-{}/", Uuid::new_v4());
+    let prefix = unique_prefix();
     let ips = [Ipv4Addr::new(127, 0, 1, 1), Ipv4Addr::new(127, 0, 2, 1)];
-    let n1 = Node::start(dir.path(), "n1", &etcd.endpoints(), &prefix, ips[0]);
-    let _n2 = Node::start(dir.path(), "n2", &etcd.endpoints(), &prefix, ips[1]);
+    let n1 = start(dir.path(), "n1", &etcd.endpoints(), &prefix, ips[0]);
+    let _n2 = start(dir.path(), "n2", &etcd.endpoints(), &prefix, ips[1]);
 
     let (status, body) = n1.admin("POST", "/tunnels", Some(r#"{"name":"tcp"}"#));
     assert_eq!(status, 201, "{body}");

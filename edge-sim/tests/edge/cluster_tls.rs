@@ -8,46 +8,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ringtun_test_support::edge::{Spawned, request, spawn_edge};
+use ringtun_test_support::cluster::{ClusterNode as Node, node_args, unique_prefix};
+use ringtun_test_support::edge::{request, spawn_edge};
 use ringtun_test_support::etcd::{Etcd, EtcdPki};
-use uuid::Uuid;
 
 /// Generous: the machine may be busy. A failing start is bounded by the node itself (three
 /// times `--etcd-timeout-ms` and a second); this only stops a hung test.
 const DEADLINE: Duration = Duration::from_secs(60);
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringtun-edge");
-
-struct Node(Spawned);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
-    }
-}
-
-fn prefix() -> String {
-    format!("/test-{}/", Uuid::new_v4())
-}
-
-/// The flags every node here gets, then `extra`.
-fn args<'a>(endpoints: &'a str, prefix: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "--etcd",
-        endpoints,
-        "--etcd-prefix",
-        prefix,
-        "--etcd-timeout-ms",
-        "1500",
-        "--workers",
-        "1",
-        "--data-center",
-        "dfw=127.0.1.1:0",
-    ];
-    args.extend_from_slice(extra);
-    args
-}
 
 /// Runs a node that must fail to start: its exit status must be an error within
 /// [`DEADLINE`]; returns its stderr and how long it took.
@@ -121,7 +90,7 @@ fn a_node_with_the_right_certificates_serves_and_registers_its_presence() {
     let pki = EtcdPki::generate();
     let etcd = Etcd::start_tls(pki.member.clone());
     let dir = tempfile::tempdir().expect("temp dir");
-    let (endpoints, prefix) = (etcd.tls_endpoints(), prefix());
+    let (endpoints, prefix) = (etcd.tls_endpoints(), unique_prefix());
     let tls = [
         "--etcd-cacert",
         path(&pki.ca),
@@ -133,7 +102,7 @@ fn a_node_with_the_right_certificates_serves_and_registers_its_presence() {
     let node = Node(spawn_edge(
         BIN,
         &dir.path().join("a"),
-        &args(&endpoints, &prefix, &tls),
+        &node_args(&endpoints, &prefix, &tls),
     ));
     // A write goes to etcd over TLS and shows in the node's view.
     let (status, body) = request(
@@ -156,10 +125,10 @@ fn without_a_client_certificate_or_with_another_cas_the_start_fails_naming_the_f
     let pki = EtcdPki::generate();
     let etcd = Etcd::start_tls(pki.member.clone());
     let dir = tempfile::tempdir().expect("temp dir");
-    let (endpoints, prefix) = (etcd.tls_endpoints(), prefix());
+    let (endpoints, prefix) = (etcd.tls_endpoints(), unique_prefix());
     let (stderr, took) = start_fails(
         &dir.path().join("a"),
-        &args(&endpoints, &prefix, &["--etcd-cacert", path(&pki.ca)]),
+        &node_args(&endpoints, &prefix, &["--etcd-cacert", path(&pki.ca)]),
     );
     println!("no client certificate: failed after {took:?}");
     assert!(stderr.contains("--etcd-cert"), "{stderr}");
@@ -171,7 +140,10 @@ fn without_a_client_certificate_or_with_another_cas_the_start_fails_naming_the_f
         "--etcd-key",
         path(&pki.other_client_key),
     ];
-    let (stderr, took) = start_fails(&dir.path().join("b"), &args(&endpoints, &prefix, &other));
+    let (stderr, took) = start_fails(
+        &dir.path().join("b"),
+        &node_args(&endpoints, &prefix, &other),
+    );
     println!("a client certificate of another CA: failed after {took:?}");
     assert!(stderr.contains("--etcd-cert"), "{stderr}");
     assert!(
@@ -187,7 +159,7 @@ fn trusting_the_wrong_ca_fails_the_start_naming_the_flag() {
     let pki = EtcdPki::generate();
     let etcd = Etcd::start_tls(pki.member.clone());
     let dir = tempfile::tempdir().expect("temp dir");
-    let (endpoints, prefix) = (etcd.tls_endpoints(), prefix());
+    let (endpoints, prefix) = (etcd.tls_endpoints(), unique_prefix());
     let wrong = [
         "--etcd-cacert",
         path(&pki.other_ca),
@@ -196,7 +168,10 @@ fn trusting_the_wrong_ca_fails_the_start_naming_the_flag() {
         "--etcd-key",
         path(&pki.client_key),
     ];
-    let (stderr, took) = start_fails(&dir.path().join("a"), &args(&endpoints, &prefix, &wrong));
+    let (stderr, took) = start_fails(
+        &dir.path().join("a"),
+        &node_args(&endpoints, &prefix, &wrong),
+    );
     println!("the wrong CA: failed after {took:?}");
     assert!(stderr.contains("--etcd-cacert"), "{stderr}");
 }
@@ -212,7 +187,7 @@ fn a_missing_or_malformed_file_fails_the_start_naming_its_flag() {
     std::fs::write(&empty, "\n").expect("write");
     // Nothing listens there: every file is checked before anything connects.
     let https = "https://127.0.0.1:9";
-    let prefix = prefix();
+    let prefix = unique_prefix();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--etcd-cacert", path(&missing)], "--etcd-cacert"),
         (vec!["--etcd-cacert", path(&not_pem)], "--etcd-cacert"),
@@ -288,14 +263,14 @@ fn a_missing_or_malformed_file_fails_the_start_naming_its_flag() {
         }
         let (stderr, _) = start_fails(
             &dir.path().join(format!("n{i}")),
-            &args(https, &prefix, &extra),
+            &node_args(https, &prefix, &extra),
         );
         assert!(stderr.contains(flag), "case {i} {extra:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "case {i}: {stderr}");
     }
     let (stderr, _) = start_fails(
         &dir.path().join("http"),
-        &args(
+        &node_args(
             "http://127.0.0.1:9",
             &prefix,
             &["--etcd-cacert", path(&pki.ca)],
@@ -343,7 +318,7 @@ fn enable_auth(etcd: &Etcd, prefix: &str) {
 fn with_etcd_authentication_the_right_password_serves_and_a_wrong_one_fails_naming_the_flags() {
     let etcd = Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let (endpoints, prefix) = (etcd.endpoints(), prefix());
+    let (endpoints, prefix) = (etcd.endpoints(), unique_prefix());
     enable_auth(&etcd, &prefix);
     let good = dir.path().join("password");
     std::fs::write(&good, "edge-password\n").expect("write");
@@ -352,7 +327,7 @@ fn with_etcd_authentication_the_right_password_serves_and_a_wrong_one_fails_nami
 
     let (stderr, took) = start_fails(
         &dir.path().join("a"),
-        &args(
+        &node_args(
             &endpoints,
             &prefix,
             &["--etcd-user", "ringtun", "--etcd-password-file", path(&bad)],
@@ -361,14 +336,14 @@ fn with_etcd_authentication_the_right_password_serves_and_a_wrong_one_fails_nami
     println!("a wrong password: failed after {took:?}");
     assert!(stderr.contains("--etcd-password-file"), "{stderr}");
 
-    let (stderr, took) = start_fails(&dir.path().join("b"), &args(&endpoints, &prefix, &[]));
+    let (stderr, took) = start_fails(&dir.path().join("b"), &node_args(&endpoints, &prefix, &[]));
     println!("no user: failed after {took:?}");
     assert!(stderr.contains("--etcd-user"), "{stderr}");
 
     let node = Node(spawn_edge(
         BIN,
         &dir.path().join("c"),
-        &args(
+        &node_args(
             &endpoints,
             &prefix,
             &[
@@ -423,10 +398,13 @@ fn the_wrong_scheme_for_a_member_fails_the_start_naming_it() {
     let pki = EtcdPki::generate();
     let etcd = Etcd::start_tls(pki.member.clone());
     let dir = tempfile::tempdir().expect("temp dir");
-    let prefix = prefix();
+    let prefix = unique_prefix();
     // Plain HTTP/2 to the member's TLS port.
     let plain_to_tls = etcd.tls_endpoints().replace("https://", "http://");
-    let (stderr, took) = start_fails(&dir.path().join("a"), &args(&plain_to_tls, &prefix, &[]));
+    let (stderr, took) = start_fails(
+        &dir.path().join("a"),
+        &node_args(&plain_to_tls, &prefix, &[]),
+    );
     println!("http:// to a TLS port: failed after {took:?}");
     assert!(stderr.contains("https://"), "{stderr}");
     // TLS to the member's plain port.
@@ -439,7 +417,10 @@ fn the_wrong_scheme_for_a_member_fails_the_start_naming_it() {
         "--etcd-key",
         path(&pki.client_key),
     ];
-    let (stderr, took) = start_fails(&dir.path().join("b"), &args(&tls_to_plain, &prefix, &tls));
+    let (stderr, took) = start_fails(
+        &dir.path().join("b"),
+        &node_args(&tls_to_plain, &prefix, &tls),
+    );
     println!("https:// to a plain port: failed after {took:?}");
     assert!(stderr.contains("http://"), "{stderr}");
 }
