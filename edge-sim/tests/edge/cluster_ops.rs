@@ -113,6 +113,9 @@ fn discovery_lists_every_live_node_and_one_node_answers_as_before() {
     let b = start(dir.path(), "b", &etcd.endpoints(), &prefix, "10");
     let (id_a, id_b) = (a.id(), b.id());
     assert_ne!(id_a, id_b);
+    // A node of a cluster names itself in discovery, with the ID it logged.
+    assert_eq!(a.discovery()["node"], id_a.as_str());
+    assert_eq!(b.discovery()["node"], id_b.as_str());
     let servers = [a.0.server.expect("server"), b.0.server.expect("server")];
     for node in [&a, &b] {
         let answer = wait(DEADLINE, "discovery never listed both nodes", || {
