@@ -30,7 +30,8 @@ impl Task {
                     .limits
                     .hit(Limit::EtcdTimeout, &self.settings.endpoints.join(","));
                 return Err(Error::RegistryUnavailable(format!(
-                    "etcd did not answer within {timeout:?} (unreachable, or its quorum is lost)"
+                    "etcd did not answer within {timeout:?} (unreachable, or its quorum is lost; \
+                     the write may still take effect once etcd has a leader again)"
                 )));
             }
         };
