@@ -36,4 +36,4 @@ pub use message::{
     Accepted, Challenge, DEFAULT_WEIGHT, MAX_HA_CONNECTIONS, MAX_MESSAGE, MAX_STRING, Message,
     PROTOCOL_VERSION, Register, RegisterFlags, RegisterRequest, RejectCode, Rejected,
 };
-pub use secret::{TunnelSecret, compute_proof};
+pub use secret::{SECRET_LEN, TunnelSecret, compute_proof};

@@ -6,7 +6,11 @@ use sha2::Sha256;
 /// The domain separation label in every proof.
 const LABEL: &[u8] = b"ringtun-register-v1";
 
-/// A tunnel's shared secret. Its `Debug` prints `***`; it is never sent.
+/// How many random bytes the edge makes a new tunnel's secret of (and stores).
+pub const SECRET_LEN: usize = 32;
+
+/// A tunnel's shared secret: the connector's (from its credentials file or token) and the
+/// edge registry's (stored with the tunnel). Its `Debug` prints `***`; it is never sent.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TunnelSecret(Vec<u8>);
 

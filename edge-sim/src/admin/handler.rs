@@ -241,7 +241,10 @@ fn route(
             tracing::info!(tunnel = %t.id, name = %t.name, "tunnel created");
             let mut v = tunnel_json(&t);
             if let Some(map) = v.as_object_mut() {
-                map.insert("secret".into(), json!(secret.to_base64()));
+                map.insert(
+                    "secret".into(),
+                    json!(crate::registry::secret_base64(&secret)),
+                );
             }
             Ok(Reply::json(201, v))
         }

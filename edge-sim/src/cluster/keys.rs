@@ -262,7 +262,7 @@ impl Keys {
 
     /// A secret's value.
     pub(crate) fn encode_secret(secret: &TunnelSecret) -> String {
-        secret.to_base64()
+        crate::registry::secret_base64(secret)
     }
 
     /// The view of every key under the prefix (`kvs`: key → value).
@@ -363,10 +363,11 @@ fn decode_secret(id: &str, value: &str) -> std::result::Result<(Uuid, TunnelSecr
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(value)
         .map_err(|e| format!("secret is not base64: {e}"))?;
-    let bytes: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| "secret is not 32 bytes".to_owned())?;
-    Ok((id, TunnelSecret::from_bytes(bytes)))
+    if bytes.len() != ringtun_core::handshake::SECRET_LEN {
+        let want = ringtun_core::handshake::SECRET_LEN;
+        return Err(format!("secret is not {want} bytes"));
+    }
+    Ok((id, TunnelSecret::new(bytes)))
 }
 
 #[cfg(test)]
@@ -385,7 +386,7 @@ mod tests {
             created: now,
             lb_policy: Some(crate::settings::LbPolicy::Random),
         };
-        let secret = TunnelSecret::generate();
+        let secret = crate::registry::new_secret();
         let orphan = Uuid::new_v4();
         let mut kvs = BTreeMap::new();
         let mut put = |k: String, v: String| kvs.insert(k.into_bytes(), v.into_bytes());

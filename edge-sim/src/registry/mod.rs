@@ -54,6 +54,7 @@ pub use types::{
     Cleanup, Connector, ConnectorRegistration, DnsRoute, LinkInfo, LiveLoad, LiveLoads,
     RouteChange, TcpPorts, TcpRoute, Tunnel, TunnelSecret, edge_summary,
 };
+pub(crate) use types::{new_secret, secret_base64};
 pub(crate) use view::View;
 
 use crate::error::{Error, Result};

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use super::types::{DnsRoute, TcpRoute, Tunnel, TunnelSecret};
+use super::types::{DnsRoute, SECRET_LEN, TcpRoute, Tunnel, TunnelSecret};
 use crate::error::{Error, Result};
 use crate::settings::LbPolicy;
 
@@ -149,12 +149,7 @@ impl Store {
             .map_err(|e| Error::Invalid(format!("cannot format time: {e}")))?;
         let res = self.conn.execute(
             "INSERT INTO tunnels (id, name, secret, created) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                tunnel.id.to_string(),
-                tunnel.name,
-                &secret.expose()[..],
-                created
-            ],
+            params![tunnel.id.to_string(), tunnel.name, secret.expose(), created],
         );
         match res {
             Ok(_) => Ok(()),
@@ -191,11 +186,13 @@ impl Store {
             )
             .optional()?;
         let secret = secret.ok_or_else(|| Error::TunnelNotFound(id.to_string()))?;
-        let bytes: [u8; 32] = secret.try_into().map_err(|_| Error::CorruptState {
-            path: "registry.db".into(),
-            reason: format!("tunnel {id} has a secret of the wrong length"),
-        })?;
-        Ok(TunnelSecret::from_bytes(bytes))
+        if secret.len() != SECRET_LEN {
+            return Err(Error::CorruptState {
+                path: "registry.db".into(),
+                reason: format!("tunnel {id} has a secret of the wrong length"),
+            });
+        }
+        Ok(TunnelSecret::new(secret))
     }
 
     pub(crate) fn delete_tunnel(&self, id: Uuid) -> Result<()> {

@@ -25,7 +25,7 @@ impl Registry {
             created: now.replace_nanosecond(0).unwrap_or(now),
             lb_policy: None,
         };
-        let secret = TunnelSecret::generate();
+        let secret = crate::registry::new_secret();
         let _writes = self.writes();
         if self.view().find(name).is_some() {
             return Err(Error::TunnelExists(name.to_owned()));

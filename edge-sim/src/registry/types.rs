@@ -9,40 +9,23 @@ use uuid::Uuid;
 
 use crate::settings::LbPolicy;
 
-/// A tunnel's secret as the registry stores it: 32 random bytes. `Debug` hides it; the bytes
-/// come out only through [`TunnelSecret::expose`] (for the store and the registration proof).
-#[derive(Clone, PartialEq, Eq)]
-pub struct TunnelSecret([u8; 32]);
+pub(crate) use ringtun_core::handshake::SECRET_LEN;
+/// A tunnel's secret: the handshake's own type. The registry stores [`SECRET_LEN`] bytes; the
+/// stores check that length when they read one back.
+pub use ringtun_core::handshake::TunnelSecret;
 
-impl TunnelSecret {
-    /// Wraps stored secret bytes.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        TunnelSecret(bytes)
-    }
-
-    /// The secret bytes, for storing them and checking a registration proof; never log them.
-    pub fn expose(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// A fresh random secret.
-    pub fn generate() -> Self {
-        let mut bytes = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-        TunnelSecret(bytes)
-    }
-
-    /// The secret in standard base64, as in a credentials file.
-    pub fn to_base64(&self) -> String {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(self.0)
-    }
+/// A fresh random secret of [`SECRET_LEN`] bytes, for a new tunnel.
+pub(crate) fn new_secret() -> TunnelSecret {
+    let mut bytes = vec![0u8; SECRET_LEN];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    TunnelSecret::new(bytes)
 }
 
-impl fmt::Debug for TunnelSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TunnelSecret(***)")
-    }
+/// A secret in standard base64: its form in a credentials file, in the admin API's answer to
+/// a tunnel's creation, and in etcd.
+pub(crate) fn secret_base64(secret: &TunnelSecret) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(secret.expose())
 }
 
 /// A tunnel (its secret is kept apart, see [`super::Registry::tunnel_secret`]).

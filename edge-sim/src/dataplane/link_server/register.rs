@@ -20,7 +20,7 @@ use std::rc::Rc;
 
 use compio::io::{AsyncRead, AsyncWrite};
 use ringtun_core::handshake::{
-    Accepted, HandshakeError, Register, RejectCode, Rejected, TunnelSecret, edge_accept,
+    Accepted, HandshakeError, Register, RejectCode, Rejected, edge_accept,
 };
 use ringtun_core::rt::Shutdown;
 use uuid::Uuid;
@@ -45,22 +45,19 @@ async fn register<S: AsyncRead + AsyncWrite>(
     let registry = &w.plane.registry;
     let lookup = |r: &Register| {
         let tunnel = Uuid::from_bytes(r.tunnel_id);
-        registry
-            .tunnel_secret(tunnel)
-            .map(|s| TunnelSecret::new(s.expose().to_vec()))
-            .map_err(|e| {
-                registry.metrics().connectors_rejected.inc();
-                match e {
-                    Error::TunnelNotFound(_) => Rejected {
-                        code: RejectCode::UnknownTunnel,
-                        message: format!("tunnel {tunnel} does not exist on this edge"),
-                    },
-                    e => Rejected {
-                        code: RejectCode::TryAgain,
-                        message: format!("the edge cannot check the registration now: {e}"),
-                    },
-                }
-            })
+        registry.tunnel_secret(tunnel).map_err(|e| {
+            registry.metrics().connectors_rejected.inc();
+            match e {
+                Error::TunnelNotFound(_) => Rejected {
+                    code: RejectCode::UnknownTunnel,
+                    message: format!("tunnel {tunnel} does not exist on this edge"),
+                },
+                e => Rejected {
+                    code: RejectCode::TryAgain,
+                    message: format!("the edge cannot check the registration now: {e}"),
+                },
+            }
+        })
     };
     let admit = |r: &Register| {
         let connector_id = Uuid::from_bytes(r.connector_id);
