@@ -64,6 +64,11 @@ impl ClusterNode {
         request(self.0.admin, method, path, Some(&self.0.token), body)
     }
 
+    /// Sends `signal` to the node's process.
+    pub fn signal(&self, signal: ringtun_core::signal::Signal) {
+        ringtun_core::signal::send(self.0.child.id(), signal).expect("signal the node");
+    }
+
     /// The value of the node's metric line that starts with `line_start`, 0 when absent.
     pub fn metric(&self, line_start: &str) -> f64 {
         let (status, text) = self.admin("GET", "/metrics", None);

@@ -8,6 +8,7 @@ use ringtun_test_support::etcd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use ringtun_core::signal::Signal;
 use ringtun_test_support::cluster::{ClusterNode as Node, unique_prefix};
 use ringtun_test_support::edge::{json, request, spawn_edge};
 use ringtun_test_support::fake_connector::{FakeConnector, FakeOpts};
@@ -30,10 +31,9 @@ fn start(dir: &Path, name: &str, endpoints: &str, prefix: &str, ttl: &str) -> No
     )
 }
 
-/// What a node's discovery and signals are to these tests.
+/// What a node's discovery is to these tests.
 trait Ops {
     fn discovery(&self) -> serde_json::Value;
-    fn signal(&self, sig: &str);
 }
 
 impl Ops for Node {
@@ -41,14 +41,6 @@ impl Ops for Node {
         let (status, body) = self.admin("GET", "/discovery", None);
         assert_eq!(status, 200, "{body}");
         json(&body)
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = std::process::Command::new("kill")
-            .args([sig, &self.0.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {sig}");
     }
 }
 
@@ -237,7 +229,7 @@ fn a_graceful_stop_revokes_the_nodes_presence_at_once() {
         let keys = etcd.keys(&prefix)?;
         (mine(&keys).len() == 2).then_some(())
     });
-    a.signal("-TERM");
+    a.signal(Signal::Term);
     wait(DEADLINE, "node A did not exit on SIGTERM", || {
         a.0.child.try_wait().ok().flatten()
     });
@@ -278,7 +270,7 @@ fn a_node_stopped_past_its_ttl_puts_its_links_again_and_etcd_holds_exactly_its_l
         (link_keys(&etcd)?.len() == 1).then_some(())
     });
 
-    a.signal("-STOP");
+    a.signal(Signal::Stop);
     // Its lease runs out while it is stopped (the other node sees it gone).
     wait(DEADLINE, "a stopped node's presence did not expire", || {
         let keys = etcd.keys(&prefix)?;
@@ -288,7 +280,7 @@ fn a_node_stopped_past_its_ttl_puts_its_links_again_and_etcd_holds_exactly_its_l
         let (_, body) = b.admin("GET", "/tunnels/web", None);
         (json(&body)["connectors"].as_array().map(Vec::len) == Some(0)).then_some(())
     });
-    a.signal("-CONT");
+    a.signal(Signal::Cont);
 
     // Back: its record again, and exactly the links it holds (whatever the link did meanwhile).
     wait(DEADLINE, "node A's record never came back", || {
