@@ -42,6 +42,26 @@ fn node(dir: &Path, etcd: &etcd::Etcd, prefix: &str, like: Option<&Edge>) -> Edg
     super::cluster::node_with(dir, etcd, prefix, like, &["--grace-period", &grace])
 }
 
+/// [`NODES`] nodes in `dir` (`n0`, `n1`, …) under `prefix`, the later ones sharing the first's
+/// CA and admin token, once the first one's discovery lists them all.
+fn start_nodes(dir: &Path, etcd: &etcd::Etcd, prefix: &str) -> Vec<Edge> {
+    let mut nodes = vec![node(&dir.join("n0"), etcd, prefix, None)];
+    for i in 1..NODES {
+        let n = node(&dir.join(format!("n{i}")), etcd, prefix, Some(&nodes[0]));
+        nodes.push(n);
+    }
+    wait_all_nodes(&nodes[0], "discovery never listed every node");
+    nodes
+}
+
+/// An origin, and the tunnel `web` routed from `web.example.com`, made on `edge`.
+fn web_tunnel(dir: &Path, edge: &Edge) -> (Origin, Tunnel) {
+    let origin = Origin::start(dir, false);
+    let tunnel = Tunnel::create(edge, "web");
+    tunnel.route_dns(edge, "web.example.com");
+    (origin, tunnel)
+}
+
 /// Waits until `edge`'s discovery lists every node in both data centers.
 fn wait_all_nodes(edge: &Edge, what: &str) {
     let deadline = Instant::now() + STEP_TIMEOUT;
@@ -174,21 +194,8 @@ fn a_rolling_restart_of_every_node_under_load_fails_no_request() {
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("/e2e-rolling-{}/", std::process::id());
-    let first = node(&dir.path().join("n0"), &etcd, &prefix, None);
-    let mut nodes = vec![first];
-    for i in 1..NODES {
-        let n = node(
-            &dir.path().join(format!("n{i}")),
-            &etcd,
-            &prefix,
-            Some(&nodes[0]),
-        );
-        nodes.push(n);
-    }
-    wait_all_nodes(&nodes[0], "discovery never listed every node");
-    let origin = Origin::start(dir.path(), false);
-    let tunnel = Tunnel::create(&nodes[0], "web");
-    tunnel.route_dns(&nodes[0], "web.example.com");
+    let mut nodes = start_nodes(dir.path(), &etcd, &prefix);
+    let (origin, tunnel) = web_tunnel(dir.path(), &nodes[0]);
     let mut connector = Connector::run(&nodes[0], &tunnel, &Service::Url(origin.url()));
     let before = wait_four_links(&nodes[1], "web", "the connector never had 4 links");
     for n in &nodes {
@@ -313,21 +320,8 @@ fn a_draining_node_keeps_its_links_until_the_connector_has_moved_them() {
     let etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("/e2e-mbb-{}/", std::process::id());
-    let first = node(&dir.path().join("n0"), &etcd, &prefix, None);
-    let mut nodes = vec![first];
-    for i in 1..NODES {
-        let n = node(
-            &dir.path().join(format!("n{i}")),
-            &etcd,
-            &prefix,
-            Some(&nodes[0]),
-        );
-        nodes.push(n);
-    }
-    wait_all_nodes(&nodes[0], "discovery never listed every node");
-    let origin = Origin::start(dir.path(), false);
-    let tunnel = Tunnel::create(&nodes[0], "web");
-    tunnel.route_dns(&nodes[0], "web.example.com");
+    let mut nodes = start_nodes(dir.path(), &etcd, &prefix);
+    let (origin, tunnel) = web_tunnel(dir.path(), &nodes[0]);
     let connector = Connector::run(&nodes[0], &tunnel, &Service::Url(origin.url()));
     let before = wait_four_links(&nodes[1], "web", "the connector never had 4 links");
     let ids: Vec<String> = nodes.iter().map(node_id).collect();

@@ -81,6 +81,12 @@ fn wait_for_presence(etcd: &Etcd, prefix: &str) -> Vec<String> {
     }
 }
 
+/// `--etcd-cacert CA --etcd-cert CERT --etcd-key KEY`.
+fn tls_flags<'a>(ca: &'a Path, cert: &'a Path, key: &'a Path) -> [&'a str; 6] {
+    let (ca, cert, key) = (path(ca), path(cert), path(key));
+    ["--etcd-cacert", ca, "--etcd-cert", cert, "--etcd-key", key]
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 temp path")
 }
@@ -91,14 +97,7 @@ fn a_node_with_the_right_certificates_serves_and_registers_its_presence() {
     let etcd = Etcd::start_tls(pki.member.clone());
     let dir = tempfile::tempdir().expect("temp dir");
     let (endpoints, prefix) = (etcd.tls_endpoints(), unique_prefix());
-    let tls = [
-        "--etcd-cacert",
-        path(&pki.ca),
-        "--etcd-cert",
-        path(&pki.client_cert),
-        "--etcd-key",
-        path(&pki.client_key),
-    ];
+    let tls = tls_flags(&pki.ca, &pki.client_cert, &pki.client_key);
     let node = Node(spawn_edge(
         BIN,
         &dir.path().join("a"),
@@ -132,14 +131,7 @@ fn without_a_client_certificate_or_with_another_cas_the_start_fails_naming_the_f
     );
     println!("no client certificate: failed after {took:?}");
     assert!(stderr.contains("--etcd-cert"), "{stderr}");
-    let other = [
-        "--etcd-cacert",
-        path(&pki.ca),
-        "--etcd-cert",
-        path(&pki.other_client_cert),
-        "--etcd-key",
-        path(&pki.other_client_key),
-    ];
+    let other = tls_flags(&pki.ca, &pki.other_client_cert, &pki.other_client_key);
     let (stderr, took) = start_fails(
         &dir.path().join("b"),
         &node_args(&endpoints, &prefix, &other),
@@ -160,14 +152,7 @@ fn trusting_the_wrong_ca_fails_the_start_naming_the_flag() {
     let etcd = Etcd::start_tls(pki.member.clone());
     let dir = tempfile::tempdir().expect("temp dir");
     let (endpoints, prefix) = (etcd.tls_endpoints(), unique_prefix());
-    let wrong = [
-        "--etcd-cacert",
-        path(&pki.other_ca),
-        "--etcd-cert",
-        path(&pki.client_cert),
-        "--etcd-key",
-        path(&pki.client_key),
-    ];
+    let wrong = tls_flags(&pki.other_ca, &pki.client_cert, &pki.client_key);
     let (stderr, took) = start_fails(
         &dir.path().join("a"),
         &node_args(&endpoints, &prefix, &wrong),
@@ -409,14 +394,7 @@ fn the_wrong_scheme_for_a_member_fails_the_start_naming_it() {
     assert!(stderr.contains("https://"), "{stderr}");
     // TLS to the member's plain port.
     let tls_to_plain = etcd.endpoints().replace("http://", "https://");
-    let tls = [
-        "--etcd-cacert",
-        path(&pki.ca),
-        "--etcd-cert",
-        path(&pki.client_cert),
-        "--etcd-key",
-        path(&pki.client_key),
-    ];
+    let tls = tls_flags(&pki.ca, &pki.client_cert, &pki.client_key);
     let (stderr, took) = start_fails(
         &dir.path().join("b"),
         &node_args(&tls_to_plain, &prefix, &tls),
