@@ -537,7 +537,7 @@ pub fn get_when_served(public: SocketAddr, host: &str, path: &str) -> Response {
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    crate::origin::closed_port().port()
+    crate::origin::free_port()
 }
 
 /// One edge, one tunnel with DNS routes and one connector serving it, ready: the fixture most

@@ -370,11 +370,24 @@ pub fn echo_server() -> SocketAddr {
     addr
 }
 
-/// A loopback address with nothing listening (it was free a moment ago): a refused origin, or
-/// a port for a listener the test asks for.
+/// A loopback address that refuses every connection for the rest of the test process: a
+/// refused origin. A TCP socket stays bound to it without listening (and is never closed), so
+/// no other test's listener on port 0 can be given the port meanwhile. (A port that was merely
+/// free a moment ago can be: a test once got 200 from a "refused" origin that way.)
 pub fn closed_port() -> SocketAddr {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    s.bind(&any.into()).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    // Held until the process exits: the port must stay refused for as long as a test may use it.
+    std::mem::forget(s);
+    addr
+}
+
+/// A loopback port that was free a moment ago, for a listener the test asks a process to bind.
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    l.local_addr().unwrap().port()
 }
 
 /// What a [`TlsOrigin`] saw.
