@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::edge::{Spawned, request, spawn_edge};
+use crate::edge::{Spawned, json, request, spawn_edge};
+use crate::fake_connector::{FakeConnector, FakeOpts};
 
 /// A key prefix no other test uses, so that tests can share one etcd member.
 pub fn unique_prefix() -> String {
@@ -77,6 +78,48 @@ impl ClusterNode {
             .find_map(|l| l.strip_prefix(line_start))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
+    }
+
+    /// Creates tunnel `name` through the admin API; returns its ID and secret.
+    pub fn create_tunnel(&self, name: &str) -> (uuid::Uuid, Vec<u8>) {
+        use base64::Engine as _;
+        let body = format!(r#"{{"name":"{name}"}}"#);
+        let (status, body) = self.admin("POST", "/tunnels", Some(&body));
+        assert_eq!(status, 201, "{body}");
+        let created = json(&body);
+        let id = created["id"].as_str().expect("id").parse().expect("uuid");
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode(created["secret"].as_str().expect("secret"))
+            .expect("base64");
+        (id, secret)
+    }
+
+    /// A fake connector's link `index` to the node's edge server (TLS, trusting the CA the
+    /// node's discovery names), answering as `name`; asserts that it registered.
+    pub fn link(
+        &self,
+        name: &'static str,
+        tunnel: uuid::Uuid,
+        secret: &[u8],
+        connector: uuid::Uuid,
+        index: u8,
+    ) -> FakeConnector {
+        let ca_pem = json(&self.admin("GET", "/discovery", None).1)["ca_pem"]
+            .as_str()
+            .expect("ca_pem")
+            .to_owned();
+        let c = FakeConnector::start(FakeOpts {
+            name,
+            server: self.0.server.expect("edge server"),
+            ca_pem: Some(ca_pem),
+            tunnel,
+            secret: secret.to_vec(),
+            connector,
+            link_index: index,
+            refuse: false,
+        });
+        assert!(c.registered.is_ok(), "{:?}", c.registered.as_ref().err());
+        c
     }
 
     /// Waits (up to a minute: the machine may be busy) until `GET path` answers 200 with a body

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ringtun_test_support::cluster::{ClusterNode as Node, unique_prefix};
 use ringtun_test_support::edge::json;
-use ringtun_test_support::fake_connector::{Client, FakeConnector, FakeOpts};
+use ringtun_test_support::fake_connector::{Client, FakeConnector};
 use uuid::Uuid;
 
 /// Generous: the machine may be busy.
@@ -117,41 +117,14 @@ fn etcd_down_admin_writes_503_data_plane_keeps_serving_and_writes_resume() {
     let mut etcd = etcd::Etcd::start(1);
     let dir = tempfile::tempdir().expect("temp dir");
     let node = start(dir.path(), "a", &etcd.endpoints(), &unique_prefix(), &[]);
-    let (status, body) = node.admin("POST", "/tunnels", Some(r#"{"name":"web"}"#));
-    assert_eq!(status, 201, "{body}");
-    let created = json(&body);
-    let tunnel: Uuid = created["id"].as_str().expect("id").parse().expect("uuid");
-    let secret = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .decode(created["secret"].as_str().expect("secret"))
-            .expect("base64")
-    };
+    let (tunnel, secret) = node.create_tunnel("web");
     let (status, body) = node.admin(
         "POST",
         "/routes/dns",
         Some(r#"{"tunnel":"web","hostname":"app.example.com"}"#),
     );
     assert_eq!(status, 201, "{body}");
-    let ca_pem = json(&node.admin("GET", "/discovery", None).1)["ca_pem"]
-        .as_str()
-        .expect("ca_pem")
-        .to_owned();
-    let connector = FakeConnector::start(FakeOpts {
-        name: "c",
-        server: node.0.server.expect("edge server"),
-        ca_pem: Some(ca_pem),
-        tunnel,
-        secret,
-        connector: Uuid::new_v4(),
-        link_index: 0,
-        refuse: false,
-    });
-    assert!(
-        connector.registered.is_ok(),
-        "{:?}",
-        connector.registered.as_ref().err()
-    );
+    let connector = node.link("c", tunnel, &secret, Uuid::new_v4(), 0);
     let get = || Client::connect(node.0.public).get("app.example.com", "/hello");
     assert_eq!(get().status, 200);
 
@@ -231,39 +204,8 @@ fn with_three_members_killing_the_leader_keeps_writes_working() {
 
 /// A tunnel on `node` and a fake connector's link to it; returns the connector (keep it).
 fn link_a_connector(node: &Node, tunnel_name: &str) -> (Uuid, FakeConnector) {
-    let (status, body) = node.admin(
-        "POST",
-        "/tunnels",
-        Some(&format!(r#"{{"name":"{tunnel_name}"}}"#)),
-    );
-    assert_eq!(status, 201, "{body}");
-    let created = json(&body);
-    let tunnel: Uuid = created["id"].as_str().expect("id").parse().expect("uuid");
-    let secret = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .decode(created["secret"].as_str().expect("secret"))
-            .expect("base64")
-    };
-    let ca_pem = json(&node.admin("GET", "/discovery", None).1)["ca_pem"]
-        .as_str()
-        .expect("ca_pem")
-        .to_owned();
-    let connector = FakeConnector::start(FakeOpts {
-        name: "c",
-        server: node.0.server.expect("edge server"),
-        ca_pem: Some(ca_pem),
-        tunnel,
-        secret,
-        connector: Uuid::new_v4(),
-        link_index: 0,
-        refuse: false,
-    });
-    assert!(
-        connector.registered.is_ok(),
-        "{:?}",
-        connector.registered.as_ref().err()
-    );
+    let (tunnel, secret) = node.create_tunnel(tunnel_name);
+    let connector = node.link("c", tunnel, &secret, Uuid::new_v4(), 0);
     (tunnel, connector)
 }
 

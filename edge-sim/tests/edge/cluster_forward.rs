@@ -10,8 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ringtun_test_support::cluster::{ClusterNode as Node, unique_prefix};
-use ringtun_test_support::edge::json;
-use ringtun_test_support::fake_connector::{Client, FakeConnector, FakeOpts, Response};
+use ringtun_test_support::fake_connector::{Client, Response};
 use uuid::Uuid;
 
 /// Generous: the machine may be busy.
@@ -101,16 +100,7 @@ fn h2_get(addr: std::net::SocketAddr) -> (u16, Vec<u8>) {
 
 /// The tunnel `web` routed at [`HOST`], made through `node`; returns its ID and secret.
 fn tunnel(node: &Node) -> (Uuid, Vec<u8>) {
-    let (status, body) = node.admin("POST", "/tunnels", Some(r#"{"name":"web"}"#));
-    assert_eq!(status, 201, "{body}");
-    let created = json(&body);
-    let id: Uuid = created["id"].as_str().expect("id").parse().expect("uuid");
-    let secret = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .decode(created["secret"].as_str().expect("secret"))
-            .expect("base64")
-    };
+    let (id, secret) = node.create_tunnel("web");
     let (status, body) = node.admin(
         "POST",
         "/routes/dns",
@@ -118,30 +108,6 @@ fn tunnel(node: &Node) -> (Uuid, Vec<u8>) {
     );
     assert_eq!(status, 201, "{body}");
     (id, secret)
-}
-
-/// A fake connector `name` of the tunnel with one link to `node`.
-fn link(node: &Node, name: &'static str, tunnel: Uuid, secret: &[u8]) -> FakeConnector {
-    let ca_pem = json(&node.admin("GET", "/discovery", None).1)["ca_pem"]
-        .as_str()
-        .expect("ca_pem")
-        .to_owned();
-    let connector = FakeConnector::start(FakeOpts {
-        name,
-        server: node.0.server.expect("edge server"),
-        ca_pem: Some(ca_pem),
-        tunnel,
-        secret: secret.to_vec(),
-        connector: Uuid::new_v4(),
-        link_index: 0,
-        refuse: false,
-    });
-    assert!(
-        connector.registered.is_ok(),
-        "{:?}",
-        connector.registered.as_ref().err()
-    );
-    connector
 }
 
 #[test]
@@ -154,7 +120,7 @@ fn requests_to_nodes_without_a_link_are_forwarded_to_the_node_that_has_one() {
         .map(|n| start(dir.path(), n, &etcd.endpoints(), &prefix))
         .collect();
     let (id, secret) = tunnel(&nodes[0]);
-    let _c = link(&nodes[0], "c1", id, &secret);
+    let _c = nodes[0].link("c1", id, &secret, Uuid::new_v4(), 0);
 
     // Node 1 serves its own link; nodes 2 and 3 forward to it.
     for node in &nodes {
@@ -234,7 +200,7 @@ fn a_forwarded_stream_reaches_the_link_on_whichever_worker_of_the_node_holds_it(
         start(dir.path(), "n3", &etcd.endpoints(), &prefix),
     ];
     let (id, secret) = tunnel(&nodes[0]);
-    let _c = link(&nodes[0], "c1", id, &secret);
+    let _c = nodes[0].link("c1", id, &secret, Uuid::new_v4(), 0);
     nodes[0].wait_served();
     for node in &nodes[1..] {
         // The first answer may wait for the route and presence to reach this node.
@@ -278,7 +244,7 @@ fn a_forwarded_request_is_never_forwarded_again() {
         .map(|n| start(dir.path(), n, &etcd.endpoints(), &prefix))
         .collect();
     let (id, secret) = tunnel(&nodes[0]);
-    let _c = link(&nodes[0], "c1", id, &secret);
+    let _c = nodes[0].link("c1", id, &secret, Uuid::new_v4(), 0);
     nodes[2].wait_served();
     // Node 2 now claims a link of the tunnel it does not hold (stale presence). Node 3 picks
     // it about half of the time; node 2 must refuse rather than pass the stream on to node 1,
@@ -317,8 +283,8 @@ fn a_node_down_is_skipped_for_the_next_and_with_none_left_the_502_names_them() {
         .map(|n| start(dir.path(), n, &etcd.endpoints(), &prefix))
         .collect();
     let (id, secret) = tunnel(&nodes[0]);
-    let c1 = link(&nodes[0], "c1", id, &secret);
-    let c3 = link(&nodes[2], "c3", id, &secret);
+    let c1 = nodes[0].link("c1", id, &secret, Uuid::new_v4(), 0);
+    let c3 = nodes[2].link("c3", id, &secret, Uuid::new_v4(), 0);
     let (id1, id3) = (nodes[0].id(), nodes[2].id());
     // Node 2 knows both: wait until it has been answered by each.
     let deadline = Instant::now() + DEADLINE;
@@ -407,7 +373,7 @@ fn a_request_no_node_could_take_waits_for_a_link_to_appear_elsewhere() {
         })
         .collect();
     let (id, secret) = tunnel(&nodes[0]);
-    let c1 = link(&nodes[0], "c1", id, &secret);
+    let c1 = nodes[0].link("c1", id, &secret, Uuid::new_v4(), 0);
     nodes[2].wait_served();
     let key = format!("{prefix}links/{id}/{}/stale.0", nodes[1].id());
     assert!(etcd.put(&key, r#"{"data_center":"dfw","server":"127.0.1.1:1"}"#));
@@ -431,7 +397,7 @@ fn a_request_no_node_could_take_waits_for_a_link_to_appear_elsewhere() {
         assert!(Instant::now() < deadline, "node 3 never tried node 2");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _c2 = link(&nodes[0], "c2", id, &secret);
+    let _c2 = nodes[0].link("c2", id, &secret, Uuid::new_v4(), 0);
     let answer = request.join().expect("request thread");
     assert_eq!(answer, (200, "hello from c2".to_owned()));
     assert_eq!(

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use ringtun_core::signal::Signal;
 use ringtun_test_support::cluster::{ClusterNode as Node, unique_prefix};
-use ringtun_test_support::edge::{json, request, spawn_edge};
-use ringtun_test_support::fake_connector::{FakeConnector, FakeOpts};
+use ringtun_test_support::edge::{json, spawn_edge};
 use uuid::Uuid;
 
 /// Generous: the machine may be busy.
@@ -54,46 +53,6 @@ fn wait<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -
         assert!(Instant::now() < deadline, "{what}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// A tunnel made on `node` and a fake connector's link `index` to `node`'s server.
-fn link(node: &Node, tunnel: Uuid, secret: &[u8], connector: Uuid, index: u8) -> FakeConnector {
-    let ca_pem = node.discovery()["ca_pem"]
-        .as_str()
-        .expect("ca_pem")
-        .to_owned();
-    let c = FakeConnector::start(FakeOpts {
-        name: "c",
-        server: node.0.server.expect("edge server"),
-        ca_pem: Some(ca_pem),
-        tunnel,
-        secret: secret.to_vec(),
-        connector,
-        link_index: index,
-        refuse: false,
-    });
-    assert!(c.registered.is_ok(), "{:?}", c.registered.as_ref().err());
-    c
-}
-
-fn create_tunnel(node: &Node, name: &str) -> (Uuid, Vec<u8>) {
-    let (status, body) = request(
-        node.0.admin,
-        "POST",
-        "/tunnels",
-        Some(&node.0.token),
-        Some(&format!(r#"{{"name":"{name}"}}"#)),
-    );
-    assert_eq!(status, 201, "{body}");
-    let created = json(&body);
-    let id = created["id"].as_str().expect("id").parse().expect("uuid");
-    let secret = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .decode(created["secret"].as_str().expect("secret"))
-            .expect("base64")
-    };
-    (id, secret)
 }
 
 #[test]
@@ -177,14 +136,14 @@ fn tunnel_info_on_any_node_shows_every_nodes_links_with_their_node() {
     let a = start(dir.path(), "a", &etcd.endpoints(), &prefix, "10");
     let b = start(dir.path(), "b", &etcd.endpoints(), &prefix, "10");
     let (id_a, id_b) = (a.id(), b.id());
-    let (tunnel, secret) = create_tunnel(&a, "web");
+    let (tunnel, secret) = a.create_tunnel("web");
     let connector = Uuid::new_v4();
     // One connector, link 0 on node A and link 1 on node B.
-    let _l0 = link(&a, tunnel, &secret, connector, 0);
+    let _l0 = a.link("c", tunnel, &secret, connector, 0);
     wait(DEADLINE, "node B never saw the tunnel", || {
         (b.admin("GET", "/tunnels/web", None).0 == 200).then_some(())
     });
-    let _l1 = link(&b, tunnel, &secret, connector, 1);
+    let _l1 = b.link("c", tunnel, &secret, connector, 1);
     for node in [&a, &b] {
         let info = wait(DEADLINE, "tunnel info never showed both links", || {
             let (status, body) = node.admin("GET", "/tunnels/web", None);
@@ -220,8 +179,8 @@ fn a_graceful_stop_revokes_the_nodes_presence_at_once() {
     let mut a = start(dir.path(), "a", &etcd.endpoints(), &prefix, "300");
     let b = start(dir.path(), "b", &etcd.endpoints(), &prefix, "300");
     let id_a = a.id();
-    let (tunnel, secret) = create_tunnel(&a, "web");
-    let _c = link(&a, tunnel, &secret, Uuid::new_v4(), 0);
+    let (tunnel, secret) = a.create_tunnel("web");
+    let _c = a.link("c", tunnel, &secret, Uuid::new_v4(), 0);
     let mine = |keys: &[String]| -> Vec<String> {
         keys.iter().filter(|k| k.contains(&id_a)).cloned().collect()
     };
@@ -259,9 +218,9 @@ fn a_node_stopped_past_its_ttl_puts_its_links_again_and_etcd_holds_exactly_its_l
     let a = start(dir.path(), "a", &etcd.endpoints(), &prefix, &ttl);
     let b = start(dir.path(), "b", &etcd.endpoints(), &prefix, &ttl);
     let id_a = a.id();
-    let (tunnel, secret) = create_tunnel(&a, "web");
+    let (tunnel, secret) = a.create_tunnel("web");
     let connector = Uuid::new_v4();
-    let _c = link(&a, tunnel, &secret, connector, 0);
+    let _c = a.link("c", tunnel, &secret, connector, 0);
     let link_keys = |etcd: &etcd::Etcd| -> Option<Vec<String>> {
         let keys = etcd.keys(&format!("{prefix}links/"))?;
         Some(keys.into_iter().filter(|k| k.contains(&id_a)).collect())

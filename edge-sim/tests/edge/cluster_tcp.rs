@@ -13,8 +13,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ringtun_test_support::cluster::{ClusterNode as Node, unique_prefix};
-use ringtun_test_support::edge::json;
-use ringtun_test_support::fake_connector::{FakeConnector, FakeOpts};
 use uuid::Uuid;
 
 /// Generous: the machine may be busy.
@@ -76,16 +74,7 @@ fn a_tcp_route_on_a_node_without_a_link_is_carried_to_the_node_with_one() {
     let n1 = start(dir.path(), "n1", &etcd.endpoints(), &prefix, ips[0]);
     let _n2 = start(dir.path(), "n2", &etcd.endpoints(), &prefix, ips[1]);
 
-    let (status, body) = n1.admin("POST", "/tunnels", Some(r#"{"name":"tcp"}"#));
-    assert_eq!(status, 201, "{body}");
-    let created = json(&body);
-    let tunnel: Uuid = created["id"].as_str().expect("id").parse().expect("uuid");
-    let secret = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .decode(created["secret"].as_str().expect("secret"))
-            .expect("base64")
-    };
+    let (tunnel, secret) = n1.create_tunnel("tcp");
     let port = free_port_on(&ips);
     let (status, body) = n1.admin(
         "POST",
@@ -95,25 +84,7 @@ fn a_tcp_route_on_a_node_without_a_link_is_carried_to_the_node_with_one() {
     assert_eq!(status, 201, "{body}");
 
     // The connector's one link is on node 1.
-    let ca_pem = json(&n1.admin("GET", "/discovery", None).1)["ca_pem"]
-        .as_str()
-        .expect("ca_pem")
-        .to_owned();
-    let connector = FakeConnector::start(FakeOpts {
-        name: "c1",
-        server: n1.0.server.expect("edge server"),
-        ca_pem: Some(ca_pem),
-        tunnel,
-        secret,
-        connector: Uuid::new_v4(),
-        link_index: 0,
-        refuse: false,
-    });
-    assert!(
-        connector.registered.is_ok(),
-        "{:?}",
-        connector.registered.as_ref().err()
-    );
+    let _connector = n1.link("c1", tunnel, &secret, Uuid::new_v4(), 0);
 
     // Node 2 listens on its own address once its route watch has seen the route, and
     // forwards once its presence view shows node 1's link: a short echo until both hold.
