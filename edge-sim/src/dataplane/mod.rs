@@ -381,11 +381,13 @@ impl DataPlane {
     /// the module doc), and the streams forwarded to other nodes are waited for too.
     pub fn drain(&self, grace: std::time::Duration, moving: std::time::Duration) {
         let start = std::time::Instant::now();
-        let step = std::time::Duration::from_millis(20);
         let clustered = self.plane.peers.is_some();
-        if !clustered {
+        let drain_links = || {
             self.plane.loads.stop_new_streams();
             self.plane.links_draining.trigger();
+        };
+        if !clustered {
+            drain_links();
         }
         self.plane.draining.trigger();
         let (streams, links) = self.plane.loads.in_flight();
@@ -397,46 +399,35 @@ impl DataPlane {
             "draining: no new connections, links drain"
         );
         if clustered {
-            let moving = moving.min(grace);
-            loop {
-                let (_, links) = self.plane.loads.in_flight();
-                if links == 0 {
-                    tracing::info!(
-                        elapsed_ms = start.elapsed().as_millis() as u64,
-                        "every connector moved its links to other nodes"
-                    );
-                    break;
-                }
-                if start.elapsed() >= moving {
-                    tracing::warn!(
-                        links,
-                        "connectors did not move every link to another node within the move period (--peer-move-period-ms); draining them"
-                    );
-                    break;
-                }
-                std::thread::sleep(step);
-            }
-            self.plane.loads.stop_new_streams();
-            self.plane.links_draining.trigger();
-        }
-        let forwarded = || self.plane.peers.as_ref().map_or(0, |p| p.in_flight());
-        loop {
-            let (streams, links) = self.plane.loads.in_flight();
-            let forwarded = forwarded();
-            if streams == 0 && links == 0 && forwarded == 0 {
-                tracing::info!(elapsed_ms = start.elapsed().as_millis() as u64, "drained");
-                break;
-            }
-            if start.elapsed() >= grace {
-                tracing::warn!(
-                    streams,
-                    links,
-                    forwarded,
-                    "grace period over; closing what is left"
+            let links = || self.plane.loads.in_flight().1;
+            if poll_until(start, moving.min(grace), || links() == 0) {
+                tracing::info!(
+                    elapsed_ms = start.elapsed().as_millis() as u64,
+                    "every connector moved its links to other nodes"
                 );
-                break;
+            } else {
+                tracing::warn!(
+                    links = links(),
+                    "connectors did not move every link to another node within the move period (--peer-move-period-ms); draining them"
+                );
             }
-            std::thread::sleep(step);
+            drain_links();
+        }
+        let left = || {
+            let (streams, links) = self.plane.loads.in_flight();
+            let forwarded = self.plane.peers.as_ref().map_or(0, |p| p.in_flight());
+            (streams, links, forwarded)
+        };
+        if poll_until(start, grace, || left() == (0, 0, 0)) {
+            tracing::info!(elapsed_ms = start.elapsed().as_millis() as u64, "drained");
+        } else {
+            let (streams, links, forwarded) = left();
+            tracing::warn!(
+                streams,
+                links,
+                forwarded,
+                "grace period over; closing what is left"
+            );
         }
         self.plane.peers_closing.trigger();
     }
@@ -460,5 +451,24 @@ impl DataPlane {
 impl Drop for DataPlane {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Checks `done` every 20 ms until it holds (`true`) or `limit` has passed since `start`
+/// (`false`). Blocking, as the drain is: it runs on the thread that stops the edge, never on a
+/// worker.
+fn poll_until(
+    start: std::time::Instant,
+    limit: std::time::Duration,
+    mut done: impl FnMut() -> bool,
+) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
