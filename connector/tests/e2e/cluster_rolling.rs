@@ -42,6 +42,25 @@ fn node(dir: &Path, etcd: &etcd::Etcd, prefix: &str, like: Option<&Edge>) -> Edg
     super::cluster::node_with(dir, etcd, prefix, like, &["--grace-period", &grace])
 }
 
+/// SIGTERM to `node` (named `what` in failures); it must drain and exit successfully within
+/// its grace period (plus a step's margin).
+fn terminate(node: &mut Edge, what: &str) {
+    e2e::signal(&node.proc, "TERM");
+    let deadline = Instant::now() + GRACE + STEP_TIMEOUT;
+    let status = loop {
+        if let Some(s) = node.proc.try_wait() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not exit after SIGTERM: {}",
+            node.proc.tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{what} exited with {status}");
+}
+
 /// [`NODES`] nodes in `dir` (`n0`, `n1`, …) under `prefix`, the later ones sharing the first's
 /// CA and admin token, once the first one's discovery lists them all.
 fn start_nodes(dir: &Path, etcd: &etcd::Etcd, prefix: &str) -> Vec<Edge> {
@@ -225,22 +244,8 @@ fn a_rolling_restart_of_every_node_under_load_fails_no_request() {
         let began = Instant::now();
         let began_at = balancer.start.elapsed();
         balancer.take_out(i);
-        let old = nodes.remove(i);
-        let mut old = old;
-        e2e::signal(&old.proc, "TERM");
-        let deadline = Instant::now() + GRACE + STEP_TIMEOUT;
-        let status = loop {
-            if let Some(s) = old.proc.try_wait() {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {i} did not exit after SIGTERM: {}",
-                old.proc.tail(20)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(status.success(), "node {i} exited with {status}");
+        let mut old = nodes.remove(i);
+        terminate(&mut old, &format!("node {i}"));
         let stopped = began.elapsed();
         let restarted = old.restart();
         nodes.insert(i, restarted);
@@ -342,20 +347,7 @@ fn a_draining_node_keeps_its_links_until_the_connector_has_moved_them() {
     std::thread::sleep(Duration::from_millis(500));
 
     let mut old = nodes.remove(x);
-    e2e::signal(&old.proc, "TERM");
-    let deadline = Instant::now() + GRACE + STEP_TIMEOUT;
-    let status = loop {
-        if let Some(s) = old.proc.try_wait() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the node did not exit after SIGTERM: {}",
-            old.proc.tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "the node exited with {status}");
+    terminate(&mut old, "the node");
     let after = wait_four_links(&nodes[0], "web", "the connector never had 4 links again");
     std::thread::sleep(Duration::from_millis(500));
     let totals: Vec<_> = loads.into_iter().map(Load::finish).collect();
